@@ -1,0 +1,262 @@
+"""Indexing: walk archive roots and record every image in the catalogue.
+
+Incremental: a file whose size and modification time are unchanged is not
+read again. Unreadable files are recorded with their reason and the job goes
+on. Decoding runs in a thread pool (OpenCV and hashlib release the GIL); the
+calling thread is the one writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from mining.io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageInfo, UnreadableImage, inspect_image
+from mining.store import Store
+from mining.tiling import needs_tiling, tile_grid
+
+logger = logging.getLogger(__name__)
+
+#: Reasons that may go away without the file changing; such files are retried.
+_RETRY_REASONS = ("permission_denied",)
+
+
+@dataclass
+class IndexSummary:
+    """What one indexing run did."""
+
+    seen: int = 0
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    missing: int = 0
+    unreadable: Counter = field(default_factory=Counter)
+    tiled: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        """JSON-ready form."""
+        return {
+            "seen": self.seen, "new": self.new, "changed": self.changed,
+            "unchanged": self.unchanged, "missing": self.missing,
+            "unreadable": dict(sorted(self.unreadable.items())),
+            "tiled": self.tiled, "seconds": round(self.seconds, 3),
+        }
+
+
+def walk_images(root: str, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> Iterator[str]:
+    """Yield image file paths under ``root`` (recursive, sorted, symbolic links included).
+
+    Broken links and unreadable sub-folders are yielded or logged, never raised.
+    """
+    exts = tuple(e.lower() for e in extensions)
+    if os.path.isfile(root):
+        yield root
+        return
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as err:
+            logger.warning("cannot list %s: %s", folder, err)
+            continue
+        subdirs = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                subdirs.append(entry.path)
+            elif entry.name.lower().endswith(exts):
+                yield entry.path
+        stack.extend(reversed(subdirs))
+
+
+def _stat(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _inspect(path: str, max_pixels: int) -> ImageInfo | UnreadableImage:
+    try:
+        return inspect_image(path, max_pixels=max_pixels)
+    except UnreadableImage as err:
+        return err
+    except Exception as err:  # noqa: BLE001 - a bad file never kills the job
+        logger.exception("unexpected error reading %s", path)
+        return UnreadableImage(path, "decode_error", f"{type(err).__name__}: {err}")
+
+
+def _inspect_chunk(paths: list[str], max_pixels: int) -> list[ImageInfo | UnreadableImage]:
+    return [_inspect(p, max_pixels) for p in paths]
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def index_archive(
+    store: Store,
+    roots: Iterable[str | os.PathLike],
+    *,
+    tile_size: int = 1024,
+    tile_overlap: int = 64,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    workers: int | None = None,
+    batch_size: int = 512,
+    progress: Callable[[int, int], None] | None = None,
+) -> IndexSummary:
+    """Index image files under one or more roots into the catalogue.
+
+    Parameters
+    ----------
+    store : Store
+        The catalogue (the one writer).
+    roots : iterable of path
+        Folders (walked recursively) or single files.
+    tile_size, tile_overlap : int, optional
+        Images larger than ``tile_size`` either way are split into tiles of
+        that size overlapping by ``tile_overlap`` pixels.
+    max_pixels : int, optional
+        Larger images are recorded as unreadable, reason ``too_large``.
+    extensions : iterable of str, optional
+        File extensions to index.
+    workers : int, optional
+        Decoding threads (default: CPU count).
+    batch_size : int, optional
+        Files per write transaction.
+    progress : callable, optional
+        Called as ``progress(done, total)`` after each batch.
+
+    Returns
+    -------
+    IndexSummary
+    """
+    t0 = time.perf_counter()
+    tile_grid(tile_size, tile_size, tile_size, tile_overlap)  # validates both numbers
+    roots = [os.path.abspath(os.fspath(r)) for r in roots]
+    for r in roots:
+        if not os.path.exists(r):
+            raise FileNotFoundError(f"archive root {r!r} does not exist")
+    summary = IndexSummary()
+    known: dict[str, tuple[int, int, str]] = {}
+    for r in roots:
+        known.update(store.known_files(r if os.path.isdir(r) else None))
+    marks = ",".join("?" * len(_RETRY_REASONS))
+    retry = {r[0] for r in store.query(f"SELECT path FROM images WHERE reason IN ({marks})", _RETRY_REASONS)}
+    todo: list[str] = []
+    seen: set[str] = set()
+    for root in roots:
+        for path in walk_images(root, extensions):
+            if path in seen:
+                continue
+            seen.add(path)
+            old = known.get(path)
+            if old is not None and path not in retry:
+                st = _stat(path)
+                if st is not None and (st[0], st[1]) == (old[0], old[1]):
+                    summary.unchanged += 1
+                    continue
+            todo.append(path)
+    summary.seen = len(seen)
+    run_id = store.start_run("index", {"roots": roots, "tile_size": tile_size, "tile_overlap": tile_overlap,
+                                       "max_pixels": max_pixels})
+    workers = workers or os.cpu_count() or 1
+    done = 0
+    chunk = max(1, min(64, len(todo) // (workers * 4) or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for batch in _chunks(todo, batch_size):
+            results = [r for part in pool.map(_inspect_chunk, _chunks(batch, chunk), [max_pixels] * len(batch))
+                       for r in part]
+            _write_batch(store, results, known, roots, tile_size, tile_overlap, summary)
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(todo))
+    summary.missing = _mark_missing(store, roots, known, seen)
+    summary.seconds = time.perf_counter() - t0
+    store.finish_run(run_id, summary.as_dict())
+    logger.info("indexed %s", summary.as_dict())
+    return summary
+
+
+def _root_of(path: str, roots: list[str]) -> str:
+    for r in roots:
+        if path == r or path.startswith(r.rstrip(os.sep) + os.sep):
+            return r
+    return os.path.dirname(path)
+
+
+def _write_batch(store, results, known, roots, tile_size, tile_overlap, summary) -> None:
+    now = time.time()
+    with store.transaction() as con:
+        for res in results:
+            path = res.path
+            old = known.get(path)
+            if isinstance(res, UnreadableImage):
+                summary.unreadable[res.reason] += 1
+                st = _lstat(path)
+                row = (path, _root_of(path, roots), None, st[0], st[1], None, None, None, None,
+                       "unreadable", res.reason, res.detail[:500], now)
+            else:
+                row = (path, _root_of(path, roots), res.sha256, res.bytes, res.mtime_ns, res.width,
+                       res.height, res.channels, res.dtype, "ok", None, None, now)
+            image_id = con.execute(
+                "INSERT INTO images (path, root, sha256, bytes, mtime_ns, width, height, channels, dtype,"
+                " status, reason, detail, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(path) DO UPDATE SET root=excluded.root, sha256=excluded.sha256,"
+                " bytes=excluded.bytes, mtime_ns=excluded.mtime_ns, width=excluded.width,"
+                " height=excluded.height, channels=excluded.channels, dtype=excluded.dtype,"
+                " status=excluded.status, reason=excluded.reason, detail=excluded.detail,"
+                " indexed_at=excluded.indexed_at RETURNING id",
+                row,
+            ).fetchone()[0]
+            if old is None:
+                summary.new += 1
+            else:
+                summary.changed += 1
+                # the content may differ: what was computed from the old file is stale
+                for table in ("tiles", "scores", "embeddings", "map_coords"):
+                    con.execute(f"DELETE FROM {table} WHERE image_id = ?", (image_id,))
+            if isinstance(res, ImageInfo) and needs_tiling(res.height, res.width, tile_size):
+                grid = tile_grid(res.height, res.width, tile_size, tile_overlap)
+                con.executemany(
+                    "INSERT INTO tiles (image_id, idx, y, x, h, w) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(image_id, i, *t) for i, t in enumerate(grid)],
+                )
+                summary.tiled += 1
+
+
+def _lstat(path: str) -> tuple[int | None, int | None]:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None, None
+    return st.st_size, st.st_mtime_ns
+
+
+def _mark_missing(store: Store, roots: list[str], known: dict, seen: set[str]) -> int:
+    gone = [p for p, (_, _, status) in known.items() if p not in seen and status == "ok"
+            and any(p.startswith(r.rstrip(os.sep) + os.sep) or p == r for r in roots)]
+    if not gone:
+        return 0
+    with store.transaction() as con:
+        con.executemany(
+            "UPDATE images SET status = 'unreadable', reason = 'missing',"
+            " detail = 'file no longer in the archive' WHERE path = ?",
+            [(p,) for p in gone],
+        )
+    return len(gone)

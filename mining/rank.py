@@ -1,0 +1,203 @@
+"""Ranking: fuse the scorers' image scores and choose the next batch for review.
+
+Fusion rank-normalises each scorer (its scores become percentiles in (0, 1],
+higher = rarer) and takes a weighted mean over the scorers that scored an
+image. Every image keeps its "why": the percentile each scorer gave it.
+
+Selection strategies live in :data:`STRATEGIES`; each takes the fused table
+and returns the chosen rows in order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import rankdata
+
+from mining.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FusedScores:
+    """Image-level scores of a catalogue, fused.
+
+    Attributes
+    ----------
+    image_ids : ndarray of shape (n,), int64
+    scorers : list of str
+    raw : ndarray of shape (n, n_scorers), float64
+        Scores as stored (NaN where a scorer did not score an image).
+    percentiles : ndarray of shape (n, n_scorers), float64
+        Rank-normalised scores in (0, 1] (NaN where missing).
+    fused : ndarray of shape (n,), float64
+        Weighted mean of the available percentiles; higher = rarer.
+    """
+
+    image_ids: np.ndarray
+    scorers: list[str]
+    raw: np.ndarray
+    percentiles: np.ndarray
+    fused: np.ndarray
+
+    def why(self, i: int) -> dict:
+        """Which scorers ranked row ``i`` high (percentile per scorer, best first)."""
+        per = {s: round(float(p), 4) for s, p in zip(self.scorers, self.percentiles[i]) if not np.isnan(p)}
+        return dict(sorted(per.items(), key=lambda kv: -kv[1]))
+
+
+def rank_normalize(scores: np.ndarray) -> np.ndarray:
+    """Percentile ranks in (0, 1] of the finite values (ties share their mean rank; NaN stays NaN).
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n,)
+
+    Returns
+    -------
+    ndarray of shape (n,), float64
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    out = np.full(scores.shape, np.nan)
+    ok = np.isfinite(scores)
+    if ok.any():
+        out[ok] = rankdata(scores[ok], method="average") / ok.sum()
+    return out
+
+
+def fuse(raw: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rank-normalise each column and take the weighted mean over the available ones.
+
+    Parameters
+    ----------
+    raw : ndarray of shape (n, k)
+        One column per scorer, NaN where missing.
+    weights : ndarray of shape (k,), optional
+        Non-negative weights (default equal).
+
+    Returns
+    -------
+    percentiles : ndarray of shape (n, k)
+    fused : ndarray of shape (n,)
+        NaN where no scorer scored the row.
+    """
+    raw = np.asarray(raw, dtype=np.float64)
+    if raw.ndim != 2:
+        raise ValueError(f"raw must have shape (n, k), got {raw.shape}")
+    k = raw.shape[1]
+    w = np.ones(k) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (k,) or (w < 0).any():
+        raise ValueError(f"weights must be {k} non-negative numbers, got {weights!r}")
+    pct = np.column_stack([rank_normalize(raw[:, j]) for j in range(k)]) if k else raw
+    avail = ~np.isnan(pct)
+    wsum = (avail * w).sum(axis=1)
+    fused = np.where(wsum > 0, np.nansum(np.nan_to_num(pct) * w, axis=1) / np.where(wsum > 0, wsum, 1), np.nan)
+    return pct, fused
+
+
+def fused_scores(store: Store, weights: Mapping[str, float] | None = None,
+                 scorers: list[str] | None = None) -> FusedScores:
+    """Read the image-level scores of a catalogue and fuse them.
+
+    Parameters
+    ----------
+    store : Store
+    weights : mapping of scorer name to float, optional
+        Weight per scorer (missing names weigh 1; 0 leaves a scorer out).
+    scorers : list of str, optional
+        Use only these scorers.
+
+    Raises
+    ------
+    ValueError
+        If ``weights`` names a scorer that has no scores.
+    """
+    ids, names, table = store.score_table(scorers)
+    weights = dict(weights or {})
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise ValueError(f"weights name scorers without scores: {unknown}; scored: {names}")
+    raw = np.full((len(ids), len(names)), np.nan)
+    pos = {iid: i for i, iid in enumerate(ids)}
+    for j, n in enumerate(names):
+        for iid, s in table[n].items():
+            raw[pos[iid], j] = s
+    w = np.array([float(weights.get(n, 1.0)) for n in names])
+    pct, fused = fuse(raw, w)
+    return FusedScores(np.asarray(ids, dtype=np.int64), names, raw, pct, fused)
+
+
+def select_top(fs: FusedScores, candidates: np.ndarray, n: int, **_) -> list[int]:
+    """Top fused score first ("find more events"). Returns row indices into ``fs``."""
+    order = candidates[np.argsort(-np.nan_to_num(fs.fused[candidates], nan=-1), kind="stable")]
+    return [int(i) for i in order[:n]]
+
+
+#: strategy name -> function(fused_scores, candidate_rows, n, **kwargs) -> row indices
+STRATEGIES: dict[str, Callable[..., list[int]]] = {"top": select_top}
+
+
+def reviewed_ids(store: Store) -> set[int]:
+    """Images that already have a verdict."""
+    return {r[0] for r in store.query("SELECT DISTINCT image_id FROM reviews")}
+
+
+def rank(store: Store, *, strategy: str = "top", n: int = 24, weights: Mapping[str, float] | None = None,
+         include_reviewed: bool = False, **kwargs) -> int:
+    """Choose the next batch of candidates and write it as a new round.
+
+    Parameters
+    ----------
+    store : Store
+    strategy : str, default="top"
+        One of :data:`STRATEGIES`.
+    n : int, default=24
+        Candidates in the round.
+    weights : mapping, optional
+        Fusion weights per scorer.
+    include_reviewed : bool, default=False
+        Offer images that already have a verdict again.
+    **kwargs
+        Passed to the strategy.
+
+    Returns
+    -------
+    round : int
+        The number of the round written.
+
+    Raises
+    ------
+    ValueError
+        For an unknown strategy, n < 1, or a catalogue without scores.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; valid strategies: {', '.join(sorted(STRATEGIES))}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    fs = fused_scores(store, weights)
+    if len(fs.image_ids) == 0:
+        raise ValueError("the catalogue has no scores yet: run `raremine mine` first")
+    rows = np.arange(len(fs.image_ids))
+    if not include_reviewed:
+        done = reviewed_ids(store)
+        rows = rows[~np.isin(fs.image_ids, list(done))]
+    chosen = STRATEGIES[strategy](fs, rows, n, store=store, **kwargs)
+    round_ = store.current_round() + 1
+    now = time.time()
+    with store.transaction() as con:
+        con.executemany(
+            "INSERT INTO candidates (round, image_id, tile, rank, strategy, score, why, created_at)"
+            " VALUES (?, ?, -1, ?, ?, ?, ?, ?)",
+            [(round_, int(fs.image_ids[i]), r + 1, strategy, float(np.nan_to_num(fs.fused[i])),
+              json.dumps({"strategy": strategy, "fused": round(float(np.nan_to_num(fs.fused[i])), 4),
+                          "scorers": fs.why(i)}), now)
+             for r, i in enumerate(chosen)],
+        )
+    logger.info("round %d: %d candidates by %s", round_, len(chosen), strategy)
+    return round_

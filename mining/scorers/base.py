@@ -1,0 +1,83 @@
+"""The scorer protocol shared by every way of mining.
+
+A scorer turns one image into a score map and a few image statistics.
+Direction, stated once and kept everywhere: **higher means more likely rare.**
+
+Life cycle, driven by :func:`mining.mine.mine`:
+
+1. ``prepare(store, run_id)`` in the main process, once per job: train on a
+   sample of the catalogue, load a model, or do nothing. Afterwards the
+   scorer is pickled to the workers (between our own processes only).
+2. ``score_image(image)`` in the workers, once per image or tile, returning a
+   :class:`ScoreResult`.
+3. ``finalize(store, run_id)`` in the main process after all shards: scorers
+   that need the whole archive (outlier scores over embeddings, a 2-D map)
+   write their scores here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ScoreResult:
+    """What a scorer returns for one image or tile.
+
+    Attributes
+    ----------
+    score : float
+        Image score; higher means more likely rare.
+    stats : dict of str to float
+        A few image statistics (kept for the re-ranker and the app).
+    map : ndarray of shape (H, W), float32, optional
+        Score map at the image's resolution (higher = more suspicious);
+        None when the scorer has no map.
+    embedding : ndarray of shape (D,), float32, optional
+        A per-image vector, stored under ``embedding_name``.
+    """
+
+    score: float
+    stats: dict[str, float] = field(default_factory=dict)
+    map: np.ndarray | None = None
+    embedding: np.ndarray | None = None
+
+
+class Scorer:
+    """Base class of scorers; subclasses override :meth:`score_image`.
+
+    Class attributes
+    ----------------
+    name : str
+        The name used on the command line and in the catalogue.
+    map_range : (float, float)
+        Map values mapped to 0 and 255 when an overlay PNG is saved.
+    embedding_name : str or None
+        Name under which ``ScoreResult.embedding`` is stored.
+    per_image : bool
+        False for scorers whose scores are computed in :meth:`finalize` only
+        (the streaming pass then only collects embeddings).
+    """
+
+    name: str = "base"
+    map_range: tuple[float, float] = (0.0, 1.0)
+    embedding_name: str | None = None
+    per_image: bool = True
+
+    def prepare(self, store, run_id: int | None = None) -> Scorer:  # noqa: ARG002
+        """Get ready in the main process before the streaming pass; return self."""
+        return self
+
+    def score_image(self, image: np.ndarray) -> ScoreResult:
+        """Score one image (as read by :func:`mining.io.read_image`)."""
+        raise NotImplementedError
+
+    def finalize(self, store, run_id: int | None = None) -> None:  # noqa: ARG002
+        """Whole-archive step after the streaming pass (default: nothing)."""
+        return None
+
+    def config(self) -> dict:
+        """Constructor arguments, for the run record."""
+        return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}

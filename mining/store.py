@@ -1,0 +1,462 @@
+"""The catalogue: an embedded SQLite database shared by jobs and the review app.
+
+One writer, many readers (WAL mode: readers never block the writing job and
+the writer never blocks them). The schema carries a version number
+(``PRAGMA user_version``); :data:`MIGRATIONS` moves an older catalogue forward,
+and a catalogue newer than this code is refused with both versions named.
+
+Conventions kept in every table:
+
+- ``tile`` is ``-1`` for a whole image, otherwise the tile's index in
+  ``tiles``;
+- scores: higher means more likely rare;
+- JSON columns hold small dicts (configs, statistics, counts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+
+#: Schema version this code writes and expects.
+SCHEMA_VERSION = 1
+
+_SCHEMA_V1 = """
+CREATE TABLE images (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    root TEXT,
+    sha256 TEXT,
+    bytes INTEGER,
+    mtime_ns INTEGER,
+    width INTEGER,
+    height INTEGER,
+    channels INTEGER,
+    dtype TEXT,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'unreadable')),
+    reason TEXT,
+    detail TEXT,
+    indexed_at REAL NOT NULL
+);
+CREATE INDEX images_status ON images(status);
+CREATE INDEX images_sha ON images(sha256);
+
+CREATE TABLE tiles (
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    y INTEGER NOT NULL, x INTEGER NOT NULL, h INTEGER NOT NULL, w INTEGER NOT NULL,
+    PRIMARY KEY (image_id, idx)
+);
+
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    config TEXT,
+    versions TEXT,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    status TEXT NOT NULL DEFAULT 'running',
+    counts TEXT
+);
+
+CREATE TABLE models (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    format TEXT NOT NULL,
+    config TEXT,
+    classes TEXT,
+    metrics TEXT,
+    created_at REAL NOT NULL
+);
+
+CREATE TABLE scores (
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    tile INTEGER NOT NULL DEFAULT -1,
+    scorer TEXT NOT NULL,
+    score REAL NOT NULL,
+    stats TEXT,
+    map_path TEXT,
+    model_id INTEGER REFERENCES models(id),
+    run_id INTEGER REFERENCES runs(id),
+    created_at REAL NOT NULL,
+    PRIMARY KEY (image_id, tile, scorer)
+);
+CREATE INDEX scores_scorer ON scores(scorer, score);
+
+CREATE TABLE embeddings (
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    tile INTEGER NOT NULL DEFAULT -1,
+    name TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    run_id INTEGER REFERENCES runs(id),
+    PRIMARY KEY (image_id, tile, name)
+);
+
+CREATE TABLE map_coords (
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    tile INTEGER NOT NULL DEFAULT -1,
+    method TEXT NOT NULL,
+    x REAL NOT NULL,
+    y REAL NOT NULL,
+    run_id INTEGER REFERENCES runs(id),
+    PRIMARY KEY (image_id, tile, method)
+);
+
+CREATE TABLE failures (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER REFERENCES runs(id),
+    image_id INTEGER REFERENCES images(id) ON DELETE CASCADE,
+    tile INTEGER NOT NULL DEFAULT -1,
+    scorer TEXT,
+    reason TEXT NOT NULL,
+    detail TEXT,
+    created_at REAL NOT NULL
+);
+
+CREATE TABLE candidates (
+    id INTEGER PRIMARY KEY,
+    round INTEGER NOT NULL,
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    tile INTEGER NOT NULL DEFAULT -1,
+    rank INTEGER NOT NULL,
+    strategy TEXT NOT NULL,
+    score REAL,
+    why TEXT,
+    run_id INTEGER REFERENCES runs(id),
+    created_at REAL NOT NULL,
+    UNIQUE (round, image_id, tile)
+);
+CREATE INDEX candidates_round ON candidates(round, rank);
+
+CREATE TABLE reviews (
+    id INTEGER PRIMARY KEY,
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    tile INTEGER NOT NULL DEFAULT -1,
+    candidate_id INTEGER REFERENCES candidates(id) ON DELETE SET NULL,
+    reviewer TEXT NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('confirm', 'reject', 'unsure')),
+    category TEXT,
+    note TEXT,
+    mask_path TEXT,
+    source TEXT NOT NULL DEFAULT 'app',
+    created_at REAL NOT NULL
+);
+CREATE INDEX reviews_image ON reviews(image_id, tile);
+
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT
+);
+"""
+
+
+def _run_script(con: sqlite3.Connection, script: str) -> None:
+    # executescript() would commit the open transaction first; run statement by statement.
+    for statement in script.split(";"):
+        if statement.strip():
+            con.execute(statement)
+
+
+def _migrate_0_to_1(con: sqlite3.Connection) -> None:
+    _run_script(con, _SCHEMA_V1)
+
+
+#: ``MIGRATIONS[v]`` moves a catalogue from version ``v`` to ``v + 1``.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _migrate_0_to_1}
+
+
+class SchemaVersionError(RuntimeError):
+    """The catalogue was written by another version of raremine."""
+
+
+def schema_version(con: sqlite3.Connection) -> int:
+    """The schema version stored in a catalogue (0 for a new, empty file)."""
+    return int(con.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(con: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
+    """Apply forward migrations up to ``target``; return the version reached.
+
+    Each step runs in its own transaction together with the version bump, so
+    a crash leaves the catalogue at a whole version.
+
+    Raises
+    ------
+    SchemaVersionError
+        If the catalogue is newer than ``target``.
+    """
+    version = schema_version(con)
+    if version > target:
+        raise SchemaVersionError(
+            f"catalogue has schema version {version}, this raremine expects {target}: "
+            "upgrade raremine to open it"
+        )
+    while version < target:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise SchemaVersionError(f"no migration from schema version {version}")
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            step(con)
+            con.execute(f"PRAGMA user_version = {version + 1}")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        version += 1
+    return version
+
+
+def _connect(path: str, readonly: bool, timeout: float) -> sqlite3.Connection:
+    if readonly:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"catalogue {path!r} does not exist")
+        uri = f"file:{os.path.abspath(path)}?mode=ro"
+        con = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False)
+    else:
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        con = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    con.row_factory = sqlite3.Row
+    con.execute("PRAGMA foreign_keys = ON")
+    con.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+    return con
+
+
+class Store:
+    """A connection to a catalogue.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The SQLite file; created (with its parent folder) when missing unless
+        ``readonly``.
+    readonly : bool, optional
+        Open for reading only (the review app's reads, reports). A read-only
+        store never migrates; a catalogue of another version is refused.
+    timeout : float, optional
+        Seconds to wait for a lock before failing.
+
+    Notes
+    -----
+    Use it as a context manager, or call :meth:`close`. Writes go through
+    :meth:`transaction`, one per shard of work, so a killed job leaves only
+    whole shards behind.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, readonly: bool = False, timeout: float = 30.0):
+        self.path = os.fspath(path)
+        self.readonly = readonly
+        if not readonly and os.path.exists(self.path) and os.path.getsize(self.path) > 0:
+            _check_sqlite_header(self.path)
+        self.con = _connect(self.path, readonly, timeout)
+        try:
+            if readonly:
+                version = schema_version(self.con)
+                if version != SCHEMA_VERSION:
+                    raise SchemaVersionError(
+                        f"catalogue {self.path!r} has schema version {version}, "
+                        f"this raremine expects {SCHEMA_VERSION}"
+                        + (": run any raremine command that writes (e.g. status) to migrate it"
+                           if version < SCHEMA_VERSION else ": upgrade raremine")
+                    )
+            else:
+                self.con.execute("PRAGMA journal_mode = WAL")
+                self.con.execute("PRAGMA synchronous = NORMAL")
+                migrate(self.con)
+        except BaseException:
+            self.con.close()
+            raise
+
+    # -- plumbing -----------------------------------------------------------------
+    def close(self) -> None:
+        """Close the connection."""
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``), rolled back on error."""
+        self.con.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def query(self, sql: str, params: Iterable = ()) -> list[sqlite3.Row]:
+        """Run a read query and return all rows."""
+        return self.con.execute(sql, tuple(params)).fetchall()
+
+    # -- images -------------------------------------------------------------------
+    def known_files(self, root: str | None = None) -> dict[str, tuple[int, int, str]]:
+        """Map path -> (bytes, mtime_ns, status) for indexed files (optionally under ``root``)."""
+        sql = "SELECT path, bytes, mtime_ns, status FROM images"
+        params: tuple = ()
+        if root is not None:
+            sql += " WHERE path >= ? AND path < ?"
+            params = (root.rstrip(os.sep) + os.sep, root.rstrip(os.sep) + chr(ord(os.sep) + 1))
+        return {r[0]: (r[1], r[2], r[3]) for r in self.con.execute(sql, params)}
+
+    def image_id(self, path: str) -> int | None:
+        """The id of an indexed path, or None."""
+        row = self.con.execute("SELECT id FROM images WHERE path = ?", (path,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def images(self, status: str | None = "ok") -> list[sqlite3.Row]:
+        """Indexed images (only readable ones by default), ordered by id."""
+        if status is None:
+            return self.query("SELECT * FROM images ORDER BY id")
+        return self.query("SELECT * FROM images WHERE status = ? ORDER BY id", (status,))
+
+    def tiles(self, image_id: int) -> list[tuple[int, int, int, int, int]]:
+        """(idx, y, x, h, w) of an image's tiles; empty when it is not tiled."""
+        rows = self.con.execute(
+            "SELECT idx, y, x, h, w FROM tiles WHERE image_id = ? ORDER BY idx", (image_id,)
+        )
+        return [tuple(r) for r in rows]
+
+    # -- runs ---------------------------------------------------------------------
+    def start_run(self, kind: str, config: dict | None = None) -> int:
+        """Record the start of a job; return its run id."""
+        from mining._versions import package_versions
+
+        with self.transaction() as con:
+            cur = con.execute(
+                "INSERT INTO runs (kind, config, versions, started_at) VALUES (?, ?, ?, ?)",
+                (kind, json.dumps(config or {}, default=str), json.dumps(package_versions()), time.time()),
+            )
+        return int(cur.lastrowid)
+
+    def finish_run(self, run_id: int, counts: dict, status: str = "done") -> None:
+        """Record the end of a job with its counts."""
+        with self.transaction() as con:
+            con.execute(
+                "UPDATE runs SET finished_at = ?, status = ?, counts = ? WHERE id = ?",
+                (time.time(), status, json.dumps(counts, default=str), run_id),
+            )
+
+    # -- models -------------------------------------------------------------------
+    def add_model(
+        self, name: str, kind: str, path: str, fmt: str, *, config: dict | None = None,
+        classes: list | None = None, metrics: dict | None = None,
+    ) -> int:
+        """Register a model file; return its id."""
+        with self.transaction() as con:
+            cur = con.execute(
+                "INSERT INTO models (name, kind, path, format, config, classes, metrics, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, kind, path, fmt, json.dumps(config or {}), json.dumps(classes or []),
+                 json.dumps(metrics or {}), time.time()),
+            )
+        return int(cur.lastrowid)
+
+    def latest_model(self, kind: str, name: str | None = None) -> sqlite3.Row | None:
+        """The newest model of a kind (and name), or None."""
+        sql, params = "SELECT * FROM models WHERE kind = ?", [kind]
+        if name is not None:
+            sql += " AND name = ?"
+            params.append(name)
+        return self.con.execute(sql + " ORDER BY id DESC LIMIT 1", params).fetchone()
+
+    # -- scores -------------------------------------------------------------------
+    def scored_ids(self, scorer: str) -> set[int]:
+        """Ids of images that already have an image-level score from ``scorer``."""
+        rows = self.con.execute("SELECT image_id FROM scores WHERE scorer = ? AND tile = -1", (scorer,))
+        return {r[0] for r in rows}
+
+    def score_table(self, scorers: list[str] | None = None) -> tuple[list[int], list[str], dict[str, dict[int, float]]]:
+        """Image-level scores as ``(image_ids, scorer_names, {scorer: {image_id: score}})``."""
+        names = [r[0] for r in self.con.execute("SELECT DISTINCT scorer FROM scores WHERE tile = -1 ORDER BY scorer")]
+        if scorers is not None:
+            names = [n for n in names if n in scorers]
+        table: dict[str, dict[int, float]] = {n: {} for n in names}
+        ids: set[int] = set()
+        for image_id, scorer, score in self.con.execute(
+            "SELECT image_id, scorer, score FROM scores WHERE tile = -1"
+        ):
+            if scorer in table:
+                table[scorer][image_id] = score
+                ids.add(image_id)
+        return sorted(ids), names, table
+
+    # -- candidates and reviews ---------------------------------------------------
+    def current_round(self) -> int:
+        """The highest candidate round written so far (0 when none)."""
+        row = self.con.execute("SELECT MAX(round) FROM candidates").fetchone()
+        return int(row[0] or 0)
+
+    def candidates(self, round: int | None = None) -> list[sqlite3.Row]:
+        """Candidates of a round (the current one by default) in rank order, with their paths."""
+        if round is None:
+            round = self.current_round()
+        return self.query(
+            "SELECT c.*, i.path FROM candidates c JOIN images i ON i.id = c.image_id"
+            " WHERE c.round = ? ORDER BY c.rank",
+            (round,),
+        )
+
+    def add_review(
+        self, image_id: int, reviewer: str, verdict: str, *, tile: int = -1, category: str | None = None,
+        note: str | None = None, mask_path: str | None = None, candidate_id: int | None = None,
+        source: str = "app",
+    ) -> int:
+        """Store one verdict (every vote is kept); return its id."""
+        if verdict not in ("confirm", "reject", "unsure"):
+            raise ValueError(f"verdict must be one of confirm, reject, unsure; got {verdict!r}")
+        if not reviewer:
+            raise ValueError("reviewer must be a non-empty name")
+        with self.transaction() as con:
+            cur = con.execute(
+                "INSERT INTO reviews (image_id, tile, candidate_id, reviewer, verdict, category, note,"
+                " mask_path, source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (image_id, tile, candidate_id, reviewer, verdict, category, note, mask_path, source, time.time()),
+            )
+        return int(cur.lastrowid)
+
+    # -- summary ------------------------------------------------------------------
+    def status(self) -> dict:
+        """What the catalogue holds, as a JSON-ready dict."""
+        q = self.con.execute
+        counts = dict(q("SELECT status, COUNT(*) FROM images GROUP BY status").fetchall())
+        reasons = dict(
+            q("SELECT reason, COUNT(*) FROM images WHERE status = 'unreadable' GROUP BY reason ORDER BY reason").fetchall()
+        )
+        scorers = dict(q("SELECT scorer, COUNT(*) FROM scores WHERE tile = -1 GROUP BY scorer").fetchall())
+        verdicts = dict(q("SELECT verdict, COUNT(*) FROM reviews GROUP BY verdict").fetchall())
+        return {
+            "catalogue": os.path.abspath(self.path),
+            "schema_version": schema_version(self.con),
+            "images_ok": int(counts.get("ok", 0)),
+            "images_unreadable": int(counts.get("unreadable", 0)),
+            "unreadable_reasons": {k: int(v) for k, v in reasons.items()},
+            "tiles": int(q("SELECT COUNT(*) FROM tiles").fetchone()[0]),
+            "runs": int(q("SELECT COUNT(*) FROM runs").fetchone()[0]),
+            "scores": int(q("SELECT COUNT(*) FROM scores").fetchone()[0]),
+            "scores_by_scorer": {k: int(v) for k, v in scorers.items()},
+            "failures": int(q("SELECT COUNT(*) FROM failures").fetchone()[0]),
+            "models": int(q("SELECT COUNT(*) FROM models").fetchone()[0]),
+            "candidate_rounds": self.current_round(),
+            "candidates": int(q("SELECT COUNT(*) FROM candidates").fetchone()[0]),
+            "reviews": int(q("SELECT COUNT(*) FROM reviews").fetchone()[0]),
+            "reviews_by_verdict": {k: int(v) for k, v in verdicts.items()},
+        }
+
+
+def _check_sqlite_header(path: str) -> None:
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if head != b"SQLite format 3\x00":
+        raise ValueError(f"{path!r} is not a raremine catalogue (not an SQLite database)")

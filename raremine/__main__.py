@@ -1,0 +1,3 @@
+from raremine.cli import main
+
+main()

@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny synthetic images made once per session, and the real data when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+#: The magnetic-tile development data, beside the project (never bundled).
+MAGNETIC_TILE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "magnetic-tile"
+
+requires_magnetic_tile = pytest.mark.skipif(
+    not MAGNETIC_TILE.is_dir(),
+    reason=f"real data not found at {MAGNETIC_TILE} (development data, not bundled with raremine)",
+)
+
+
+def make_texture(rng: np.random.Generator, size: int = 64) -> np.ndarray:
+    """A smooth random texture, uint8."""
+    noise = rng.normal(128, 30, (size, size)).astype(np.float32)
+    return np.clip(cv2.GaussianBlur(noise, (0, 0), 1.5), 0, 255).astype(np.uint8)
+
+
+def add_blob(img: np.ndarray, center: tuple[int, int], radius: int = 4, value: int = 250) -> np.ndarray:
+    """Paint a bright disc (the known answer of many tests)."""
+    out = img.copy()
+    cv2.circle(out, center, radius, int(value), -1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_archive(tmp_path_factory) -> dict:
+    """A folder of 40 small PNGs, two of them with a bright blob; returns paths and truth."""
+    root = tmp_path_factory.mktemp("tiny_archive")
+    rng = np.random.default_rng(0)
+    truth = {}
+    for i in range(40):
+        img = make_texture(rng)
+        is_defect = i in (7, 23)
+        if is_defect:
+            img = add_blob(img, (32, 30))
+        p = root / f"img_{i:03d}.png"
+        cv2.imwrite(str(p), img)
+        truth[str(p)] = int(is_defect)
+    return {"root": str(root), "truth": truth}
+
+
+@pytest.fixture
+def chdir_tmp(tmp_path, monkeypatch):
+    """Run a test inside its own temporary folder."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def pytest_configure(config):
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(config.rootpath) / ".cache" / "numba"))
