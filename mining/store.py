@@ -149,6 +149,25 @@ CREATE TABLE reviews (
 );
 CREATE INDEX reviews_image ON reviews(image_id, tile);
 
+CREATE TABLE annotations (
+    id INTEGER PRIMARY KEY,
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    review_id INTEGER REFERENCES reviews(id) ON DELETE CASCADE,
+    category TEXT,
+    kind TEXT NOT NULL CHECK (kind IN ('box', 'polygon', 'mask')),
+    data TEXT NOT NULL,
+    source TEXT NOT NULL DEFAULT 'app',
+    created_at REAL NOT NULL
+);
+CREATE INDEX annotations_image ON annotations(image_id);
+
+CREATE TABLE image_meta (
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT,
+    PRIMARY KEY (image_id, key)
+);
+
 CREATE TABLE meta (
     key TEXT PRIMARY KEY,
     value TEXT
