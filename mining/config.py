@@ -30,6 +30,10 @@ class IndexConfig(_Section):
     tile_overlap: int = Field(64, ge=0, description="pixels shared by neighbouring tiles")
     max_pixels: int = Field(200_000_000, gt=0, description="larger images are recorded as too_large")
     workers: int | None = Field(None, ge=1, description="decoding threads (default: CPU count)")
+    extensions: list[str] = Field(
+        default_factory=lambda: [".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy"],
+        description="file extensions indexed (lower case, with the dot)",
+    )
 
 
 class MineConfig(_Section):
@@ -50,12 +54,27 @@ class RankConfig(_Section):
     weights: dict[str, float] = Field(default_factory=dict, description="fusion weight per scorer")
 
 
+class ReviewConfig(_Section):
+    """``review:`` section (the review app)."""
+
+    categories: list[str] = Field(
+        default_factory=lambda: ["defect"], description="categories a reviewer can give a confirmed image"
+    )
+    agree: int = Field(1, ge=1, description="agreeing votes that decide an image (2: two agreeing votes decide)")
+    on_disagreement: Literal["third_vote", "drop", "neutral"] = Field(
+        "third_vote", description="third_vote: more votes decide by majority; drop: leave it out; neutral: class"
+    )
+    max_votes: int = Field(3, ge=2, description="votes after which a still ambiguous image is dropped")
+    grid_size: int = Field(12, ge=1, le=60, description="thumbnails per page in grid mode")
+
+
 class Config(_Section):
     """The whole configuration (``configs/default.yaml`` documents every key)."""
 
     index: IndexConfig = Field(default_factory=IndexConfig)
     mine: MineConfig = Field(default_factory=MineConfig)
     rank: RankConfig = Field(default_factory=RankConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
     scorers: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per scorer name: its constructor arguments"
     )

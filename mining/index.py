@@ -94,7 +94,7 @@ def _inspect(path: str, max_pixels: int) -> ImageInfo | UnreadableImage:
         return inspect_image(path, max_pixels=max_pixels)
     except UnreadableImage as err:
         return err
-    except Exception as err:  # noqa: BLE001 - a bad file never kills the job
+    except Exception as err:
         logger.exception("unexpected error reading %s", path)
         return UnreadableImage(path, "decode_error", f"{type(err).__name__}: {err}")
 
@@ -186,7 +186,7 @@ def index_archive(
             done += len(batch)
             if progress is not None:
                 progress(done, len(todo))
-    summary.missing = _mark_missing(store, roots, known, seen)
+    summary.missing = _mark_missing(store, roots, known, seen, tuple(e.lower() for e in extensions))
     summary.seconds = time.perf_counter() - t0
     store.finish_run(run_id, summary.as_dict())
     logger.info("indexed %s", summary.as_dict())
@@ -248,8 +248,10 @@ def _lstat(path: str) -> tuple[int | None, int | None]:
     return st.st_size, st.st_mtime_ns
 
 
-def _mark_missing(store: Store, roots: list[str], known: dict, seen: set[str]) -> int:
+def _mark_missing(store: Store, roots: list[str], known: dict, seen: set[str], extensions: tuple) -> int:
+    # only files this run would have seen: under its roots, with its extensions
     gone = [p for p, (_, _, status) in known.items() if p not in seen and status == "ok"
+            and p.lower().endswith(extensions)
             and any(p.startswith(r.rstrip(os.sep) + os.sep) or p == r for r in roots)]
     if not gone:
         return 0

@@ -135,7 +135,7 @@ def _header_size(path: str, ext: str, data: bytes) -> tuple[int, int] | None:
 
             with Image.open(io.BytesIO(data)) as im:
                 return im.size
-        except Exception:  # noqa: BLE001 - the decoder below gives the real reason
+        except Exception:
             return None
     return None
 
@@ -147,7 +147,7 @@ def _decode_npy(path: str, data: bytes, max_pixels: int) -> np.ndarray:
         if "pickle" in str(err).lower():
             raise UnreadableImage(path, "unsupported", "object arrays are not images") from err
         raise UnreadableImage(path, "truncated", str(err)) from err
-    except Exception as err:  # noqa: BLE001 - numpy raises many kinds here
+    except Exception as err:
         raise UnreadableImage(path, "decode_error", str(err)) from err
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
         raise UnreadableImage(

@@ -48,7 +48,8 @@ class FusedScores:
 
     def why(self, i: int) -> dict:
         """Which scorers ranked row ``i`` high (percentile per scorer, best first)."""
-        per = {s: round(float(p), 4) for s, p in zip(self.scorers, self.percentiles[i]) if not np.isnan(p)}
+        pairs = zip(self.scorers, self.percentiles[i], strict=True)
+        per = {s: round(float(p), 4) for s, p in pairs if not np.isnan(p)}
         return dict(sorted(per.items(), key=lambda kv: -kv[1]))
 
 
@@ -139,8 +140,32 @@ def select_top(fs: FusedScores, candidates: np.ndarray, n: int, **_) -> list[int
     return [int(i) for i in order[:n]]
 
 
-#: strategy name -> function(fused_scores, candidate_rows, n, **kwargs) -> row indices
-STRATEGIES: dict[str, Callable[..., list[int]]] = {"top": select_top}
+#: strategy name -> function(fused_scores, candidate_rows, n, **kwargs) -> row indices.
+#: A strategy may also return ``(row, info)`` pairs: ``info["strategy"]`` (when given) is
+#: recorded as the candidate's strategy and the rest of ``info`` is added to its ``why``.
+#: :mod:`mining.strategies` registers the learning strategies here (and mixtures such as
+#: ``"top:0.8,least_confidence:0.2"`` through :func:`get_strategy`).
+STRATEGIES: dict[str, Callable[..., list]] = {"top": select_top}
+
+
+def get_strategy(name: str) -> Callable[..., list]:
+    """The selection function for a strategy name or a mixture spec.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name; the message lists the valid ones.
+    """
+    import mining.strategies  # noqa: F401  (registers the learning strategies)
+
+    if name in STRATEGIES:
+        return STRATEGIES[name]
+    if ":" in name or "," in name:
+        from mining.strategies import mixture_strategy
+
+        return mixture_strategy(name)
+    raise ValueError(f"unknown strategy {name!r}; valid strategies: {', '.join(sorted(STRATEGIES))}"
+                     " (or a mixture such as 'top:0.8,least_confidence:0.2')")
 
 
 def reviewed_ids(store: Store) -> set[int]:
@@ -156,7 +181,7 @@ def rank(store: Store, *, strategy: str = "top", n: int = 24, weights: Mapping[s
     ----------
     store : Store
     strategy : str, default="top"
-        One of :data:`STRATEGIES`.
+        One of :data:`STRATEGIES` or a mixture spec (see :func:`get_strategy`).
     n : int, default=24
         Candidates in the round.
     weights : mapping, optional
@@ -176,8 +201,7 @@ def rank(store: Store, *, strategy: str = "top", n: int = 24, weights: Mapping[s
     ValueError
         For an unknown strategy, n < 1, or a catalogue without scores.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; valid strategies: {', '.join(sorted(STRATEGIES))}")
+    select = get_strategy(strategy)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     fs = fused_scores(store, weights)
@@ -187,17 +211,21 @@ def rank(store: Store, *, strategy: str = "top", n: int = 24, weights: Mapping[s
     if not include_reviewed:
         done = reviewed_ids(store)
         rows = rows[~np.isin(fs.image_ids, list(done))]
-    chosen = STRATEGIES[strategy](fs, rows, n, store=store, **kwargs)
+    chosen = [c if isinstance(c, tuple) else (c, {}) for c in select(fs, rows, n, store=store, **kwargs)]
     round_ = store.current_round() + 1
     now = time.time()
+    values = []
+    for r, (i, info) in enumerate(chosen):
+        picked_by = str(info.get("strategy", strategy))
+        why = {"strategy": picked_by, "fused": round(float(np.nan_to_num(fs.fused[i])), 4), "scorers": fs.why(i)}
+        why.update({k: v for k, v in info.items() if k != "strategy"})
+        values.append((round_, int(fs.image_ids[i]), r + 1, picked_by, float(np.nan_to_num(fs.fused[i])),
+                       json.dumps(why, default=float), now))
     with store.transaction() as con:
         con.executemany(
             "INSERT INTO candidates (round, image_id, tile, rank, strategy, score, why, created_at)"
             " VALUES (?, ?, -1, ?, ?, ?, ?, ?)",
-            [(round_, int(fs.image_ids[i]), r + 1, strategy, float(np.nan_to_num(fs.fused[i])),
-              json.dumps({"strategy": strategy, "fused": round(float(np.nan_to_num(fs.fused[i])), 4),
-                          "scorers": fs.why(i)}), now)
-             for r, i in enumerate(chosen)],
+            values,
         )
     logger.info("round %d: %d candidates by %s", round_, len(chosen), strategy)
     return round_

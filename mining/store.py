@@ -118,6 +118,7 @@ CREATE TABLE failures (
     detail TEXT,
     created_at REAL NOT NULL
 );
+CREATE INDEX failures_image ON failures(image_id, scorer);
 
 CREATE TABLE candidates (
     id INTEGER PRIMARY KEY,
@@ -451,7 +452,8 @@ class Store:
         q = self.con.execute
         counts = dict(q("SELECT status, COUNT(*) FROM images GROUP BY status").fetchall())
         reasons = dict(
-            q("SELECT reason, COUNT(*) FROM images WHERE status = 'unreadable' GROUP BY reason ORDER BY reason").fetchall()
+            q("SELECT reason, COUNT(*) FROM images WHERE status = 'unreadable'"
+              " GROUP BY reason ORDER BY reason").fetchall()
         )
         scorers = dict(q("SELECT scorer, COUNT(*) FROM scores WHERE tile = -1 GROUP BY scorer").fetchall())
         verdicts = dict(q("SELECT verdict, COUNT(*) FROM reviews GROUP BY verdict").fetchall())

@@ -102,6 +102,7 @@ def index(
     workers: Annotated[int | None, typer.Option(help="decoding threads")] = None,
     tile_size: Annotated[int | None, typer.Option(help="tile images larger than this (px)")] = None,
     max_pixels: Annotated[int | None, typer.Option(help="refuse images with more pixels")] = None,
+    ext: Annotated[list[str] | None, typer.Option("--ext", help="only these extensions, e.g. --ext .jpg")] = None,
 ) -> None:
     """Index image files (PNG, JPEG, BMP, TIFF, .npy) under ROOTS into the catalogue."""
     from mining.index import index_archive
@@ -115,7 +116,9 @@ def index(
         try:
             s = index_archive(
                 store, roots, tile_size=tile_size or ic.tile_size, tile_overlap=ic.tile_overlap,
-                max_pixels=max_pixels or ic.max_pixels, workers=workers or ic.workers, progress=cb,
+                max_pixels=max_pixels or ic.max_pixels, workers=workers or ic.workers,
+                extensions=[e if e.startswith(".") else "." + e for e in ext] if ext else ic.extensions,
+                progress=cb,
             )
         except ValueError as err:
             fail(str(err))
@@ -239,7 +242,10 @@ def export(
     cfg = load_config_or_fail(config, set_)
     with open_store(db) as store:
         try:
-            n = export_scores(store, out, weights=cfg.rank.weights) if what == "scores" else export_candidates(store, out)
+            if what == "scores":
+                n = export_scores(store, out, weights=cfg.rank.weights)
+            else:
+                n = export_candidates(store, out)
         except ValueError as err:
             fail(str(err))
     typer.echo(f"wrote {n} rows to {out}")

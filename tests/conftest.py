@@ -8,6 +8,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# The machines are shared and noisy: no per-example deadlines, a modest number of examples.
+settings.register_profile("raremine", deadline=None, max_examples=50)
+settings.load_profile("raremine")
 
 #: The magnetic-tile development data, beside the project (never bundled).
 MAGNETIC_TILE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "magnetic-tile"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from mining.scorers.base import ScoreResult, Scorer
+from mining.scorers.base import Scorer, ScoreResult
 
 #: scorer name -> "module:Class"
 SCORERS: dict[str, str] = {

@@ -66,7 +66,7 @@ class Scorer:
     embedding_name: str | None = None
     per_image: bool = True
 
-    def prepare(self, store, run_id: int | None = None) -> Scorer:  # noqa: ARG002
+    def prepare(self, store, run_id: int | None = None) -> Scorer:
         """Get ready in the main process before the streaming pass; return self."""
         return self
 
@@ -74,7 +74,7 @@ class Scorer:
         """Score one image (as read by :func:`mining.io.read_image`)."""
         raise NotImplementedError
 
-    def finalize(self, store, run_id: int | None = None) -> None:  # noqa: ARG002
+    def finalize(self, store, run_id: int | None = None) -> None:
         """Whole-archive step after the streaming pass (default: nothing)."""
         return None
 

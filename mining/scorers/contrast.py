@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from mining.io import to_float_gray
-from mining.scorers.base import ScoreResult, Scorer
+from mining.scorers.base import Scorer, ScoreResult
 
 
 class ContrastScorer(Scorer):
