@@ -1,0 +1,222 @@
+"""Learn from verdicts: retrain the re-ranker (and the pixel model) so the next round is better.
+
+``raremine learn`` and the review app's *learn* button both call
+:func:`learn`::
+
+    from mining.learn import learn
+    report = learn(store)                     # defaults: 5 folds, threshold calibration
+    report.as_dict()                          # JSON-ready summary for the shell / the app
+
+What it does:
+
+1. reads the consensus verdicts (:func:`mining.rerank.consensus_labels`);
+2. trains the K-fold XGBoost re-ranker on the image scores, map statistics and
+   embeddings (:func:`mining.rerank.build_features`) and writes its
+   probability for every readable image into the ``scores`` table under the
+   scorer name ``rerank`` (out-of-fold for images with a verdict; ``stats``
+   holds ``oof``, ``fold`` and the fold models' ``std``), replacing the
+   previous one, and registers the fold models (XGBoost JSON) in ``models``;
+3. when reviewers painted masks (``reviews.mask_path``) and the pixel model is
+   available, retrains it through the same code as ``raremine fit-pixel``.
+
+Too few verdicts (fewer than 2 confirmed or 2 rejected images) is not an
+error: the report says why nothing was trained and ranking goes on with the
+unsupervised scores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from mining.metrics import auroc, average_precision
+from mining.rerank import CALIBRATIONS, RERANK_SCORER, ReRanker, build_features, consensus_labels
+from mining.store import Store
+
+logger = logging.getLogger(__name__)
+
+#: ``progress(stage, done, total)``; stages: "features", "rerank", "write", "pixel".
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class LearnReport:
+    """What one call of :func:`learn` did (``as_dict()`` is JSON-ready)."""
+
+    run_id: int | None = None
+    n_labelled: int = 0
+    n_confirmed: int = 0
+    n_rejected: int = 0
+    categories: dict = field(default_factory=dict)
+    reranker: dict | None = None
+    reranker_skipped: str | None = None
+    pixel: dict | None = None
+    pixel_skipped: str | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def models_dir(store_path: str) -> str:
+    """Folder where a catalogue's learned models are kept (beside the catalogue)."""
+    base, _ = os.path.splitext(os.path.abspath(store_path))
+    return base + ".models"
+
+
+def learn(
+    store: Store,
+    *,
+    rerank: bool = True,
+    pixel: bool = True,
+    n_folds: int = 5,
+    calibration: str | None = "threshold",
+    embedding_components: int = 16,
+    random_state: int = 0,
+    progress: Progress | None = None,
+) -> LearnReport:
+    """Retrain from the verdicts in the catalogue; the next ``rank`` uses the result.
+
+    Parameters
+    ----------
+    store : Store
+        The catalogue (opened for writing).
+    rerank : bool, default=True
+        Train the re-ranker and store its probabilities.
+    pixel : bool, default=True
+        Retrain the pixel model when painted masks exist (needs
+        :mod:`mining.pixel`; skipped with a reason otherwise).
+    n_folds : int, default=5
+        Folds for out-of-fold probabilities.
+    calibration : {None, "threshold", "isotonic", "sigmoid"}, default="threshold"
+        See :mod:`mining.rerank`.
+    embedding_components : int, default=16
+        Principal components kept per embedding.
+    random_state : int, default=0
+    progress : callable, optional
+        ``progress(stage, done, total)``.
+
+    Returns
+    -------
+    LearnReport
+
+    Raises
+    ------
+    ValueError
+        For a bad ``n_folds`` or ``calibration``.
+    """
+    if calibration not in CALIBRATIONS:
+        raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {calibration!r}")
+    if n_folds < 2:
+        raise ValueError(f"n_folds must be >= 2, got {n_folds}")
+    t0 = time.perf_counter()
+    config = {"rerank": rerank, "pixel": pixel, "n_folds": n_folds, "calibration": calibration,
+              "embedding_components": embedding_components, "random_state": random_state}
+    run_id = store.start_run("learn", config)
+    report = LearnReport(run_id=run_id)
+    try:
+        labels = consensus_labels(store)
+        report.n_labelled = len(labels)
+        report.n_confirmed = sum(lab for lab, _ in labels.values())
+        report.n_rejected = report.n_labelled - report.n_confirmed
+        report.categories = dict(Counter(c or "unspecified" for lab, c in labels.values() if lab))
+        if rerank:
+            _learn_rerank(store, labels, report, run_id, n_folds=n_folds, calibration=calibration,
+                          embedding_components=embedding_components, random_state=random_state,
+                          progress=progress)
+        if pixel:
+            _learn_pixel(store, report, progress)
+    except BaseException as err:
+        report.seconds = time.perf_counter() - t0
+        store.finish_run(run_id, {**report.as_dict(), "error": repr(err)}, status="failed")
+        raise
+    report.seconds = round(time.perf_counter() - t0, 3)
+    store.finish_run(run_id, report.as_dict())
+    logger.info("learned %s", report.as_dict())
+    return report
+
+
+def _learn_rerank(store, labels, report, run_id, *, n_folds, calibration, embedding_components, random_state,
+                  progress) -> None:
+    if progress:
+        progress("features", 0, 1)
+    ft = build_features(store, embedding_components=embedding_components, random_state=random_state)
+    if progress:
+        progress("features", 1, 1)
+    if ft.X.shape[1] == 0:
+        report.reranker_skipped = "no features: run `raremine mine` first"
+        return
+    y = np.full(len(ft.image_ids), np.nan)
+    rows = ft.rows(list(labels))
+    for r, (label, _) in zip(rows, labels.values(), strict=True):
+        if r >= 0:
+            y[r] = label
+    reason = ReRanker.can_fit(y)
+    if reason:
+        report.reranker_skipped = reason
+        logger.info("re-ranker not trained: %s", reason)
+        return
+    model = ReRanker(n_folds=n_folds, calibration=calibration, random_state=random_state)
+    if progress:
+        progress("rerank", 0, 1)
+    res = model.fit_predict(ft.X, y)
+    if progress:
+        progress("rerank", 1, 1)
+    lab = ~np.isnan(y)
+    folder = os.path.join(models_dir(store.path), f"rerank-run{run_id}")
+    model.save(folder)
+    metrics = {"oof_ap": average_precision(y[lab], res.proba[lab]), "oof_auroc": auroc(y[lab], res.proba[lab])}
+    model_id = store.add_model(
+        RERANK_SCORER, "rerank", folder, "xgboost-json",
+        config={**model.get_params(), "features": ft.names},
+        classes=["normal", "rare"], metrics={k: (None if np.isnan(v) else v) for k, v in metrics.items()},
+    )
+    now = time.time()
+    values = [
+        (int(iid), RERANK_SCORER, float(res.proba[r]),
+         json.dumps({"oof": int(lab[r]), "fold": int(res.fold[r]), "std": round(float(res.std[r]), 6)}),
+         model_id, run_id, now)
+        for r, iid in enumerate(ft.image_ids)
+    ]
+    if progress:
+        progress("write", 0, len(values))
+    with store.transaction() as con:
+        con.execute("DELETE FROM scores WHERE scorer = ?", (RERANK_SCORER,))
+        con.executemany(
+            "INSERT INTO scores (image_id, tile, scorer, score, stats, model_id, run_id, created_at)"
+            " VALUES (?, -1, ?, ?, ?, ?, ?, ?)",
+            values,
+        )
+    if progress:
+        progress("write", len(values), len(values))
+    report.reranker = {"model_id": model_id, "path": folder, "n_folds": model.n_splits_,
+                       "calibration": calibration, "thresholds": [round(t, 4) for t in res.thresholds],
+                       "n_features": len(ft.names), "features": ft.names[:50], **metrics}
+
+
+def _learn_pixel(store, report, progress) -> None:
+    masks = store.query(
+        "SELECT r.image_id, i.path, r.mask_path FROM reviews r JOIN images i ON i.id = r.image_id"
+        " WHERE r.mask_path IS NOT NULL AND r.verdict = 'confirm' ORDER BY r.id"
+    )
+    if not masks:
+        report.pixel_skipped = "no painted masks"
+        return
+    try:
+        import mining.pixel as pixel_mod  # issue #3: the pixel classifier
+    except ImportError:
+        report.pixel_skipped = f"{len(masks)} painted masks, but the pixel model (mining.pixel) is not available"
+        return
+    fit = getattr(pixel_mod, "fit_from_reviews", None)
+    if fit is None:
+        report.pixel_skipped = "mining.pixel has no fit_from_reviews(store) yet"
+        return
+    report.pixel = fit(store, progress=progress)

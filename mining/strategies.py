@@ -1,0 +1,336 @@
+"""Selection strategies for the next batch of review candidates.
+
+Importing this module registers every strategy in :data:`mining.rank.STRATEGIES`
+(``raremine rank --strategy S`` and :func:`mining.rank.rank` find them there);
+mixtures such as ``"top:0.8,least_confidence:0.2"`` are built by
+:func:`mixture_strategy`.
+
+Each strategy is ``f(fs, candidates, n, *, store=None, **kwargs)`` and returns
+``(row, info)`` pairs in order; ``info["strategy"]`` names the strategy that
+picked the row (recorded in ``candidates.strategy``) and the rest of ``info``
+goes into the candidate's ``why`` (the probability, the uncertainty, the
+category it was picked for...).
+
+Probabilities come from the re-ranker (its scores stored under
+:data:`mining.rerank.RERANK_SCORER` by :func:`mining.learn.learn`), or from a
+``proba`` keyword: shape (n_rows,) for the rare-event probability, or
+(n_rows, n_classes) for several classes. Before any re-ranker exists the
+uncertainty strategies fall back to the top fused score and say so in
+``why``. With two classes, least confidence, entropy and margin order the
+images identically (all are monotone in ``|p - 0.5|``); they differ with more
+classes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import numpy as np
+
+from mining.rank import STRATEGIES, FusedScores
+from mining.rerank import RERANK_SCORER
+
+logger = logging.getLogger(__name__)
+
+
+# -- inputs -------------------------------------------------------------------------------
+def class_proba(fs: FusedScores, proba: np.ndarray | None = None) -> np.ndarray | None:
+    """Class probabilities per row of ``fs``, shape (n, n_classes), or None without a model.
+
+    Parameters
+    ----------
+    fs : FusedScores
+    proba : ndarray of shape (n,) or (n, n_classes), optional
+        Given probabilities (rare-event probability when 1-D); default: the
+        re-ranker's stored scores.
+    """
+    if proba is None:
+        if RERANK_SCORER not in fs.scorers:
+            return None
+        proba = fs.raw[:, fs.scorers.index(RERANK_SCORER)]
+    P = np.asarray(proba, dtype=np.float64)
+    if P.shape[0] != len(fs.image_ids):
+        raise ValueError(f"proba must have one row per image ({len(fs.image_ids)}), got shape {P.shape}")
+    if P.ndim == 1:
+        P = np.column_stack([1 - P, P])
+    return P
+
+
+def _rare_p(P: np.ndarray) -> np.ndarray:
+    """Probability of "any rare event" (every class but the first, which is normal)."""
+    return P[:, 1:].sum(axis=1)
+
+
+def uncertainty(P: np.ndarray, kind: str) -> np.ndarray:
+    """Uncertainty per row (higher = less sure) from class probabilities (n, n_classes).
+
+    ``least_confidence``: 1 - max p; ``entropy``: -sum p log p;
+    ``margin``: 1 - (p_first - p_second). NaN rows (no probability) stay NaN.
+    """
+    P = np.asarray(P, dtype=np.float64)
+    if kind == "least_confidence":
+        return 1 - P.max(axis=1)
+    if kind == "entropy":
+        Q = np.clip(P, 1e-12, 1)
+        return -(np.where(P > 0, P * np.log(Q), 0)).sum(axis=1) + np.where(np.isnan(P).any(axis=1), np.nan, 0)
+    if kind == "margin":
+        S = np.sort(P, axis=1)
+        return 1 - (S[:, -1] - S[:, -2])
+    raise ValueError(f"kind must be least_confidence, entropy or margin, got {kind!r}")
+
+
+def _order(values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Candidates by decreasing value (NaN last, ties by row order)."""
+    v = np.nan_to_num(values[candidates], nan=-np.inf)
+    return candidates[np.argsort(-v, kind="stable")]
+
+
+# -- strategies ---------------------------------------------------------------------------
+def select_top(fs: FusedScores, candidates: np.ndarray, n: int, *, proba=None, **_) -> list[tuple[int, dict]]:
+    """Most likely rare first ("find more events").
+
+    Uses the re-ranker's probability once there is one, else the fused score.
+    """
+    P = class_proba(fs, proba)
+    if P is None:
+        return [(int(i), {"strategy": "top", "by": "fused"}) for i in _order(fs.fused, candidates)[:n]]
+    p = _rare_p(P)
+    return [(int(i), {"strategy": "top", "by": "rerank", "p": round(float(p[i]), 4)})
+            for i in _order(p, candidates)[:n]]
+
+
+def _uncertainty_strategy(kind: str):
+    def select(fs: FusedScores, candidates: np.ndarray, n: int, *, proba=None, **kw) -> list[tuple[int, dict]]:
+        P = class_proba(fs, proba)
+        if P is None:
+            picks = select_top(fs, candidates, n, **kw)
+            return [(i, {**info, "strategy": kind, "fallback": "no re-ranker yet: top fused score"})
+                    for i, info in picks]
+        u = uncertainty(P, kind)
+        p = _rare_p(P)
+        return [(int(i), {"strategy": kind, "p": round(float(p[i]), 4), kind: round(float(u[i]), 4)})
+                for i in _order(u, candidates)[:n]]
+
+    select.__name__ = f"select_{kind}"
+    select.__doc__ = f"Most uncertain first by {kind.replace('_', ' ')} of the re-ranker's class probabilities."
+    return select
+
+
+select_least_confidence = _uncertainty_strategy("least_confidence")
+select_entropy = _uncertainty_strategy("entropy")
+select_margin = _uncertainty_strategy("margin")
+
+
+def select_random(fs: FusedScores, candidates: np.ndarray, n: int, *, random_state=None,
+                  **_) -> list[tuple[int, dict]]:
+    """A uniform random sample (``random_state``: seed or Generator)."""
+    rng = np.random.default_rng(random_state)
+    picks = rng.choice(candidates, size=min(n, len(candidates)), replace=False) if len(candidates) else []
+    return [(int(i), {"strategy": "random"}) for i in picks]
+
+
+def row_vectors(fs: FusedScores, store=None, embedding: str | None = None) -> tuple[np.ndarray, str]:
+    """A vector per row of ``fs`` for distances, and where it came from.
+
+    The named ``embedding`` (or the first one stored), standardised; without
+    embeddings, the re-ranker's standardised feature table; without a store,
+    the scorers' percentiles.
+    """
+    if store is not None:
+        names = [r[0] for r in store.query("SELECT DISTINCT name FROM embeddings WHERE tile = -1 ORDER BY name")]
+        if embedding is not None and embedding not in names:
+            raise ValueError(f"unknown embedding {embedding!r}; stored embeddings: {names}")
+        if names:
+            name = embedding or names[0]
+            from mining.rerank import build_features
+
+            ft = build_features(store, embeddings=[name], scorers=[], embedding_components=32)
+            return _standardise(ft.X[ft.rows(fs.image_ids)]), f"embedding {name}"
+        from mining.rerank import build_features
+
+        ft = build_features(store, embedding_components=0)
+        if ft.X.shape[1]:
+            return _standardise(ft.X[ft.rows(fs.image_ids)]), "features"
+    return _standardise(fs.percentiles), "percentiles"
+
+
+def _standardise(V: np.ndarray) -> np.ndarray:
+    V = np.asarray(V, dtype=np.float64)
+    mu, sd = np.nanmean(V, axis=0), np.nanstd(V, axis=0)
+    return np.nan_to_num((V - np.nan_to_num(mu)) / np.where(np.nan_to_num(sd) > 0, sd, 1))
+
+
+def k_center_greedy(V: np.ndarray, centers: np.ndarray, candidates: np.ndarray, n: int) -> list[int]:
+    """Pick ``n`` candidate rows, each the farthest from everything chosen or given so far.
+
+    Parameters
+    ----------
+    V : ndarray of shape (n_rows, d)
+    centers : ndarray of int
+        Rows already covered (e.g. reviewed images); when empty the first
+        pick is the candidate farthest from the candidates' mean.
+    candidates : ndarray of int
+    n : int
+
+    Returns
+    -------
+    list of int (rows, in pick order)
+    """
+    candidates = np.asarray(candidates, dtype=np.int64)
+    if len(candidates) == 0 or n <= 0:
+        return []
+    C = V[candidates]
+    if len(centers):
+        d = np.min(np.linalg.norm(C[:, None, :] - V[np.asarray(centers)][None, :, :], axis=2), axis=1) \
+            if len(centers) * len(candidates) <= 4_000_000 else _min_dist_chunked(C, V[np.asarray(centers)])
+    else:
+        d = np.linalg.norm(C - C.mean(axis=0), axis=1)
+    picks = []
+    for _ in range(min(n, len(candidates))):
+        j = int(np.argmax(d))
+        picks.append(int(candidates[j]))
+        d = np.minimum(d, np.linalg.norm(C - C[j], axis=1))
+        d[j] = -np.inf
+    return picks
+
+
+def _min_dist_chunked(C: np.ndarray, centers: np.ndarray, chunk: int = 512) -> np.ndarray:
+    d = np.full(len(C), np.inf)
+    for s in range(0, len(centers), chunk):
+        block = centers[s : s + chunk]
+        d = np.minimum(d, np.min(np.linalg.norm(C[:, None, :] - block[None, :, :], axis=2), axis=1))
+    return d
+
+
+def select_diversity(fs: FusedScores, candidates: np.ndarray, n: int, *, store=None, embedding=None,
+                     vectors=None, **_) -> list[tuple[int, dict]]:
+    """Cover the archive: k-center greedy over an embedding, reviewed images as starting centers.
+
+    ``vectors`` (n_rows, d) overrides the embedding (tests, custom spaces).
+    """
+    if vectors is not None:
+        V, source = np.asarray(vectors, dtype=np.float64), "vectors"
+    else:
+        V, source = row_vectors(fs, store, embedding)
+    centers = np.setdiff1d(np.arange(len(fs.image_ids)), candidates)
+    return [(i, {"strategy": "diversity", "space": source}) for i in k_center_greedy(V, centers, candidates, n)]
+
+
+def select_balanced(fs: FusedScores, candidates: np.ndarray, n: int, *, store=None, per_category: int = 1,
+                    base: str = "least_confidence", categories: dict | None = None, proba=None, vectors=None,
+                    embedding=None, **kw) -> list[tuple[int, dict]]:
+    """Category-balanced: at least ``per_category`` picks for every known category, the rest by ``base``.
+
+    A known category is one given to a confirmed image (``categories`` maps
+    row -> category to override the catalogue's consensus). Each candidate is
+    assigned the category of its nearest confirmed image (in the space of
+    :func:`row_vectors`, or ``vectors``); per category the candidates with
+    the highest rare-event probability (fused score before any model) are
+    taken first.
+    """
+    if per_category < 0:
+        raise ValueError(f"per_category must be >= 0, got {per_category}")
+    if base == "balanced" or base not in STRATEGIES:
+        raise ValueError(f"base must be one of {sorted(set(STRATEGIES) - {'balanced'})}, got {base!r}")
+    if categories is None:
+        categories = {}
+        if store is not None:
+            from mining.rerank import consensus_labels
+
+            pos = {int(iid): r for r, iid in enumerate(fs.image_ids)}
+            for iid, (label, cat) in consensus_labels(store).items():
+                if label == 1 and cat and iid in pos:
+                    categories[pos[iid]] = cat
+    picks: list[tuple[int, dict]] = []
+    if categories and per_category:
+        if vectors is not None:
+            V = np.asarray(vectors, dtype=np.float64)
+        else:
+            V, _ = row_vectors(fs, store, embedding)
+        known_rows = np.array(sorted(categories), dtype=np.int64)
+        known_cats = np.array([categories[r] for r in known_rows])
+        cand = np.asarray(candidates, dtype=np.int64)
+        if len(cand):
+            nearest = np.argmin(np.linalg.norm(V[cand][:, None, :] - V[known_rows][None, :, :], axis=2), axis=1)
+            assigned = known_cats[nearest]
+            P = class_proba(fs, proba)
+            score = _rare_p(P) if P is not None else np.nan_to_num(fs.fused, nan=-1)
+            for cat in sorted(set(known_cats)):
+                rows = cand[assigned == cat]
+                for i in _order(score, rows)[:per_category]:
+                    if len(picks) < n:
+                        picks.append((int(i), {"strategy": "balanced", "category": str(cat)}))
+    taken = {i for i, _ in picks}
+    rest = np.array([c for c in candidates if c not in taken], dtype=np.int64)
+    for i, info in STRATEGIES[base](fs, rest, n - len(picks), store=store, proba=proba, vectors=vectors,
+                                    embedding=embedding, **kw):
+        picks.append((int(i), {**info, "strategy": "balanced", "via": info.get("strategy", base)}))
+    return picks[:n]
+
+
+# -- mixtures -----------------------------------------------------------------------------
+_MIX_PART = re.compile(r"^\s*([a-z_]+)\s*:\s*([0-9]*\.?[0-9]+)\s*$")
+
+
+def parse_mixture(spec: str) -> list[tuple[str, float]]:
+    """``"top:0.8,least_confidence:0.2"`` -> [("top", 0.8), ("least_confidence", 0.2)] (shares normalised).
+
+    Raises
+    ------
+    ValueError
+        Naming the bad part, an unknown strategy (with the valid ones) or non-positive shares.
+    """
+    parts = []
+    for part in spec.split(","):
+        m = _MIX_PART.match(part)
+        if not m:
+            raise ValueError(f"bad mixture part {part!r} in {spec!r}: expected name:share, e.g. top:0.8")
+        name, share = m.group(1), float(m.group(2))
+        if name not in STRATEGIES:
+            raise ValueError(f"unknown strategy {name!r} in mixture {spec!r}; valid: {', '.join(sorted(STRATEGIES))}")
+        parts.append((name, share))
+    total = sum(s for _, s in parts)
+    if total <= 0:
+        raise ValueError(f"mixture {spec!r} needs a positive share")
+    return [(name, s / total) for name, s in parts]
+
+
+def mixture_counts(parts: list[tuple[str, float]], n: int) -> list[int]:
+    """Split ``n`` picks by share (largest remainder, ties to the first part)."""
+    raw = [s * n for _, s in parts]
+    counts = [int(np.floor(r)) for r in raw]
+    for j in sorted(range(len(parts)), key=lambda j: -(raw[j] - counts[j]))[: n - sum(counts)]:
+        counts[j] += 1
+    return counts
+
+
+def mixture_strategy(spec: str):
+    """A strategy that takes each part's share of the batch in turn, never the same image twice."""
+    parts = parse_mixture(spec)
+
+    def select(fs: FusedScores, candidates: np.ndarray, n: int, **kw) -> list[tuple[int, dict]]:
+        picks: list[tuple[int, dict]] = []
+        remaining = np.asarray(candidates, dtype=np.int64)
+        for (name, _), k in zip(parts, mixture_counts(parts, n), strict=True):
+            if k == 0:
+                continue
+            got = [(c if isinstance(c, tuple) else (c, {})) for c in STRATEGIES[name](fs, remaining, k, **kw)]
+            picks += [(int(i), {**info, "strategy": info.get("strategy", name), "mixture": spec})
+                      for i, info in got]
+            remaining = np.setdiff1d(remaining, [i for i, _ in got])
+        return picks
+
+    select.__name__ = "select_mixture"
+    return select
+
+
+STRATEGIES.update({
+    "top": select_top,
+    "least_confidence": select_least_confidence,
+    "entropy": select_entropy,
+    "margin": select_margin,
+    "random": select_random,
+    "diversity": select_diversity,
+    "balanced": select_balanced,
+})
