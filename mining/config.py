@@ -8,11 +8,12 @@ Scorer sections use the scorer's constructor arguments as keys.
 
 from __future__ import annotations
 
+import difflib
 import os
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 
 class ConfigError(ValueError):
@@ -39,11 +40,35 @@ class IndexConfig(_Section):
 class MineConfig(_Section):
     """``mine:`` section."""
 
-    scorers: list[str] = Field(default_factory=lambda: ["contrast"], description="scorers to run")
-    backend: Literal["inline", "process"] = "process"
-    workers: int = Field(2, ge=1)
-    shard_size: int = Field(64, ge=1)
-    save_maps: bool = True
+    scorers: list[str] = Field(default_factory=lambda: ["contrast"], min_length=1, description="scorers to run")
+    backend: Literal["inline", "process", "dask"] = Field(
+        "process", description="inline (debugging), process (local pool) or dask (a dask.distributed cluster)"
+    )
+    workers: int = Field(2, ge=1, description="worker processes (process pool, or the dask LocalCluster)")
+    scheduler: str | None = Field(
+        None, pattern=r"^(tcp|tls|inproc|ucx)://.+", description="address of an existing dask scheduler"
+    )
+    shard_size: int = Field(64, ge=1, description="images per shard and per write transaction")
+    max_in_flight: int | None = Field(None, ge=1, description="shards submitted at once (default 2 x workers)")
+    retries: int = Field(1, ge=0, description="retries of an image that kills a worker on its own")
+    save_maps: bool = Field(True, description="keep overlay PNGs of the score maps beside the catalogue")
+    rescore: bool = Field(False, description="score again images that already have scores")
+
+    @field_validator("scorers")
+    @classmethod
+    def _known_scorers(cls, names: list[str]) -> list[str]:
+        from mining.scorers import available_scorers
+
+        if any(n not in available_scorers() for n in names) or len(set(names)) != len(names):
+            raise ValueError(f"registered scorer names, each at most once: {', '.join(available_scorers())}")
+        return names
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler_needs_dask(cls, address: str | None, info: ValidationInfo) -> str | None:
+        if address is not None and info.data.get("backend") != "dask":
+            raise ValueError(f"an address only together with backend 'dask' (backend is {info.data.get('backend')!r})")
+        return address
 
 
 class RankConfig(_Section):
@@ -52,6 +77,19 @@ class RankConfig(_Section):
     strategy: str = "top"
     n: int = Field(24, ge=1)
     weights: dict[str, float] = Field(default_factory=dict, description="fusion weight per scorer")
+
+
+class LearnConfig(_Section):
+    """``learn:`` section (re-ranker and simulated review rounds)."""
+
+    n_folds: int = Field(5, ge=2, description="folds for out-of-fold re-ranker probabilities")
+    calibration: Literal["none", "threshold", "isotonic", "sigmoid"] = Field(
+        "threshold", description="threshold: the paper's piecewise-linear map; isotonic/sigmoid: scikit-learn's"
+    )
+    embedding_components: int = Field(16, ge=0, description="principal components kept per embedding (0: none)")
+    pixel: bool = Field(True, description="retrain the pixel model from painted masks")
+    per_category: int = Field(1, ge=0, description="strategy 'balanced': picks per known category")
+    masks_per_round: int = Field(0, ge=0, description="simulate: confirmed images per round whose mask is painted")
 
 
 class ReviewConfig(_Section):
@@ -75,6 +113,7 @@ class Config(_Section):
     mine: MineConfig = Field(default_factory=MineConfig)
     rank: RankConfig = Field(default_factory=RankConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
+    learn: LearnConfig = Field(default_factory=LearnConfig)
     scorers: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per scorer name: its constructor arguments"
     )
@@ -83,14 +122,49 @@ class Config(_Section):
 def _format_errors(err: ValidationError, data: dict, source: str) -> str:
     lines = []
     for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not isinstance(p, int))  # list positions name no key
         key = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            section = _get(Config, e["loc"][:-1])
-            allowed = ", ".join(sorted(section.model_fields)) if section else "?"
-            lines.append(f"unknown key {key!r} (value {e['input']!r}); allowed keys here: {allowed}")
+            section = _get(Config, loc[:-1])
+            names = sorted(section.model_fields) if section else []
+            close = difflib.get_close_matches(str(loc[-1]), names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lines.append(f"unknown key {key!r} (value {e['input']!r}){hint}; allowed keys here: "
+                         f"{', '.join(names) or '?'}")
         else:
-            lines.append(f"key {key!r}: value {e.get('input')!r} is invalid: {e['msg']}")
+            lines.append(f"key {key!r}: value {e.get('input')!r} is not allowed; allowed: {_allowed(e, loc)}")
     return f"invalid configuration in {source}:\n  " + "\n  ".join(lines)
+
+
+_ALLOWED_BY_TYPE = {
+    "int_parsing": "an integer", "int_type": "an integer", "int_from_float": "an integer",
+    "float_parsing": "a number", "float_type": "a number", "bool_parsing": "true or false",
+    "bool_type": "true or false", "string_type": "a string", "list_type": "a list",
+    "dict_type": "a mapping", "missing": "a value (the key is required)",
+}
+_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+
+
+def _allowed(e: dict, loc: tuple) -> str:
+    """What a failed key accepts, in words (from pydantic's error type and context)."""
+    typ, ctx = e["type"], e.get("ctx") or {}
+    if typ in _BOUNDS:
+        bound = next(iter(v for k, v in ctx.items() if k in ("ge", "gt", "le", "lt")), "?")
+        return f"a number {_BOUNDS[typ]} {bound}"
+    if typ == "literal_error":
+        return f"one of {ctx.get('expected')}"
+    if typ == "string_pattern_mismatch":
+        return f"a string matching {ctx.get('pattern')}"
+    if typ == "too_short":
+        return f"at least {ctx.get('min_length')} item(s)"
+    if typ == "too_long":
+        return f"at most {ctx.get('max_length')} item(s)"
+    if typ == "model_type":
+        section = _get(Config, loc)
+        return f"a mapping with keys {', '.join(sorted(section.model_fields))}" if section else "a mapping"
+    if typ == "value_error":
+        return str(ctx.get("error", e["msg"]))
+    return _ALLOWED_BY_TYPE.get(typ, e["msg"])
 
 
 def _get(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:

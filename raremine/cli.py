@@ -165,46 +165,98 @@ def mine(
     db: DbOpt,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    scorers: Annotated[str | None, typer.Option(help="comma-separated scorer names (default: config)")] = None,
-    workers: Annotated[int | None, typer.Option(help="worker processes")] = None,
-    backend: Annotated[str | None, typer.Option(help="inline or process")] = None,
+    scorers: Annotated[str | None, typer.Option(help="comma-separated scorer names (default: mine.scorers)")] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes (mine.workers)")] = None,
+    backend: Annotated[str | None, typer.Option(help="inline, process or dask (mine.backend)")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="existing dask scheduler tcp://HOST:PORT")] = None,
+    dask_local: Annotated[int | None, typer.Option(help="start a dask LocalCluster of N workers")] = None,
+    shard_size: Annotated[int | None, typer.Option(help="images per shard (mine.shard_size)")] = None,
     rescore: Annotated[bool, typer.Option(help="score again what already has scores")] = False,
+    log_json: Annotated[Path | None, typer.Option(help="append structured logs (JSON lines) to this file")] = None,
 ) -> None:
-    """Run the scorers over every readable image of the catalogue."""
+    """Run the configured scorers over every readable image; resumable (run it again after a kill)."""
     from mining.config import scorer_params
+    from mining.joblog import json_log_handler
     from mining.mine import mine as mine_fn
     from mining.scorers import get_scorer
 
+    if scheduler is not None and dask_local is not None:
+        fail("give either --scheduler (an existing cluster) or --dask-local N (a local one), not both")
     overrides = list(set_ or [])
-    if workers is not None:
-        overrides.append(f"mine.workers={workers}")
+    if scorers is not None:
+        overrides.append(f"mine.scorers=[{scorers}]")
     if backend is not None:
         overrides.append(f"mine.backend={backend}")
+    if scheduler is not None or dask_local is not None:
+        overrides.append("mine.backend=dask")
+    if scheduler is not None:
+        overrides.append(f"mine.scheduler={scheduler}")
+    if dask_local is not None:
+        overrides.append(f"mine.workers={dask_local}")
+    if workers is not None:
+        overrides.append(f"mine.workers={workers}")
+    if shard_size is not None:
+        overrides.append(f"mine.shard_size={shard_size}")
+    if rescore:
+        overrides.append("mine.rescore=true")
     cfg = load_config_or_fail(config, overrides)
-    names = [n.strip() for n in scorers.split(",") if n.strip()] if scorers else cfg.mine.scorers
+    mc = cfg.mine
     try:
-        objs = [get_scorer(n, **scorer_params(cfg, n)) for n in names]
+        objs = [get_scorer(n, **scorer_params(cfg, n)) for n in mc.scorers]
     except ValueError as err:
         fail(str(err))
-    mc = cfg.mine
-    with open_store(db) as store, progress_bar("mine") as cb:
+    handler = None
+    if log_json is not None:
+        root = logging.getLogger()
+        for h in root.handlers:  # the console keeps its level; only the file gets INFO
+            if h.level == logging.NOTSET:
+                h.setLevel(root.level)
+        handler = json_log_handler(log_json)
+    with open_store(db) as store, mine_progress() as cb:
         try:
             s = mine_fn(store, objs, backend=mc.backend, workers=mc.workers, shard_size=mc.shard_size,
-                        save_maps=mc.save_maps, max_pixels=cfg.index.max_pixels, rescore=rescore,
-                        config=cfg.model_dump(), progress=cb)
+                        save_maps=mc.save_maps, max_pixels=cfg.index.max_pixels, rescore=mc.rescore,
+                        scheduler=mc.scheduler, max_in_flight=mc.max_in_flight, retries=mc.retries,
+                        config=cfg.model_dump(mode="json"), progress=cb)
         except ValueError as err:
             fail(str(err))
-    failed = ", ".join(f"{k} {v}" for k, v in s.failed.items()) or "none"
-    rate = f"{s.done / s.seconds:.1f} img/s" if s.seconds and s.done else "-"
-    typer.echo(f"mined {s.done} images with {', '.join(names)} in {s.seconds:.1f}s ({rate}); "
-               f"skipped {s.skipped} already scored; failed: {failed}")
+        finally:
+            if handler is not None:
+                logging.getLogger("mining").removeHandler(handler)
+                handler.close()
+    failed = ", ".join(f"{k} {v}" for k, v in sorted(s.failed.items())) or "none"
+    rate = f"{s.done / s.timings['stream_s']:.1f} img/s" if s.done and s.timings.get("stream_s") else "-"
+    typer.echo(f"run {s.run_id}: mined {s.done} images with {', '.join(mc.scorers)} on {s.backend} "
+               f"({s.workers} workers) in {s.seconds:.1f}s ({rate}); skipped {s.skipped} already scored, "
+               f"{s.skipped_failed} failed before; failed: {failed}")
+
+
+@contextmanager
+def mine_progress():
+    """A tqdm bar (images/s, ETA) driven by mine's ``progress(processed, total)`` callback."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc="mine", unit="img", dynamic_ncols=True, disable=None, file=sys.stderr, smoothing=0.1)
+
+    def update(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        bar.close()
 
 
 @app.command("rank")
 def rank_cmd(
     db: DbOpt,
-    strategy: Annotated[str | None, typer.Option(help="selection strategy")] = None,
+    strategy: Annotated[str | None, typer.Option(
+        help="top, least_confidence, entropy, margin, random, diversity, balanced, or a mixture "
+             "such as top:0.8,least_confidence:0.2")] = None,
     n: Annotated[int | None, typer.Option("--n", help="candidates in the round")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the random parts of a strategy")] = 0,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -214,13 +266,56 @@ def rank_cmd(
     cfg = load_config_or_fail(config, set_)
     with open_store(db) as store:
         try:
-            r = rank(store, strategy=strategy or cfg.rank.strategy, n=n or cfg.rank.n, weights=cfg.rank.weights)
+            r = rank(store, strategy=strategy or cfg.rank.strategy, n=n or cfg.rank.n, weights=cfg.rank.weights,
+                     random_state=seed, per_category=cfg.learn.per_category)
         except ValueError as err:
             fail(str(err))
         rows = store.candidates(r)
     typer.echo(f"round {r}: {len(rows)} candidates")
     for c in rows:
-        typer.echo(f"  {c['rank']:>3}  {c['score']:.3f}  {c['path']}")
+        typer.echo(f"  {c['rank']:>3}  {c['score']:.3f}  {c['strategy']:<16} {c['path']}")
+
+
+@app.command("learn")
+def learn_cmd(
+    db: DbOpt,
+    calibration: Annotated[str | None, typer.Option(help="none, threshold, isotonic or sigmoid")] = None,
+    folds: Annotated[int | None, typer.Option(help="folds for out-of-fold probabilities")] = None,
+    pixel: Annotated[bool | None, typer.Option("--pixel/--no-pixel", help="retrain the pixel model")] = None,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Retrain the re-ranker (and the pixel model) from the verdicts; the next `rank` uses it."""
+    from mining.learn import learn
+
+    overrides = list(set_ or [])
+    if calibration is not None:
+        overrides.append(f"learn.calibration={calibration}")
+    if folds is not None:
+        overrides.append(f"learn.n_folds={folds}")
+    cfg = load_config_or_fail(config, overrides)
+    lc = cfg.learn
+    with open_store(db) as store, progress_bar("learn", unit="step") as cb:
+        try:
+            rep = learn(store, rerank=True, pixel=lc.pixel if pixel is None else pixel, n_folds=lc.n_folds,
+                        calibration=None if lc.calibration == "none" else lc.calibration,
+                        embedding_components=lc.embedding_components, random_state=seed,
+                        progress=lambda stage, done, total: cb(done, total))
+        except ValueError as err:
+            fail(str(err))
+    if as_json:
+        typer.echo(json.dumps(rep.as_dict(), sort_keys=True, default=str))
+        return
+    typer.echo(f"verdicts: {rep.n_labelled} images ({rep.n_confirmed} confirmed, {rep.n_rejected} rejected)")
+    if rep.reranker:
+        rr = rep.reranker
+        typer.echo(f"re-ranker: {rr['n_folds']} folds, {rr['n_features']} features, calibration "
+                   f"{rr['calibration']}; out-of-fold AP {rr['oof_ap']:.3f}, AUROC {rr['oof_auroc']:.3f}")
+    else:
+        typer.echo(f"re-ranker not trained: {rep.reranker_skipped}")
+    typer.echo(f"pixel model: {rep.pixel if rep.pixel else rep.pixel_skipped}")
 
 
 @app.command()
@@ -253,9 +348,46 @@ def export(
 
 # -- not built yet ---------------------------------------------------------------------------
 @app.command()
-def simulate(db: DbOpt, truth: Annotated[Path, typer.Option(help="truth CSV path,label")]) -> None:
-    """Simulated review rounds with known truth."""
-    not_built("simulate", "learning from verdicts")
+def simulate(
+    db: DbOpt,
+    truth: Annotated[Path, typer.Option(help="truth CSV: path,label[,category,mask]")],
+    out: Annotated[Path, typer.Option(help="output folder (summary.json, rounds.csv, plots, a catalogue copy)")],
+    strategy: Annotated[str | None, typer.Option(help="selection strategy or mixture")] = None,
+    batch: Annotated[int, typer.Option(help="images reviewed per round")] = 24,
+    rounds: Annotated[int, typer.Option(help="review rounds")] = 4,
+    masks_per_round: Annotated[int | None, typer.Option(help="masks painted per round (mixed supervision)")] = None,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Simulated review rounds with known truth, on a copy of the catalogue (DB is not changed)."""
+    from mining.simulate import copy_catalogue, read_truth, write_outputs
+    from mining.simulate import simulate as simulate_fn
+    from mining.store import Store
+
+    cfg = load_config_or_fail(config, set_)
+    if not db.exists():
+        fail(f"catalogue {str(db)!r} does not exist: run `raremine index` and `raremine mine` first")
+    lc = cfg.learn
+    work = copy_catalogue(db, out / "catalogue.db")
+    with Store(work) as store, progress_bar("simulate", unit="round") as cb:
+        try:
+            t = read_truth(truth, store)
+            summary = simulate_fn(
+                store, t, strategy=strategy or cfg.rank.strategy, batch=batch, rounds=rounds,
+                masks_per_round=lc.masks_per_round if masks_per_round is None else masks_per_round,
+                learn_kwargs={"n_folds": lc.n_folds, "embedding_components": lc.embedding_components,
+                              "calibration": None if lc.calibration == "none" else lc.calibration},
+                rank_kwargs={"weights": cfg.rank.weights, "per_category": lc.per_category},
+                random_state=seed, progress=cb)
+        except ValueError as err:
+            fail(str(err))
+    paths = write_outputs(summary, out)
+    typer.echo(f"{summary['n_positives']} events in {summary['n_images']} images; strategy {summary['strategy']}")
+    for k, (rev, rec) in enumerate(zip(summary["reviewed_per_round"], summary["recall_per_round"], strict=True)):
+        ap = summary["ap_per_round"][k]
+        typer.echo(f"  round {k + 1}: reviewed {rev:>5}, recall {rec:.3f}, AP {'-' if ap is None else f'{ap:.3f}'}")
+    typer.echo("wrote " + ", ".join(paths))
 
 
 @app.command()
@@ -263,17 +395,59 @@ def synth(
     config: Annotated[Path, typer.Option("--config", "-c", help="synthesis YAML")],
     out: Annotated[Path, typer.Option(help="output folder")],
 ) -> None:
-    """Synthesize training images with exact masks."""
-    not_built("synth", "synthesis")
+    """Synthesize training images with exact masks and a manifest (same config + seed = same bytes)."""
+    from synthesis.config import SynthConfigError, load_synth_config
+    from synthesis.pipeline import synthesize
+
+    try:
+        cfg = load_synth_config(config)
+    except SynthConfigError as err:
+        fail(str(err))
+    with progress_bar("synth") as cb:
+        try:
+            s = synthesize(cfg, out, progress=cb)
+        except ValueError as err:
+            fail(str(err))
+    rate = s.n_images / s.seconds if s.seconds else float("inf")
+    typer.echo(f"wrote {s.n_images} images ({s.n_defective} with a defect) to {out} in {s.seconds:.1f}s "
+               f"({rate:.1f} img/s); manifest {s.manifest}")
 
 
 @app.command()
 def review(
     db: DbOpt,
     port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8501,
+    config: ConfigOpt = None,
+    address: Annotated[str, typer.Option(help="address to bind (loopback unless told otherwise)")] = "127.0.0.1",
 ) -> None:
-    """Run the review app for a catalogue."""
-    not_built("review", "the review app")
+    """Run the review app for a catalogue (Streamlit, headless, in the foreground until stopped)."""
+    import subprocess
+
+    from mining.store import SchemaVersionError, Store
+
+    app_file = Path(__file__).resolve().parents[1] / "app.py"
+    if not app_file.is_file():
+        fail(f"the review app {str(app_file)!r} is missing from this installation")
+    if not db.exists():
+        fail(f"catalogue {str(db)!r} does not exist: run `raremine index ROOT --db {db}` first")
+    try:
+        Store(db, readonly=True).close()
+    except (SchemaVersionError, ValueError) as err:
+        fail(str(err))
+    load_config_or_fail(config, None)
+    if not 0 < port < 65536:
+        fail(f"--port must be in 1..65535; got {port}")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app_file), "--server.address", address,
+           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--", "--db", str(db.resolve())]
+    if config is not None:
+        cmd += ["--config", str(config.resolve())]
+    typer.echo(f"review app for {db} on http://{address}:{port} (Ctrl+C stops it)")
+    try:
+        code = subprocess.call(cmd)
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
 
 
 # -- demo ---------------------------------------------------------------------------
