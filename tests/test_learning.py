@@ -1,0 +1,355 @@
+"""Learning from verdicts: strategies, the re-ranker's out-of-fold rule, calibration, metrics, slices, simulate."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from mining import metrics
+from mining.learn import learn
+from mining.rank import STRATEGIES, FusedScores, fuse, get_strategy, rank
+from mining.rerank import RERANK_SCORER, ReRanker, best_threshold, build_features, consensus_labels, threshold_map
+from mining.slices import slice_report, slice_table
+from mining.store import Store
+from mining.strategies import k_center_greedy, mixture_counts, parse_mixture
+
+
+# -- helpers -------------------------------------------------------------------------------
+def fused_table(n: int, raw: np.ndarray | None = None) -> FusedScores:
+    raw = np.arange(n, dtype=float)[:, None] if raw is None else raw
+    pct, fused = fuse(raw)
+    return FusedScores(np.arange(100, 100 + n), ["a"], raw, pct, fused)
+
+
+def rows_of(picks) -> list[int]:
+    return [i for i, _ in picks]
+
+
+def make_store(path, n: int = 200, n_pos: int = 12, seed: int = 0, meta: dict | None = None) -> tuple[Store, dict]:
+    """A catalogue of n fake images with two scorers and an embedding; positives score high on one stat."""
+    rng = np.random.default_rng(seed)
+    store = Store(path)
+    truth = np.zeros(n, int)
+    truth[rng.choice(n, n_pos, replace=False)] = 1
+    now = time.time()
+    with store.transaction() as con:
+        for i in range(n):
+            con.execute("INSERT INTO images (id, path, status, indexed_at) VALUES (?, ?, 'ok', ?)",
+                        (i + 1, f"/fake/img_{i:04d}.png", now))
+            signal = rng.normal(2.5 * truth[i], 1.0)
+            con.execute("INSERT INTO scores (image_id, tile, scorer, score, stats, created_at)"
+                        " VALUES (?, -1, 'alpha', ?, ?, ?)",
+                        (i + 1, float(rng.normal()), json.dumps({"peak": float(signal), "best_tile": 3}), now))
+            con.execute("INSERT INTO scores (image_id, tile, scorer, score, stats, created_at)"
+                        " VALUES (?, -1, 'beta', ?, '{}', ?)", (i + 1, float(rng.normal() + truth[i]), now))
+            vec = rng.normal(size=8).astype(np.float32)
+            vec[0] += 3 * truth[i]
+            con.execute("INSERT INTO embeddings (image_id, tile, name, vector) VALUES (?, -1, 'emb', ?)",
+                        (i + 1, vec.tobytes()))
+            for key, values in (meta or {}).items():
+                con.execute("INSERT INTO image_meta (image_id, key, value) VALUES (?, ?, ?)",
+                            (i + 1, key, values[i]))
+    return store, {i + 1: int(truth[i]) for i in range(n)}
+
+
+def review_all(store: Store, truth: dict, ids) -> None:
+    for iid in ids:
+        store.add_review(int(iid), "t", "confirm" if truth[int(iid)] else "reject",
+                         category="spot" if truth[int(iid)] else None, source="test")
+
+
+# -- strategies on hand-made cases --------------------------------------------------------
+def test_top_uses_probability_when_given_and_fused_otherwise():
+    fs = fused_table(5)
+    cands = np.arange(5)
+    assert rows_of(STRATEGIES["top"](fs, cands, 2)) == [4, 3]
+    p = np.array([0.9, 0.1, 0.5, 0.2, 0.3])
+    picks = STRATEGIES["top"](fs, cands, 2, proba=p)
+    assert rows_of(picks) == [0, 2]
+    assert picks[0][1]["strategy"] == "top" and picks[0][1]["p"] == 0.9
+
+
+def test_uncertainty_strategies_pick_the_right_row():
+    fs = fused_table(4)
+    P = np.array([[0.52, 0.40, 0.08],   # least confident (max p lowest... among the first three: 0.52)
+                  [0.53, 0.45, 0.02],   # smallest margin (0.08)
+                  [0.54, 0.23, 0.23],   # highest entropy
+                  [0.90, 0.05, 0.05]])  # sure
+    cands = np.arange(4)
+    assert rows_of(STRATEGIES["least_confidence"](fs, cands, 1, proba=P)) == [0]
+    assert rows_of(STRATEGIES["margin"](fs, cands, 1, proba=P)) == [1]
+    assert rows_of(STRATEGIES["entropy"](fs, cands, 1, proba=P)) == [2]
+    for kind in ("least_confidence", "margin", "entropy"):
+        assert rows_of(STRATEGIES[kind](fs, cands, 4, proba=P))[-1] == 3
+
+
+def test_binary_least_confidence_picks_p_nearest_half_and_respects_candidates():
+    fs = fused_table(5)
+    p = np.array([0.49, 0.9, 0.05, 0.6, 0.51])
+    picks = STRATEGIES["least_confidence"](fs, np.array([1, 2, 3, 4]), 2, proba=p)
+    assert rows_of(picks) == [4, 3]  # row 0 is not a candidate
+    assert picks[0][1]["least_confidence"] == pytest.approx(0.49)
+
+
+def test_uncertainty_without_a_model_falls_back_to_top_and_says_so():
+    fs = fused_table(5)
+    picks = STRATEGIES["entropy"](fs, np.arange(5), 2)
+    assert rows_of(picks) == [4, 3]
+    assert picks[0][1]["strategy"] == "entropy" and "fallback" in picks[0][1]
+
+
+def test_random_is_seeded_and_draws_candidates_only():
+    fs = fused_table(50)
+    cands = np.arange(10, 50)
+    a = rows_of(STRATEGIES["random"](fs, cands, 8, random_state=3))
+    b = rows_of(STRATEGIES["random"](fs, cands, 8, random_state=3))
+    c = rows_of(STRATEGIES["random"](fs, cands, 8, random_state=4))
+    assert a == b and a != c and len(set(a)) == 8 and set(a) <= set(cands.tolist())
+
+
+def test_diversity_covers_unreviewed_clusters_first():
+    # three tight clusters; rows 0-3 (cluster A) are reviewed (not candidates)
+    V = np.array([[0, 0], [0, 0.1], [0.1, 0], [0.1, 0.1],      # A
+                  [10, 0], [10, 0.1], [10.1, 0],               # B
+                  [0, 10], [0.1, 10], [0, 10.1]], dtype=float)  # C
+    fs = fused_table(len(V))
+    picks = STRATEGIES["diversity"](fs, np.arange(4, 10), 2, vectors=V)
+    clusters = {("B" if i < 7 else "C") for i in rows_of(picks)}
+    assert clusters == {"B", "C"}
+    assert k_center_greedy(V, np.array([], int), np.arange(10), 3)[:1] != []
+
+
+def test_balanced_gives_each_known_category_its_picks():
+    V = np.array([[0, 0], [10, 10],            # confirmed: crack near (0,0), spot near (10,10)
+                  [0.5, 0], [0, 0.4], [0.2, 0.2],  # crack-like candidates
+                  [10, 9.5], [9.8, 10]], dtype=float)  # spot-like candidates
+    fs = fused_table(len(V))
+    p = np.array([1, 1, 0.9, 0.8, 0.5, 0.2, 0.3])
+    picks = STRATEGIES["balanced"](fs, np.arange(2, 7), 3, categories={0: "crack", 1: "spot"}, proba=p,
+                                   vectors=V, per_category=1, base="top")
+    rows = rows_of(picks)
+    assert rows[:2] == [2, 6]  # the most likely crack, the most likely spot
+    assert picks[0][1]["category"] == "crack" and picks[1][1]["category"] == "spot"
+    assert rows[2] == 3 and picks[2][1]["via"] == "top"
+    with pytest.raises(ValueError, match="base must be"):
+        STRATEGIES["balanced"](fs, np.arange(2, 7), 3, base="nope", categories={0: "crack"}, vectors=V)
+
+
+def test_mixture_splits_the_batch_and_records_each_pick():
+    assert parse_mixture("top:0.8,least_confidence:0.2") == [("top", 0.8), ("least_confidence", 0.2)]
+    assert mixture_counts([("a", 0.8), ("b", 0.2)], 24) == [19, 5]
+    assert sum(mixture_counts([("a", 1 / 3), ("b", 1 / 3), ("c", 1 / 3)], 10)) == 10
+    fs = fused_table(20)
+    picks = get_strategy("top:0.5,random:0.5")(fs, np.arange(20), 6, random_state=0)
+    rows = rows_of(picks)
+    assert len(set(rows)) == 6
+    assert rows[:3] == [19, 18, 17]
+    assert [info["strategy"] for _, info in picks] == ["top"] * 3 + ["random"] * 3
+    assert all(info["mixture"] == "top:0.5,random:0.5" for _, info in picks)
+    for bad in ("top:0.5,nope:0.5", "top=1", "top:0"):
+        with pytest.raises(ValueError):
+            get_strategy(bad)(fs, np.arange(20), 3)
+    with pytest.raises(ValueError, match="valid strategies"):
+        get_strategy("nope")
+
+
+def test_rank_records_the_strategy_of_each_candidate(tmp_path):
+    store, _ = make_store(tmp_path / "c.db", n=60, n_pos=4)
+    r = rank(store, strategy="top:0.5,diversity:0.5", n=6, random_state=0)
+    cands = store.candidates(r)
+    assert [c["strategy"] for c in cands] == ["top"] * 3 + ["diversity"] * 3
+    why = json.loads(cands[3]["why"])
+    assert why["strategy"] == "diversity" and why["mixture"] == "top:0.5,diversity:0.5" and "space" in why
+    store.close()
+
+
+# -- re-ranker ------------------------------------------------------------------------------
+def test_out_of_fold_no_row_is_scored_by_a_model_that_saw_it():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 6))
+    y = (rng.random(150) < 0.3).astype(float)  # labels are pure noise
+    y[120:] = np.nan
+    model = ReRanker(n_folds=5, n_estimators=80, max_depth=4)
+    res = model.fit_predict(X, y)
+    lab = np.flatnonzero(~np.isnan(y))
+    assert set(res.fold[lab]) == set(range(5)) and (res.fold[120:] == -1).all()
+    for r in lab:
+        assert r not in set(model.train_rows_[res.fold[r]].tolist())
+        assert res.proba[r] == pytest.approx(model.models_[res.fold[r]].predict_proba(X[r : r + 1])[0, 1])
+    # noise can be memorised in-sample but not out of fold
+    in_sample = model.models_[0].predict_proba(X[model.train_rows_[0]])[:, 1]
+    assert roc_auc_score(y[model.train_rows_[0]], in_sample) > 0.9
+    assert roc_auc_score(y[lab], res.proba[lab]) < 0.7
+    assert np.allclose(res.proba[120:], model.predict_proba(X[120:]))
+
+
+def test_reranker_needs_two_of_each_class():
+    y = np.array([1, 0, 0, 0, np.nan])
+    assert "2 confirmed" in ReRanker.can_fit(y)
+    with pytest.raises(ValueError, match="cannot train"):
+        ReRanker().fit_predict(np.zeros((5, 2)), y)
+
+
+# -- calibration ----------------------------------------------------------------------------
+def test_threshold_map_sends_threshold_to_half_and_keeps_unit_interval():
+    p = np.linspace(0, 1, 101)
+    for t in (0.1, 0.3, 0.8):
+        q = threshold_map(p, t)
+        assert threshold_map(np.array([0.0, t, 1.0]), t) == pytest.approx([0, 0.5, 1])
+        assert (np.diff(q) >= 0).all() and q.min() >= 0 and q.max() <= 1
+        # linear on each side
+        below, above = p[p <= t], p[p > t]
+        assert np.allclose(threshold_map(below, t), 0.5 * below / t)
+        assert np.allclose(threshold_map(above, t), 0.5 + 0.5 * (above - t) / (1 - t))
+    with pytest.raises(ValueError, match="threshold"):
+        threshold_map(p, 1.0)
+
+
+def test_best_threshold_maximises_f1():
+    y = np.array([0, 0, 0, 1, 1, 0, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.35, 0.6, 0.65, 0.9])
+    t = best_threshold(y, p)
+    f1 = lambda th: 2 * ((p >= th) & (y == 1)).sum() / ((p >= th).sum() + y.sum())  # noqa: E731
+    assert f1(t) == pytest.approx(max(f1(th) for th in p))
+
+
+@pytest.mark.parametrize("calibration", ["threshold", "isotonic", "sigmoid"])
+def test_calibrated_reranker_stays_in_unit_interval_and_ranks(calibration):
+    rng = np.random.default_rng(1)
+    y = (rng.random(160) < 0.25).astype(float)
+    X = np.column_stack([y * 2 + rng.normal(size=160), rng.normal(size=160)])
+    y[130:] = np.nan
+    model = ReRanker(n_folds=4, calibration=calibration, n_estimators=40)
+    res = model.fit_predict(X, y)
+    assert (res.proba >= 0).all() and (res.proba <= 1).all()
+    lab = ~np.isnan(y)
+    assert roc_auc_score(y[lab], res.proba[lab]) > 0.8
+    if calibration == "threshold":
+        assert len(res.thresholds) == 4 and all(0 < t < 1 for t in res.thresholds)
+
+
+# -- learn and consensus ------------------------------------------------------------------
+def test_consensus_majority_ignores_unsure_and_drops_ties(tmp_path):
+    store, _ = make_store(tmp_path / "c.db", n=5, n_pos=1)
+    for who, v in (("a", "confirm"), ("b", "confirm"), ("c", "reject")):
+        store.add_review(1, who, v, category="spot" if v == "confirm" else None)
+    store.add_review(2, "a", "confirm")
+    store.add_review(2, "b", "reject")
+    store.add_review(3, "a", "unsure")
+    store.add_review(4, "a", "reject")
+    labels = consensus_labels(store)
+    assert labels[1] == (1, "spot") and labels[4] == (0, None)
+    assert 2 not in labels and 3 not in labels
+    store.close()
+
+
+def test_learn_writes_out_of_fold_probabilities_that_find_the_events(tmp_path):
+    store, truth = make_store(tmp_path / "c.db", n=200, n_pos=14)
+    ids = sorted(truth)
+    rep = learn(store, calibration=None)
+    assert rep.reranker is None and "2 confirmed" in rep.reranker_skipped
+    review_all(store, truth, ids[:120])
+    rep = learn(store, calibration="threshold", n_folds=4)
+    assert rep.reranker is not None and rep.reranker["n_folds"] == 4
+    rows = store.query("SELECT image_id, score, stats FROM scores WHERE scorer = ?", (RERANK_SCORER,))
+    assert len(rows) == 200
+    stats = {r[0]: json.loads(r[2]) for r in rows}
+    assert all(stats[i]["oof"] == 1 and stats[i]["fold"] >= 0 for i in ids[:120])
+    assert all(stats[i]["oof"] == 0 for i in ids[120:])
+    y = np.array([truth[r[0]] for r in rows])
+    assert metrics.average_precision(y, [r[1] for r in rows]) > 0.5
+    ft = build_features(store)
+    assert "alpha.peak" in ft.names and "alpha.best_tile" not in ft.names and RERANK_SCORER not in ft.names
+    assert any(n.startswith("emb.emb.") for n in ft.names)
+    # the next round uses it: top picks unreviewed images with the highest probability
+    r = rank(store, strategy="least_confidence", n=5)
+    assert all(json.loads(c["why"])["strategy"] == "least_confidence" for c in store.candidates(r))
+    store.close()
+
+
+# -- metrics against scikit-learn ---------------------------------------------------------------
+def test_metrics_agree_with_scikit_learn():
+    rng = np.random.default_rng(2)
+    y = (rng.random(300) < 0.1).astype(int)
+    s = rng.normal(size=300) + y
+    assert metrics.average_precision(y, s) == pytest.approx(average_precision_score(y, s))
+    assert metrics.auroc(y, s) == pytest.approx(roc_auc_score(y, s))
+    order = np.argsort(-s)
+    for k in (0, 10, 30, 300):
+        assert metrics.recall_at_k(y, s, k) == pytest.approx(y[order[:k]].sum() / y.sum())
+    assert metrics.recall_at_fraction(y, s, 0.1) == metrics.recall_at_k(y, s, 30)
+    assert metrics.hits_per_n(y, s, 30) == y[order[:30]].sum()
+    assert metrics.recall_curve(y, s)[29] == pytest.approx(metrics.recall_at_k(y, s, 30))
+    masks = [rng.random((8, 9)) < 0.2, rng.random((5, 4)) < 0.2]
+    maps = [m + rng.normal(size=m.shape) for m in masks]
+    flat_y = np.concatenate([m.ravel() for m in masks]).astype(int)
+    flat_s = np.concatenate([m.ravel() for m in maps])
+    assert metrics.pixel_auroc(masks, maps) == pytest.approx(roc_auc_score(flat_y, flat_s))
+    assert np.isnan(metrics.auroc(np.zeros(5), np.arange(5)))
+    with pytest.raises(ValueError, match="same length"):
+        metrics.auroc([0, 1], [0.3])
+
+
+# -- slices ---------------------------------------------------------------------------------
+def test_slice_report_flags_a_planted_confound(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 200
+    side = np.where(np.arange(n) % 2 == 0, "left", "right").tolist()
+    camera = rng.choice(["cam1", "cam2"], n).tolist()
+    store, truth = make_store(tmp_path / "c.db", n=n, n_pos=0, meta={"side": side, "camera": camera})
+    # every confirmed defect is on the left-hand side: 15 confirmed of 60 reviewed left, 0 of 60 right
+    left = [i + 1 for i in range(n) if side[i] == "left"]
+    right = [i + 1 for i in range(n) if side[i] == "right"]
+    truth = dict.fromkeys(truth, 0)
+    truth.update(dict.fromkeys(left[:15], 1))
+    review_all(store, truth, left[:60] + right[:60])
+    rows = slice_report(store)
+    by = {(r["key"], r["value"]): r for r in rows}
+    assert by[("side", "left")]["events_concentrate"] and by[("side", "left")]["confirmed"] == 15
+    assert not by[("side", "right")]["events_concentrate"]
+    assert not any(by[("camera", c)]["events_concentrate"] for c in ("cam1", "cam2"))
+    # a model that scores the side: normal left images score higher than normal right ones
+    scores = np.where(np.array(side) == "left", 0.8, 0.2) + rng.normal(0, 0.05, n)
+    labels = np.array([truth[i + 1] if (i + 1) in left[:60] + right[:60] else np.nan for i in range(n)])
+    table = slice_table({"side": side}, labels, scores)
+    assert next(r for r in table if r["value"] == "left")["model_prefers_slice"]
+    with pytest.raises(ValueError, match="unknown metadata keys"):
+        slice_report(store, keys=["site"])
+    store.close()
+
+
+# -- simulate ---------------------------------------------------------------------------------
+def test_simulate_cli_writes_summary_csv_and_plots(tmp_path):
+    from typer.testing import CliRunner
+
+    from raremine.cli import app
+
+    store, truth = make_store(tmp_path / "c.db", n=120, n_pos=8)
+    store.close()
+    with open(tmp_path / "truth.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "category", "mask"])
+        for iid, lab in truth.items():
+            w.writerow([f"/fake/img_{iid - 1:04d}.png", lab, "spot" if lab else "", ""])
+    out = tmp_path / "sim"
+    res = CliRunner().invoke(app, ["simulate", "--db", str(tmp_path / "c.db"), "--truth", str(tmp_path / "truth.csv"),
+                                   "--strategy", "top:0.75,least_confidence:0.25", "--batch", "12", "--rounds", "3",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reviewed_per_round"] == [12, 24, 36]
+    assert len(summary["recall_per_round"]) == len(summary["ap_per_round"]) == 3
+    assert summary["recall_per_round"][-1] > summary["random_recall_per_round"][-1]
+    assert (out / "rounds.csv").read_text().count("\n") == 4
+    assert (out / "recall.png").stat().st_size > 1000 and (out / "ap.png").exists()
+    # the original catalogue is untouched
+    with Store(tmp_path / "c.db") as s:
+        assert s.status()["reviews"] == 0
+    res = CliRunner().invoke(app, ["learn", "--db", str(out / "catalogue.db"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output.strip().splitlines()[-1])["n_labelled"] == 36
