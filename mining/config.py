@@ -59,15 +59,18 @@ class MineConfig(_Section):
     def _known_scorers(cls, names: list[str]) -> list[str]:
         from mining.scorers import available_scorers
 
-        if any(n not in available_scorers() for n in names) or len(set(names)) != len(names):
-            raise ValueError(f"registered scorer names, each at most once: {', '.join(available_scorers())}")
+        for n in names:
+            if n not in available_scorers():
+                raise ValueError(f"unknown scorer {n!r}; allowed: {', '.join(available_scorers())}")
+        if len(set(names)) != len(names):
+            raise ValueError("a scorer is listed twice; allowed: each scorer at most once")
         return names
 
     @field_validator("scheduler")
     @classmethod
     def _scheduler_needs_dask(cls, address: str | None, info: ValidationInfo) -> str | None:
         if address is not None and info.data.get("backend") != "dask":
-            raise ValueError(f"an address only together with backend 'dask' (backend is {info.data.get('backend')!r})")
+            raise ValueError(f"backend is {info.data.get('backend')!r}; allowed: an address only with backend 'dask'")
         return address
 
 
@@ -131,6 +134,8 @@ def _format_errors(err: ValidationError, data: dict, source: str) -> str:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             lines.append(f"unknown key {key!r} (value {e['input']!r}){hint}; allowed keys here: "
                          f"{', '.join(names) or '?'}")
+        elif e["type"] == "value_error":  # the validator's message says what is allowed
+            lines.append(f"key {key!r}: value {e.get('input')!r} is not allowed: {e.get('ctx', {}).get('error')}")
         else:
             lines.append(f"key {key!r}: value {e.get('input')!r} is not allowed; allowed: {_allowed(e, loc)}")
     return f"invalid configuration in {source}:\n  " + "\n  ".join(lines)
@@ -162,8 +167,6 @@ def _allowed(e: dict, loc: tuple) -> str:
     if typ == "model_type":
         section = _get(Config, loc)
         return f"a mapping with keys {', '.join(sorted(section.model_fields))}" if section else "a mapping"
-    if typ == "value_error":
-        return str(ctx.get("error", e["msg"]))
     return _ALLOWED_BY_TYPE.get(typ, e["msg"])
 
 

@@ -1,21 +1,39 @@
 """Mining: run scorers over the catalogue in one streaming, resumable pass.
 
-Work is split into shards of images. Workers (a local process pool, or the
-calling process with ``backend="inline"``) read each image once, run every
-scorer that has not scored it yet, save small overlay PNGs of the maps, and
-return small results; the calling process is the one writer and commits each
-shard in one transaction. A killed job therefore leaves only whole shards,
+Work is split into shards of images. Workers (the calling process with
+``backend="inline"``, a local process pool, or a dask.distributed cluster)
+read each image once, run every scorer that has not scored it yet, save
+small overlay PNGs of the maps, and return small results; the calling
+process is the one writer and commits each shard in one transaction. A job
+killed at any moment (SIGKILL included) therefore leaves only whole shards,
 and running it again scores only what is missing.
+
+Memory does not grow with the archive: the work list is read from the
+catalogue in chunks (:func:`iter_pending_work`) and at most
+``max_in_flight`` shards are submitted at a time.
+
+A worker that dies (a crash in a decoder, the OOM killer) is replaced: the
+process pool is rebuilt and the shards that were in flight are run again one
+at a time, so a death can be pinned on one shard; a shard that kills a worker
+on its own is split into single images, and an image that kills a worker on
+its own ``retries + 1`` times is recorded as failed (``worker_died``).
+On dask the scheduler reschedules the tasks of a dead worker itself and the
+nanny restarts it; a task that keeps killing workers (``KilledWorker``) is
+treated the same way.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import socket
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
+from concurrent.futures import wait as cf_wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 import cv2
@@ -31,24 +49,59 @@ logger = logging.getLogger(__name__)
 #: Largest side of a saved overlay PNG.
 MAP_MAX_SIDE = 256
 
-BACKENDS = ("inline", "process")
+BACKENDS = ("inline", "process", "dask")
+
+#: Images read from the catalogue per query while listing the work.
+LIST_CHUNK = 2000
 
 
 @dataclass
 class MineSummary:
-    """What one mining run did."""
+    """What one mining run did.
+
+    Attributes
+    ----------
+    run_id : int or None
+    done : int
+        Images that received at least one new score.
+    skipped : int
+        Images skipped because every scorer had already scored them.
+    skipped_failed : int
+        Images skipped because a scorer failed on them in an earlier run.
+    failed : Counter
+        Failures of this run by reason (``scorer_error``, ``worker_died``,
+        the reader's reasons such as ``truncated``).
+    seconds : float
+        Wall time of the whole run.
+    timings : dict
+        Seconds spent in ``prepare``, the streaming pass and ``finalize``.
+    worker_restarts : int
+        Times a dead worker was replaced (process pool rebuilt or a dask
+        task lost to a dead worker).
+    """
 
     run_id: int | None = None
     done: int = 0
     skipped: int = 0
+    skipped_failed: int = 0
     failed: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    total: int = 0
+    shards: int = 0
+    worker_restarts: int = 0
+    backend: str = ""
+    workers: int = 0
+    timings: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """JSON-ready form."""
+        stream = self.timings.get("stream_s") or self.seconds
         return {"run_id": self.run_id, "done": self.done, "skipped": self.skipped,
-                "failed": dict(self.failed), "seconds": round(self.seconds, 3),
-                "images_per_second": round(self.done / self.seconds, 2) if self.seconds else None}
+                "skipped_failed": self.skipped_failed, "failed": dict(self.failed), "total": self.total,
+                "shards": self.shards, "worker_restarts": self.worker_restarts, "backend": self.backend,
+                "workers": self.workers, "seconds": round(self.seconds, 3),
+                "timings": {k: round(v, 3) for k, v in self.timings.items()},
+                "images_per_second": round(self.done / stream, 2) if stream else None}
 
 
 def maps_dir(store_path: str) -> str:
@@ -84,12 +137,11 @@ def save_map_png(score_map: np.ndarray, path: str, value_range: tuple[float, flo
 
 # -- the worker side ------------------------------------------------------------------
 _WORKER: dict = {}
+#: dask workers: token -> worker state, filled once per worker by :class:`ScorerPlugin`.
+_WORKER_BY_TOKEN: dict[str, dict] = {}
 
 
-def _init_worker(scorers: Sequence[Scorer], maps_root: str | None, max_pixels: int) -> None:
-    _WORKER["scorers"] = {s.name: s for s in scorers}
-    _WORKER["maps_root"] = maps_root
-    _WORKER["max_pixels"] = max_pixels
+def _worker_state(scorers: Sequence[Scorer], maps_root: str | None, max_pixels: int) -> dict:
     cv2.setNumThreads(1)
     try:
         import torch
@@ -97,6 +149,12 @@ def _init_worker(scorers: Sequence[Scorer], maps_root: str | None, max_pixels: i
         torch.set_num_threads(1)
     except ImportError:
         pass
+    return {"scorers": {s.name: s for s in scorers}, "maps_root": maps_root, "max_pixels": max_pixels}
+
+
+def _init_worker(scorers: Sequence[Scorer], maps_root: str | None, max_pixels: int) -> None:
+    _WORKER.clear()
+    _WORKER.update(_worker_state(scorers, maps_root, max_pixels))
 
 
 def _score_one(scorer: Scorer, image: np.ndarray, tiles: list) -> tuple[dict, list[dict]]:
@@ -118,20 +176,32 @@ def _score_one(scorer: Scorer, image: np.ndarray, tiles: list) -> tuple[dict, li
     return {"score": best["score"], "stats": stats, "map": full, "embedding": None}, per_tile
 
 
-def score_shard(shard: list[dict]) -> list[dict]:
+def score_shard(shard: list[dict], state: dict | None = None) -> list[dict]:
     """Score one shard in a worker; return small, picklable results.
 
-    Each item of ``shard`` has ``image_id``, ``path``, ``tiles`` and
-    ``scorers`` (names still missing for that image). Each result has
-    ``image_id`` and either ``scores`` or ``failures``.
+    Parameters
+    ----------
+    shard : list of dict
+        Each item has ``image_id``, ``path``, ``tiles`` and ``scorers``
+        (names still missing for that image).
+    state : dict, optional
+        Worker state (scorers, maps folder, pixel limit); default: the one
+        set up by the process pool's initializer.
+
+    Returns
+    -------
+    list of dict
+        One per item: ``image_id``, ``scores``, ``embeddings`` and
+        ``failures``.
     """
-    scorers: dict[str, Scorer] = _WORKER["scorers"]
-    maps_root = _WORKER["maps_root"]
+    state = _WORKER if state is None else state
+    scorers: dict[str, Scorer] = state["scorers"]
+    maps_root = state["maps_root"]
     out = []
     for item in shard:
         res = {"image_id": item["image_id"], "scores": [], "embeddings": [], "failures": []}
         try:
-            image = read_image(item["path"], max_pixels=_WORKER["max_pixels"])
+            image = read_image(item["path"], max_pixels=state["max_pixels"])
         except UnreadableImage as err:
             res["failures"].append({"scorer": None, "reason": err.reason, "detail": err.detail})
             out.append(res)
@@ -144,7 +214,7 @@ def score_shard(shard: list[dict]) -> list[dict]:
                 if maps_root is not None and whole["map"] is not None:
                     map_path = os.path.join(maps_root, name, f"{item['image_id']}.png")
                     save_map_png(whole["map"], map_path, scorer.map_range)
-            except Exception as err:  # noqa: BLE001 - one bad image never kills the job
+            except Exception as err:  # one bad image never kills the job
                 logger.warning("scorer %s failed on %s: %s", name, item["path"], err)
                 res["failures"].append({"scorer": name, "reason": "scorer_error",
                                         "detail": f"{type(err).__name__}: {err}"[:500]})
@@ -164,6 +234,7 @@ def score_shard(shard: list[dict]) -> list[dict]:
     return out
 
 
+
 def _vec(v: np.ndarray) -> bytes:
     return np.ascontiguousarray(v, dtype=np.float32).ravel().tobytes()
 
@@ -172,29 +243,114 @@ def _jsonable(stats: dict) -> dict:
     return {k: (float(v) if isinstance(v, (np.floating, np.integer, float)) else v) for k, v in stats.items()}
 
 
-# -- the writer side ------------------------------------------------------------------
-def pending_work(store: Store, scorers: Sequence[Scorer], *, rescore: bool = False) -> list[dict]:
-    """Images that still miss a score from at least one streaming scorer."""
+# -- listing the work -----------------------------------------------------------------
+def iter_pending_work(
+    store: Store, scorers: Sequence[Scorer], *, rescore: bool = False, chunk: int = LIST_CHUNK,
+    counts: Counter | None = None,
+) -> Iterator[dict]:
+    """Stream the images that still miss a score from at least one streaming scorer.
+
+    The catalogue is read ``chunk`` images at a time (by increasing id), so
+    memory does not depend on the size of the archive. Images that a scorer
+    failed on in an earlier run are not retried unless ``rescore``.
+
+    Parameters
+    ----------
+    store : Store
+    scorers : sequence of Scorer
+    rescore : bool, default=False
+        List every readable image, scored or not.
+    chunk : int, default=2000
+        Images read per query.
+    counts : Counter, optional
+        Incremented with ``skipped`` (already scored by every scorer) and
+        ``skipped_failed`` (a scorer failed on it before) as images go by.
+
+    Yields
+    ------
+    dict
+        ``image_id``, ``path``, ``tiles`` (list of (idx, y, x, h, w)) and
+        ``scorers`` (names still missing).
+    """
     streaming = [s.name for s in scorers if s.per_image]
-    done = {name: (set() if rescore else store.scored_ids(name)) for name in streaming}
-    failed = {}
-    if not rescore:
-        # images that failed a scorer before are not retried in every run
-        for image_id, scorer in store.query("SELECT image_id, scorer FROM failures WHERE scorer IS NOT NULL"):
-            failed.setdefault(scorer, set()).add(image_id)
-    tiles: dict[int, list] = {}
-    for row in store.query("SELECT image_id, idx, y, x, h, w FROM tiles ORDER BY image_id, idx"):
-        tiles.setdefault(row[0], []).append(tuple(row[1:]))
-    work = []
-    for row in store.query("SELECT id, path FROM images WHERE status = 'ok' ORDER BY id"):
-        missing = [n for n in streaming if row[0] not in done[n] and row[0] not in failed.get(n, ())]
-        if missing:
-            work.append({"image_id": row[0], "path": row[1], "tiles": tiles.get(row[0], []), "scorers": missing})
-    return work
+    if not streaming:
+        return
+    marks = ",".join("?" * len(streaming))
+    last = -1
+    while True:
+        rows = store.query(
+            "SELECT id, path FROM images WHERE status = 'ok' AND id > ? ORDER BY id LIMIT ?", (last, chunk)
+        )
+        if not rows:
+            return
+        lo, hi = rows[0][0], rows[-1][0]
+        last = hi
+        done: dict[int, set] = {}
+        failed: dict[int, set] = {}
+        if not rescore:
+            for iid, sc in store.query(
+                "SELECT image_id, scorer FROM scores WHERE image_id BETWEEN ? AND ? AND tile = -1"
+                f" AND scorer IN ({marks})",
+                (lo, hi, *streaming),
+            ):
+                done.setdefault(iid, set()).add(sc)
+            for iid, sc in store.query(
+                f"SELECT image_id, scorer FROM failures WHERE image_id BETWEEN ? AND ? AND scorer IN ({marks})",
+                (lo, hi, *streaming),
+            ):
+                failed.setdefault(iid, set()).add(sc)
+        tiles: dict[int, list] = {}
+        for row in store.query(
+            "SELECT image_id, idx, y, x, h, w FROM tiles WHERE image_id BETWEEN ? AND ? ORDER BY image_id, idx",
+            (lo, hi),
+        ):
+            tiles.setdefault(row[0], []).append(tuple(row[1:]))
+        for iid, path in rows:
+            have, bad = done.get(iid, ()), failed.get(iid, ())
+            missing = [n for n in streaming if n not in have and n not in bad]
+            if missing:
+                yield {"image_id": iid, "path": path, "tiles": tiles.get(iid, []), "scorers": missing}
+            elif counts is not None:
+                counts["skipped_failed" if any(n in bad for n in streaming) else "skipped"] += 1
 
 
+def count_pending(store: Store, scorers: Sequence[Scorer], *, rescore: bool = False) -> int:
+    """Number of images :func:`iter_pending_work` will yield (one SQL count, no list in memory)."""
+    streaming = [s.name for s in scorers if s.per_image]
+    if not streaming:
+        return 0
+    if rescore:
+        return int(store.query("SELECT COUNT(*) FROM images WHERE status = 'ok'")[0][0])
+    one = ("(NOT EXISTS (SELECT 1 FROM scores s WHERE s.image_id = i.id AND s.tile = -1 AND s.scorer = ?)"
+           " AND NOT EXISTS (SELECT 1 FROM failures f WHERE f.image_id = i.id AND f.scorer = ?))")
+    cond = " OR ".join([one] * len(streaming))
+    params = [p for n in streaming for p in (n, n)]
+    return int(store.query(f"SELECT COUNT(*) FROM images i WHERE i.status = 'ok' AND ({cond})", params)[0][0])
+
+
+def pending_work(store: Store, scorers: Sequence[Scorer], *, rescore: bool = False) -> list[dict]:
+    """Images that still miss a score, as a list (small catalogues and tests; see :func:`iter_pending_work`)."""
+    return list(iter_pending_work(store, scorers, rescore=rescore))
+
+
+def _shards(items: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    shard: list[dict] = []
+    for item in items:
+        shard.append(item)
+        if len(shard) == size:
+            yield shard
+            shard = []
+    if shard:
+        yield shard
+
+
+# -- the writer side ------------------------------------------------------------------
 def write_shard(store: Store, results: list[dict], run_id: int | None) -> Counter:
-    """Commit one shard's results in one transaction; return failure counts by reason."""
+    """Commit one shard's results in one transaction; return failure counts by reason.
+
+    Scores and embeddings are upserted on their primary keys, so writing a
+    shard twice never duplicates rows.
+    """
     now = time.time()
     failed: Counter = Counter()
     with store.transaction() as con:
@@ -205,7 +361,7 @@ def write_shard(store: Store, results: list[dict], run_id: int | None) -> Counte
                 " VALUES (?, ?, ?, ?, json(?), ?, ?, ?) ON CONFLICT(image_id, tile, scorer) DO UPDATE SET"
                 " score=excluded.score, stats=excluded.stats, map_path=excluded.map_path,"
                 " run_id=excluded.run_id, created_at=excluded.created_at",
-                [(iid, s["tile"], s["scorer"], s["score"], _dumps(s["stats"]), s["map_path"], run_id, now)
+                [(iid, s["tile"], s["scorer"], s["score"], json.dumps(s["stats"]), s["map_path"], run_id, now)
                  for s in res["scores"]],
             )
             con.executemany(
@@ -223,15 +379,175 @@ def write_shard(store: Store, results: list[dict], run_id: int | None) -> Counte
     return failed
 
 
-def _dumps(stats: dict) -> str:
-    import json
+# -- executors: the same loop drives every backend --------------------------------------
+class WorkerDied(RuntimeError):
+    """A worker died while running a shard.
 
-    return json.dumps(stats)
+    ``attributed`` is True when the death is known to be caused by this
+    shard alone (it ran alone, or the dask scheduler says so).
+    """
+
+    def __init__(self, message: str, *, attributed: bool):
+        super().__init__(message)
+        self.attributed = attributed
 
 
-def _shards(work: list[dict], size: int) -> Iterator[list[dict]]:
-    for i in range(0, len(work), size):
-        yield work[i : i + size]
+class _InlineExecutor:
+    """Runs shards in the calling process (debugging); futures come back finished."""
+
+    slots = 1
+    breaks_all = False
+
+    def __init__(self, state: dict):
+        self.state = state
+
+    def submit(self, shard: list[dict]) -> Future:
+        fut: Future = Future()
+        fut.set_result(score_shard(shard, self.state))
+        return fut
+
+    def wait_any(self, futures: list) -> set:
+        return set(futures)
+
+    def result(self, fut: Future) -> list[dict]:
+        return fut.result()
+
+    def restart(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class _ProcessExecutor:
+    """A local process pool that is rebuilt when one of its workers dies."""
+
+    breaks_all = True  # a dead worker breaks the pool: every shard in flight fails with it
+
+    def __init__(self, workers: int, initargs: tuple):
+        self.slots = workers
+        self.initargs = initargs
+        self.pool = self._make()
+
+    def _make(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self.slots, initializer=_init_worker, initargs=self.initargs)
+
+    def submit(self, shard: list[dict]) -> Future:
+        return self.pool.submit(score_shard, shard)
+
+    def wait_any(self, futures: list) -> set:
+        return cf_wait(futures, return_when=FIRST_COMPLETED)[0]
+
+    def result(self, fut: Future) -> list[dict]:
+        try:
+            return fut.result()
+        except BrokenProcessPool as err:
+            raise WorkerDied(f"a worker process died ({err})", attributed=False) from err
+
+    def restart(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool = self._make()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class _Task:
+    items: list[dict]
+    attempts: int = 0
+
+
+def _run_shards(ex, shards: Iterator[list[dict]], on_results: Callable[[list[dict]], None],
+                on_dead: Callable[[list[dict], str], None], *, max_in_flight: int, retries: int,
+                summary: MineSummary) -> None:
+    """Keep at most ``max_in_flight`` shards running; hand each result to ``on_results``.
+
+    After an unattributed worker death the shards that were in flight become
+    suspects and run one at a time, so the next death names its shard.
+    """
+    in_flight: dict = {}
+    suspects: deque[_Task] = deque()
+    source = iter(shards)
+    exhausted = False
+    while True:
+        while not exhausted or suspects:
+            limit = 1 if suspects else max_in_flight
+            if len(in_flight) >= limit:
+                break
+            if suspects:
+                task = suspects.popleft()
+            else:
+                items = next(source, None)
+                if items is None:
+                    exhausted = True
+                    break
+                task = _Task(items)
+                summary.shards += 1
+            in_flight[ex.submit(task.items)] = task
+        if not in_flight:
+            return
+        died = False
+        running = len(in_flight)
+        for fut in ex.wait_any(list(in_flight)):
+            task = in_flight.pop(fut)
+            try:
+                results = ex.result(fut)
+            except WorkerDied as err:
+                died = True
+                alone = err.attributed or running == 1
+                logger.warning("worker died on a shard of %d images (attempt %d, alone=%s): %s",
+                               len(task.items), task.attempts + 1, alone, err,
+                               extra={"event": "worker_died", "images": len(task.items)})
+                if not alone:
+                    suspects.append(task)
+                elif len(task.items) > 1:
+                    suspects.extend(_Task([item]) for item in task.items)
+                elif task.attempts < retries:
+                    suspects.append(_Task(task.items, task.attempts + 1))
+                else:
+                    on_dead(task.items, str(err))
+                continue
+            on_results(results)
+        if died:
+            summary.worker_restarts += 1
+        if died and ex.breaks_all:
+            # the pool is broken: what finished is kept, the rest runs again one shard at a time
+            for fut, task in list(in_flight.items()):
+                if fut.done() and fut.exception() is None:
+                    on_results(fut.result())
+                else:
+                    suspects.append(task)
+            in_flight.clear()
+            ex.restart()
+
+
+# -- the job --------------------------------------------------------------------------
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _close_stale_runs(store: Store) -> None:
+    """Mark earlier mine runs of this host whose process is gone as ``interrupted``."""
+    host = socket.gethostname()
+    for run_id, cfg in store.query("SELECT id, config FROM runs WHERE kind = 'mine' AND status = 'running'"):
+        try:
+            job = json.loads(cfg or "{}").get("job", {})
+        except ValueError:
+            continue
+        if job.get("host") != host or not job.get("pid"):
+            continue
+        if _pid_alive(int(job["pid"])) and int(job["pid"]) != os.getpid():
+            logger.warning("mine run %s (pid %s) still seems to be running on this catalogue", run_id, job["pid"])
+            continue
+        store.finish_run(run_id, {"error": "process ended without finishing (killed?)"}, status="interrupted")
+        logger.info("run %s was interrupted; this run resumes it", run_id, extra={"event": "resume", "run": run_id})
 
 
 def mine(
@@ -246,6 +562,9 @@ def mine(
     rescore: bool = False,
     config: dict | None = None,
     progress: Callable[[int, int], None] | None = None,
+    scheduler: str | None = None,
+    max_in_flight: int | None = None,
+    retries: int = 1,
 ) -> MineSummary:
     """Score every readable image of the catalogue with the given scorers.
 
@@ -254,15 +573,19 @@ def mine(
     store : Store
         The catalogue; this process is its one writer.
     scorers : sequence of Scorer
-        Unprepared scorers; each is prepared here, then sent to the workers.
-    backend : {"inline", "process"}, default="process"
-        Where shards run: this process (debugging) or a local process pool.
+        Unprepared scorers; each is prepared here, then sent to the workers
+        once (pool initializer, or a dask worker plugin).
+    backend : {"inline", "process", "dask"}, default="process"
+        Where shards run: this process (debugging), a local process pool,
+        or a dask.distributed cluster.
     workers : int, default=2
-        Processes for the ``process`` backend.
+        Processes of the ``process`` backend; workers of the LocalCluster
+        started by the ``dask`` backend when no ``scheduler`` is given.
     shard_size : int, default=64
         Images per shard (and per write transaction).
     save_maps : bool, default=True
-        Keep overlay PNGs of the score maps beside the catalogue.
+        Keep overlay PNGs of the score maps beside the catalogue (on a
+        cluster the workers write them: the folder must be shared).
     max_pixels : int, optional
         Decompression-bomb guard passed to the reader.
     rescore : bool, default=False
@@ -270,7 +593,16 @@ def mine(
     config : dict, optional
         The effective configuration, stored with the run.
     progress : callable, optional
-        ``progress(done, total)`` after each shard.
+        ``progress(processed, total)`` after each shard; ``total`` counts the
+        images that still need work.
+    scheduler : str, optional
+        ``tcp://HOST:PORT`` of an existing dask scheduler (``dask`` backend).
+    max_in_flight : int, optional
+        Shards submitted but not yet written (default: twice the worker
+        slots); bounds memory.
+    retries : int, default=1
+        Times an image that kills a worker on its own is tried again before
+        it is recorded as failed (``worker_died``).
 
     Returns
     -------
@@ -282,43 +614,85 @@ def mine(
         raise ValueError(f"workers must be >= 1, got {workers}")
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    if max_in_flight is not None and max_in_flight < 1:
+        raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, got {retries}")
+    if scheduler is not None and backend != "dask":
+        raise ValueError(f"scheduler {scheduler!r} is only used by backend 'dask', got backend {backend!r}")
     t0 = time.perf_counter()
+    _close_stale_runs(store)
     run_config = dict(config or {})
     run_config.setdefault("scorers", {s.name: s.config() for s in scorers})
+    run_config["job"] = {"host": socket.gethostname(), "pid": os.getpid(), "backend": backend,
+                         "workers": workers, "scheduler": scheduler, "shard_size": shard_size}
     run_id = store.start_run("mine", run_config)
-    summary = MineSummary(run_id=run_id)
+    summary = MineSummary(run_id=run_id, backend=backend, workers=workers)
+    logger.info("mine run %s started: backend=%s workers=%s scorers=%s", run_id, backend, workers,
+                [s.name for s in scorers], extra={"event": "start", "run": run_id, "backend": backend})
+    ex = None
     try:
         prepared = [s.prepare(store, run_id) for s in scorers]
-        work = pending_work(store, prepared, rescore=rescore)
-        total_ok = len(store.query("SELECT id FROM images WHERE status = 'ok'"))
-        summary.skipped = total_ok - len(work)
+        summary.timings["prepare_s"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        summary.total = count_pending(store, prepared, rescore=rescore)
         maps_root = maps_dir(store.path) if save_maps else None
-        args = (prepared, maps_root, max_pixels)
-        shards = list(_shards(work, shard_size))
-        if backend == "inline" or not shards:
-            _init_worker(*args)
-            results_iter = map(score_shard, shards)
-            summary = _consume(store, results_iter, run_id, summary, len(work), progress)
+        initargs = (prepared, maps_root, max_pixels)
+        skips: Counter = Counter()
+        work = iter_pending_work(store, prepared, rescore=rescore, counts=skips)
+        processed = 0
+
+        def on_results(results: list[dict]) -> None:
+            nonlocal processed
+            failed = write_shard(store, results, run_id)
+            summary.failed.update(failed)
+            summary.done += sum(1 for r in results if r["scores"])
+            processed += len(results)
+            logger.debug("shard written: %d images, %d failures", len(results), sum(failed.values()),
+                         extra={"event": "shard", "run": run_id, "images": len(results),
+                                "processed": processed, "total": summary.total})
+            if progress is not None:
+                progress(processed, summary.total)
+
+        def on_dead(items: list[dict], detail: str) -> None:
+            on_results([{"image_id": it["image_id"], "scores": [], "embeddings": [],
+                         "failures": [{"scorer": n, "reason": "worker_died", "detail": detail[:500]}
+                                      for n in it["scorers"]]} for it in items])
+
+        if summary.total:
+            t_start = time.perf_counter()
+            if backend == "inline":
+                ex = _InlineExecutor(_worker_state(*initargs))
+            elif backend == "process":
+                ex = _ProcessExecutor(workers, initargs)
+            else:
+                from mining._dask import DaskExecutor
+
+                ex = DaskExecutor(initargs, scheduler=scheduler, local_workers=workers)
+                summary.workers = ex.slots
+            summary.timings["startup_s"] = time.perf_counter() - t_start
+            t1 = time.perf_counter()
+            _run_shards(ex, _shards(work, shard_size), on_results, on_dead,
+                        max_in_flight=max_in_flight or 2 * ex.slots, retries=retries, summary=summary)
         else:
-            with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=args) as pool:
-                summary = _consume(store, pool.map(score_shard, shards), run_id, summary, len(work), progress)
+            for _ in work:  # nothing pending: still count what was skipped
+                pass
+        summary.skipped, summary.skipped_failed = skips["skipped"], skips["skipped_failed"]
+        summary.timings["stream_s"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
         for s in prepared:
             s.finalize(store, run_id)
+        summary.timings["finalize_s"] = time.perf_counter() - t2
     except BaseException as err:
         summary.seconds = time.perf_counter() - t0
         store.finish_run(run_id, {**summary.as_dict(), "error": repr(err)}, status="failed")
         raise
+    finally:
+        if ex is not None:
+            ex.close()
     summary.seconds = time.perf_counter() - t0
     store.finish_run(run_id, summary.as_dict())
-    logger.info("mined %s", summary.as_dict())
-    return summary
-
-
-def _consume(store, results_iter, run_id, summary, total, progress) -> MineSummary:
-    for results in results_iter:
-        failed = write_shard(store, results, run_id)
-        summary.failed.update(failed)
-        summary.done += sum(1 for r in results if r["scores"])
-        if progress is not None:
-            progress(summary.done + sum(summary.failed.values()), total)
+    logger.info("mine run %s done: %d images scored, %d skipped, failed %s, %s img/s", run_id, summary.done,
+                summary.skipped + summary.skipped_failed, dict(summary.failed),
+                summary.as_dict()["images_per_second"], extra={"event": "done", **summary.as_dict()})
     return summary

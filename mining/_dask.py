@@ -1,0 +1,118 @@
+"""The dask.distributed backend of :func:`mining.mine.mine` (imported only when it is used).
+
+The prepared scorers travel to every worker once, in a worker plugin, and
+are kept there under a per-job token; tasks name the token and a shard, and
+return the same small results as the process pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from distributed import Client, KilledWorker, LocalCluster, WorkerPlugin, wait
+
+from mining import mine as _mine
+
+logger = logging.getLogger(__name__)
+
+
+class ScorerPlugin(WorkerPlugin):
+    """Load the prepared scorers once per worker, under ``token``.
+
+    Workers that join later, or that a nanny restarts after a crash, run
+    :meth:`setup` too, so every worker holds the models exactly once.
+
+    Parameters
+    ----------
+    token : str
+        Key of this job's scorers on the workers.
+    initargs : tuple
+        ``(scorers, maps_root, max_pixels)`` as for the process pool.
+    """
+
+    def __init__(self, token: str, initargs: tuple):
+        self.token = token
+        self.initargs = initargs
+
+    def setup(self, worker) -> None:
+        """Unpickle and keep the scorers on this worker."""
+        _mine._WORKER_BY_TOKEN[self.token] = _mine._worker_state(*self.initargs)
+
+    def teardown(self, worker) -> None:
+        """Drop them when the job ends."""
+        _mine._WORKER_BY_TOKEN.pop(self.token, None)
+
+
+def score_shard_task(shard: list[dict], token: str) -> list[dict]:
+    """Task run on a dask worker: score with the scorers its plugin loaded once."""
+    state = _mine._WORKER_BY_TOKEN.get(token)
+    if state is None:
+        raise RuntimeError(f"raremine scorers {token!r} are not loaded on this worker (plugin missing)")
+    return _mine.score_shard(shard, state)
+
+
+class DaskExecutor:
+    """Shards as tasks on a dask.distributed cluster (an existing one, or a LocalCluster on 127.0.0.1).
+
+    Parameters
+    ----------
+    initargs : tuple
+        ``(scorers, maps_root, max_pixels)``.
+    scheduler : str, optional
+        ``tcp://HOST:PORT`` of a running scheduler; None starts a LocalCluster.
+    local_workers : int, optional
+        Worker processes of the LocalCluster (one thread each).
+    """
+
+    breaks_all = False  # the scheduler reschedules a dead worker's tasks; nannies restart it
+
+    def __init__(self, initargs: tuple, *, scheduler: str | None, local_workers: int | None):
+        self.cluster = None
+        if scheduler:
+            try:
+                self.client = Client(scheduler, timeout="30s")
+            except OSError as err:
+                raise ValueError(f"cannot reach the dask scheduler at {scheduler!r}: {err}") from err
+        else:
+            self.cluster = LocalCluster(
+                n_workers=local_workers or 2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address=None,
+            )
+            self.client = Client(self.cluster)
+        self.token = uuid.uuid4().hex
+        self.plugin_name = f"raremine-scorers-{self.token}"
+        self.client.register_plugin(ScorerPlugin(self.token, initargs), name=self.plugin_name)
+        self.slots = max(1, sum(self.client.nthreads().values()))
+        logger.info("dask cluster %s: %d worker threads", self.client.scheduler.address, self.slots)
+
+    def submit(self, shard: list[dict]):
+        """Submit one shard; returns a dask future."""
+        return self.client.submit(score_shard_task, shard, self.token, pure=False)
+
+    def wait_any(self, futures: list) -> set:
+        """Futures that are finished (at least one)."""
+        return set(wait(futures, return_when="FIRST_COMPLETED").done)
+
+    def result(self, fut) -> list[dict]:
+        """The shard's results; :class:`mining.mine.WorkerDied` when workers kept dying on it."""
+        try:
+            return fut.result()
+        except KilledWorker as err:
+            raise _mine.WorkerDied(f"dask workers died running this shard ({err})", attributed=True) from err
+        finally:
+            fut.release()
+
+    def restart(self) -> None:
+        """Nothing to do: the cluster replaces dead workers itself."""
+        return None
+
+    def close(self) -> None:
+        """Unload the scorers from the workers, close the client (and the LocalCluster)."""
+        try:
+            self.client.unregister_worker_plugin(self.plugin_name)
+        except Exception as err:  # closing anyway
+            logger.debug("could not unregister the scorer plugin: %s", err)
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()

@@ -1,0 +1,77 @@
+"""Test-only scorers for the batch-mining tests, and a ``raremine`` entry point that knows them.
+
+``python tests/batch_helpers.py mine --db ...`` behaves like ``raremine mine``
+with three more scorers registered:
+
+- ``slow``: the contrast scorer, sleeping ``RAREMINE_TEST_DELAY`` seconds per image
+  (so a test can kill the job in the middle);
+- ``flaky``: the contrast scorer, raising on constant images;
+- ``dying``: the contrast scorer, ending its worker process (``os._exit``) on
+  constant images, or once per job when ``marker`` names a file that does not exist yet.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+from mining.scorers import SCORERS
+from mining.scorers.contrast import ContrastScorer
+
+
+class SlowScorer(ContrastScorer):
+    """Contrast scores, slowly."""
+
+    name = "slow"
+
+    def score_image(self, image):
+        time.sleep(float(os.environ.get("RAREMINE_TEST_DELAY", "0")))
+        return super().score_image(image)
+
+
+class FlakyScorer(ContrastScorer):
+    """Contrast scores; raises on a constant image."""
+
+    name = "flaky"
+
+    def score_image(self, image):
+        if np.ptp(image) == 0:
+            raise ValueError("constant image, nothing to score")
+        return super().score_image(image)
+
+
+class DyingScorer(ContrastScorer):
+    """Contrast scores; kills its worker on a constant image, or once when ``marker`` does not exist."""
+
+    name = "dying"
+
+    def __init__(self, *, marker: str | None = None, **kw):
+        super().__init__(**kw)
+        self.marker = marker
+
+    def score_image(self, image):
+        if self.marker is not None and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os._exit(3)
+        if np.ptp(image) == 0:
+            os._exit(4)
+        return super().score_image(image)
+
+
+def register() -> None:
+    """Add the test scorers to the registry of this process."""
+    for cls in (SlowScorer, FlakyScorer, DyingScorer):
+        SCORERS[cls.name] = f"tests.batch_helpers:{cls.__name__}"
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from tests import batch_helpers
+
+    batch_helpers.register()
+    from raremine.cli import main
+
+    main()
