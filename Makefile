@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.raremine-installed
 EXTRAS ?= cpu,dev
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo test lint format bench clean chromium
 
 setup: $(STAMP)
 
@@ -19,8 +19,20 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 demo: setup
 	$(BIN)/raremine demo
 
-test: setup
+test: setup chromium
 	$(BIN)/python -m pytest -q
+
+# Debian's chromium for the review app's browser tests (Playwright drives it; no
+# browser is ever downloaded). Skipped when present; when it cannot be installed
+# (no root, no apt) the browser tests skip and say why.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo "sudo -n")
+chromium:
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver ) \
+	  || echo "warning: could not install chromium; the review app's browser tests will be skipped"; \
+	else echo "warning: no apt-get to install chromium; the review app's browser tests will be skipped"; fi
 
 lint: setup
 	$(BIN)/ruff check .

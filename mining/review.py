@@ -1,0 +1,756 @@
+"""Review logic behind the Streamlit app: queues, verdicts, consensus, progress, export.
+
+Everything here is plain Python over :class:`mining.store.Store` (no
+streamlit), so the app stays a thin shell and this module is tested on its
+own. The app reads candidates and writes verdicts only through these
+functions.
+
+Conventions
+-----------
+- A *vote* is one row of ``reviews``; every vote is kept. For consensus only
+  each reviewer's latest vote on an image counts (a reviewer may change their
+  mind).
+- A *decision* is what the configured :class:`ConsensusRule` makes of the
+  votes on one image: ``open`` (no votes), ``pending`` (agreeing votes, not
+  enough yet), ``disagreement`` (waiting for a tie-breaking vote),
+  ``decided`` (verdict ``confirm``, ``reject``, ``unsure`` or ``neutral``) or
+  ``dropped`` (ambiguous, left out of the labels).
+- Label images painted in the app use 0 = unlabelled, 1 = background,
+  2 = defect, the format ``raremine fit-pixel`` reads.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from mining.store import Store
+
+logger = logging.getLogger(__name__)
+
+#: Verdicts a reviewer can give (the store's CHECK constraint).
+VERDICTS = ("confirm", "reject", "unsure")
+
+#: What to do when reviewers disagree.
+ON_DISAGREEMENT = ("third_vote", "drop", "neutral")
+
+#: Decision statuses, see the module docstring.
+STATUSES = ("open", "pending", "disagreement", "decided", "dropped")
+
+#: Values of a painted label image.
+UNLABELLED, BACKGROUND, DEFECT = 0, 1, 2
+
+
+class PathOutsideRoots(ValueError):
+    """A file the app was asked to show lies outside the catalogue's archive roots."""
+
+
+# -- queue items ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Item:
+    """One image (or tile) to review.
+
+    Attributes
+    ----------
+    image_id, tile : int
+    path : str
+    root : str or None
+        The archive root the image was indexed under.
+    candidate_id : int or None
+        The candidate row (None for images queued from the map).
+    rank : int or None
+    score : float or None
+    strategy : str or None
+    why : dict
+        Why it was picked (strategy, fused score, percentile per scorer).
+    """
+
+    image_id: int
+    tile: int
+    path: str
+    root: str | None = None
+    candidate_id: int | None = None
+    rank: int | None = None
+    score: float | None = None
+    strategy: str | None = None
+    why: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """``(image_id, tile)``."""
+        return (self.image_id, self.tile)
+
+
+def _loads(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"raw": text}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def rounds(store: Store) -> list[int]:
+    """Candidate rounds present in the catalogue, ascending."""
+    return [int(r[0]) for r in store.query("SELECT DISTINCT round FROM candidates ORDER BY round")]
+
+
+def round_items(store: Store, round: int | None = None) -> list[Item]:
+    """The candidates of a round (the current one by default) in rank order."""
+    if round is None:
+        round = store.current_round()
+    rows = store.query(
+        "SELECT c.id, c.image_id, c.tile, c.rank, c.score, c.strategy, c.why, i.path, i.root"
+        " FROM candidates c JOIN images i ON i.id = c.image_id WHERE c.round = ? ORDER BY c.rank, c.id",
+        (round,),
+    )
+    return [Item(image_id=r["image_id"], tile=r["tile"], path=r["path"], root=r["root"], candidate_id=r["id"],
+                 rank=r["rank"], score=r["score"], strategy=r["strategy"], why=_loads(r["why"])) for r in rows]
+
+
+def image_items(store: Store, image_ids: Sequence[int]) -> list[Item]:
+    """Items for arbitrary images (e.g. a selection on the map), in the order given.
+
+    An image that is a candidate of the current round keeps its candidate row
+    (rank, score, why); unknown ids are left out.
+    """
+    ids = [int(i) for i in image_ids]
+    if not ids:
+        return []
+    cand = {it.image_id: it for it in round_items(store) if it.tile == -1}
+    marks = ",".join("?" * len(ids))
+    rows = {r["id"]: r for r in store.query(f"SELECT id, path, root FROM images WHERE id IN ({marks})", ids)}
+    out = []
+    for i in ids:
+        if i in cand:
+            out.append(cand[i])
+        elif i in rows:
+            out.append(Item(image_id=i, tile=-1, path=rows[i]["path"], root=rows[i]["root"],
+                            why={"strategy": "map selection"}, strategy="map selection"))
+    return out
+
+
+# -- votes and consensus ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Vote:
+    """A reviewer's latest vote on an image."""
+
+    review_id: int
+    reviewer: str
+    verdict: str
+    category: str | None
+    note: str | None
+    mask_path: str | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class ConsensusRule:
+    """How votes of several reviewers become one decision.
+
+    Parameters
+    ----------
+    agree : int, default=1
+        Agreeing votes that decide an image (2 for "two agreeing votes
+        decide"). With 1, a single reviewer decides alone until someone
+        disagrees.
+    on_disagreement : {"third_vote", "drop", "neutral"}, default="third_vote"
+        ``third_vote``: wait for more votes; a majority of ``agree`` decides;
+        after ``max_votes`` votes without one, the image is dropped.
+        ``drop``: drop an image as soon as its votes disagree.
+        ``neutral``: decide it as the neutral class (verdict ``neutral``).
+    max_votes : int, default=3
+        Votes after which a still ambiguous image is dropped (``third_vote``).
+    """
+
+    agree: int = 1
+    on_disagreement: str = "third_vote"
+    max_votes: int = 3
+
+    def __post_init__(self):
+        if self.agree < 1:
+            raise ValueError(f"consensus agree must be >= 1, got {self.agree}")
+        if self.on_disagreement not in ON_DISAGREEMENT:
+            raise ValueError(f"consensus on_disagreement must be one of {', '.join(ON_DISAGREEMENT)}; "
+                             f"got {self.on_disagreement!r}")
+        if self.max_votes < max(self.agree, 2):
+            raise ValueError(f"consensus max_votes must be >= max(agree, 2) = {max(self.agree, 2)}, "
+                             f"got {self.max_votes}")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the consensus rule makes of an image's votes."""
+
+    status: str
+    verdict: str | None = None
+    category: str | None = None
+    votes: tuple[Vote, ...] = ()
+
+    @property
+    def label(self) -> str | None:
+        """``defect`` / ``normal`` / ``neutral`` / ``unsure`` for a decided image, else None."""
+        if self.status != "decided":
+            return None
+        return {"confirm": "defect", "reject": "normal"}.get(self.verdict, self.verdict)
+
+
+def decide(votes: Iterable[Vote], rule: ConsensusRule = ConsensusRule()) -> Decision:
+    """Apply a consensus rule to the latest votes of each reviewer on one image.
+
+    Parameters
+    ----------
+    votes : iterable of Vote
+        At most one per reviewer (see :func:`latest_votes`).
+    rule : ConsensusRule
+
+    Returns
+    -------
+    Decision
+    """
+    votes = tuple(votes)
+    if not votes:
+        return Decision("open")
+    counts = Counter(v.verdict for v in votes)
+    ranked = counts.most_common()
+    top, n_top = ranked[0]
+    unique_top = len(ranked) == 1 or ranked[1][1] < n_top
+    if unique_top and n_top >= rule.agree:
+        return Decision("decided", top, _category(votes, top), votes)
+    if len(ranked) == 1:
+        return Decision("pending", None, None, votes)
+    if rule.on_disagreement == "drop":
+        return Decision("dropped", None, None, votes)
+    if rule.on_disagreement == "neutral":
+        return Decision("decided", "neutral", None, votes)
+    if len(votes) < rule.max_votes:
+        return Decision("disagreement", None, None, votes)
+    return Decision("dropped", None, None, votes)
+
+
+def _category(votes: Sequence[Vote], verdict: str) -> str | None:
+    cats = Counter(v.category for v in votes if v.verdict == verdict and v.category)
+    if not cats:
+        return None
+    best = max(cats.values())
+    return sorted(c for c, n in cats.items() if n == best)[0]
+
+
+def latest_votes(store: Store, keys: Iterable[tuple[int, int]] | None = None) -> dict[tuple[int, int], list[Vote]]:
+    """Each reviewer's latest vote per ``(image_id, tile)``.
+
+    Parameters
+    ----------
+    store : Store
+    keys : iterable of (image_id, tile), optional
+        Only these images (all reviewed images by default).
+    """
+    sql = ("SELECT id, image_id, tile, reviewer, verdict, category, note, mask_path, created_at"
+           " FROM reviews")
+    params: list = []
+    if keys is not None:
+        ids = sorted({int(k[0]) for k in keys})
+        if not ids:
+            return {}
+        sql += f" WHERE image_id IN ({','.join('?' * len(ids))})"
+        params = ids
+    wanted = None if keys is None else {(int(a), int(b)) for a, b in keys}
+    last: dict[tuple[int, int], dict[str, Vote]] = {}
+    for r in store.query(sql + " ORDER BY id", params):
+        key = (r["image_id"], r["tile"])
+        if wanted is not None and key not in wanted:
+            continue
+        last.setdefault(key, {})[r["reviewer"]] = Vote(r["id"], r["reviewer"], r["verdict"], r["category"],
+                                                       r["note"], r["mask_path"], r["created_at"])
+    return {k: list(v.values()) for k, v in last.items()}
+
+
+def decisions(store: Store, rule: ConsensusRule = ConsensusRule(),
+              keys: Iterable[tuple[int, int]] | None = None) -> dict[tuple[int, int], Decision]:
+    """The decision per reviewed ``(image_id, tile)`` (unreviewed keys are ``open``)."""
+    keys = None if keys is None else list(keys)
+    votes = latest_votes(store, keys)
+    out = {k: decide(v, rule) for k, v in votes.items()}
+    for k in keys or ():
+        out.setdefault((int(k[0]), int(k[1])), Decision("open"))
+    return out
+
+
+def reviewer_queue(store: Store, items: Sequence[Item], reviewer: str, rule: ConsensusRule = ConsensusRule(),
+                   *, include_done: bool = False) -> list[Item]:
+    """The items a reviewer still has to look at, in the order given.
+
+    An item is left out when this reviewer already voted on it, or when the
+    consensus rule no longer needs a vote on it (decided or dropped), unless
+    ``include_done``.
+    """
+    if include_done:
+        return list(items)
+    dec = decisions(store, rule, [it.key for it in items])
+    out = []
+    for it in items:
+        d = dec[it.key]
+        if any(v.reviewer == reviewer for v in d.votes):
+            continue
+        if d.status in ("decided", "dropped"):
+            continue
+        out.append(it)
+    return out
+
+
+# -- writing ------------------------------------------------------------------------------------
+def record_verdict(store: Store, item: Item, reviewer: str, verdict: str, *, category: str | None = None,
+                   note: str | None = None, mask_path: str | None = None) -> int:
+    """Store one vote for an item; return the review id.
+
+    Raises
+    ------
+    ValueError
+        For an unknown verdict or an empty reviewer name.
+    """
+    reviewer = (reviewer or "").strip()
+    return store.add_review(item.image_id, reviewer, verdict, tile=item.tile, category=category or None,
+                            note=(note or "").strip() or None, mask_path=mask_path,
+                            candidate_id=item.candidate_id, source="app")
+
+
+def undo_review(store: Store, review_id: int, reviewer: str) -> bool:
+    """Delete one vote, only if it belongs to ``reviewer``; return whether a row went.
+
+    Its annotations go with it (``ON DELETE CASCADE``).
+    """
+    with store.transaction() as con:
+        cur = con.execute("DELETE FROM reviews WHERE id = ? AND reviewer = ?", (int(review_id), reviewer))
+    return cur.rowcount > 0
+
+
+def add_mask_annotation(store: Store, image_id: int, review_id: int | None, mask_path: str,
+                        category: str | None = None) -> int:
+    """Record a painted label image as a ``mask`` annotation; return its id."""
+    with store.transaction() as con:
+        cur = con.execute(
+            "INSERT INTO annotations (image_id, review_id, category, kind, data, source, created_at)"
+            " VALUES (?, ?, ?, 'mask', ?, 'app', ?)",
+            (image_id, review_id, category, json.dumps({"path": mask_path, "values": {
+                "unlabelled": UNLABELLED, "background": BACKGROUND, "defect": DEFECT}}), time.time()),
+        )
+    return int(cur.lastrowid)
+
+
+# -- views over the votes ---------------------------------------------------------------------
+def disagreements(store: Store, rule: ConsensusRule = ConsensusRule()) -> list[dict]:
+    """Images whose votes disagree (waiting for a tie-break, dropped, or decided neutral).
+
+    Returns
+    -------
+    list of dict
+        ``image_id, tile, path, status, verdict, votes`` (votes as
+        ``reviewer: verdict`` strings), most votes first.
+    """
+    out = []
+    dec = decisions(store, rule)
+    disputed = {k: d for k, d in dec.items() if len({v.verdict for v in d.votes}) > 1}
+    if not disputed:
+        return []
+    ids = sorted({k[0] for k in disputed})
+    paths = dict(store.query(f"SELECT id, path FROM images WHERE id IN ({','.join('?' * len(ids))})", ids))
+    for (iid, tile), d in disputed.items():
+        out.append({"image_id": iid, "tile": tile, "path": paths.get(iid), "status": d.status,
+                    "verdict": d.verdict, "votes": "; ".join(f"{v.reviewer}: {v.verdict}" for v in d.votes)})
+    out.sort(key=lambda r: (-r["votes"].count(";"), r["image_id"]))
+    return out
+
+
+def progress(store: Store, rule: ConsensusRule = ConsensusRule()) -> dict:
+    """Review progress: counts and the hits-per-reviewed curve of every round.
+
+    Returns
+    -------
+    dict
+        ``candidates`` (current round), ``reviewed`` (images with a vote),
+        ``votes``, ``confirmed`` (decided confirm), ``by_status`` and
+        ``curves``: a list of ``{"round", "reviewed", "hits"}`` points, one per
+        image reviewed in the order first reviewed (hits = images among them
+        whose first vote was confirm).
+    """
+    dec = decisions(store, rule)
+    by_status = Counter(d.status if d.status != "decided" else f"decided {d.verdict}" for d in dec.values())
+    rows = store.query(
+        "SELECT c.round, r.image_id, r.tile, r.verdict FROM reviews r JOIN candidates c ON c.id = r.candidate_id"
+        " ORDER BY r.id"
+    )
+    seen: set = set()
+    state: dict[int, list[int]] = {}
+    curves = []
+    for r in rows:
+        key = (r["round"], r["image_id"], r["tile"])
+        if key in seen:
+            continue
+        seen.add(key)
+        n, hits = state.setdefault(r["round"], [0, 0])
+        n, hits = n + 1, hits + (r["verdict"] == "confirm")
+        state[r["round"]] = [n, hits]
+        curves.append({"round": int(r["round"]), "reviewed": n, "hits": hits})
+    current = store.current_round()
+    n_cand = store.query("SELECT COUNT(*) FROM candidates WHERE round = ?", (current,))[0][0]
+    return {
+        "round": current,
+        "candidates": int(n_cand),
+        "reviewed": len(dec),
+        "votes": int(store.query("SELECT COUNT(*) FROM reviews")[0][0]),
+        "confirmed": sum(1 for d in dec.values() if d.status == "decided" and d.verdict == "confirm"),
+        "by_status": dict(by_status),
+        "curves": curves,
+    }
+
+
+def export_labels(store: Store, out: str | os.PathLike, rule: ConsensusRule = ConsensusRule(), *,
+                  verdicts: Sequence[str] = ("confirm",)) -> int:
+    """Write the decided labels as a CSV metadata table; return the number of rows.
+
+    Columns: ``path, label, category, verdict, status, votes, mask_path``
+    (``label`` 1 for confirm, 0 otherwise; ``votes`` as ``reviewer:verdict[:category]``
+    joined by ``;``). By default only confirmed images are written.
+
+    Parameters
+    ----------
+    store : Store
+    out : path
+        The CSV file (written atomically).
+    rule : ConsensusRule
+    verdicts : sequence of str
+        Decided verdicts to include (``confirm``, ``reject``, ``unsure``, ``neutral``).
+    """
+    from synthesis.atomic import atomic_write
+
+    allowed = (*VERDICTS, "neutral")
+    bad = [v for v in verdicts if v not in allowed]
+    if bad:
+        raise ValueError(f"verdicts must be among {', '.join(allowed)}; got {bad}")
+    dec = decisions(store, rule)
+    keep = {k: d for k, d in dec.items() if d.status == "decided" and d.verdict in verdicts}
+    ids = sorted({k[0] for k in keep})
+    paths: dict = {}
+    if ids:
+        paths = dict(store.query(f"SELECT id, path FROM images WHERE id IN ({','.join('?' * len(ids))})", ids))
+    n = 0
+    with atomic_write(out, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "tile", "label", "category", "verdict", "votes", "mask_path"])
+        for (iid, tile), d in sorted(keep.items()):
+            votes = ";".join(":".join(x for x in (v.reviewer, v.verdict, v.category or "") if x) for v in d.votes)
+            masks = [v.mask_path for v in d.votes if v.mask_path]
+            w.writerow([paths.get(iid), tile, int(d.verdict == "confirm"), d.category or "", d.verdict, votes,
+                        masks[-1] if masks else ""])
+            n += 1
+    logger.info("exported %d labels to %s", n, out)
+    return n
+
+
+# -- files the app may show -------------------------------------------------------------------
+def archive_roots(store: Store) -> list[str]:
+    """The archive roots the catalogue was indexed from (real paths)."""
+    rows = store.query("SELECT DISTINCT root FROM images WHERE root IS NOT NULL")
+    return sorted({os.path.realpath(r[0]) for r in rows})
+
+
+def maps_root(store: Store) -> str:
+    """The folder of the catalogue's score-map overlays (see :func:`mining.mine.maps_dir`)."""
+    from mining.mine import maps_dir
+
+    return os.path.realpath(maps_dir(store.path))
+
+
+def labels_dir(store_path: str | os.PathLike) -> str:
+    """Folder where label images painted in the app are saved (beside the catalogue)."""
+    base, _ = os.path.splitext(os.path.abspath(os.fspath(store_path)))
+    return base + ".labels"
+
+
+def check_path(path: str, roots: Sequence[str]) -> str:
+    """Return the real path of ``path`` if it lies under one of ``roots``.
+
+    Raises
+    ------
+    PathOutsideRoots
+        Naming the file and the allowed roots (symlinks are resolved first).
+    """
+    real = os.path.realpath(path)
+    for root in roots:
+        root = os.path.realpath(root)
+        if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+            return real
+    raise PathOutsideRoots(f"{path!r} is outside the catalogue's archive roots ({', '.join(roots) or 'none'}); "
+                           "refusing to show it")
+
+
+# -- pixels -------------------------------------------------------------------------------------
+def auto_window(image: np.ndarray) -> tuple[float, float]:
+    """A level/width window covering the 0.5-99.5 percentiles of an image (native units)."""
+    a = np.asarray(image, dtype=np.float64)
+    if a.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(a[np.isfinite(a)] if not np.isfinite(a).all() else a, [0.5, 99.5])
+    return float((lo + hi) / 2), float(max(hi - lo, 1e-6))
+
+
+def value_range(image: np.ndarray) -> tuple[float, float]:
+    """The range a window slider should span: the dtype's range for integers, min..max otherwise."""
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        return float(info.min), float(info.max)
+    a = np.asarray(image, dtype=np.float64)
+    return float(np.nanmin(a)), float(max(np.nanmax(a), np.nanmin(a) + 1e-6))
+
+
+def window(image: np.ndarray, level: float, width: float) -> np.ndarray:
+    """Map native values ``[level - width/2, level + width/2]`` to 0..255 (uint8).
+
+    Parameters
+    ----------
+    image : ndarray of shape (H, W) or (H, W, C), any numeric dtype
+    level, width : float
+        Window centre and width in the image's own units; ``width > 0``.
+
+    Returns
+    -------
+    ndarray of the same shape, uint8
+    """
+    if width <= 0:
+        raise ValueError(f"window width must be > 0, got {width}")
+    lo = level - width / 2.0
+    a = (np.asarray(image, dtype=np.float32) - np.float32(lo)) * np.float32(255.0 / width)
+    return np.rint(np.clip(np.nan_to_num(a), 0, 255)).astype(np.uint8)
+
+
+def display_image(image: np.ndarray, level: float | None = None, width: float | None = None) -> np.ndarray:
+    """An 8-bit grey or RGB picture of an image for the screen.
+
+    uint8 images are shown as they are unless a window is given; other
+    dtypes use the window (the automatic one when none is given).
+    """
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = img[:, :, :3]
+    if img.dtype == np.uint8 and level is None:
+        out = img
+    else:
+        if level is None or width is None:
+            level, width = auto_window(img)
+        out = window(img, level, width)
+    if out.ndim == 3:
+        out = cv2.cvtColor(out, cv2.COLOR_BGR2RGB)  # read_image gives OpenCV's BGR order
+    return out
+
+
+def overlay(picture: np.ndarray, score_map: np.ndarray, opacity: float) -> np.ndarray:
+    """Blend a score map (uint8, 0..255, any size) over a picture as a colour map.
+
+    Parameters
+    ----------
+    picture : ndarray of shape (H, W) or (H, W, 3), uint8
+    score_map : ndarray of shape (h, w), uint8
+        Resized to (H, W).
+    opacity : float in [0, 1]
+
+    Returns
+    -------
+    ndarray of shape (H, W, 3), uint8 (RGB)
+    """
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    rgb = picture if picture.ndim == 3 else cv2.cvtColor(picture, cv2.COLOR_GRAY2RGB)
+    h, w = rgb.shape[:2]
+    m = score_map if score_map.ndim == 2 else score_map[:, :, 0]
+    if m.shape != (h, w):
+        m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
+    colour = cv2.cvtColor(cv2.applyColorMap(m.astype(np.uint8), cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(rgb, 1.0 - opacity, colour, opacity, 0.0)
+
+
+def thumbnail(picture: np.ndarray, size: int = 160) -> np.ndarray:
+    """A picture scaled so that its longer side is at most ``size`` pixels."""
+    h, w = picture.shape[:2]
+    scale = size / max(h, w)
+    if scale >= 1:
+        return picture
+    return cv2.resize(picture, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+# -- scores, neighbours, map ----------------------------------------------------------------------
+def item_scores(store: Store, item: Item) -> list[dict]:
+    """The scores of an item: ``scorer, score, stats, map_path`` per scorer."""
+    rows = store.query("SELECT scorer, score, stats, map_path FROM scores WHERE image_id = ? AND tile = ?"
+                       " ORDER BY scorer", (item.image_id, item.tile))
+    return [{"scorer": r["scorer"], "score": r["score"], "stats": _loads(r["stats"]), "map_path": r["map_path"]}
+            for r in rows]
+
+
+def image_meta(store: Store, image_id: int) -> dict:
+    """An image's catalogue row and its ``image_meta`` key/values as one dict."""
+    row = store.query("SELECT path, root, width, height, channels, dtype, bytes, sha256 FROM images WHERE id = ?",
+                      (image_id,))
+    out = dict(row[0]) if row else {}
+    out.update({r[0]: r[1] for r in store.query("SELECT key, value FROM image_meta WHERE image_id = ?", (image_id,))})
+    return out
+
+
+def embeddings(store: Store, name: str | None = None) -> tuple[str | None, np.ndarray, np.ndarray]:
+    """Whole-image embeddings as ``(name, image_ids (n,), unit vectors (n, d) float32)``.
+
+    ``name`` defaults to the embedding with most rows; empty arrays when none.
+    """
+    if name is None:
+        row = store.query("SELECT name, COUNT(*) n FROM embeddings WHERE tile = -1 GROUP BY name ORDER BY n DESC")
+        if not row:
+            return None, np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        name = row[0]["name"]
+    rows = store.query("SELECT image_id, vector FROM embeddings WHERE tile = -1 AND name = ? ORDER BY image_id",
+                       (name,))
+    if not rows:
+        return name, np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    ids = np.array([r[0] for r in rows], dtype=np.int64)
+    vecs = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+    return name, ids, (vecs / np.where(norms > 0, norms, 1)).astype(np.float32)
+
+
+def neighbours(ids: np.ndarray, unit_vectors: np.ndarray, image_id: int, k: int = 6) -> list[tuple[int, float]]:
+    """The ``k`` images most like ``image_id`` by cosine similarity (itself excluded).
+
+    Returns
+    -------
+    list of (image_id, similarity), most similar first; empty when the image has no embedding.
+    """
+    where = np.flatnonzero(ids == image_id)
+    if where.size == 0 or len(ids) < 2:
+        return []
+    sims = unit_vectors @ unit_vectors[where[0]]
+    sims[where[0]] = -np.inf
+    k = min(k, len(ids) - 1)
+    top = np.argpartition(-sims, k - 1)[:k]
+    top = top[np.argsort(-sims[top])]
+    return [(int(ids[i]), float(sims[i])) for i in top]
+
+
+def map_table(store: Store, rule: ConsensusRule = ConsensusRule(), method: str | None = None) -> list[dict]:
+    """Points of the 2-D map with their fused score and review status.
+
+    Returns
+    -------
+    list of dict
+        ``image_id, x, y, method, score, status`` (status: the decided verdict,
+        or the decision status).
+    """
+    methods = [r[0] for r in store.query("SELECT DISTINCT method FROM map_coords WHERE tile = -1 ORDER BY method")]
+    if not methods:
+        return []
+    method = method or methods[0]
+    if method not in methods:
+        raise ValueError(f"map method {method!r} not in the catalogue; available: {', '.join(methods)}")
+    rows = store.query("SELECT image_id, x, y FROM map_coords WHERE tile = -1 AND method = ? ORDER BY image_id",
+                       (method,))
+    from mining.rank import fused_scores
+
+    try:
+        fs = fused_scores(store)
+        fused = dict(zip(fs.image_ids.tolist(), np.nan_to_num(fs.fused).tolist(), strict=True))
+    except ValueError:
+        fused = {}
+    dec = decisions(store, rule)
+    out = []
+    for r in rows:
+        d = dec.get((r["image_id"], -1))
+        status = "unreviewed" if d is None else (d.verdict if d.status == "decided" else d.status)
+        out.append({"image_id": r["image_id"], "x": r["x"], "y": r["y"], "method": method,
+                    "score": fused.get(r["image_id"], 0.0), "status": status})
+    return out
+
+
+# -- painting -----------------------------------------------------------------------------------
+def _points(path_cmds: list) -> list[tuple[float, float]]:
+    pts = []
+    for cmd in path_cmds or []:
+        nums = [c for c in cmd[1:] if isinstance(c, int | float)]
+        for j in range(0, len(nums) - 1, 2):
+            pts.append((float(nums[j]), float(nums[j + 1])))
+    return pts
+
+
+def strokes_to_labels(drawing: Mapping | None, canvas_size: tuple[int, int], image_shape: tuple[int, int],
+                      colours: Mapping[str, int]) -> np.ndarray:
+    """Rasterise free-hand strokes (Fabric.js JSON from the canvas) into a label image.
+
+    Parameters
+    ----------
+    drawing : mapping or None
+        ``{"objects": [{"type": "path", "path": [["M", x, y], ["Q", ...], ...],
+        "stroke": colour, "strokeWidth": w, ...}]}`` in canvas pixels.
+    canvas_size : (width, height)
+        The canvas the strokes were drawn on.
+    image_shape : (H, W)
+        The label image's shape (the image's own pixels).
+    colours : mapping of stroke colour to label value
+        E.g. ``{"#ff0000": DEFECT, "#00ff00": BACKGROUND}``; other colours are ignored.
+
+    Returns
+    -------
+    ndarray of shape (H, W), uint8
+        0 unlabelled, then each stroke painted in drawing order (later strokes win).
+    """
+    h, w = int(image_shape[0]), int(image_shape[1])
+    labels = np.zeros((h, w), np.uint8)
+    cw, ch = canvas_size
+    sx, sy = w / float(cw), h / float(ch)
+    lookup = {str(k).lower(): int(v) for k, v in colours.items()}
+    for obj in (drawing or {}).get("objects", []) or []:
+        if obj.get("type") != "path":
+            continue
+        value = lookup.get(str(obj.get("stroke", "")).lower())
+        if value is None:
+            continue
+        pts = _points(obj.get("path"))
+        if not pts:
+            continue
+        arr = np.round(np.array(pts) * [sx, sy]).astype(np.int32).reshape(-1, 1, 2)
+        thick = max(1, round(float(obj.get("strokeWidth", 1)) * (sx + sy) / 2))
+        if len(pts) == 1:
+            cv2.circle(labels, tuple(arr[0, 0]), max(1, thick // 2), value, -1)
+        else:
+            cv2.polylines(labels, [arr], False, value, thick, lineType=cv2.LINE_8)
+    return labels
+
+
+def save_label_image(labels: np.ndarray, store_path: str | os.PathLike, image_path: str) -> str:
+    """Save a label image as ``<catalogue>.labels/<image stem>.png``; return its path.
+
+    The stem matches the image's, which is how ``raremine fit-pixel --labels``
+    pairs label images with images.
+    """
+    if labels.dtype != np.uint8 or labels.ndim != 2:
+        raise ValueError(f"labels must be a 2-D uint8 array, got {labels.dtype} {labels.shape}")
+    bad = set(np.unique(labels).tolist()) - {UNLABELLED, BACKGROUND, DEFECT}
+    if bad:
+        raise ValueError(f"label values must be 0, 1 or 2; got {sorted(bad)}")
+    from synthesis.atomic import atomic_write
+
+    stem = os.path.splitext(os.path.basename(image_path))[0]
+    out = os.path.join(labels_dir(store_path), stem + ".png")
+    ok, buf = cv2.imencode(".png", labels)
+    if not ok:
+        raise OSError(f"could not encode the label image for {image_path!r}")
+    with atomic_write(out, "wb") as fh:
+        fh.write(buf.tobytes())
+    return out

@@ -1,0 +1,242 @@
+"""mining.review on its own: consensus, queues, undo, export, pixels, painting, neighbours."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from mining import review as rv
+from mining.store import Store
+from tests.review_catalogue import build_catalogue
+
+
+@pytest.fixture
+def cat(tmp_path):
+    c = build_catalogue(tmp_path, n=8)
+    with Store(c["db"]) as store:
+        c["store"] = store
+        yield c
+
+
+def _v(reviewer, verdict, category=None, rid=1):
+    return rv.Vote(rid, reviewer, verdict, category, None, None, 0.0)
+
+
+# -- consensus ------------------------------------------------------------------------------------
+def test_two_agreeing_votes_decide():
+    rule = rv.ConsensusRule(agree=2)
+    assert rv.decide([], rule).status == "open"
+    one = rv.decide([_v("a", "confirm", "crack")], rule)
+    assert one.status == "pending" and one.verdict is None
+    two = rv.decide([_v("a", "confirm", "crack"), _v("b", "confirm", "crack")], rule)
+    assert (two.status, two.verdict, two.category, two.label) == ("decided", "confirm", "crack", "defect")
+
+
+def test_third_vote_breaks_a_disagreement_by_majority():
+    rule = rv.ConsensusRule(agree=2, on_disagreement="third_vote", max_votes=3)
+    split = [_v("a", "confirm"), _v("b", "reject")]
+    assert rv.decide(split, rule).status == "disagreement"
+    assert rv.decide([*split, _v("c", "reject")], rule).verdict == "reject"
+    assert rv.decide([*split, _v("c", "confirm")], rule).verdict == "confirm"
+    assert rv.decide([*split, _v("c", "unsure")], rule).status == "dropped"
+
+
+def test_drop_and_neutral_rules():
+    split = [_v("a", "confirm"), _v("b", "reject")]
+    assert rv.decide(split, rv.ConsensusRule(agree=2, on_disagreement="drop")).status == "dropped"
+    d = rv.decide(split, rv.ConsensusRule(agree=2, on_disagreement="neutral"))
+    assert (d.status, d.verdict, d.label) == ("decided", "neutral", "neutral")
+    # a single reviewer decides alone with agree=1, until someone disagrees
+    assert rv.decide([_v("a", "reject")], rv.ConsensusRule()).verdict == "reject"
+    assert rv.decide(split, rv.ConsensusRule()).status == "disagreement"
+
+
+@pytest.mark.parametrize("kwargs, word", [({"agree": 0}, "agree"), ({"on_disagreement": "vote"}, "on_disagreement"),
+                                          ({"agree": 3, "max_votes": 2}, "max_votes")])
+def test_bad_rules_are_refused_by_name(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        rv.ConsensusRule(**kwargs)
+
+
+def test_latest_vote_per_reviewer_counts_but_every_vote_is_kept(cat):
+    store = cat["store"]
+    item = rv.round_items(store)[0]
+    rv.record_verdict(store, item, "alice", "reject")
+    rv.record_verdict(store, item, "alice", "confirm", category="crack")
+    assert store.query("SELECT COUNT(*) FROM reviews")[0][0] == 2
+    votes = rv.latest_votes(store)[item.key]
+    assert [(v.reviewer, v.verdict) for v in votes] == [("alice", "confirm")]
+
+
+# -- queues and undo --------------------------------------------------------------------------
+def test_round_items_are_in_rank_order_with_why(cat):
+    items = rv.round_items(cat["store"])
+    assert [it.rank for it in items] == list(range(1, 9))
+    scores = [it.score for it in items]
+    assert scores == sorted(scores, reverse=True)
+    assert items[0].why["strategy"] == "top" and "contrast" in items[0].why["scorers"]
+
+
+def test_reviewer_queue_leaves_out_own_votes_and_decided_images(cat):
+    store = cat["store"]
+    items = rv.round_items(store)
+    rv.record_verdict(store, items[0], "alice", "confirm")
+    rule2 = rv.ConsensusRule(agree=2)
+    # with two votes needed, bob still sees image 0 but alice does not
+    assert items[0] not in rv.reviewer_queue(store, items, "alice", rule2)
+    assert items[0] in rv.reviewer_queue(store, items, "bob", rule2)
+    # with one vote deciding, nobody sees it again
+    assert items[0] not in rv.reviewer_queue(store, items, "bob", rv.ConsensusRule())
+    assert len(rv.reviewer_queue(store, items, "alice", rule2, include_done=True)) == len(items)
+
+
+def test_undo_deletes_only_the_reviewers_own_vote(cat):
+    store = cat["store"]
+    item = rv.round_items(store)[0]
+    rid = rv.record_verdict(store, item, "alice", "confirm")
+    assert not rv.undo_review(store, rid, "bob")
+    assert rv.undo_review(store, rid, "alice")
+    assert store.query("SELECT COUNT(*) FROM reviews")[0][0] == 0
+
+
+def test_image_items_keep_candidate_rows_and_skip_unknown_ids(cat):
+    store = cat["store"]
+    first = rv.round_items(store)[0]
+    items = rv.image_items(store, [first.image_id, 10_000])
+    assert items == [first] and items[0].rank == 1
+
+
+# -- views -----------------------------------------------------------------------------------
+def test_disagreements_progress_and_export(cat, tmp_path):
+    store = cat["store"]
+    items = rv.round_items(store)
+    rule = rv.ConsensusRule(agree=2)
+    rv.record_verdict(store, items[0], "alice", "confirm", category="crack")
+    rv.record_verdict(store, items[0], "bob", "confirm", category="crack")
+    rv.record_verdict(store, items[1], "alice", "confirm")
+    rv.record_verdict(store, items[1], "bob", "reject")
+    rv.record_verdict(store, items[2], "alice", "reject")
+    rv.record_verdict(store, items[2], "bob", "reject")
+
+    dis = rv.disagreements(store, rule)
+    assert [(d["image_id"], d["status"]) for d in dis] == [(items[1].image_id, "disagreement")]
+    assert dis[0]["votes"] == "alice: confirm; bob: reject"
+
+    p = rv.progress(store, rule)
+    assert (p["reviewed"], p["votes"], p["confirmed"], p["candidates"]) == (3, 6, 1, 8)
+    assert p["curves"][-1] == {"round": 1, "reviewed": 3, "hits": 2}  # first votes: confirm, confirm, reject
+
+    out = tmp_path / "labels.csv"
+    assert rv.export_labels(store, out, rule) == 1
+    rows = list(csv.DictReader(open(out, encoding="utf-8")))
+    assert rows == [{"path": items[0].path, "tile": "-1", "label": "1", "category": "crack", "verdict": "confirm",
+                     "votes": "alice:confirm:crack;bob:confirm:crack", "mask_path": ""}]
+    assert rv.export_labels(store, out, rule, verdicts=("confirm", "reject")) == 2
+    with pytest.raises(ValueError, match="verdicts"):
+        rv.export_labels(store, out, rule, verdicts=("yes",))
+
+
+def test_map_table_carries_scores_and_verdicts(cat):
+    store = cat["store"]
+    item = rv.round_items(store)[0]
+    rv.record_verdict(store, item, "alice", "confirm")
+    pts = rv.map_table(store)
+    assert len(pts) == 8 and {p["method"] for p in pts} == {"umap"}
+    by_id = {p["image_id"]: p for p in pts}
+    assert by_id[item.image_id]["status"] == "confirm"
+    assert max(pts, key=lambda p: p["score"])["image_id"] == item.image_id  # rank 1 has the top fused score
+    with pytest.raises(ValueError, match="tsne"):
+        rv.map_table(store, method="tsne")
+
+
+def test_neighbours_by_cosine_similarity():
+    ids = np.array([10, 11, 12, 13])
+    vecs = np.array([[1, 0], [0.9, 0.1], [0, 1], [-1, 0]], np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    near = rv.neighbours(ids, vecs, 10, k=2)
+    assert [i for i, _ in near] == [11, 12]
+    assert rv.neighbours(ids, vecs, 99) == []
+
+
+def test_embeddings_read_from_the_catalogue(cat):
+    name, ids, vecs = rv.embeddings(cat["store"])
+    assert name == "hist" and len(ids) == 8 and vecs.shape == (8, 8)
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1, rtol=1e-5)
+
+
+# -- files and pixels ----------------------------------------------------------------------------
+def test_check_path_refuses_files_outside_the_roots(cat, tmp_path):
+    roots = rv.archive_roots(cat["store"])
+    assert roots == [os.path.realpath(cat["root"])]
+    assert rv.check_path(cat["paths"][0], roots) == os.path.realpath(cat["paths"][0])
+    with pytest.raises(rv.PathOutsideRoots, match="outside"):
+        rv.check_path("/etc/passwd", roots)
+    with pytest.raises(rv.PathOutsideRoots):
+        rv.check_path(os.path.join(cat["root"], "..", "catalogue.db"), roots)
+    link = os.path.join(cat["root"], "escape.png")
+    os.symlink("/etc/hostname", link)
+    with pytest.raises(rv.PathOutsideRoots):
+        rv.check_path(link, roots)
+    # a sibling folder whose name starts like the root is not inside it
+    with pytest.raises(rv.PathOutsideRoots):
+        rv.check_path(cat["root"] + "2/x.png", roots)
+
+
+def test_window_maps_sixteen_bit_levels():
+    img = np.array([[0, 1000, 2000, 3000, 65535]], np.uint16)
+    out = rv.window(img, level=2000, width=2000)
+    assert out.dtype == np.uint8 and out.tolist() == [[0, 0, 128, 255, 255]]
+    level, width = rv.auto_window(img)
+    assert width > 0 and 0 <= level <= 65535
+    assert rv.value_range(img) == (0.0, 65535.0)
+    with pytest.raises(ValueError, match="width"):
+        rv.window(img, 0, 0)
+    shown = rv.display_image(np.full((4, 4), 30000, np.uint16))
+    assert shown.dtype == np.uint8 and shown.shape == (4, 4)
+
+
+def test_overlay_blends_a_resized_map():
+    pic = np.zeros((20, 30), np.uint8)
+    smap = np.zeros((10, 15), np.uint8)
+    smap[5:, :] = 255
+    out = rv.overlay(pic, smap, 1.0)
+    assert out.shape == (20, 30, 3)
+    assert out[:5].sum() < out[15:].sum()
+    assert (rv.overlay(pic, smap, 0.0) == 0).all()
+    with pytest.raises(ValueError, match="opacity"):
+        rv.overlay(pic, smap, 2.0)
+
+
+def test_strokes_become_a_label_image_in_image_pixels(tmp_path):
+    drawing = {"objects": [
+        {"type": "path", "stroke": "#00ff00", "strokeWidth": 4, "path": [["M", 0, 0], ["L", 199, 0]]},
+        {"type": "path", "stroke": "#FF0000", "strokeWidth": 4,
+         "path": [["M", 100, 50], ["Q", 100, 50, 100, 100], ["L", 100, 150]]},
+        {"type": "rect", "stroke": "#ff0000"},
+        {"type": "path", "stroke": "#0000ff", "strokeWidth": 4, "path": [["M", 10, 10], ["L", 20, 20]]},
+    ]}
+    labels = rv.strokes_to_labels(drawing, (200, 200), (100, 100),
+                                  {"#ff0000": rv.DEFECT, "#00ff00": rv.BACKGROUND})
+    assert labels.shape == (100, 100) and labels.dtype == np.uint8
+    assert labels[0, 50] == rv.BACKGROUND
+    assert labels[50, 50] == rv.DEFECT and labels[30, 50] == rv.DEFECT
+    assert labels[50, 80] == rv.UNLABELLED and labels[7, 7] == rv.UNLABELLED
+    path = rv.save_label_image(labels, tmp_path / "cat.db", "/archive/a/tile_7.png")
+    assert path == str(tmp_path / "cat.labels" / "tile_7.png")
+    np.testing.assert_array_equal(cv2.imread(path, cv2.IMREAD_UNCHANGED), labels)
+    with pytest.raises(ValueError, match="0, 1 or 2"):
+        rv.save_label_image(labels * 3, tmp_path / "cat.db", "x.png")
+
+
+def test_mask_annotation_goes_with_its_vote(cat):
+    store = cat["store"]
+    item = rv.round_items(store)[0]
+    rid = rv.record_verdict(store, item, "alice", "confirm", mask_path="/m.png")
+    rv.add_mask_annotation(store, item.image_id, rid, "/m.png", "crack")
+    assert store.query("SELECT kind FROM annotations")[0][0] == "mask"
+    rv.undo_review(store, rid, "alice")
+    assert store.query("SELECT COUNT(*) FROM annotations")[0][0] == 0

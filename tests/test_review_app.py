@@ -1,0 +1,264 @@
+"""The review app through streamlit.testing.v1.AppTest: every view and action."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from mining import review as rv
+from mining.store import Store
+from tests.review_catalogue import build_catalogue, clone_catalogue
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    return build_catalogue(tmp_path_factory.mktemp("review_template"), n=6, sixteen_bit=(1,))
+
+
+@pytest.fixture
+def cat(template, tmp_path, monkeypatch):
+    c = clone_catalogue(template, tmp_path / "cat")
+    monkeypatch.setenv("RAREMINE_DB", c["db"])
+    monkeypatch.delenv("RAREMINE_CONFIG", raising=False)
+    return c
+
+
+def rule_config(tmp_path, monkeypatch, **review) -> None:
+    """Point the app at a config with a ``review:`` section."""
+    path = tmp_path / f"review_{len(review)}_{'_'.join(map(str, review.values()))}.yaml"
+    path.write_text("review:\n" + "".join(f"  {k}: {v}\n" for k, v in review.items()))
+    monkeypatch.setenv("RAREMINE_CONFIG", str(path))
+
+
+def session(reviewer: str | None = "alice") -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    if reviewer:
+        at.sidebar.text_input(key="reviewer").input(reviewer).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def header(at: AppTest) -> str:
+    return next(m.value for m in at.markdown if "· item " in m.value)
+
+
+def votes(db: str) -> list[tuple]:
+    with Store(db, readonly=True) as s:
+        return [tuple(r) for r in s.query("SELECT image_id, reviewer, verdict, category FROM reviews ORDER BY id")]
+
+
+def view(at: AppTest, name: str) -> AppTest:
+    at.sidebar.radio(key="view").set_value(name).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_asks_for_a_reviewer_name_first(cat):
+    at = session(None)
+    assert any("reviewer" in w.value for w in at.warning)
+    assert not at.button
+
+
+def test_a_verdict_is_written_and_the_queue_moves_on(cat):
+    at = session()
+    first = rv.round_items(Store(cat["db"], readonly=True))
+    assert "item 1 of 6" in header(at) and os.path.basename(first[0].path) in header(at)
+    at.text_input(key="note").input("bright spot").run()
+    at.button(key="btn_confirm").click().run()
+    assert "item 2 of 6" in header(at)
+    with Store(cat["db"], readonly=True) as s:
+        row = s.query("SELECT image_id, reviewer, verdict, category, note, candidate_id FROM reviews")[0]
+    assert tuple(row) == (first[0].image_id, "alice", "confirm", "defect", "bright spot", first[0].candidate_id)
+    at.button(key="btn_reject").click().run()
+    at.button(key="btn_unsure").click().run()
+    assert [v[2] for v in votes(cat["db"])] == ["confirm", "reject", "unsure"]
+    assert [v[3] for v in votes(cat["db"])] == ["defect", None, None]  # a category only goes with a confirm
+
+
+def test_undo_removes_the_vote_and_goes_back(cat):
+    at = session()
+    at.button(key="btn_confirm").click().run()
+    at.button(key="btn_reject").click().run()
+    assert len(votes(cat["db"])) == 2 and "item 3 of 6" in header(at)
+    at.button(key="btn_undo").click().run()
+    assert [v[2] for v in votes(cat["db"])] == ["confirm"] and "item 2 of 6" in header(at)
+    at.button(key="btn_undo").click().run()
+    assert votes(cat["db"]) == [] and "item 1 of 6" in header(at)
+
+
+def test_next_previous_and_a_stale_key_press(cat):
+    at = session()
+    at.button(key="btn_next").click().run()
+    assert "item 2 of 6" in header(at)
+    at.button(key="btn_prev").click().run()
+    assert "item 1 of 6" in header(at)
+    # a verdict for an item that is no longer shown (key pressed twice) is ignored
+    from app import act_verdict  # noqa: F401  (the module imports without running the page)
+
+    stale = at.session_state["queue"][0]
+    at.session_state["pos"] = 1
+    at.run()
+    at.button(key="btn_confirm").click().run()
+    assert [v[0] for v in votes(cat["db"])] == [at.session_state["queue"][1].image_id]
+    assert stale.image_id not in [v[0] for v in votes(cat["db"])]
+
+
+def test_consensus_with_two_reviewers(cat, tmp_path, monkeypatch):
+    rule_config(tmp_path, monkeypatch, agree=2)
+    alice = session("alice")
+    first = alice.session_state["queue"][0]
+    alice.button(key="btn_confirm").click().run()
+    bob = session("bob")
+    assert bob.session_state["queue"][0] == first  # two votes needed: bob still sees it
+    bob.button(key="btn_confirm").click().run()
+    carol = session("carol")
+    assert first not in carol.session_state["queue"]  # decided
+    with Store(cat["db"], readonly=True) as s:
+        d = rv.decisions(s, rv.ConsensusRule(agree=2))[first.key]
+    assert (d.status, d.verdict) == ("decided", "confirm")
+
+
+def test_consensus_with_three_reviewers_and_the_disagreements_view(cat, tmp_path, monkeypatch):
+    rule_config(tmp_path, monkeypatch, agree=2, on_disagreement="third_vote")
+    alice = session("alice")
+    first = alice.session_state["queue"][0]
+    alice.button(key="btn_confirm").click().run()
+    bob = session("bob")
+    bob.button(key="btn_reject").click().run()
+    view(bob, "Disagreements")
+    table = bob.dataframe[0].value
+    assert list(table["image_id"]) == [first.image_id] and list(table["status"]) == ["disagreement"]
+    carol = session("carol")
+    assert carol.session_state["queue"][0] == first
+    view(carol, "Disagreements")
+    carol.button(key="queue_disagree").click().run()
+    assert carol.session_state["view"] == "Queue" and "disagreements" in header(carol)
+    carol.button(key="btn_confirm").click().run()
+    view(carol, "Export")
+    carol.button(key="export_write").click().run()
+    out = os.path.splitext(cat["db"])[0] + ".labels.csv"
+    rows = list(csv.DictReader(open(out, encoding="utf-8")))
+    assert [(r["path"], r["label"], r["votes"]) for r in rows] == [
+        (first.path, "1", "alice:confirm:defect;bob:reject;carol:confirm:defect")]
+
+
+def test_empty_queue(tmp_path, monkeypatch):
+    db = tmp_path / "empty.db"
+    Store(db).close()
+    monkeypatch.setenv("RAREMINE_DB", str(db))
+    at = session()
+    assert any("raremine rank" in i.value for i in at.info)
+
+
+def test_end_of_queue_after_everything_is_reviewed(cat):
+    at = session()
+    for _ in range(6):
+        at.button(key="btn_reject").click().run()
+    assert any("End of the queue" in s.value for s in at.success)
+    at.button(key="btn_undo_end").click().run()
+    assert "item 6 of 6" in header(at) and len(votes(cat["db"])) == 5
+
+
+def test_missing_image_shows_a_message_and_the_queue_moves_on(cat):
+    with Store(cat["db"], readonly=True) as s:
+        items = rv.round_items(s)
+    os.unlink(items[0].path)
+    at = session()
+    assert any("skipped" in w.value and os.path.basename(items[0].path) in w.value and "missing" in w.value
+               for w in at.warning)
+    assert os.path.basename(items[1].path) in header(at) and len(at.get("image")) >= 1
+
+
+def test_a_file_outside_the_archive_roots_is_never_shown(cat):
+    con = sqlite3.connect(cat["db"])
+    with Store(cat["db"], readonly=True) as s:
+        first = rv.round_items(s)[0]
+    con.execute("UPDATE images SET path = '/etc/hostname' WHERE id = ?", (first.image_id,))
+    con.commit()
+    con.close()
+    at = session()
+    assert any("outside the catalogue's archive roots" in w.value for w in at.warning)
+    assert "hostname" not in header(at)
+
+
+def test_unknown_schema_version_is_refused(cat, monkeypatch):
+    con = sqlite3.connect(cat["db"])
+    con.execute("PRAGMA user_version = 99")
+    con.close()
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert at.error and "99" in at.error[0].value and "expects 1" in at.error[0].value
+
+
+def test_missing_catalogue_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAREMINE_DB", str(tmp_path / "nope.db"))
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert at.error and "does not exist" in at.error[0].value
+
+
+def test_grid_mode_takes_verdicts_on_many_thumbnails(cat):
+    at = view(session(), "Grid")
+    queue = at.session_state["queue"]
+    assert len(at.get("image")) >= 1
+    at.segmented_control(key=f"grid_{queue[1].image_id}_-1").set_value("confirm").run()
+    at.button(key="grid_submit").click().run()
+    got = {v[0]: v[2] for v in votes(cat["db"])}
+    assert got == {it.image_id: ("confirm" if i == 1 else "reject") for i, it in enumerate(queue)}
+    at.button(key="btn_undo_end").click().run()
+    assert votes(cat["db"]) == []
+
+
+def test_map_view_and_a_selection_queue(cat):
+    at = view(session(), "Map")
+    assert at.get("plotly_chart")
+    import app
+
+    ids = app.selected_ids({"selection": {"points": [{"customdata": [3]}, {"customdata": [5]}, {"customdata": [3]}]}})
+    assert ids == [3, 5]
+    assert app.selected_ids(None) == []
+    at.session_state["source"] = ("images", ("map selection (2)", (3, 5)))
+    view(at, "Queue")
+    assert "map selection (2)" in header(at) and "item 1 of 2" in header(at)
+
+
+def test_progress_view_counts_and_learn(cat):
+    at = session()
+    at.button(key="btn_confirm").click().run()
+    at.button(key="btn_reject").click().run()
+    view(at, "Progress")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Images reviewed"] == "2" and metrics["Confirmed"] == "1" and metrics["Votes"] == "2"
+    assert at.get("plotly_chart")
+    import app
+
+    if app.learn_function() is None:
+        assert any("not available yet" in i.value for i in at.info)
+    else:
+        assert at.button(key="learn")
+
+
+def test_learn_reports_when_not_built(cat, monkeypatch):
+    import app
+
+    monkeypatch.setattr(app.importlib.util, "find_spec", lambda name: None)
+    assert app.learn_function() is None
+
+
+def test_sixteen_bit_window_sliders(cat):
+    at = session()
+    at.session_state["show_all"] = True
+    at.run()
+    with Store(cat["db"], readonly=True) as s:
+        order = [it.path for it in rv.round_items(s)]
+    at.session_state["pos"] = order.index(cat["paths"][1])
+    at.run()
+    at.checkbox(key="manual_window").check().run()
+    assert at.slider(key="level").max == 65535.0
+    at.slider(key="width").set_value(1000.0).run()
+    assert not at.exception
