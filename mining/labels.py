@@ -1,0 +1,471 @@
+"""Labels in and out of the catalogue, in every format of :mod:`synthesis.labels`.
+
+Import
+------
+:func:`import_labels` reads a label file or folder, finds each labelled
+image in the catalogue and stores the labels as *reviews by a named source*
+(``reviewer`` = the source name, ``source = 'import'``), so they count as
+verdicts for learning like any reviewer's:
+
+- an image with one or more classes gets one ``confirm`` review per class;
+  an image labelled with nothing (an empty mask, an empty YOLO file, a VOC
+  file without objects, a CSV row without labels, a file in a ``normal``
+  folder) gets one ``reject`` review;
+- every box, polygon or mask becomes a row of ``annotations`` (``kind`` its
+  richest geometry; ``data`` JSON holds ``box`` ``[x0, y0, x1, y1]`` in pixel
+  edges, ``polygons`` ``[[x, y, ...]]`` in pixel centres and ``rle``, a COCO
+  compressed RLE of masks), linked to its class's review;
+- the union of each class's masks and polygons is written as a 0/255 PNG
+  (``reviews.mask_path``) for the pixel model.
+
+Importing again with the same source name replaces that source's earlier
+reviews of the same images. Label files that cannot be used are reported
+one by one with the reason (see :data:`synthesis.labels.REASONS`, and
+``failures`` rows of the import run); the rest is imported.
+
+Images are matched by path, then (class folders and CSV tables) by content
+hash, then by file name, then by file stem; several catalogue images with
+the same name or stem are ``ambiguous_image``.
+
+Export
+------
+:func:`export_labels` turns the catalogue's verdicts back into labels. Per
+image and reviewer, the reviewer's latest ``reject`` cancels their earlier
+``confirm`` s; the image's classes are the union over reviewers of the
+confirmed classes left, and an image with none but a ``reject`` is a
+negative. ``unsure`` counts for nothing. Boxes, polygons and masks come from
+the ``annotations`` of the counted reviews, and from a review's ``mask_path``
+when it has no annotation (masks painted in the app).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from mining.io import UnreadableImage, read_image
+from mining.store import Store
+from synthesis.labels import (
+    FORMATS,
+    ImageLabels,
+    LabelError,
+    LabelFormatError,
+    LabelObject,
+    WriteResult,
+    category_masks,
+    check_format,
+    read_labels,
+    write_labels,
+)
+from synthesis.labels._files import write_png
+from synthesis.labels.core import ClassMap, check_box, check_polygon, class_map_from, stem
+
+logger = logging.getLogger(__name__)
+
+#: Class names (case-insensitive) that mean "no defect" on import.
+DEFAULT_NEGATIVE = ("normal", "good", "ok", "none", "background", "negative", "free")
+
+_HASH_FORMATS = ("folders", "csv")
+_BATCH = 200
+
+
+@dataclass
+class ImportSummary:
+    """What :func:`import_labels` did."""
+
+    format: str
+    path: str
+    source: str
+    run_id: int | None = None
+    images: int = 0
+    positives: int = 0
+    negatives: int = 0
+    reviews: int = 0
+    annotations: int = 0
+    masks: int = 0
+    errors: list[LabelError] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        """JSON-ready form (errors as dicts)."""
+        d = {k: v for k, v in self.__dict__.items() if k != "errors"}
+        d["errors"] = [e.as_dict() for e in self.errors]
+        return d
+
+
+class _Catalogue:
+    """Finds catalogue images from the references label files make to them."""
+
+    def __init__(self, store: Store):
+        self.rows = {int(r["id"]): r for r in store.images("ok")}
+        self.by_path, self.by_name, self.by_stem = {}, {}, {}
+        self._by_sha: dict[str, list[int]] | None = None
+        for i, r in self.rows.items():
+            p = os.path.normpath(os.path.abspath(r["path"]))
+            self.by_path[p] = i
+            self.by_name.setdefault(os.path.basename(p), []).append(i)
+            self.by_stem.setdefault(stem(p), []).append(i)
+
+    def by_sha(self, path: str) -> list[int]:
+        if self._by_sha is None:
+            self._by_sha = {}
+            for i, r in self.rows.items():
+                if r["sha256"]:
+                    self._by_sha.setdefault(r["sha256"], []).append(i)
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        return self._by_sha.get(h.hexdigest(), [])
+
+    def resolve(self, ref: str, *, exclude: str | None = None, use_hash: bool = False) -> int:
+        """The catalogue id of the image ``ref`` names; raises LabelFormatError when none or several."""
+        excl = os.path.normpath(os.path.abspath(exclude)) if exclude else None
+        p = os.path.normpath(os.path.abspath(ref))
+        if p in self.by_path and p != excl:
+            return self.by_path[p]
+        if use_hash and os.path.isfile(ref):
+            ids = self.by_sha(ref)
+            if len(ids) == 1:
+                return ids[0]
+        for table, key in ((self.by_name, os.path.basename(ref)), (self.by_stem, stem(ref))):
+            ids = [i for i in table.get(key, []) if os.path.normpath(os.path.abspath(self.rows[i]["path"])) != excl]
+            if len(ids) == 1:
+                return ids[0]
+            if len(ids) > 1:
+                shown = ", ".join(self.rows[i]["path"] for i in ids[:3])
+                raise LabelFormatError("ambiguous_image", f"{key!r} matches {len(ids)} catalogue images ({shown}...)")
+        raise LabelFormatError("not_in_catalogue", f"no catalogue image matches {ref!r}")
+
+    def size_of_stem(self, label_path: str) -> tuple[int, int] | None:
+        try:
+            r = self.rows[self.resolve(stem(label_path))]
+        except LabelFormatError:
+            return None
+        return int(r["width"]), int(r["height"])
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80] or "x"
+
+
+def default_mask_dir(store: Store, source: str) -> str:
+    """Where imported masks go: ``<catalogue folder>/<catalogue stem>_masks/<source>``."""
+    base = os.path.splitext(os.path.abspath(store.path))[0]
+    return os.path.join(base + "_masks", _safe(source))
+
+
+def import_labels(
+    store: Store,
+    fmt: str,
+    path: str | os.PathLike,
+    *,
+    source: str | None = None,
+    classes=None,
+    negative: Iterable[str] = DEFAULT_NEGATIVE,
+    default_category: str = "defect",
+    mask_dir: str | os.PathLike | None = None,
+    image_root: str | os.PathLike | None = None,
+) -> ImportSummary:
+    """Import labels in format ``fmt`` from ``path`` into the catalogue as reviews and annotations.
+
+    Parameters
+    ----------
+    store : Store
+        An open, writable catalogue holding the images.
+    fmt : str
+        One of :data:`synthesis.labels.FORMATS`.
+    path : str or path-like
+        The label file or folder.
+    source : str or None
+        The reviewer name the labels are stored under (default ``import-<fmt>``).
+    classes : ClassMap, list of names, class-map file or None
+        The class map: required for YOLO unless a ``classes.txt`` /
+        ``data.yaml`` lies beside the labels; for masks it maps pixel values
+        to classes; for other formats a class outside it rejects the file.
+    negative : iterable of str
+        Class names meaning "no defect" (a ``normal`` folder, a ``good`` CSV
+        label); compared case-insensitively.
+    default_category : str
+        Class of non-zero mask pixels when no class map is given.
+    mask_dir : path or None
+        Where the per-class mask PNGs go (default :func:`default_mask_dir`).
+    image_root : path or None
+        COCO: folder that relative ``file_name`` s are relative to.
+
+    Returns
+    -------
+    ImportSummary
+    """
+    check_format(fmt)
+    t0 = time.perf_counter()
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ValueError(f"label path {path!r} does not exist")
+    source = source or f"import-{fmt}"
+    neg = {n.lower() for n in negative}
+    cmap = class_map_from(classes)
+    cat = _Catalogue(store)
+    opts: dict = {"classes": cmap}
+    if fmt == "masks":
+        opts.update(default=default_category, read=read_image)
+    elif fmt == "yolo":
+        opts.update(size_of=cat.size_of_stem)
+    elif fmt == "coco" and image_root is not None:
+        opts.update(image_root=image_root)
+    if fmt in ("csv", "folders") and cmap is not None:
+        opts["classes"] = ClassMap(tuple(dict.fromkeys([*cmap.names, *(n for n in negative)])))
+    labels = read_labels(fmt, path, **opts)
+    summary = ImportSummary(format=fmt, path=os.path.abspath(path), source=source, errors=list(labels.errors))
+    merged: dict[int, ImageLabels] = {}
+    for it in labels.items:
+        try:
+            image_id = cat.resolve(it.image, exclude=it.source if fmt == "masks" else None,
+                                   use_hash=fmt in _HASH_FORMATS)
+            row = cat.rows[image_id]
+            _check_size(it, int(row["width"]), int(row["height"]))
+        except LabelFormatError as err:
+            summary.errors.append(LabelError(it.source or path, err.reason, err.detail, image=it.image))
+            continue
+        if image_id in merged:
+            if fmt not in _HASH_FORMATS:
+                summary.errors.append(LabelError(it.source or path, "duplicate", f"{row['path']} is already labelled "
+                                                 f"by {merged[image_id].source}", image=it.image))
+                continue
+            prev = merged[image_id]
+            prev.labels = list(dict.fromkeys([*prev.labels, *it.labels]))
+            prev.objects += it.objects
+        else:
+            merged[image_id] = it
+    folder = os.fspath(mask_dir) if mask_dir is not None else default_mask_dir(store, source)
+    summary.run_id = store.start_run("import", {"format": fmt, "path": summary.path, "source": source})
+    ids = list(merged)
+    for k in range(0, len(ids), _BATCH):
+        _store_batch(store, cat, [(i, merged[i]) for i in ids[k:k + _BATCH]], neg, source, folder, summary)
+    _record_errors(store, summary)
+    summary.seconds = time.perf_counter() - t0
+    counts = {k: v for k, v in summary.as_dict().items() if isinstance(v, int) and k != "run_id"}
+    counts["rejected"] = len(summary.errors)
+    store.finish_run(summary.run_id, counts)
+    logger.info("imported %s labels for %d images from %s (%d rejected)", fmt, summary.images, path,
+                len(summary.errors))
+    return summary
+
+
+def _check_size(it: ImageLabels, width: int, height: int) -> None:
+    if it.width is not None and it.height is not None and (it.width, it.height) != (width, height):
+        raise LabelFormatError("size_mismatch", f"labels are for a {it.width}x{it.height} image, the catalogue image "
+                               f"is {width}x{height}")
+    it.width, it.height = width, height
+    for obj in it.objects:
+        if obj.box is not None:
+            check_box(obj.box, width, height)
+        for p in obj.polygons or []:
+            check_polygon(p, width, height)
+
+
+def _store_batch(store: Store, cat: _Catalogue, batch, neg: set[str], source: str, folder: str,
+                 summary: ImportSummary) -> None:
+    now = time.time()
+    prepared = []
+    for image_id, it in batch:
+        cats = [c for c in it.categories() if c.lower() not in neg]
+        objs = [o for o in it.objects if o.category.lower() not in neg and o.geometry() != "none"]
+        masks = category_masks(ImageLabels(it.image, objects=[o for o in objs if o.geometry() != "box"]),
+                               it.height, it.width)
+        paths = {}
+        for c, m in masks.items():
+            if m.any():
+                name = f"{image_id}_{_safe(stem(cat.rows[image_id]['path']))}_{_safe(c)}.png"
+                paths[c] = write_png(os.path.join(folder, name), m.astype(np.uint8) * 255)
+        prepared.append((image_id, it, cats, objs, paths))
+    with store.transaction() as con:
+        for image_id, it, cats, objs, paths in prepared:
+            con.execute("DELETE FROM reviews WHERE image_id = ? AND reviewer = ? AND source = 'import'",
+                        (image_id, source))
+            note = f"imported from {it.source}" if it.source else "imported"
+            if not cats:
+                con.execute(
+                    "INSERT INTO reviews (image_id, tile, reviewer, verdict, category, note, source, created_at)"
+                    " VALUES (?, -1, ?, 'reject', NULL, ?, 'import', ?)", (image_id, source, note, now))
+                summary.reviews += 1
+                summary.negatives += 1
+            else:
+                summary.positives += 1
+            for c in cats:
+                cur = con.execute(
+                    "INSERT INTO reviews (image_id, tile, reviewer, verdict, category, note, mask_path, source,"
+                    " created_at) VALUES (?, -1, ?, 'confirm', ?, ?, ?, 'import', ?)",
+                    (image_id, source, c, note, paths.get(c), now))
+                review_id = int(cur.lastrowid)
+                summary.reviews += 1
+                summary.masks += int(c in paths)
+                for obj in objs:
+                    if obj.category != c:
+                        continue
+                    con.execute(
+                        "INSERT INTO annotations (image_id, review_id, category, kind, data, source, created_at)"
+                        " VALUES (?, ?, ?, ?, ?, 'import', ?)",
+                        (image_id, review_id, c, obj.geometry(), json.dumps(_encode_object(obj)), now))
+                    summary.annotations += 1
+            summary.images += 1
+
+
+def _record_errors(store: Store, summary: ImportSummary) -> None:
+    if not summary.errors:
+        return
+    now = time.time()
+    with store.transaction() as con:
+        con.executemany(
+            "INSERT INTO failures (run_id, image_id, tile, scorer, reason, detail, created_at)"
+            " VALUES (?, NULL, -1, ?, ?, ?, ?)",
+            [(summary.run_id, f"labels:{summary.format}", e.reason,
+              f"{e.file}" + (f" [{e.image}]" if e.image else "") + f": {e.detail}", now) for e in summary.errors])
+    for e in summary.errors:
+        logger.warning("label file rejected: %s: %s: %s", e.file, e.reason, e.detail)
+
+
+def _encode_object(obj: LabelObject) -> dict:
+    data: dict = {"box": [float(v) for v in obj.box] if obj.box is not None else None}
+    if obj.polygons:
+        data["polygons"] = [[float(v) for v in np.asarray(p, np.float64).ravel()] for p in obj.polygons]
+    if obj.mask is not None:
+        rle = mask_utils.encode(np.asfortranarray(np.asarray(obj.mask, np.uint8)))
+        data["rle"] = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    if obj.attrs:
+        data["attrs"] = obj.attrs
+    return data
+
+
+def _decode_object(category: str, data: dict) -> LabelObject:
+    obj = LabelObject(category, attrs=dict(data.get("attrs") or {}))
+    if data.get("box") is not None:
+        obj.box = tuple(float(v) for v in data["box"])
+    if data.get("polygons"):
+        obj.polygons = [np.asarray(p, np.float64).reshape(-1, 2) for p in data["polygons"]]
+    if data.get("rle"):
+        rle = {"size": data["rle"]["size"], "counts": data["rle"]["counts"].encode("ascii")}
+        obj.mask = mask_utils.decode(rle).astype(bool)
+    return obj
+
+
+def catalogue_labels(store: Store, *, reviewers: Sequence[str] | None = None) -> list[ImageLabels]:
+    """The catalogue's verdicts and annotations as :class:`ImageLabels` (see the module notes).
+
+    Parameters
+    ----------
+    store : Store
+    reviewers : sequence of str or None
+        Count only these reviewers (or import sources); default all.
+
+    Returns
+    -------
+    list of ImageLabels
+        Reviewed images in catalogue order; ``image`` is the catalogue path.
+    """
+    sql = ("SELECT r.id, r.image_id, r.reviewer, r.verdict, r.category, r.mask_path FROM reviews r"
+           " WHERE r.tile = -1 AND r.verdict IN ('confirm', 'reject')")
+    params: list = []
+    if reviewers:
+        sql += f" AND r.reviewer IN ({', '.join('?' * len(reviewers))})"
+        params += list(reviewers)
+    reviews: dict[int, dict[str, list]] = {}
+    for r in store.query(sql + " ORDER BY r.image_id, r.id", params):
+        reviews.setdefault(r["image_id"], {}).setdefault(r["reviewer"], []).append(r)
+    images = {int(r["id"]): r for r in store.query(
+        "SELECT id, path, width, height, channels FROM images WHERE id IN (SELECT DISTINCT image_id FROM reviews)")}
+    counted: dict[int, list] = {}
+    for image_id, by_reviewer in reviews.items():
+        keep = []
+        for rows in by_reviewer.values():
+            last_reject = max((r["id"] for r in rows if r["verdict"] == "reject"), default=-1)
+            keep += [r for r in rows if r["verdict"] == "confirm" and r["id"] > last_reject and r["category"]]
+            if last_reject >= 0 and not any(r["verdict"] == "confirm" and r["id"] > last_reject for r in rows):
+                keep.append(None)  # this reviewer says "no defect"
+        counted[image_id] = keep
+    review_ids = [r["id"] for rows in counted.values() for r in rows if r is not None]
+    anns: dict[int, list] = {}
+    for k in range(0, len(review_ids), 500):
+        chunk = review_ids[k:k + 500]
+        for a in store.query(f"SELECT review_id, category, kind, data FROM annotations WHERE review_id IN "
+                             f"({', '.join('?' * len(chunk))}) ORDER BY id", chunk):
+            anns.setdefault(a["review_id"], []).append(a)
+    items = []
+    for image_id in sorted(counted):
+        img = images.get(image_id)
+        if img is None:
+            continue
+        confirms = [r for r in counted[image_id] if r is not None]
+        it = ImageLabels(image=img["path"], width=img["width"], height=img["height"], channels=img["channels"],
+                         labels=list(dict.fromkeys(r["category"] for r in confirms)), source=f"catalogue:{image_id}")
+        for r in confirms:
+            rows = anns.get(r["id"], [])
+            it.objects += [_decode_object(a["category"] or r["category"], json.loads(a["data"])) for a in rows]
+            if not rows and r["mask_path"]:
+                try:
+                    m = np.asarray(read_image(r["mask_path"]))
+                except UnreadableImage as err:
+                    logger.warning("mask %s of review %d unreadable: %s", r["mask_path"], r["id"], err)
+                    continue
+                m = m[..., 0] if m.ndim == 3 else m
+                if m.any():
+                    it.objects.append(LabelObject(r["category"], mask=m != 0))
+        items.append(it)
+    return items
+
+
+def export_labels(
+    store: Store,
+    fmt: str,
+    out: str | os.PathLike,
+    *,
+    reviewers: Sequence[str] | None = None,
+    classes=None,
+    include_negatives: bool = True,
+    **options,
+) -> WriteResult:
+    """Export the catalogue's labels in format ``fmt`` into the folder ``out`` (class map alongside).
+
+    Parameters
+    ----------
+    store : Store
+    fmt : str
+        One of :data:`synthesis.labels.FORMATS`.
+    out : path
+        Output folder; each file is written atomically, ``classes.json`` last.
+    reviewers : sequence of str or None
+        Count only these reviewers or import sources.
+    classes : ClassMap, list, class-map file or None
+        The class map (ids in YOLO/COCO/masks follow its order); default all
+        confirmed classes, sorted. Images with a class outside it are skipped.
+    include_negatives : bool
+        Also export images reviewed as having no defect (empty labels).
+    **options
+        Passed to the format's writer: ``segmentation`` (coco: polygon/rle),
+        ``task`` (yolo: detect/segment), ``negative`` and ``link`` (folders),
+        ``image_root`` (coco), ``masks`` (voc).
+
+    Returns
+    -------
+    WriteResult
+    """
+    check_format(fmt)
+    items = catalogue_labels(store, reviewers=reviewers)
+    if not include_negatives:
+        items = [it for it in items if not it.is_negative]
+    res = write_labels(fmt, items, out, classes=class_map_from(classes), **options)
+    logger.info("exported %d images as %s to %s (%d skipped)", res.images, fmt, out, len(res.skipped))
+    return res
+
+
+__all__ = ["DEFAULT_NEGATIVE", "FORMATS", "ImportSummary", "catalogue_labels", "default_mask_dir", "export_labels",
+           "import_labels"]

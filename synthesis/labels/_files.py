@@ -1,0 +1,140 @@
+"""File helpers shared by the label formats: atomic writes of JSON, text and PNG, small reads."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from synthesis.atomic import atomic_write
+from synthesis.labels.core import ClassMap, LabelError
+
+#: Image file extensions recognised in folder layouts (lower case).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy")
+
+#: Name of the class map written beside every export.
+CLASS_MAP_FILE = "classes.json"
+
+MaskReader = Callable[[str], np.ndarray]
+
+
+@dataclass
+class WriteResult:
+    """What a writer did: images written, files written, images skipped and why."""
+
+    images: int = 0
+    files: list[str] = field(default_factory=list)
+    skipped: list[LabelError] = field(default_factory=list)
+    class_map: str = ""
+
+    def as_dict(self) -> dict:
+        """JSON-ready form."""
+        return {
+            "images": self.images,
+            "files": len(self.files),
+            "skipped": [e.as_dict() for e in self.skipped],
+            "class_map": self.class_map,
+        }
+
+
+def write_json(path: str, data, *, indent: int | None = None) -> str:
+    """Write JSON atomically; return the path."""
+    with atomic_write(path, encoding="utf-8") as fh:
+        json.dump(data, fh, indent=indent, ensure_ascii=False)
+        fh.write("\n")
+    return path
+
+
+def write_text(path: str, text: str) -> str:
+    """Write text atomically; return the path."""
+    with atomic_write(path, encoding="utf-8", newline="\n") as fh:
+        fh.write(text)
+    return path
+
+
+def write_png(path: str, array: np.ndarray) -> str:
+    """Write a single-channel uint8/uint16 PNG atomically (lossless); return the path."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(array))
+    if not ok:
+        raise ValueError(f"could not encode {path!r} as PNG (dtype {array.dtype}, shape {array.shape})")
+    with atomic_write(path, "wb") as fh:
+        fh.write(buf.tobytes())
+    return path
+
+
+def write_class_map(out: str, classes: ClassMap, extra: dict | None = None) -> str:
+    """Write ``classes.json`` (the explicit class map) into ``out``; written last by every writer."""
+    data = classes.to_json()
+    if extra:
+        data.update(extra)
+    return write_json(os.path.join(out, CLASS_MAP_FILE), data, indent=2)
+
+
+def read_mask_file(path: str) -> np.ndarray:
+    """Read a mask image as stored (PNG, BMP, TIFF or ``.npy``) with OpenCV / NumPy.
+
+    Raises
+    ------
+    ValueError
+        When the file cannot be decoded.
+    """
+    if path.lower().endswith(".npy"):
+        return np.load(path, allow_pickle=False)
+    arr = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise ValueError(f"cannot decode mask image {path!r}")
+    return arr
+
+
+def image_size(path: str) -> tuple[int, int] | None:
+    """``(width, height)`` of an image file from its header (PIL), or None when unreadable."""
+    try:
+        if path.lower().endswith(".npy"):
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            return int(arr.shape[1]), int(arr.shape[0])
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return int(im.size[0]), int(im.size[1])
+    except Exception:
+        return None
+
+
+def find_image(folder: str, stem: str) -> str | None:
+    """An image file named ``stem`` (any known extension) in ``folder``, or None."""
+    for ext in IMAGE_EXTENSIONS:
+        for e in (ext, ext.upper()):
+            p = os.path.join(folder, stem + e)
+            if os.path.isfile(p):
+                return p
+    return None
+
+
+def unique_names(items, key) -> tuple[dict[int, str], list[int]]:
+    """Map item index -> output name; indices whose name repeats an earlier one are returned apart."""
+    seen: dict[str, int] = {}
+    names: dict[int, str] = {}
+    dups: list[int] = []
+    for i, it in enumerate(items):
+        name = key(it)
+        if name in seen:
+            dups.append(i)
+        else:
+            seen[name] = i
+            names[i] = name
+    return names, dups
+
+
+def duplicate_errors(items, dups: list[int]) -> list[LabelError]:
+    """``duplicate`` errors for items whose output name repeats an earlier one."""
+    out = []
+    for i in dups:
+        it = items[i]
+        name = os.path.splitext(os.path.basename(it.image))[0]
+        out.append(LabelError(it.source or it.image, "duplicate", f"another image is also named {name!r}",
+                              image=it.image))
+    return out

@@ -1,0 +1,227 @@
+"""COCO object-detection / instance-segmentation JSON.
+
+Conventions: ``bbox`` is ``[x, y, width, height]`` in pixel edges (the same
+edges as raremine boxes, :func:`~synthesis.labels.core.xyxy_to_coco`);
+polygons are flat ``[x1, y1, x2, y2, ...]`` lists in pixel edges, i.e.
+raremine's pixel-centre polygons shifted by +0.5; RLE masks (``{"size": [h,
+w], "counts": ...}``, compressed string or uncompressed list) are decoded
+and encoded with pycocotools. Category ids are 1-based in class-map order.
+
+Writing: ``OUT/annotations.json`` and ``OUT/classes.json``. With
+``segmentation="polygon"`` masks are written as their OpenCV outlines (holes
+are lost, as in any COCO polygon) and ``area`` is the polygon area as
+pycocotools rasterises it; an object whose outline has fewer than 3 points
+(one pixel, a one-pixel line) is written as RLE. With ``"rle"`` every mask is
+compressed RLE and ``area`` is its exact pixel count. Box-only objects get
+``"segmentation": []`` and ``area = w * h``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from synthesis.labels._files import WriteResult, write_class_map, write_json
+from synthesis.labels.core import (
+    ImageLabels,
+    LabelError,
+    LabelFormatError,
+    LabelObject,
+    LabelSet,
+    check_box,
+    check_polygon,
+    class_map_from,
+    coco_to_xyxy,
+    collect_classes,
+    object_box,
+    object_mask,
+    object_polygons,
+    xyxy_to_coco,
+)
+
+logger = logging.getLogger(__name__)
+
+COCO_FILE = "annotations.json"
+#: COCO polygons are in pixel edges; raremine polygons in pixel centres.
+EDGE_SHIFT = 0.5
+
+
+def read_coco(path: str | os.PathLike, *, classes=None, image_root: str | os.PathLike | None = None) -> LabelSet:
+    """Read a COCO annotation file (boxes, polygons, RLE).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The JSON file (or a folder holding ``annotations.json``).
+    classes : ClassMap, list, path or None
+        When given, a category name outside it rejects that image.
+    image_root : str or None
+        Folder that relative ``file_name`` values are relative to (default:
+        the JSON file's folder).
+
+    Returns
+    -------
+    LabelSet
+        One item per COCO image; an image with a bad annotation is rejected
+        whole (``errors``), the others are kept.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, COCO_FILE)
+    cmap = class_map_from(classes)
+    root = os.fspath(image_root) if image_root is not None else os.path.dirname(os.path.abspath(path))
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        images = data["images"]
+        cats = {int(c["id"]): str(c["name"]) for c in data.get("categories", [])}
+        anns = data.get("annotations", [])
+        if not isinstance(images, list) or not isinstance(anns, list):
+            raise TypeError("`images` and `annotations` must be lists")
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
+        return LabelSet([], [LabelError(path, "malformed", f"not a COCO file: {type(err).__name__}: {err}")], [])
+    by_image: dict = {}
+    for a in anns:
+        by_image.setdefault(a.get("image_id") if isinstance(a, dict) else None, []).append(a)
+    items, errors = [], []
+    for im in images:
+        try:
+            fname = str(im["file_name"])
+            w, h = int(im["width"]), int(im["height"])
+            objs = [_read_ann(a, cats, cmap, w, h) for a in by_image.get(im["id"], [])]
+        except LabelFormatError as err:
+            errors.append(LabelError(path, err.reason, err.detail, image=im.get("file_name") if isinstance(im, dict)
+                                     else None))
+            continue
+        except (KeyError, TypeError, ValueError) as err:
+            ref = im.get("file_name") if isinstance(im, dict) else None
+            errors.append(LabelError(path, "malformed", f"bad image or annotation entry: {type(err).__name__}: {err}",
+                                     image=ref))
+            continue
+        image = fname if os.path.isabs(fname) else os.path.normpath(os.path.join(root, fname))
+        items.append(ImageLabels(image=image, width=w, height=h, objects=objs, source=path))
+    known = {i.get("id") for i in images if isinstance(i, dict)}
+    orphans = [k for k in by_image if k not in known]
+    if orphans:
+        errors.append(LabelError(path, "malformed", f"annotations refer to missing image ids {orphans[:5]}"))
+    names = list(cmap.names) if cmap is not None else [cats[k] for k in sorted(cats)]
+    logger.info("read %d images from %s (%d rejected)", len(items), path, len(errors))
+    return LabelSet(items, errors, names)
+
+
+def _read_ann(a: dict, cats: dict[int, str], cmap, w: int, h: int) -> LabelObject:
+    cid = int(a["category_id"])
+    if cid not in cats:
+        raise LabelFormatError("unknown_class", f"category_id {cid} is not among the file's categories {sorted(cats)}")
+    name = cats[cid]
+    if cmap is not None and name not in cmap:
+        raise LabelFormatError("unknown_class", f"category {name!r} not in the class map {list(cmap.names)}")
+    obj = LabelObject(name, attrs={"iscrowd": int(a.get("iscrowd", 0))})
+    if a.get("bbox") is not None and len(a["bbox"]) == 4:
+        obj.box = check_box(coco_to_xyxy(a["bbox"]), w, h)
+    seg = a.get("segmentation")
+    if isinstance(seg, list) and seg:
+        polys = []
+        for flat in seg:
+            p = np.asarray(flat, np.float64)
+            if p.ndim != 1 or len(p) < 6 or len(p) % 2:
+                raise LabelFormatError("malformed", f"polygon needs >= 3 flat x, y pairs, got {len(p)} values")
+            polys.append(check_polygon(p.reshape(-1, 2) - EDGE_SHIFT, w, h))
+        obj.polygons = polys
+    elif isinstance(seg, dict):
+        size = [int(v) for v in seg.get("size", [])]
+        if size != [h, w]:
+            raise LabelFormatError("size_mismatch", f"RLE size {size} differs from the image [height, width] {[h, w]}")
+        rle = mask_utils.frPyObjects(seg, h, w) if isinstance(seg.get("counts"), list) else seg
+        if isinstance(rle.get("counts"), str):
+            rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+        obj.mask = mask_utils.decode(rle).astype(bool)
+    if obj.box is None and not obj.polygons and obj.mask is None:
+        raise LabelFormatError("malformed", "annotation has neither bbox nor segmentation")
+    return obj
+
+
+def write_coco(
+    items: Sequence[ImageLabels], out: str | os.PathLike, *, classes=None, segmentation: str = "polygon",
+    image_root: str | os.PathLike | None = None,
+) -> WriteResult:
+    """Write ``OUT/annotations.json`` (COCO) and ``OUT/classes.json``.
+
+    Parameters
+    ----------
+    items : sequence of ImageLabels
+        Width and height must be known.
+    out : str or path-like
+        Output folder.
+    classes : ClassMap, list or None
+        The class map (default: every category in ``items``).
+    segmentation : {"polygon", "rle"}
+        How masks are written (see the module notes).
+    image_root : str or None
+        Write ``file_name`` relative to this folder (default: the path as given).
+    """
+    if segmentation not in ("polygon", "rle"):
+        raise ValueError(f"segmentation must be 'polygon' or 'rle', got {segmentation!r}")
+    out = os.fspath(out)
+    cmap = class_map_from(classes) or collect_classes(items)
+    res = WriteResult()
+    images, anns = [], []
+    for it in items:
+        try:
+            w, h = it.size()
+            unknown = [c for c in it.categories() if c not in cmap]
+            if unknown:
+                raise LabelFormatError("unknown_class", f"{unknown} not in the class map {list(cmap.names)}")
+            if it.labels and not it.objects:
+                raise LabelFormatError("no_geometry", f"labels {it.labels} have no mask, polygon or box")
+            image_id = len(images) + 1
+            new = [_ann(o, cmap, w, h, segmentation) for o in it.objects]
+        except LabelFormatError as err:
+            res.skipped.append(LabelError(it.source or it.image, err.reason, err.detail, image=it.image))
+            continue
+        fname = os.path.relpath(it.image, image_root) if image_root is not None else it.image
+        images.append({"id": image_id, "file_name": fname, "width": w, "height": h})
+        for a in new:
+            if a is None:
+                continue
+            a.update(id=len(anns) + 1, image_id=image_id)
+            anns.append(a)
+        res.images += 1
+    data = {
+        "info": {"description": "exported by raremine", "version": "1.0"},
+        "licenses": [],
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": cmap.coco_id(n), "name": n, "supercategory": "defect"} for n in cmap.names],
+    }
+    res.files.append(write_json(os.path.join(out, COCO_FILE), data))
+    res.class_map = write_class_map(out, cmap)
+    return res
+
+
+def _ann(obj: LabelObject, cmap, w: int, h: int, segmentation: str) -> dict | None:
+    box = object_box(obj, h, w)
+    if box is None:
+        return None
+    box = check_box(box, w, h)
+    ann = {"category_id": cmap.coco_id(obj.category), "bbox": list(xyxy_to_coco(box)),
+           "iscrowd": int(obj.attrs.get("iscrowd", 0))}
+    if obj.geometry() == "box":
+        ann["segmentation"], ann["area"] = [], float(ann["bbox"][2] * ann["bbox"][3])
+        return ann
+    polys = object_polygons(obj, h, w)
+    if segmentation == "polygon" and polys and all(len(p) >= 3 for p in polys):
+        flat = [[float(v) for v in (p + EDGE_SHIFT).ravel()] for p in polys]
+        rle = mask_utils.merge(mask_utils.frPyObjects(flat, h, w))
+        ann["segmentation"], ann["area"] = flat, float(mask_utils.area(rle))
+        return ann
+    m = np.asfortranarray(object_mask(obj, h, w).astype(np.uint8))
+    rle = mask_utils.encode(m)
+    ann["segmentation"] = {"size": [h, w], "counts": rle["counts"].decode("ascii")}
+    ann["area"] = float(mask_utils.area(rle))
+    return ann

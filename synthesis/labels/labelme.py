@@ -1,0 +1,211 @@
+"""labelme JSON: one ``<image stem>.json`` per image with polygon and rectangle shapes.
+
+Schema (as labelme's own ``LabelFile`` reads it): top-level ``version``,
+``flags``, ``shapes``, ``imagePath`` (relative to the JSON file),
+``imageData`` (base64 or null: the image is then read from ``imagePath``),
+``imageHeight``, ``imageWidth``; each shape has ``label``, ``points``
+(``[[x, y], ...]``), ``group_id``, ``shape_type``, ``flags``,
+``description`` (and ``mask``, base64 PNG, for ``shape_type: "mask"``).
+
+Points are pixel centres (labelme rasterises shapes with PIL at pixel
+centres). Read: ``polygon`` -> polygon; ``rectangle`` (two corner pixels,
+inclusive) -> box; ``circle`` (centre, point on the rim) -> polygon of the
+circle; ``mask`` (base64 PNG over the box of the two points) -> mask;
+``point``, ``line``, ``linestrip`` are not areas and are skipped (logged).
+Shapes with the same label and ``group_id`` form one object. Written: masks
+and polygons as ``polygon`` shapes (several outlines of one object share a
+``group_id``), boxes as ``rectangle``; ``imageData`` is null.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from synthesis.labels._files import WriteResult, duplicate_errors, unique_names, write_class_map, write_json
+from synthesis.labels.core import (
+    ImageLabels,
+    LabelError,
+    LabelFormatError,
+    LabelObject,
+    LabelSet,
+    check_box,
+    check_polygon,
+    class_map_from,
+    collect_classes,
+    object_polygons,
+    stem,
+)
+
+logger = logging.getLogger(__name__)
+
+#: labelme version written into exported files (the schema of labelme 5 and 6).
+LABELME_VERSION = "5.5.0"
+
+
+def read_labelme(path: str | os.PathLike, *, classes=None) -> LabelSet:
+    """Read labelme JSON files (one file, or every ``*.json`` in a folder, recursively).
+
+    Parameters
+    ----------
+    path : str or path-like
+    classes : ClassMap, list, path or None
+        When given, a shape label outside it rejects that file.
+
+    Returns
+    -------
+    LabelSet
+        ``image`` is ``imagePath`` joined to the JSON file's folder.
+    """
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        files = [path]
+    else:
+        files = []
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames.sort()
+            files += [os.path.join(dirpath, f) for f in sorted(filenames)
+                      if f.endswith(".json") and f != "classes.json" and not f.startswith(".")]
+    cmap = class_map_from(classes)
+    items, errors = [], []
+    for p in files:
+        try:
+            items.append(_read_one(p, cmap))
+        except LabelFormatError as err:
+            errors.append(LabelError(p, err.reason, err.detail, image=stem(p)))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
+            errors.append(LabelError(p, "malformed", f"{type(err).__name__}: {err}", image=stem(p)))
+    names = list(cmap.names) if cmap is not None else list(collect_classes(items).names)
+    logger.info("read %d labelme files from %s (%d rejected)", len(items), path, len(errors))
+    return LabelSet(items, errors, names)
+
+
+def _read_one(path: str, cmap) -> ImageLabels:
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    if not isinstance(data, dict) or "shapes" not in data or "imagePath" not in data:
+        raise LabelFormatError("malformed", "not a labelme file: needs `shapes` and `imagePath`")
+    ref = str(data["imagePath"]).replace("\\", "/")
+    image = ref if os.path.isabs(ref) else os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), ref))
+    w, h = data.get("imageWidth"), data.get("imageHeight")
+    w = int(w) if w is not None else None
+    h = int(h) if h is not None else None
+    groups: dict[tuple, LabelObject] = {}
+    objs: list[LabelObject] = []
+    for k, s in enumerate(data["shapes"]):
+        label, kind = s["label"], s.get("shape_type") or "polygon"
+        if not isinstance(label, str) or not label:
+            raise LabelFormatError("malformed", f"shape {k}: label must be a non-empty string")
+        if cmap is not None and label not in cmap:
+            raise LabelFormatError("unknown_class", f"shape {k}: {label!r} not in the class map {list(cmap.names)}")
+        pts = np.asarray(s["points"], np.float64)
+        if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) == 0:
+            raise LabelFormatError("malformed", f"shape {k}: points must be a non-empty list of [x, y]")
+        gid = s.get("group_id")
+        obj = groups.get((label, gid)) if gid is not None else None
+        if obj is None:
+            obj = LabelObject(label)
+        if kind == "polygon":
+            obj.polygons = [*(obj.polygons or []), check_polygon(pts, w, h)]
+        elif kind == "rectangle":
+            if len(pts) != 2:
+                raise LabelFormatError("malformed", f"shape {k}: a rectangle has 2 points, got {len(pts)}")
+            (xa, ya), (xb, yb) = pts
+            box = (min(xa, xb), min(ya, yb), max(xa, xb) + 1, max(ya, yb) + 1)
+            obj.box = check_box(box, w, h)
+        elif kind == "circle":
+            if len(pts) != 2:
+                raise LabelFormatError("malformed", f"shape {k}: a circle has 2 points, got {len(pts)}")
+            (cx, cy), (px, py) = pts
+            r = float(np.hypot(px - cx, py - cy))
+            t = np.linspace(0, 2 * np.pi, max(8, int(np.ceil(2 * np.pi * r))), endpoint=False)
+            obj.polygons = [*(obj.polygons or []), check_polygon(np.c_[cx + r * np.cos(t), cy + r * np.sin(t)], w, h)]
+        elif kind == "mask":
+            if w is None or h is None:
+                raise LabelFormatError("missing_size", f"shape {k}: a mask shape needs imageWidth and imageHeight")
+            obj.mask = _decode_mask(s.get("mask"), pts, w, h, k)
+        else:
+            logger.debug("%s: shape %d of type %r is not an area; skipped", path, k, kind)
+            continue
+        if gid is not None:
+            if (label, gid) not in groups:
+                groups[(label, gid)] = obj
+                objs.append(obj)
+        else:
+            objs.append(obj)
+    return ImageLabels(image=image, width=w, height=h, objects=objs, source=path)
+
+
+def _decode_mask(b64, pts: np.ndarray, w: int, h: int, k: int) -> np.ndarray:
+    if not isinstance(b64, str):
+        raise LabelFormatError("malformed", f"shape {k}: a mask shape needs `mask` as base64 PNG")
+    crop = cv2.imdecode(np.frombuffer(base64.b64decode(b64), np.uint8), cv2.IMREAD_UNCHANGED)
+    if crop is None:
+        raise LabelFormatError("malformed", f"shape {k}: `mask` is not a PNG")
+    if crop.ndim == 3:
+        crop = crop[..., 0]
+    x0, y0 = round(pts[:, 0].min()), round(pts[:, 1].min())
+    if x0 < 0 or y0 < 0 or x0 + crop.shape[1] > w or y0 + crop.shape[0] > h:
+        raise LabelFormatError("out_of_bounds", f"shape {k}: mask at ({x0}, {y0}) of {crop.shape[1]}x{crop.shape[0]} "
+                               f"reaches outside the {w}x{h} image")
+    out = np.zeros((h, w), bool)
+    out[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop != 0
+    return out
+
+
+def write_labelme(items: Sequence[ImageLabels], out: str | os.PathLike, *, classes=None) -> WriteResult:
+    """Write ``OUT/<image stem>.json`` per image (``imagePath`` relative to OUT) and ``OUT/classes.json``."""
+    out = os.fspath(out)
+    cmap = class_map_from(classes) or collect_classes(items)
+    res = WriteResult()
+    names, dups = unique_names(items, lambda it: stem(it.image))
+    res.skipped += duplicate_errors(items, dups)
+    for i, name in names.items():
+        it = items[i]
+        try:
+            w, h = it.size()
+            unknown = [c for c in it.categories() if c not in cmap]
+            if unknown:
+                raise LabelFormatError("unknown_class", f"{unknown} not in the class map {list(cmap.names)}")
+            if it.labels and not it.objects:
+                raise LabelFormatError("no_geometry", f"labels {it.labels} have no mask, polygon or box")
+            shapes = []
+            gid = 0
+            for obj in it.objects:
+                if obj.geometry() == "box":
+                    x0, y0, x1, y1 = check_box(obj.box, w, h)
+                    shapes.append(_shape(obj.category, [[x0, y0], [x1 - 1, y1 - 1]], "rectangle", None))
+                    continue
+                polys = object_polygons(obj, h, w)
+                if not polys:
+                    continue
+                group = None
+                if len(polys) > 1:
+                    gid += 1
+                    group = gid
+                for p in polys:
+                    if len(p) < 3:
+                        p = np.vstack([p, np.repeat(p[-1:], 3 - len(p), axis=0)])
+                    shapes.append(_shape(obj.category, p.tolist(), "polygon", group))
+        except LabelFormatError as err:
+            res.skipped.append(LabelError(it.source or it.image, err.reason, err.detail, image=it.image))
+            continue
+        target = os.path.join(out, name + ".json")
+        rel = os.path.relpath(os.path.abspath(it.image), os.path.dirname(os.path.abspath(target)))
+        data = {"version": LABELME_VERSION, "flags": {}, "shapes": shapes, "imagePath": rel, "imageData": None,
+                "imageHeight": h, "imageWidth": w}
+        res.files.append(write_json(target, data, indent=2))
+        res.images += 1
+    res.class_map = write_class_map(out, cmap)
+    return res
+
+
+def _shape(label: str, points, kind: str, group: int | None) -> dict:
+    return {"label": label, "points": [[float(x), float(y)] for x, y in points], "group_id": group,
+            "description": "", "shape_type": kind, "flags": {}, "mask": None}
