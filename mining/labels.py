@@ -15,8 +15,11 @@ verdicts for learning like any reviewer's:
   richest geometry; ``data`` JSON holds ``box`` ``[x0, y0, x1, y1]`` in pixel
   edges, ``polygons`` ``[[x, y, ...]]`` in pixel centres and ``rle``, a COCO
   compressed RLE of masks), linked to its class's review;
-- the union of each class's masks and polygons is written as a 0/255 PNG
-  (``reviews.mask_path``) for the pixel model.
+- the union of each class's masks and polygons is written as a label image
+  for the pixel model (``reviews.mask_path``), in the convention of
+  :mod:`mining.pixel` and the review app: 1 background, 2 defect (an
+  imported mask labels every pixel, so none is 0, "unlabelled"). Boxes are
+  not pixel-exact and get no label image.
 
 Importing again with the same source name replaces that source's earlier
 reviews of the same images. Label files that cannot be used are reported
@@ -34,8 +37,9 @@ image and reviewer, the reviewer's latest ``reject`` cancels their earlier
 ``confirm`` s; the image's classes are the union over reviewers of the
 confirmed classes left, and an image with none but a ``reject`` is a
 negative. ``unsure`` counts for nothing. Boxes, polygons and masks come from
-the ``annotations`` of the counted reviews, and from a review's ``mask_path``
-when it has no annotation (masks painted in the app).
+the ``annotations`` of the counted reviews (the app's ``{"path", "values"}``
+mask annotations included), and from a review's ``mask_path`` when it has no
+annotation (label images: values >= 2 are the defect).
 """
 
 from __future__ import annotations
@@ -75,6 +79,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_NEGATIVE = ("normal", "good", "ok", "none", "background", "negative", "free")
 
 _HASH_FORMATS = ("folders", "csv")
+
+#: Values of the label images written for the pixel model (as ``mining.pixel`` and the review app read them).
+BACKGROUND, DEFECT = 1, 2
 _BATCH = 200
 
 
@@ -159,9 +166,12 @@ def _safe(name: str) -> str:
 
 
 def default_mask_dir(store: Store, source: str) -> str:
-    """Where imported masks go: ``<catalogue folder>/<catalogue stem>_masks/<source>``."""
+    """Where imported label images go: ``<catalogue without extension>.labels/import-<source>``.
+
+    Beside the label images painted in the review app (``mining.review.labels_dir``).
+    """
     base = os.path.splitext(os.path.abspath(store.path))[0]
-    return os.path.join(base + "_masks", _safe(source))
+    return os.path.join(base + ".labels", "import-" + _safe(source))
 
 
 def import_labels(
@@ -286,7 +296,7 @@ def _store_batch(store: Store, cat: _Catalogue, batch, neg: set[str], source: st
         for c, m in masks.items():
             if m.any():
                 name = f"{image_id}_{_safe(stem(cat.rows[image_id]['path']))}_{_safe(c)}.png"
-                paths[c] = write_png(os.path.join(folder, name), m.astype(np.uint8) * 255)
+                paths[c] = write_png(os.path.join(folder, name), np.where(m, DEFECT, BACKGROUND).astype(np.uint8))
         prepared.append((image_id, it, cats, objs, paths))
     with store.transaction() as con:
         for image_id, it, cats, objs, paths in prepared:
@@ -348,6 +358,12 @@ def _encode_object(obj: LabelObject) -> dict:
 
 def _decode_object(category: str, data: dict) -> LabelObject:
     obj = LabelObject(category, attrs=dict(data.get("attrs") or {}))
+    if data.get("path"):  # a label image painted in the review app
+        arr = _read_label_image(data["path"])
+        if arr is not None:
+            values = data.get("values") or {}
+            obj.mask = arr == int(values["defect"]) if "defect" in values else arr != 0
+        return obj
     if data.get("box") is not None:
         obj.box = tuple(float(v) for v in data["box"])
     if data.get("polygons"):
@@ -356,6 +372,15 @@ def _decode_object(category: str, data: dict) -> LabelObject:
         rle = {"size": data["rle"]["size"], "counts": data["rle"]["counts"].encode("ascii")}
         obj.mask = mask_utils.decode(rle).astype(bool)
     return obj
+
+
+def _read_label_image(path: str) -> np.ndarray | None:
+    try:
+        arr = np.asarray(read_image(path))
+    except UnreadableImage as err:
+        logger.warning("label image %s unreadable: %s", path, err)
+        return None
+    return arr[..., 0] if arr.ndim == 3 else arr
 
 
 def catalogue_labels(store: Store, *, reviewers: Sequence[str] | None = None) -> list[ImageLabels]:
@@ -411,14 +436,9 @@ def catalogue_labels(store: Store, *, reviewers: Sequence[str] | None = None) ->
             rows = anns.get(r["id"], [])
             it.objects += [_decode_object(a["category"] or r["category"], json.loads(a["data"])) for a in rows]
             if not rows and r["mask_path"]:
-                try:
-                    m = np.asarray(read_image(r["mask_path"]))
-                except UnreadableImage as err:
-                    logger.warning("mask %s of review %d unreadable: %s", r["mask_path"], r["id"], err)
-                    continue
-                m = m[..., 0] if m.ndim == 3 else m
-                if m.any():
-                    it.objects.append(LabelObject(r["category"], mask=m != 0))
+                m = _read_label_image(r["mask_path"])
+                if m is not None and (m >= DEFECT).any():
+                    it.objects.append(LabelObject(r["category"], mask=m >= DEFECT))
         items.append(it)
     return items
 

@@ -64,7 +64,8 @@ def test_import_masks_makes_reviews_annotations_and_mask_files(catalogue, datase
     for r in confirms:
         img_id = catalogue.query("SELECT image_id FROM reviews WHERE mask_path = ?", (r["mask_path"],))[0][0]
         stem = Path(catalogue.query("SELECT path FROM images WHERE id = ?", (img_id,))[0][0]).stem
-        assert np.array_equal(cv2.imread(r["mask_path"], cv2.IMREAD_UNCHANGED) > 0, got[stem][r["category"]])
+        lab = cv2.imread(r["mask_path"], cv2.IMREAD_UNCHANGED)  # the pixel model's convention: 1 background, 2 defect
+        assert set(np.unique(lab)) <= {1, 2} and np.array_equal(lab == 2, got[stem][r["category"]])
     # importing again under the same name replaces, never duplicates
     import_labels(catalogue, "masks", tmp_path / "masks", classes=tmp_path / "masks" / "classes.json",
                   source="legacy")
@@ -222,3 +223,26 @@ def test_magnetic_tile_masks_through_coco_yolo_voc(tmp_path):
             else:
                 assert within_boundary(ref, got), (fmt, stem, int((got != ref).sum()))
     store.close()
+
+
+def test_masks_painted_in_the_app_are_exported(catalogue, dataset, tmp_path):
+    """A review's label image (0 unlabelled, 1 background, 2 defect), with or without an app annotation row."""
+    h, w = dataset[1].height, dataset[1].width
+    lab = np.zeros((h, w), np.uint8)
+    lab[2:9, 3:12] = 1
+    lab[4:7, 5:9] = 2
+    cv2.imwrite(str(tmp_path / "lab.png"), lab)
+    a = catalogue.add_review(catalogue.image_id(dataset[1].image), "ann", "confirm", category="crack",
+                             mask_path=str(tmp_path / "lab.png"))
+    b = catalogue.add_review(catalogue.image_id(dataset[2].image), "ann", "confirm", category="pit",
+                             mask_path=str(tmp_path / "lab.png"))
+    with catalogue.transaction() as con:
+        con.execute("INSERT INTO annotations (image_id, review_id, category, kind, data, source, created_at)"
+                    " VALUES (?, ?, 'pit', 'mask', ?, 'app', 0)",
+                    (catalogue.image_id(dataset[2].image), b,
+                     json.dumps({"path": str(tmp_path / "lab.png"), "values": {"defect": 2}})))
+    assert a
+    export_labels(catalogue, "coco", tmp_path / "coco", segmentation="rle")
+    back = by_stem(read_labels("coco", tmp_path / "coco").items)
+    assert np.array_equal(category_masks(back["img_1"], h, w)["crack"], lab == 2)
+    assert np.array_equal(category_masks(back["img_2"], h, w)["pit"], lab == 2)

@@ -1,0 +1,135 @@
+"""Round trips of the magnetic-tile masks through every label format, and how well pycocotools agrees.
+
+Indexes the magnetic-tile images (JPEG) into a scratch catalogue, imports
+their masks (``raremine import --format masks``), exports the labels as
+COCO (polygons and RLE), YOLO segments, Pascal VOC and labelme, imports each
+export back under its own source name and compares the masks with the
+original ones, pixel by pixel. Also decodes the COCO polygon export with
+pycocotools and compares.
+
+    .venv/bin/python benchmarks/labels_roundtrip.py [--per-class N] [--out DIR]
+
+Printed per format: images, images whose masks come back identical, pixels
+that differ (total and share of the defect pixels), pixels that differ
+farther than one pixel from the original boundary (0 is the acceptance
+criterion), holes filled, export and import seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mining.index import index_archive
+from mining.labels import catalogue_labels, export_labels, import_labels
+from mining.store import Store
+from synthesis.labels import ClassMap, category_masks
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "magnetic-tile"
+
+
+def off_boundary(ref: np.ndarray, got: np.ndarray) -> int:
+    """Pixels where the masks differ that lie more than one pixel from the reference's boundary."""
+    r = ref.astype(np.uint8)
+    k = np.ones((3, 3), np.uint8)
+    band = cv2.dilate(r, k).astype(bool) & ~cv2.erode(r, k, borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
+    return int(((ref != got) & ~band).sum())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--per-class", type=int, default=0, help="images per class folder (0 = all)")
+    ap.add_argument("--out", default=None, help="scratch folder (default: a temporary one)")
+    args = ap.parse_args()
+    if not DATA.is_dir():
+        print(f"magnetic-tile data not found at {DATA}")
+        return 1
+    logging.basicConfig(level=logging.ERROR)
+    work = Path(args.out or tempfile.mkdtemp(prefix="labels_bench_"))
+    imgs, masks = work / "imgs", work / "masks"
+    for d in (imgs, masks):
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+    for cls in sorted(p for p in DATA.iterdir() if p.is_dir()):
+        jpgs = sorted((cls / "Imgs").glob("*.jpg"))
+        if args.per_class:
+            jpgs = jpgs[: args.per_class]
+        for p in jpgs:
+            os.symlink(p, imgs / p.name)
+            os.symlink(p.with_suffix(".png"), masks / (p.stem + ".png"))
+    db = work / "bench.db"
+    if db.exists():
+        db.unlink()
+    store = Store(db)
+    index_archive(store, [str(imgs)], workers=2)
+    t = time.perf_counter()
+    s = import_labels(store, "masks", masks, source="truth")
+    print(f"imported {s.images} mask files ({s.positives} with defects, {s.negatives} empty) in "
+          f"{time.perf_counter() - t:.1f}s; rejected {len(s.errors)}")
+    truth = {}
+    for it in catalogue_labels(store, reviewers=["truth"]):
+        truth[Path(it.image).stem] = category_masks(it, it.height, it.width).get("defect",
+                                                                                 np.zeros((it.height, it.width), bool))
+    from scipy import ndimage as ndi
+
+    holes = sum(int((ndi.binary_fill_holes(m) & ~m).sum()) for m in truth.values())
+    defect_px = sum(int(m.sum()) for m in truth.values())
+    print(f"defect pixels {defect_px}; pixels in holes of the masks {holes}")
+    print(f"{'format':<16}{'images':>7}{'identical':>10}{'diff px':>9}{'diff %':>8}{'off-boundary px':>16}"
+          f"{'export s':>9}{'import s':>9}")
+    cases = [("coco", {"segmentation": "polygon"}), ("coco", {"segmentation": "rle"}), ("yolo", {"task": "segment"}),
+             ("voc", {}), ("labelme", {}), ("masks", {})]
+    for fmt, opts in cases:
+        name = fmt + ("-" + next(iter(opts.values())) if opts else "")
+        out = work / name
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = time.perf_counter()
+        res = export_labels(store, fmt, out, reviewers=["truth"], **opts)
+        t1 = time.perf_counter()
+        s2 = import_labels(store, fmt, out, source=f"back-{name}", classes=ClassMap(("defect",)))
+        t2 = time.perf_counter()
+        assert not s2.errors and not res.skipped, (s2.errors[:3], res.skipped[:3])
+        same = diff = off = 0
+        for it in catalogue_labels(store, reviewers=[f"back-{name}"]):
+            ref = truth[Path(it.image).stem]
+            got = category_masks(it, it.height, it.width).get("defect", np.zeros_like(ref))
+            d = int((got != ref).sum())
+            same += d == 0
+            diff += d
+            off += off_boundary(ref, got)
+        print(f"{name:<16}{s2.images:>7}{same:>10}{diff:>9}{100 * diff / max(defect_px, 1):>7.2f}%{off:>16}"
+              f"{t1 - t0:>9.1f}{t2 - t1:>9.1f}")
+    # pycocotools on the polygon export
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(work / "coco-polygon" / "annotations.json"))
+    same = diff = off = 0
+    for img in coco.loadImgs(coco.getImgIds()):
+        ref = truth[Path(img["file_name"]).stem]
+        got = np.zeros_like(ref)
+        for a in coco.loadAnns(coco.getAnnIds(imgIds=img["id"])):
+            got |= coco.annToMask(a).astype(bool)
+        d = int((got != ref).sum())
+        same += d == 0
+        diff += d
+        off += off_boundary(ref, got)
+    print(f"{'pycocotools':<16}{len(coco.getImgIds()):>7}{same:>10}{diff:>9}{100 * diff / max(defect_px, 1):>7.2f}%"
+          f"{off:>16}   (pycocotools' own rasterisation of the COCO polygon export)")
+    store.close()
+    print(f"scratch folder: {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
