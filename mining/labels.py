@@ -341,7 +341,7 @@ def _record_errors(store: Store, summary: ImportSummary) -> None:
             [(summary.run_id, f"labels:{summary.format}", e.reason,
               f"{e.file}" + (f" [{e.image}]" if e.image else "") + f": {e.detail}", now) for e in summary.errors])
     for e in summary.errors:
-        logger.warning("label file rejected: %s: %s: %s", e.file, e.reason, e.detail)
+        logger.info("label file rejected: %s: %s: %s", e.file, e.reason, e.detail)
 
 
 def _encode_object(obj: LabelObject) -> dict:

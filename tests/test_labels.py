@@ -435,3 +435,34 @@ def test_writers_leave_no_temporary_files_and_write_the_class_map_last(dataset, 
     monkeypatch.undo()
     write_labels("coco", dataset, tmp_path, classes=CLASSES)
     assert sorted(os.listdir(tmp_path)) == ["annotations.json", "classes.json"]
+
+
+def test_foreign_files_uncompressed_rle_and_edge_touching_segments(tmp_path):
+    """COCO crowd annotations (uncompressed RLE) and YOLO segments touching the right edge (x = 1.0) are read."""
+    from pycocotools import mask as mask_utils
+
+    m = np.zeros((6, 8), bool)
+    m[1:4, 2:8] = True
+    counts, prev, run = [], False, 0
+    for v in m.ravel(order="F"):  # column-major runs, starting with zeros
+        if v != prev:
+            counts.append(run)
+            prev, run = v, 0
+        run += 1
+    counts.append(run)
+    coco = {"images": [{"id": 7, "file_name": "a.png", "width": 8, "height": 6}],
+            "categories": [{"id": 3, "name": "stain"}],
+            "annotations": [{"id": 1, "image_id": 7, "category_id": 3, "iscrowd": 1, "bbox": [2, 1, 6, 3],
+                             "segmentation": {"size": [6, 8], "counts": counts}}]}
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    (it,) = read_labels("coco", tmp_path / "c.json").items
+    assert np.array_equal(it.objects[0].mask, m) and it.objects[0].attrs == {"iscrowd": 1}
+    assert mask_utils.area(mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))) == m.sum()
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.txt").write_text("0 0.25 0.1 1.0 0.1 1.0 0.9 0.25 0.9\n")
+    (tmp_path / "classes.txt").write_text("stain\n")
+    ls = read_labels("yolo", tmp_path, size_of=lambda p: (8, 6))
+    assert not ls.errors
+    poly = ls.items[0].objects[0].polygons[0]
+    assert poly.max(axis=0).tolist() == [8.0, 5.4]
+    assert polygons_to_mask([poly], 6, 8)[:, 7].any()

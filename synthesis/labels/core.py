@@ -43,8 +43,10 @@ logger = logging.getLogger(__name__)
 #: Decimals kept when pixel coordinates are computed from normalised ones.
 PIXEL_DECIMALS = 6
 
-#: Slack (in pixels) allowed beyond the image when checking polygon vertices.
-POLYGON_SLACK = 0.5
+#: Slack (in pixels) allowed beyond the outermost pixel centres when checking polygon vertices:
+#: 1 accepts vertices anywhere from -1 to W (H), so outlines written in pixel edges by other tools
+#: (a vertex on the right edge at x = W) are not rejected.
+POLYGON_SLACK = 1.0
 
 #: Reasons a label file (or one image's labels in it) is rejected.
 REASONS = (
@@ -403,14 +405,14 @@ def check_polygon(poly: np.ndarray, width: int | None, height: int | None) -> np
     if p.ndim != 2 or p.shape[1] != 2 or len(p) < 1 or not np.isfinite(p).all():
         raise LabelFormatError("malformed", f"polygon must be (N, 2) finite x, y pairs, got shape {p.shape}")
     if width is not None and height is not None:
-        lo = -POLYGON_SLACK
-        if (p[:, 0] < lo).any() or (p[:, 1] < lo).any() or (p[:, 0] > width - 1 + POLYGON_SLACK + 1e-6).any() or (
-            p[:, 1] > height - 1 + POLYGON_SLACK + 1e-6
-        ).any():
+        lo, eps = -POLYGON_SLACK - 1e-6, 1e-6
+        hi_x, hi_y = width - 1 + POLYGON_SLACK + eps, height - 1 + POLYGON_SLACK + eps
+        if (p[:, 0] < lo).any() or (p[:, 1] < lo).any() or (p[:, 0] > hi_x).any() or (p[:, 1] > hi_y).any():
             raise LabelFormatError(
                 "out_of_bounds",
                 f"polygon spans x {p[:, 0].min():g}..{p[:, 0].max():g}, y {p[:, 1].min():g}..{p[:, 1].max():g}, "
-                f"outside the {width}x{height} image (pixel centres 0..{width - 1}, 0..{height - 1})",
+                f"outside the {width}x{height} image (pixel centres 0..{width - 1}, 0..{height - 1}, "
+                f"{POLYGON_SLACK:g} px slack)",
             )
     return p
 
