@@ -5,11 +5,13 @@
 
     from mining.learn import learn
     report = learn(store)                     # defaults: 5 folds, threshold calibration
+    report = learn(store, config=cfg)         # the learn: and review: sections of a Config
     report.as_dict()                          # JSON-ready summary for the shell / the app
 
 What it does:
 
-1. reads the consensus verdicts (:func:`mining.rerank.consensus_labels`);
+1. reads the consensus verdicts (:func:`mining.rerank.consensus_labels`, the
+   review app's consensus rule);
 2. trains the K-fold XGBoost re-ranker on the image scores, map statistics and
    embeddings (:func:`mining.rerank.build_features`) and writes its
    probability for every readable image into the ``scores`` table under the
@@ -72,14 +74,19 @@ def models_dir(store_path: str) -> str:
     return base + ".models"
 
 
+#: Marks a parameter taken from ``config.learn`` (or its default when no config is given).
+FROM_CONFIG = "from-config"
+
+
 def learn(
     store: Store,
     *,
+    config=None,
     rerank: bool = True,
-    pixel: bool = True,
-    n_folds: int = 5,
-    calibration: str | None = "threshold",
-    embedding_components: int = 16,
+    pixel: bool | None = None,
+    n_folds: int | None = None,
+    calibration: str | None = FROM_CONFIG,
+    embedding_components: int | None = None,
     random_state: int = 0,
     progress: Progress | None = None,
 ) -> LearnReport:
@@ -89,17 +96,20 @@ def learn(
     ----------
     store : Store
         The catalogue (opened for writing).
+    config : mining.config.Config, optional
+        Supplies every parameter left at its default (``learn:`` section) and
+        the consensus rule (``review:`` section). Without it the defaults of
+        :class:`mining.config.LearnConfig` apply.
     rerank : bool, default=True
         Train the re-ranker and store its probabilities.
-    pixel : bool, default=True
-        Retrain the pixel model when painted masks exist (needs
-        :mod:`mining.pixel`; skipped with a reason otherwise).
-    n_folds : int, default=5
-        Folds for out-of-fold probabilities.
-    calibration : {None, "threshold", "isotonic", "sigmoid"}, default="threshold"
-        See :mod:`mining.rerank`.
-    embedding_components : int, default=16
-        Principal components kept per embedding.
+    pixel : bool, optional
+        Retrain the pixel model when painted masks exist (default ``learn.pixel``, true).
+    n_folds : int, optional
+        Folds for out-of-fold probabilities (default ``learn.n_folds``, 5).
+    calibration : {None, "none", "threshold", "isotonic", "sigmoid"}, optional
+        See :mod:`mining.rerank` (default ``learn.calibration``, "threshold").
+    embedding_components : int, optional
+        Principal components kept per embedding (default ``learn.embedding_components``, 16).
     random_state : int, default=0
     progress : callable, optional
         ``progress(stage, done, total)``.
@@ -113,17 +123,32 @@ def learn(
     ValueError
         For a bad ``n_folds`` or ``calibration``.
     """
+    from mining.config import Config
+
+    cfg = config if config is not None else Config()
+    lc = cfg.learn
+    pixel = lc.pixel if pixel is None else pixel
+    n_folds = lc.n_folds if n_folds is None else n_folds
+    calibration = lc.calibration if calibration == FROM_CONFIG else calibration
+    calibration = None if calibration == "none" else calibration
+    embedding_components = lc.embedding_components if embedding_components is None else embedding_components
     if calibration not in CALIBRATIONS:
-        raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {calibration!r}")
+        raise ValueError(f"calibration must be one of none, threshold, isotonic, sigmoid; got {calibration!r}")
     if n_folds < 2:
         raise ValueError(f"n_folds must be >= 2, got {n_folds}")
+    from mining.review import ConsensusRule
+
+    rule = ConsensusRule(agree=cfg.review.agree, on_disagreement=cfg.review.on_disagreement,
+                         max_votes=cfg.review.max_votes)
     t0 = time.perf_counter()
-    config = {"rerank": rerank, "pixel": pixel, "n_folds": n_folds, "calibration": calibration,
-              "embedding_components": embedding_components, "random_state": random_state}
-    run_id = store.start_run("learn", config)
+    run_config = {"rerank": rerank, "pixel": pixel, "n_folds": n_folds, "calibration": calibration,
+                  "embedding_components": embedding_components, "random_state": random_state,
+                  "consensus": {"agree": rule.agree, "on_disagreement": rule.on_disagreement,
+                                "max_votes": rule.max_votes}}
+    run_id = store.start_run("learn", run_config)
     report = LearnReport(run_id=run_id)
     try:
-        labels = consensus_labels(store)
+        labels = consensus_labels(store, rule)
         report.n_labelled = len(labels)
         report.n_confirmed = sum(lab for lab, _ in labels.values())
         report.n_rejected = report.n_labelled - report.n_confirmed

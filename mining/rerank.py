@@ -139,33 +139,33 @@ def build_features(store: Store, *, scorers: list[str] | None = None, embeddings
 
 
 # -- labels ---------------------------------------------------------------------------
-def consensus_labels(store: Store, *, min_votes: int = 1) -> dict[int, tuple[int, str | None]]:
-    """Consensus verdict per image (whole-image reviews): majority of confirm vs reject.
+def consensus_labels(store: Store, rule=None) -> dict[int, tuple[int, str | None]]:
+    """Consensus verdict per image (whole-image reviews), by the review app's consensus rule.
 
-    ``unsure`` votes are not counted; a tie, or fewer than ``min_votes``
-    decisive votes, leaves the image without a label.
+    Uses :func:`mining.review.decisions` so the re-ranker learns exactly what
+    the app shows as decided: an image counts when its decision is ``confirm``
+    (label 1) or ``reject`` (label 0); ``unsure``, ``neutral``, pending,
+    disagreeing and dropped images are left out.
+
+    Parameters
+    ----------
+    store : Store
+    rule : mining.review.ConsensusRule, optional
+        Default: ``ConsensusRule()`` (one vote decides until someone disagrees;
+        then a majority of further votes).
 
     Returns
     -------
     dict of image_id to (label, category)
-        label 1 = confirmed rare event, 0 = rejected; category is the most
-        frequent category among the confirming votes (None when none given).
+        label 1 = confirmed rare event, 0 = rejected; category as decided
+        (None when none was given).
     """
-    votes: dict[int, list] = {}
-    for image_id, verdict, category in store.query(
-        "SELECT image_id, verdict, category FROM reviews WHERE tile = -1 AND verdict != 'unsure' ORDER BY id"
-    ):
-        votes.setdefault(image_id, []).append((verdict, category))
+    from mining.review import ConsensusRule, decisions
+
     out: dict[int, tuple[int, str | None]] = {}
-    for image_id, vs in votes.items():
-        n_conf = sum(v == "confirm" for v, _ in vs)
-        n_rej = len(vs) - n_conf
-        if len(vs) < min_votes or n_conf == n_rej:
-            continue
-        label = int(n_conf > n_rej)
-        cats = [c for v, c in vs if v == "confirm" and c]
-        category = max(set(cats), key=cats.count) if (label and cats) else None
-        out[int(image_id)] = (label, category)
+    for (image_id, tile), d in decisions(store, rule or ConsensusRule()).items():
+        if tile == -1 and d.status == "decided" and d.verdict in ("confirm", "reject"):
+            out[int(image_id)] = (int(d.verdict == "confirm"), d.category if d.verdict == "confirm" else None)
     return out
 
 

@@ -300,12 +300,9 @@ def learn_cmd(
     if folds is not None:
         overrides.append(f"learn.n_folds={folds}")
     cfg = load_config_or_fail(config, overrides)
-    lc = cfg.learn
     with open_store(db) as store, progress_bar("learn", unit="step") as cb:
         try:
-            rep = learn(store, rerank=True, pixel=lc.pixel if pixel is None else pixel, n_folds=lc.n_folds,
-                        calibration=None if lc.calibration == "none" else lc.calibration,
-                        embedding_components=lc.embedding_components, random_state=seed,
+            rep = learn(store, config=cfg, pixel=pixel, random_state=seed,
                         progress=lambda stage, done, total: cb(done, total))
         except ValueError as err:
             fail(str(err))
@@ -503,8 +500,7 @@ def simulate(
             summary = simulate_fn(
                 store, t, strategy=strategy or cfg.rank.strategy, batch=batch, rounds=rounds,
                 masks_per_round=lc.masks_per_round if masks_per_round is None else masks_per_round,
-                learn_kwargs={"n_folds": lc.n_folds, "embedding_components": lc.embedding_components,
-                              "calibration": None if lc.calibration == "none" else lc.calibration},
+                learn_kwargs={"config": cfg},
                 rank_kwargs={"weights": cfg.rank.weights, "per_category": lc.per_category},
                 random_state=seed, progress=cb)
         except ValueError as err:
