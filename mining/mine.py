@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -143,12 +144,9 @@ _WORKER_BY_TOKEN: dict[str, dict] = {}
 
 def _worker_state(scorers: Sequence[Scorer], maps_root: str | None, max_pixels: int) -> dict:
     cv2.setNumThreads(1)
-    try:
-        import torch
-
+    torch = sys.modules.get("torch")  # only when a scorer already loaded it: importing torch costs ~200 MB
+    if torch is not None:
         torch.set_num_threads(1)
-    except ImportError:
-        pass
     return {"scorers": {s.name: s for s in scorers}, "maps_root": maps_root, "max_pixels": max_pixels}
 
 
