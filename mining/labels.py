@@ -153,11 +153,9 @@ class _Catalogue:
                 raise LabelFormatError("ambiguous_image", f"{key!r} matches {len(ids)} catalogue images ({shown}...)")
         raise LabelFormatError("not_in_catalogue", f"no catalogue image matches {ref!r}")
 
-    def size_of_stem(self, label_path: str) -> tuple[int, int] | None:
-        try:
-            r = self.rows[self.resolve(stem(label_path))]
-        except LabelFormatError:
-            return None
+    def size_of_stem(self, label_path: str) -> tuple[int, int]:
+        """Size of the catalogue image named like a YOLO label file (raises when none or several)."""
+        r = self.rows[self.resolve(stem(label_path))]
         return int(r["width"]), int(r["height"])
 
 

@@ -246,3 +246,11 @@ def test_masks_painted_in_the_app_are_exported(catalogue, dataset, tmp_path):
     back = by_stem(read_labels("coco", tmp_path / "coco").items)
     assert np.array_equal(category_masks(back["img_1"], h, w)["crack"], lab == 2)
     assert np.array_equal(category_masks(back["img_2"], h, w)["pit"], lab == 2)
+
+
+def test_yolo_label_for_an_image_not_in_the_catalogue(catalogue, dataset, tmp_path):
+    write_labels("yolo", dataset, tmp_path / "y", classes=CLASSES)
+    (tmp_path / "y" / "labels" / "ghost.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    s = import_labels(catalogue, "yolo", tmp_path / "y", source="y")
+    assert [(Path(e.file).name, e.reason) for e in s.errors] == [("ghost.txt", "not_in_catalogue")]
+    assert s.images == len(dataset)

@@ -79,7 +79,9 @@ def read_yolo(folder: str | os.PathLike, *, classes=None, size_of: SizeOf | None
         Class id -> name; default: a class map file found beside the labels.
     size_of : callable or None
         ``size_of(label_path) -> (width, height)`` or None; when it gives
-        None the image beside the labels is looked up.
+        None the image beside the labels is looked up. It may raise
+        :class:`~synthesis.labels.core.LabelFormatError` to reject the file
+        (e.g. ``not_in_catalogue``).
 
     Returns
     -------
@@ -101,10 +103,10 @@ def read_yolo(folder: str | os.PathLike, *, classes=None, size_of: SizeOf | None
                 continue
             p = os.path.join(dirpath, f)
             image = _image_beside(p)
-            size = size_of(p) if size_of is not None else None
-            if size is None and image is not None:
-                size = image_size(image)
             try:
+                size = size_of(p) if size_of is not None else None
+                if size is None and image is not None:
+                    size = image_size(image)
                 if size is None:
                     raise LabelFormatError("missing_size", "image size unknown: no catalogue image and no image "
                                            "beside the label file")
