@@ -2,8 +2,8 @@
 
 The archive is made of crops of the textures bundled with scikit-image
 (brick, gravel, grass) under varied lighting; about 1 % of the images carry
-a simple synthetic defect (a dark or bright spot, or a thin scratch) whose
-truth and mask are kept in ``truth.csv``. Nothing is downloaded.
+a synthetic defect (a dark or bright spot, or a thin scratch, made by
+:mod:`synthesis.procedural`) whose truth and mask are kept in ``truth.csv``. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -41,24 +41,17 @@ def _lighting(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _add_defect(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
-    h, w = img.shape
-    mask = np.zeros((h, w), np.uint8)
-    kind = rng.choice(["spot", "scratch"])
+    """A dark or bright spot or a thin scratch from :mod:`synthesis.procedural`; mask = exactly the changed pixels."""
+    from synthesis.procedural import scratch, spots
+
+    kind = str(rng.choice(["spot", "scratch"]))
+    unit = np.clip(img, 0, 255).astype(np.float32) / 255.0
     if kind == "spot":
-        c = (int(rng.integers(16, w - 16)), int(rng.integers(16, h - 16)))
-        axes = (int(rng.integers(4, 9)), int(rng.integers(4, 9)))
-        cv2.ellipse(mask, c, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        out, mask = spots(unit, rng=rng, count=(1, 1), radius=(4.0, 8.0), contrast=(0.7, 0.95), texture=0.15,
+                          margin=0.15)
     else:
-        p0 = rng.integers(12, [w - 12, h - 12])
-        length = rng.uniform(25, 50)
-        a = rng.uniform(0, np.pi)
-        p1 = np.clip(p0 + length * np.array([np.cos(a), np.sin(a)]), 2, [w - 3, h - 3]).astype(int)
-        cv2.line(mask, tuple(int(v) for v in p0), tuple(int(v) for v in p1), 1, 3)
-    # blend towards a dark or bright contaminant with soft edges
-    alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 1.0) * rng.uniform(0.75, 0.95)
-    target = rng.choice([15.0, 245.0])
-    out = img * (1 - alpha) + target * alpha
-    return out, mask, str(kind)
+        out, mask = scratch(unit, rng=rng, length=(0.14, 0.28), width=(2.5, 3.5), depth=(0.55, 0.8), wiggle=0.03)
+    return out * 255.0, mask.astype(np.uint8), kind
 
 
 def build_demo_archive(out_dir: str | os.PathLike, *, n_images: int = 400, rate: float = 0.01,

@@ -145,22 +145,34 @@ def _smooth_path(rng: np.random.Generator, start: np.ndarray, heading: float, le
 
 def _draw_polyline(shape: tuple[int, int], pts: np.ndarray, widths: np.ndarray, values: np.ndarray,
                    ss: int = 4) -> np.ndarray:
-    """Draw a polyline with per-vertex width and value, anti-aliased by supersampling; max-combined."""
+    """Draw a polyline with per-vertex width and value, anti-aliased by ``ss``-fold supersampling.
+
+    Only the polyline's bounding box (plus its width) is supersampled, so long
+    curves on large images stay cheap.
+    """
     h, w = shape
-    canvas = np.zeros((h * ss, w * ss), np.float32)
+    out = np.zeros((h, w), np.float32)
+    pad = int(np.ceil(float(np.max(widths)))) + 2
+    x0 = max(0, int(np.floor(pts[:, 0].min())) - pad)
+    y0 = max(0, int(np.floor(pts[:, 1].min())) - pad)
+    x1 = min(w, int(np.ceil(pts[:, 0].max())) + pad + 1)
+    y1 = min(h, int(np.ceil(pts[:, 1].max())) + pad + 1)
+    if x1 <= x0 or y1 <= y0:
+        return out
+    canvas = np.zeros(((y1 - y0) * ss, (x1 - x0) * ss), np.float32)
+    local = (pts - [x0, y0]) * ss
     for i in range(len(pts) - 1):
-        p0 = tuple(round(v * ss) for v in pts[i])
-        p1 = tuple(round(v * ss) for v in pts[i + 1])
-        th = max(1, round(widths[i] * ss))
-        seg = np.zeros_like(canvas)
-        cv2.line(seg, p0, p1, float(values[i]), th, cv2.LINE_8)
-        np.maximum(canvas, seg, out=canvas)
-    return cv2.resize(canvas, (w, h), interpolation=cv2.INTER_AREA)
+        p0 = (round(local[i, 0]), round(local[i, 1]))
+        p1 = (round(local[i + 1, 0]), round(local[i + 1, 1]))
+        cv2.line(canvas, p0, p1, float(values[i]), max(1, round(widths[i] * ss)), cv2.LINE_8)
+    out[y0:y1, x0:x1] = cv2.resize(canvas, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+    return out
 
 
 def scratch(image: np.ndarray, *, rng: SeedLike = None, length: tuple[float, float] = (0.2, 0.6),
             width: tuple[float, float] = (1.0, 3.0), depth: tuple[float, float] = (0.2, 0.5),
-            wiggle: float = 0.05, polarity: Polarity = "random") -> tuple[np.ndarray, np.ndarray]:
+            wiggle: float = 0.05, polarity: Polarity = "random", relative: bool = False,
+            ) -> tuple[np.ndarray, np.ndarray]:
     """A scratch: a random smooth curve with a width and a depth profile that taper at both ends.
 
     Parameters
@@ -176,6 +188,9 @@ def scratch(image: np.ndarray, *, rng: SeedLike = None, length: tuple[float, flo
     wiggle : float, default=0.05
         Standard deviation of the heading change per step (radians).
     polarity : {"dark", "bright", "random"}
+    relative : bool, default=False
+        Read ``depth`` as a fraction of the local mean intensity instead of
+        absolute [0, 1] units (a dark scratch on a dark surface stays subtle).
 
     Returns
     -------
@@ -194,13 +209,13 @@ def scratch(image: np.ndarray, *, rng: SeedLike = None, length: tuple[float, flo
     profile = np.sin(t) ** 0.5
     wmax, dmax = float(rng.uniform(*width)), float(rng.uniform(*depth))
     prof = _draw_polyline((h, w), pts, np.maximum(0.6, wmax * profile), profile)
-    return apply_delta(image, sign * dmax * prof)
+    return apply_delta(image, sign * dmax * prof * _local_level(image, relative))
 
 
 def crack(image: np.ndarray, *, rng: SeedLike = None, length: tuple[float, float] = (0.2, 0.5),
           width: tuple[float, float] = (1.0, 2.5), depth: tuple[float, float] = (0.3, 0.6),
           branch_prob: float = 0.03, max_branches: int = 4, jitter: float = 0.35,
-          polarity: Polarity = "dark") -> tuple[np.ndarray, np.ndarray]:
+          polarity: Polarity = "dark", relative: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A crack: a branching random walk, jagged, thinner on each branch.
 
     Parameters
@@ -219,6 +234,8 @@ def crack(image: np.ndarray, *, rng: SeedLike = None, length: tuple[float, float
     jitter : float, default=0.35
         Standard deviation of the heading change per step (radians); cracks are jagged.
     polarity : {"dark", "bright", "random"}
+    relative : bool, default=False
+        Read ``depth`` as a fraction of the local mean intensity.
 
     Returns
     -------
@@ -254,13 +271,13 @@ def crack(image: np.ndarray, *, rng: SeedLike = None, length: tuple[float, float
         taper = np.linspace(1.0, 0.4, len(pts))
         seg = _draw_polyline((h, w), pts, np.maximum(0.6, wmax * level * taper), level * (0.6 + 0.4 * taper))
         np.maximum(prof, seg, out=prof)
-    return apply_delta(image, sign * dmax * prof)
+    return apply_delta(image, sign * dmax * prof * _local_level(image, relative))
 
 
 def spots(image: np.ndarray, *, rng: SeedLike = None, count: tuple[int, int] = (1, 3),
           radius: tuple[float, float] = (2.0, 8.0), contrast: tuple[float, float] = (0.2, 0.6),
           texture: float = 0.3, softness: float = 0.8, polarity: Polarity = "random",
-          margin: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+          margin: float = 0.1, relative: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Spots and particles: small bright or dark blobs with an inner texture (contamination, pits).
 
     Parameters
@@ -281,6 +298,8 @@ def spots(image: np.ndarray, *, rng: SeedLike = None, count: tuple[int, int] = (
         ``random`` draws once per blob.
     margin : float, default=0.1
         Blobs' centres stay this fraction of the size away from the border.
+    relative : bool, default=False
+        Read ``contrast`` as a fraction of the local mean intensity.
 
     Returns
     -------
@@ -307,7 +326,7 @@ def spots(image: np.ndarray, *, rng: SeedLike = None, count: tuple[int, int] = (
         grain = cv2.GaussianBlur(grain, (0, 0), 0.7) if texture > 0 else grain
         blob = sign * float(rng.uniform(*contrast)) * shape * grain
         delta = np.where(np.abs(blob) > np.abs(delta), blob, delta)
-    return apply_delta(image, delta)
+    return apply_delta(image, delta * _local_level(image, relative))
 
 
 def stain(image: np.ndarray, *, rng: SeedLike = None, size: tuple[float, float] = (0.2, 0.5),
@@ -342,6 +361,13 @@ def stain(image: np.ndarray, *, rng: SeedLike = None, size: tuple[float, float] 
     alpha = np.clip(field / 0.35, 0.0, 1.0)
     alpha = cv2.GaussianBlur(alpha, (0, 0), max(1.0, d / 20))
     return apply_delta(image, sign * float(rng.uniform(*contrast)) * alpha)
+
+
+def _local_level(image: np.ndarray, relative: bool) -> np.ndarray | float:
+    """1.0, or the local mean intensity (Gaussian, sigma 8 px) for defects whose contrast is relative."""
+    if not relative:
+        return 1.0
+    return np.maximum(cv2.GaussianBlur(image, (0, 0), 8.0), 0.02)
 
 
 def _polarity(polarity: str, rng: np.random.Generator) -> float:

@@ -239,3 +239,18 @@ def test_cli_synth_writes_and_reports_bad_config(tmp_path):
 def test_demo_config_is_valid():
     cfg = load_synth_config(Path(__file__).resolve().parents[1] / "configs" / "synth-demo.yaml")
     assert cfg.normals.skimage and len(cfg.generators) >= 5
+
+
+def test_demo_archive_defects_come_from_synthesis(tmp_path):
+    import csv
+
+    from mining.demo import build_demo_archive
+
+    truth = build_demo_archive(tmp_path, n_images=30, rate=0.1, size=64, seed=2)
+    rows = list(csv.DictReader(open(truth, encoding="utf-8")))
+    defective = [r for r in rows if r["label"] == "1"]
+    assert len(rows) == 30 and len(defective) == 3
+    for r in defective:
+        assert r["category"] in ("spot", "scratch")
+        m = cv2.imread(r["mask"], cv2.IMREAD_GRAYSCALE)
+        assert m is not None and set(np.unique(m).tolist()) == {0, 255}
