@@ -7,7 +7,7 @@ from importlib import metadata
 
 _PACKAGES = (
     "raremine", "numpy", "scikit-learn", "scikit-image", "opencv-python-headless",
-    "xgboost", "xgboost-cpu", "torch", "umap-learn",
+    "xgboost", "xgboost-cpu", "torch", "umap-learn", "dask", "distributed",
 )
 
 
