@@ -158,7 +158,7 @@ def learn(
                           embedding_components=embedding_components, random_state=random_state,
                           progress=progress)
         if pixel:
-            _learn_pixel(store, report, progress)
+            _learn_pixel(store, report, run_id, random_state, progress)
     except BaseException as err:
         report.seconds = time.perf_counter() - t0
         store.finish_run(run_id, {**report.as_dict(), "error": repr(err)}, status="failed")
@@ -227,7 +227,14 @@ def _learn_rerank(store, labels, report, run_id, *, n_folds, calibration, embedd
                        "n_features": len(ft.names), "features": ft.names[:50], **metrics}
 
 
-def _learn_pixel(store, report, progress) -> None:
+def _learn_pixel(store, report, run_id, random_state, progress) -> None:
+    """Retrain the pixel model from every confirmed image with a painted mask.
+
+    Label images are built as ``raremine fit-pixel`` expects them (1 background,
+    2 defect) and go through :func:`mining.pixel.fit_pixel_model`; the model is
+    saved beside the catalogue and registered (kind ``pixel``), so the next
+    ``raremine mine --scorers pixel --rescore`` uses it.
+    """
     masks = store.query(
         "SELECT r.image_id, i.path, r.mask_path FROM reviews r JOIN images i ON i.id = r.image_id"
         " WHERE r.mask_path IS NOT NULL AND r.verdict = 'confirm' ORDER BY r.id"
@@ -236,12 +243,38 @@ def _learn_pixel(store, report, progress) -> None:
         report.pixel_skipped = "no painted masks"
         return
     try:
-        import mining.pixel as pixel_mod  # issue #3: the pixel classifier
+        import mining.pixel as px
     except ImportError:
         report.pixel_skipped = f"{len(masks)} painted masks, but the pixel model (mining.pixel) is not available"
         return
-    fit = getattr(pixel_mod, "fit_from_reviews", None)
-    if fit is None:
-        report.pixel_skipped = "mining.pixel has no fit_from_reviews(store) yet"
+    from mining.io import UnreadableImage, read_image
+
+    pairs, seen = [], set()
+    for image_id, path, mask_path in masks:
+        if image_id in seen:
+            continue
+        try:
+            image = read_image(path)
+            mask = read_image(mask_path)
+        except UnreadableImage as err:
+            logger.warning("painted mask of image %d skipped: %s", image_id, err)
+            continue
+        mask = mask if mask.ndim == 2 else mask.max(axis=-1)
+        if mask.shape != image.shape[:2]:
+            logger.warning("mask %s has shape %s, image %s has %s: skipped", mask_path, mask.shape, path,
+                           image.shape[:2])
+            continue
+        seen.add(image_id)
+        pairs.append((image, np.where(mask > 0, 2, 1).astype(np.uint8), mask_path))
+    if not pairs:
+        report.pixel_skipped = f"none of the {len(masks)} painted masks could be used"
         return
-    report.pixel = fit(store, progress=progress)
+    if progress:
+        progress("pixel", 0, 1)
+    model = px.fit_pixel_model(pairs, class_names={2: "defect"}, random_state=random_state)
+    meta_path, fmt = model.save(os.path.join(models_dir(store.path), "pixel"), name=f"pixel-run{run_id}")
+    model_id = store.add_model("pixel", "pixel", meta_path, fmt, config=model.spec.to_dict(),
+                               classes=["background", "defect"], metrics=model.metrics)
+    if progress:
+        progress("pixel", 1, 1)
+    report.pixel = {"model_id": model_id, "path": meta_path, "images": len(pairs)}

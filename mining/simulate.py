@@ -137,6 +137,8 @@ def simulate(
     learn_kwargs: dict | None = None,
     rank_kwargs: dict | None = None,
     random_state: int = 0,
+    rescore_pixel: bool = True,
+    workers: int = 2,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Run review rounds with a simulated reviewer; return the summary (JSON-ready).
@@ -159,6 +161,10 @@ def simulate(
         Passed to :func:`mining.learn.learn` and :func:`mining.rank.rank`.
     random_state : int, default=0
         Seeds the strategies (round r uses ``random_state + r``) and the re-ranker.
+    rescore_pixel : bool, default=True
+        When a round retrained the pixel model, score the archive again with
+        it (the ``pixel`` scorer, ``workers`` processes) before the next round.
+    workers : int, default=2
     progress : callable, optional
         ``progress(round_done, rounds)``.
 
@@ -207,6 +213,10 @@ def simulate(
             store.add_review(int(c["image_id"]), reviewer, verdict, category=category, mask_path=mask,
                              candidate_id=int(c["id"]), source="simulate")
         rep = learn(store, **learn_kwargs)
+        pixel_info = rep.pixel or rep.pixel_skipped
+        if rep.pixel and rescore_pixel:
+            _rescore_pixel(store, workers, rep)
+            rep = learn(store, **{**learn_kwargs, "pixel": False})  # the re-ranker sees the new pixel scores
         scores, source = model_scores(store, truth)
         out["reviewed_per_round"].append(len(reviewed))
         out["found_per_round"].append(len(found))
@@ -216,7 +226,7 @@ def simulate(
         out["auroc_per_round"].append(_none_nan(auroc(truth.label, scores)))
         out["score_source_per_round"].append(source)
         out["strategies_per_round"].append(picked)
-        out["learn_per_round"].append({"reranker_skipped": rep.reranker_skipped, "pixel_skipped": rep.pixel_skipped,
+        out["learn_per_round"].append({"reranker_skipped": rep.reranker_skipped, "pixel": pixel_info,
                                        "n_labelled": rep.n_labelled, "n_confirmed": rep.n_confirmed,
                                        "oof_ap": (rep.reranker or {}).get("oof_ap")})
         logger.info("round %d: reviewed %d, found %d/%d, AP %.3f", r + 1, len(reviewed), len(found), n_pos,
@@ -225,6 +235,18 @@ def simulate(
             progress(r + 1, rounds)
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out
+
+
+def _rescore_pixel(store: Store, workers: int, rep) -> None:
+    from mining.mine import mine
+    from mining.scorers import get_scorer
+
+    try:
+        scorer = get_scorer("pixel")
+    except ValueError as err:
+        logger.warning("pixel model retrained but not re-scored: %s", err)
+        return
+    mine(store, [scorer], backend="process", workers=workers, rescore=True, save_maps=False)
 
 
 def _none_nan(v: float) -> float | None:

@@ -353,3 +353,27 @@ def test_simulate_cli_writes_summary_csv_and_plots(tmp_path):
     res = CliRunner().invoke(app, ["learn", "--db", str(out / "catalogue.db"), "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output.strip().splitlines()[-1])["n_labelled"] == 36
+
+
+def test_learn_retrains_the_pixel_model_from_painted_masks(tmp_path, tiny_archive):
+    pytest.importorskip("mining.pixel")
+    import cv2
+
+    from mining.index import index_archive
+
+    store = Store(tmp_path / "c.db")
+    index_archive(store, [tiny_archive["root"]])
+    painted = 0
+    for row in store.images():
+        if tiny_archive["truth"].get(row["path"]):
+            mask = np.zeros((64, 64), np.uint8)
+            cv2.circle(mask, (32, 30), 4, 255, -1)
+            mask_path = str(tmp_path / f"mask_{row['id']}.png")
+            cv2.imwrite(mask_path, mask)
+            store.add_review(row["id"], "t", "confirm", mask_path=mask_path, source="test")
+            painted += 1
+    assert painted == 2
+    rep = learn(store, rerank=False, pixel=True)
+    assert rep.pixel is not None and rep.pixel["images"] == 2, rep.pixel_skipped
+    assert store.latest_model("pixel")["id"] == rep.pixel["model_id"]
+    store.close()

@@ -1,0 +1,285 @@
+"""Active-learning benchmark: simulated review rounds on magnetic-tile rare archives.
+
+For each seed, a rare archive is built exactly like ``../shared/tools/make_rare_archive.py``
+(1 % prevalence, one defect category), indexed and mined ONCE with every
+registered scorer that can run here (the mined catalogue is cached in the work
+folder and reused: features are computed once per archive). Then, per
+strategy, a copy of that catalogue goes through simulated rounds of
+``--batch`` reviews (:func:`mining.simulate.simulate`), starting from no labels.
+
+Reported per strategy (mean and std over seeds): recall after each of the
+first ``--rounds`` rounds, and the number of labels at which the re-ranker's AP
+(over the whole archive, out-of-fold for labelled images) first reaches the AP
+of the same re-ranker trained on all labels (K-fold out-of-fold on the whole
+archive). Rounds continue up to ``--max-labels`` (default: a third of the
+archive) for that second figure.
+
+usage::
+
+    .venv/bin/python benchmarks/active_learning.py [--category Blowhole] [--seeds 0 1 2]
+        [--work /tmp/raremine-al] [--out benchmarks/results/active_learning]
+
+Writes OUT/results.json, OUT/table.md, OUT/recall.png and OUT/ap.png and prints the table.
+Timings are not the point here; the CPU is shared, so nothing is timed except for the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mining.index import index_archive  # noqa: E402
+from mining.learn import learn  # noqa: E402
+from mining.mine import mine  # noqa: E402
+from mining.rerank import RERANK_SCORER  # noqa: E402
+from mining.scorers import available_scorers, get_scorer  # noqa: E402
+from mining.simulate import copy_catalogue, model_scores, plot_curves, plot_recall, read_truth, simulate  # noqa: E402
+from mining.store import Store  # noqa: E402
+
+log = logging.getLogger("active_learning")
+
+DATA = ROOT.parent / "shared" / "data" / "magnetic-tile"
+TOOL = ROOT.parent / "shared" / "tools" / "make_rare_archive.py"
+
+#: label -> (strategy, learn kwargs, rank kwargs)
+CONFIGS: dict[str, tuple[str, dict, dict]] = {
+    "top": ("top", {"calibration": None}, {}),
+    "least_confidence": ("least_confidence", {"calibration": None}, {}),
+    # the paper's extensions: K-fold probabilities, threshold calibration, category balance
+    "least_confidence+paper": ("balanced", {"calibration": "threshold"}, {"base": "least_confidence",
+                                                                            "per_category": 1}),
+    "top:0.8,least_confidence:0.2": ("top:0.8,least_confidence:0.2", {"calibration": None}, {}),
+    "diversity": ("diversity", {"calibration": None}, {}),
+    "random": ("random", {"calibration": None}, {}),
+}
+
+
+def build_archive(work: Path, category: str, seed: int, rate: float) -> Path:
+    """The rare archive of one seed (built once with the shared tool)."""
+    out = work / f"mt-{category}-r{rate}-s{seed}"
+    if not (out / "truth.csv").exists():
+        subprocess.run([sys.executable, str(TOOL), "mt", str(out), "--root", str(DATA), "--category", category,
+                        "--rate", str(rate), "--seed", str(seed)], check=True)
+    return out
+
+
+def scorer_objects(archive: Path, wanted: list[str] | None) -> tuple[list, dict]:
+    """Every registered scorer that can be built here; the others with the reason."""
+    objs, skipped = [], {}
+    for name in wanted or available_scorers():
+        params = {}
+        if name == "pixel":
+            # the pixel scorer needs a model: the archive's 5 masked training images (kept out of the archive)
+            try:
+                params = pixel_params(archive)
+            except Exception as err:
+                skipped[name] = f"no pixel model: {type(err).__name__}: {err}"
+                continue
+        try:
+            objs.append(get_scorer(name, **params))
+        except Exception as err:
+            skipped[name] = f"{type(err).__name__}: {err}"
+    return objs, skipped
+
+
+def pixel_params(archive: Path) -> dict:
+    """Train the pixel model on the archive's training folder (as `raremine fit-pixel` does) once."""
+    import mining.pixel as px
+
+    model_dir = archive / "pixel-model"
+    marker = model_dir / "model-path.txt"
+    if not marker.exists():
+        pairs = px.load_training_pairs(archive / "train" / "images", archive / "train" / "labels")
+        model = px.fit_pixel_model(pairs, random_state=0)
+        meta_path, _ = model.save(model_dir)
+        marker.write_text(meta_path)
+    return {"model": marker.read_text().strip()}
+
+
+def mined_catalogue(archive: Path, wanted: list[str] | None, workers: int) -> tuple[Path, list[str], dict]:
+    """Index and mine the archive once (cached; mining is resumable and skips what is scored)."""
+    db = archive / "features.db"
+    objs, skipped = scorer_objects(archive, wanted)
+    with Store(db) as store:
+        if not store.images():
+            index_archive(store, [archive / "archive"])
+        for s in objs:
+            if store.scored_ids(s.name) and len(store.scored_ids(s.name)) == len(store.images()):
+                continue
+            try:
+                mine(store, [s], backend="process", workers=workers)
+            except Exception as err:
+                skipped[s.name] = f"mining failed: {type(err).__name__}: {err}"
+                log.warning("scorer %s failed on %s: %s", s.name, archive, err)
+        used = [n for n in store.score_table()[1] if n != RERANK_SCORER]
+    return db, used, skipped
+
+
+def all_labels_ap(db: Path, truth_csv: Path, work: Path, learn_kwargs: dict, seed: int) -> float:
+    """AP of the re-ranker trained (K-fold, out-of-fold) on every image's true label."""
+    path = copy_catalogue(db, work / "all-labels.db")
+    with Store(path) as store:
+        t = read_truth(truth_csv, store)
+        for iid, lab in zip(t.image_ids, t.label, strict=True):
+            store.add_review(int(iid), "truth", "confirm" if lab else "reject", source="simulate")
+        learn(store, pixel=False, random_state=seed, **learn_kwargs)
+        scores, _ = model_scores(store, t)
+        from mining.metrics import average_precision
+
+        return average_precision(t.label, scores)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--category", default="Blowhole")
+    ap.add_argument("--rate", type=float, default=0.01)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--batch", type=int, default=24)
+    ap.add_argument("--rounds", type=int, default=4, help="rounds reported for recall")
+    ap.add_argument("--max-labels", type=float, default=1 / 3, help="run rounds up to this share of the archive")
+    ap.add_argument("--strategies", nargs="+", default=list(CONFIGS), help=f"among {list(CONFIGS)}")
+    ap.add_argument("--scorers", nargs="+", default=None, help="default: every registered scorer that runs")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/raremine-al"))
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "active_learning")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for name in ("mining.learn", "mining.rank", "mining.simulate", "mining.mine"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if not DATA.is_dir():
+        print(f"magnetic-tile data not found at {DATA}; nothing to measure", file=sys.stderr)
+        return 1
+    unknown = [s for s in a.strategies if s not in CONFIGS]
+    if unknown:
+        ap.error(f"unknown strategies {unknown}; choose among {list(CONFIGS)}")
+    a.work.mkdir(parents=True, exist_ok=True)
+    a.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    runs: dict[str, list[dict]] = {s: [] for s in a.strategies}
+    all_ap: dict[str, list[float]] = {}
+    setup: dict = {"scorers_used": {}, "scorers_skipped": {}}
+    for seed in a.seeds:
+        archive = build_archive(a.work, a.category, seed, a.rate)
+        db, used, skipped = mined_catalogue(archive, a.scorers, a.workers)
+        setup["scorers_used"][seed], setup["scorers_skipped"][seed] = used, skipped
+        log.info("seed %d: features from scorers %s (skipped: %s)", seed, used, skipped or "none")
+        with Store(db) as store:
+            n_images = len(store.images())
+        rounds = int(np.ceil(a.max_labels * n_images / a.batch))
+        for cal in sorted({json.dumps(CONFIGS[s][1], sort_keys=True) for s in a.strategies}):
+            kw = json.loads(cal)
+            all_ap.setdefault(cal, []).append(all_labels_ap(db, archive / "truth.csv", archive, kw, seed))
+            log.info("seed %d: all-labels AP with %s = %.3f", seed, kw, all_ap[cal][-1])
+        for label in a.strategies:
+            strategy, learn_kw, rank_kw = CONFIGS[label]
+            work_db = copy_catalogue(db, archive / "runs" / f"{label.replace(':', '_').replace(',', '+')}.db")
+            with Store(work_db) as store:
+                truth = read_truth(archive / "truth.csv", store)
+                summary = simulate(store, truth, strategy=strategy, batch=a.batch, rounds=rounds,
+                                   learn_kwargs={"pixel": False, **learn_kw}, rank_kwargs=rank_kw,
+                                   random_state=seed)
+            summary["all_labels_ap"] = all_ap[json.dumps(learn_kw, sort_keys=True)][-1]
+            runs[label].append(summary)
+            log.info("seed %d %-30s recall %s  AP %s  (%.0fs)", seed, label,
+                     [round(r, 2) for r in summary["recall_per_round"][: a.rounds]],
+                     [None if v is None else round(v, 3) for v in summary["ap_per_round"]], summary["seconds"])
+    results = summarise(runs, a)
+    results.update({"setup": {**setup, "category": a.category, "rate": a.rate, "seeds": a.seeds, "batch": a.batch,
+                              "rounds_reported": a.rounds, "all_labels_ap": all_ap,
+                              "seconds": round(time.time() - t0, 1)}})
+    (a.out / "results.json").write_text(json.dumps({"results": results, "runs": runs}, indent=1, default=str))
+    table = render_table(results, a)
+    (a.out / "table.md").write_text(table)
+    plots(runs, a)
+    print(table)
+    return 0
+
+
+def labels_to_reach(summary: dict, target: float) -> int | None:
+    """Labels (images reviewed) after the first round whose AP reaches ``target``; None if never."""
+    for reviewed, v in zip(summary["reviewed_per_round"], summary["ap_per_round"], strict=True):
+        if v is not None and v >= target:
+            return int(reviewed)
+    return None
+
+
+def summarise(runs: dict[str, list[dict]], a) -> dict:
+    out = {}
+    for label, rs in runs.items():
+        rec = np.array([r["recall_per_round"][: a.rounds] for r in rs], dtype=float)
+        reach = [labels_to_reach(r, r["all_labels_ap"]) for r in rs]
+        reach95 = [labels_to_reach(r, 0.95 * r["all_labels_ap"]) for r in rs]
+        out[label] = {
+            "recall_mean": rec.mean(axis=0).round(4).tolist(), "recall_std": rec.std(axis=0).round(4).tolist(),
+            "labels_to_all_labels_ap": reach, "labels_to_95pct_all_labels_ap": reach95,
+            "n_images": rs[0]["n_images"], "n_positives": [r["n_positives"] for r in rs],
+            "final_ap": [r["ap_per_round"][-1] for r in rs],
+        }
+    return out
+
+
+def _fmt_reach(values: list, n_images: int) -> str:
+    got = [v for v in values if v is not None]
+    txt = "/".join("-" if v is None else str(v) for v in values)
+    if len(got) == len(values) and values:
+        return f"{txt} ({np.mean(got) / n_images:.0%})"
+    return txt
+
+
+def render_table(results: dict, a) -> str:
+    setup = results["setup"]
+    head = [f"Magnetic-tile {a.category}, {a.rate:.0%} prevalence, seeds {a.seeds}, rounds of {a.batch} reviews "
+            f"from no labels. Features from scorers: "
+            + "; ".join(f"seed {s}: {', '.join(u) or 'none'}" for s, u in setup["scorers_used"].items()) + ".",
+            ""]
+    cols = [f"recall r{k + 1}" for k in range(a.rounds)]
+    lines = ["| strategy | " + " | ".join(cols) + " | labels to all-labels AP | labels to 95 % of it |",
+             "|---|" + "---|" * (len(cols) + 2)]
+    for label, r in results.items():
+        if label == "setup":
+            continue
+        rec = " | ".join(f"{m:.2f} ± {s:.2f}" for m, s in zip(r["recall_mean"], r["recall_std"], strict=True))
+        lines.append(f"| {label} | {rec} | {_fmt_reach(r['labels_to_all_labels_ap'], r['n_images'])} | "
+                     f"{_fmt_reach(r['labels_to_95pct_all_labels_ap'], r['n_images'])} |")
+    aps = "; ".join(f"{k}: {np.mean(v):.3f} ± {np.std(v):.3f}" for k, v in setup["all_labels_ap"].items())
+    any_run = next(r for k, r in results.items() if k != "setup")
+    prevalence = float(np.mean(any_run["n_positives"])) / any_run["n_images"]
+    weak = [k for k, v in setup["all_labels_ap"].items() if np.mean(v) < 3 * prevalence]
+    foot = ["", f"All-labels AP (K-fold out-of-fold on every image), per learn setting: {aps}; "
+            f"chance (prevalence) is {prevalence:.3f}.",
+            *([f"WARNING: the all-labels AP of {weak} is within 3x chance: these features hardly separate the "
+               "defects, so 'labels to all-labels AP' says little."] if weak else []),
+            "Labels columns: per seed, '-' = not reached within the rounds run; % = mean share of the archive.",
+            f"Skipped scorers: {json.dumps(setup['scorers_skipped'])}", f"Took {setup['seconds']:.0f} s."]
+    return "\n".join(head + lines + foot) + "\n"
+
+
+def plots(runs: dict[str, list[dict]], a) -> None:
+    curves, bands, ap_curves = {}, {}, {}
+    for label, rs in runs.items():
+        x = rs[0]["reviewed_per_round"]
+        rec = np.array([r["recall_per_round"] for r in rs], dtype=float)
+        curves[label] = (x, rec.mean(axis=0).tolist())
+        bands[label] = (rec.min(axis=0), rec.max(axis=0))
+        aps = np.array([[np.nan if v is None else v for v in r["ap_per_round"]] for r in rs], dtype=float)
+        ap_curves[label] = (x, np.nanmean(aps, axis=0).tolist())
+    n_images = runs[next(iter(runs))][0]["n_images"]
+    plot_recall(curves, n_images, str(a.out / "recall.png"), bands=bands,
+                title=f"magnetic-tile {a.category}, {a.rate:.0%}: mean over seeds {a.seeds} (band: min-max)")
+    target = float(np.mean([r["all_labels_ap"] for rs in runs.values() for r in rs]))
+    plot_curves(ap_curves, str(a.out / "ap.png"), ylabel="re-ranker AP (whole archive)", xlabel="labels",
+                baseline=target, baseline_label="all labels (mean)", title=f"magnetic-tile {a.category}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
