@@ -60,6 +60,8 @@ class NormalsConfig(_Section):
                                                      description="scikit-image bundled images")
     folder: str | None = Field(None, description="folder of normal images")
     glob: str = Field("*.png", description="file pattern inside folder")
+    allowed: str | None = Field(None, description="folder of allowed-region masks with the normals' stems "
+                                                  "(non-zero = a defect may go there); images without one: anywhere")
 
     @model_validator(mode="after")
     def _some(self):

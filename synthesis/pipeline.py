@@ -7,7 +7,9 @@ manifest records that per-image seed, so each output can be made again alone
 Layout of the output folder::
 
     images/00000.png ...   8- or 16-bit grayscale
-    masks/00000.png ...    0 / 255, exactly the changed defect pixels (empty for normals)
+    masks/00000.png ...    0 / 255: the defect's pixels (empty for normals). For procedural defects and
+                           hard pastes these are exactly the changed pixels; feathered and Poisson pastes
+                           also change a fringe around the mask (its size is in the manifest: fringe_px)
     manifest.csv           one row per image: image, mask, label, category, source,
                            crop, box, operations (JSON), seed
 """
@@ -82,6 +84,16 @@ class Sources:
             if not files:
                 raise ValueError(f"normals.folder {cfg.normals.folder!r} has no files matching {cfg.normals.glob!r}")
             self.normals += [(os.path.abspath(f), to_unit(read_gray(f))[0]) for f in files]
+        self.allowed: dict[str, np.ndarray] = {}
+        if cfg.normals.allowed:
+            for name, img in self.normals:
+                stem = os.path.splitext(os.path.basename(name))[0]
+                found = sorted(glob.glob(os.path.join(cfg.normals.allowed, stem + ".*")))
+                if found:
+                    a = read_gray(found[0]) > 0
+                    if a.shape != img.shape:
+                        raise ValueError(f"allowed mask {found[0]!r} shape {a.shape} differs from {name!r} {img.shape}")
+                    self.allowed[name] = a
         if cfg.size is not None:
             small = [s for s, im in self.normals if im.shape[0] < cfg.size[0] or im.shape[1] < cfg.size[1]]
             if small:
@@ -120,15 +132,17 @@ def synthesize_one(cfg: SynthConfig, sources: Sources, index: int) -> tuple[np.n
     if cfg.size is not None:
         h, w = cfg.size
         y, x = int(rng.integers(0, src.shape[0] - h + 1)), int(rng.integers(0, src.shape[1] - w + 1))
-        img = src[y : y + h, x : x + w].copy()
-        crop = [y, x, h, w]
     else:
-        img, crop = src.copy(), [0, 0, *src.shape]
-    mask = np.zeros(img.shape, bool)
+        h, w = src.shape
+        y = x = 0
+    img, crop = src[y : y + h, x : x + w].copy(), [y, x, h, w]
+    allowed = sources.allowed.get(src_name)
+    allowed = np.ones(img.shape, bool) if allowed is None else allowed[y : y + h, x : x + w].copy()
     aug = cfg.augment
-    if aug.classic is not None:
-        img, mask, p = classic(img, mask, rng=rng, **augment_params("classic", aug.classic))
+    if aug.classic is not None:  # the allowed region follows the flips and rotations
+        img, allowed, p = classic(img, allowed, rng=rng, **augment_params("classic", aug.classic))
         ops.append({"op": "classic", **p})
+    mask = np.zeros(img.shape, bool)
     label, category = 0, ""
     if rng.random() < cfg.defect_rate:
         gi = int(rng.choice(len(cfg.generators), p=generator_weights(cfg)))
@@ -140,15 +154,23 @@ def synthesize_one(cfg: SynthConfig, sources: Sources, index: int) -> tuple[np.n
             if gen.kind == "paste":
                 ci = int(rng.integers(len(sources.crops)))
                 cname, c, cm = sources.crops[ci]
-                res = paste(img, c, cm, rng=rng, **params)
-                new, dmask, extra = res.image, res.changed, {"crop_source": cname, **res.params}
+                try:
+                    res = paste(img, c, cm, rng=rng, allowed=allowed, **params)
+                except ValueError as err:  # this crop fits nowhere in the allowed region: draw again
+                    logger.debug("image %d: %s", index, err)
+                    continue
+                # the mask is the defect; a feathered or Poisson blend also nudges a fringe around it
+                fringe = int((res.changed & ~res.mask).sum())
+                new, dmask, extra = res.image, res.mask, {"crop_source": cname, "fringe_px": fringe, **res.params}
             else:
                 new, dmask = simulate(gen.kind, img, rng=rng, **params)
+                new, dmask = np.where(allowed, new, img), dmask & allowed  # clipped to the allowed region
                 extra = {}
             if dmask.any():
                 break
         else:
-            raise ValueError(f"generator {gen.kind!r} made no visible defect in 8 attempts (image {index})")
+            raise ValueError(f"generator {gen.kind!r} made no visible defect in 8 attempts (image {index}); "
+                             "is the allowed region too small or the contrast too low?")
         img, mask = new, dmask
         label, category = 1, gen.category or gen.kind
         ops.append({"op": gen.kind, "attempts": attempts, **params, **extra})

@@ -254,3 +254,25 @@ def test_demo_archive_defects_come_from_synthesis(tmp_path):
         assert r["category"] in ("spot", "scratch")
         m = cv2.imread(r["mask"], cv2.IMREAD_GRAYSCALE)
         assert m is not None and set(np.unique(m).tolist()) == {0, 255}
+
+
+def test_allowed_region_masks_keep_defects_inside(tmp_path, texture):
+    (tmp_path / "n").mkdir()
+    (tmp_path / "a").mkdir()
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / "n" / f"t{i}.png"), (np.roll(texture, 9 * i, 0) * 255).astype(np.uint8))
+        allowed = np.zeros(texture.shape, np.uint8)
+        allowed[:, :40] = 255
+        cv2.imwrite(str(tmp_path / "a" / f"t{i}.png"), allowed)
+    cfg = _tiny_config(tmp_path, normals={"folder": str(tmp_path / "n"), "allowed": str(tmp_path / "a")},
+                       size=None, defect_rate=1.0, augment={},
+                       generators=[{"kind": "spots"}, {"kind": "crack"}, {"kind": "perlin"}])
+    s = synthesize(cfg, tmp_path / "o")
+    assert s.n_defective == 6
+    for f in sorted((tmp_path / "o" / "masks").glob("*.png")):
+        m = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) > 0
+        assert m.any() and not m[:, 40:].any()
+    for f in sorted((tmp_path / "o" / "images").glob("*.png")):  # and nothing changed outside it
+        img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+        src = [cv2.imread(str(tmp_path / "n" / f"t{i}.png"), cv2.IMREAD_GRAYSCALE) for i in range(2)]
+        assert any(np.array_equal(img[:, 40:], s_[:, 40:]) for s_ in src)
