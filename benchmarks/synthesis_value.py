@@ -52,16 +52,41 @@ TOOL = ROOT.parent / "shared" / "tools" / "make_rare_archive.py"
 #: Simulator presets per category: (kind, params, weight). Chosen from the defect type and checked on the K = 5
 #: training images only (a model trained on simulated defects, validated on them); never on the test tiles.
 PRESETS: dict[str, list[tuple[str, dict, float]]] = {
-    "Blowhole": [("spots", {"count": (1, 1), "radius": (3.0, 8.0), "contrast": (0.25, 0.55), "texture": 0.2,
-                            "softness": 1.0, "polarity": "dark", "relative": True}, 1.0)],
-    "Crack": [("crack", {"length": (0.15, 0.5), "width": (1.5, 4.0), "depth": (0.08, 0.25), "polarity": "dark",
-                         "branch_prob": 0.02}, 2.0),
-              ("scratch", {"length": (0.15, 0.5), "width": (1.5, 3.5), "depth": (0.08, 0.22), "polarity": "dark"},
-               1.0)],
+    "Blowhole": [
+        (
+            "spots",
+            {
+                "count": (1, 1),
+                "radius": (3.0, 8.0),
+                "contrast": (0.25, 0.55),
+                "texture": 0.2,
+                "softness": 1.0,
+                "polarity": "dark",
+                "relative": True,
+            },
+            1.0,
+        )
+    ],
+    "Crack": [
+        (
+            "crack",
+            {
+                "length": (0.15, 0.5),
+                "width": (1.5, 4.0),
+                "depth": (0.08, 0.25),
+                "polarity": "dark",
+                "branch_prob": 0.02,
+            },
+            2.0,
+        ),
+        ("scratch", {"length": (0.15, 0.5), "width": (1.5, 3.5), "depth": (0.08, 0.22), "polarity": "dark"}, 1.0),
+    ],
 }
-PRESETS_DEFAULT = [("spots", {"polarity": "dark", "contrast": (0.08, 0.3)}, 1.0),
-                   ("crack", {"polarity": "dark", "depth": (0.08, 0.25)}, 1.0),
-                   ("stain", {"polarity": "dark"}, 1.0)]
+PRESETS_DEFAULT = [
+    ("spots", {"polarity": "dark", "contrast": (0.08, 0.3)}, 1.0),
+    ("crack", {"polarity": "dark", "depth": (0.08, 0.25)}, 1.0),
+    ("stain", {"polarity": "dark"}, 1.0),
+]
 
 
 def gray01(path: str) -> np.ndarray:
@@ -134,8 +159,26 @@ class Model:
 # -- data ------------------------------------------------------------------------------------
 def split(category: str, seed: int, work: str, data: Path) -> dict:
     out = os.path.join(work, category)
-    subprocess.run([sys.executable, str(TOOL), "mt", out, "--root", str(data), "--category", category,
-                    "--rate", "0.01", "--train", "5", "--seed", str(seed)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(TOOL),
+            "mt",
+            out,
+            "--root",
+            str(data),
+            "--category",
+            category,
+            "--rate",
+            "0.01",
+            "--train",
+            "5",
+            "--seed",
+            str(seed),
+        ],
+        check=True,
+        capture_output=True,
+    )
     ti, tl = os.path.join(out, "train", "images"), os.path.join(out, "train", "labels")
     train = []
     for f in sorted(os.listdir(ti)):
@@ -143,8 +186,11 @@ def split(category: str, seed: int, work: str, data: Path) -> dict:
         train.append((f, gray01(os.path.join(ti, f)), lab))
     train_names = {os.path.splitext(f)[0] for f, _, _ in train}
     imgs = os.path.join(data, f"MT_{category}", "Imgs")
-    held = [os.path.join(imgs, f) for f in sorted(os.listdir(imgs))
-            if f.endswith(".jpg") and f"MT_{category}_{f[:-4]}" not in train_names]
+    held = [
+        os.path.join(imgs, f)
+        for f in sorted(os.listdir(imgs))
+        if f.endswith(".jpg") and f"MT_{category}_{f[:-4]}" not in train_names
+    ]
     import csv
 
     with open(os.path.join(out, "truth.csv"), newline="") as fh:
@@ -169,8 +215,9 @@ def synth_simulated(targets: list[np.ndarray], preset, rng: np.random.Generator)
     return out
 
 
-def synth_pasted(targets: list[np.ndarray], crops: list[tuple[np.ndarray, np.ndarray]],
-                 rng: np.random.Generator) -> list[tuple]:
+def synth_pasted(
+    targets: list[np.ndarray], crops: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator
+) -> list[tuple]:
     out = []
     for t in targets:
         c, m = crops[int(rng.integers(len(crops)))]
@@ -207,9 +254,13 @@ def evaluate(model: Model, fitted: dict, test: list[tuple[np.ndarray, np.ndarray
         truth.append(m.ravel())
         img_t.append(int(m.any()))
     t = np.concatenate(truth)
-    return {k: {"pixel_ap": float(average_precision_score(t, np.concatenate(v))),
-                "image_ap": float(average_precision_score(img_t, [float(p.max()) for p in v]))}
-            for k, v in scores.items()}
+    return {
+        k: {
+            "pixel_ap": float(average_precision_score(t, np.concatenate(v))),
+            "image_ap": float(average_precision_score(img_t, [float(p.max()) for p in v])),
+        }
+        for k, v in scores.items()
+    }
 
 
 def run_category(category: str, args, work: str, model: Model) -> dict:
@@ -227,10 +278,15 @@ def run_category(category: str, args, work: str, model: Model) -> dict:
     preset = PRESETS.get(category, PRESETS_DEFAULT)
     t_sim, simulated = timed(lambda: synth_simulated(synth_targets, preset, np.random.default_rng(args.seed)))
     t_paste, pasted = timed(lambda: synth_pasted(synth_targets, crops, np.random.default_rng(args.seed)))
-    res = {"category": category, "n_test_defective": len(held), "n_test_normal": len(test_normals),
-           "n_real_train": sum(1 for _, _, lab in s["train"] if (lab == 2).any()), "n_crops": len(crops),
-           "n_synth": len(synth_targets),
-           "synth_img_per_s": {"simulated": len(synth_targets) / t_sim, "pasted": len(synth_targets) / t_paste}}
+    res = {
+        "category": category,
+        "n_test_defective": len(held),
+        "n_test_normal": len(test_normals),
+        "n_real_train": sum(1 for _, _, lab in s["train"] if (lab == 2).any()),
+        "n_crops": len(crops),
+        "n_synth": len(synth_targets),
+        "synth_img_per_s": {"simulated": len(synth_targets) / t_sim, "pasted": len(synth_targets) / t_paste},
+    }
     fitted = {}
     for name, pairs in (("a_real", real), ("b_simulated", simulated), ("c_pasted", pasted)):
         t0 = time.perf_counter()
@@ -262,14 +318,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         for cat in args.categories:
             results["categories"].append(run_category(cat, args, work, model))
-    print("\n| category | (a) K=5 real | (b) simulated only | (c) K real crops pasted | b >= 0.5a | c > a "
-          "| synth img/s (sim / paste) |")
+    print(
+        "\n| category | (a) K=5 real | (b) simulated only | (c) K real crops pasted | b >= 0.5a | c > a "
+        "| synth img/s (sim / paste) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in results["categories"]:
         a, b, c = (f"{r[k]['pixel_ap']:.3f} ({r[k]['image_ap']:.2f})" for k in ("a_real", "b_simulated", "c_pasted"))
-        print(f"| {r['category']} | {a} | {b} | {c} | "
-              f"{'yes' if r['goal_b_ge_half_a'] else 'NO'} | {'yes' if r['goal_c_gt_a'] else 'NO'} | "
-              f"{r['synth_img_per_s']['simulated']:.0f} / {r['synth_img_per_s']['pasted']:.0f} |")
+        print(
+            f"| {r['category']} | {a} | {b} | {c} | "
+            f"{'yes' if r['goal_b_ge_half_a'] else 'NO'} | {'yes' if r['goal_c_gt_a'] else 'NO'} | "
+            f"{r['synth_img_per_s']['simulated']:.0f} / {r['synth_img_per_s']['pasted']:.0f} |"
+        )
     print("pixel AP (image AP in brackets) on held-apart real tiles")
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))

@@ -27,9 +27,19 @@ def _pair(image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.nd
     return image, mask
 
 
-def classic(image: np.ndarray, mask: np.ndarray | None = None, *, rng: SeedLike = None, flip: bool = True,
-            rot90: bool = True, brightness: float = 0.1, contrast: float = 0.2, gamma: float = 0.2,
-            noise: float = 0.0, blur: float = 0.0) -> tuple[np.ndarray, np.ndarray, dict]:
+def classic(
+    image: np.ndarray,
+    mask: np.ndarray | None = None,
+    *,
+    rng: SeedLike = None,
+    flip: bool = True,
+    rot90: bool = True,
+    brightness: float = 0.1,
+    contrast: float = 0.2,
+    gamma: float = 0.2,
+    noise: float = 0.0,
+    blur: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Flips, right-angle rotations (mask follows) and photometric jitter (mask unchanged).
 
     Parameters
@@ -102,8 +112,15 @@ def _box(rng: np.random.Generator, shape: tuple[int, int], frac: float) -> tuple
     return y, x, bh, bw
 
 
-def cutout(image: np.ndarray, mask: np.ndarray | None = None, *, rng: SeedLike = None, holes: int = 1,
-           size: tuple[float, float] = (0.1, 0.3), fill: float | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+def cutout(
+    image: np.ndarray,
+    mask: np.ndarray | None = None,
+    *,
+    rng: SeedLike = None,
+    holes: int = 1,
+    size: tuple[float, float] = (0.1, 0.3),
+    fill: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Erase rectangles; the defect pixels erased are removed from the mask too.
 
     Parameters
@@ -134,8 +151,15 @@ def cutout(image: np.ndarray, mask: np.ndarray | None = None, *, rng: SeedLike =
     return out, mk, {"boxes": boxes, "fill": v}
 
 
-def mixup(image_a: np.ndarray, mask_a: np.ndarray | None, image_b: np.ndarray, mask_b: np.ndarray | None, *,
-          rng: SeedLike = None, alpha: float = 0.4) -> tuple[np.ndarray, np.ndarray, dict]:
+def mixup(
+    image_a: np.ndarray,
+    mask_a: np.ndarray | None,
+    image_b: np.ndarray,
+    mask_b: np.ndarray | None,
+    *,
+    rng: SeedLike = None,
+    alpha: float = 0.4,
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Mixup: ``lam * a + (1 - lam) * b`` for the images and the (soft, float32) masks alike.
 
     ``lam`` is drawn from Beta(alpha, alpha); ``params["lam"]`` is also the
@@ -153,8 +177,15 @@ def mixup(image_a: np.ndarray, mask_a: np.ndarray | None, image_b: np.ndarray, m
     return img.astype(np.float32), mk.astype(np.float32), {"lam": round(lam, 6)}
 
 
-def cutmix(image_a: np.ndarray, mask_a: np.ndarray | None, image_b: np.ndarray, mask_b: np.ndarray | None, *,
-           rng: SeedLike = None, alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray, dict]:
+def cutmix(
+    image_a: np.ndarray,
+    mask_a: np.ndarray | None,
+    image_b: np.ndarray,
+    mask_b: np.ndarray | None,
+    *,
+    rng: SeedLike = None,
+    alpha: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """CutMix: a box of ``b`` (image and mask) replaces the same box of ``a``.
 
     The box's area fraction is ``1 - lam`` with ``lam ~ Beta(alpha, alpha)``;
@@ -174,9 +205,16 @@ def cutmix(image_a: np.ndarray, mask_a: np.ndarray | None, image_b: np.ndarray, 
     return img, mk, {"box": (y, x, bh, bw), "lam": round(kept, 6)}
 
 
-def gridmask(image: np.ndarray, mask: np.ndarray | None = None, *, rng: SeedLike = None,
-             period: tuple[int, int] = (16, 48), ratio: float = 0.5, fill: float = 0.0,
-             rotate: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
+def gridmask(
+    image: np.ndarray,
+    mask: np.ndarray | None = None,
+    *,
+    rng: SeedLike = None,
+    period: tuple[int, int] = (16, 48),
+    ratio: float = 0.5,
+    fill: float = 0.0,
+    rotate: bool = False,
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """GridMask: drop a regular grid of squares (side ``ratio * period``); the mask loses those pixels too.
 
     Parameters
@@ -236,8 +274,13 @@ def tile_boxes(height: int, width: int, tile: int, overlap: int = 0) -> list[tup
     return [(y, x, th, tw) for y in starts(height) for x in starts(width)]
 
 
-def tiles(image: np.ndarray, mask: np.ndarray | None = None, *, tile: int, overlap: int = 0,
-          ) -> list[tuple[tuple[int, int, int, int], np.ndarray, np.ndarray | None]]:
+def tiles(
+    image: np.ndarray,
+    mask: np.ndarray | None = None,
+    *,
+    tile: int,
+    overlap: int = 0,
+) -> list[tuple[tuple[int, int, int, int], np.ndarray, np.ndarray | None]]:
     """Cut an image (and its mask) into overlapping tiles: a list of ``(box, image_tile, mask_tile)``."""
     image = np.asarray(image)
     if mask is not None and np.asarray(mask).shape[:2] != image.shape[:2]:

@@ -56,12 +56,17 @@ AUGMENT_MODELS: dict[str, type[BaseModel]] = {
 class NormalsConfig(_Section):
     """``normals:`` where the defect-free images come from."""
 
-    skimage: list[Literal[SKIMAGE_TEXTURES]] = Field(default_factory=list,  # type: ignore[valid-type]
-                                                     description="scikit-image bundled images")
+    skimage: list[Literal[SKIMAGE_TEXTURES]] = Field(
+        default_factory=list,  # type: ignore[valid-type]
+        description="scikit-image bundled images",
+    )
     folder: str | None = Field(None, description="folder of normal images")
     glob: str = Field("*.png", description="file pattern inside folder")
-    allowed: str | None = Field(None, description="folder of allowed-region masks with the normals' stems "
-                                                  "(non-zero = a defect may go there); images without one: anywhere")
+    allowed: str | None = Field(
+        None,
+        description="folder of allowed-region masks with the normals' stems "
+        "(non-zero = a defect may go there); images without one: anywhere",
+    )
 
     @model_validator(mode="after")
     def _some(self):
@@ -192,8 +197,9 @@ def _describe(err: ValidationError, model: type[BaseModel], prefix: str = "") ->
     return "; ".join(lines) if prefix else "\n  ".join(lines)
 
 
-def load_synth_config(path: str | os.PathLike | None = None, *, data: dict | None = None,
-                      overrides: dict[str, Any] | None = None) -> SynthConfig:
+def load_synth_config(
+    path: str | os.PathLike | None = None, *, data: dict | None = None, overrides: dict[str, Any] | None = None
+) -> SynthConfig:
     """Read and validate a synthesis YAML file (or a dict).
 
     Parameters

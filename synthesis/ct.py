@@ -49,9 +49,16 @@ def _check_labels(labels: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarr
     return labels
 
 
-def elastic_deform(volume: np.ndarray, labels: np.ndarray | None = None, *, alpha: float = 8.0,
-                   sigma: float = 6.0, rng: SeedLike = None, order: int = 1,
-                   in_plane: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+def elastic_deform(
+    volume: np.ndarray,
+    labels: np.ndarray | None = None,
+    *,
+    alpha: float = 8.0,
+    sigma: float = 6.0,
+    rng: SeedLike = None,
+    order: int = 1,
+    in_plane: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Smooth random (elastic) deformation; image and labels are warped by the same field.
 
     Parameters
@@ -91,8 +98,9 @@ def elastic_deform(volume: np.ndarray, labels: np.ndarray | None = None, *, alph
     return out.astype(np.float32), lab
 
 
-def density_shift(volume: np.ndarray, labels: np.ndarray, shifts: dict[int, float | tuple[float, float]], *,
-                  rng: SeedLike = None) -> tuple[np.ndarray, dict[int, float]]:
+def density_shift(
+    volume: np.ndarray, labels: np.ndarray, shifts: dict[int, float | tuple[float, float]], *, rng: SeedLike = None
+) -> tuple[np.ndarray, dict[int, float]]:
     """Add a HU offset to each labelled tissue.
 
     Parameters
@@ -131,8 +139,15 @@ def mu_to_hu(mu: np.ndarray, mu_water: float = MU_WATER) -> np.ndarray:
     return (np.asarray(mu, np.float32) / mu_water - 1.0) * 1000.0
 
 
-def dose_noise(volume: np.ndarray, *, dose: float = 1e4, path_mm: float = 200.0, electronic: float = 0.0,
-               rng: SeedLike = None, correlation: float = 0.7) -> np.ndarray:
+def dose_noise(
+    volume: np.ndarray,
+    *,
+    dose: float = 1e4,
+    path_mm: float = 200.0,
+    electronic: float = 0.0,
+    rng: SeedLike = None,
+    correlation: float = 0.7,
+) -> np.ndarray:
     """Photon (Poisson) and electronic (Gaussian) noise at a given dose, on a HU image.
 
     Each pixel is treated as a ray of ``path_mm`` through material of its own
@@ -187,9 +202,15 @@ def _radius(shape: tuple[int, int], center: tuple[float, float] | None) -> np.nd
     return np.hypot(yy - cy, xx - cx)
 
 
-def ring_artifact(volume: np.ndarray, *, n_rings: int = 6, amplitude: tuple[float, float] = (10.0, 40.0),
-                  width: float = 0.8, center: tuple[float, float] | None = None,
-                  rng: SeedLike = None) -> tuple[np.ndarray, np.ndarray]:
+def ring_artifact(
+    volume: np.ndarray,
+    *,
+    n_rings: int = 6,
+    amplitude: tuple[float, float] = (10.0, 40.0),
+    width: float = 0.8,
+    center: tuple[float, float] | None = None,
+    rng: SeedLike = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Concentric rings about the rotation centre, as from miscalibrated detector elements.
 
     The added pattern is a function of the distance to ``center`` only (it is
@@ -227,8 +248,15 @@ def ring_artifact(volume: np.ndarray, *, n_rings: int = 6, amplitude: tuple[floa
     return (volume.astype(np.float32) + pattern).astype(np.float32), pattern
 
 
-def streak_artifact(volume: np.ndarray, *, threshold: float = 1500.0, n_streaks: int = 12,
-                    amplitude: float = 60.0, decay: float = 0.01, rng: SeedLike = None) -> np.ndarray:
+def streak_artifact(
+    volume: np.ndarray,
+    *,
+    threshold: float = 1500.0,
+    n_streaks: int = 12,
+    amplitude: float = 60.0,
+    decay: float = 0.01,
+    rng: SeedLike = None,
+) -> np.ndarray:
     """Dark and bright streaks radiating through dense objects (metal, dense bone).
 
     Each connected region above ``threshold`` HU (per slice) emits
@@ -274,8 +302,13 @@ def streak_artifact(volume: np.ndarray, *, threshold: float = 1500.0, n_streaks:
     return out
 
 
-def cupping(volume: np.ndarray, *, strength: float = 40.0, body_threshold: float = -500.0,
-            center: tuple[float, float] | None = None) -> np.ndarray:
+def cupping(
+    volume: np.ndarray,
+    *,
+    strength: float = 40.0,
+    body_threshold: float = -500.0,
+    center: tuple[float, float] | None = None,
+) -> np.ndarray:
     """Beam-hardening cupping: the middle of the object reads lower than its rim.
 
     Subtracts ``strength * (1 - (r / R)**2)`` HU inside the object (pixels

@@ -48,8 +48,9 @@ class PasteResult:
     params: dict = field(default_factory=dict)
 
 
-def transform_crop(crop: np.ndarray, mask: np.ndarray, *, scale: float = 1.0, rotation: float = 0.0,
-                   flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def transform_crop(
+    crop: np.ndarray, mask: np.ndarray, *, scale: float = 1.0, rotation: float = 0.0, flip: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Scale, rotate (degrees, counter-clockwise) and optionally flip a crop and its mask identically.
 
     The canvas grows to hold the rotated crop; the new corners get the crop's
@@ -71,12 +72,20 @@ def transform_crop(crop: np.ndarray, mask: np.ndarray, *, scale: float = 1.0, ro
     m[0, 2] += nw / 2 - w / 2
     m[1, 2] += nh / 2 - h / 2
     fill = float(np.median(crop))
-    out = cv2.warpAffine(np.ascontiguousarray(crop), m, (nw, nh), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+    out = cv2.warpAffine(
+        np.ascontiguousarray(crop),
+        m,
+        (nw, nh),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=fill,
+    )
     inside = cv2.warpAffine(np.ones((h, w), np.float32), m, (nw, nh), flags=cv2.INTER_LINEAR, borderValue=0)
     out = np.where(inside > 0.999, out, fill).astype(np.float32)
-    mk = cv2.warpAffine(np.ascontiguousarray(mask, dtype=np.float32), m, (nw, nh), flags=cv2.INTER_LINEAR,
-                        borderValue=0) >= 0.5
+    mk = (
+        cv2.warpAffine(np.ascontiguousarray(mask, dtype=np.float32), m, (nw, nh), flags=cv2.INTER_LINEAR, borderValue=0)
+        >= 0.5
+    )
     return out, mk
 
 
@@ -97,8 +106,9 @@ def valid_positions(allowed: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return hits < 0.5
 
 
-def match_intensity(crop: np.ndarray, crop_mask: np.ndarray, target_patch: np.ndarray, *,
-                    contrast: bool = True) -> np.ndarray:
+def match_intensity(
+    crop: np.ndarray, crop_mask: np.ndarray, target_patch: np.ndarray, *, contrast: bool = True
+) -> np.ndarray:
     """Shift (and optionally scale) a crop so its background matches a target patch's mean and spread.
 
     The crop's background is its pixels outside ``crop_mask`` (its whole area
@@ -111,11 +121,21 @@ def match_intensity(crop: np.ndarray, crop_mask: np.ndarray, target_patch: np.nd
     return ((crop - mu_c) * gain + mu_t).astype(np.float32)
 
 
-def paste(target: np.ndarray, crop: np.ndarray, crop_mask: np.ndarray, *, rng: SeedLike = None,
-          allowed: np.ndarray | None = None, blend: Literal["hard", "feather", "poisson"] = "hard",
-          scale: tuple[float, float] = (1.0, 1.0),
-          rotation: tuple[float, float] = (0.0, 0.0), flip: bool = False, match: bool = True,
-          feather: float = 2.0, context: int = 3) -> PasteResult:
+def paste(
+    target: np.ndarray,
+    crop: np.ndarray,
+    crop_mask: np.ndarray,
+    *,
+    rng: SeedLike = None,
+    allowed: np.ndarray | None = None,
+    blend: Literal["hard", "feather", "poisson"] = "hard",
+    scale: tuple[float, float] = (1.0, 1.0),
+    rotation: tuple[float, float] = (0.0, 0.0),
+    flip: bool = False,
+    match: bool = True,
+    feather: float = 2.0,
+    context: int = 3,
+) -> PasteResult:
     """Paste a defect crop onto a target image at a random allowed position.
 
     Parameters
@@ -184,8 +204,10 @@ def paste(target: np.ndarray, crop: np.ndarray, crop_mask: np.ndarray, *, rng: S
         ok[:, :1] = ok[:, -1:] = False
     cand = np.flatnonzero(ok) if ok.size else np.zeros(0, int)
     if cand.size == 0:
-        raise ValueError(f"no position inside the allowed region fits the defect (size {m.shape} "
-                         f"after scale {s:.2f}, rotation {rot:.1f}) in a {H}x{W} image")
+        raise ValueError(
+            f"no position inside the allowed region fits the defect (size {m.shape} "
+            f"after scale {s:.2f}, rotation {rot:.1f}) in a {H}x{W} image"
+        )
     py, px = divmod(int(cand[rng.integers(cand.size)]), ok.shape[1])
     h, w = m.shape
     region = target[py : py + h, px : px + w]
@@ -200,8 +222,12 @@ def paste(target: np.ndarray, crop: np.ndarray, crop_mask: np.ndarray, *, rng: S
         mask_full[py : py + h, px : px + w] = grown * 255
         gx, gy, gw, gh = cv2.boundingRect(mask_full)
         center = (gx + gw // 2, gy + gh // 2)
-        res = cv2.seamlessClone(cv2.merge([src_full] * 3), cv2.merge([dst8] * 3), mask_full, center,
-                                cv2.NORMAL_CLONE)[..., 0].astype(np.float32) / 255
+        res = (
+            cv2.seamlessClone(cv2.merge([src_full] * 3), cv2.merge([dst8] * 3), mask_full, center, cv2.NORMAL_CLONE)[
+                ..., 0
+            ].astype(np.float32)
+            / 255
+        )
         changed8 = res != dst8.astype(np.float32) / 255
         out = np.where(changed8, res, target).astype(np.float32)
     else:
@@ -217,14 +243,22 @@ def paste(target: np.ndarray, crop: np.ndarray, crop_mask: np.ndarray, *, rng: S
     if blend != "hard":  # drop sub-quantum changes so `changed` is exact
         out = np.where(changed, out, target).astype(np.float32)
     changed |= full & (blend == "hard")
-    params = {"x": px, "y": py, "scale": round(s, 4), "rotation": round(rot, 3), "flip": fl, "blend": blend,
-              "match": bool(match)}
+    params = {
+        "x": px,
+        "y": py,
+        "scale": round(s, 4),
+        "rotation": round(rot, 3),
+        "flip": fl,
+        "blend": blend,
+        "match": bool(match),
+    }
     logger.debug("pasted %s at (%d, %d)", params, px, py)
     return PasteResult(image=out, mask=full, changed=changed, box=bbox(full), params=params)
 
 
-def crops_from_mask(image: np.ndarray, mask: np.ndarray, *, margin: int = 8,
-                    min_area: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
+def crops_from_mask(
+    image: np.ndarray, mask: np.ndarray, *, margin: int = 8, min_area: int = 4
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Cut one crop per connected defect region of a mask, with ``margin`` pixels around it.
 
     Returns a list of ``(crop, crop_mask)``; regions smaller than ``min_area`` pixels are skipped.

@@ -111,8 +111,9 @@ class Sources:
                 img, mask = to_unit(read_gray(f))[0], read_gray(mfiles[0]) > 0
                 if img.shape != mask.shape:
                     raise ValueError(f"mask {mfiles[0]!r} shape {mask.shape} differs from image {f!r} {img.shape}")
-                self.crops += [(os.path.abspath(f), c, m) for c, m in
-                               crops_from_mask(img, mask, margin=cfg.defects.margin)]
+                self.crops += [
+                    (os.path.abspath(f), c, m) for c, m in crops_from_mask(img, mask, margin=cfg.defects.margin)
+                ]
             if not self.crops:
                 raise ValueError(f"no defect regions found in the masks under {cfg.defects.masks!r}")
 
@@ -169,8 +170,10 @@ def synthesize_one(cfg: SynthConfig, sources: Sources, index: int) -> tuple[np.n
             if dmask.any():
                 break
         else:
-            raise ValueError(f"generator {gen.kind!r} made no visible defect in 8 attempts (image {index}); "
-                             "is the allowed region too small or the contrast too low?")
+            raise ValueError(
+                f"generator {gen.kind!r} made no visible defect in 8 attempts (image {index}); "
+                "is the allowed region too small or the contrast too low?"
+            )
         img, mask = new, dmask
         label, category = 1, gen.category or gen.kind
         ops.append({"op": gen.kind, "attempts": attempts, **params, **extra})
@@ -182,9 +185,15 @@ def synthesize_one(cfg: SynthConfig, sources: Sources, index: int) -> tuple[np.n
         ops.append({"op": "gridmask", **p})
     mask = mask > 0
     label = int(label and mask.any())
-    row = {"label": label, "category": category if label else "", "source": src_name,
-           "crop": json.dumps(crop), "box": json.dumps(bbox(mask) or []),
-           "operations": json.dumps(ops, sort_keys=True, default=_jsonable), "seed": seed}
+    row = {
+        "label": label,
+        "category": category if label else "",
+        "source": src_name,
+        "crop": json.dumps(crop),
+        "box": json.dumps(bbox(mask) or []),
+        "operations": json.dumps(ops, sort_keys=True, default=_jsonable),
+        "seed": seed,
+    }
     return img, mask, row
 
 
@@ -207,8 +216,12 @@ def _encode(img: np.ndarray, bit_depth: int) -> bytes:
     return buf.tobytes()
 
 
-def synthesize(config: SynthConfig | str | os.PathLike, out_dir: str | os.PathLike, *,
-               progress: Callable[[int, int], None] | None = None) -> SynthSummary:
+def synthesize(
+    config: SynthConfig | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> SynthSummary:
     """Write ``n_images`` synthetic images, their masks and ``manifest.csv`` under ``out_dir``.
 
     Parameters

@@ -75,11 +75,18 @@ def _rotate_same(a: np.ndarray, angle: float) -> np.ndarray:
     return cv2.warpAffine(a, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
-def perlin_blob(image: np.ndarray, *, rng: SeedLike = None, min_scale: int = 0, max_scale: int = 6,
-                threshold: float = 0.5, mode: Literal["intensity", "texture"] = "intensity",
-                strength: tuple[float, float] = (0.15, 0.4),
-                texture: np.ndarray | None = None,
-                beta: tuple[float, float] = (0.2, 0.8)) -> tuple[np.ndarray, np.ndarray]:
+def perlin_blob(
+    image: np.ndarray,
+    *,
+    rng: SeedLike = None,
+    min_scale: int = 0,
+    max_scale: int = 6,
+    threshold: float = 0.5,
+    mode: Literal["intensity", "texture"] = "intensity",
+    strength: tuple[float, float] = (0.15, 0.4),
+    texture: np.ndarray | None = None,
+    beta: tuple[float, float] = (0.2, 0.8),
+) -> tuple[np.ndarray, np.ndarray]:
     """DRAEM-style anomaly: a thresholded, rotated Perlin-noise region blended into the image.
 
     Parameters
@@ -133,8 +140,9 @@ def perlin_blob(image: np.ndarray, *, rng: SeedLike = None, min_scale: int = 0, 
     return apply_delta(image, delta)
 
 
-def _smooth_path(rng: np.random.Generator, start: np.ndarray, heading: float, length: float, step: float,
-                 wiggle: float) -> np.ndarray:
+def _smooth_path(
+    rng: np.random.Generator, start: np.ndarray, heading: float, length: float, step: float, wiggle: float
+) -> np.ndarray:
     n = max(2, int(length / step))
     turn = np.cumsum(rng.normal(0, wiggle, n))
     turn = cv2.GaussianBlur(turn.reshape(1, -1), (0, 0), max(1.0, n / 10)).ravel()
@@ -143,8 +151,9 @@ def _smooth_path(rng: np.random.Generator, start: np.ndarray, heading: float, le
     return start + np.vstack([[0.0, 0.0], np.cumsum(steps, 0)])
 
 
-def _draw_polyline(shape: tuple[int, int], pts: np.ndarray, widths: np.ndarray, values: np.ndarray,
-                   ss: int = 4) -> np.ndarray:
+def _draw_polyline(
+    shape: tuple[int, int], pts: np.ndarray, widths: np.ndarray, values: np.ndarray, ss: int = 4
+) -> np.ndarray:
     """Draw a polyline with per-vertex width and value, anti-aliased by ``ss``-fold supersampling.
 
     Only the polyline's bounding box (plus its width) is supersampled, so long
@@ -169,10 +178,17 @@ def _draw_polyline(shape: tuple[int, int], pts: np.ndarray, widths: np.ndarray, 
     return out
 
 
-def scratch(image: np.ndarray, *, rng: SeedLike = None, length: tuple[float, float] = (0.2, 0.6),
-            width: tuple[float, float] = (1.0, 3.0), depth: tuple[float, float] = (0.2, 0.5),
-            wiggle: float = 0.05, polarity: Polarity = "random", relative: bool = False,
-            ) -> tuple[np.ndarray, np.ndarray]:
+def scratch(
+    image: np.ndarray,
+    *,
+    rng: SeedLike = None,
+    length: tuple[float, float] = (0.2, 0.6),
+    width: tuple[float, float] = (1.0, 3.0),
+    depth: tuple[float, float] = (0.2, 0.5),
+    wiggle: float = 0.05,
+    polarity: Polarity = "random",
+    relative: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """A scratch: a random smooth curve with a width and a depth profile that taper at both ends.
 
     Parameters
@@ -212,10 +228,19 @@ def scratch(image: np.ndarray, *, rng: SeedLike = None, length: tuple[float, flo
     return apply_delta(image, sign * dmax * prof * _local_level(image, relative))
 
 
-def crack(image: np.ndarray, *, rng: SeedLike = None, length: tuple[float, float] = (0.2, 0.5),
-          width: tuple[float, float] = (1.0, 2.5), depth: tuple[float, float] = (0.3, 0.6),
-          branch_prob: float = 0.03, max_branches: int = 4, jitter: float = 0.35,
-          polarity: Polarity = "dark", relative: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def crack(
+    image: np.ndarray,
+    *,
+    rng: SeedLike = None,
+    length: tuple[float, float] = (0.2, 0.5),
+    width: tuple[float, float] = (1.0, 2.5),
+    depth: tuple[float, float] = (0.3, 0.6),
+    branch_prob: float = 0.03,
+    max_branches: int = 4,
+    jitter: float = 0.35,
+    polarity: Polarity = "dark",
+    relative: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """A crack: a branching random walk, jagged, thinner on each branch.
 
     Parameters
@@ -265,8 +290,14 @@ def crack(image: np.ndarray, *, rng: SeedLike = None, length: tuple[float, float
             pts.append(pts[-1] + 1.5 * np.array([np.cos(heading), np.sin(heading)]))
             if n_branches < max_branches and rng.random() < branch_prob:
                 n_branches += 1
-                walks.append((pts[-1].copy(), drift + rng.choice([-1, 1]) * rng.uniform(0.4, 1.1),
-                              n_len * rng.uniform(0.2, 0.5), level * 0.7))
+                walks.append(
+                    (
+                        pts[-1].copy(),
+                        drift + rng.choice([-1, 1]) * rng.uniform(0.4, 1.1),
+                        n_len * rng.uniform(0.2, 0.5),
+                        level * 0.7,
+                    )
+                )
         pts = np.asarray(pts)
         taper = np.linspace(1.0, 0.4, len(pts))
         seg = _draw_polyline((h, w), pts, np.maximum(0.6, wmax * level * taper), level * (0.6 + 0.4 * taper))
@@ -274,10 +305,19 @@ def crack(image: np.ndarray, *, rng: SeedLike = None, length: tuple[float, float
     return apply_delta(image, sign * dmax * prof * _local_level(image, relative))
 
 
-def spots(image: np.ndarray, *, rng: SeedLike = None, count: tuple[int, int] = (1, 3),
-          radius: tuple[float, float] = (2.0, 8.0), contrast: tuple[float, float] = (0.2, 0.6),
-          texture: float = 0.3, softness: float = 0.8, polarity: Polarity = "random",
-          margin: float = 0.1, relative: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def spots(
+    image: np.ndarray,
+    *,
+    rng: SeedLike = None,
+    count: tuple[int, int] = (1, 3),
+    radius: tuple[float, float] = (2.0, 8.0),
+    contrast: tuple[float, float] = (0.2, 0.6),
+    texture: float = 0.3,
+    softness: float = 0.8,
+    polarity: Polarity = "random",
+    margin: float = 0.1,
+    relative: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """Spots and particles: small bright or dark blobs with an inner texture (contamination, pits).
 
     Parameters
@@ -318,8 +358,17 @@ def spots(image: np.ndarray, *, rng: SeedLike = None, count: tuple[int, int] = (
         c = rng.uniform([margin * w, margin * h], [(1 - margin) * w, (1 - margin) * h])
         ax = rng.uniform(radius[0], radius[1], 2)
         shape = np.zeros((h, w), np.float32)
-        cv2.ellipse(shape, (round(c[0]), round(c[1])), (max(1, round(ax[0])), max(1, round(ax[1]))),
-                    float(rng.uniform(0, 180)), 0, 360, 1.0, -1, cv2.LINE_AA)
+        cv2.ellipse(
+            shape,
+            (round(c[0]), round(c[1])),
+            (max(1, round(ax[0])), max(1, round(ax[1]))),
+            float(rng.uniform(0, 180)),
+            0,
+            360,
+            1.0,
+            -1,
+            cv2.LINE_AA,
+        )
         if softness > 0:
             shape = cv2.GaussianBlur(shape, (0, 0), softness)
         grain = 1.0 + texture * rng.normal(0, 1, (h, w)).astype(np.float32)
@@ -329,8 +378,14 @@ def spots(image: np.ndarray, *, rng: SeedLike = None, count: tuple[int, int] = (
     return apply_delta(image, delta * _local_level(image, relative))
 
 
-def stain(image: np.ndarray, *, rng: SeedLike = None, size: tuple[float, float] = (0.2, 0.5),
-          contrast: tuple[float, float] = (0.04, 0.12), polarity: Polarity = "random") -> tuple[np.ndarray, np.ndarray]:
+def stain(
+    image: np.ndarray,
+    *,
+    rng: SeedLike = None,
+    size: tuple[float, float] = (0.2, 0.5),
+    contrast: tuple[float, float] = (0.04, 0.12),
+    polarity: Polarity = "random",
+) -> tuple[np.ndarray, np.ndarray]:
     """A stain: a smooth, irregular, low-contrast region with soft edges.
 
     Parameters

@@ -47,12 +47,20 @@ def _rotate(volume: np.ndarray, axis: int, angle: float, rotate_about: int, orde
         extra += extra % 2
         pad[a] = (extra // 2, extra // 2)
     vol = np.pad(volume, pad)
-    return ndi.rotate(vol, angle, axes=plane, reshape=False, order=order, mode="constant", cval=0.0,
-                      prefilter=order > 1)
+    return ndi.rotate(
+        vol, angle, axes=plane, reshape=False, order=order, mode="constant", cval=0.0, prefilter=order > 1
+    )
 
 
-def line_integrals(mu: np.ndarray, *, axis: int = 0, angle: float = 0.0, rotate_about: int | None = None,
-                   spacing_mm: float = 1.0, order: int = 1) -> np.ndarray:
+def line_integrals(
+    mu: np.ndarray,
+    *,
+    axis: int = 0,
+    angle: float = 0.0,
+    rotate_about: int | None = None,
+    spacing_mm: float = 1.0,
+    order: int = 1,
+) -> np.ndarray:
     """Line integrals of attenuation along parallel rays.
 
     Parameters
@@ -87,9 +95,18 @@ def line_integrals(mu: np.ndarray, *, axis: int = 0, angle: float = 0.0, rotate_
     return (vol.sum(axis=axis, dtype=np.float64) * spacing_mm).astype(np.float32)
 
 
-def project(mu: np.ndarray, *, axis: int = 0, angle: float = 0.0, rotate_about: int | None = None,
-            spacing_mm: float = 1.0, i0: float = 1.0, spectrum: Sequence[tuple[float, float]] | None = None,
-            photons: float | None = None, rng: SeedLike = None) -> tuple[np.ndarray, np.ndarray]:
+def project(
+    mu: np.ndarray,
+    *,
+    axis: int = 0,
+    angle: float = 0.0,
+    rotate_about: int | None = None,
+    spacing_mm: float = 1.0,
+    i0: float = 1.0,
+    spectrum: Sequence[tuple[float, float]] | None = None,
+    photons: float | None = None,
+    rng: SeedLike = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """An X-ray projection image by Beer-Lambert.
 
     Parameters
@@ -131,8 +148,15 @@ def project(mu: np.ndarray, *, axis: int = 0, angle: float = 0.0, rotate_about: 
     return (i0 * inten).astype(np.float32), p
 
 
-def project_labels(labels: np.ndarray, label: int | Sequence[int], *, axis: int = 0, angle: float = 0.0,
-                   rotate_about: int | None = None, spacing_mm: float = 1.0) -> np.ndarray:
+def project_labels(
+    labels: np.ndarray,
+    label: int | Sequence[int],
+    *,
+    axis: int = 0,
+    angle: float = 0.0,
+    rotate_about: int | None = None,
+    spacing_mm: float = 1.0,
+) -> np.ndarray:
     """Thickness (mm) of the labelled tissue along each ray, on the same grid as :func:`project`.
 
     Parameters

@@ -148,7 +148,10 @@ def test_tiles_cover_with_overlap():
 
 def _tiny_config(tmp_path: Path, seed: int = 0, **extra) -> Path:
     cfg = {
-        "seed": seed, "n_images": 6, "size": [48, 48], "defect_rate": 0.8,
+        "seed": seed,
+        "n_images": 6,
+        "size": [48, 48],
+        "defect_rate": 0.8,
         "normals": {"skimage": ["brick", "grass"]},
         "generators": [{"kind": "spots"}, {"kind": "scratch"}, {"kind": "perlin", "params": {"max_scale": 4}}],
         "augment": {"classic": {"noise": 0.01}, "cutout": {"holes": 1}, "cutout_prob": 0.3},
@@ -160,8 +163,11 @@ def _tiny_config(tmp_path: Path, seed: int = 0, **extra) -> Path:
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
-            for f in sorted(folder.rglob("*")) if f.is_file()}
+    return {
+        str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(folder.rglob("*"))
+        if f.is_file()
+    }
 
 
 def test_same_config_and_seed_give_the_same_bytes(tmp_path):
@@ -197,8 +203,13 @@ def test_paste_generator_from_a_folder(tmp_path, dark_crop):
     (tmp_path / "m").mkdir()
     cv2.imwrite(str(tmp_path / "d" / "x.png"), (crop * 255).astype(np.uint8))
     cv2.imwrite(str(tmp_path / "m" / "x.png"), cmask.astype(np.uint8) * 255)
-    cfg = _tiny_config(tmp_path, defects={"folder": str(tmp_path / "d"), "masks": str(tmp_path / "m")},
-                       generators=[{"kind": "paste", "params": {"blend": "poisson"}}], defect_rate=1.0, augment={})
+    cfg = _tiny_config(
+        tmp_path,
+        defects={"folder": str(tmp_path / "d"), "masks": str(tmp_path / "m")},
+        generators=[{"kind": "paste", "params": {"blend": "poisson"}}],
+        defect_rate=1.0,
+        augment={},
+    )
     s = synthesize(cfg, tmp_path / "o")
     assert s.n_defective == 6
 
@@ -264,9 +275,14 @@ def test_allowed_region_masks_keep_defects_inside(tmp_path, texture):
         allowed = np.zeros(texture.shape, np.uint8)
         allowed[:, :40] = 255
         cv2.imwrite(str(tmp_path / "a" / f"t{i}.png"), allowed)
-    cfg = _tiny_config(tmp_path, normals={"folder": str(tmp_path / "n"), "allowed": str(tmp_path / "a")},
-                       size=None, defect_rate=1.0, augment={},
-                       generators=[{"kind": "spots"}, {"kind": "crack"}, {"kind": "perlin"}])
+    cfg = _tiny_config(
+        tmp_path,
+        normals={"folder": str(tmp_path / "n"), "allowed": str(tmp_path / "a")},
+        size=None,
+        defect_rate=1.0,
+        augment={},
+        generators=[{"kind": "spots"}, {"kind": "crack"}, {"kind": "perlin"}],
+    )
     s = synthesize(cfg, tmp_path / "o")
     assert s.n_defective == 6
     for f in sorted((tmp_path / "o" / "masks").glob("*.png")):
