@@ -160,8 +160,19 @@ def fit_pixel(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Train the pixel classifier from scribbles or masks."""
-    not_built("fit-pixel", "pixel classifiers")
+    """Train the pixel classifier from scribbles or masks (label images: 0 unlabelled, 1 background, 2..K classes)."""
+    from mining.pixel import fit_pixel as fit_pixel_fn
+
+    cfg = load_config_or_fail(config, set_)
+    with open_store(db, must_exist=False) as store:
+        try:
+            res = fit_pixel_fn(store, images, labels, cfg.pixel)
+        except ValueError as err:
+            fail(str(err))
+    m = res["metrics"]
+    typer.echo(f"pixel model {res['model_id']} ({cfg.pixel.method}, classes {', '.join(res['classes'])}) trained on "
+               f"{sum(m['pixels_per_class'].values())} pixels of {m['images']} images in "
+               f"{m['feature_seconds'] + m['fit_seconds']:.1f}s; saved to {res['path']}")
 
 
 @app.command()

@@ -14,6 +14,7 @@ from mining.scorers.base import Scorer, ScoreResult
 #: scorer name -> "module:Class"
 SCORERS: dict[str, str] = {
     "contrast": "mining.scorers.contrast:ContrastScorer",
+    "pixel": "mining.scorers.pixel:PixelScorer",
 }
 
 

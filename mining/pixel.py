@@ -1,0 +1,987 @@
+"""Pixel classifiers: multiscale filter features + RandomForest / XGBoost, trained from scribbles or masks.
+
+The recipe of ilastik's pixel classification, built for mining an archive:
+
+1. :func:`preprocess` turns any image into the float grayscale grid the
+   features are computed on (the one rule of :func:`mining.io.to_float_gray`,
+   then an optional downscale). Training and mining call the same function.
+2. :func:`compute_features` stacks a multiscale filter bank, shape
+   ``(h, w, F)``: scikit-image's ``multiscale_basic_features`` (``bank="basic"``)
+   or an ilastik-like bank (``bank="ilastik"``: Gaussian, Laplacian of
+   Gaussian, gradient magnitude, difference of Gaussians, structure-tensor
+   and Hessian eigenvalues) computed with OpenCV. Borders are handled
+   deliberately: the filters see a chosen padding (``padding``) and an optional
+   distance-to-border feature lets the classifier learn that the image edge
+   looks different.
+3. :func:`read_training_set` pairs images with label images of the same stem
+   (0 unlabelled, 1 background, 2..K classes; scribbles or full masks) and
+   :func:`sample_training_pixels` draws a class-balanced pixel budget.
+4. :class:`PixelClassifier` wraps scikit-learn's RandomForest and XGBoost
+   (hist) behind one scikit-learn estimator; :class:`PixelModel` bundles it
+   with its feature spec and class names, is saved in safe formats only
+   (XGBoost JSON; skops with an explicit list of trusted types) and refuses to
+   run on features other than those it was trained with.
+5. :meth:`PixelModel.predict_proba` gives per-class probability maps at full
+   resolution (or on a strided grid, upsampled), tile by tile for large
+   images; :func:`uncertainty` and :func:`map_stats` summarise them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from mining.io import IMAGE_EXTENSIONS, UnreadableImage, read_image, to_float_gray
+
+logger = logging.getLogger(__name__)
+
+BANKS = ("basic", "ilastik")
+PADDINGS = {"reflect": cv2.BORDER_REFLECT_101, "nearest": cv2.BORDER_REPLICATE, "constant": cv2.BORDER_CONSTANT}
+METHODS = ("xgboost", "random_forest")
+NORMALIZE = ("none", "image")
+FORMAT_VERSION = 1
+
+
+class PixelModelError(ValueError):
+    """A pixel model cannot be used (wrong features, bad file); the message says why."""
+
+
+# -- features -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What the features of a pixel model are; stored with the model and checked at prediction.
+
+    Parameters
+    ----------
+    bank : {"ilastik", "basic"}, default="ilastik"
+        ``"basic"``: :func:`skimage.feature.multiscale_basic_features` (intensity,
+        Sobel edges, Hessian eigenvalues at ``num_sigma`` scales from
+        ``sigma_min`` to ``sigma_max``). ``"ilastik"``: Gaussian, LoG, gradient
+        magnitude, DoG, structure-tensor and Hessian eigenvalues at ``sigmas``.
+    sigmas : tuple of float, default=(1, 2, 4, 8)
+        Scales (px of the downscaled grid) of the ilastik bank.
+    sigma_min, sigma_max : float, default=0.5, 16
+        Scale range of the basic bank.
+    num_sigma : int or None, default=None
+        Scales of the basic bank (None: log2 spacing, as scikit-image).
+    intensity, edges, texture : bool, default=True
+        Feature families of the basic bank.
+    downscale : float, default=2.0
+        The image is shrunk by this factor (area averaging) before the
+        features are computed; predictions are upsampled back.
+    padding : {"reflect", "nearest", "constant"}, default="reflect"
+        What the filters see beyond the image border.
+    border_feature : bool, default=True
+        Add the distance to the nearest image border (px of the original
+        image, divided by ``border_scale`` and clipped at 1) as a feature.
+    border_scale : float, default=32.0
+        Distance (original px) at which the border feature saturates.
+    normalize : {"none", "image"}, default="none"
+        ``"image"``: after the [0, 1] rule, subtract the image's median and
+        divide by its robust spread (1.4826 MAD, at least 1e-3), so that
+        lighting and exposure differences between images do not move the
+        features.
+    """
+
+    bank: str = "ilastik"
+    sigmas: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
+    sigma_min: float = 0.5
+    sigma_max: float = 16.0
+    num_sigma: int | None = None
+    intensity: bool = True
+    edges: bool = True
+    texture: bool = True
+    downscale: float = 2.0
+    padding: str = "reflect"
+    border_feature: bool = True
+    border_scale: float = 32.0
+    normalize: str = "none"
+
+    def __post_init__(self):
+        if self.bank not in BANKS:
+            raise ValueError(f"features.bank must be one of {BANKS}, got {self.bank!r}")
+        if self.padding not in PADDINGS:
+            raise ValueError(f"features.padding must be one of {tuple(PADDINGS)}, got {self.padding!r}")
+        object.__setattr__(self, "sigmas", tuple(float(s) for s in self.sigmas))
+        if not self.sigmas or min(self.sigmas) <= 0:
+            raise ValueError(f"features.sigmas must be a non-empty list of positive numbers, got {self.sigmas!r}")
+        if not 0 < self.sigma_min <= self.sigma_max:
+            raise ValueError(f"features.sigma_min/sigma_max must satisfy 0 < min <= max, got "
+                             f"{self.sigma_min}, {self.sigma_max}")
+        if self.downscale < 1:
+            raise ValueError(f"features.downscale must be >= 1, got {self.downscale}")
+        if self.normalize not in NORMALIZE:
+            raise ValueError(f"features.normalize must be one of {NORMALIZE}, got {self.normalize!r}")
+        if self.border_scale <= 0:
+            raise ValueError(f"features.border_scale must be > 0, got {self.border_scale}")
+        if self.bank == "basic" and not (self.intensity or self.edges or self.texture):
+            raise ValueError("features: the basic bank needs at least one of intensity, edges, texture")
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> FeatureSpec:
+        """Build from a mapping (config section or stored model), naming unknown keys."""
+        data = dict(data or {})
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown feature keys {sorted(unknown)}; allowed: {sorted(cls.__dataclass_fields__)}")
+        if "sigmas" in data:
+            data["sigmas"] = tuple(data["sigmas"])
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        d = asdict(self)
+        d["sigmas"] = list(self.sigmas)
+        return d
+
+    def fingerprint(self) -> str:
+        """Short hash of the spec (two models with the same fingerprint see the same features)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+    @property
+    def halo(self) -> int:
+        """Pixels of context (original resolution) a feature depends on, for tiling."""
+        s = max(self.sigmas) * 2 if self.bank == "ilastik" else self.sigma_max
+        return int(np.ceil(4 * s * self.downscale)) + 2
+
+    def feature_names(self) -> list[str]:
+        """One name per feature channel, in order."""
+        if self.bank == "basic":
+            sig = _basic_sigmas(self)
+            names = []
+            for s in sig:
+                if self.intensity:
+                    names.append(f"gauss_{s:g}")
+                if self.edges:
+                    names.append(f"sobel_{s:g}")
+                if self.texture:
+                    names += [f"hess_e1_{s:g}", f"hess_e2_{s:g}"]
+        else:
+            names = ["intensity"]
+            for s in self.sigmas:
+                names += [f"gauss_{s:g}", f"log_{s:g}", f"gradmag_{s:g}", f"dog_{s:g}",
+                          f"st_e1_{s:g}", f"st_e2_{s:g}", f"hess_e1_{s:g}", f"hess_e2_{s:g}"]
+        if self.border_feature:
+            names.append("border_distance")
+        return names
+
+
+def _basic_sigmas(spec: FeatureSpec) -> np.ndarray:
+    num = spec.num_sigma or int(np.floor(np.log2(spec.sigma_max) - np.log2(spec.sigma_min) + 1))
+    return np.logspace(np.log2(spec.sigma_min), np.log2(spec.sigma_max), num=num, base=2, endpoint=True)
+
+
+def preprocess(image: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """The one preprocessing of training and mining: float grayscale in [0, 1], then the downscale.
+
+    Parameters
+    ----------
+    image : ndarray of shape (H, W) or (H, W, C)
+        As read by :func:`mining.io.read_image`: uint8 (/255), uint16
+        (/65535), other types min-max scaled; colour to luma.
+    spec : FeatureSpec
+
+    Returns
+    -------
+    gray : ndarray of shape (h, w), float32
+        ``h = round(H / downscale)``, ``w = round(W / downscale)``.
+    """
+    gray = to_float_gray(image)
+    if spec.downscale != 1:
+        h, w = grid_shape(gray.shape, spec)
+        gray = cv2.resize(gray, (w, h), interpolation=cv2.INTER_AREA)
+    if spec.normalize == "image":
+        med = float(np.median(gray))
+        mad = float(np.median(np.abs(gray - med))) * 1.4826
+        gray = (gray - med) / max(mad, 1e-3)
+    return np.ascontiguousarray(gray, np.float32)
+
+
+def grid_shape(shape: tuple[int, ...], spec: FeatureSpec) -> tuple[int, int]:
+    """Size of the feature grid of an image of ``shape`` (H, W, ...)."""
+    return max(1, round(shape[0] / spec.downscale)), max(1, round(shape[1] / spec.downscale))
+
+
+def _border_distance(shape: tuple[int, int], spec: FeatureSpec, offset=None, full=None) -> np.ndarray:
+    """Distance to the nearest image border in original px / border_scale, clipped at 1."""
+    h, w = shape
+    oy, ox = offset or (0, 0)
+    fh, fw = full or shape
+    ys = (np.arange(h, dtype=np.float32) + oy + 0.5) * spec.downscale
+    xs = (np.arange(w, dtype=np.float32) + ox + 0.5) * spec.downscale
+    H, W = fh * spec.downscale, fw * spec.downscale
+    dy = np.minimum(ys, H - ys)[:, None]
+    dx = np.minimum(xs, W - xs)[None, :]
+    return np.minimum(np.minimum(dy, dx) / spec.border_scale, 1.0).astype(np.float32)
+
+
+def _gauss(img: np.ndarray, sigma: float, border: int) -> np.ndarray:
+    return cv2.GaussianBlur(img, (0, 0), sigma, borderType=border)
+
+
+def _eig2(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (larger, smaller) of the symmetric 2x2 field [[a, b], [b, c]]."""
+    mean = (a + c) * 0.5
+    root = np.sqrt(((a - c) * 0.5) ** 2 + b * b)
+    return mean + root, mean - root
+
+
+def _ilastik_bank(gray: np.ndarray, spec: FeatureSpec) -> list[np.ndarray]:
+    border = PADDINGS[spec.padding]
+    out = [gray]
+    for s in spec.sigmas:
+        g = _gauss(gray, s, border)
+        gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3, scale=0.125, borderType=border)
+        gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3, scale=0.125, borderType=border)
+        gxx = cv2.Sobel(g, cv2.CV_32F, 2, 0, ksize=3, scale=0.25, borderType=border)
+        gyy = cv2.Sobel(g, cv2.CV_32F, 0, 2, ksize=3, scale=0.25, borderType=border)
+        gxy = cv2.Sobel(g, cv2.CV_32F, 1, 1, ksize=3, scale=0.25, borderType=border)
+        log = (gxx + gyy) * (s * s)  # scale-normalised Laplacian of Gaussian
+        gradmag = np.sqrt(gx * gx + gy * gy) * s
+        dog = g - _gauss(gray, s * 1.6, border)
+        st1, st2 = _eig2(_gauss(gx * gx, 2 * s, border), _gauss(gx * gy, 2 * s, border),
+                         _gauss(gy * gy, 2 * s, border))
+        h1, h2 = _eig2(gxx, gxy, gyy)
+        out += [g, log, gradmag, dog, np.sqrt(np.maximum(st1, 0)) * s, np.sqrt(np.maximum(st2, 0)) * s,
+                h1 * (s * s), h2 * (s * s)]
+    return out
+
+
+def _basic_bank(gray: np.ndarray, spec: FeatureSpec) -> list[np.ndarray]:
+    from skimage.feature import multiscale_basic_features
+
+    pad = int(np.ceil(4 * spec.sigma_max)) + 1
+    mode = {"reflect": "reflect", "nearest": "edge", "constant": "constant"}[spec.padding]
+    padded = np.pad(gray, pad, mode=mode)
+    feats = multiscale_basic_features(
+        padded, intensity=spec.intensity, edges=spec.edges, texture=spec.texture,
+        sigma_min=spec.sigma_min, sigma_max=spec.sigma_max, num_sigma=spec.num_sigma, workers=1,
+    )
+    feats = feats[pad:-pad, pad:-pad]
+    return [np.ascontiguousarray(feats[..., i], np.float32) for i in range(feats.shape[-1])]
+
+
+def compute_features(image: np.ndarray, spec: FeatureSpec | None = None) -> np.ndarray:
+    """Multiscale filter features of one image.
+
+    Parameters
+    ----------
+    image : ndarray of shape (H, W) or (H, W, C)
+        Any image read by :func:`mining.io.read_image` (grayscale, RGB, 16-bit).
+    spec : FeatureSpec, optional
+        Defaults to ``FeatureSpec()``.
+
+    Returns
+    -------
+    features : ndarray of shape (h, w, F), float32
+        ``(h, w) = grid_shape(image.shape, spec)``; ``F = len(spec.feature_names())``.
+    """
+    spec = spec or FeatureSpec()
+    return features_from_gray(preprocess(image, spec), spec)
+
+
+def features_from_gray(gray: np.ndarray, spec: FeatureSpec, *, offset=None, full=None) -> np.ndarray:
+    """Features of an already preprocessed grid (see :func:`preprocess`), shape (h, w, F) float32.
+
+    ``offset`` and ``full`` place a tile inside its image for the border feature.
+    """
+    chans = _basic_bank(gray, spec) if spec.bank == "basic" else _ilastik_bank(gray, spec)
+    if spec.border_feature:
+        chans.append(_border_distance(gray.shape, spec, offset, full))
+    return np.stack(chans, axis=-1).astype(np.float32, copy=False)
+
+
+# -- labels and training data ---------------------------------------------------------------------
+def downscale_labels(labels: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """Labels on the feature grid: within a block the highest class id wins (thin scribbles survive)."""
+    if spec.downscale == 1:
+        return labels
+    h, w = grid_shape(labels.shape, spec)
+    k = max(1, int(np.ceil(spec.downscale)))
+    pooled = cv2.dilate(labels.astype(np.uint8), np.ones((k, k), np.uint8)) if k > 1 else labels
+    return cv2.resize(pooled.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def read_label_image(path: str | os.PathLike, shape: tuple[int, int], *, max_class: int = 255) -> np.ndarray:
+    """Read a label image (0 unlabelled, 1 background, 2..K classes) and check it against its image.
+
+    Raises
+    ------
+    ValueError
+        Naming the file: unreadable, colour, size different from ``shape``.
+    """
+    path = os.fspath(path)
+    try:
+        lab = read_image(path)
+    except UnreadableImage as err:
+        raise ValueError(f"label image {path!r} cannot be read: {err.reason}: {err.detail}") from err
+    if lab.ndim == 3:
+        if lab.shape[2] >= 3 and not (np.array_equal(lab[..., 0], lab[..., 1]) and np.array_equal(lab[..., 0],
+                                                                                                  lab[..., 2])):
+            raise ValueError(f"label image {path!r} is colour; labels must be single-channel class ids "
+                             "(0 unlabelled, 1 background, 2..K classes)")
+        lab = lab[..., 0]
+    if lab.dtype.kind not in "ui":
+        raise ValueError(f"label image {path!r} has dtype {lab.dtype}; class ids must be integers")
+    if lab.shape != tuple(shape):
+        raise ValueError(f"label image {path!r} is {lab.shape[1]}x{lab.shape[0]} px but its image is "
+                         f"{shape[1]}x{shape[0]} px; they must be the same size")
+    if lab.max() > max_class:
+        raise ValueError(f"label image {path!r} holds class id {int(lab.max())}; allowed 0..{max_class}")
+    return lab.astype(np.uint8)
+
+
+def find_training_pairs(images_dir: str | os.PathLike, labels_dir: str | os.PathLike) -> list[tuple[str, str]]:
+    """Pair the images of a folder with label images of the same stem.
+
+    Raises
+    ------
+    ValueError
+        When a folder is missing or no image has a label image.
+    """
+    images_dir, labels_dir = Path(images_dir), Path(labels_dir)
+    for d, what in ((images_dir, "images"), (labels_dir, "labels")):
+        if not d.is_dir():
+            raise ValueError(f"{what} folder {str(d)!r} does not exist")
+    labels = {p.stem: p for p in sorted(labels_dir.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS}
+    pairs = [(str(p), str(labels[p.stem])) for p in sorted(images_dir.iterdir())
+             if p.suffix.lower() in IMAGE_EXTENSIONS and p.stem in labels]
+    if not pairs:
+        raise ValueError(f"no image in {str(images_dir)!r} has a label image of the same stem in "
+                         f"{str(labels_dir)!r} (found {len(labels)} label files)")
+    return pairs
+
+
+@dataclass
+class TrainingSet:
+    """Sampled training pixels: features ``X`` (n, F) float32 and class ids ``y`` (n,) int."""
+
+    X: np.ndarray
+    y: np.ndarray
+    counts: dict[int, int] = field(default_factory=dict)
+    n_images: int = 0
+
+
+def labelled_features(pairs: list[tuple[np.ndarray, np.ndarray, str]], spec: FeatureSpec
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Features ``X`` (n, F) and class ids ``y`` (n,) of every labelled pixel of the training pairs.
+
+    Raises
+    ------
+    ValueError
+        When labels do not match their image, no pixel is labelled, or only
+        one class is labelled (the files or names are given).
+    """
+    feats, labs = [], []
+    for image, labels, name in pairs:
+        if labels.shape != image.shape[:2]:
+            raise ValueError(f"labels of {name!r} have shape {labels.shape}, image has {image.shape[:2]}")
+        if not np.any(labels):
+            logger.info("no labelled pixel in %s; skipped", name)
+            continue
+        lab = downscale_labels(labels, spec)
+        f = features_from_gray(preprocess(image, spec), spec)
+        m = lab > 0
+        feats.append(f[m])
+        labs.append(lab[m].astype(np.int64))
+    if not labs:
+        raise ValueError(f"no labelled pixel in any of the {len(pairs)} label images "
+                         f"({', '.join(n for _, _, n in pairs[:5])}); label 1 = background, 2..K = classes")
+    X, y = np.concatenate(feats), np.concatenate(labs)
+    classes = np.unique(y)
+    if len(classes) < 2:
+        names = ", ".join(n for _, _, n in pairs[:5])
+        raise ValueError(f"only class {int(classes[0])} is labelled in the training labels ({names}); at least two "
+                         "classes are needed (1 = background and one or more of 2..K)")
+    return X, y
+
+
+def balanced_sample(y: np.ndarray, budget: int, rng: np.random.Generator,
+                    weights: np.ndarray | None = None) -> np.ndarray:
+    """Indices of a class-balanced sample of at most ``budget`` rows.
+
+    Every class gets an equal share; a class with fewer rows keeps all of them
+    and what it cannot use goes to the others. ``weights`` (n,) >= 0 make
+    some rows more likely within their class (hard examples).
+    """
+    classes, counts = np.unique(y, return_counts=True)
+    keep, remaining = [], budget
+    for i, ci in enumerate(np.argsort(counts)):  # rarest first
+        idx = np.flatnonzero(y == classes[ci])
+        n = min(len(idx), max(1, remaining // (len(classes) - i)))
+        if n < len(idx):
+            p = None
+            if weights is not None:
+                w = weights[idx].astype(np.float64) + 1e-12
+                p = w / w.sum()
+            idx = rng.choice(idx, n, replace=False, p=p)
+        keep.append(idx)
+        remaining -= n
+    return np.sort(np.concatenate(keep))
+
+
+def sample_training_pixels(
+    pairs: list[tuple[np.ndarray, np.ndarray, str]],
+    spec: FeatureSpec,
+    *,
+    budget: int = 60_000,
+    random_state: int | None = 0,
+) -> TrainingSet:
+    """Features of labelled pixels with a class-balanced pixel budget.
+
+    Parameters
+    ----------
+    pairs : list of (image, labels, name)
+        Images (any supported type) and label arrays of the same (H, W);
+        ``name`` is used in errors.
+    spec : FeatureSpec
+    budget : int, default=60000
+        Total pixels kept (see :func:`balanced_sample`).
+    random_state : int, optional
+
+    Returns
+    -------
+    TrainingSet
+    """
+    X, y = labelled_features(pairs, spec)
+    keep = balanced_sample(y, budget, np.random.default_rng(random_state))
+    kept_y = y[keep]
+    return TrainingSet(X=X[keep], y=kept_y, counts={int(c): int((kept_y == c).sum()) for c in np.unique(y)},
+                       n_images=sum(1 for _, lab, _ in pairs if np.any(lab)))
+
+
+# -- the estimator ---------------------------------------------------------------------------------
+class PixelClassifier(ClassifierMixin, BaseEstimator):
+    """RandomForest or XGBoost (hist) on pixel feature rows, behind one scikit-learn estimator.
+
+    Parameters
+    ----------
+    method : {"xgboost", "random_forest"}, default="xgboost"
+    n_estimators : int, default=100
+    max_depth : int or None, default=8
+    learning_rate : float, default=0.2
+        XGBoost only.
+    class_weight : {"balanced", None}, default="balanced"
+        Reweight samples so every class weighs the same in training.
+    n_jobs : int, default=1
+    random_state : int or None, default=0
+    """
+
+    def __init__(self, method="xgboost", n_estimators=100, max_depth=8, learning_rate=0.2,
+                 class_weight="balanced", n_jobs=1, random_state=0):
+        self.method = method
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.class_weight = class_weight
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _make(self, n_classes: int):
+        if self.method == "xgboost":
+            from xgboost import XGBClassifier
+
+            return XGBClassifier(
+                n_estimators=self.n_estimators, max_depth=self.max_depth or 0, learning_rate=self.learning_rate,
+                tree_method="hist", n_jobs=self.n_jobs, random_state=self.random_state,
+                objective="binary:logistic" if n_classes == 2 else "multi:softprob",
+                max_bin=64,
+            )
+        if self.method == "random_forest":
+            from sklearn.ensemble import RandomForestClassifier
+
+            return RandomForestClassifier(n_estimators=self.n_estimators, max_depth=self.max_depth,
+                                          n_jobs=self.n_jobs, random_state=self.random_state,
+                                          min_samples_leaf=2)
+        raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit on feature rows ``X`` (n, F) and class ids ``y`` (n,); return self."""
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.class_weight not in ("balanced", None):
+            raise ValueError(f"class_weight must be 'balanced' or None, got {self.class_weight!r}")
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
+        self.classes_, y_enc = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(f"training needs samples of at least 2 classes; got 1 class: {self.classes_.tolist()}")
+        w = np.ones(len(y), np.float64) if sample_weight is None else np.asarray(sample_weight, np.float64)
+        if w.shape != (len(y),) or not np.all(np.isfinite(w)) or w.min() < 0 or w.sum() <= 0:
+            raise ValueError("sample_weight must be finite, non-negative, one per sample and not all zero")
+        if self.class_weight == "balanced":
+            counts = np.bincount(y_enc)
+            w = w * (len(y) / (len(counts) * counts))[y_enc]
+        self.model_ = self._make(len(self.classes_))
+        self.model_.fit(X, y_enc, sample_weight=w)
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, shape (n, n_classes), float32, columns in ``classes_`` order."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float32, reset=False)
+        p = self.model_.predict_proba(X)
+        return np.asarray(p, np.float32)
+
+    def predict(self, X) -> np.ndarray:
+        """Most probable class id per row, shape (n,)."""
+        check_is_fitted(self)
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+#: scikit-learn types a skops file of a pixel model may contain (nothing else is loaded).
+_SKOPS_TRUSTED = [
+    "sklearn.ensemble._forest.RandomForestClassifier",
+    "sklearn.tree._classes.DecisionTreeClassifier",
+    "sklearn.tree._tree.Tree",
+    "numpy.dtype",
+    "numpy.ndarray",
+]
+
+
+def _save_estimator(clf: PixelClassifier, base: str) -> tuple[str, str]:
+    if clf.method == "xgboost":
+        path = base + ".xgb.json"
+        clf.model_.save_model(path)
+        return path, "xgboost-json"
+    import skops.io as sio
+
+    path = base + ".skops"
+    sio.dump(clf.model_, path)
+    return path, "skops"
+
+
+def _load_estimator(path: str, fmt: str, meta: dict) -> PixelClassifier:
+    clf = PixelClassifier(**meta["estimator"])
+    n_classes = len(meta["classes"])
+    if fmt == "xgboost-json":
+        from xgboost import XGBClassifier
+
+        model = XGBClassifier()
+        model.load_model(path)
+    elif fmt == "skops":
+        import skops.io as sio
+
+        untrusted = sio.get_untrusted_types(file=path)
+        bad = sorted(set(untrusted) - set(_SKOPS_TRUSTED))
+        if bad:
+            raise PixelModelError(f"model file {path!r} contains types that are not trusted: {bad}")
+        model = sio.load(path, trusted=untrusted)
+        from sklearn.ensemble import RandomForestClassifier
+
+        if not isinstance(model, RandomForestClassifier):
+            raise PixelModelError(f"model file {path!r} holds a {type(model).__name__}, which is not trusted here; "
+                                  "a pixel model's skops file must hold a RandomForestClassifier")
+    else:
+        raise PixelModelError(f"model file {path!r}: unknown format {fmt!r}; allowed xgboost-json, skops")
+    clf.model_ = model
+    clf.classes_ = np.asarray(meta["classes"], np.int64)
+    clf.n_features_in_ = int(meta["n_features"])
+    if n_classes != len(clf.classes_):
+        raise PixelModelError(f"model file {path!r} is inconsistent: {n_classes} classes")
+    return clf
+
+
+# -- the model bundle -------------------------------------------------------------------------------
+@dataclass
+class PixelModel:
+    """A trained pixel classifier with its feature spec and class names.
+
+    Attributes
+    ----------
+    spec : FeatureSpec
+    classifier : PixelClassifier
+        Fitted; its ``classes_`` are the label ids (1 = background).
+    class_names : dict of int to str
+    metrics : dict
+        Training facts (pixels per class, seconds, ...).
+    """
+
+    spec: FeatureSpec
+    classifier: PixelClassifier
+    class_names: dict[int, str] = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def classes(self) -> np.ndarray:
+        """Class ids in probability-column order."""
+        return self.classifier.classes_
+
+    def check_spec(self, spec: FeatureSpec | dict | None) -> None:
+        """Refuse a feature spec other than the training one.
+
+        Raises
+        ------
+        PixelModelError
+            Listing the keys that differ.
+        """
+        if spec is None:
+            return
+        spec = spec if isinstance(spec, FeatureSpec) else FeatureSpec.from_dict(spec)
+        if spec != self.spec:
+            a, b = self.spec.to_dict(), spec.to_dict()
+            diff = {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+            raise PixelModelError(
+                "the pixel model was trained with other features than those asked for; "
+                f"differences (model, asked): {diff}. Retrain with `raremine fit-pixel` or use the model's features")
+
+    # prediction -------------------------------------------------------------------
+    def _proba_grid(self, gray: np.ndarray, stride: int, offset=None, full=None) -> np.ndarray:
+        feats = features_from_gray(gray, self.spec, offset=offset, full=full)
+        if stride > 1:
+            feats = feats[::stride, ::stride]
+        h, w, f = feats.shape
+        p = self.classifier.predict_proba(feats.reshape(-1, f))
+        return p.reshape(h, w, -1)
+
+    def predict_proba(self, image: np.ndarray, *, stride: int = 1, full_resolution: bool = True,
+                      tile_size: int | None = None) -> np.ndarray:
+        """Per-class probability maps of one image.
+
+        Parameters
+        ----------
+        image : ndarray of shape (H, W) or (H, W, C)
+        stride : int, default=1
+            Predict every ``stride``-th pixel of the feature grid only.
+        full_resolution : bool, default=True
+            Upsample (bilinear) to (H, W); otherwise return the prediction grid.
+        tile_size : int, optional
+            Compute features and predictions in tiles of this side (original
+            px) with a halo, for large images; the result matches the untiled one
+            up to floating-point and interpolation error.
+
+        Returns
+        -------
+        proba : ndarray of shape (H, W, K) or (h, w, K), float32
+            Columns in ``classes`` order; sums to 1 over K.
+        """
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        gray = preprocess(image, self.spec)
+        gh, gw = gray.shape
+        if tile_size is None or (gh * self.spec.downscale <= tile_size and gw * self.spec.downscale <= tile_size):
+            grid = self._proba_grid(gray, stride)
+        else:
+            step = max(stride, int(tile_size / self.spec.downscale) // stride * stride)
+            halo = int(np.ceil(self.spec.halo / self.spec.downscale / stride)) * stride
+            gh_s, gw_s = -(-gh // stride), -(-gw // stride)
+            grid = np.zeros((gh_s, gw_s, len(self.classes)), np.float32)
+            for y0 in range(0, gh, step):
+                for x0 in range(0, gw, step):
+                    y1, x1 = min(y0 + step, gh), min(x0 + step, gw)
+                    ya, xa = max(0, y0 - halo), max(0, x0 - halo)
+                    yb, xb = min(gh, y1 + halo), min(gw, x1 + halo)
+                    # tiles whose halo is cut by the image edge see the same padding as the whole image
+                    p = self._proba_grid(gray[ya:yb, xa:xb], stride, offset=(ya, xa), full=(gh, gw))
+                    oy, ox = (y0 - ya) // stride, (x0 - xa) // stride
+                    ny, nx = -(-(y1 - y0) // stride), -(-(x1 - x0) // stride)
+                    grid[y0 // stride : y0 // stride + ny, x0 // stride : x0 // stride + nx] = p[oy : oy + ny,
+                                                                                                 ox : ox + nx]
+        if not full_resolution:
+            return grid
+        H, W = image.shape[:2]
+        return upsample(grid, (H, W), self.spec.downscale * stride)
+
+    # persistence -------------------------------------------------------------------
+    def save(self, folder: str | os.PathLike, name: str = "pixel") -> tuple[str, str]:
+        """Write the model to ``folder`` in safe formats; return (metadata path, estimator format).
+
+        The metadata JSON holds the feature spec, class ids and names, the
+        estimator parameters and the estimator file (XGBoost JSON or skops).
+        """
+        check_is_fitted(self.classifier)
+        os.makedirs(folder, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}-{time.time_ns() % 10**6:06d}"
+        base = os.path.join(os.fspath(folder), f"{name}-{stamp}")
+        est_path, fmt = _save_estimator(self.classifier, base)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "features": self.spec.to_dict(),
+            "feature_names": self.spec.feature_names(),
+            "n_features": int(self.classifier.n_features_in_),
+            "classes": [int(c) for c in self.classes],
+            "class_names": {str(k): v for k, v in self.class_names.items()},
+            "estimator": self.classifier.get_params(),
+            "estimator_file": os.path.basename(est_path),
+            "estimator_format": fmt,
+            "metrics": self.metrics,
+        }
+        meta_path = base + ".json"
+        from synthesis.atomic import atomic_write
+
+        with atomic_write(meta_path) as fh:
+            json.dump(meta, fh, indent=1, default=float)
+        return meta_path, fmt
+
+
+def upsample(grid: np.ndarray, shape: tuple[int, int], factor: float) -> np.ndarray:
+    """Bilinear upsampling of a (h, w, K) grid whose cells are ``factor`` px apart to (H, W, K)."""
+    H, W = shape
+    if grid.shape[:2] == (H, W):
+        return grid
+    # map output pixel centres to grid coordinates (cell i covers [i*f, (i+1)*f))
+    ys = ((np.arange(H, dtype=np.float32) + 0.5) / factor - 0.5).clip(0, grid.shape[0] - 1)
+    xs = ((np.arange(W, dtype=np.float32) + 0.5) / factor - 0.5).clip(0, grid.shape[1] - 1)
+    mx, my = np.meshgrid(xs, ys)
+    chans = [cv2.remap(np.ascontiguousarray(grid[..., k]), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+             for k in range(grid.shape[2])]
+    return np.stack(chans, axis=-1)
+
+
+def load_pixel_model(meta_path: str | os.PathLike, *, expect: FeatureSpec | dict | None = None) -> PixelModel:
+    """Load a pixel model written by :meth:`PixelModel.save` (no code is executed on load).
+
+    Parameters
+    ----------
+    meta_path : path
+        The model's metadata JSON.
+    expect : FeatureSpec or dict, optional
+        Refuse the model if it was trained with other features.
+
+    Raises
+    ------
+    PixelModelError
+        For a missing or malformed file, untrusted content or other features.
+    """
+    meta_path = os.fspath(meta_path)
+    try:
+        with open(meta_path, encoding="utf-8") as fh:
+            meta = json.load(fh)
+    except FileNotFoundError as err:
+        raise PixelModelError(f"pixel model file {meta_path!r} does not exist") from err
+    except json.JSONDecodeError as err:
+        raise PixelModelError(f"pixel model file {meta_path!r} is not valid JSON: {err}") from err
+    try:
+        spec = FeatureSpec.from_dict(meta["features"])
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise PixelModelError(f"pixel model {meta_path!r} has format_version {meta.get('format_version')!r}; "
+                                  f"this raremine reads {FORMAT_VERSION}")
+        if spec.feature_names() != meta["feature_names"] or int(meta["n_features"]) != len(meta["feature_names"]):
+            raise PixelModelError(f"pixel model {meta_path!r} was trained with features {meta['feature_names']} "
+                                  f"but this raremine computes {spec.feature_names()} for its spec")
+        est_path = os.path.join(os.path.dirname(meta_path), meta["estimator_file"])
+        clf = _load_estimator(est_path, meta["estimator_format"], meta)
+    except (KeyError, TypeError) as err:
+        raise PixelModelError(f"pixel model file {meta_path!r} lacks or mangles key {err}") from err
+    except ValueError as err:
+        if isinstance(err, PixelModelError):
+            raise
+        raise PixelModelError(f"pixel model file {meta_path!r}: {err}") from err
+    model = PixelModel(spec=spec, classifier=clf, class_names={int(k): v for k, v in meta["class_names"].items()},
+                       metrics=meta.get("metrics", {}))
+    model.check_spec(expect)
+    return model
+
+
+# -- training -------------------------------------------------------------------------------------
+def fit_pixel_model(
+    pairs: list[tuple[np.ndarray, np.ndarray, str]],
+    *,
+    spec: FeatureSpec | None = None,
+    classifier: PixelClassifier | None = None,
+    budget: int = 60_000,
+    hard_rounds: int = 1,
+    class_names: dict[int, str] | None = None,
+    random_state: int | None = 0,
+) -> PixelModel:
+    """Train a pixel model from images and label arrays.
+
+    Parameters
+    ----------
+    pairs : list of (image, labels, name)
+        Labels: 0 unlabelled, 1 background, 2..K classes; same (H, W) as the image.
+    spec : FeatureSpec, optional
+    classifier : PixelClassifier, optional
+        Unfitted; defaults to ``PixelClassifier()`` (XGBoost).
+    budget : int, default=60000
+        Training pixels per round (class-balanced sample).
+    hard_rounds : int, default=1
+        Rounds of hard-example mining: the model of the previous round
+        predicts every labelled pixel, and a second budget is drawn with
+        probability proportional to its error (1 - P(true class)) and added,
+        so rare confusing background (stains, edges) is not left out by the
+        uniform sample. 0 trains once on the uniform sample.
+    class_names : dict of int to str, optional
+        Defaults to ``{1: "background", k: "class_k"}``.
+    random_state : int, optional
+
+    Returns
+    -------
+    PixelModel
+    """
+    from sklearn.base import clone
+
+    spec = spec or FeatureSpec()
+    proto = classifier if classifier is not None else PixelClassifier(random_state=random_state)
+    if hard_rounds < 0:
+        raise ValueError(f"hard_rounds must be >= 0, got {hard_rounds}")
+    rng = np.random.default_rng(random_state)
+    t0 = time.perf_counter()
+    X, y = labelled_features(pairs, spec)
+    keep = balanced_sample(y, budget, rng)
+    t1 = time.perf_counter()
+    clf = clone(proto).fit(X[keep], y[keep])
+    for _ in range(hard_rounds):
+        p = clf.predict_proba(X)
+        err = 1.0 - p[np.arange(len(y)), np.searchsorted(clf.classes_, y)]
+        hard = balanced_sample(y, budget, rng, weights=err)
+        keep = np.union1d(keep, hard)
+        clf = clone(proto).fit(X[keep], y[keep])
+    t2 = time.perf_counter()
+    kept_y = y[keep]
+    names = {1: "background"}
+    names.update({int(c): f"class_{int(c)}" for c in clf.classes_ if c != 1})
+    names.update(class_names or {})
+    metrics = {"pixels_per_class": {int(c): int((kept_y == c).sum()) for c in clf.classes_},
+               "images": sum(1 for _, lab, _ in pairs if np.any(lab)), "hard_rounds": hard_rounds,
+               "feature_seconds": round(t1 - t0, 3), "fit_seconds": round(t2 - t1, 3)}
+    logger.info("pixel model trained on %d pixels in %.1fs", len(keep), t2 - t0)
+    return PixelModel(spec=spec, classifier=clf, class_names={int(k): v for k, v in names.items()}, metrics=metrics)
+
+
+def load_training_pairs(images_dir, labels_dir, *, classes: list[int] | None = None
+                        ) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    """Read images and label images of the same stem from two folders.
+
+    Parameters
+    ----------
+    images_dir, labels_dir : path
+    classes : list of int, optional
+        Allowed class ids besides 0 (unlabelled); an id outside is an error.
+
+    Raises
+    ------
+    ValueError
+        Naming the file: unreadable image, label of another size, unknown class id.
+    """
+    out = []
+    for img_path, lab_path in find_training_pairs(images_dir, labels_dir):
+        try:
+            img = read_image(img_path)
+        except UnreadableImage as err:
+            raise ValueError(f"training image {img_path!r} cannot be read: {err.reason}: {err.detail}") from err
+        lab = read_label_image(lab_path, img.shape[:2])
+        if classes is not None:
+            bad = sorted(set(np.unique(lab).tolist()) - {0, *classes})
+            if bad:
+                raise ValueError(f"label image {lab_path!r} holds unknown class ids {bad}; allowed 0 (unlabelled) "
+                                 f"and {sorted(classes)}")
+        out.append((img, lab, lab_path))
+    return out
+
+
+def models_dir(store_path: str | os.PathLike) -> str:
+    """Folder beside a catalogue where its models are kept (``<catalogue stem>.models``)."""
+    base, _ = os.path.splitext(os.path.abspath(os.fspath(store_path)))
+    return base + ".models"
+
+
+def fit_pixel(store, images_dir: str | os.PathLike, labels_dir: str | os.PathLike, config=None) -> dict:
+    """Train a pixel model from a folder of images and label images; save it and register it in the catalogue.
+
+    This is ``raremine fit-pixel``. The training images need not be in the catalogue.
+
+    Parameters
+    ----------
+    store : mining.store.Store
+    images_dir, labels_dir : path
+        Images and label images of the same stem (0 unlabelled, 1 background,
+        2..K the classes named in ``config.class_names``).
+    config : mining.config.PixelConfig, optional
+        Features, classifier and budget (defaults: ``PixelConfig()``).
+
+    Returns
+    -------
+    dict
+        ``model_id``, ``path`` (metadata JSON), ``format``, ``classes`` and the training ``metrics``.
+
+    Raises
+    ------
+    ValueError
+        Bad folders or label files (the file is named), or one class only.
+    """
+    from mining.config import PixelConfig
+
+    cfg = config if config is not None else PixelConfig()
+    bad = sorted(k for k in cfg.class_names if k < 2)
+    if bad:
+        raise ValueError(f"pixel.class_names: class ids must be >= 2 (1 is background), got {bad}")
+    spec = FeatureSpec.from_dict(cfg.features.model_dump())
+    clf = PixelClassifier(method=cfg.method, n_estimators=cfg.n_estimators, max_depth=cfg.max_depth,
+                          learning_rate=cfg.learning_rate, class_weight=cfg.class_weight, n_jobs=cfg.n_jobs,
+                          random_state=cfg.random_state)
+    pairs = load_training_pairs(images_dir, labels_dir, classes=[1, *cfg.class_names])
+    model = fit_pixel_model(pairs, spec=spec, classifier=clf, budget=cfg.budget, hard_rounds=cfg.hard_rounds,
+                            class_names=dict(cfg.class_names), random_state=cfg.random_state)
+    meta_path, fmt = model.save(os.path.join(models_dir(store.path), "pixel"), name="pixel")
+    classes = [model.class_names.get(int(c), f"class_{int(c)}") for c in model.classes]
+    model_id = store.add_model("pixel", "pixel", meta_path, fmt,
+                               config={"features": spec.to_dict(), "estimator": clf.get_params(),
+                                       "budget": cfg.budget, "hard_rounds": cfg.hard_rounds},
+                               classes=classes, metrics=model.metrics)
+    return {"model_id": model_id, "path": meta_path, "format": fmt, "classes": classes, "metrics": model.metrics}
+
+
+# -- maps and statistics ----------------------------------------------------------------------------
+def uncertainty(proba: np.ndarray, kind: str = "margin") -> np.ndarray:
+    """Uncertainty map from (..., K) probabilities: ``"margin"`` = 1 - max, ``"entropy"`` normalised to [0, 1]."""
+    if kind == "margin":
+        return (1.0 - proba.max(axis=-1)).astype(np.float32)
+    if kind == "entropy":
+        p = np.clip(proba, 1e-7, 1)
+        return (-(p * np.log(p)).sum(-1) / np.log(proba.shape[-1])).astype(np.float32)
+    raise ValueError(f"uncertainty kind must be 'margin' or 'entropy', got {kind!r}")
+
+
+def valid_mask(shape: tuple[int, int], border: int) -> np.ndarray:
+    """True inside the image, ``border`` px away from its edges (all True when border is 0)."""
+    m = np.zeros(shape, bool)
+    b = min(border, (min(shape) - 1) // 2)
+    m[b : shape[0] - b, b : shape[1] - b] = True
+    return m
+
+
+def map_stats(prob: np.ndarray, *, mask: np.ndarray | None = None, top_k: int = 50, threshold: float = 0.5,
+              pixel_area: float = 1.0) -> dict[str, float]:
+    """Statistics of one probability map.
+
+    Parameters
+    ----------
+    prob : ndarray of shape (h, w)
+    mask : ndarray of bool, optional
+        Pixels that count (e.g. :func:`valid_mask`).
+    top_k : int, default=50
+        Pixels averaged in ``topk_mean`` (scaled by ``pixel_area`` on coarse grids).
+    threshold : float, default=0.5
+    pixel_area : float, default=1.0
+        Original-image pixels per map pixel.
+
+    Returns
+    -------
+    dict
+        ``max``, ``topk_mean``, ``area`` (fraction of counted pixels above
+        ``threshold``), ``components`` and ``largest`` (original px).
+    """
+    vals = prob[mask] if mask is not None else prob.ravel()
+    if vals.size == 0:
+        return {"max": 0.0, "topk_mean": 0.0, "area": 0.0, "components": 0.0, "largest": 0.0}
+    k = int(min(vals.size, max(1, round(top_k / pixel_area))))
+    top = np.partition(vals, vals.size - k)[vals.size - k :]
+    above = prob > threshold
+    if mask is not None:
+        above &= mask
+    n, _, st, _ = cv2.connectedComponentsWithStats(above.astype(np.uint8), connectivity=8)
+    largest = float(st[1:, cv2.CC_STAT_AREA].max()) * pixel_area if n > 1 else 0.0
+    return {"max": float(vals.max()), "topk_mean": float(top.mean()), "area": float((vals > threshold).mean()),
+            "components": float(n - 1), "largest": largest}

@@ -1,0 +1,300 @@
+"""Pixel classifiers: features, training, prediction, persistence, scorer, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from mining.pixel import (
+    FeatureSpec,
+    PixelClassifier,
+    PixelModelError,
+    compute_features,
+    fit_pixel_model,
+    load_pixel_model,
+    load_training_pairs,
+    map_stats,
+    uncertainty,
+)
+from mining.scorers import get_scorer
+from tests.conftest import add_blob, make_texture
+
+FAST = PixelClassifier(n_estimators=20, max_depth=4, random_state=0)
+
+
+def _blob_pair(rng, center, size=64):
+    img = add_blob(make_texture(rng, size), center, radius=4)
+    lab = np.ones((size, size), np.uint8)
+    cv2.circle(lab, center, 4, 2, -1)
+    return img, lab
+
+
+@pytest.fixture(scope="module")
+def blob_model():
+    rng = np.random.default_rng(1)
+    pairs = [(*_blob_pair(rng, (16 + 10 * i, 40 - 6 * i)), f"train{i}") for i in range(4)]
+    pairs.append((make_texture(rng), np.ones((64, 64), np.uint8), "clean"))
+    return fit_pixel_model(pairs, classifier=FAST, budget=4000, class_names={2: "blob"})
+
+
+@pytest.fixture
+def label_dirs(tmp_path):
+    rng = np.random.default_rng(2)
+    imgs, labs = tmp_path / "images", tmp_path / "labels"
+    imgs.mkdir()
+    labs.mkdir()
+    for i in range(3):
+        img, lab = _blob_pair(rng, (20 + 8 * i, 30))
+        cv2.imwrite(str(imgs / f"t{i}.png"), img)
+        cv2.imwrite(str(labs / f"t{i}.png"), lab)
+    return imgs, labs
+
+
+# -- features ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bank", ["ilastik", "basic"])
+@pytest.mark.parametrize("image", [
+    np.zeros((40, 50), np.uint8),
+    np.full((40, 50, 3), 30000, np.uint16),
+    np.random.default_rng(0).random((40, 50)).astype(np.float32),
+])
+def test_feature_shapes_and_dtypes(bank, image):
+    spec = FeatureSpec(bank=bank, downscale=2, sigmas=(1, 2))
+    f = compute_features(image, spec)
+    assert f.dtype == np.float32
+    assert f.shape == (20, 25, len(spec.feature_names()))
+    assert np.isfinite(f).all()
+
+
+def test_border_feature_and_padding_change_features():
+    img = make_texture(np.random.default_rng(0))
+    a = compute_features(img, FeatureSpec(downscale=1, sigmas=(1, 2), padding="reflect"))
+    b = compute_features(img, FeatureSpec(downscale=1, sigmas=(1, 2), padding="constant"))
+    names = FeatureSpec(downscale=1).feature_names()
+    assert names[-1] == "border_distance"
+    assert a[0, 0, -1] < 0.05 and a[32, 32, -1] > 0.95
+    # padding changes only pixels near the border
+    assert not np.allclose(a[0], b[0])
+    np.testing.assert_allclose(a[28:36, 28:36], b[28:36, 28:36], atol=1e-4)
+
+
+def test_bad_feature_spec_is_named():
+    with pytest.raises(ValueError, match="bank"):
+        FeatureSpec(bank="fancy")
+    with pytest.raises(ValueError, match="unknown feature keys"):
+        FeatureSpec.from_dict({"sigma": 1})
+
+
+# -- the known answer ----------------------------------------------------------------------------------
+def test_bright_blob_is_found(blob_model):
+    rng = np.random.default_rng(9)
+    img = add_blob(make_texture(rng), (40, 22), radius=4)
+    proba = blob_model.predict_proba(img)
+    assert proba.shape == (64, 64, 2) and proba.dtype == np.float32
+    np.testing.assert_allclose(proba.sum(-1), 1, atol=1e-5)
+    blob = proba[..., list(blob_model.classes).index(2)]
+    assert blob[22, 40] > 0.8
+    assert np.percentile(blob, 90) < 0.2
+
+    scorer = get_scorer("pixel", border=0).set_model(blob_model)
+    clean = [scorer.score_image(make_texture(rng)).score for _ in range(5)]
+    with_blob = [scorer.score_image(add_blob(make_texture(rng), (20 + 5 * i, 35), radius=4)).score for i in range(5)]
+    assert min(with_blob) > max(clean)
+    r = scorer.score_image(img)
+    assert r.map.shape == img.shape and r.map.dtype == np.float32
+    assert r.stats["blob_components"] >= 1 and r.stats["blob_largest"] > 10
+    assert 0 <= r.stats["uncertainty_mean"] <= 0.5
+
+
+def test_tiled_equals_untiled(blob_model):
+    rng = np.random.default_rng(3)
+    big = np.hstack([make_texture(rng, 96), add_blob(make_texture(rng, 96), (50, 50))])
+    whole = blob_model.predict_proba(big)
+    tiled = blob_model.predict_proba(big, tile_size=48)
+    np.testing.assert_allclose(tiled, whole, atol=1e-4)
+    s_whole = blob_model.predict_proba(big, stride=2)
+    s_tiled = blob_model.predict_proba(big, stride=2, tile_size=48)
+    np.testing.assert_allclose(s_tiled, s_whole, atol=1e-4)
+
+
+def test_stride_grid_shape(blob_model):
+    img = make_texture(np.random.default_rng(4), 64)
+    assert blob_model.predict_proba(img, stride=2, full_resolution=False).shape == (16, 16, 2)
+
+
+def test_map_stats_and_uncertainty():
+    p = np.zeros((20, 20), np.float32)
+    p[2:5, 2:5] = 0.9
+    p[10:12, 15:17] = 0.7
+    st = map_stats(p, threshold=0.5, top_k=9)
+    assert st["components"] == 2 and st["largest"] == 9
+    assert st["max"] == pytest.approx(0.9) and st["topk_mean"] == pytest.approx(0.9)
+    assert st["area"] == pytest.approx(13 / 400)
+    two = np.stack([1 - p, p], -1)
+    assert uncertainty(two, "margin").max() == pytest.approx(0.3)
+    assert uncertainty(np.full((1, 2), 0.5), "entropy")[0] == pytest.approx(1.0)
+
+
+# -- persistence --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["xgboost", "random_forest"])
+def test_save_load_identical(tmp_path, method, blob_model):
+    rng = np.random.default_rng(5)
+    pairs = [(*_blob_pair(rng, (30, 30)), "a"), (*_blob_pair(rng, (20, 40)), "b")]
+    clf = PixelClassifier(method=method, n_estimators=10, max_depth=5)
+    model = fit_pixel_model(pairs, classifier=clf, budget=2000, hard_rounds=0)
+    path, fmt = model.save(tmp_path / "models")
+    assert fmt == {"xgboost": "xgboost-json", "random_forest": "skops"}[method]
+    loaded = load_pixel_model(path)
+    img = add_blob(make_texture(rng), (33, 33))
+    np.testing.assert_array_equal(loaded.predict_proba(img), model.predict_proba(img))
+    assert loaded.class_names == model.class_names
+
+
+def test_other_features_refused(tmp_path, blob_model):
+    path, _ = blob_model.save(tmp_path)
+    with pytest.raises(PixelModelError, match=r"other features.*downscale"):
+        load_pixel_model(path, expect={**blob_model.spec.to_dict(), "downscale": 1.0})
+    meta = json.loads(open(path).read())
+    meta["feature_names"] = meta["feature_names"][:-1]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(meta))
+    with pytest.raises(PixelModelError, match="trained with features"):
+        load_pixel_model(bad)
+
+
+def test_untrusted_skops_refused(tmp_path):
+    import skops.io as sio
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    rng = np.random.default_rng(6)
+    model = fit_pixel_model([(*_blob_pair(rng, (30, 30)), "a")], budget=500, hard_rounds=0,
+                            classifier=PixelClassifier(method="random_forest", n_estimators=3))
+    path, _ = model.save(tmp_path)
+    meta = json.loads(open(path).read())
+    sio.dump(Pipeline([("f", FunctionTransformer(np.exp))]), tmp_path / meta["estimator_file"])
+    with pytest.raises(PixelModelError, match="not trusted"):
+        load_pixel_model(path)
+
+
+# -- the estimator --------------------------------------------------------------------------------------
+_EXPECTED_FAILURES = {
+    "check_sample_weight_equivalence_on_dense_data":
+        "bootstrap / histogram binning: integer weights are not exactly repeated rows",
+    "check_class_weight_classifiers": "class_weight takes only 'balanced' or None (no per-class dict)",
+}
+
+
+@parametrize_with_checks([PixelClassifier(n_estimators=5, max_depth=3),
+                          PixelClassifier(method="random_forest", n_estimators=5, max_depth=3)],
+                         expected_failed_checks=lambda est: _EXPECTED_FAILURES)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+# -- training data errors -----------------------------------------------------------------------------
+def test_label_of_other_size_names_file(label_dirs):
+    imgs, labs = label_dirs
+    cv2.imwrite(str(labs / "t1.png"), np.ones((10, 10), np.uint8))
+    with pytest.raises(ValueError, match=r"t1\.png.*10x10 px but its image is 64x64"):
+        load_training_pairs(imgs, labs)
+
+
+def test_unknown_class_id_names_file(label_dirs):
+    imgs, labs = label_dirs
+    lab = np.ones((64, 64), np.uint8)
+    lab[5, 5] = 7
+    cv2.imwrite(str(labs / "t2.png"), lab)
+    with pytest.raises(ValueError, match=r"t2\.png.*unknown class ids \[7\]"):
+        load_training_pairs(imgs, labs, classes=[1, 2])
+
+
+def test_no_labelled_pixel_and_one_class(label_dirs):
+    imgs, labs = label_dirs
+    for p in labs.iterdir():
+        cv2.imwrite(str(p), np.zeros((64, 64), np.uint8))
+    pairs = load_training_pairs(imgs, labs)
+    with pytest.raises(ValueError, match=r"no labelled pixel.*t0\.png"):
+        fit_pixel_model(pairs)
+    for p in labs.iterdir():
+        cv2.imwrite(str(p), np.ones((64, 64), np.uint8))
+    with pytest.raises(ValueError, match="only class 1 is labelled"):
+        fit_pixel_model(load_training_pairs(imgs, labs))
+
+
+def test_no_matching_stems(tmp_path, label_dirs):
+    imgs, _ = label_dirs
+    empty = tmp_path / "none"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=r"no image in .* has a label image"):
+        load_training_pairs(imgs, empty)
+
+
+# -- end to end through the CLI ---------------------------------------------------------------------------
+def test_cli_fit_mine_export(tmp_path, tiny_archive, label_dirs):
+    from typer.testing import CliRunner
+
+    from raremine.cli import app
+
+    runner = CliRunner()
+    db = tmp_path / "cat.db"
+    imgs, labs = label_dirs
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    linked = sorted(set(list(tiny_archive["truth"])[:12]) | {p for p, t in tiny_archive["truth"].items() if t})
+    for p in linked:
+        os.symlink(p, archive / os.path.basename(p))
+    res = runner.invoke(app, ["index", str(archive), "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["fit-pixel", "--db", str(db), "--images", str(imgs), "--labels", str(labs),
+                              "--set", "pixel.n_estimators=20", "--set", "pixel.budget=3000"])
+    assert res.exit_code == 0, res.output
+    assert "classes background, defect" in res.output
+    assert os.path.isdir(tmp_path / "cat.models" / "pixel")
+    # an image that breaks after indexing is recorded, not fatal
+    broken = archive / "img_000.png"
+    os.unlink(broken)
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    res = runner.invoke(app, ["mine", "--db", str(db), "--scorers", "pixel", "--backend", "inline",
+                              "--set", "scorers.pixel.border=0"])
+    assert res.exit_code == 0, res.output
+    assert "failed: truncated 1" in res.output or "failed: decode_error 1" in res.output, res.output
+    from mining.store import Store
+
+    with Store(db) as store:
+        rows = store.query("SELECT i.path, s.score, s.map_path FROM scores s JOIN images i ON i.id = s.image_id"
+                           " WHERE s.scorer = 'pixel' AND s.tile = -1 ORDER BY s.score DESC")
+    assert len(rows) == len(linked) - 1  # the broken one has no score
+    top2 = {os.path.basename(r[0]) for r in rows[:2]}
+    assert top2 == {"img_007.png", "img_023.png"}
+    assert all(os.path.exists(r[2]) for r in rows)
+    out = tmp_path / "scores.csv"
+    res = runner.invoke(app, ["export", "--db", str(db), "--what", "scores", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "pixel" in out.read_text().splitlines()[0]
+
+
+def test_cli_fit_pixel_bad_labels_exit_2(tmp_path, label_dirs):
+    from typer.testing import CliRunner
+
+    from raremine.cli import app
+
+    imgs, labs = label_dirs
+    cv2.imwrite(str(labs / "t0.png"), np.full((64, 64), 3, np.uint8))
+    res = CliRunner().invoke(app, ["fit-pixel", "--db", str(tmp_path / "c.db"), "--images", str(imgs),
+                                   "--labels", str(labs)])
+    assert res.exit_code == 2
+    assert "t0.png" in res.output and "unknown class ids [3]" in res.output
+
+
+def test_scorer_without_model_says_what_to_do(tmp_path):
+    from mining.store import Store
+
+    with Store(tmp_path / "c.db") as store, pytest.raises(ValueError, match="fit-pixel"):
+        get_scorer("pixel").prepare(store)
+    with pytest.raises(ValueError, match="score_rule"):
+        get_scorer("pixel", score_rule="median").prepare(None)
