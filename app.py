@@ -309,10 +309,10 @@ def details_ui(store: Store, item: rv.Item, scores: list[dict], roots: list[str]
     if item.score is not None:
         line += f" · fused score {item.score:.3f}"
     st.caption(line)
-    if scores:
-        st.dataframe([{"scorer": s["scorer"], "score": round(s["score"], 4),
-                       "percentile": (why.get("scorers") or {}).get(s["scorer"])} for s in scores],
-                     hide_index=True, width="stretch")
+    if scores:  # a markdown table: much lighter to draw than a data grid on every candidate
+        pct = why.get("scorers") or {}
+        rows = "".join(f"| {s['scorer']} | {s['score']:.4g} | {_fmt(pct.get(s['scorer']))} |\n" for s in scores)
+        st.markdown("| scorer | score | percentile |\n|---|---:|---:|\n" + rows)
     with st.expander("Path and metadata"):
         st.code(item.path, language=None)
         st.json(rv.image_meta(store, item.image_id), expanded=False)
@@ -321,16 +321,24 @@ def details_ui(store: Store, item: rv.Item, scores: list[dict], roots: list[str]
     neighbours_ui(store, item, roots)
 
 
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
 def neighbours_ui(store: Store, item: rv.Item, roots: list[str]) -> None:
-    """'More like this': nearest neighbours in the embedding table, when there is one."""
-    n_rows = store.query("SELECT COUNT(*) FROM embeddings WHERE tile = -1")[0][0]
-    if not n_rows:
+    """'More like this': nearest neighbours in the embedding table, when there is one (drawn on demand)."""
+    ss = st.session_state
+    if "n_embeddings" not in ss:
+        ss["n_embeddings"] = int(store.query("SELECT COUNT(*) FROM embeddings WHERE tile = -1")[0][0])
+    if not ss["n_embeddings"] or not st.toggle("More like this", key="show_neighbours"):
         return
-    name, ids, vecs = load_embeddings(store.path, int(n_rows))
+    name, ids, vecs = load_embeddings(store.path, ss["n_embeddings"])
     near = rv.neighbours(ids, vecs, item.image_id, k=6)
     if not near:
+        st.caption("no embedding for this image")
         return
-    with st.expander(f"More like this ({name})"):
+    with st.container(border=True):
+        st.caption(f"nearest by {name} embedding (cosine similarity)")
         others = {it.image_id: it for it in rv.image_items(store, [i for i, _ in near])}
         cols = st.columns(3)
         for j, (iid, sim) in enumerate(near):
@@ -413,10 +421,11 @@ def queue_header(ctx: Ctx, queue: list[rv.Item], item: rv.Item | None = None) ->
                 f"reviewer **{ctx.reviewer}**" + (f" · `{os.path.basename(item.path)}`" if item else ""))
     if kind != "round":
         st.button("Back to the round's candidates", on_click=act_round_queue, key="back_round")
-    for msg in ss["skipped"][-5:]:
-        st.warning(msg)
-    if ss.get("last_action"):
-        st.caption(f"last: {ss['last_action']}")
+    # the same elements on every run: a shifting layout remounts the buttons and can drop a shortcut
+    st.caption(f"last: {ss['last_action']}" if ss.get("last_action") else "last: -")
+    with st.container():
+        for msg in ss["skipped"][-5:]:
+            st.warning(msg)
 
 
 def empty_queue(ctx: Ctx, queue: list[rv.Item]) -> None:
@@ -703,7 +712,10 @@ def main(argv: list[str] | None = None) -> None:
     if not reviewer:
         st.warning("Enter your name as reviewer in the sidebar to start; every vote is stored under it.")
         st.stop()
-    ctx = Ctx(store, cfg, rule_of(cfg), reviewer, show_all, rv.archive_roots(store), rv.maps_root(store))
+    if "roots" not in st.session_state:
+        st.session_state["roots"] = (rv.archive_roots(store), rv.maps_root(store))
+    roots, maps_root = st.session_state["roots"]
+    ctx = Ctx(store, cfg, rule_of(cfg), reviewer, show_all, roots, maps_root)
     PAGES[view](ctx)
 
 

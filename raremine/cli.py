@@ -573,7 +573,7 @@ def review(
         fail(f"--port must be in 1..65535; got {port}")
     cmd = [sys.executable, "-m", "streamlit", "run", str(app_file), "--server.address", address,
            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-           "--", "--db", str(db.resolve())]
+           "--server.fileWatcherType", "none", "--", "--db", str(db.resolve())]
     if config is not None:
         cmd += ["--config", str(config.resolve())]
     typer.echo(f"review app for {db} on http://{address}:{port} (Ctrl+C stops it)")

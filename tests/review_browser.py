@@ -1,0 +1,129 @@
+"""Driving the review app in Debian's chromium through Playwright (tests and benchmark).
+
+Never downloads a browser: Playwright launches ``/usr/bin/chromium`` (``make
+chromium`` installs it) with the flags below.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+CHROMIUM = os.environ.get("RAREMINE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+#: The queue header: "round 1 · item 2 of 8 · ... · `name.png`".
+HEADER_JS = "() => { const e = [...document.querySelectorAll('p')].find(x => x.innerText.includes('· item '));" \
+            " return e ? e.innerText : null; }"
+
+
+def skip_reason() -> str | None:
+    """Why the browser cannot be driven here, or None."""
+    if not os.access(CHROMIUM, os.X_OK):
+        return (f"chromium not found at {CHROMIUM}: `make chromium` (run by `make test`) installs Debian's "
+                "chromium when apt-get and root are available")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright Python package is not installed (pip install -e '.[dev]')"
+    return None
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def run_app(db: str, *, port: int | None = None, config: str | None = None, timeout: float = 60.0):
+    """Start the review app on 127.0.0.1 and yield its URL; stop it afterwards."""
+    port = port or free_port()
+    cmd = [sys.executable, "-m", "streamlit", "run", APP, "--server.address", "127.0.0.1",
+           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none", "--", "--db", db]
+    if config:
+        cmd += ["--config", config]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the app exited with {proc.returncode}: {proc.stdout.read()}")
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the app did not answer on {url} within {timeout}s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextmanager
+def browser():
+    """A headless Debian chromium driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def open_queue(b, url: str, reviewer: str, *, width: int = 1400, height: int = 950):
+    """A new browser session on the queue of ``reviewer``, waited until the first candidate shows."""
+    page = b.new_context(viewport={"width": width, "height": height}).new_page()
+    page.goto(f"{url}/?reviewer={reviewer}")
+    wait_idle(page)
+    if header(page) is not None:
+        # give the document keyboard focus, as a reviewer's first click does
+        page.locator("p", has_text="· item ").first.click()
+        # the first second after loading, Streamlit may still re-bind the shortcuts and drop a key
+        page.wait_for_timeout(1000)
+        wait_idle(page)
+    return page
+
+
+def wait_idle(page, timeout: float = 30_000) -> None:
+    """Wait until the app has finished running its script (header or a message shown, no spinner)."""
+    page.wait_for_function(
+        "() => { const app = document.querySelector('[data-testid=\"stApp\"]');"
+        " return app && app.getAttribute('data-test-script-state') === 'notRunning'; }",
+        timeout=timeout)
+
+
+def header(page) -> str | None:
+    """The queue header's text (None when no candidate is shown)."""
+    return page.evaluate(HEADER_JS)
+
+
+def press_and_wait(page, key: str, timeout: float = 15_000) -> float:
+    """Press a key and wait until the next candidate's header shows; return the seconds it took."""
+    wait_idle(page)  # a key pressed while the page is still being redrawn may be dropped by the browser side
+    before = header(page)
+    t0 = time.perf_counter()
+    page.keyboard.press(key)
+    page.wait_for_function(f"b => {{ const h = ({HEADER_JS})(); return h !== b; }}",
+                           arg=before, timeout=timeout)
+    return time.perf_counter() - t0

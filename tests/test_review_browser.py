@@ -1,0 +1,120 @@
+"""The review app in a real browser: Debian's chromium driven by Playwright.
+
+Starts the app on a free loopback port over a small catalogue, reviews with
+the keyboard and checks the store; two sessions vote at once and lose
+nothing; screenshots of the queue, the grid and the map are taken (into
+``$RAREMINE_SCREENSHOTS`` when set, e.g. ``docs/``; a catalogue of your own
+can be shown with ``$RAREMINE_SCREENSHOT_DB``).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+import pytest
+
+from mining import review as rv
+from mining.store import Store
+from tests import review_browser as rb
+from tests.review_catalogue import build_catalogue
+
+pytestmark = [pytest.mark.timeout(180)]
+
+_REASON = rb.skip_reason()
+if _REASON:
+    pytestmark.append(pytest.mark.skip(reason=_REASON))
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory):
+    return build_catalogue(tmp_path_factory.mktemp("browser"), n=12, size=128)
+
+
+@pytest.fixture(scope="module")
+def app_url(catalogue):
+    with rb.run_app(catalogue["db"]) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    with rb.browser() as b:
+        yield b
+
+
+def _votes(db, reviewer):
+    with Store(db, readonly=True) as s:
+        return [tuple(r) for r in s.query(
+            "SELECT image_id, verdict FROM reviews WHERE reviewer = ? ORDER BY id", (reviewer,))]
+
+
+def test_three_candidates_reviewed_with_the_keyboard(catalogue, app_url, chromium):
+    page = rb.open_queue(chromium, app_url, "kim")
+    with Store(catalogue["db"], readonly=True) as s:
+        queue = rv.reviewer_queue(s, rv.round_items(s), "kim")
+    assert "item 1 of 12" in rb.header(page)
+    for key in ("y", "n", "u"):
+        rb.press_and_wait(page, key)
+    assert "item 4 of 12" in rb.header(page)
+    assert _votes(catalogue["db"], "kim") == [(queue[0].image_id, "confirm"), (queue[1].image_id, "reject"),
+                                              (queue[2].image_id, "unsure")]
+    rb.press_and_wait(page, "z")  # undo goes back to the third
+    assert "item 3 of 12" in rb.header(page) and len(_votes(catalogue["db"], "kim")) == 2
+    rb.press_and_wait(page, "j")  # next / previous without voting
+    rb.press_and_wait(page, "k")
+    assert "item 3 of 12" in rb.header(page) and len(_votes(catalogue["db"], "kim")) == 2
+    page.context.close()
+
+
+def test_two_sessions_voting_at_once_lose_nothing(catalogue, app_url, chromium):
+    a = rb.open_queue(chromium, app_url, "ann")
+    b = rb.open_queue(chromium, app_url, "ben")
+    n = 3
+    for _ in range(n):
+        rb.wait_idle(a)
+        rb.wait_idle(b)
+        ha, hb = rb.header(a), rb.header(b)
+        a.keyboard.press("y")
+        b.keyboard.press("n")
+        for page, before in ((a, ha), (b, hb)):
+            page.wait_for_function(f"b => {{ const h = ({rb.HEADER_JS})(); return h !== null && h !== b; }}",
+                                   arg=before, timeout=30_000)
+    va, vb = _votes(catalogue["db"], "ann"), _votes(catalogue["db"], "ben")
+    assert [v for _, v in va] == ["confirm"] * n and [v for _, v in vb] == ["reject"] * n
+    assert len({i for i, _ in va}) == n and len({i for i, _ in vb}) == n  # one vote per image, none lost
+    a.context.close()
+    b.context.close()
+
+
+@contextmanager
+def _screenshot_app(app_url):
+    db = os.environ.get("RAREMINE_SCREENSHOT_DB")
+    if not db:
+        yield app_url
+        return
+    with rb.run_app(db) as url:
+        yield url
+
+
+def test_screenshots_of_the_queue_grid_and_map(app_url, chromium, tmp_path):
+    out = os.environ.get("RAREMINE_SCREENSHOTS") or str(tmp_path)
+    os.makedirs(out, exist_ok=True)
+    with _screenshot_app(app_url) as url:
+        page = rb.open_queue(chromium, url, "screenshot", width=1500, height=1000)
+        assert rb.header(page)
+        page.wait_for_timeout(400)
+        page.screenshot(path=os.path.join(out, "review_queue.png"))
+        for view, name in (("Grid", "review_grid.png"), ("Map", "review_map.png")):
+            page.get_by_test_id("stSidebar").get_by_text(view, exact=True).click()
+            rb.wait_idle(page)
+            if view == "Map":
+                page.locator(".js-plotly-plot").first.wait_for(timeout=20_000)
+            else:
+                page.locator('[data-testid="stImage"]').first.wait_for(timeout=20_000)
+            page.wait_for_timeout(800)
+            page.screenshot(path=os.path.join(out, name), full_page=view == "Grid")
+        page.context.close()
+    for name in ("review_queue.png", "review_grid.png", "review_map.png"):
+        with open(os.path.join(out, name), "rb") as fh:
+            assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
