@@ -15,11 +15,10 @@ verdicts for learning like any reviewer's:
   richest geometry; ``data`` JSON holds ``box`` ``[x0, y0, x1, y1]`` in pixel
   edges, ``polygons`` ``[[x, y, ...]]`` in pixel centres and ``rle``, a COCO
   compressed RLE of masks), linked to its class's review;
-- the union of each class's masks and polygons is written as a label image
-  for the pixel model (``reviews.mask_path``), in the convention of
-  :mod:`mining.pixel` and the review app: 1 background, 2 defect (an
-  imported mask labels every pixel, so none is 0, "unlabelled"). Boxes are
-  not pixel-exact and get no label image.
+- the union of each class's masks and polygons is written as a binary mask
+  PNG (0 background, 255 defect) for the pixel model (``reviews.mask_path``;
+  ``mining.learn`` retrains the pixel model from these, non-zero = defect).
+  Boxes are not pixel-exact and get no mask file.
 
 Importing again with the same source name replaces that source's earlier
 reviews of the same images. Label files that cannot be used are reported
@@ -39,7 +38,8 @@ confirmed classes left, and an image with none but a ``reject`` is a
 negative. ``unsure`` counts for nothing. Boxes, polygons and masks come from
 the ``annotations`` of the counted reviews (the app's ``{"path", "values"}``
 mask annotations included), and from a review's ``mask_path`` when it has no
-annotation (label images: values >= 2 are the defect).
+annotation (values >= 2 are the defect: 2.. in the app's painted label
+images, 255 in the imported masks).
 """
 
 from __future__ import annotations
@@ -80,8 +80,10 @@ DEFAULT_NEGATIVE = ("normal", "good", "ok", "none", "background", "negative", "f
 
 _HASH_FORMATS = ("folders", "csv")
 
-#: Values of the label images written for the pixel model (as ``mining.pixel`` and the review app read them).
-BACKGROUND, DEFECT = 1, 2
+#: Pixel values of the mask files written for the pixel model (``mining.learn`` reads non-zero as defect).
+BACKGROUND, DEFECT = 0, 255
+#: In a review's label image painted in the app (0 unlabelled, 1 background, 2.. classes), the defect values.
+_PAINTED_DEFECT_MIN = 2
 _BATCH = 200
 
 
@@ -435,8 +437,8 @@ def catalogue_labels(store: Store, *, reviewers: Sequence[str] | None = None) ->
             it.objects += [_decode_object(a["category"] or r["category"], json.loads(a["data"])) for a in rows]
             if not rows and r["mask_path"]:
                 m = _read_label_image(r["mask_path"])
-                if m is not None and (m >= DEFECT).any():
-                    it.objects.append(LabelObject(r["category"], mask=m >= DEFECT))
+                if m is not None and (m >= _PAINTED_DEFECT_MIN).any():
+                    it.objects.append(LabelObject(r["category"], mask=m >= _PAINTED_DEFECT_MIN))
         items.append(it)
     return items
 

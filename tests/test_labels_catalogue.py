@@ -54,7 +54,7 @@ def test_import_masks_makes_reviews_annotations_and_mask_files(catalogue, datase
     assert all(r["mask_path"] and Path(r["mask_path"]).is_file() for r in confirms)
     kinds = catalogue.query("SELECT kind, COUNT(*) n FROM annotations GROUP BY kind")
     assert {r["kind"]: r["n"] for r in kinds} == {"mask": len(confirms)}
-    # the mask file of each review is the class's union, as the pixel model wants it
+    # the mask file of each review is the class's union, 0 / 255 (mining.learn reads non-zero as defect)
     got = catalogue_masks(catalogue, "legacy")
     for it in dataset:
         ref = class_masks(it)
@@ -64,8 +64,8 @@ def test_import_masks_makes_reviews_annotations_and_mask_files(catalogue, datase
     for r in confirms:
         img_id = catalogue.query("SELECT image_id FROM reviews WHERE mask_path = ?", (r["mask_path"],))[0][0]
         stem = Path(catalogue.query("SELECT path FROM images WHERE id = ?", (img_id,))[0][0]).stem
-        lab = cv2.imread(r["mask_path"], cv2.IMREAD_UNCHANGED)  # the pixel model's convention: 1 background, 2 defect
-        assert set(np.unique(lab)) <= {1, 2} and np.array_equal(lab == 2, got[stem][r["category"]])
+        lab = cv2.imread(r["mask_path"], cv2.IMREAD_UNCHANGED)
+        assert set(np.unique(lab)) <= {0, 255} and np.array_equal(lab == 255, got[stem][r["category"]])
     # importing again under the same name replaces, never duplicates
     import_labels(catalogue, "masks", tmp_path / "masks", classes=tmp_path / "masks" / "classes.json",
                   source="legacy")
