@@ -75,21 +75,32 @@ def main() -> int:
     index_archive(store, [str(imgs)], workers=2)
     t = time.perf_counter()
     s = import_labels(store, "masks", masks, source="truth")
-    print(f"imported {s.images} mask files ({s.positives} with defects, {s.negatives} empty) in "
-          f"{time.perf_counter() - t:.1f}s; rejected {len(s.errors)}")
+    print(
+        f"imported {s.images} mask files ({s.positives} with defects, {s.negatives} empty) in "
+        f"{time.perf_counter() - t:.1f}s; rejected {len(s.errors)}"
+    )
     truth = {}
     for it in catalogue_labels(store, reviewers=["truth"]):
-        truth[Path(it.image).stem] = category_masks(it, it.height, it.width).get("defect",
-                                                                                 np.zeros((it.height, it.width), bool))
+        truth[Path(it.image).stem] = category_masks(it, it.height, it.width).get(
+            "defect", np.zeros((it.height, it.width), bool)
+        )
     from scipy import ndimage as ndi
 
     holes = sum(int((ndi.binary_fill_holes(m) & ~m).sum()) for m in truth.values())
     defect_px = sum(int(m.sum()) for m in truth.values())
     print(f"defect pixels {defect_px}; pixels in holes of the masks {holes}")
-    print(f"{'format':<16}{'images':>7}{'identical':>10}{'diff px':>9}{'diff %':>8}{'off-boundary px':>16}"
-          f"{'export s':>9}{'import s':>9}")
-    cases = [("coco", {"segmentation": "polygon"}), ("coco", {"segmentation": "rle"}), ("yolo", {"task": "segment"}),
-             ("voc", {}), ("labelme", {}), ("masks", {})]
+    print(
+        f"{'format':<16}{'images':>7}{'identical':>10}{'diff px':>9}{'diff %':>8}{'off-boundary px':>16}"
+        f"{'export s':>9}{'import s':>9}"
+    )
+    cases = [
+        ("coco", {"segmentation": "polygon"}),
+        ("coco", {"segmentation": "rle"}),
+        ("yolo", {"task": "segment"}),
+        ("voc", {}),
+        ("labelme", {}),
+        ("masks", {}),
+    ]
     for fmt, opts in cases:
         name = fmt + ("-" + next(iter(opts.values())) if opts else "")
         out = work / name
@@ -108,8 +119,10 @@ def main() -> int:
             same += d == 0
             diff += d
             off += off_boundary(ref, got)
-        print(f"{name:<16}{s2.images:>7}{same:>10}{diff:>9}{100 * diff / max(defect_px, 1):>7.2f}%{off:>16}"
-              f"{t1 - t0:>9.1f}{t2 - t1:>9.1f}")
+        print(
+            f"{name:<16}{s2.images:>7}{same:>10}{diff:>9}{100 * diff / max(defect_px, 1):>7.2f}%{off:>16}"
+            f"{t1 - t0:>9.1f}{t2 - t1:>9.1f}"
+        )
     # pycocotools on the polygon export
     from pycocotools.coco import COCO
 
@@ -124,8 +137,10 @@ def main() -> int:
         same += d == 0
         diff += d
         off += off_boundary(ref, got)
-    print(f"{'pycocotools':<16}{len(coco.getImgIds()):>7}{same:>10}{diff:>9}{100 * diff / max(defect_px, 1):>7.2f}%"
-          f"{off:>16}   (pycocotools' own rasterisation of the COCO polygon export)")
+    print(
+        f"{'pycocotools':<16}{len(coco.getImgIds()):>7}{same:>10}{diff:>9}{100 * diff / max(defect_px, 1):>7.2f}%"
+        f"{off:>16}   (pycocotools' own rasterisation of the COCO polygon export)"
+    )
     store.close()
     print(f"scratch folder: {work}")
     return 0

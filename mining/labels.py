@@ -239,8 +239,9 @@ def import_labels(
     merged: dict[int, ImageLabels] = {}
     for it in labels.items:
         try:
-            image_id = cat.resolve(it.image, exclude=it.source if fmt == "masks" else None,
-                                   use_hash=fmt in _HASH_FORMATS)
+            image_id = cat.resolve(
+                it.image, exclude=it.source if fmt == "masks" else None, use_hash=fmt in _HASH_FORMATS
+            )
             row = cat.rows[image_id]
             _check_size(it, int(row["width"]), int(row["height"]))
         except LabelFormatError as err:
@@ -248,8 +249,14 @@ def import_labels(
             continue
         if image_id in merged:
             if fmt not in _HASH_FORMATS:
-                summary.errors.append(LabelError(it.source or path, "duplicate", f"{row['path']} is already labelled "
-                                                 f"by {merged[image_id].source}", image=it.image))
+                summary.errors.append(
+                    LabelError(
+                        it.source or path,
+                        "duplicate",
+                        f"{row['path']} is already labelled by {merged[image_id].source}",
+                        image=it.image,
+                    )
+                )
                 continue
             prev = merged[image_id]
             prev.labels = list(dict.fromkeys([*prev.labels, *it.labels]))
@@ -260,21 +267,23 @@ def import_labels(
     summary.run_id = store.start_run("import", {"format": fmt, "path": summary.path, "source": source})
     ids = list(merged)
     for k in range(0, len(ids), _BATCH):
-        _store_batch(store, cat, [(i, merged[i]) for i in ids[k:k + _BATCH]], neg, source, folder, summary)
+        _store_batch(store, cat, [(i, merged[i]) for i in ids[k : k + _BATCH]], neg, source, folder, summary)
     _record_errors(store, summary)
     summary.seconds = time.perf_counter() - t0
     counts = {k: v for k, v in summary.as_dict().items() if isinstance(v, int) and k != "run_id"}
     counts["rejected"] = len(summary.errors)
     store.finish_run(summary.run_id, counts)
-    logger.info("imported %s labels for %d images from %s (%d rejected)", fmt, summary.images, path,
-                len(summary.errors))
+    logger.info(
+        "imported %s labels for %d images from %s (%d rejected)", fmt, summary.images, path, len(summary.errors)
+    )
     return summary
 
 
 def _check_size(it: ImageLabels, width: int, height: int) -> None:
     if it.width is not None and it.height is not None and (it.width, it.height) != (width, height):
-        raise LabelFormatError("size_mismatch", f"labels are for a {it.width}x{it.height} image, the catalogue image "
-                               f"is {width}x{height}")
+        raise LabelFormatError(
+            "size_mismatch", f"labels are for a {it.width}x{it.height} image, the catalogue image is {width}x{height}"
+        )
     it.width, it.height = width, height
     for obj in it.objects:
         if obj.box is not None:
@@ -283,15 +292,17 @@ def _check_size(it: ImageLabels, width: int, height: int) -> None:
             check_polygon(p, width, height)
 
 
-def _store_batch(store: Store, cat: _Catalogue, batch, neg: set[str], source: str, folder: str,
-                 summary: ImportSummary) -> None:
+def _store_batch(
+    store: Store, cat: _Catalogue, batch, neg: set[str], source: str, folder: str, summary: ImportSummary
+) -> None:
     now = time.time()
     prepared = []
     for image_id, it in batch:
         cats = [c for c in it.categories() if c.lower() not in neg]
         objs = [o for o in it.objects if o.category.lower() not in neg and o.geometry() != "none"]
-        masks = category_masks(ImageLabels(it.image, objects=[o for o in objs if o.geometry() != "box"]),
-                               it.height, it.width)
+        masks = category_masks(
+            ImageLabels(it.image, objects=[o for o in objs if o.geometry() != "box"]), it.height, it.width
+        )
         paths = {}
         for c, m in masks.items():
             if m.any():
@@ -300,13 +311,16 @@ def _store_batch(store: Store, cat: _Catalogue, batch, neg: set[str], source: st
         prepared.append((image_id, it, cats, objs, paths))
     with store.transaction() as con:
         for image_id, it, cats, objs, paths in prepared:
-            con.execute("DELETE FROM reviews WHERE image_id = ? AND reviewer = ? AND source = 'import'",
-                        (image_id, source))
+            con.execute(
+                "DELETE FROM reviews WHERE image_id = ? AND reviewer = ? AND source = 'import'", (image_id, source)
+            )
             note = f"imported from {it.source}" if it.source else "imported"
             if not cats:
                 con.execute(
                     "INSERT INTO reviews (image_id, tile, reviewer, verdict, category, note, source, created_at)"
-                    " VALUES (?, -1, ?, 'reject', NULL, ?, 'import', ?)", (image_id, source, note, now))
+                    " VALUES (?, -1, ?, 'reject', NULL, ?, 'import', ?)",
+                    (image_id, source, note, now),
+                )
                 summary.reviews += 1
                 summary.negatives += 1
             else:
@@ -315,7 +329,8 @@ def _store_batch(store: Store, cat: _Catalogue, batch, neg: set[str], source: st
                 cur = con.execute(
                     "INSERT INTO reviews (image_id, tile, reviewer, verdict, category, note, mask_path, source,"
                     " created_at) VALUES (?, -1, ?, 'confirm', ?, ?, ?, 'import', ?)",
-                    (image_id, source, c, note, paths.get(c), now))
+                    (image_id, source, c, note, paths.get(c), now),
+                )
                 review_id = int(cur.lastrowid)
                 summary.reviews += 1
                 summary.masks += int(c in paths)
@@ -325,7 +340,8 @@ def _store_batch(store: Store, cat: _Catalogue, batch, neg: set[str], source: st
                     con.execute(
                         "INSERT INTO annotations (image_id, review_id, category, kind, data, source, created_at)"
                         " VALUES (?, ?, ?, ?, ?, 'import', ?)",
-                        (image_id, review_id, c, obj.geometry(), json.dumps(_encode_object(obj)), now))
+                        (image_id, review_id, c, obj.geometry(), json.dumps(_encode_object(obj)), now),
+                    )
                     summary.annotations += 1
             summary.images += 1
 
@@ -338,8 +354,17 @@ def _record_errors(store: Store, summary: ImportSummary) -> None:
         con.executemany(
             "INSERT INTO failures (run_id, image_id, tile, scorer, reason, detail, created_at)"
             " VALUES (?, NULL, -1, ?, ?, ?, ?)",
-            [(summary.run_id, f"labels:{summary.format}", e.reason,
-              f"{e.file}" + (f" [{e.image}]" if e.image else "") + f": {e.detail}", now) for e in summary.errors])
+            [
+                (
+                    summary.run_id,
+                    f"labels:{summary.format}",
+                    e.reason,
+                    f"{e.file}" + (f" [{e.image}]" if e.image else "") + f": {e.detail}",
+                    now,
+                )
+                for e in summary.errors
+            ],
+        )
     for e in summary.errors:
         logger.info("label file rejected: %s: %s: %s", e.file, e.reason, e.detail)
 
@@ -397,8 +422,10 @@ def catalogue_labels(store: Store, *, reviewers: Sequence[str] | None = None) ->
     list of ImageLabels
         Reviewed images in catalogue order; ``image`` is the catalogue path.
     """
-    sql = ("SELECT r.id, r.image_id, r.reviewer, r.verdict, r.category, r.mask_path FROM reviews r"
-           " WHERE r.tile = -1 AND r.verdict IN ('confirm', 'reject')")
+    sql = (
+        "SELECT r.id, r.image_id, r.reviewer, r.verdict, r.category, r.mask_path FROM reviews r"
+        " WHERE r.tile = -1 AND r.verdict IN ('confirm', 'reject')"
+    )
     params: list = []
     if reviewers:
         sql += f" AND r.reviewer IN ({', '.join('?' * len(reviewers))})"
@@ -406,8 +433,12 @@ def catalogue_labels(store: Store, *, reviewers: Sequence[str] | None = None) ->
     reviews: dict[int, dict[str, list]] = {}
     for r in store.query(sql + " ORDER BY r.image_id, r.id", params):
         reviews.setdefault(r["image_id"], {}).setdefault(r["reviewer"], []).append(r)
-    images = {int(r["id"]): r for r in store.query(
-        "SELECT id, path, width, height, channels FROM images WHERE id IN (SELECT DISTINCT image_id FROM reviews)")}
+    images = {
+        int(r["id"]): r
+        for r in store.query(
+            "SELECT id, path, width, height, channels FROM images WHERE id IN (SELECT DISTINCT image_id FROM reviews)"
+        )
+    }
     counted: dict[int, list] = {}
     for image_id, by_reviewer in reviews.items():
         keep = []
@@ -420,9 +451,12 @@ def catalogue_labels(store: Store, *, reviewers: Sequence[str] | None = None) ->
     review_ids = [r["id"] for rows in counted.values() for r in rows if r is not None]
     anns: dict[int, list] = {}
     for k in range(0, len(review_ids), 500):
-        chunk = review_ids[k:k + 500]
-        for a in store.query(f"SELECT review_id, category, kind, data FROM annotations WHERE review_id IN "
-                             f"({', '.join('?' * len(chunk))}) ORDER BY id", chunk):
+        chunk = review_ids[k : k + 500]
+        for a in store.query(
+            f"SELECT review_id, category, kind, data FROM annotations WHERE review_id IN "
+            f"({', '.join('?' * len(chunk))}) ORDER BY id",
+            chunk,
+        ):
             anns.setdefault(a["review_id"], []).append(a)
     items = []
     for image_id in sorted(counted):
@@ -430,8 +464,14 @@ def catalogue_labels(store: Store, *, reviewers: Sequence[str] | None = None) ->
         if img is None:
             continue
         confirms = [r for r in counted[image_id] if r is not None]
-        it = ImageLabels(image=img["path"], width=img["width"], height=img["height"], channels=img["channels"],
-                         labels=list(dict.fromkeys(r["category"] for r in confirms)), source=f"catalogue:{image_id}")
+        it = ImageLabels(
+            image=img["path"],
+            width=img["width"],
+            height=img["height"],
+            channels=img["channels"],
+            labels=list(dict.fromkeys(r["category"] for r in confirms)),
+            source=f"catalogue:{image_id}",
+        )
         for r in confirms:
             rows = anns.get(r["id"], [])
             it.objects += [_decode_object(a["category"] or r["category"], json.loads(a["data"])) for a in rows]
@@ -487,5 +527,12 @@ def export_labels(
     return res
 
 
-__all__ = ["DEFAULT_NEGATIVE", "FORMATS", "ImportSummary", "catalogue_labels", "default_mask_dir", "export_labels",
-           "import_labels"]
+__all__ = [
+    "DEFAULT_NEGATIVE",
+    "FORMATS",
+    "ImportSummary",
+    "catalogue_labels",
+    "default_mask_dir",
+    "export_labels",
+    "import_labels",
+]

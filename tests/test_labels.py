@@ -209,8 +209,16 @@ def test_masks_roundtrip_exact(dataset, tmp_path):
     assert cm["mask"] == {"1": "crack", "2": "pit"} and cm["yolo"] == {"0": "crack", "1": "pit"}
 
 
-@pytest.mark.parametrize("fmt,opts", [("coco", {"segmentation": "rle"}), ("coco", {"segmentation": "polygon"}),
-                                      ("voc", {}), ("labelme", {}), ("yolo", {"task": "segment"})])
+@pytest.mark.parametrize(
+    "fmt,opts",
+    [
+        ("coco", {"segmentation": "rle"}),
+        ("coco", {"segmentation": "polygon"}),
+        ("voc", {}),
+        ("labelme", {}),
+        ("yolo", {"task": "segment"}),
+    ],
+)
 def test_geometry_roundtrip(dataset, tmp_path, fmt, opts):
     """Boxes identical; masks identical (hole-free masks through polygons come back exactly too)."""
     if fmt == "yolo":  # YOLO finds the image size beside its labels, or from the caller
@@ -323,8 +331,10 @@ def test_pycocotools_loads_export_and_areas_masks_match(dataset, tmp_path):
                     assert np.array_equal(m, ref) and a["area"] == ref.sum()
                 else:  # pycocotools rasterises polygons in pixel edges: boundary pixels may differ
                     assert within_boundary(ref, m), (img["file_name"], a["id"])
-                    assert abs(a["area"] - ref.sum()) <= cv2.arcLength(
-                        mask_to_polygons(ref)[0].astype(np.float32).reshape(-1, 1, 2), True) + 4
+                    assert (
+                        abs(a["area"] - ref.sum())
+                        <= cv2.arcLength(mask_to_polygons(ref)[0].astype(np.float32).reshape(-1, 1, 2), True) + 4
+                    )
                 n += 1
         assert n >= 5
 
@@ -450,10 +460,20 @@ def test_foreign_files_uncompressed_rle_and_edge_touching_segments(tmp_path):
             prev, run = v, 0
         run += 1
     counts.append(run)
-    coco = {"images": [{"id": 7, "file_name": "a.png", "width": 8, "height": 6}],
-            "categories": [{"id": 3, "name": "stain"}],
-            "annotations": [{"id": 1, "image_id": 7, "category_id": 3, "iscrowd": 1, "bbox": [2, 1, 6, 3],
-                             "segmentation": {"size": [6, 8], "counts": counts}}]}
+    coco = {
+        "images": [{"id": 7, "file_name": "a.png", "width": 8, "height": 6}],
+        "categories": [{"id": 3, "name": "stain"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 7,
+                "category_id": 3,
+                "iscrowd": 1,
+                "bbox": [2, 1, 6, 3],
+                "segmentation": {"size": [6, 8], "counts": counts},
+            }
+        ],
+    }
     (tmp_path / "c.json").write_text(json.dumps(coco))
     (it,) = read_labels("coco", tmp_path / "c.json").items
     assert np.array_equal(it.objects[0].mask, m) and it.objects[0].attrs == {"iscrowd": 1}

@@ -43,8 +43,9 @@ def catalogue_masks(store: Store, reviewer: str) -> dict[str, dict[str, np.ndarr
 
 def test_import_masks_makes_reviews_annotations_and_mask_files(catalogue, dataset, tmp_path):
     write_labels("masks", dataset, tmp_path / "masks", classes=CLASSES)
-    s = import_labels(catalogue, "masks", tmp_path / "masks", classes=tmp_path / "masks" / "classes.json",
-                      source="legacy")
+    s = import_labels(
+        catalogue, "masks", tmp_path / "masks", classes=tmp_path / "masks" / "classes.json", source="legacy"
+    )
     assert s.images == len(dataset) and not s.errors
     assert s.negatives == 1 and s.positives == len(dataset) - 1
     rows = catalogue.query("SELECT verdict, category, mask_path, reviewer, source FROM reviews ORDER BY id")
@@ -67,14 +68,24 @@ def test_import_masks_makes_reviews_annotations_and_mask_files(catalogue, datase
         lab = cv2.imread(r["mask_path"], cv2.IMREAD_UNCHANGED)
         assert set(np.unique(lab)) <= {0, 255} and np.array_equal(lab == 255, got[stem][r["category"]])
     # importing again under the same name replaces, never duplicates
-    import_labels(catalogue, "masks", tmp_path / "masks", classes=tmp_path / "masks" / "classes.json",
-                  source="legacy")
+    import_labels(catalogue, "masks", tmp_path / "masks", classes=tmp_path / "masks" / "classes.json", source="legacy")
     assert catalogue.query("SELECT COUNT(*) FROM reviews")[0][0] == len(rows)
 
 
-@pytest.mark.parametrize("fmt,opts", [("coco", {}), ("coco", {"segmentation": "rle"}), ("yolo", {"task": "segment"}),
-                                      ("yolo", {}), ("voc", {}), ("labelme", {}), ("masks", {}), ("csv", {}),
-                                      ("folders", {})])
+@pytest.mark.parametrize(
+    "fmt,opts",
+    [
+        ("coco", {}),
+        ("coco", {"segmentation": "rle"}),
+        ("yolo", {"task": "segment"}),
+        ("yolo", {}),
+        ("voc", {}),
+        ("labelme", {}),
+        ("masks", {}),
+        ("csv", {}),
+        ("folders", {}),
+    ],
+)
 def test_catalogue_export_import_roundtrip(catalogue, dataset, tmp_path, fmt, opts):
     """Import, export as F, import the export under another name: the same labels (boxes, masks) come back."""
     write_labels("coco", dataset, tmp_path / "src", classes=CLASSES, segmentation="rle")
@@ -93,7 +104,8 @@ def test_catalogue_export_import_roundtrip(catalogue, dataset, tmp_path, fmt, op
             continue
         if fmt != "masks" and not (fmt == "yolo" and opts.get("task") == "segment"):  # these keep no boxes
             assert sorted((o.category, object_box(o, it.height, it.width)) for o in b[k].objects) == sorted(
-                (o.category, object_box(o, it.height, it.width)) for o in it.objects), (fmt, k)
+                (o.category, object_box(o, it.height, it.width)) for o in it.objects
+            ), (fmt, k)
         if fmt == "yolo" and not opts:
             continue  # boxes only
         ma, mb = class_masks(it), class_masks(b[k])
@@ -110,8 +122,12 @@ def test_bad_input_is_reported_per_file_and_the_rest_imported(catalogue, dataset
     (ann / "img_3.xml").write_text((ann / "img_3.xml").read_text().replace("<name>pit</name>", "<name>dent</name>"))
     s = import_labels(catalogue, "voc", tmp_path / "voc", classes=CLASSES, source="voc")
     reasons = sorted((Path(e.file).stem, e.reason) for e in s.errors)
-    assert reasons == [("img_1", "size_mismatch"), ("img_2", "malformed"), ("img_3", "unknown_class"),
-                       ("other", "not_in_catalogue")]
+    assert reasons == [
+        ("img_1", "size_mismatch"),
+        ("img_2", "malformed"),
+        ("img_3", "unknown_class"),
+        ("other", "not_in_catalogue"),
+    ]
     assert s.images == 3  # img_0, img_4, img_5
     fails = catalogue.query("SELECT reason FROM failures WHERE run_id = ?", (s.run_id,))
     assert sorted(r[0] for r in fails) == sorted(r for _, r in reasons)
@@ -153,8 +169,22 @@ def test_cli_import_and_export(catalogue, dataset, tmp_path):
     r = runner.invoke(app, ["import", str(tmp_path / "lm"), "--db", db, "--format", "labelme", "--source", "lm"])
     assert r.exit_code == 0, r.output
     assert f"labels of {len(dataset)} images" in r.output and "rejected: 0" in r.output
-    r = runner.invoke(app, ["export", "--db", db, "--what", "labels", "--format", "coco", "--out",
-                            str(tmp_path / "coco"), "--coco-segmentation", "rle"])
+    r = runner.invoke(
+        app,
+        [
+            "export",
+            "--db",
+            db,
+            "--what",
+            "labels",
+            "--format",
+            "coco",
+            "--out",
+            str(tmp_path / "coco"),
+            "--coco-segmentation",
+            "rle",
+        ],
+    )
     assert r.exit_code == 0, r.output
     data = json.loads((tmp_path / "coco" / "annotations.json").read_text())
     assert len(data["images"]) == len(dataset) and (tmp_path / "coco" / "classes.json").is_file()
@@ -162,8 +192,21 @@ def test_cli_import_and_export(catalogue, dataset, tmp_path):
     assert r.exit_code == 2 and "--format must be one of" in r.output
     r = runner.invoke(app, ["import", str(tmp_path / "lm"), "--db", db])
     assert r.exit_code == 2 and "--format is required" in r.output
-    r = runner.invoke(app, ["convert", str(tmp_path / "coco"), "--from", "coco", "--to", "yolo", "--out",
-                            str(tmp_path / "yolo"), "--classes", str(tmp_path / "coco" / "classes.json")])
+    r = runner.invoke(
+        app,
+        [
+            "convert",
+            str(tmp_path / "coco"),
+            "--from",
+            "coco",
+            "--to",
+            "yolo",
+            "--out",
+            str(tmp_path / "yolo"),
+            "--classes",
+            str(tmp_path / "coco" / "classes.json"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "yolo" / "labels" / "img_3.txt").read_text().startswith("1 ")
 
@@ -232,15 +275,22 @@ def test_masks_painted_in_the_app_are_exported(catalogue, dataset, tmp_path):
     lab[2:9, 3:12] = 1
     lab[4:7, 5:9] = 2
     cv2.imwrite(str(tmp_path / "lab.png"), lab)
-    a = catalogue.add_review(catalogue.image_id(dataset[1].image), "ann", "confirm", category="crack",
-                             mask_path=str(tmp_path / "lab.png"))
-    b = catalogue.add_review(catalogue.image_id(dataset[2].image), "ann", "confirm", category="pit",
-                             mask_path=str(tmp_path / "lab.png"))
+    a = catalogue.add_review(
+        catalogue.image_id(dataset[1].image), "ann", "confirm", category="crack", mask_path=str(tmp_path / "lab.png")
+    )
+    b = catalogue.add_review(
+        catalogue.image_id(dataset[2].image), "ann", "confirm", category="pit", mask_path=str(tmp_path / "lab.png")
+    )
     with catalogue.transaction() as con:
-        con.execute("INSERT INTO annotations (image_id, review_id, category, kind, data, source, created_at)"
-                    " VALUES (?, ?, 'pit', 'mask', ?, 'app', 0)",
-                    (catalogue.image_id(dataset[2].image), b,
-                     json.dumps({"path": str(tmp_path / "lab.png"), "values": {"defect": 2}})))
+        con.execute(
+            "INSERT INTO annotations (image_id, review_id, category, kind, data, source, created_at)"
+            " VALUES (?, ?, 'pit', 'mask', ?, 'app', 0)",
+            (
+                catalogue.image_id(dataset[2].image),
+                b,
+                json.dumps({"path": str(tmp_path / "lab.png"), "values": {"defect": 2}}),
+            ),
+        )
     assert a
     export_labels(catalogue, "coco", tmp_path / "coco", segmentation="rle")
     back = by_stem(read_labels("coco", tmp_path / "coco").items)

@@ -135,6 +135,7 @@ def duplicate_errors(items, dups: list[int]) -> list[LabelError]:
     for i in dups:
         it = items[i]
         name = os.path.splitext(os.path.basename(it.image))[0]
-        out.append(LabelError(it.source or it.image, "duplicate", f"another image is also named {name!r}",
-                              image=it.image))
+        out.append(
+            LabelError(it.source or it.image, "duplicate", f"another image is also named {name!r}", image=it.image)
+        )
     return out

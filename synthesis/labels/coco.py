@@ -95,13 +95,15 @@ def read_coco(path: str | os.PathLike, *, classes=None, image_root: str | os.Pat
             w, h = int(im["width"]), int(im["height"])
             objs = [_read_ann(a, cats, cmap, w, h) for a in by_image.get(im["id"], [])]
         except LabelFormatError as err:
-            errors.append(LabelError(path, err.reason, err.detail, image=im.get("file_name") if isinstance(im, dict)
-                                     else None))
+            errors.append(
+                LabelError(path, err.reason, err.detail, image=im.get("file_name") if isinstance(im, dict) else None)
+            )
             continue
         except (KeyError, TypeError, ValueError) as err:
             ref = im.get("file_name") if isinstance(im, dict) else None
-            errors.append(LabelError(path, "malformed", f"bad image or annotation entry: {type(err).__name__}: {err}",
-                                     image=ref))
+            errors.append(
+                LabelError(path, "malformed", f"bad image or annotation entry: {type(err).__name__}: {err}", image=ref)
+            )
             continue
         image = fname if os.path.isabs(fname) else os.path.normpath(os.path.join(root, fname))
         items.append(ImageLabels(image=image, width=w, height=h, objects=objs, source=path))
@@ -147,7 +149,11 @@ def _read_ann(a: dict, cats: dict[int, str], cmap, w: int, h: int) -> LabelObjec
 
 
 def write_coco(
-    items: Sequence[ImageLabels], out: str | os.PathLike, *, classes=None, segmentation: str = "polygon",
+    items: Sequence[ImageLabels],
+    out: str | os.PathLike,
+    *,
+    classes=None,
+    segmentation: str = "polygon",
     image_root: str | os.PathLike | None = None,
 ) -> WriteResult:
     """Write ``OUT/annotations.json`` (COCO) and ``OUT/classes.json``.
@@ -209,8 +215,11 @@ def _ann(obj: LabelObject, cmap, w: int, h: int, segmentation: str) -> dict | No
     if box is None:
         return None
     box = check_box(box, w, h)
-    ann = {"category_id": cmap.coco_id(obj.category), "bbox": list(xyxy_to_coco(box)),
-           "iscrowd": int(obj.attrs.get("iscrowd", 0))}
+    ann = {
+        "category_id": cmap.coco_id(obj.category),
+        "bbox": list(xyxy_to_coco(box)),
+        "iscrowd": int(obj.attrs.get("iscrowd", 0)),
+    }
     if obj.geometry() == "box":
         ann["segmentation"], ann["area"] = [], float(ann["bbox"][2] * ann["bbox"][3])
         return ann

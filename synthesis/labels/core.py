@@ -238,9 +238,7 @@ class ClassMap:
         try:
             return self.names.index(name)
         except ValueError:
-            raise LabelFormatError(
-                "unknown_class", f"class {name!r} not in the class map {list(self.names)}"
-            ) from None
+            raise LabelFormatError("unknown_class", f"class {name!r} not in the class map {list(self.names)}") from None
 
     def to_json(self) -> dict:
         """The class map as written beside every export (``classes.json``)."""
@@ -390,12 +388,8 @@ def check_box(box: Sequence[float], width: int | None, height: int | None) -> tu
     if x1 <= x0 or y1 <= y0:
         raise LabelFormatError("malformed", f"box {(x0, y0, x1, y1)} is empty or inverted (x1 <= x0 or y1 <= y0)")
     eps = 10.0**-PIXEL_DECIMALS
-    if width is not None and height is not None and (
-        x0 < -eps or y0 < -eps or x1 > width + eps or y1 > height + eps
-    ):
-        raise LabelFormatError(
-            "out_of_bounds", f"box {(x0, y0, x1, y1)} reaches outside the {width}x{height} image"
-        )
+    if width is not None and height is not None and (x0 < -eps or y0 < -eps or x1 > width + eps or y1 > height + eps):
+        raise LabelFormatError("out_of_bounds", f"box {(x0, y0, x1, y1)} reaches outside the {width}x{height} image")
     return x0, y0, x1, y1
 
 

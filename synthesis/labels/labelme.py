@@ -70,8 +70,11 @@ def read_labelme(path: str | os.PathLike, *, classes=None) -> LabelSet:
         files = []
         for dirpath, dirnames, filenames in os.walk(path):
             dirnames.sort()
-            files += [os.path.join(dirpath, f) for f in sorted(filenames)
-                      if f.endswith(".json") and f != "classes.json" and not f.startswith(".")]
+            files += [
+                os.path.join(dirpath, f)
+                for f in sorted(filenames)
+                if f.endswith(".json") and f != "classes.json" and not f.startswith(".")
+            ]
     cmap = class_map_from(classes)
     items, errors = [], []
     for p in files:
@@ -152,10 +155,12 @@ def _decode_mask(b64, pts: np.ndarray, w: int, h: int, k: int) -> np.ndarray:
         crop = crop[..., 0]
     x0, y0 = round(pts[:, 0].min()), round(pts[:, 1].min())
     if x0 < 0 or y0 < 0 or x0 + crop.shape[1] > w or y0 + crop.shape[0] > h:
-        raise LabelFormatError("out_of_bounds", f"shape {k}: mask at ({x0}, {y0}) of {crop.shape[1]}x{crop.shape[0]} "
-                               f"reaches outside the {w}x{h} image")
+        raise LabelFormatError(
+            "out_of_bounds",
+            f"shape {k}: mask at ({x0}, {y0}) of {crop.shape[1]}x{crop.shape[0]} reaches outside the {w}x{h} image",
+        )
     out = np.zeros((h, w), bool)
-    out[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop != 0
+    out[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop != 0
     return out
 
 
@@ -198,8 +203,15 @@ def write_labelme(items: Sequence[ImageLabels], out: str | os.PathLike, *, class
             continue
         target = os.path.join(out, name + ".json")
         rel = os.path.relpath(os.path.abspath(it.image), os.path.dirname(os.path.abspath(target)))
-        data = {"version": LABELME_VERSION, "flags": {}, "shapes": shapes, "imagePath": rel, "imageData": None,
-                "imageHeight": h, "imageWidth": w}
+        data = {
+            "version": LABELME_VERSION,
+            "flags": {},
+            "shapes": shapes,
+            "imagePath": rel,
+            "imageData": None,
+            "imageHeight": h,
+            "imageWidth": w,
+        }
         res.files.append(write_json(target, data, indent=2))
         res.images += 1
     res.class_map = write_class_map(out, cmap)
@@ -207,5 +219,12 @@ def write_labelme(items: Sequence[ImageLabels], out: str | os.PathLike, *, class
 
 
 def _shape(label: str, points, kind: str, group: int | None) -> dict:
-    return {"label": label, "points": [[float(x), float(y)] for x, y in points], "group_id": group,
-            "description": "", "shape_type": kind, "flags": {}, "mask": None}
+    return {
+        "label": label,
+        "points": [[float(x), float(y)] for x, y in points],
+        "group_id": group,
+        "description": "",
+        "shape_type": kind,
+        "flags": {},
+        "mask": None,
+    }

@@ -49,7 +49,11 @@ MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".npy")
 
 
 def read_masks(
-    folder: str | os.PathLike, *, classes=None, default: str = "defect", read: MaskReader | None = None,
+    folder: str | os.PathLike,
+    *,
+    classes=None,
+    default: str = "defect",
+    read: MaskReader | None = None,
     exclude: Sequence[str] = (),
 ) -> LabelSet:
     """Read a folder of mask images (see the module notes).
@@ -115,8 +119,14 @@ def read_masks(
             present = [int(v) for v in np.unique(arr) if v != 0]
             unknown = [v for v in present if v not in values]
             if unknown:
-                errors.append(LabelError(p, "unknown_class", f"pixel values {unknown} not in the class map "
-                                         f"{ {k: v for k, v in values.items()} }", image=stem(p)))
+                errors.append(
+                    LabelError(
+                        p,
+                        "unknown_class",
+                        f"pixel values {unknown} not in the class map { {k: v for k, v in values.items()} }",
+                        image=stem(p),
+                    )
+                )
                 continue
             by_class: dict[str, np.ndarray] = {}
             for v in present:

@@ -111,13 +111,15 @@ def read_csv(path: str | os.PathLike, *, classes=None, sep: str = ";") -> LabelS
                     elif v not in _FALSE:
                         bad.append(f"{h}={row.get(h)!r}")
                 if bad:
-                    errors.append(LabelError(where, "malformed", f"one-hot columns must be 0/1, got {', '.join(bad)}",
-                                             image=ref))
+                    errors.append(
+                        LabelError(where, "malformed", f"one-hot columns must be 0/1, got {', '.join(bad)}", image=ref)
+                    )
                     continue
             unknown = [lab for lab in labels if cmap is not None and lab not in cmap]
             if unknown:
-                errors.append(LabelError(where, "unknown_class",
-                                         f"{unknown} not in the class map {list(cmap.names)}", image=ref))
+                errors.append(
+                    LabelError(where, "unknown_class", f"{unknown} not in the class map {list(cmap.names)}", image=ref)
+                )
                 continue
             items.append(ImageLabels(image=image, labels=list(dict.fromkeys(labels)), source=where))
     except csv.Error as err:
@@ -147,8 +149,9 @@ def write_csv(items: Sequence[ImageLabels], out: str | os.PathLike, *, classes=N
         cats = it.categories()
         unknown = [c for c in cats if c not in cmap]
         if unknown:
-            res.skipped.append(LabelError(it.source or it.image, "unknown_class", f"{unknown} not in the class map",
-                                          image=it.image))
+            res.skipped.append(
+                LabelError(it.source or it.image, "unknown_class", f"{unknown} not in the class map", image=it.image)
+            )
             continue
         rows.append([it.image, sep.join(cats), *("1" if n in cats else "0" for n in cmap.names)])
     target = os.path.join(out, CSV_FILE)
@@ -185,8 +188,11 @@ def read_folders(root: str | os.PathLike, *, classes=None) -> LabelSet:
                     continue
                 p = os.path.join(dirpath, f)
                 if cmap is not None and name not in cmap:
-                    errors.append(LabelError(p, "unknown_class",
-                                             f"folder {name!r} is not a class of the map {list(cmap.names)}", image=p))
+                    errors.append(
+                        LabelError(
+                            p, "unknown_class", f"folder {name!r} is not a class of the map {list(cmap.names)}", image=p
+                        )
+                    )
                     continue
                 items.append(ImageLabels(image=p, labels=[name], source=p))
     names = list(cmap.names) if cmap is not None else sorted({it.labels[0] for it in items})
@@ -194,7 +200,11 @@ def read_folders(root: str | os.PathLike, *, classes=None) -> LabelSet:
 
 
 def write_folders(
-    items: Sequence[ImageLabels], out: str | os.PathLike, *, classes=None, negative: str | None = "normal",
+    items: Sequence[ImageLabels],
+    out: str | os.PathLike,
+    *,
+    classes=None,
+    negative: str | None = "normal",
     link: str = "copy",
 ) -> WriteResult:
     """Write a folder-per-class layout: ``OUT/<class>/<image file>`` and ``OUT/classes.json``.
@@ -224,12 +234,14 @@ def write_folders(
         cats = it.categories() or ([negative] if negative is not None else [])
         unknown = [c for c in cats if c not in cmap and c != negative]
         if unknown:
-            res.skipped.append(LabelError(it.source or it.image, "unknown_class", f"{unknown} not in the class map",
-                                          image=it.image))
+            res.skipped.append(
+                LabelError(it.source or it.image, "unknown_class", f"{unknown} not in the class map", image=it.image)
+            )
             continue
         if not os.path.isfile(it.image):
-            res.skipped.append(LabelError(it.source or it.image, "not_in_catalogue",
-                                          "image file does not exist", image=it.image))
+            res.skipped.append(
+                LabelError(it.source or it.image, "not_in_catalogue", "image file does not exist", image=it.image)
+            )
             continue
         for c in cats:
             names = used.setdefault(c, {})

@@ -161,8 +161,14 @@ def _read_one(path: str, root: str, cmap) -> ImageLabels:
     else:
         jpeg = os.path.join(voc_root, "JPEGImages", fname)
         image = jpeg if os.path.exists(jpeg) else (os.path.join(voc_root, img_path) if img_path else fname)
-    return ImageLabels(image=image, width=w, height=h, objects=objs, source=path,
-                       channels=int(depth) if depth and depth.isdigit() else None)
+    return ImageLabels(
+        image=image,
+        width=w,
+        height=h,
+        objects=objs,
+        source=path,
+        channels=int(depth) if depth and depth.isdigit() else None,
+    )
 
 
 def _attach_masks(seg_path: str, objs: list[LabelObject], w: int, h: int) -> None:
@@ -183,7 +189,11 @@ def _attach_masks(seg_path: str, objs: list[LabelObject], w: int, h: int) -> Non
 
 
 def write_voc(
-    items: Sequence[ImageLabels], out: str | os.PathLike, *, classes=None, masks: bool = True,
+    items: Sequence[ImageLabels],
+    out: str | os.PathLike,
+    *,
+    classes=None,
+    masks: bool = True,
 ) -> WriteResult:
     """Write ``OUT/Annotations/<stem>.xml`` (+ segmentation PNGs), ``OUT/classes.txt`` and ``OUT/classes.json``.
 

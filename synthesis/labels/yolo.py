@@ -93,8 +93,15 @@ def read_yolo(folder: str | os.PathLike, *, classes=None, size_of: SizeOf | None
     labels_dir = os.path.join(folder, "labels") if os.path.isdir(os.path.join(folder, "labels")) else folder
     cmap = class_map_from(classes) or find_class_map(labels_dir)
     if cmap is None:
-        return LabelSet([], [LabelError(folder, "malformed", "no class map: pass one or put classes.txt / data.yaml "
-                                        "beside the labels")], [])
+        return LabelSet(
+            [],
+            [
+                LabelError(
+                    folder, "malformed", "no class map: pass one or put classes.txt / data.yaml beside the labels"
+                )
+            ],
+            [],
+        )
     items, errors = [], []
     for dirpath, dirnames, filenames in os.walk(labels_dir):
         dirnames.sort()
@@ -108,8 +115,9 @@ def read_yolo(folder: str | os.PathLike, *, classes=None, size_of: SizeOf | None
                 if size is None and image is not None:
                     size = image_size(image)
                 if size is None:
-                    raise LabelFormatError("missing_size", "image size unknown: no catalogue image and no image "
-                                           "beside the label file")
+                    raise LabelFormatError(
+                        "missing_size", "image size unknown: no catalogue image and no image beside the label file"
+                    )
                 objs = _parse(p, cmap, *size)
             except LabelFormatError as err:
                 errors.append(LabelError(p, err.reason, err.detail, image=image or stem(p)))
@@ -128,7 +136,7 @@ def _image_beside(label_path: str) -> str | None:
     candidates = [d]
     if "labels" in parts:
         i = len(parts) - 1 - parts[::-1].index("labels")
-        candidates.insert(0, os.sep.join([*parts[:i], "images", *parts[i + 1:]]))
+        candidates.insert(0, os.sep.join([*parts[:i], "images", *parts[i + 1 :]]))
     for c in candidates:
         found = find_image(c, s)
         if found:
@@ -151,8 +159,10 @@ def _parse(path: str, cmap, width: int, height: int) -> list[LabelObject]:
         except ValueError:
             raise LabelFormatError("malformed", f"{where}: expected `class x y ...` numbers, got {line!r}") from None
         if not 0 <= cid < len(cmap):
-            raise LabelFormatError("unknown_class", f"{where}: class id {cid} not in the class map "
-                                   f"(ids 0..{len(cmap) - 1}: {list(cmap.names)})")
+            raise LabelFormatError(
+                "unknown_class",
+                f"{where}: class id {cid} not in the class map (ids 0..{len(cmap) - 1}: {list(cmap.names)})",
+            )
         if not all(np.isfinite(vals)):
             raise LabelFormatError("malformed", f"{where}: non-finite number")
         name = cmap.names[cid]
@@ -169,13 +179,19 @@ def _parse(path: str, cmap, width: int, height: int) -> list[LabelObject]:
             poly = np.round(p * [width, height], PIXEL_DECIMALS) + 0.0
             objs.append(LabelObject(name, polygons=[poly]))
         else:
-            raise LabelFormatError("malformed", f"{where}: {len(vals)} numbers after the class; expected 4 (box) "
-                                   "or an even number >= 6 (segment)")
+            raise LabelFormatError(
+                "malformed",
+                f"{where}: {len(vals)} numbers after the class; expected 4 (box) or an even number >= 6 (segment)",
+            )
     return objs
 
 
 def write_yolo(
-    items: Sequence[ImageLabels], out: str | os.PathLike, *, classes=None, task: str = "detect",
+    items: Sequence[ImageLabels],
+    out: str | os.PathLike,
+    *,
+    classes=None,
+    task: str = "detect",
 ) -> WriteResult:
     """Write ``OUT/labels/<stem>.txt``, ``OUT/classes.txt``, ``OUT/data.yaml`` and ``OUT/classes.json``.
 
@@ -230,7 +246,9 @@ def write_yolo(
     write_text(os.path.join(out, "classes.txt"), "".join(n + "\n" for n in cmap.names))
     import yaml
 
-    write_text(os.path.join(out, "data.yaml"),
-               yaml.safe_dump({"names": dict(enumerate(cmap.names)), "nc": len(cmap)}, sort_keys=False))
+    write_text(
+        os.path.join(out, "data.yaml"),
+        yaml.safe_dump({"names": dict(enumerate(cmap.names)), "nc": len(cmap)}, sort_keys=False),
+    )
     res.class_map = write_class_map(out, cmap, {"yolo_task": task})
     return res
