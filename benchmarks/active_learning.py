@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -40,7 +41,6 @@ sys.path.insert(0, str(ROOT))
 
 from mining.index import index_archive  # noqa: E402
 from mining.learn import learn  # noqa: E402
-from mining.mine import mine  # noqa: E402
 from mining.rerank import RERANK_SCORER  # noqa: E402
 from mining.scorers import available_scorers, get_scorer  # noqa: E402
 from mining.simulate import copy_catalogue, model_scores, plot_curves, plot_recall, read_truth, simulate  # noqa: E402
@@ -73,54 +73,65 @@ def build_archive(work: Path, category: str, seed: int, rate: float) -> Path:
     return out
 
 
-def scorer_objects(archive: Path, wanted: list[str] | None) -> tuple[list, dict]:
-    """Every registered scorer that can be built here; the others with the reason."""
-    objs, skipped = [], {}
-    for name in wanted or available_scorers():
-        params = {}
-        if name == "pixel":
-            # the pixel scorer needs a model: the archive's 5 masked training images (kept out of the archive)
-            try:
-                params = pixel_params(archive)
-            except Exception as err:
-                skipped[name] = f"no pixel model: {type(err).__name__}: {err}"
-                continue
-        try:
-            objs.append(get_scorer(name, **params))
-        except Exception as err:
-            skipped[name] = f"{type(err).__name__}: {err}"
-    return objs, skipped
+#: Pixel scorer stride on its feature grid (2: a quarter of the predictions; the shared CPU needs it).
+PIXEL_STRIDE = 2
 
 
-def pixel_params(archive: Path) -> dict:
-    """Train the pixel model on the archive's training folder (as `raremine fit-pixel` does) once."""
+def scorer_params(archive: Path, name: str) -> dict:
+    """Constructor arguments a scorer needs here (a pixel model for the pixel scorer)."""
+    if name != "pixel":
+        return {}
+    # the pixel scorer needs a model: the archive's 5 masked training images (kept out of the archive),
+    # trained in a child process (XGBoost's OpenMP threads in this process would hang forked workers)
+    marker = archive / "pixel-model" / "model-path.txt"
+    if not marker.exists():
+        subprocess.run([sys.executable, __file__, "_fit_pixel", str(archive)], check=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return {"model": marker.read_text().strip(), "stride": PIXEL_STRIDE}
+
+
+def fit_pixel(archive: Path) -> None:
+    """Train the pixel model on the archive's training folder, as `raremine fit-pixel` does."""
     import mining.pixel as px
 
     model_dir = archive / "pixel-model"
-    marker = model_dir / "model-path.txt"
-    if not marker.exists():
-        pairs = px.load_training_pairs(archive / "train" / "images", archive / "train" / "labels")
-        model = px.fit_pixel_model(pairs, random_state=0)
-        meta_path, _ = model.save(model_dir)
-        marker.write_text(meta_path)
-    return {"model": marker.read_text().strip()}
+    pairs = px.load_training_pairs(archive / "train" / "images", archive / "train" / "labels")
+    model = px.fit_pixel_model(pairs, random_state=0)
+    meta_path, _ = model.save(model_dir)
+    (model_dir / "model-path.txt").write_text(meta_path)
 
 
 def mined_catalogue(archive: Path, wanted: list[str] | None, workers: int) -> tuple[Path, list[str], dict]:
-    """Index and mine the archive once (cached; mining is resumable and skips what is scored)."""
+    """Index and mine the archive once (cached), each scorer through `raremine mine` in a child process.
+
+    A scorer that cannot be built or fails is left out, with the reason.
+    """
     db = archive / "features.db"
-    objs, skipped = scorer_objects(archive, wanted)
+    skipped = {}
     with Store(db) as store:
         if not store.images():
             index_archive(store, [archive / "archive"])
-        for s in objs:
-            if store.scored_ids(s.name) and len(store.scored_ids(s.name)) == len(store.images()):
+        n_images = len(store.images())
+    for name in wanted or available_scorers():
+        with Store(db) as store:
+            if len(store.scored_ids(name)) == n_images:
                 continue
-            try:
-                mine(store, [s], backend="process", workers=workers)
-            except Exception as err:
-                skipped[s.name] = f"mining failed: {type(err).__name__}: {err}"
-                log.warning("scorer %s failed on %s: %s", s.name, archive, err)
+        try:
+            params = scorer_params(archive, name)
+            get_scorer(name, **params)
+        except Exception as err:
+            skipped[name] = f"{type(err).__name__}: {err}"
+            continue
+        cmd = [str(ROOT / ".venv" / "bin" / "raremine"), "mine", "--db", str(db), "--scorers", name,
+               "--workers", str(workers), *[f"--set=scorers.{name}.{k}={v}" for k, v in params.items()]]
+        t0 = time.time()
+        res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        log.info("%s: %s (%.0f s)", name, (res.stdout or res.stderr).strip().splitlines()[-1:] or "", time.time() - t0)
+        with Store(db) as store:
+            n = len(store.scored_ids(name))
+        if res.returncode != 0 or n == 0:
+            skipped[name] = f"mining failed (exit {res.returncode}): {res.stderr.strip()[-300:]}"
+    with Store(db) as store:
         used = [n for n in store.score_table()[1] if n != RERANK_SCORER]
     return db, used, skipped
 
@@ -150,9 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strategies", nargs="+", default=list(CONFIGS), help=f"among {list(CONFIGS)}")
     ap.add_argument("--scorers", nargs="+", default=None, help="default: every registered scorer that runs")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--pixel-stride", type=int, default=PIXEL_STRIDE, help="pixel scorer stride")
     ap.add_argument("--work", type=Path, default=Path("/tmp/raremine-al"))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "active_learning")
     a = ap.parse_args(argv)
+    globals()["PIXEL_STRIDE"] = a.pixel_stride
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for name in ("mining.learn", "mining.rank", "mining.simulate", "mining.mine"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -282,4 +295,7 @@ def plots(runs: dict[str, list[dict]], a) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["_fit_pixel"]:
+        fit_pixel(Path(sys.argv[2]))
+        sys.exit(0)
     sys.exit(main())

@@ -138,7 +138,6 @@ def simulate(
     rank_kwargs: dict | None = None,
     random_state: int = 0,
     rescore_pixel: bool = True,
-    workers: int = 2,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Run review rounds with a simulated reviewer; return the summary (JSON-ready).
@@ -163,8 +162,7 @@ def simulate(
         Seeds the strategies (round r uses ``random_state + r``) and the re-ranker.
     rescore_pixel : bool, default=True
         When a round retrained the pixel model, score the archive again with
-        it (the ``pixel`` scorer, ``workers`` processes) before the next round.
-    workers : int, default=2
+        it (the ``pixel`` scorer, in this process) before the next round.
     progress : callable, optional
         ``progress(round_done, rounds)``.
 
@@ -215,7 +213,7 @@ def simulate(
         rep = learn(store, **learn_kwargs)
         pixel_info = rep.pixel or rep.pixel_skipped
         if rep.pixel and rescore_pixel:
-            _rescore_pixel(store, workers, rep)
+            _rescore_pixel(store)
             rep = learn(store, **{**learn_kwargs, "pixel": False})  # the re-ranker sees the new pixel scores
         scores, source = model_scores(store, truth)
         out["reviewed_per_round"].append(len(reviewed))
@@ -237,7 +235,7 @@ def simulate(
     return out
 
 
-def _rescore_pixel(store: Store, workers: int, rep) -> None:
+def _rescore_pixel(store: Store) -> None:
     from mining.mine import mine
     from mining.scorers import get_scorer
 
@@ -246,7 +244,8 @@ def _rescore_pixel(store: Store, workers: int, rep) -> None:
     except ValueError as err:
         logger.warning("pixel model retrained but not re-scored: %s", err)
         return
-    mine(store, [scorer], backend="process", workers=workers, rescore=True, save_maps=False)
+    # inline: this process has run XGBoost (OpenMP threads); forking pool workers after that can hang them
+    mine(store, [scorer], backend="inline", rescore=True, save_maps=False)
 
 
 def _none_nan(v: float) -> float | None:
