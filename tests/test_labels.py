@@ -306,6 +306,7 @@ def test_csv_and_folders_roundtrip(dataset, tmp_path):
 # -- the formats' own tools ----------------------------------------------------------------------
 def test_pycocotools_loads_export_and_areas_masks_match(dataset, tmp_path):
     from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
 
     for seg in ("rle", "polygon"):
         out = tmp_path / seg
@@ -321,12 +322,12 @@ def test_pycocotools_loads_export_and_areas_masks_match(dataset, tmp_path):
             assert len(anns) == len(objs)
             for a, o in zip(anns, objs, strict=True):
                 assert coco_to_xyxy(a["bbox"]) == object_box(o, it.height, it.width)
-                if o.geometry() == "box":
-                    assert a["area"] == a["bbox"][2] * a["bbox"][3]
-                    continue
                 m = coco.annToMask(a).astype(bool)
                 assert m.sum() == a["area"]  # area is what pycocotools decodes
                 ref = object_mask(o, it.height, it.width)
+                if o.geometry() == "box":  # written as its 4 corners: exactly the box's pixels
+                    assert a["area"] == a["bbox"][2] * a["bbox"][3] and np.array_equal(m, ref)
+                    continue
                 if seg == "rle" or isinstance(a["segmentation"], dict):
                     assert np.array_equal(m, ref) and a["area"] == ref.sum()
                 else:  # pycocotools rasterises polygons in pixel edges: boundary pixels may differ
@@ -337,6 +338,14 @@ def test_pycocotools_loads_export_and_areas_masks_match(dataset, tmp_path):
                     )
                 n += 1
         assert n >= 5
+        # COCO's own evaluation accepts the file: the annotations scored against themselves give AP 1
+        for iou_type in ("bbox", "segm"):
+            dt = coco.loadRes([dict(a, score=1.0) for a in coco.dataset["annotations"]])
+            ev = COCOeval(coco, dt, iou_type)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+            assert ev.stats[0] == pytest.approx(1.0), (seg, iou_type)
 
 
 def _labelme_loader():

@@ -12,8 +12,11 @@ Writing: ``OUT/annotations.json`` and ``OUT/classes.json``. With
 are lost, as in any COCO polygon) and ``area`` is the polygon area as
 pycocotools rasterises it; an object whose outline has fewer than 3 points
 (one pixel, a one-pixel line) is written as RLE. With ``"rle"`` every mask is
-compressed RLE and ``area`` is its exact pixel count. Box-only objects get
-``"segmentation": []`` and ``area = w * h``.
+compressed RLE and ``area`` is its exact pixel count. A box-only object
+gets its box as a 4-corner polygon (so COCO's segmentation tools, e.g.
+``COCOeval`` with ``iouType="segm"``, can decode every annotation) and
+``area = w * h``; on reading, a single polygon that is exactly the
+annotation's ``bbox`` rectangle is read back as that box alone.
 """
 
 from __future__ import annotations
@@ -134,7 +137,8 @@ def _read_ann(a: dict, cats: dict[int, str], cmap, w: int, h: int) -> LabelObjec
             if p.ndim != 1 or len(p) < 6 or len(p) % 2:
                 raise LabelFormatError("malformed", f"polygon needs >= 3 flat x, y pairs, got {len(p)} values")
             polys.append(check_polygon(p.reshape(-1, 2) - EDGE_SHIFT, w, h))
-        obj.polygons = polys
+        if not (obj.box is not None and len(polys) == 1 and _is_box_rectangle(polys[0] + EDGE_SHIFT, obj.box)):
+            obj.polygons = polys
     elif isinstance(seg, dict):
         size = [int(v) for v in seg.get("size", [])]
         if size != [h, w]:
@@ -146,6 +150,14 @@ def _read_ann(a: dict, cats: dict[int, str], cmap, w: int, h: int) -> LabelObjec
     if obj.box is None and not obj.polygons and obj.mask is None:
         raise LabelFormatError("malformed", "annotation has neither bbox nor segmentation")
     return obj
+
+
+def _is_box_rectangle(poly: np.ndarray, box) -> bool:
+    """True when a polygon (pixel edges) is exactly the 4 corners of ``box``, as written for box-only objects."""
+    if len(poly) != 4:
+        return False
+    x0, y0, x1, y1 = box
+    return {(float(x), float(y)) for x, y in poly} == {(x0, y0), (x1, y0), (x1, y1), (x0, y1)}
 
 
 def write_coco(
@@ -221,7 +233,9 @@ def _ann(obj: LabelObject, cmap, w: int, h: int, segmentation: str) -> dict | No
         "iscrowd": int(obj.attrs.get("iscrowd", 0)),
     }
     if obj.geometry() == "box":
-        ann["segmentation"], ann["area"] = [], float(ann["bbox"][2] * ann["bbox"][3])
+        x0, y0, x1, y1 = box
+        ann["segmentation"] = [[x0, y0, x1, y0, x1, y1, x0, y1]]
+        ann["area"] = float(ann["bbox"][2] * ann["bbox"][3])
         return ann
     polys = object_polygons(obj, h, w)
     if segmentation == "polygon" and polys and all(len(p) >= 3 for p in polys):
