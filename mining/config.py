@@ -53,6 +53,9 @@ class MineConfig(_Section):
     retries: int = Field(1, ge=0, description="retries of an image that kills a worker on its own")
     save_maps: bool = Field(True, description="keep overlay PNGs of the score maps beside the catalogue")
     rescore: bool = Field(False, description="score again images that already have scores")
+    start_method: Literal["forkserver", "spawn", "fork"] = Field(
+        "forkserver", description="how the process pool starts workers (fork: fastest, unsafe after OpenMP)"
+    )
 
     @field_validator("scorers")
     @classmethod

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import socket
 import sys
@@ -51,6 +52,7 @@ logger = logging.getLogger(__name__)
 MAP_MAX_SIDE = 256
 
 BACKENDS = ("inline", "process", "dask")
+START_METHODS = ("forkserver", "spawn", "fork")
 
 #: Images read from the catalogue per query while listing the work.
 LIST_CHUNK = 2000
@@ -422,13 +424,19 @@ class _ProcessExecutor:
 
     breaks_all = True  # a dead worker breaks the pool: every shard in flight fails with it
 
-    def __init__(self, workers: int, initargs: tuple):
+    def __init__(self, workers: int, initargs: tuple, start_method: str = "forkserver"):
         self.slots = workers
         self.initargs = initargs
+        self.context = multiprocessing.get_context(start_method)
+        if start_method == "forkserver":
+            # the server imports the heavy modules once; each worker forks from it, clean of the
+            # writer's threads (OpenMP pools started by XGBoost or torch in prepare() hang forked children)
+            self.context.set_forkserver_preload(["mining.mine"])
         self.pool = self._make()
 
     def _make(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.slots, initializer=_init_worker, initargs=self.initargs)
+        return ProcessPoolExecutor(max_workers=self.slots, initializer=_init_worker, initargs=self.initargs,
+                                   mp_context=self.context)
 
     def submit(self, shard: list[dict]) -> Future:
         return self.pool.submit(score_shard, shard)
@@ -563,6 +571,7 @@ def mine(
     scheduler: str | None = None,
     max_in_flight: int | None = None,
     retries: int = 1,
+    start_method: str = "forkserver",
 ) -> MineSummary:
     """Score every readable image of the catalogue with the given scorers.
 
@@ -601,6 +610,11 @@ def mine(
     retries : int, default=1
         Times an image that kills a worker on its own is tried again before
         it is recorded as failed (``worker_died``).
+    start_method : {"forkserver", "spawn", "fork"}, default="forkserver"
+        How the process pool starts its workers. ``fork`` starts fastest but
+        is unsafe once the writer runs threads (a scorer's ``prepare`` that
+        trained with XGBoost or torch leaves OpenMP pools that hang forked
+        children); ``forkserver`` forks from a clean server process.
 
     Returns
     -------
@@ -614,6 +628,8 @@ def mine(
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     if max_in_flight is not None and max_in_flight < 1:
         raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+    if start_method not in START_METHODS:
+        raise ValueError(f"start_method must be one of {START_METHODS}, got {start_method!r}")
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
     if scheduler is not None and backend != "dask":
@@ -623,7 +639,8 @@ def mine(
     run_config = dict(config or {})
     run_config.setdefault("scorers", {s.name: s.config() for s in scorers})
     run_config["job"] = {"host": socket.gethostname(), "pid": os.getpid(), "backend": backend,
-                         "workers": workers, "scheduler": scheduler, "shard_size": shard_size}
+                         "workers": workers, "scheduler": scheduler, "shard_size": shard_size,
+                         "start_method": start_method if backend == "process" else None}
     run_id = store.start_run("mine", run_config)
     summary = MineSummary(run_id=run_id, backend=backend, workers=workers)
     logger.info("mine run %s started: backend=%s workers=%s scorers=%s", run_id, backend, workers,
@@ -662,7 +679,7 @@ def mine(
             if backend == "inline":
                 ex = _InlineExecutor(_worker_state(*initargs))
             elif backend == "process":
-                ex = _ProcessExecutor(workers, initargs)
+                ex = _ProcessExecutor(workers, initargs, start_method)
             else:
                 from mining._dask import DaskExecutor
 

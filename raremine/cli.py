@@ -232,6 +232,7 @@ def mine(
             s = mine_fn(store, objs, backend=mc.backend, workers=mc.workers, shard_size=mc.shard_size,
                         save_maps=mc.save_maps, max_pixels=cfg.index.max_pixels, rescore=mc.rescore,
                         scheduler=mc.scheduler, max_in_flight=mc.max_in_flight, retries=mc.retries,
+                        start_method=mc.start_method,
                         config=cfg.model_dump(mode="json"), progress=cb)
         except ValueError as err:
             fail(str(err))

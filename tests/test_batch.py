@@ -249,7 +249,7 @@ def invoke(*args):
         ("mine:\n  scheduler: localhost\n  backend: dask\n", ["'mine.scheduler'", "'localhost'", "matching"]),
         ("mine:\n  save_maps: maybe\n", ["'mine.save_maps'", "'maybe'", "allowed: true or false"]),
         ("mine: 3\n", ["key 'mine'", "value 3", "a mapping with keys backend"]),
-        ("minе:\n  workers: 2\n", ["unknown key", "allowed keys here: index"]),
+        ("minе:\n  workers: 2\n", ["unknown key", "did you mean 'mine'", "allowed keys here: ", " mine, "]),
         ("mine: [unclosed\n", ["not valid YAML"]),
     ],
 )
