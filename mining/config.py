@@ -112,6 +112,59 @@ class ReviewConfig(_Section):
     grid_size: int = Field(12, ge=1, le=60, description="thumbnails per page in grid mode")
 
 
+class AutoencoderConfig(_Section):
+    """``autoencoder:`` section (the ``autoencoder`` scorer's constructor arguments)."""
+
+    size: int = Field(64, ge=16, multiple_of=8, description="network input side (px) or training crop side")
+    resize: Literal["resize", "crop"] = Field("resize", description="squash whole images, or train on crops")
+    sample_size: int = Field(256, ge=1, description="catalogue images drawn (seeded) to train on")
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    trim: float = Field(0.1, ge=0, lt=1, description="fraction of each batch's highest losses left out")
+    error: Literal["l2", "ssim"] = "l2"
+    smooth_sigma: float = Field(1.0, ge=0)
+    score: Literal["topk", "max"] = "topk"
+    top_fraction: float = Field(0.01, gt=0, le=1)
+    base_channels: int = Field(16, ge=1)
+    latent_channels: int = Field(16, ge=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = Field("cpu", description="where training runs")
+    weights: str | None = Field(None, description="a saved state_dict to load instead of training")
+
+
+class EmbeddingConfig(_Section):
+    """``embedding:`` section (cheap descriptors, outlier scores, 2-D map)."""
+
+    size: int = Field(128, ge=16)
+    bins: int = Field(16, ge=2)
+    lbp_radii: list[int] = Field(default_factory=lambda: [1, 2])
+    glcm_distances: list[int] = Field(default_factory=lambda: [1, 3])
+    levels: int = Field(32, ge=2, le=256)
+    embeddings: list[str] = Field(default_factory=lambda: ["descriptors", "autoencoder"],
+                                  description="stored embeddings the outlier scores use")
+    methods: list[Literal["knn", "lof", "iforest"]] = Field(default_factory=lambda: ["knn", "lof", "iforest"])
+    k: int = Field(10, ge=1)
+    approx_threshold: int = Field(20_000, ge=2, description="from this many images on, kNN uses pynndescent")
+    map_method: Literal["auto", "umap", "tsne", "none"] = "auto"
+    map_embeddings: list[str] = Field(default_factory=lambda: ["backbone", "descriptors", "autoencoder"])
+    random_state: int = 0
+
+
+class BackboneConfig(_Section):
+    """``backbone:`` section (pretrained MobileNetV2, PatchCore-style patches + global kNN)."""
+
+    weights: str | None = Field(None, description="torchvision mobilenet_v2 state_dict (default: "
+                                "$RAREMINE_BACKBONE_WEIGHTS; none: the scorer is skipped)")
+    size: int = Field(224, ge=32, multiple_of=32)
+    bank_images: int = Field(256, ge=2)
+    coreset_fraction: float = Field(0.1, gt=0, le=1)
+    bank_trim: float = Field(0.01, ge=0, lt=0.5)
+    k: int = Field(5, ge=1)
+    patch_weight: float = Field(0.5, ge=0, le=1)
+    seed: int = 0
+
+
 class PixelFeaturesConfig(_Section):
     """``pixel.features:`` the filter bank of the pixel classifier (keys = :class:`mining.pixel.FeatureSpec`)."""
 
@@ -155,6 +208,9 @@ class Config(_Section):
     rank: RankConfig = Field(default_factory=RankConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
     learn: LearnConfig = Field(default_factory=LearnConfig)
+    autoencoder: AutoencoderConfig = Field(default_factory=AutoencoderConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     pixel: PixelConfig = Field(default_factory=PixelConfig)
     scorers: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per scorer name: its constructor arguments"
@@ -287,8 +343,17 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
 
 
 def scorer_params(config: Config, name: str) -> dict[str, Any]:
-    """Constructor arguments for scorer ``name`` from the config (empty when not configured)."""
+    """Constructor arguments for scorer ``name`` from the config (empty when not configured).
+
+    Scorers with their own typed section (``autoencoder``, ``embedding``,
+    ``backbone``) get that section's values, updated by ``scorers.<name>``.
+    """
     params = config.scorers.get(name) or {}
     if not isinstance(params, dict):
         raise ConfigError(f"key 'scorers.{name}': value {params!r} must be a mapping of arguments")
-    return dict(params)
+    section = getattr(config, name, None) if name in _SCORER_SECTIONS else None
+    return {**(section.model_dump() if section is not None else {}), **params}
+
+
+#: scorers whose constructor arguments have a typed section of their own
+_SCORER_SECTIONS = ("autoencoder", "embedding", "backbone")

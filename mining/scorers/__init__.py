@@ -15,6 +15,7 @@ from mining.scorers.base import Scorer, ScoreResult
 SCORERS: dict[str, str] = {
     "contrast": "mining.scorers.contrast:ContrastScorer",
     "pixel": "mining.scorers.pixel:PixelScorer",
+    "autoencoder": "mining.scorers.autoencoder:AutoencoderScorer", "embedding": "mining.scorers.embedding:EmbeddingScorer", "backbone": "mining.scorers.backbone:BackboneScorer",  # noqa: E501
 }
 
 

@@ -1,0 +1,217 @@
+"""An ImageNet MobileNetV2 in plain torch, reading torchvision's ``state_dict`` format.
+
+The network is defined here (torchvision is not needed) with the same module
+names as ``torchvision.models.mobilenet_v2`` so that torchvision's published
+file ``mobilenet_v2-b0353104.pth`` loads with ``strict=True`` and
+``weights_only=True``. Nothing is downloaded: the weights come from a local
+file named by the config key ``backbone.weights`` or the environment variable
+:data:`WEIGHTS_ENV`.
+
+Feature extraction (:func:`extract_features`) returns, for a batch of gray or
+colour images, the mid-level feature maps used for PatchCore-style patch
+scoring (locally averaged over 3x3 neighbourhoods) and a global descriptor
+(average- and max-pooled deep features).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable naming the weights file when the config does not.
+WEIGHTS_ENV = "RAREMINE_BACKBONE_WEIGHTS"
+
+#: SHA-256 of torchvision's published ``mobilenet_v2-b0353104.pth``.
+TORCHVISION_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
+
+#: ImageNet normalisation used by torchvision's weights.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# (expand ratio t, channels c, repeats n, first stride s) as in the paper and torchvision
+_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+             (6, 320, 1, 1))
+
+
+class _ConvBNReLU(nn.Sequential):
+    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1):
+        super().__init__(
+            nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU6(inplace=True),
+        )
+
+
+class _InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expand: int):
+        super().__init__()
+        hidden = cin * expand
+        self.use_res = stride == 1 and cin == cout
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers.append(_ConvBNReLU(cin, hidden, kernel=1))
+        layers += [_ConvBNReLU(hidden, hidden, stride=stride, groups=hidden),
+                   nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.use_res else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 (width 1.0) with torchvision's module names.
+
+    Parameters
+    ----------
+    num_classes : int, default=1000
+        Size of the classifier (kept so torchvision's file loads strictly).
+    """
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        cin = 32
+        layers: list[nn.Module] = [_ConvBNReLU(3, cin, stride=2)]
+        for t, c, n, s in _SETTINGS:
+            for i in range(n):
+                layers.append(_InvertedResidual(cin, c, s if i == 0 else 1, t))
+                cin = c
+        layers.append(_ConvBNReLU(cin, 1280, kernel=1))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits, shape (N, num_classes)."""
+        x = self.features(x)
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    def feature_maps(self, x: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:
+        """Outputs of the ``features`` blocks listed in ``layers`` (stops after the deepest)."""
+        out, last = [], max(layers)
+        for i, block in enumerate(self.features):
+            x = block(x)
+            if i in layers:
+                out.append(x)
+            if i == last:
+                break
+        return out
+
+
+def resolve_weights(path: str | os.PathLike | None) -> str | None:
+    """The weights file to use: ``path``, else :data:`WEIGHTS_ENV`, else None.
+
+    Raises
+    ------
+    FileNotFoundError
+        When a path is given (or set in the environment) but no file is there.
+    """
+    if path:
+        source = "backbone.weights"
+    else:
+        path, source = os.environ.get(WEIGHTS_ENV) or None, WEIGHTS_ENV
+    if not path:
+        return None
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{source}={path!r}: no such file (expected torchvision's mobilenet_v2 state_dict)")
+    return path
+
+
+def load_mobilenet_v2(path: str | os.PathLike, device: str | torch.device = "cpu") -> MobileNetV2:
+    """Build the network and load torchvision's ``state_dict`` from a local file.
+
+    Parameters
+    ----------
+    path : path
+        A ``.pth`` file holding a plain ``state_dict`` (read with ``weights_only=True``).
+    device : str or torch.device, default="cpu"
+
+    Returns
+    -------
+    MobileNetV2
+        In eval mode, gradients off.
+
+    Raises
+    ------
+    ValueError
+        When the file is not a MobileNetV2 ``state_dict`` (missing or unexpected keys named).
+    """
+    state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path!r} does not hold a state_dict (got {type(state).__name__})")
+    net = MobileNetV2()
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{path!r} is not a torchvision mobilenet_v2 state_dict: {err}") from err
+    net.eval().requires_grad_(False)
+    return net.to(device)
+
+
+def preprocess(images: list[np.ndarray], size: int) -> torch.Tensor:
+    """Resize to ``size`` x ``size``, gray to RGB, ImageNet-normalise.
+
+    Parameters
+    ----------
+    images : list of ndarray
+        Float images in [0, 1], shape (H, W) or (H, W, 3).
+    size : int
+
+    Returns
+    -------
+    Tensor of shape (N, 3, size, size), float32
+    """
+    batch = np.empty((len(images), size, size, 3), np.float32)
+    for i, im in enumerate(images):
+        im = cv2.resize(np.asarray(im, np.float32), (size, size), interpolation=cv2.INTER_AREA)
+        batch[i] = im[..., None] if im.ndim == 2 else im[..., :3]
+    batch = (batch - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
+
+
+@torch.no_grad()
+def extract_features(net: MobileNetV2, x: torch.Tensor, *, patch_layers: tuple[int, ...] = (3, 6),
+                     global_layers: tuple[int, ...] = (13, 18)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patch features (PatchCore style) and a global descriptor for a batch.
+
+    Parameters
+    ----------
+    net : MobileNetV2
+    x : Tensor of shape (N, 3, S, S)
+        From :func:`preprocess`.
+    patch_layers : tuple of int, default=(3, 6)
+        ``features`` blocks whose maps form the patch features; each is
+        averaged over 3x3 neighbourhoods, brought to the first one's
+        resolution and concatenated along channels.
+    global_layers : tuple of int, default=(13, 18)
+        Blocks whose maps are average- and max-pooled into the global vector.
+
+    Returns
+    -------
+    patches : Tensor of shape (N, C, h, w), float32
+    global_ : Tensor of shape (N, D), float32
+        Each pooled block L2-normalised before concatenation.
+    """
+    layers = tuple(sorted(set(patch_layers) | set(global_layers)))
+    maps = dict(zip(layers, net.feature_maps(x, layers), strict=True))
+    ref = maps[patch_layers[0]].shape[-2:]
+    parts = []
+    for layer in patch_layers:
+        m = F.avg_pool2d(maps[layer], 3, stride=1, padding=1, count_include_pad=False)
+        if m.shape[-2:] != ref:
+            m = F.interpolate(m, size=ref, mode="bilinear", align_corners=False)
+        parts.append(m)
+    patches = torch.cat(parts, dim=1)
+    pooled = []
+    for layer in global_layers:
+        m = maps[layer]
+        for v in (m.mean(dim=(2, 3)), m.amax(dim=(2, 3))):
+            pooled.append(F.normalize(v, dim=1))
+    return patches.float(), torch.cat(pooled, dim=1).float()

