@@ -495,3 +495,44 @@ def test_foreign_files_uncompressed_rle_and_edge_touching_segments(tmp_path):
     poly = ls.items[0].objects[0].polygons[0]
     assert poly.max(axis=0).tolist() == [8.0, 5.4]
     assert polygons_to_mask([poly], 6, 8)[:, 7].any()
+
+
+def test_holes_survive_polygon_formats(tmp_path):
+    """A part with holes (and an island in a hole) comes back exactly through COCO polygons, YOLO segments, labelme."""
+    from pycocotools.coco import COCO
+
+    m = np.zeros((40, 50), bool)
+    m[4:36, 5:45] = True
+    m[10:30, 12:38] = False  # a big hole
+    m[15:25, 20:30] = True  # an island inside it
+    m[6:8, 40:42] = False  # a small hole near the edge
+    rng = np.random.default_rng(5)
+    p = tmp_path / "ring.png"
+    cv2.imwrite(str(p), (rng.random((40, 50)) * 255).astype(np.uint8))
+    items = [ImageLabels(str(p), width=50, height=40, objects=[LabelObject("crack", mask=m)])]
+    hole = ndi.binary_fill_holes(m) & ~m
+    for fmt, opts in (("coco", {}), ("yolo", {"task": "segment"}), ("labelme", {})):
+        write_labels(fmt, items, tmp_path / fmt, classes=CLASSES, **opts)
+        ls = read_labels(
+            fmt, tmp_path / fmt, classes=CLASSES, **({"size_of": lambda _: (50, 40)} if fmt == "yolo" else {})
+        )
+        got = category_masks(ls.items[0], 40, 50)["crack"]
+        assert np.array_equal(got, m), (fmt, int((got != m).sum()))
+        write_labels(fmt, items, tmp_path / f"{fmt}-plain", classes=CLASSES, holes=False, **opts)
+        ls = read_labels(
+            fmt,
+            tmp_path / f"{fmt}-plain",
+            classes=CLASSES,
+            **({"size_of": lambda _: (50, 40)} if fmt == "yolo" else {}),
+        )
+        assert category_masks(ls.items[0], 40, 50)["crack"][hole].all()  # outer outlines only: holes filled
+    coco = COCO(str(tmp_path / "coco" / "annotations.json"))
+    (ann,) = coco.loadAnns(coco.getAnnIds())
+    decoded = coco.annToMask(ann).astype(bool)
+    assert within_boundary(m, decoded) and not decoded[12:14, 14:18].any()  # pycocotools keeps the hole
+    LabelFile, shape_to_mask = _labelme_loader()
+    lf = LabelFile(str(tmp_path / "labelme" / "ring.json"))
+    pil = np.zeros_like(m)
+    for s in lf.shapes:
+        pil |= shape_to_mask((40, 50), s["points"], shape_type=s["shape_type"])
+    assert within_boundary(m, pil) and not pil[12:14, 14:18].any()  # so does labelme

@@ -8,9 +8,10 @@ w], "counts": ...}``, compressed string or uncompressed list) are decoded
 and encoded with pycocotools. Category ids are 1-based in class-map order.
 
 Writing: ``OUT/annotations.json`` and ``OUT/classes.json``. With
-``segmentation="polygon"`` masks are written as their OpenCV outlines (holes
-are lost, as in any COCO polygon) and ``area`` is the polygon area as
-pycocotools rasterises it; an object whose outline has fewer than 3 points
+``segmentation="polygon"`` masks are written as their OpenCV outlines, each
+hole joined to its outline by a zero-width cut (pycocotools fills such a
+polygon with the hole kept; ``holes=False`` writes outer outlines only) and
+``area`` is the polygon area as pycocotools rasterises it; an object whose outline has fewer than 3 points
 (one pixel, a one-pixel line) is written as RLE. With ``"rle"`` every mask is
 compressed RLE and ``area`` is its exact pixel count. A box-only object
 gets its box as a 4-corner polygon (so COCO's segmentation tools, e.g.
@@ -167,6 +168,7 @@ def write_coco(
     classes=None,
     segmentation: str = "polygon",
     image_root: str | os.PathLike | None = None,
+    holes: bool = True,
 ) -> WriteResult:
     """Write ``OUT/annotations.json`` (COCO) and ``OUT/classes.json``.
 
@@ -182,6 +184,11 @@ def write_coco(
         How masks are written (see the module notes).
     image_root : str or None
         Write ``file_name`` relative to this folder (default: the path as given).
+    holes : bool
+        Masks with holes: join each hole to its outline by a zero-width cut
+        (one self-touching polygon per part, which even-odd rasterisers such
+        as OpenCV ``fillPoly``, pycocotools and PIL fill with the hole kept);
+        False writes outer outlines only (holes come back filled).
     """
     if segmentation not in ("polygon", "rle"):
         raise ValueError(f"segmentation must be 'polygon' or 'rle', got {segmentation!r}")
@@ -198,7 +205,7 @@ def write_coco(
             if it.labels and not it.objects:
                 raise LabelFormatError("no_geometry", f"labels {it.labels} have no mask, polygon or box")
             image_id = len(images) + 1
-            new = [_ann(o, cmap, w, h, segmentation) for o in it.objects]
+            new = [_ann(o, cmap, w, h, segmentation, holes) for o in it.objects]
         except LabelFormatError as err:
             res.skipped.append(LabelError(it.source or it.image, err.reason, err.detail, image=it.image))
             continue
@@ -222,7 +229,7 @@ def write_coco(
     return res
 
 
-def _ann(obj: LabelObject, cmap, w: int, h: int, segmentation: str) -> dict | None:
+def _ann(obj: LabelObject, cmap, w: int, h: int, segmentation: str, holes: bool) -> dict | None:
     box = object_box(obj, h, w)
     if box is None:
         return None
@@ -237,7 +244,7 @@ def _ann(obj: LabelObject, cmap, w: int, h: int, segmentation: str) -> dict | No
         ann["segmentation"] = [[x0, y0, x1, y0, x1, y1, x0, y1]]
         ann["area"] = float(ann["bbox"][2] * ann["bbox"][3])
         return ann
-    polys = object_polygons(obj, h, w)
+    polys = object_polygons(obj, h, w, holes=holes)
     if segmentation == "polygon" and polys and all(len(p) >= 3 for p in polys):
         flat = [[float(v) for v in (p + EDGE_SHIFT).ravel()] for p in polys]
         rle = mask_utils.merge(mask_utils.frPyObjects(flat, h, w))

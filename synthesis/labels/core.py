@@ -423,23 +423,70 @@ def mask_box(mask: np.ndarray) -> tuple[float, float, float, float] | None:
     return float(x), float(y), float(x + w), float(y + h)
 
 
-def mask_to_polygons(mask: np.ndarray) -> list[np.ndarray]:
-    """Outer outlines of a mask's parts with OpenCV ``findContours`` (pixel-centre coordinates).
+def mask_to_polygons(mask: np.ndarray, *, holes: bool = False) -> list[np.ndarray]:
+    """Outlines of a mask's parts with OpenCV ``findContours`` (pixel-centre coordinates).
 
-    Uses ``RETR_EXTERNAL`` and ``CHAIN_APPROX_SIMPLE``: filling the outlines
-    back with :func:`polygons_to_mask` gives the mask again except for holes,
-    which polygon formats cannot express (they come back filled).
+    Parameters
+    ----------
+    mask : ndarray of shape (H, W)
+        Non-zero pixels are the object.
+    holes : bool
+        False: outer outlines only (``RETR_EXTERNAL``, ``CHAIN_APPROX_SIMPLE``);
+        filling them back with :func:`polygons_to_mask` gives the mask again
+        except for holes, which come back filled. True: each part's holes
+        (``RETR_CCOMP``) are joined to its outline by a zero-width cut between
+        their nearest boundary pixels, so one self-touching polygon per part
+        keeps its holes under even-odd filling (OpenCV ``fillPoly``, as YOLO
+        trainers rasterise segments); Ultralytics joins the parts of COCO
+        objects into YOLO segments the same way.
 
     Returns
     -------
     list of ndarray of shape (N, 2), float64
-        One outline per connected part (8-connectivity), largest first.
+        One outline per connected part (8-connectivity), longest first.
     """
     m = np.ascontiguousarray(np.asarray(mask) != 0, dtype=np.uint8)
-    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    polys = [c.reshape(-1, 2).astype(np.float64) for c in contours]
+    if not holes:
+        contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        polys = [c.reshape(-1, 2).astype(np.float64) for c in contours]
+    else:
+        contours, hier = cv2.findContours(m, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+        polys = []
+        if contours:
+            parent = hier[0][:, 3]
+            for i, c in enumerate(contours):
+                if parent[i] != -1:
+                    continue
+                poly = c.reshape(-1, 2)
+                for j in np.flatnonzero(parent == i):
+                    poly = _bridge(poly, contours[j].reshape(-1, 2))
+                polys.append(_simplify(poly).astype(np.float64))
     polys.sort(key=lambda p: (-len(p), p[:, 1].min(), p[:, 0].min()))
     return polys
+
+
+def _bridge(outer: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """Join a hole outline into an outline at their nearest vertices (there and back along one cut)."""
+    best = (np.inf, 0, 0)
+    for k in range(0, len(outer), 512):  # chunked so that long outlines stay small in memory
+        d = ((outer[k : k + 512, None, :] - hole[None, :, :]) ** 2).sum(-1)
+        i, j = np.unravel_index(int(np.argmin(d)), d.shape)
+        if d[i, j] < best[0]:
+            best = (d[i, j], k + i, j)
+    _, i, j = best
+    return np.concatenate([outer[: i + 1], hole[j:], hole[: j + 1], outer[i:]])
+
+
+def _simplify(poly: np.ndarray) -> np.ndarray:
+    """Drop vertices lying on the straight line between their neighbours (exact; keeps the cuts)."""
+    if len(poly) < 4:
+        return poly
+    prev, nxt = np.roll(poly, 1, axis=0), np.roll(poly, -1, axis=0)
+    d1, d2 = poly - prev, nxt - poly
+    cross = d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
+    dot = (d1 * d2).sum(1)
+    keep = (cross != 0) | (dot <= 0)  # a turn, a reversal (the cut) or a repeated point
+    return poly[keep] if keep.sum() >= 3 else poly
 
 
 #: Sub-pixel bits used when rasterising polygons with fractional vertices.
@@ -506,12 +553,17 @@ def object_box(obj: LabelObject, height: int | None = None, width: int | None = 
     return None
 
 
-def object_polygons(obj: LabelObject, height: int | None = None, width: int | None = None) -> list[np.ndarray]:
-    """An object's outlines: its own polygons, else those of its mask, else its box's corners."""
+def object_polygons(
+    obj: LabelObject, height: int | None = None, width: int | None = None, *, holes: bool = False
+) -> list[np.ndarray]:
+    """An object's outlines: its own polygons, else those of its mask, else its box's corners.
+
+    ``holes`` is passed to :func:`mask_to_polygons` for mask objects.
+    """
     if obj.polygons:
         return [np.asarray(p, np.float64) for p in obj.polygons]
     if obj.mask is not None:
-        return mask_to_polygons(obj.mask)
+        return mask_to_polygons(obj.mask, holes=holes)
     if obj.box is not None:
         x0, y0, x1, y1 = obj.box
         # the centres of the box's outermost pixels (those of box_to_mask), so filling gives them back

@@ -164,8 +164,25 @@ def _decode_mask(b64, pts: np.ndarray, w: int, h: int, k: int) -> np.ndarray:
     return out
 
 
-def write_labelme(items: Sequence[ImageLabels], out: str | os.PathLike, *, classes=None) -> WriteResult:
-    """Write ``OUT/<image stem>.json`` per image (``imagePath`` relative to OUT) and ``OUT/classes.json``."""
+def write_labelme(
+    items: Sequence[ImageLabels], out: str | os.PathLike, *, classes=None, holes: bool = True
+) -> WriteResult:
+    """Write ``OUT/<image stem>.json`` per image (``imagePath`` relative to OUT) and ``OUT/classes.json``.
+
+    Parameters
+    ----------
+    items : sequence of ImageLabels
+        Width and height must be known.
+    out : str or path-like
+        Output folder.
+    classes : ClassMap, list or None
+        The class map (default: every category in ``items``).
+    holes : bool
+        Masks with holes: join each hole to its outline by a zero-width cut
+        (one self-touching polygon per part, which even-odd rasterisers such
+        as OpenCV ``fillPoly``, pycocotools and PIL fill with the hole kept);
+        False writes outer outlines only (holes come back filled).
+    """
     out = os.fspath(out)
     cmap = class_map_from(classes) or collect_classes(items)
     res = WriteResult()
@@ -187,7 +204,7 @@ def write_labelme(items: Sequence[ImageLabels], out: str | os.PathLike, *, class
                     x0, y0, x1, y1 = check_box(obj.box, w, h)
                     shapes.append(_shape(obj.category, [[x0, y0], [x1 - 1, y1 - 1]], "rectangle", None))
                     continue
-                polys = object_polygons(obj, h, w)
+                polys = object_polygons(obj, h, w, holes=holes)
                 if not polys:
                     continue
                 group = None

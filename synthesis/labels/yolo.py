@@ -192,6 +192,7 @@ def write_yolo(
     *,
     classes=None,
     task: str = "detect",
+    holes: bool = True,
 ) -> WriteResult:
     """Write ``OUT/labels/<stem>.txt``, ``OUT/classes.txt``, ``OUT/data.yaml`` and ``OUT/classes.json``.
 
@@ -206,6 +207,11 @@ def write_yolo(
     task : {"detect", "segment"}
         Boxes, or segments (one line per outline of each object; an object
         with only a box is written as its box's four corner pixels).
+    holes : bool
+        Masks with holes: join each hole to its outline by a zero-width cut
+        (one self-touching polygon per part, which even-odd rasterisers such
+        as OpenCV ``fillPoly``, pycocotools and PIL fill with the hole kept);
+        False writes outer outlines only (holes come back filled).
     """
     if task not in ("detect", "segment"):
         raise ValueError(f"task must be 'detect' or 'segment', got {task!r}")
@@ -233,7 +239,7 @@ def write_yolo(
                     vals = xyxy_to_yolo(check_box(box, w, h), w, h)
                     lines.append(" ".join([str(cid), *(fmt_number(v) for v in vals)]))
                 else:
-                    for p in object_polygons(obj, h, w):
+                    for p in object_polygons(obj, h, w, holes=holes):
                         if len(p) < 3:  # YOLO segments need 3 points; repeat the last one
                             p = np.vstack([p, np.repeat(p[-1:], 3 - len(p), axis=0)])
                         norm = (p / [w, h]).ravel()
