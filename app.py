@@ -34,6 +34,7 @@ from mining.store import SchemaVersionError, Store
 VIEWS = ("Queue", "Grid", "Map", "Disagreements", "Progress", "Export")
 VERDICT_KEYS = {"confirm": "Y", "reject": "N", "unsure": "U"}
 PAINT_COLOURS = {"defect": "#ff0000", "background": "#00ff00"}
+MAX_IMAGE_HEIGHT = 560  # px: the whole candidate fits on a laptop screen beside the verdict buttons
 
 
 # -- input ------------------------------------------------------------------------------------
@@ -466,7 +467,8 @@ def queue_view(ctx: Ctx) -> None:
                 st.caption(f"score map of {which} not available")
             elif opacity > 0:
                 shown = rv.overlay(picture, rv.display_image(smap), opacity)
-        st.image(shown, caption=item.path, width="stretch")
+        h, w = shown.shape[:2]
+        st.image(shown, caption=item.path, width=max(120, min(720, round(MAX_IMAGE_HEIGHT * w / h))))
         paint_ui(ctx.store, item, picture)
     with right:
         verdict_ui(item, list(ctx.cfg.review.categories))
@@ -490,7 +492,7 @@ def grid_view(ctx: Ctx) -> None:
         for col, it in zip(cols, page[row:row + ncol], strict=False):
             with col:
                 try:
-                    pic = rv.thumbnail(rv.display_image(picture_of(ctx.store, it, ctx.roots)), 200)
+                    pic = rv.thumbnail(rv.display_image(picture_of(ctx.store, it, ctx.roots)), 200, square=True)
                     st.image(pic, caption=f"#{it.rank or '-'} {os.path.basename(it.path)}", width="stretch")
                 except (UnreadableImage, rv.PathOutsideRoots) as err:
                     st.warning(f"{os.path.basename(it.path)}: {getattr(err, 'reason', 'refused')}")

@@ -580,13 +580,24 @@ def overlay(picture: np.ndarray, score_map: np.ndarray, opacity: float) -> np.nd
     return cv2.addWeighted(rgb, 1.0 - opacity, colour, opacity, 0.0)
 
 
-def thumbnail(picture: np.ndarray, size: int = 160) -> np.ndarray:
-    """A picture scaled so that its longer side is at most ``size`` pixels."""
+def thumbnail(picture: np.ndarray, size: int = 160, *, square: bool = False) -> np.ndarray:
+    """A picture scaled so that its longer side is at most ``size`` pixels.
+
+    With ``square``, it is centred on a black ``size`` x ``size`` canvas so
+    that a grid of thumbnails lines up.
+    """
     h, w = picture.shape[:2]
-    scale = size / max(h, w)
-    if scale >= 1:
-        return picture
-    return cv2.resize(picture, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    scale = min(size / max(h, w), 1.0) if not square else size / max(h, w)
+    out = picture
+    if scale != 1.0:
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        out = cv2.resize(picture, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=interp)
+    if not square:
+        return out
+    canvas = np.zeros((size, size, *out.shape[2:]), out.dtype)
+    y0, x0 = (size - out.shape[0]) // 2, (size - out.shape[1]) // 2
+    canvas[y0:y0 + out.shape[0], x0:x0 + out.shape[1]] = out
+    return canvas
 
 
 # -- scores, neighbours, map ----------------------------------------------------------------------
@@ -689,6 +700,19 @@ def _points(path_cmds: list) -> list[tuple[float, float]]:
     return pts
 
 
+def _object_shift(obj: Mapping, pts: np.ndarray) -> np.ndarray:
+    """How far a path was moved on the canvas: its ``left``/``top`` against its own points."""
+    shift = np.zeros(2)
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    for axis, (pos, origin) in enumerate((("left", "originX"), ("top", "originY"))):
+        if obj.get(pos) is None:
+            continue
+        anchor = {"center": (lo[axis] + hi[axis]) / 2, "right": hi[axis], "bottom": hi[axis]}.get(
+            obj.get(origin, "left"), lo[axis])
+        shift[axis] = float(obj[pos]) - anchor
+    return shift
+
+
 def strokes_to_labels(drawing: Mapping | None, canvas_size: tuple[int, int], image_shape: tuple[int, int],
                       colours: Mapping[str, int]) -> np.ndarray:
     """Rasterise free-hand strokes (Fabric.js JSON from the canvas) into a label image.
@@ -716,7 +740,7 @@ def strokes_to_labels(drawing: Mapping | None, canvas_size: tuple[int, int], ima
     sx, sy = w / float(cw), h / float(ch)
     lookup = {str(k).lower(): int(v) for k, v in colours.items()}
     for obj in (drawing or {}).get("objects", []) or []:
-        if obj.get("type") != "path":
+        if str(obj.get("type", "")).lower() != "path":  # Fabric 7 writes "Path", older versions "path"
             continue
         value = lookup.get(str(obj.get("stroke", "")).lower())
         if value is None:
@@ -724,7 +748,9 @@ def strokes_to_labels(drawing: Mapping | None, canvas_size: tuple[int, int], ima
         pts = _points(obj.get("path"))
         if not pts:
             continue
-        arr = np.round(np.array(pts) * [sx, sy]).astype(np.int32).reshape(-1, 1, 2)
+        arr = np.array(pts, dtype=np.float64)
+        arr += _object_shift(obj, arr)
+        arr = np.round(arr * [sx, sy]).astype(np.int32).reshape(-1, 1, 2)
         thick = max(1, round(float(obj.get("strokeWidth", 1)) * (sx + sy) / 2))
         if len(pts) == 1:
             cv2.circle(labels, tuple(arr[0, 0]), max(1, thick // 2), value, -1)

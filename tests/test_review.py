@@ -211,6 +211,14 @@ def test_overlay_blends_a_resized_map():
         rv.overlay(pic, smap, 2.0)
 
 
+def test_thumbnails_shrink_and_square_up():
+    pic = np.full((100, 50), 200, np.uint8)
+    assert rv.thumbnail(pic, 40).shape == (40, 20)
+    sq = rv.thumbnail(pic, 40, square=True)
+    assert sq.shape == (40, 40) and sq[:, 0].max() == 0 and sq[20, 20] == 200
+    assert rv.thumbnail(pic, 400).shape == (100, 50)
+
+
 def test_strokes_become_a_label_image_in_image_pixels(tmp_path):
     drawing = {"objects": [
         {"type": "path", "stroke": "#00ff00", "strokeWidth": 4, "path": [["M", 0, 0], ["L", 199, 0]]},
@@ -225,6 +233,12 @@ def test_strokes_become_a_label_image_in_image_pixels(tmp_path):
     assert labels[0, 50] == rv.BACKGROUND
     assert labels[50, 50] == rv.DEFECT and labels[30, 50] == rv.DEFECT
     assert labels[50, 80] == rv.UNLABELLED and labels[7, 7] == rv.UNLABELLED
+    # Fabric 7 (streamlit-drawable-canvas 0.13) writes "Path" with a centre origin; a moved stroke moves
+    fabric7 = {"objects": [{"type": "Path", "stroke": "#ff0000", "strokeWidth": 2, "originX": "center",
+                            "originY": "center", "left": 150, "top": 60, "path": [["M", 20, 20], ["L", 60, 100]]}]}
+    moved = rv.strokes_to_labels(fabric7, (200, 200), (100, 100), {"#ff0000": rv.DEFECT})
+    ys, xs = np.nonzero(moved)
+    assert abs(xs.mean() - 75) <= 1 and abs(ys.mean() - 30) <= 1  # centre (150, 60) on the canvas, halved
     path = rv.save_label_image(labels, tmp_path / "cat.db", "/archive/a/tile_7.png")
     assert path == str(tmp_path / "cat.labels" / "tile_7.png")
     np.testing.assert_array_equal(cv2.imread(path, cv2.IMREAD_UNCHANGED), labels)

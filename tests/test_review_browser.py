@@ -67,6 +67,37 @@ def test_three_candidates_reviewed_with_the_keyboard(catalogue, app_url, chromiu
     page.context.close()
 
 
+def test_painting_a_mask_saves_a_label_image_with_the_vote(catalogue, app_url, chromium):
+    page = rb.open_queue(chromium, app_url, "pia")
+    page.get_by_text("Paint scribbles / mask").click()
+    canvas = page.locator("canvas").last
+    canvas.wait_for(timeout=20_000)
+    canvas.scroll_into_view_if_needed()
+    rb.wait_idle(page)
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + 40, box["y"] + 40)
+    page.mouse.down()
+    for i in range(1, 9):
+        page.mouse.move(box["x"] + 40 + 10 * i, box["y"] + 40 + 5 * i)
+    page.mouse.up()
+    page.wait_for_timeout(500)
+    rb.wait_idle(page)
+    page.get_by_role("button", name="Save label image").click()
+    page.get_by_text("stored with your next verdict").wait_for(timeout=20_000)
+    page.locator("p", has_text="· item ").first.click()
+    rb.press_and_wait(page, "y")
+    with Store(catalogue["db"], readonly=True) as s:
+        (mask_path,) = s.query("SELECT mask_path FROM reviews WHERE reviewer = 'pia'")[0]
+        kinds = [r[0] for r in s.query("SELECT kind FROM annotations")]
+    import cv2
+    import numpy as np
+
+    labels = cv2.imread(mask_path, cv2.IMREAD_UNCHANGED)
+    assert labels.shape == (128, 128) and set(np.unique(labels)) == {rv.UNLABELLED, rv.DEFECT}
+    assert kinds == ["mask"]
+    page.context.close()
+
+
 def test_two_sessions_voting_at_once_lose_nothing(catalogue, app_url, chromium):
     a = rb.open_queue(chromium, app_url, "ann")
     b = rb.open_queue(chromium, app_url, "ben")
@@ -109,7 +140,7 @@ def test_screenshots_of_the_queue_grid_and_map(app_url, chromium, tmp_path):
             page.get_by_test_id("stSidebar").get_by_text(view, exact=True).click()
             rb.wait_idle(page)
             if view == "Map":
-                page.locator(".js-plotly-plot").first.wait_for(timeout=20_000)
+                page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
             else:
                 page.locator('[data-testid="stImage"]').first.wait_for(timeout=20_000)
             page.wait_for_timeout(800)
