@@ -131,7 +131,8 @@ def child_decode(db: str, workers: int) -> dict:
     return {"images": n, "seconds": seconds, "images_per_second": n / seconds}
 
 
-def child_mine(db: str, backend: str, workers: int, scorers: list[str], save_maps: bool, shard_size: int) -> dict:
+def child_mine(db: str, backend: str, workers: int, scorers: list[str], save_maps: bool, shard_size: int,
+               start_method: str = "forkserver") -> dict:
     """One mining job, as ``raremine mine`` would run it."""
     from mining.mine import mine
     from mining.scorers import get_scorer
@@ -139,7 +140,7 @@ def child_mine(db: str, backend: str, workers: int, scorers: list[str], save_map
 
     with Store(db) as store:
         s = mine(store, [get_scorer(n) for n in scorers], backend=backend, workers=workers, save_maps=save_maps,
-                 shard_size=shard_size)
+                 shard_size=shard_size, start_method=start_method)
     d = s.as_dict()
     return {"images": s.done, "seconds": d["timings"]["stream_s"], "wall_seconds": s.seconds,
             "startup_seconds": d["timings"].get("startup_s", 0.0), "images_per_second": d["images_per_second"],
@@ -225,7 +226,7 @@ def main() -> None:
         if mode == "decode":
             out = child_decode(a[0], int(a[1]))
         else:
-            out = child_mine(a[0], a[1], int(a[2]), a[3].split(","), bool(int(a[4])), int(a[5]))
+            out = child_mine(a[0], a[1], int(a[2]), a[3].split(","), bool(int(a[4])), int(a[5]), *a[6:])
         print(json.dumps(out))
         return
     from mining.scorers import available_scorers
