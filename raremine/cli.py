@@ -556,8 +556,6 @@ def review(
     address: Annotated[str, typer.Option(help="address to bind (loopback unless told otherwise)")] = "127.0.0.1",
 ) -> None:
     """Run the review app for a catalogue (Streamlit, headless, in the foreground until stopped)."""
-    import subprocess
-
     from mining.store import SchemaVersionError, Store
 
     app_file = Path(__file__).resolve().parents[1] / "app.py"
@@ -578,11 +576,9 @@ def review(
     if config is not None:
         cmd += ["--config", str(config.resolve())]
     typer.echo(f"review app for {db} on http://{address}:{port} (Ctrl+C stops it)")
-    try:
-        code = subprocess.call(cmd)
-    except KeyboardInterrupt:
-        code = 0
-    raise typer.Exit(code)
+    sys.stdout.flush()
+    # become the server (no child left behind when this process is stopped)
+    os.execv(cmd[0], cmd)
 
 
 # -- demo ---------------------------------------------------------------------------

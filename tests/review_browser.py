@@ -13,12 +13,10 @@ import sys
 import time
 import urllib.request
 from contextlib import contextmanager
-from pathlib import Path
 
 CHROMIUM = os.environ.get("RAREMINE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 #: The queue header: "round 1 · item 2 of 8 · ... · `name.png`".
 HEADER_JS = "() => { const e = [...document.querySelectorAll('p')].find(x => x.innerText.includes('· item '));" \
@@ -46,11 +44,9 @@ def free_port() -> int:
 
 @contextmanager
 def run_app(db: str, *, port: int | None = None, config: str | None = None, timeout: float = 60.0):
-    """Start the review app on 127.0.0.1 and yield its URL; stop it afterwards."""
+    """Start the review app with ``raremine review`` (127.0.0.1) and yield its URL; stop it afterwards."""
     port = port or free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", APP, "--server.address", "127.0.0.1",
-           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none", "--", "--db", db]
+    cmd = [sys.executable, "-m", "raremine.cli", "review", "--db", db, "--port", str(port)]
     if config:
         cmd += ["--config", config]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

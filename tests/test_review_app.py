@@ -262,3 +262,47 @@ def test_sixteen_bit_window_sliders(cat):
     assert at.slider(key="level").max == 65535.0
     at.slider(key="width").set_value(1000.0).run()
     assert not at.exception
+
+
+def test_learn_job_runs_in_the_background_with_progress(cat):
+    import app
+
+    seen = {}
+
+    def fake_learn(store, *, progress=None):
+        seen["images"] = len(store.images())
+        progress("rerank", 1, 2)
+        progress("rerank", 2, 2)
+        return "2 models"
+
+    job = app.LearnJob(started=0.0)
+    app._run_learn(job, fake_learn, cat["db"], None)
+    assert (job.done, job.total, job.message, job.result, job.error) == (2, 2, "rerank", "2 models", None)
+    assert seen["images"] == 6 and job.finished is not None
+
+    def broken(store):
+        raise ValueError("no verdicts yet")
+
+    job = app.LearnJob(started=0.0)
+    app._run_learn(job, broken, cat["db"], None)
+    assert job.error == "ValueError: no verdicts yet"
+
+
+def test_cli_review_refuses_bad_input(cat, tmp_path):
+    from typer.testing import CliRunner
+
+    from raremine.cli import app as cli
+
+    runner = CliRunner()
+    res = runner.invoke(cli, ["review", "--db", str(tmp_path / "none.db")])
+    assert res.exit_code == 2 and "does not exist" in res.output
+    con = sqlite3.connect(cat["db"])
+    con.execute("PRAGMA user_version = 7")
+    con.close()
+    res = runner.invoke(cli, ["review", "--db", cat["db"]])
+    assert res.exit_code == 2 and "schema version 7" in res.output and "expects 1" in res.output
+    con = sqlite3.connect(cat["db"])
+    con.execute("PRAGMA user_version = 1")
+    con.close()
+    res = runner.invoke(cli, ["review", "--db", cat["db"], "--port", "0"])
+    assert res.exit_code == 2 and "--port" in res.output

@@ -145,6 +145,20 @@ def test_screenshots_of_the_queue_grid_and_map(app_url, chromium, tmp_path):
                 page.locator('[data-testid="stImage"]').first.wait_for(timeout=20_000)
             page.wait_for_timeout(800)
             page.screenshot(path=os.path.join(out, name), full_page=view == "Grid")
+        # a lasso around the whole map becomes the queue
+        area = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+        x0, y0 = area["x"] + 5, area["y"] + 5
+        x1, y1 = area["x"] + area["width"] - 5, area["y"] + area["height"] - 5
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0 + 2)):
+            page.mouse.move(x, y, steps=8)
+        page.mouse.up()
+        page.wait_for_function("() => [...document.querySelectorAll('p')].some("
+                               "p => /Selected: [1-9]/.test(p.innerText))", timeout=30_000)
+        rb.wait_idle(page)
+        page.get_by_role("button", name="Review the").click()
+        page.locator("p", has_text="map selection").first.wait_for(timeout=30_000)
         page.context.close()
     for name in ("review_queue.png", "review_grid.png", "review_map.png"):
         with open(os.path.join(out, name), "rb") as fh:
