@@ -1,10 +1,11 @@
 """CT-style augmentation of 2-D slices and 3-D volumes (float HU or 16-bit), with label maps.
 
 Every function takes an array of shape ``(H, W)`` (a slice) or ``(D, H, W)``
-(a volume, slices along axis 0) and returns a new float32 array of the same
-shape; nothing is changed in place. Artefacts are image-domain models (no
-forward projection and reconstruction), cheap enough for on-the-fly
-augmentation:
+(a volume, slices along axis 0) in HU and returns a new float32 array of the
+same shape; nothing is changed in place. 16-bit stored volumes go through
+:func:`to_hu` and back through :func:`from_hu` (DICOM rescale slope and
+intercept). Artefacts are image-domain models (no forward projection and
+reconstruction), cheap enough for on-the-fly augmentation:
 
 - :func:`elastic_deform`: smooth random displacement; labels warped with the
   same field (nearest neighbour).
@@ -127,6 +128,24 @@ def density_shift(
         out[labels == lab] += v
         applied[int(lab)] = v
     return out, applied
+
+
+def to_hu(volume: np.ndarray, *, slope: float = 1.0, intercept: float = -1024.0) -> np.ndarray:
+    """Stored values (e.g. 16-bit CT) to HU by the DICOM rescale: ``HU = value * slope + intercept``.
+
+    Float input is taken as HU already and returned as float32 unchanged in value.
+    """
+    volume = _check(volume)
+    if np.issubdtype(volume.dtype, np.floating):
+        return volume.astype(np.float32)
+    return (volume.astype(np.float32) * slope + intercept).astype(np.float32)
+
+
+def from_hu(hu: np.ndarray, dtype: str = "uint16", *, slope: float = 1.0, intercept: float = -1024.0) -> np.ndarray:
+    """HU back to stored integers (rounded and clipped to ``dtype``'s range), the inverse of :func:`to_hu`."""
+    info = np.iinfo(np.dtype(dtype))
+    stored = np.rint((np.asarray(hu, np.float64) - intercept) / slope)
+    return np.clip(stored, info.min, info.max).astype(dtype)
 
 
 def hu_to_mu(hu: np.ndarray, mu_water: float = MU_WATER) -> np.ndarray:

@@ -9,10 +9,13 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from synthesis import augment, paste, procedural
 from synthesis.config import SynthConfigError, load_synth_config
 from synthesis.pipeline import synthesize
+from tests.conftest import MAGNETIC_TILE, requires_magnetic_tile
 
 
 @pytest.fixture(scope="module")
@@ -292,3 +295,36 @@ def test_allowed_region_masks_keep_defects_inside(tmp_path, texture):
         img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
         src = [cv2.imread(str(tmp_path / "n" / f"t{i}.png"), cv2.IMREAD_GRAYSCALE) for i in range(2)]
         assert any(np.array_equal(img[:, 40:], s_[:, 40:]) for s_ in src)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    scale=st.floats(0.5, 1.6),
+    rotation=st.floats(-180, 180),
+)
+def test_hard_paste_never_touches_pixels_outside_its_mask(seed, scale, rotation):
+    rng = np.random.default_rng(seed)
+    target = rng.random((40, 50), dtype=np.float32)
+    crop = rng.random((12, 14), dtype=np.float32)
+    cmask = np.zeros((12, 14), bool)
+    cmask[3:9, 2:12] = True
+    res = paste.paste(target, crop, cmask, rng=rng, blend="hard", scale=(scale, scale), rotation=(rotation, rotation))
+    assert res.mask.any()
+    assert np.array_equal(res.image[~res.mask], target[~res.mask])
+
+
+@requires_magnetic_tile
+def test_real_blowhole_poisson_pasted_onto_a_free_tile_keeps_its_shape():
+    blow = sorted((MAGNETIC_TILE / "MT_Blowhole" / "Imgs").glob("*.jpg"))[0]
+    free = sorted((MAGNETIC_TILE / "MT_Free" / "Imgs").glob("*.jpg"))[0]
+    img = cv2.imread(str(blow), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+    mask = cv2.imread(str(blow.with_suffix(".png")), cv2.IMREAD_GRAYSCALE) > 0
+    target = cv2.imread(str(free), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+    crop, cmask = max(paste.crops_from_mask(img, mask, margin=6), key=lambda cm: cm[1].sum())
+    res = paste.paste(target, crop, cmask, rng=0, blend="poisson")
+    assert res.mask.sum() == cmask.sum()
+    assert np.array_equal(res.image[~res.changed], target[~res.changed])
+    # the pit stays darker than its surroundings in the new tile
+    ring = cv2.dilate(res.mask.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & ~res.mask
+    assert res.image[res.mask].mean() < res.image[ring].mean() - 0.03

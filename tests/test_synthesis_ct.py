@@ -151,3 +151,12 @@ def test_density_noise_cupping_streaks_and_slice_blur():
     vol[10] = 1000
     blurred = ct.slice_blur(vol, thickness_mm=3, spacing_mm=1)
     assert blurred[10, 0, 0] < 1000 and blurred[9, 0, 0] > 0 and blurred.sum() == pytest.approx(vol.sum(), rel=1e-3)
+
+
+def test_sixteen_bit_round_trip_through_hu():
+    stored = np.array([[0, 1024, 2048], [3000, 65535, 24]], np.uint16)
+    hu = ct.to_hu(stored)
+    assert hu.dtype == np.float32 and hu[0, 1] == 0 and hu[0, 0] == -1024
+    assert np.array_equal(ct.from_hu(hu), stored)
+    assert np.array_equal(ct.from_hu(ct.to_hu(stored, slope=0.5, intercept=-1000), slope=0.5, intercept=-1000), stored)
+    assert ct.from_hu(np.array([-5000.0, 1e9]))[0] == 0 and ct.from_hu(np.array([1e9]))[0] == 65535
