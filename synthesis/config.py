@@ -76,11 +76,17 @@ class NormalsConfig(_Section):
 
 
 class DefectsConfig(_Section):
-    """``defects:`` real defect images with masks, cut into crops for the ``paste`` generator."""
+    """``defects:`` real defect images with masks, cut into crops for the ``paste`` generator.
 
-    folder: str = Field(description="folder of defect images")
-    masks: str = Field(description="folder of masks with the same file stems (non-zero = defect)")
-    glob: str = Field("*.png", description="file pattern inside folder")
+    Driven by the masks: every non-empty mask gives one crop per defect region,
+    cut from the image of the same stem in ``folder`` (which may hold other
+    images too), so a mask export of confirmed, painted candidates
+    (``raremine export --what labels --format masks``) can be used as is.
+    """
+
+    folder: str = Field(description="folder holding the defect images (other images may be there too)")
+    masks: str = Field(description="folder of masks named by the images' stems (non-zero = defect; empty = skipped)")
+    glob: str = Field("*.png", description="file pattern of the masks")
     margin: int = Field(8, ge=0, description="context pixels kept around each defect")
 
 

@@ -100,22 +100,31 @@ class Sources:
                 raise ValueError(f"size {tuple(cfg.size)} is larger than normal image(s) {small[:3]}")
         self.crops: list[tuple[str, np.ndarray, np.ndarray]] = []
         if cfg.defects is not None:
-            files = sorted(glob.glob(os.path.join(cfg.defects.folder, cfg.defects.glob)))
-            if not files:
-                raise ValueError(f"defects.folder {cfg.defects.folder!r} has no files matching {cfg.defects.glob!r}")
-            for f in files:
-                stem = os.path.splitext(os.path.basename(f))[0]
-                mfiles = sorted(glob.glob(os.path.join(cfg.defects.masks, stem + ".*")))
-                if not mfiles:
-                    raise ValueError(f"no mask for defect image {f!r} in defects.masks {cfg.defects.masks!r}")
-                img, mask = to_unit(read_gray(f))[0], read_gray(mfiles[0]) > 0
-                if img.shape != mask.shape:
-                    raise ValueError(f"mask {mfiles[0]!r} shape {mask.shape} differs from image {f!r} {img.shape}")
-                self.crops += [
-                    (os.path.abspath(f), c, m) for c, m in crops_from_mask(img, mask, margin=cfg.defects.margin)
-                ]
-            if not self.crops:
-                raise ValueError(f"no defect regions found in the masks under {cfg.defects.masks!r}")
+            self._load_crops(cfg)
+
+    def _load_crops(self, cfg: SynthConfig) -> None:
+        """One crop per defect region of every non-empty mask; the image is the file of the same stem."""
+        d = cfg.defects
+        masks = sorted(glob.glob(os.path.join(d.masks, d.glob)))
+        if not masks:
+            raise ValueError(f"defects.masks {d.masks!r} has no files matching {d.glob!r}")
+        images: dict[str, str] = {}
+        for f in sorted(glob.glob(os.path.join(d.folder, "*"))):
+            images.setdefault(os.path.splitext(os.path.basename(f))[0], f)
+        for mf in masks:
+            mask = read_gray(mf) > 0
+            if not mask.any():  # a confirmed normal (e.g. an empty mask from a label export)
+                continue
+            stem = os.path.splitext(os.path.basename(mf))[0]
+            f = images.get(stem)
+            if f is None:
+                raise ValueError(f"no image named {stem}.* in defects.folder {d.folder!r} for mask {mf!r}")
+            img = to_unit(read_gray(f))[0]
+            if img.shape != mask.shape:
+                raise ValueError(f"mask {mf!r} shape {mask.shape} differs from image {f!r} {img.shape}")
+            self.crops += [(os.path.abspath(f), c, m) for c, m in crops_from_mask(img, mask, margin=d.margin)]
+        if not self.crops:
+            raise ValueError(f"no defect regions found in the masks under {d.masks!r}")
 
 
 def image_seed(seed: int, index: int) -> int:

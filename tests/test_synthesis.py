@@ -328,3 +328,23 @@ def test_real_blowhole_poisson_pasted_onto_a_free_tile_keeps_its_shape():
     # the pit stays darker than its surroundings in the new tile
     ring = cv2.dilate(res.mask.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & ~res.mask
     assert res.image[res.mask].mean() < res.image[ring].mean() - 0.03
+
+
+def test_paste_crops_come_from_masks_and_skip_empty_ones(tmp_path, dark_crop):
+    from synthesis.config import load_synth_config as load
+    from synthesis.pipeline import Sources
+
+    crop, cmask = dark_crop
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "m").mkdir()
+    for name, m in (("pit", cmask), ("normal", np.zeros_like(cmask))):
+        cv2.imwrite(str(tmp_path / "imgs" / f"{name}.jpg"), (crop * 255).astype(np.uint8))
+        cv2.imwrite(str(tmp_path / "m" / f"{name}.png"), m.astype(np.uint8) * 255)
+    cv2.imwrite(str(tmp_path / "imgs" / "unlabelled.png"), (crop * 255).astype(np.uint8))
+    base = yaml.safe_load(_tiny_config(tmp_path).read_text())
+    cfg = load(data={**base, "defects": {"folder": str(tmp_path / "imgs"), "masks": str(tmp_path / "m")}})
+    crops = Sources(cfg).crops
+    assert len(crops) == 1 and crops[0][0].endswith("pit.jpg") and crops[0][2].sum() == cmask.sum()
+    (tmp_path / "m" / "orphan.png").write_bytes((tmp_path / "m" / "pit.png").read_bytes())
+    with pytest.raises(ValueError, match="no image named orphan"):
+        Sources(cfg)
