@@ -529,13 +529,16 @@ def simulate(
 def synth(
     config: Annotated[Path, typer.Option("--config", "-c", help="synthesis YAML")],
     out: Annotated[Path, typer.Option(help="output folder")],
+    seed: Annotated[int | None, typer.Option(help="override the config's seed")] = None,
+    n_images: Annotated[int | None, typer.Option(help="override the config's n_images")] = None,
 ) -> None:
     """Synthesize training images with exact masks and a manifest (same config + seed = same bytes)."""
     from synthesis.config import SynthConfigError, load_synth_config
     from synthesis.pipeline import synthesize
 
+    overrides = {k: v for k, v in (("seed", seed), ("n_images", n_images)) if v is not None}
     try:
-        cfg = load_synth_config(config)
+        cfg = load_synth_config(config, overrides=overrides)
     except SynthConfigError as err:
         fail(str(err))
     with progress_bar("synth") as cb:

@@ -243,6 +243,10 @@ def test_cli_synth_writes_and_reports_bad_config(tmp_path):
     r = runner.invoke(app, ["synth", "--config", str(_tiny_config(tmp_path)), "--out", str(tmp_path / "o")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "o" / "manifest.csv").exists() and "wrote 6 images" in r.output
+    r = runner.invoke(app, ["synth", "-c", str(_tiny_config(tmp_path)), "--out", str(tmp_path / "s1"), "--seed", "1"])
+    assert r.exit_code == 0, r.output
+    synthesize(_tiny_config(tmp_path, seed=1), tmp_path / "ref1")
+    assert _digest(tmp_path / "s1") == _digest(tmp_path / "ref1") != _digest(tmp_path / "o")
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"normals": {"skimage": ["wood"]}, "generators": [{"kind": "spots"}]}))
     r = runner.invoke(app, ["synth", "--config", str(bad), "--out", str(tmp_path / "o2")])
