@@ -95,10 +95,12 @@ def init_state(reviewer_default: str) -> None:
 
 
 # -- cached data ------------------------------------------------------------------------------
-@st.cache_data(max_entries=128, show_spinner=False)
+@st.cache_resource(max_entries=64, show_spinner=False)
 def load_image(path: str, mtime_ns: int) -> np.ndarray:
-    """An archive image as stored (through :func:`mining.io.read_image`)."""
-    return read_image(path)
+    """An archive image as stored (through :func:`mining.io.read_image`), shared read-only, never copied."""
+    img = read_image(path)
+    img.flags.writeable = False
+    return img
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -684,9 +686,14 @@ def export_view(ctx: Ctx) -> None:
         os.unlink(tmp)
     st.caption(f"{n} rows: path, tile, label, category, verdict, votes, mask_path")
     st.download_button("Download labels.csv", data, file_name="labels.csv", mime="text/csv", key="export_dl")
-    default = os.path.splitext(ctx.store.path)[0] + ".labels.csv"
-    out = st.text_input("or write it to", value=default, key="export_path")
+    folder = os.path.dirname(os.path.abspath(ctx.store.path))
+    default = os.path.splitext(os.path.basename(ctx.store.path))[0] + ".labels.csv"
+    name = st.text_input(f"or write it beside the catalogue, in {folder}", value=default, key="export_path")
     if st.button("Write CSV", key="export_write"):
+        out = os.path.join(folder, name)
+        if os.path.dirname(os.path.realpath(out)) != os.path.realpath(folder) or not name.endswith(".csv"):
+            st.error(f"{name!r} must be a plain .csv file name (it is written in {folder})")
+            return
         try:
             n = rv.export_labels(ctx.store, out, ctx.rule, verdicts=verdicts)
         except (OSError, ValueError) as err:

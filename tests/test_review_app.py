@@ -38,9 +38,10 @@ def rule_config(tmp_path, monkeypatch, **review) -> None:
 
 
 def session(reviewer: str | None = "alice") -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=30).run()
+    at = AppTest.from_file(APP, default_timeout=30)
     if reviewer:
-        at.sidebar.text_input(key="reviewer").input(reviewer).run()
+        at.query_params["reviewer"] = reviewer  # as ?reviewer=NAME in the address
+    at.run()
     assert not at.exception, at.exception
     return at
 
@@ -64,6 +65,8 @@ def test_asks_for_a_reviewer_name_first(cat):
     at = session(None)
     assert any("reviewer" in w.value for w in at.warning)
     assert not at.button
+    at.sidebar.text_input(key="reviewer").input("alice").run()
+    assert "reviewer **alice**" in header(at)
 
 
 def test_a_verdict_is_written_and_the_queue_moves_on(cat):
@@ -306,3 +309,18 @@ def test_cli_review_refuses_bad_input(cat, tmp_path):
     con.close()
     res = runner.invoke(cli, ["review", "--db", cat["db"], "--port", "0"])
     assert res.exit_code == 2 and "--port" in res.output
+
+
+def test_export_writes_only_beside_the_catalogue(cat):
+    at = session()
+    at.button(key="btn_confirm").click().run()
+    view(at, "Export")
+    assert at.get("download_button")
+    at.text_input(key="export_path").input("../escape.csv").run()
+    at.button(key="export_write").click().run()
+    assert at.error and "plain .csv file name" in at.error[0].value
+    assert not os.path.exists(os.path.join(os.path.dirname(os.path.dirname(cat["db"])), "escape.csv"))
+    at.text_input(key="export_path").input("round1.csv").run()
+    at.button(key="export_write").click().run()
+    rows = list(csv.DictReader(open(os.path.join(os.path.dirname(cat["db"]), "round1.csv"), encoding="utf-8")))
+    assert len(rows) == 1 and rows[0]["label"] == "1" and rows[0]["votes"] == "alice:confirm:defect"
