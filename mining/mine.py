@@ -678,6 +678,7 @@ def mine(
             t_start = time.perf_counter()
             if backend == "inline":
                 ex = _InlineExecutor(_worker_state(*initargs))
+                summary.workers = 1
             elif backend == "process":
                 ex = _ProcessExecutor(workers, initargs, start_method)
             else:

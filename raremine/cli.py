@@ -220,13 +220,11 @@ def mine(
         objs = [get_scorer(n, **scorer_params(cfg, n)) for n in mc.scorers]
     except ValueError as err:
         fail(str(err))
-    handler = None
-    if log_json is not None:
-        root = logging.getLogger()
-        for h in root.handlers:  # the console keeps its level; only the file gets INFO
-            if h.level == logging.NOTSET:
-                h.setLevel(root.level)
-        handler = json_log_handler(log_json)
+    root = logging.getLogger()
+    for h in root.handlers:  # the console keeps its level (dask's INFO logs and --log-json stay off it)
+        if h.level == logging.NOTSET:
+            h.setLevel(root.level)
+    handler = json_log_handler(log_json) if log_json is not None else None
     with open_store(db) as store, mine_progress() as cb:
         try:
             s = mine_fn(store, objs, backend=mc.backend, workers=mc.workers, shard_size=mc.shard_size,
