@@ -95,6 +95,9 @@ class LearnConfig(_Section):
     embedding_components: int = Field(16, ge=0, description="principal components kept per embedding (0: none)")
     pixel: bool = Field(True, description="retrain the pixel model from painted masks")
     per_category: int = Field(1, ge=0, description="strategy 'balanced': picks per known category")
+    cold_start: Literal["fused", "round_robin"] = Field(
+        "round_robin", description="ranking before a re-ranker exists: fused score, or each scorer's best in turn"
+    )
     masks_per_round: int = Field(0, ge=0, description="simulate: confirmed images per round whose mask is painted")
 
 
@@ -194,6 +197,7 @@ class PixelConfig(_Section):
     class_weight: Literal["balanced"] | None = "balanced"
     budget: int = Field(60_000, ge=100, description="training pixels per round (class-balanced)")
     hard_rounds: int = Field(1, ge=0, description="rounds of hard-example mining")
+    sampling: Literal["balanced", "natural"] = Field("balanced", description="pixel shares per class")
     class_names: dict[int, str] = Field(default_factory=lambda: {2: "defect"},
                                         description="class id (>= 2) -> name; other ids are refused")
     n_jobs: int = Field(1, ge=1)

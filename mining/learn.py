@@ -13,7 +13,8 @@ What it does:
 1. reads the consensus verdicts (:func:`mining.rerank.consensus_labels`, the
    review app's consensus rule);
 2. trains the K-fold XGBoost re-ranker on the image scores, map statistics and
-   embeddings (:func:`mining.rerank.build_features`) and writes its
+   embeddings (:func:`mining.rerank.build_features`; monotone increasing in
+   every scorer's score, which by contract rises with rarity) and writes its
    probability for every readable image into the ``scores`` table under the
    scorer name ``rerank`` (out-of-fold for images with a verdict; ``stats``
    holds ``oof``, ``fold`` and the fold models' ``std``), replacing the
@@ -39,7 +40,14 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from mining.metrics import auroc, average_precision
-from mining.rerank import CALIBRATIONS, RERANK_SCORER, ReRanker, build_features, consensus_labels
+from mining.rerank import (
+    CALIBRATIONS,
+    RERANK_SCORER,
+    ReRanker,
+    build_features,
+    consensus_labels,
+    monotone_constraints,
+)
 from mining.store import Store
 
 logger = logging.getLogger(__name__)
@@ -170,7 +178,7 @@ def learn(
 
 
 def _learn_rerank(store, labels, report, run_id, *, n_folds, calibration, embedding_components, random_state,
-                  progress) -> None:
+                  progress, monotone=True, rerank_params=None) -> None:
     if progress:
         progress("features", 0, 1)
     ft = build_features(store, embedding_components=embedding_components, random_state=random_state)
@@ -189,7 +197,8 @@ def _learn_rerank(store, labels, report, run_id, *, n_folds, calibration, embedd
         report.reranker_skipped = reason
         logger.info("re-ranker not trained: %s", reason)
         return
-    model = ReRanker(n_folds=n_folds, calibration=calibration, random_state=random_state)
+    model = ReRanker(n_folds=n_folds, calibration=calibration, random_state=random_state,
+                     monotone=monotone_constraints(ft.names) if monotone else None, **(rerank_params or {}))
     if progress:
         progress("rerank", 0, 1)
     res = model.fit_predict(ft.X, y)

@@ -138,6 +138,11 @@ def build_features(store: Store, *, scorers: list[str] | None = None, embeddings
     return FeatureTable(ids, names, X.astype(np.float32))
 
 
+def monotone_constraints(names: list[str]) -> list[int]:
+    """1 for columns that are a scorer's score (higher means rarer, by the scorer contract), else 0."""
+    return [0 if ("." in n) else 1 for n in names]
+
+
 # -- labels ---------------------------------------------------------------------------
 def consensus_labels(store: Store, rule=None) -> dict[int, tuple[int, str | None]]:
     """Consensus verdict per image (whole-image reviews), by the review app's consensus rule.
@@ -233,15 +238,22 @@ class ReRanker:
         labelled images; at least 2 of each class are needed).
     calibration : {None, "threshold", "isotonic", "sigmoid"}, default=None
     n_estimators, max_depth, learning_rate, subsample, colsample_bytree : XGBoost parameters
+        Shallow trees and half the columns per tree by default: the re-ranker
+        mostly learns from a few dozen verdicts with a handful of events.
+    monotone : sequence of int, optional
+        Per column: 1 = the probability may only rise with it (a scorer's
+        score: higher means rarer, by contract), 0 = free. See
+        :func:`monotone_constraints`.
     random_state : int, default=0
     n_jobs : int, default=1
         XGBoost threads.
     """
 
-    def __init__(self, *, n_folds: int = 5, calibration: str | None = None, n_estimators: int = 150,
-                 max_depth: int = 3, learning_rate: float = 0.1, subsample: float = 0.9,
-                 colsample_bytree: float = 0.9, random_state: int = 0, n_jobs: int = 1):
+    def __init__(self, *, n_folds: int = 5, calibration: str | None = None, n_estimators: int = 100,
+                 max_depth: int = 2, learning_rate: float = 0.1, subsample: float = 0.9,
+                 colsample_bytree: float = 0.5, monotone=None, random_state: int = 0, n_jobs: int = 1):
         self.n_folds = n_folds
+        self.monotone = monotone
         self.calibration = calibration
         self.n_estimators = n_estimators
         self.max_depth = max_depth
@@ -253,7 +265,8 @@ class ReRanker:
 
     def get_params(self) -> dict:
         """Constructor arguments (JSON-ready)."""
-        return {k: v for k, v in vars(self).items() if not k.endswith("_")}
+        return {k: (list(v) if k == "monotone" and v is not None else v) for k, v in vars(self).items()
+                if not k.endswith("_")}
 
     def _validate(self) -> None:
         if self.calibration not in CALIBRATIONS:
@@ -270,6 +283,7 @@ class ReRanker:
             subsample=self.subsample, colsample_bytree=self.colsample_bytree, tree_method="hist",
             scale_pos_weight=(len(y) - n_pos) / n_pos, random_state=self.random_state, n_jobs=self.n_jobs,
             eval_metric="logloss", verbosity=0,
+            monotone_constraints=None if self.monotone is None else tuple(int(m) for m in self.monotone),
         )
 
     @staticmethod

@@ -15,8 +15,10 @@ Probabilities come from the re-ranker (its scores stored under
 :data:`mining.rerank.RERANK_SCORER` by :func:`mining.learn.learn`), or from a
 ``proba`` keyword: shape (n_rows,) for the rare-event probability, or
 (n_rows, n_classes) for several classes. Before any re-ranker exists the
-uncertainty strategies fall back to the top fused score and say so in
-``why``. With two classes, least confidence, entropy and margin order the
+uncertainty strategies fall back to ``top`` and say so in ``why``; ``top``
+then uses the fused score, or with ``cold_start="round_robin"`` each
+scorer's best in turn (the ``learn.cold_start`` config key, default
+``round_robin``, is what the CLI passes). With two classes, least confidence, entropy and margin order the
 images identically (all are monotone in ``|p - 0.5|``); they differ with more
 classes.
 """
@@ -87,13 +89,48 @@ def _order(values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
 
 
 # -- strategies ---------------------------------------------------------------------------
-def select_top(fs: FusedScores, candidates: np.ndarray, n: int, *, proba=None, **_) -> list[tuple[int, dict]]:
+COLD_STARTS = ("fused", "round_robin")
+
+
+def round_robin(fs: FusedScores, candidates: np.ndarray, n: int) -> list[tuple[int, dict]]:
+    """Each scorer's best unpicked candidate in turn (scorer order as in ``fs``).
+
+    Before any verdict nobody knows which scorer is right; taking each
+    scorer's top picks in turn is not diluted by scorers that carry no signal
+    for this archive (a mean of rank percentiles is).
+    """
+    names = [j for j, name in enumerate(fs.scorers) if name != RERANK_SCORER]
+    if len(names) <= 1:
+        return [(int(i), {"by": "fused"}) for i in _order(fs.fused, candidates)[:n]]
+    lists = [_order(fs.raw[:, j], candidates) for j in names]
+    picks: list[tuple[int, dict]] = []
+    taken: set[int] = set()
+    pos = [0] * len(lists)
+    while len(picks) < min(n, len(candidates)):
+        for k, j in enumerate(names):
+            while pos[k] < len(lists[k]) and int(lists[k][pos[k]]) in taken:
+                pos[k] += 1
+            if pos[k] < len(lists[k]) and len(picks) < n:
+                i = int(lists[k][pos[k]])
+                taken.add(i)
+                picks.append((i, {"by": "round_robin", "scorer": fs.scorers[j], "scorer_rank": pos[k] + 1}))
+    return picks
+
+
+def select_top(fs: FusedScores, candidates: np.ndarray, n: int, *, proba=None, cold_start: str = "fused",
+               **_) -> list[tuple[int, dict]]:
     """Most likely rare first ("find more events").
 
-    Uses the re-ranker's probability once there is one, else the fused score.
+    Uses the re-ranker's probability once there is one. Before that
+    (``cold_start``): the fused score (``"fused"``), or each scorer's best in
+    turn (``"round_robin"``, see :func:`round_robin`).
     """
+    if cold_start not in COLD_STARTS:
+        raise ValueError(f"cold_start must be one of {COLD_STARTS}, got {cold_start!r}")
     P = class_proba(fs, proba)
     if P is None:
+        if cold_start == "round_robin":
+            return [(i, {"strategy": "top", **info}) for i, info in round_robin(fs, candidates, n)]
         return [(int(i), {"strategy": "top", "by": "fused"}) for i in _order(fs.fused, candidates)[:n]]
     p = _rare_p(P)
     return [(int(i), {"strategy": "top", "by": "rerank", "p": round(float(p[i]), 4)})
@@ -105,8 +142,7 @@ def _uncertainty_strategy(kind: str):
         P = class_proba(fs, proba)
         if P is None:
             picks = select_top(fs, candidates, n, **kw)
-            return [(i, {**info, "strategy": kind, "fallback": "no re-ranker yet: top fused score"})
-                    for i, info in picks]
+            return [(i, {**info, "strategy": kind, "fallback": "no re-ranker yet: top"}) for i, info in picks]
         u = uncertainty(P, kind)
         p = _rare_p(P)
         return [(int(i), {"strategy": kind, "p": round(float(p[i]), 4), kind: round(float(u[i]), 4)})

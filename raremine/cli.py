@@ -281,7 +281,7 @@ def rank_cmd(
     with open_store(db) as store:
         try:
             r = rank(store, strategy=strategy or cfg.rank.strategy, n=n or cfg.rank.n, weights=cfg.rank.weights,
-                     random_state=seed, per_category=cfg.learn.per_category)
+                     random_state=seed, per_category=cfg.learn.per_category, cold_start=cfg.learn.cold_start)
         except ValueError as err:
             fail(str(err))
         rows = store.candidates(r)
@@ -511,7 +511,8 @@ def simulate(
                 store, t, strategy=strategy or cfg.rank.strategy, batch=batch, rounds=rounds,
                 masks_per_round=lc.masks_per_round if masks_per_round is None else masks_per_round,
                 learn_kwargs={"config": cfg},
-                rank_kwargs={"weights": cfg.rank.weights, "per_category": lc.per_category},
+                rank_kwargs={"weights": cfg.rank.weights, "per_category": lc.per_category,
+                             "cold_start": lc.cold_start},
                 random_state=seed, progress=cb)
         except ValueError as err:
             fail(str(err))

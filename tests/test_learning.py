@@ -74,6 +74,18 @@ def test_top_uses_probability_when_given_and_fused_otherwise():
     assert picks[0][1]["strategy"] == "top" and picks[0][1]["p"] == 0.9
 
 
+def test_top_cold_start_round_robin_takes_each_scorers_best_in_turn():
+    raw = np.array([[9, 0], [8, 1], [7, 9], [0, 8], [1, 7], [2, 2]], dtype=float)
+    fs = fused_table(6, raw)
+    fs.scorers = ["good", "noise"]
+    picks = STRATEGIES["top"](fs, np.arange(6), 4, cold_start="round_robin")
+    assert rows_of(picks) == [0, 2, 1, 3]  # good's 1st, noise's 1st, good's 2nd, noise's 2nd (row 2 taken)
+    assert [p[1]["scorer"] for p in picks] == ["good", "noise", "good", "noise"]
+    assert rows_of(STRATEGIES["top"](fs, np.arange(6), 2)) == [2, 0]  # fused: mean percentile
+    with pytest.raises(ValueError, match="cold_start"):
+        STRATEGIES["top"](fs, np.arange(6), 2, cold_start="max")
+
+
 def test_uncertainty_strategies_pick_the_right_row():
     fs = fused_table(4)
     P = np.array([[0.52, 0.40, 0.08],   # least confident (max p lowest... among the first three: 0.52)
