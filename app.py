@@ -13,6 +13,7 @@ drawn by small ``*_ui()`` functions that return values.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import importlib.util
 import inspect
@@ -647,11 +648,19 @@ def learn_ui(ctx: Ctx) -> None:
     jobs = learn_jobs()
     job = jobs.get(ctx.store.path)
     running = job is not None and job.finished is None
-    if st.button("Learn from the verdicts", key="learn", disabled=running):
-        job = jobs[ctx.store.path] = LearnJob(started=time.time())
-        job.thread = threading.Thread(target=_run_learn, args=(job, fn, ctx.store.path, ctx.cfg), daemon=True)
-        job.thread.start()
+    st.button("Learn from the verdicts", key="learn", disabled=running, on_click=start_learn, args=(fn, ctx))
     learn_status(ctx.store.path)
+
+
+def start_learn(fn, ctx: Ctx) -> None:
+    """Start the learn job in a background thread unless one is running for this catalogue."""
+    jobs = learn_jobs()
+    job = jobs.get(ctx.store.path)
+    if job is not None and job.finished is None:
+        return
+    job = jobs[ctx.store.path] = LearnJob(started=time.time())
+    job.thread = threading.Thread(target=_run_learn, args=(job, fn, ctx.store.path, ctx.cfg), daemon=True)
+    job.thread.start()
 
 
 @st.fragment(run_every=1.0)
@@ -666,7 +675,10 @@ def learn_status(db: str) -> None:
     elif job.error:
         st.error(f"learn failed: {job.error}")
     else:
-        st.success(f"learn finished in {job.finished - job.started:.1f}s: {job.result}")
+        st.success(f"learn finished in {job.finished - job.started:.1f}s; rank a new round to use it")
+        with st.expander("learn report"):
+            res = job.result
+            st.json(dataclasses.asdict(res) if dataclasses.is_dataclass(res) else {"result": str(res)}, expanded=1)
 
 
 def export_view(ctx: Ctx) -> None:
