@@ -172,16 +172,16 @@ class PixelFeaturesConfig(_Section):
     """``pixel.features:`` the filter bank of the pixel classifier (keys = :class:`mining.pixel.FeatureSpec`)."""
 
     bank: Literal["ilastik", "basic"] = "ilastik"
-    sigmas: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0], min_length=1)
+    sigmas: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0, 16.0], min_length=1)
     sigma_min: float = Field(0.5, gt=0)
     sigma_max: float = Field(16.0, gt=0)
     num_sigma: int | None = Field(None, ge=1)
     intensity: bool = True
     edges: bool = True
     texture: bool = True
-    downscale: float = Field(2.0, ge=1)
-    padding: Literal["reflect", "nearest", "constant"] = "reflect"
-    border_feature: bool = True
+    downscale: float = Field(1.0, ge=1)
+    padding: Literal["reflect", "nearest", "constant"] = "nearest"
+    border_feature: bool = False
     border_scale: float = Field(32.0, gt=0)
     normalize: Literal["none", "image"] = "none"
 
@@ -190,16 +190,21 @@ class PixelConfig(_Section):
     """``pixel:`` section (``raremine fit-pixel``: features, classifier, training budget)."""
 
     features: PixelFeaturesConfig = Field(default_factory=PixelFeaturesConfig)
-    method: Literal["xgboost", "random_forest"] = "xgboost"
-    n_estimators: int = Field(100, ge=1)
-    max_depth: int | None = Field(8, ge=1)
+    method: Literal["xgboost", "random_forest"] = "random_forest"
+    n_estimators: int = Field(50, ge=1)
+    max_depth: int | None = Field(10, ge=1)
     learning_rate: float = Field(0.2, gt=0)
-    class_weight: Literal["balanced"] | None = "balanced"
-    budget: int = Field(60_000, ge=100, description="training pixels per round (class-balanced)")
-    hard_rounds: int = Field(1, ge=0, description="rounds of hard-example mining")
-    sampling: Literal["balanced", "natural"] = Field("balanced", description="pixel shares per class")
+    class_weight: Literal["balanced"] | None = None
+    budget: int = Field(100_000, ge=100, description="training pixels per round")
+    hard_rounds: int = Field(0, ge=0, description="rounds of hard-example mining")
+    sampling: Literal["balanced", "natural"] = Field("natural", description="pixel shares per class")
     class_names: dict[int, str] = Field(default_factory=lambda: {2: "defect"},
                                         description="class id (>= 2) -> name; other ids are refused")
+    n_jobs: int = Field(1, ge=1)
+    random_state: int = 0
+
+
+class id (>= 2) -> name; other ids are refused")
     n_jobs: int = Field(1, ge=1)
     random_state: int = 0
 

@@ -69,7 +69,7 @@ class FeatureSpec:
         Sobel edges, Hessian eigenvalues at ``num_sigma`` scales from
         ``sigma_min`` to ``sigma_max``). ``"ilastik"``: Gaussian, LoG, gradient
         magnitude, DoG, structure-tensor and Hessian eigenvalues at ``sigmas``.
-    sigmas : tuple of float, default=(1, 2, 4, 8)
+    sigmas : tuple of float, default=(0.5, 1, 2, 4, 8, 16)
         Scales (px of the downscaled grid) of the ilastik bank.
     sigma_min, sigma_max : float, default=0.5, 16
         Scale range of the basic bank.
@@ -77,12 +77,14 @@ class FeatureSpec:
         Scales of the basic bank (None: log2 spacing, as scikit-image).
     intensity, edges, texture : bool, default=True
         Feature families of the basic bank.
-    downscale : float, default=2.0
+    downscale : float, default=1.0
         The image is shrunk by this factor (area averaging) before the
         features are computed; predictions are upsampled back.
-    padding : {"reflect", "nearest", "constant"}, default="reflect"
-        What the filters see beyond the image border.
-    border_feature : bool, default=True
+    padding : {"nearest", "reflect", "constant"}, default="nearest"
+        What the filters see beyond the image border. On magnetic tiles
+        ``"nearest"`` (the edge pixel repeated, scikit-image's default) ranks
+        far better than ``"reflect"`` (benchmarks/pixel_mining.py).
+    border_feature : bool, default=False
         Add the distance to the nearest image border (px of the original
         image, divided by ``border_scale`` and clipped at 1) as a feature.
     border_scale : float, default=32.0
@@ -95,16 +97,16 @@ class FeatureSpec:
     """
 
     bank: str = "ilastik"
-    sigmas: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
+    sigmas: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
     sigma_min: float = 0.5
     sigma_max: float = 16.0
     num_sigma: int | None = None
     intensity: bool = True
     edges: bool = True
     texture: bool = True
-    downscale: float = 2.0
-    padding: str = "reflect"
-    border_feature: bool = True
+    downscale: float = 1.0
+    padding: str = "nearest"
+    border_feature: bool = False
     border_scale: float = 32.0
     normalize: str = "none"
 
@@ -408,13 +410,22 @@ def labelled_features(pairs: list[tuple[np.ndarray, np.ndarray, str]], spec: Fea
 
 
 def balanced_sample(y: np.ndarray, budget: int, rng: np.random.Generator,
-                    weights: np.ndarray | None = None) -> np.ndarray:
+                    weights: np.ndarray | None = None, *, balanced: bool = True) -> np.ndarray:
     """Indices of a class-balanced sample of at most ``budget`` rows.
 
     Every class gets an equal share; a class with fewer rows keeps all of them
     and what it cannot use goes to the others. ``weights`` (n,) >= 0 make
-    some rows more likely within their class (hard examples).
+    some rows more likely within their class (hard examples). With
+    ``balanced=False`` the sample keeps the labels' natural class proportions.
     """
+    if not balanced:
+        if budget >= len(y):
+            return np.arange(len(y))
+        p = None
+        if weights is not None:
+            w = weights.astype(np.float64) + 1e-12
+            p = w / w.sum()
+        return np.sort(rng.choice(len(y), budget, replace=False, p=p))
     classes, counts = np.unique(y, return_counts=True)
     keep, remaining = [], budget
     for i, ci in enumerate(np.argsort(counts)):  # rarest first
@@ -539,6 +550,9 @@ class PixelClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
+
+#: The classifier of the default ``pixel:`` config (measured best on magnetic tiles).
+DEFAULT_CLASSIFIER = {"method": "random_forest", "n_estimators": 50, "max_depth": 10, "class_weight": None}
 
 #: scikit-learn types a skops file of a pixel model may contain (nothing else is loaded).
 _SKOPS_TRUSTED = [
@@ -790,8 +804,9 @@ def fit_pixel_model(
     *,
     spec: FeatureSpec | None = None,
     classifier: PixelClassifier | None = None,
-    budget: int = 60_000,
-    hard_rounds: int = 1,
+    budget: int = 100_000,
+    hard_rounds: int = 0,
+    sampling: str = "natural",
     class_names: dict[int, str] | None = None,
     random_state: int | None = 0,
 ) -> PixelModel:
@@ -803,15 +818,20 @@ def fit_pixel_model(
         Labels: 0 unlabelled, 1 background, 2..K classes; same (H, W) as the image.
     spec : FeatureSpec, optional
     classifier : PixelClassifier, optional
-        Unfitted; defaults to ``PixelClassifier()`` (XGBoost).
-    budget : int, default=60000
-        Training pixels per round (class-balanced sample).
-    hard_rounds : int, default=1
+        Unfitted; defaults to :data:`DEFAULT_CLASSIFIER` (a RandomForest of 50
+        trees, depth 10, as the ``pixel:`` config).
+    budget : int, default=100000
+        Training pixels per round.
+    hard_rounds : int, default=0
         Rounds of hard-example mining: the model of the previous round
         predicts every labelled pixel, and a second budget is drawn with
         probability proportional to its error (1 - P(true class)) and added,
         so rare confusing background (stains, edges) is not left out by the
         uniform sample. 0 trains once on the uniform sample.
+    sampling : {"balanced", "natural"}, default="natural"
+        Equal pixel shares per class, or the labels' own proportions (the
+        rare class then stays rare and its probability is not inflated; pair
+        it with ``class_weight=None``).
     class_names : dict of int to str, optional
         Defaults to ``{1: "background", k: "class_k"}``.
     random_state : int, optional
@@ -823,19 +843,23 @@ def fit_pixel_model(
     from sklearn.base import clone
 
     spec = spec or FeatureSpec()
-    proto = classifier if classifier is not None else PixelClassifier(random_state=random_state)
+    proto = classifier if classifier is not None else PixelClassifier(**{**DEFAULT_CLASSIFIER,
+                                                                          "random_state": random_state})
     if hard_rounds < 0:
         raise ValueError(f"hard_rounds must be >= 0, got {hard_rounds}")
+    if sampling not in ("balanced", "natural"):
+        raise ValueError(f"sampling must be 'balanced' or 'natural', got {sampling!r}")
+    bal = sampling == "balanced"
     rng = np.random.default_rng(random_state)
     t0 = time.perf_counter()
     X, y = labelled_features(pairs, spec)
-    keep = balanced_sample(y, budget, rng)
+    keep = balanced_sample(y, budget, rng, balanced=bal)
     t1 = time.perf_counter()
     clf = clone(proto).fit(X[keep], y[keep])
     for _ in range(hard_rounds):
         p = clf.predict_proba(X)
         err = 1.0 - p[np.arange(len(y)), np.searchsorted(clf.classes_, y)]
-        hard = balanced_sample(y, budget, rng, weights=err)
+        hard = balanced_sample(y, budget, rng, weights=err, balanced=bal)
         keep = np.union1d(keep, hard)
         clf = clone(proto).fit(X[keep], y[keep])
     t2 = time.perf_counter()
@@ -923,12 +947,13 @@ def fit_pixel(store, images_dir: str | os.PathLike, labels_dir: str | os.PathLik
                           random_state=cfg.random_state)
     pairs = load_training_pairs(images_dir, labels_dir, classes=[1, *cfg.class_names])
     model = fit_pixel_model(pairs, spec=spec, classifier=clf, budget=cfg.budget, hard_rounds=cfg.hard_rounds,
-                            class_names=dict(cfg.class_names), random_state=cfg.random_state)
+                            sampling=cfg.sampling, class_names=dict(cfg.class_names), random_state=cfg.random_state)
     meta_path, fmt = model.save(os.path.join(models_dir(store.path), "pixel"), name="pixel")
     classes = [model.class_names.get(int(c), f"class_{int(c)}") for c in model.classes]
     model_id = store.add_model("pixel", "pixel", meta_path, fmt,
                                config={"features": spec.to_dict(), "estimator": clf.get_params(),
-                                       "budget": cfg.budget, "hard_rounds": cfg.hard_rounds},
+                                       "budget": cfg.budget, "hard_rounds": cfg.hard_rounds,
+                                       "sampling": cfg.sampling},
                                classes=classes, metrics=model.metrics)
     return {"model_id": model_id, "path": meta_path, "format": fmt, "classes": classes, "metrics": model.metrics}
 

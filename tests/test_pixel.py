@@ -72,9 +72,9 @@ def test_feature_shapes_and_dtypes(bank, image):
 
 def test_border_feature_and_padding_change_features():
     img = make_texture(np.random.default_rng(0))
-    a = compute_features(img, FeatureSpec(downscale=1, sigmas=(1, 2), padding="reflect"))
-    b = compute_features(img, FeatureSpec(downscale=1, sigmas=(1, 2), padding="constant"))
-    names = FeatureSpec(downscale=1).feature_names()
+    a = compute_features(img, FeatureSpec(downscale=1, sigmas=(1, 2), padding="reflect", border_feature=True))
+    b = compute_features(img, FeatureSpec(downscale=1, sigmas=(1, 2), padding="constant", border_feature=True))
+    names = FeatureSpec(border_feature=True).feature_names()
     assert names[-1] == "border_distance"
     assert a[0, 0, -1] < 0.05 and a[32, 32, -1] > 0.95
     # padding changes only pixels near the border
@@ -123,7 +123,7 @@ def test_tiled_equals_untiled(blob_model):
 
 def test_stride_grid_shape(blob_model):
     img = make_texture(np.random.default_rng(4), 64)
-    assert blob_model.predict_proba(img, stride=2, full_resolution=False).shape == (16, 16, 2)
+    assert blob_model.predict_proba(img, stride=2, full_resolution=False).shape == (32, 32, 2)
 
 
 def test_map_stats_and_uncertainty():
@@ -157,7 +157,7 @@ def test_save_load_identical(tmp_path, method, blob_model):
 def test_other_features_refused(tmp_path, blob_model):
     path, _ = blob_model.save(tmp_path)
     with pytest.raises(PixelModelError, match=r"other features.*downscale"):
-        load_pixel_model(path, expect={**blob_model.spec.to_dict(), "downscale": 1.0})
+        load_pixel_model(path, expect={**blob_model.spec.to_dict(), "downscale": 2.0})
     meta = json.loads(open(path).read())
     meta["feature_names"] = meta["feature_names"][:-1]
     bad = tmp_path / "bad.json"

@@ -38,7 +38,7 @@ class PixelScorer(Scorer):
     features : dict, optional
         Feature spec expected by the caller; a model trained with other
         features is refused with a message listing the differences.
-    stride : int, default=1
+    stride : int, default=2
         Predict every ``stride``-th pixel of the model's feature grid
         (speed); maps are upsampled back.
     tile_size : int or None, default=1024
@@ -46,7 +46,7 @@ class PixelScorer(Scorer):
     smooth_sigma : float, default=2.0
         Gaussian sigma (original px) applied to the defect map before the
         statistics (isolated pixels do not make a score).
-    score_rule : {"topk_mean", "max", "area", "largest_component"}, default="topk_mean"
+    score_rule : {"topk_mean", "max", "area", "largest_component"}, default="max"
         Image score: mean of the ``top_k`` highest smoothed defect
         probabilities; their maximum; the fraction of the valid region above
         ``threshold``; or the size (px) of the largest connected region above
@@ -55,7 +55,7 @@ class PixelScorer(Scorer):
         Pixels (original resolution) averaged by ``topk_mean``.
     threshold : float, default=0.5
         Probability above which a pixel counts for area and components.
-    border : int, default=4
+    border : int, default=0
         Pixels at the image border left out of the image score and the
         statistics (valid-region mask); the map keeps them.
     uncertainty_kind : {"margin", "entropy"}, default="margin"
@@ -66,8 +66,8 @@ class PixelScorer(Scorer):
     map_range = (0.0, 1.0)
 
     def __init__(self, *, model: str | None = None, model_name: str | None = None, features: dict | None = None,
-                 stride: int = 1, tile_size: int | None = 1024, smooth_sigma: float = 2.0,
-                 score_rule: str = "topk_mean", top_k: int = 30, threshold: float = 0.5, border: int = 4,
+                 stride: int = 2, tile_size: int | None = 1024, smooth_sigma: float = 2.0,
+                 score_rule: str = "max", top_k: int = 30, threshold: float = 0.5, border: int = 0,
                  uncertainty_kind: str = "margin"):
         self.model = model
         self.model_name = model_name

@@ -1,0 +1,209 @@
+"""Pixel-classifier mining on magnetic tiles: raremine's pixel scorer against scikit-image's fit_segmenter.
+
+For each category and seed, a rare archive is built with the shared tool
+``../shared/tools/make_rare_archive.py`` (all MT_Free images plus 1 % of the
+category; 5 masked images of the category and 3 normal images, none of them
+in the archive, for training). Both sides train on the same 8 label images
+and score every archive image; we report AP, recall after reviewing 5 % and
+10 % of the archive, training seconds and images per second, side by side.
+
+- ours: ``raremine fit-pixel`` (mining.pixel.fit_pixel with the default
+  ``pixel:`` config) then ``mining.mine.mine`` with the ``pixel`` scorer
+  (inline backend, one process, map PNGs off) through a real catalogue.
+- peer: ``skimage.future.fit_segmenter`` with ``RandomForestClassifier(
+  n_estimators=50, max_depth=10, max_samples=0.05)`` (scikit-image's example)
+  on ``multiscale_basic_features`` at full resolution; image score = max of
+  the defect probability smoothed with a Gaussian of sigma 2.
+
+Both sides run single-threaded in this one process (``n_jobs=1``), so the
+ratio of images per second is a fair per-core comparison on a CPU shared with
+other jobs; absolute numbers move with the machine's load.
+
+usage: python benchmarks/pixel_mining.py [--categories Blowhole Crack] [--seeds 0]
+       [--normals N (subsample for quick runs)] [--ablation] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from sklearn.metrics import average_precision_score
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DATA = ROOT.parent / "shared" / "data" / "magnetic-tile"
+TOOL = ROOT.parent / "shared" / "tools" / "make_rare_archive.py"
+CATEGORIES = ("Blowhole", "Crack", "Fray", "Break", "Uneven")
+
+
+def build_archive(work: Path, category: str, seed: int) -> Path:
+    """Run the shared tool once per (category, seed); return the folder."""
+    out = work / f"{category}-{seed}"
+    if not (out / "truth.csv").exists():
+        if out.exists():
+            shutil.rmtree(out)
+        subprocess.run([sys.executable, str(TOOL), "mt", str(out), "--root", str(DATA), "--category", category,
+                        "--seed", str(seed)], check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+def read_truth(folder: Path, normals: int | None, seed: int) -> dict[str, int]:
+    """path -> label, optionally with only ``normals`` normal images (seeded subsample, for quick runs)."""
+    with open(folder / "truth.csv", newline="") as fh:
+        rows = [(r["path"], int(r["label"])) for r in csv.DictReader(fh)]
+    if normals is not None:
+        rng = np.random.default_rng(seed)
+        norm = [r for r in rows if r[1] == 0]
+        keep = {norm[i][0] for i in rng.choice(len(norm), min(normals, len(norm)), replace=False)}
+        rows = [r for r in rows if r[1] == 1 or r[0] in keep]
+    return dict(rows)
+
+
+def metrics(truth: dict[str, int], scores: dict[str, float]) -> dict[str, float]:
+    """AP and recall after reviewing 5 % and 10 % of the archive (ties broken by path)."""
+    paths = sorted(truth)
+    y = np.array([truth[p] for p in paths])
+    s = np.array([scores.get(p, -np.inf) for p in paths])
+    s = np.where(np.isfinite(s), s, np.nanmin(s[np.isfinite(s)]) - 1)
+    order = np.argsort(-s, kind="stable")
+    out = {"AP": float(average_precision_score(y, s))}
+    for frac in (0.05, 0.10):
+        n = round(frac * len(y))
+        out[f"R@{int(frac * 100)}%"] = float(y[order[:n]].sum() / y.sum())
+    return out
+
+
+def link_archive(folder: Path, truth: dict[str, int], dest: Path) -> Path:
+    """A folder of symlinks to the archive images in ``truth`` (the subsample, or all)."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for p in truth:
+        os.symlink(p, dest / os.path.basename(p))
+    return dest
+
+
+def run_ours(folder: Path, truth: dict[str, int], tag: str, overrides: list[str]) -> dict:
+    """fit-pixel + mine through a real catalogue; return metrics and timings."""
+    from mining.config import load_config, scorer_params
+    from mining.index import index_archive
+    from mining.mine import mine
+    from mining.pixel import fit_pixel
+    from mining.scorers import get_scorer
+    from mining.store import Store
+
+    cfg = load_config(None, overrides)
+    db = folder / f"ours-{tag}.db"
+    for p in folder.glob(f"ours-{tag}.*"):
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    archive = link_archive(folder, truth, folder / f"links-{tag}")
+    with Store(db) as store:
+        index_archive(store, [archive], tile_size=cfg.index.tile_size)
+        t0 = time.perf_counter()
+        fit_pixel(store, folder / "train" / "images", folder / "train" / "labels", cfg.pixel)
+        train_s = time.perf_counter() - t0
+        scorer = get_scorer("pixel", **scorer_params(cfg, "pixel"))
+        summary = mine(store, [scorer], backend="inline", workers=1, save_maps=False)
+        rows = store.query("SELECT i.path, s.score FROM scores s JOIN images i ON i.id = s.image_id"
+                           " WHERE s.scorer = 'pixel' AND s.tile = -1")
+    scores = {os.path.realpath(p): s for p, s in rows}
+    m = metrics(truth, scores)
+    m.update({"train_s": train_s, "img_s": summary.done / summary.seconds, "failed": sum(summary.failed.values())})
+    return m
+
+
+def run_peer(folder: Path, truth: dict[str, int], seed: int) -> dict:
+    """scikit-image's fit_segmenter / multiscale_basic_features + RandomForest; image score = max smoothed P."""
+    from functools import partial
+
+    from skimage.feature import multiscale_basic_features
+    from skimage.future import fit_segmenter
+    from sklearn.ensemble import RandomForestClassifier
+
+    feat = partial(multiscale_basic_features, intensity=True, edges=True, texture=True, sigma_min=0.5,
+                   sigma_max=16, workers=1)
+    t0 = time.perf_counter()
+    feats, labs = [], []
+    for p in sorted((folder / "train" / "images").glob("*.png")):
+        img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+        lab = cv2.imread(str(folder / "train" / "labels" / p.name), cv2.IMREAD_GRAYSCALE)
+        f = feat(img)
+        feats.append(f.reshape(-1, 1, f.shape[-1]))
+        labs.append(lab.reshape(-1, 1))
+    clf = RandomForestClassifier(n_estimators=50, max_depth=10, max_samples=0.05, n_jobs=1, random_state=seed)
+    clf = fit_segmenter(np.concatenate(labs), np.concatenate(feats), clf)
+    train_s = time.perf_counter() - t0
+    col = list(clf.classes_).index(2)
+    scores = {}
+    t0 = time.perf_counter()
+    for p in truth:
+        img = cv2.imread(p, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+        f = feat(img)
+        prob = clf.predict_proba(f.reshape(-1, f.shape[-1]))[:, col].reshape(img.shape).astype(np.float32)
+        scores[p] = float(cv2.GaussianBlur(prob, (0, 0), 2.0).max())
+    img_s = len(truth) / (time.perf_counter() - t0)
+    m = metrics(truth, scores)
+    m.update({"train_s": train_s, "img_s": img_s})
+    return m
+
+
+VARIANTS = {
+    "ours": [],
+    # border ablation: no distance-to-border feature and no valid-region margin in the image score
+    "ours-noborder": ["pixel.features.border_feature=false", "scorers.pixel.border=0"],
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--categories", nargs="+", default=list(CATEGORIES), choices=CATEGORIES)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--normals", type=int, default=None, help="subsample of normal images (quick runs)")
+    ap.add_argument("--ablation", action="store_true", help="also run ours without border handling")
+    ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override for ours")
+    ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "raremine-pixel-bench")
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if not DATA.is_dir() or not TOOL.exists():
+        sys.exit(f"needs {DATA} and {TOOL} (development data, not bundled)")
+    variants = ["ours", "ours-noborder"] if a.ablation else ["ours"]
+    cols = ["AP", "R@5%", "R@10%", "train_s", "img_s"]
+    results: dict[tuple[str, str], list[dict]] = {}
+    header = f"{'category':<9} {'seed':>4} {'method':<14} " + " ".join(f"{c:>8}" for c in cols)
+    print(header, flush=True)
+    for cat in a.categories:
+        for seed in a.seeds:
+            folder = build_archive(a.work, cat, seed)
+            truth = read_truth(folder, a.normals, seed)
+            runs = {v: run_ours(folder, truth, v, VARIANTS[v] + a.overrides) for v in variants}
+            if not a.no_peer:
+                runs["skimage-peer"] = run_peer(folder, truth, seed)
+            for name, m in runs.items():
+                results.setdefault((cat, name), []).append(m)
+                print(f"{cat:<9} {seed:>4} {name:<14} " + " ".join(f"{m[c]:>8.3f}" for c in cols), flush=True)
+            if "skimage-peer" in runs:
+                print(f"{'':<9} {'':>4} {'speed ratio':<14} ours / peer = "
+                      f"{runs['ours']['img_s'] / runs['skimage-peer']['img_s']:.2f}x", flush=True)
+    print(f"\nmeans over seeds {a.seeds} (n = {len(truth)} images in the last archive"
+          f"{'; subsample' if a.normals else ''}):")
+    print(f"| category | method | {' | '.join(cols)} |")
+    print("|---|---|" + "---|" * len(cols))
+    for (cat, name), ms in results.items():
+        vals = " | ".join(f"{np.mean([m[c] for m in ms]):.3g}" for c in cols)
+        print(f"| {cat} | {name} | {vals} |")
+
+
+if __name__ == "__main__":
+    main()
