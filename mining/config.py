@@ -204,11 +204,6 @@ class PixelConfig(_Section):
     random_state: int = 0
 
 
-class id (>= 2) -> name; other ids are refused")
-    n_jobs: int = Field(1, ge=1)
-    random_state: int = 0
-
-
 class Config(_Section):
     """The whole configuration (``configs/default.yaml`` documents every key)."""
 
