@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+import dask
 from distributed import Client, KilledWorker, LocalCluster, WorkerPlugin, wait
 
 from mining import mine as _mine
@@ -75,10 +76,16 @@ class DaskExecutor:
             except OSError as err:
                 raise ValueError(f"cannot reach the dask scheduler at {scheduler!r}: {err}") from err
         else:
-            self.cluster = LocalCluster(
-                n_workers=local_workers or 2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address=None,
-            )
+            # dask's nannies set MALLOC_TRIM_THRESHOLD_=65536 in their workers, which turns off glibc's
+            # adaptive mmap threshold: every image-sized numpy temporary then costs an mmap/munmap and
+            # fresh page faults. Our workers hold nothing between tasks, so keep glibc's default.
+            env = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
+                   if k != "MALLOC_TRIM_THRESHOLD_"}
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+                self.cluster = LocalCluster(
+                    n_workers=local_workers or 2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                    dashboard_address=None,
+                )
             self.client = Client(self.cluster)
         self.token = uuid.uuid4().hex
         self.plugin_name = f"raremine-scorers-{self.token}"
