@@ -136,6 +136,22 @@ def mined_catalogue(archive: Path, wanted: list[str] | None, workers: int) -> tu
     return db, used, skipped
 
 
+def scorer_alone_ap(db: Path, truth_csv: Path) -> dict[str, float]:
+    """AP of each scorer's own score over the archive (no labels used), for reference."""
+    from mining.metrics import average_precision
+    from mining.rank import fused_scores
+
+    with Store(db) as store:
+        t = read_truth(truth_csv, store)
+        fs = fused_scores(store)
+        pos = {int(i): r for r, i in enumerate(fs.image_ids)}
+        idx = np.array([pos[int(i)] for i in t.image_ids])
+        out = {n: round(average_precision(t.label, np.nan_to_num(fs.raw[idx, j], nan=-1e12)), 4)
+               for j, n in enumerate(fs.scorers) if n != RERANK_SCORER}
+        out["fused"] = round(average_precision(t.label, np.nan_to_num(fs.fused[idx], nan=-1)), 4)
+    return out
+
+
 def all_labels_ap(db: Path, truth_csv: Path, work: Path, learn_kwargs: dict, seed: int, k: int) -> tuple[float, float]:
     """AP of the re-ranker trained (K-fold, out-of-fold) on every image's true label, and its recall at ``k``.
 
@@ -191,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         archive = build_archive(a.work, a.category, seed, a.rate)
         db, used, skipped = mined_catalogue(archive, a.scorers, a.workers)
         setup["scorers_used"][seed], setup["scorers_skipped"][seed] = used, skipped
+        setup.setdefault("scorer_alone_ap", {})[seed] = scorer_alone_ap(db, archive / "truth.csv")
         log.info("seed %d: features from scorers %s (skipped: %s)", seed, used, skipped or "none")
         with Store(db) as store:
             n_images = len(store.images())
@@ -280,9 +297,15 @@ def render_table(results: dict, a) -> str:
     any_run = next(r for k, r in results.items() if k != "setup")
     prevalence = float(np.mean(any_run["n_positives"])) / any_run["n_images"]
     weak = [k for k, v in setup["all_labels_ap"].items() if np.mean(v) < 3 * prevalence]
+    alone = {}
+    for per_seed in setup.get("scorer_alone_ap", {}).values():
+        for k, v in per_seed.items():
+            alone.setdefault(k, []).append(v)
+    alone_txt = ", ".join(f"{k} {np.mean(v):.3f}" for k, v in sorted(alone.items()))
     ceil = "; ".join(f"{k}: {np.mean(v):.2f}" for k, v in setup["all_labels_recall_at_reported"].items())
     foot = ["", f"All-labels AP (K-fold out-of-fold on every image), per learn setting: {aps}; "
             f"chance (prevalence) is {prevalence:.3f}.",
+            f"AP of each scorer alone (no labels), mean over seeds: {alone_txt}.",
             f"What the features allow: recall in the top {a.rounds * a.batch} of that all-labels model "
             f"(out-of-fold), mean over seeds: {ceil}.",
             *([f"WARNING: the all-labels AP of {weak} is within 3x chance: these features hardly separate the "
