@@ -389,3 +389,36 @@ def test_learn_retrains_the_pixel_model_from_painted_masks(tmp_path, tiny_archiv
     assert rep.pixel is not None and rep.pixel["images"] == 2, rep.pixel_skipped
     assert store.latest_model("pixel")["id"] == rep.pixel["model_id"]
     store.close()
+
+
+def test_simulate_mixed_supervision_paints_masks_and_rescores_with_the_new_pixel_model(tmp_path, tiny_archive):
+    pytest.importorskip("mining.pixel")
+    import cv2
+
+    from mining.index import index_archive
+    from mining.mine import mine
+    from mining.scorers import get_scorer
+    from mining.simulate import read_truth, simulate
+
+    store = Store(tmp_path / "c.db")
+    index_archive(store, [tiny_archive["root"]])
+    mine(store, [get_scorer("contrast")], backend="inline", save_maps=False)
+    rows = [["path", "label", "category", "mask"]]
+    for path, lab in tiny_archive["truth"].items():
+        mask_path = ""
+        if lab:
+            mask = np.zeros((64, 64), np.uint8)
+            cv2.circle(mask, (32, 30), 4, 255, -1)
+            mask_path = str(tmp_path / f"mask_{len(rows)}.png")
+            cv2.imwrite(mask_path, mask)
+        rows.append([path, lab, "spot" if lab else "", mask_path])
+    with open(tmp_path / "truth.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    truth = read_truth(tmp_path / "truth.csv", store)
+    out = simulate(store, truth, strategy="top", batch=5, rounds=1, masks_per_round=1,
+                   learn_kwargs={"calibration": None})
+    assert out["found_per_round"] == [2]  # contrast finds both blobs in the top 5
+    assert out["learn_per_round"][0]["pixel"]["images"] == 1  # one mask painted this round
+    assert len(store.scored_ids("pixel")) == 40  # the archive was scored again with the new pixel model
+    assert store.query("SELECT COUNT(*) FROM reviews WHERE mask_path IS NOT NULL")[0][0] == 1
+    store.close()
