@@ -165,8 +165,11 @@ def run_demo(out_dir: str | os.PathLike, *, n_images: int = 400, n_top: int = 20
     with Store(db) as store:
         cb = (lambda stage: (lambda d, t: progress(stage, d, t))) if progress else (lambda stage: None)
         index_archive(store, [os.path.join(out_dir, "archive")], progress=cb("index"))
-        mine(store, [get_scorer("contrast")], workers=workers, backend="process" if workers > 1 else "inline",
-             progress=cb("mine"))
+        from mining.pixel import fit_demo_pixel
+
+        fit_demo_pixel(store, out_dir, seed=seed)  # the pixel scorer, trained on a few labelled demo images
+        mine(store, [get_scorer("contrast"), get_scorer("pixel")], workers=workers,
+             backend="process" if workers > 1 else "inline", progress=cb("mine"))
         round_ = rank(store, strategy="top", n=n_top)
         top = []
         for c in store.candidates(round_):

@@ -958,6 +958,54 @@ def fit_pixel(store, images_dir: str | os.PathLike, labels_dir: str | os.PathLik
     return {"model_id": model_id, "path": meta_path, "format": fmt, "classes": classes, "metrics": model.metrics}
 
 
+def fit_demo_pixel(store, out_dir: str | os.PathLike, *, n_train: int = 12, seed: int = 0, config=None) -> dict:
+    """Train the demo's pixel model on a few labelled demo images kept out of the archive.
+
+    A second, tiny demo archive (``out_dir/pixel-train``, another seed, half of
+    its images defective) is written with :func:`mining.demo.build_demo_archive`;
+    its masks become label images (1 background, 2 defect) in
+    ``pixel-train/labels`` and :func:`fit_pixel` trains and registers the model.
+
+    Parameters
+    ----------
+    store : mining.store.Store
+    out_dir : path
+        The demo's working folder.
+    n_train : int, default=12
+        Training images (about half carry a defect).
+    seed : int, default=0
+        The demo's seed (the training images use ``seed + 1000``).
+    config : mining.config.PixelConfig, optional
+        Default: XGBoost (60 trees, depth 6) on a balanced 20 000-pixel budget
+        with one hard-example round, ilastik bank at sigmas 1-8.
+
+    Returns
+    -------
+    dict
+        As :func:`fit_pixel`.
+    """
+    from mining.demo import build_demo_archive, read_truth
+
+    folder = os.path.join(os.fspath(out_dir), "pixel-train")
+    truth = read_truth(build_demo_archive(folder, n_images=max(2, n_train), rate=0.5, seed=seed + 1000))
+    labels = os.path.join(folder, "labels")
+    os.makedirs(labels, exist_ok=True)
+    for path, row in truth.items():
+        img = read_image(path)
+        lab = np.ones(img.shape[:2], np.uint8)
+        if row.get("mask"):
+            lab[read_image(row["mask"]) > 0] = 2
+        cv2.imwrite(os.path.join(labels, Path(path).stem + ".png"), lab)
+    if config is None:
+        from mining.config import PixelConfig
+
+        # few, small images with tiny defects: balanced classes and a quick XGBoost
+        config = PixelConfig(method="xgboost", n_estimators=60, max_depth=6, sampling="balanced",
+                             class_weight="balanced", hard_rounds=1, budget=20_000,
+                             features={"sigmas": [1.0, 2.0, 4.0, 8.0]})
+    return fit_pixel(store, os.path.join(folder, "archive"), labels, config)
+
+
 # -- maps and statistics ----------------------------------------------------------------------------
 def uncertainty(proba: np.ndarray, kind: str = "margin") -> np.ndarray:
     """Uncertainty map from (..., K) probabilities: ``"margin"`` = 1 - max, ``"entropy"`` normalised to [0, 1]."""

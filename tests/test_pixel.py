@@ -298,3 +298,17 @@ def test_scorer_without_model_says_what_to_do(tmp_path):
         get_scorer("pixel").prepare(store)
     with pytest.raises(ValueError, match="score_rule"):
         get_scorer("pixel", score_rule="median").prepare(None)
+
+
+def test_demo_pixel_model_is_registered_and_scores(tmp_path):
+    from mining.demo import build_demo_archive, read_truth
+    from mining.pixel import fit_demo_pixel
+    from mining.store import Store
+
+    with Store(tmp_path / "catalogue.db") as store:
+        res = fit_demo_pixel(store, tmp_path, n_train=6, seed=3)
+        assert store.latest_model("pixel")["path"] == res["path"]
+        scorer = get_scorer("pixel").prepare(store)
+    truth = read_truth(build_demo_archive(tmp_path / "check", n_images=6, rate=0.5, seed=7))
+    scores = {p: scorer.score_image(cv2.imread(p, cv2.IMREAD_UNCHANGED)).score for p in truth}
+    assert all(0 <= s <= 1 for s in scores.values())
