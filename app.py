@@ -156,12 +156,12 @@ def act_verdict(verdict: str, item: rv.Item, pos: int) -> None:
         ss["last_action"] = "ignored a repeated key press"
         return
     store: Store = ss["store"]
-    mask = ss["masks"].pop(item.key, None)
+    label_path, mask_path = ss["masks"].pop(item.key, (None, None))
     category = ss.get("category") if verdict == "confirm" else None
     rid = rv.record_verdict(store, item, ss["reviewer"], verdict, category=category,
-                            note=ss.get("note"), mask_path=mask)
-    if mask:
-        rv.add_mask_annotation(store, item.image_id, rid, mask, category)
+                            note=ss.get("note"), mask_path=mask_path)
+    if label_path:
+        rv.add_mask_annotation(store, item.image_id, rid, label_path, category, mask_path=mask_path)
     ss["undo"].append(([rid], ss["pos"]))
     ss["pos"] += 1
     ss["note"] = ""
@@ -384,8 +384,10 @@ def paint_ui(store: Store, item: rv.Item, picture: np.ndarray) -> None:
             st.warning("nothing painted yet")
             return
         path = rv.save_label_image(labels, store.path, item.path)
-        st.session_state["masks"][item.key] = path
-        st.success(f"saved {path}; it is stored with your next verdict on this image")
+        mask = rv.save_defect_mask(labels, store.path, item.path)
+        st.session_state["masks"][item.key] = (path, mask)
+        st.success(f"saved {path}" + (f" and the defect mask {mask}" if mask else " (no defect pixels)")
+                   + "; they are stored with your next verdict on this image")
 
 
 # -- views ------------------------------------------------------------------------------------

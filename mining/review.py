@@ -16,7 +16,9 @@ Conventions
   ``decided`` (verdict ``confirm``, ``reject``, ``unsure`` or ``neutral``) or
   ``dropped`` (ambiguous, left out of the labels).
 - Label images painted in the app use 0 = unlabelled, 1 = background,
-  2 = defect, the format ``raremine fit-pixel`` reads.
+  2 = defect, the format ``raremine fit-pixel`` reads; the vote itself
+  carries a 0/255 defect mask (``reviews.mask_path``), the format the learn
+  step and the label exports read.
 """
 
 from __future__ import annotations
@@ -334,14 +336,19 @@ def undo_review(store: Store, review_id: int, reviewer: str) -> bool:
     return cur.rowcount > 0
 
 
-def add_mask_annotation(store: Store, image_id: int, review_id: int | None, mask_path: str,
-                        category: str | None = None) -> int:
-    """Record a painted label image as a ``mask`` annotation; return its id."""
+def add_mask_annotation(store: Store, image_id: int, review_id: int | None, label_path: str,
+                        category: str | None = None, *, mask_path: str | None = None) -> int:
+    """Record painted labels as a ``mask`` annotation; return its id.
+
+    ``data`` holds the label image (``path``, values 0/1/2 as ``fit-pixel``
+    reads them) and the binary defect mask (``mask``, 0/255, the format of
+    ``reviews.mask_path``) when defect pixels were painted.
+    """
     with store.transaction() as con:
         cur = con.execute(
             "INSERT INTO annotations (image_id, review_id, category, kind, data, source, created_at)"
             " VALUES (?, ?, ?, 'mask', ?, 'app', ?)",
-            (image_id, review_id, category, json.dumps({"path": mask_path, "values": {
+            (image_id, review_id, category, json.dumps({"path": label_path, "mask": mask_path, "values": {
                 "unlabelled": UNLABELLED, "background": BACKGROUND, "defect": DEFECT}}), time.time()),
         )
     return int(cur.lastrowid)
@@ -757,6 +764,32 @@ def strokes_to_labels(drawing: Mapping | None, canvas_size: tuple[int, int], ima
         else:
             cv2.polylines(labels, [arr], False, value, thick, lineType=cv2.LINE_8)
     return labels
+
+
+def masks_dir(store_path: str | os.PathLike) -> str:
+    """Folder where binary defect masks painted in the app are saved (beside the catalogue)."""
+    base, _ = os.path.splitext(os.path.abspath(os.fspath(store_path)))
+    return base + ".masks"
+
+
+def save_defect_mask(labels: np.ndarray, store_path: str | os.PathLike, image_path: str) -> str | None:
+    """Save the painted defect pixels as a 0/255 mask ``<catalogue>.masks/<stem>.png``; return its path.
+
+    This is the format of ``reviews.mask_path`` that the learn step and the
+    label exports read (non-zero = defect). None when no defect pixel was painted.
+    """
+    if not (labels == DEFECT).any():
+        return None
+    from synthesis.atomic import atomic_write
+
+    stem = os.path.splitext(os.path.basename(image_path))[0]
+    out = os.path.join(masks_dir(store_path), stem + ".png")
+    ok, buf = cv2.imencode(".png", np.where(labels == DEFECT, 255, 0).astype(np.uint8))
+    if not ok:
+        raise OSError(f"could not encode the mask for {image_path!r}")
+    with atomic_write(out, "wb") as fh:
+        fh.write(buf.tobytes())
+    return out
 
 
 def save_label_image(labels: np.ndarray, store_path: str | os.PathLike, image_path: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 
 import cv2
@@ -244,13 +245,19 @@ def test_strokes_become_a_label_image_in_image_pixels(tmp_path):
     np.testing.assert_array_equal(cv2.imread(path, cv2.IMREAD_UNCHANGED), labels)
     with pytest.raises(ValueError, match="0, 1 or 2"):
         rv.save_label_image(labels * 3, tmp_path / "cat.db", "x.png")
+    mask = rv.save_defect_mask(labels, tmp_path / "cat.db", "/archive/a/tile_7.png")
+    assert mask == str(tmp_path / "cat.masks" / "tile_7.png")
+    np.testing.assert_array_equal(cv2.imread(mask, cv2.IMREAD_UNCHANGED), np.where(labels == rv.DEFECT, 255, 0))
+    assert rv.save_defect_mask(np.where(labels == rv.DEFECT, 1, labels).astype(np.uint8), tmp_path / "c.db",
+                               "y.png") is None
 
 
 def test_mask_annotation_goes_with_its_vote(cat):
     store = cat["store"]
     item = rv.round_items(store)[0]
     rid = rv.record_verdict(store, item, "alice", "confirm", mask_path="/m.png")
-    rv.add_mask_annotation(store, item.image_id, rid, "/m.png", "crack")
-    assert store.query("SELECT kind FROM annotations")[0][0] == "mask"
+    rv.add_mask_annotation(store, item.image_id, rid, "/l.png", "crack", mask_path="/m.png")
+    kind, data = store.query("SELECT kind, data FROM annotations")[0]
+    assert kind == "mask" and json.loads(data)["path"] == "/l.png" and json.loads(data)["mask"] == "/m.png"
     rv.undo_review(store, rid, "alice")
     assert store.query("SELECT COUNT(*) FROM annotations")[0][0] == 0

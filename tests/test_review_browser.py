@@ -9,6 +9,7 @@ can be shown with ``$RAREMINE_SCREENSHOT_DB``).
 
 from __future__ import annotations
 
+import json
 import os
 from contextlib import contextmanager
 
@@ -83,18 +84,21 @@ def test_painting_a_mask_saves_a_label_image_with_the_vote(catalogue, app_url, c
     page.wait_for_timeout(500)
     rb.wait_idle(page)
     page.get_by_role("button", name="Save label image").click()
-    page.get_by_text("stored with your next verdict").wait_for(timeout=20_000)
+    page.get_by_text("with your next verdict").wait_for(timeout=20_000)
     page.locator("p", has_text="· item ").first.click()
     rb.press_and_wait(page, "y")
     with Store(catalogue["db"], readonly=True) as s:
         (mask_path,) = s.query("SELECT mask_path FROM reviews WHERE reviewer = 'pia'")[0]
-        kinds = [r[0] for r in s.query("SELECT kind FROM annotations")]
+        annotations = [(r[0], json.loads(r[1])) for r in s.query("SELECT kind, data FROM annotations")]
     import cv2
     import numpy as np
 
-    labels = cv2.imread(mask_path, cv2.IMREAD_UNCHANGED)
-    assert labels.shape == (128, 128) and set(np.unique(labels)) == {rv.UNLABELLED, rv.DEFECT}
-    assert kinds == ["mask"]
+    (kind, data), = annotations
+    labels = cv2.imread(data["path"], cv2.IMREAD_UNCHANGED)  # what fit-pixel reads
+    assert kind == "mask" and labels.shape == (128, 128) and set(np.unique(labels)) == {rv.UNLABELLED, rv.DEFECT}
+    mask = cv2.imread(mask_path, cv2.IMREAD_UNCHANGED)  # what learn and the label exports read
+    assert data["mask"] == mask_path and set(np.unique(mask)) == {0, 255}
+    np.testing.assert_array_equal(mask > 0, labels == rv.DEFECT)
     page.context.close()
 
 
