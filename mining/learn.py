@@ -20,7 +20,8 @@ What it does:
    holds ``oof``, ``fold`` and the fold models' ``std``), replacing the
    previous one, and registers the fold models (XGBoost JSON) in ``models``;
 3. when reviewers painted masks (``reviews.mask_path``) and the pixel model is
-   available, retrains it through the same code as ``raremine fit-pixel``.
+   available, retrains it through :func:`mining.pixel.fit_pixel`, the function
+   behind ``raremine fit-pixel`` (the masks become its label images).
 
 Too few verdicts (fewer than 2 confirmed or 2 rejected images) is not an
 error: the report says why nothing was trained and ranking goes on with the
@@ -166,7 +167,7 @@ def learn(
                           embedding_components=embedding_components, random_state=random_state,
                           progress=progress)
         if pixel:
-            _learn_pixel(store, report, run_id, random_state, progress)
+            _learn_pixel(store, report, run_id, cfg, progress)
     except BaseException as err:
         report.seconds = time.perf_counter() - t0
         store.finish_run(run_id, {**report.as_dict(), "error": repr(err)}, status="failed")
@@ -236,17 +237,20 @@ def _learn_rerank(store, labels, report, run_id, *, n_folds, calibration, embedd
                        "n_features": len(ft.names), "features": ft.names[:50], **metrics}
 
 
-def _learn_pixel(store, report, run_id, random_state, progress) -> None:
-    """Retrain the pixel model from every confirmed image with a painted mask.
+def _learn_pixel(store, report, run_id, cfg, progress) -> None:
+    """Retrain the pixel model from every confirmed image with a painted mask, as ``raremine fit-pixel`` does.
 
-    Label images are built as ``raremine fit-pixel`` expects them (1 background,
-    2 defect) and go through :func:`mining.pixel.fit_pixel_model`; the model is
-    saved beside the catalogue and registered (kind ``pixel``), so the next
+    The painted masks become label images (1 background, 2 defect) in a
+    training folder beside the catalogue, and :func:`mining.pixel.fit_pixel`
+    (the function behind ``raremine fit-pixel``, with the config's ``pixel:``
+    section) trains, saves and registers the model, so the next
     ``raremine mine --scorers pixel --rescore`` uses it.
     """
+    import shutil
+
     masks = store.query(
         "SELECT r.image_id, i.path, r.mask_path FROM reviews r JOIN images i ON i.id = r.image_id"
-        " WHERE r.mask_path IS NOT NULL AND r.verdict = 'confirm' ORDER BY r.id"
+        " WHERE r.mask_path IS NOT NULL AND r.verdict = 'confirm' ORDER BY r.id DESC"
     )
     if not masks:
         report.pixel_skipped = "no painted masks"
@@ -256,34 +260,37 @@ def _learn_pixel(store, report, run_id, random_state, progress) -> None:
     except ImportError:
         report.pixel_skipped = f"{len(masks)} painted masks, but the pixel model (mining.pixel) is not available"
         return
+    import cv2
+
     from mining.io import UnreadableImage, read_image
 
-    pairs, seen = [], set()
-    for image_id, path, mask_path in masks:
-        if image_id in seen:
+    root = os.path.join(models_dir(store.path), "pixel-training", f"run{run_id}")
+    images_dir, labels_dir = os.path.join(root, "images"), os.path.join(root, "labels")
+    os.makedirs(images_dir, exist_ok=True)
+    os.makedirs(labels_dir, exist_ok=True)
+    used = set()
+    for image_id, path, mask_path in masks:  # newest mask of an image first
+        if image_id in used:
             continue
         try:
-            image = read_image(path)
+            shape = read_image(path).shape[:2]
             mask = read_image(mask_path)
         except UnreadableImage as err:
             logger.warning("painted mask of image %d skipped: %s", image_id, err)
             continue
         mask = mask if mask.ndim == 2 else mask.max(axis=-1)
-        if mask.shape != image.shape[:2]:
-            logger.warning("mask %s has shape %s, image %s has %s: skipped", mask_path, mask.shape, path,
-                           image.shape[:2])
+        if mask.shape != shape:
+            logger.warning("mask %s has shape %s, image %s has %s: skipped", mask_path, mask.shape, path, shape)
             continue
-        seen.add(image_id)
-        pairs.append((image, np.where(mask > 0, 2, 1).astype(np.uint8), mask_path))
-    if not pairs:
+        used.add(image_id)
+        shutil.copyfile(path, os.path.join(images_dir, f"{image_id}{os.path.splitext(path)[1].lower()}"))
+        cv2.imwrite(os.path.join(labels_dir, f"{image_id}.png"), np.where(mask > 0, 2, 1).astype(np.uint8))
+    if not used:
         report.pixel_skipped = f"none of the {len(masks)} painted masks could be used"
         return
     if progress:
         progress("pixel", 0, 1)
-    model = px.fit_pixel_model(pairs, class_names={2: "defect"}, random_state=random_state)
-    meta_path, fmt = model.save(os.path.join(models_dir(store.path), "pixel"), name=f"pixel-run{run_id}")
-    model_id = store.add_model("pixel", "pixel", meta_path, fmt, config=model.spec.to_dict(),
-                               classes=["background", "defect"], metrics=model.metrics)
+    res = px.fit_pixel(store, images_dir, labels_dir, config=cfg.pixel)
     if progress:
         progress("pixel", 1, 1)
-    report.pixel = {"model_id": model_id, "path": meta_path, "images": len(pairs)}
+    report.pixel = {"model_id": res["model_id"], "path": res["path"], "images": len(used)}
