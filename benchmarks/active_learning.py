@@ -73,32 +73,24 @@ def build_archive(work: Path, category: str, seed: int, rate: float) -> Path:
     return out
 
 
-#: Pixel scorer stride on its feature grid (2: a quarter of the predictions; the shared CPU needs it).
-PIXEL_STRIDE = 2
+#: Pixel scorer stride on its feature grid (None: the scorer's default).
+PIXEL_STRIDE: int | None = None
 
 
 def scorer_params(archive: Path, name: str) -> dict:
-    """Constructor arguments a scorer needs here (a pixel model for the pixel scorer)."""
+    """Constructor arguments a scorer needs here (the pixel scorer: a trained model)."""
     if name != "pixel":
         return {}
-    # the pixel scorer needs a model: the archive's 5 masked training images (kept out of the archive),
-    # trained in a child process (XGBoost's OpenMP threads in this process would hang forked workers)
-    marker = archive / "pixel-model" / "model-path.txt"
-    if not marker.exists():
-        subprocess.run([sys.executable, __file__, "_fit_pixel", str(archive)], check=True,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
-    return {"model": marker.read_text().strip(), "stride": PIXEL_STRIDE}
-
-
-def fit_pixel(archive: Path) -> None:
-    """Train the pixel model on the archive's training folder, as `raremine fit-pixel` does."""
-    import mining.pixel as px
-
-    model_dir = archive / "pixel-model"
-    pairs = px.load_training_pairs(archive / "train" / "images", archive / "train" / "labels")
-    model = px.fit_pixel_model(pairs, random_state=0)
-    meta_path, _ = model.save(model_dir)
-    (model_dir / "model-path.txt").write_text(meta_path)
+    # the pixel scorer needs a model: `raremine fit-pixel` on the archive's 5 masked training images (kept out
+    # of the archive), in a child process (XGBoost's OpenMP threads in this process would hang forked workers);
+    # it registers the model in the catalogue, where the scorer finds it
+    with Store(archive / "features.db") as store:
+        if store.latest_model("pixel") is None:
+            subprocess.run([str(ROOT / ".venv" / "bin" / "raremine"), "fit-pixel", "--db",
+                            str(archive / "features.db"), "--images", str(archive / "train" / "images"),
+                            "--labels", str(archive / "train" / "labels")],
+                           check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return {} if PIXEL_STRIDE is None else {"stride": PIXEL_STRIDE}
 
 
 def mined_catalogue(archive: Path, wanted: list[str] | None, workers: int) -> tuple[Path, list[str], dict]:
@@ -182,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cold-start", default="round_robin", choices=["round_robin", "fused"],
                     help="ranking before the re-ranker exists (learn.cold_start)")
-    ap.add_argument("--pixel-stride", type=int, default=PIXEL_STRIDE, help="pixel scorer stride")
+    ap.add_argument("--pixel-stride", type=int, default=None, help="pixel scorer stride (default: its own)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/raremine-al"))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "active_learning")
     a = ap.parse_args(argv)
@@ -333,7 +325,4 @@ def plots(runs: dict[str, list[dict]], a) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["_fit_pixel"]:
-        fit_pixel(Path(sys.argv[2]))
-        sys.exit(0)
     sys.exit(main())
