@@ -79,9 +79,12 @@ class DaskExecutor:
             # dask's nannies set MALLOC_TRIM_THRESHOLD_=65536 in their workers, which turns off glibc's
             # adaptive mmap threshold: every image-sized numpy temporary then costs an mmap/munmap and
             # fresh page faults. Our workers hold nothing between tasks, so keep glibc's default.
+            # The statistical profiler feeds only the dashboard (off here) and keeps up to 1000
+            # snapshots per worker, which grows worker memory for the first ~17 minutes of a job.
             env = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
                    if k != "MALLOC_TRIM_THRESHOLD_"}
-            with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": env,
+                                  "distributed.worker.profile.enabled": False}):
                 self.cluster = LocalCluster(
                     n_workers=local_workers or 2, threads_per_worker=1, processes=True, host="127.0.0.1",
                     dashboard_address=None,
