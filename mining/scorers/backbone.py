@@ -69,12 +69,13 @@ def greedy_coreset(X: torch.Tensor, n: int, *, seed: int = 0, projection_dim: in
     Z = X
     if X.shape[1] > projection_dim:
         Z = X @ torch.randn(X.shape[1], projection_dim, generator=gen) / projection_dim**0.5
+    zn = (Z * Z).sum(1)
     chosen = [int(torch.randint(m, (1,), generator=gen))]
-    mind = torch.cdist(Z, Z[chosen[-1]][None]).squeeze(1)
+    mind = zn + zn[chosen[-1]] - 2 * (Z @ Z[chosen[-1]])  # squared distances via one mat-vec per step
     for _ in range(n - 1):
         j = int(torch.argmax(mind))
         chosen.append(j)
-        mind = torch.minimum(mind, torch.cdist(Z, Z[j][None]).squeeze(1))
+        mind = torch.minimum(mind, zn + zn[j] - 2 * (Z @ Z[j]))
     return torch.tensor(chosen, dtype=torch.int64)
 
 
