@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 
 import cv2
 import numpy as np
@@ -78,6 +79,8 @@ def test_autoencoder_deterministic_and_save_load(trained_ae, tmp_path):
         a, b = ae.score_image(im), again.score_image(im)
         assert a.score == b.score
         np.testing.assert_array_equal(a.map, b.map)
+    copy = pickle.loads(pickle.dumps(ae))
+    np.testing.assert_array_equal(copy.score_image(probe[0]).map, ae.score_image(probe[0]).map)
     path = str(tmp_path / "ae.pt")
     ae.save(path)
     loaded = AutoencoderScorer(**ae.config()).load(path)
@@ -244,6 +247,12 @@ def test_backbone_patch_bank_excludes_own_image(tiny_archive):
     s.fit_bank(images)
     # every image is in the bank, yet its own patches are never its nearest neighbours
     scores = np.array([s.score_image(im).score for im in images])
+    # sent to process-pool workers as plain arrays (no tensor file descriptors), same scores after
+    from multiprocessing.reduction import ForkingPickler
+
+    copy = pickle.loads(ForkingPickler.dumps(s))
+    assert isinstance(copy.bank_, torch.Tensor)
+    assert copy.score_image(images[3]).score == pytest.approx(scores[3], rel=1e-6)
     assert scores.min() > 0
     truth = np.array([tiny_archive["truth"][p] for p in paths])
     assert set(np.argsort(-scores)[:2]) == set(np.flatnonzero(truth))

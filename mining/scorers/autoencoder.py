@@ -237,6 +237,22 @@ class AutoencoderScorer(Scorer):
                                          metrics={"train_loss": self.train_losses_[-1], "n_images": len(images)})
         return self
 
+    # -- pickling (to the workers) -------------------------------------------------
+    def __getstate__(self) -> dict:
+        # plain numpy arrays, not tensors (torch's multiprocessing reducers pass tensors as file descriptors)
+        state = self.__dict__.copy()
+        if "net_" in state:
+            state["net_"] = {k: v.numpy() for k, v in state["net_"].state_dict().items()}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        if isinstance(state.get("net_"), dict):
+            net = ConvAutoencoder(state["base_channels"], state["latent_channels"])
+            net.load_state_dict({k: torch.from_numpy(v) for k, v in state["net_"].items()})
+            state["net_"] = net.eval().requires_grad_(False)
+        self.__dict__.update(state)
+
     # -- scoring ------------------------------------------------------------------
     @torch.no_grad()
     def maps_and_embeddings(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -164,6 +164,31 @@ class BackboneScorer(Scorer):
             if not ok:
                 raise ValueError(f"backbone.{key} must be {allowed}, got {value!r}")
 
+    # -- pickling (to the workers) -------------------------------------------------
+    def __getstate__(self) -> dict:
+        # plain numpy arrays: torch's multiprocessing reducers would send every tensor as a file
+        # descriptor, and a process pool's forkserver refuses more than a few hundred of them
+        state = self.__dict__.copy()
+        if "net_" in state:
+            state["net_"] = {k: v.numpy() for k, v in state["net_"].state_dict().items()}
+        for key in ("bank_", "bank_owner_"):
+            if key in state:
+                state[key] = state[key].numpy()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        from mining.backbone import MobileNetV2
+
+        state = dict(state)
+        if isinstance(state.get("net_"), dict):
+            net = MobileNetV2()
+            net.load_state_dict({k: torch.from_numpy(v) for k, v in state["net_"].items()})
+            state["net_"] = net.eval().requires_grad_(False)
+        for key in ("bank_", "bank_owner_"):
+            if isinstance(state.get(key), np.ndarray):
+                state[key] = torch.from_numpy(state[key])
+        self.__dict__.update(state)
+
     # -- features -----------------------------------------------------------------
     @torch.no_grad()
     def features(self, images: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
