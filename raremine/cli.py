@@ -42,11 +42,6 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def not_built(command: str, issue: str) -> None:
-    """Say clearly that a command is not built yet and exit 2."""
-    fail(f"`raremine {command}` is not built yet ({issue}); see README.md for what works today")
-
-
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
     logging.basicConfig(
