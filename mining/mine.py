@@ -490,7 +490,17 @@ def _run_shards(ex, shards: Iterator[list[dict]], on_results: Callable[[list[dic
                     break
                 task = _Task(items)
                 summary.shards += 1
-            in_flight[ex.submit(task.items)] = task
+            try:
+                in_flight[ex.submit(task.items)] = task
+            except BrokenProcessPool:
+                # a worker died under a shard still in flight: the wait below sees that death
+                # and restarts the pool; this shard goes back to run after it
+                suspects.appendleft(task)
+                if not in_flight:
+                    ex.restart()
+                    summary.worker_restarts += 1
+                    continue
+                break
         if not in_flight:
             return
         died = False
