@@ -450,11 +450,21 @@ class _ProcessExecutor:
         except BrokenProcessPool as err:
             raise WorkerDied(f"a worker process died ({err})", attributed=False) from err
 
+    def _kill_leftovers(self) -> None:
+        # In a broken pool the surviving workers wait on the call queue forever and the
+        # executor's thread joins them (Python 3.11): end them, their shards are redone.
+        for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
+            if proc.is_alive():
+                proc.kill()
+
     def restart(self) -> None:
+        self._kill_leftovers()
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.pool = self._make()
 
     def close(self) -> None:
+        if getattr(self.pool, "_broken", False):
+            self._kill_leftovers()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
