@@ -129,7 +129,7 @@ def picture_of(store: Store, item: rv.Item, roots: list[str]) -> np.ndarray:
     if item.tile >= 0:
         for idx, y, x, h, w in store.tiles(item.image_id):
             if idx == item.tile:
-                return img[y:y + h, x:x + w]
+                return img[y : y + h, x : x + w]
     return img
 
 
@@ -158,8 +158,9 @@ def act_verdict(verdict: str, item: rv.Item, pos: int) -> None:
     store: Store = ss["store"]
     label_path, mask_path = ss["masks"].pop(item.key, (None, None))
     category = ss.get("category") if verdict == "confirm" else None
-    rid = rv.record_verdict(store, item, ss["reviewer"], verdict, category=category,
-                            note=ss.get("note"), mask_path=mask_path)
+    rid = rv.record_verdict(
+        store, item, ss["reviewer"], verdict, category=category, note=ss.get("note"), mask_path=mask_path
+    )
     if label_path:
         rv.add_mask_annotation(store, item.image_id, rid, label_path, category, mask_path=mask_path)
     ss["undo"].append(([rid], ss["pos"]))
@@ -285,21 +286,32 @@ def verdict_ui(item: rv.Item, categories: list[str]) -> None:
         ss["category"] = categories[0] if categories else None
     cols = st.columns(3)
     for col, (verdict, key) in zip(cols, VERDICT_KEYS.items(), strict=True):
-        col.button(f"{verdict.capitalize()}", key=f"btn_{verdict}", shortcut=key, on_click=act_verdict,
-                   args=(verdict, item, ss["pos"]), type="primary" if verdict == "confirm" else "secondary",
-                   width="stretch")
+        col.button(
+            f"{verdict.capitalize()}",
+            key=f"btn_{verdict}",
+            shortcut=key,
+            on_click=act_verdict,
+            args=(verdict, item, ss["pos"]),
+            type="primary" if verdict == "confirm" else "secondary",
+            width="stretch",
+        )
     if categories:
         ccols = st.columns(min(len(categories), 9))
         for i, cat in enumerate(categories[:9]):
-            ccols[i].button(f"{cat}", key=f"cat_{i}", shortcut=str(i + 1), on_click=act_category, args=(cat,),
-                            type="primary" if ss["category"] == cat else "tertiary")
+            ccols[i].button(
+                f"{cat}",
+                key=f"cat_{i}",
+                shortcut=str(i + 1),
+                on_click=act_category,
+                args=(cat,),
+                type="primary" if ss["category"] == cat else "tertiary",
+            )
         st.caption(f"category for a confirm: **{ss['category']}**")
     st.text_input("Note", key="note", placeholder="optional; stored with the vote")
     n1, n2, n3 = st.columns(3)
     n1.button("Previous", key="btn_prev", shortcut="K", on_click=act_move, args=(-1,), width="stretch")
     n2.button("Next", key="btn_next", shortcut="J", on_click=act_move, args=(1,), width="stretch")
-    n3.button("Undo", key="btn_undo", shortcut="Z", on_click=act_undo, width="stretch",
-              disabled=not ss["undo"])
+    n3.button("Undo", key="btn_undo", shortcut="Z", on_click=act_undo, width="stretch", disabled=not ss["undo"])
 
 
 def details_ui(store: Store, item: rv.Item, scores: list[dict], roots: list[str]) -> None:
@@ -354,8 +366,12 @@ def neighbours_ui(store: Store, item: rv.Item, roots: list[str]) -> None:
                 cols[j % 3].image(pic, caption=f"{os.path.basename(it.path)} ({sim:.2f})")
             except (rv.PathOutsideRoots, UnreadableImage) as err:
                 cols[j % 3].caption(f"{os.path.basename(it.path)}: {err}")
-        st.button("Review these", key="queue_neighbours", on_click=act_queue,
-                  args=([i for i, _ in near], f"like {os.path.basename(item.path)}"))
+        st.button(
+            "Review these",
+            key="queue_neighbours",
+            on_click=act_queue,
+            args=([i for i, _ in near], f"like {os.path.basename(item.path)}"),
+        )
 
 
 def paint_ui(store: Store, item: rv.Item, picture: np.ndarray) -> None:
@@ -375,19 +391,33 @@ def paint_ui(store: Store, item: rv.Item, picture: np.ndarray) -> None:
     cw = min(640, w * 3) if w < 320 else 640
     ch = max(1, round(h * cw / w))
     bg = Image.fromarray(picture if picture.ndim == 2 else picture[:, :, :3])
-    result = st_canvas(stroke_width=size, stroke_color=PAINT_COLOURS[label], background_image=bg,
-                       width=cw, height=ch, drawing_mode="freedraw", key=f"canvas_{item.image_id}_{item.tile}")
+    result = st_canvas(
+        stroke_width=size,
+        stroke_color=PAINT_COLOURS[label],
+        background_image=bg,
+        width=cw,
+        height=ch,
+        drawing_mode="freedraw",
+        key=f"canvas_{item.image_id}_{item.tile}",
+    )
     if st.button("Save label image", key="save_mask"):
-        labels = rv.strokes_to_labels(result.json_data, (cw, ch), (h, w),
-                                      {PAINT_COLOURS["defect"]: rv.DEFECT, PAINT_COLOURS["background"]: rv.BACKGROUND})
+        labels = rv.strokes_to_labels(
+            result.json_data,
+            (cw, ch),
+            (h, w),
+            {PAINT_COLOURS["defect"]: rv.DEFECT, PAINT_COLOURS["background"]: rv.BACKGROUND},
+        )
         if not labels.any():
             st.warning("nothing painted yet")
             return
         path = rv.save_label_image(labels, store.path, item.path)
         mask = rv.save_defect_mask(labels, store.path, item.path)
         st.session_state["masks"][item.key] = (path, mask)
-        st.success(f"saved {path}" + (f" and the defect mask {mask}" if mask else " (no defect pixels)")
-                   + "; they are stored with your next verdict on this image")
+        st.success(
+            f"saved {path}"
+            + (f" and the defect mask {mask}" if mask else " (no defect pixels)")
+            + "; they are stored with your next verdict on this image"
+        )
 
 
 # -- views ------------------------------------------------------------------------------------
@@ -412,8 +442,9 @@ def advance_to_readable(ctx: Ctx, queue: list[rv.Item]) -> tuple[rv.Item | None,
         try:
             return item, picture_of(ctx.store, item, ctx.roots)
         except (UnreadableImage, rv.PathOutsideRoots) as err:
-            ss["skipped"].append(f"skipped {item.path}: {getattr(err, 'reason', 'refused')} — "
-                                 f"{getattr(err, 'detail', err)}")
+            ss["skipped"].append(
+                f"skipped {item.path}: {getattr(err, 'reason', 'refused')} — {getattr(err, 'detail', err)}"
+            )
             ss["pos"] += 1
     return None, None
 
@@ -423,8 +454,10 @@ def queue_header(ctx: Ctx, queue: list[rv.Item], item: rv.Item | None = None) ->
     kind, payload = ss["source"]
     src = f"round {ctx.store.current_round()}" if kind == "round" else payload[0]
     left = max(len(queue) - ss["pos"], 0)
-    st.markdown(f"**{src}** · item {min(ss['pos'] + 1, len(queue))} of {len(queue)} · {left} left · "
-                f"reviewer **{ctx.reviewer}**" + (f" · `{os.path.basename(item.path)}`" if item else ""))
+    st.markdown(
+        f"**{src}** · item {min(ss['pos'] + 1, len(queue))} of {len(queue)} · {left} left · "
+        f"reviewer **{ctx.reviewer}**" + (f" · `{os.path.basename(item.path)}`" if item else "")
+    )
     if kind != "round":
         st.button("Back to the round's candidates", on_click=act_round_queue, key="back_round")
     # the same elements on every run: a shifting layout remounts the buttons and can drop a shortcut
@@ -485,16 +518,21 @@ def grid_view(ctx: Ctx) -> None:
     ss = st.session_state
     queue = current_queue(ctx.store, ctx.reviewer, ctx.rule, ctx.show_all)
     queue_header(ctx, queue)
-    page = queue[ss["pos"]: ss["pos"] + ctx.cfg.review.grid_size]
+    page = queue[ss["pos"] : ss["pos"] + ctx.cfg.review.grid_size]
     if not page:
         empty_queue(ctx, queue)
         return
-    default = st.radio("Unmarked thumbnails", ["reject", "skip", "unsure"], horizontal=True, key="grid_default",
-                       help="what the submit button records for thumbnails you did not mark")
+    default = st.radio(
+        "Unmarked thumbnails",
+        ["reject", "skip", "unsure"],
+        horizontal=True,
+        key="grid_default",
+        help="what the submit button records for thumbnails you did not mark",
+    )
     ncol = 4
     for row in range(0, len(page), ncol):
         cols = st.columns(ncol)
-        for col, it in zip(cols, page[row:row + ncol], strict=False):
+        for col, it in zip(cols, page[row : row + ncol], strict=False):
             with col:
                 try:
                     pic = rv.thumbnail(rv.display_image(picture_of(ctx.store, it, ctx.roots)), 200, square=True)
@@ -503,8 +541,14 @@ def grid_view(ctx: Ctx) -> None:
                     st.warning(f"{os.path.basename(it.path)}: {getattr(err, 'reason', 'refused')}")
                 st.segmented_control("verdict", list(VERDICT_KEYS), key=grid_key(it), label_visibility="collapsed")
     c1, c2 = st.columns(2)
-    c1.button(f"Submit page ({len(page)})", key="grid_submit", shortcut="Enter", type="primary",
-              on_click=act_grid, args=(page, default, ss["pos"]))
+    c1.button(
+        f"Submit page ({len(page)})",
+        key="grid_submit",
+        shortcut="Enter",
+        type="primary",
+        on_click=act_grid,
+        args=(page, default, ss["pos"]),
+    )
     c2.button("Undo", key="btn_undo_grid", shortcut="Z", on_click=act_undo, disabled=not ss["undo"])
 
 
@@ -513,8 +557,10 @@ def map_view(ctx: Ctx) -> None:
     n_votes = ctx.store.query("SELECT COUNT(*) FROM reviews")[0][0]
     methods = [r[0] for r in ctx.store.query("SELECT DISTINCT method FROM map_coords WHERE tile = -1")]
     if not methods:
-        st.info("This catalogue has no 2-D map yet (the map_coords table is empty): run a scorer that writes "
-                "embeddings and a UMAP / t-SNE map.")
+        st.info(
+            "This catalogue has no 2-D map yet (the map_coords table is empty): run a scorer that writes "
+            "embeddings and a UMAP / t-SNE map."
+        )
         return
     c1, c2 = st.columns(2)
     method = c1.selectbox("Map", methods, key="map_method") if len(methods) > 1 else methods[0]
@@ -523,18 +569,34 @@ def map_view(ctx: Ctx) -> None:
     pts = load_map(ctx.store.path, int(n_votes), (r.agree, r.on_disagreement, r.max_votes), method)
     import plotly.express as px
 
-    data = {"x": [p["x"] for p in pts], "y": [p["y"] for p in pts], "score": [p["score"] for p in pts],
-            "verdict": [p["status"] for p in pts], "image_id": [p["image_id"] for p in pts]}
-    fig = px.scatter(data, x="x", y="y", color="score" if colour == "score" else "verdict",
-                     custom_data=["image_id"], hover_data=["image_id", "score", "verdict"],
-                     color_continuous_scale="Inferno")
+    data = {
+        "x": [p["x"] for p in pts],
+        "y": [p["y"] for p in pts],
+        "score": [p["score"] for p in pts],
+        "verdict": [p["status"] for p in pts],
+        "image_id": [p["image_id"] for p in pts],
+    }
+    fig = px.scatter(
+        data,
+        x="x",
+        y="y",
+        color="score" if colour == "score" else "verdict",
+        custom_data=["image_id"],
+        hover_data=["image_id", "score", "verdict"],
+        color_continuous_scale="Inferno",
+    )
     fig.update_traces(marker={"size": 6})
     fig.update_layout(dragmode="lasso", height=560, margin={"l": 10, "r": 10, "t": 30, "b": 10})
     event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("box", "lasso"))
     chosen = selected_ids(event)
     st.caption(f"{len(pts)} images; select with the box or lasso tool. Selected: {len(chosen)}")
-    st.button(f"Review the {len(chosen)} selected", key="queue_map", disabled=not chosen,
-              on_click=act_queue, args=(chosen, f"map selection ({len(chosen)})"))
+    st.button(
+        f"Review the {len(chosen)} selected",
+        key="queue_map",
+        disabled=not chosen,
+        on_click=act_queue,
+        args=(chosen, f"map selection ({len(chosen)})"),
+    )
 
 
 def selected_ids(event) -> list[int]:
@@ -555,15 +617,22 @@ def disagreements_view(ctx: Ctx) -> None:
     """Images whose reviewers disagree, with a button to review them."""
     rows = rv.disagreements(ctx.store, ctx.rule)
     r = ctx.rule
-    st.caption(f"rule: {r.agree} agreeing vote(s) decide; on disagreement: {r.on_disagreement}"
-               + (f" (up to {r.max_votes} votes)" if r.on_disagreement == "third_vote" else ""))
+    st.caption(
+        f"rule: {r.agree} agreeing vote(s) decide; on disagreement: {r.on_disagreement}"
+        + (f" (up to {r.max_votes} votes)" if r.on_disagreement == "third_vote" else "")
+    )
     if not rows:
         st.info("No disagreements.")
         return
     st.dataframe(rows, hide_index=True, width="stretch")
     waiting = [x["image_id"] for x in rows if x["status"] == "disagreement"]
-    st.button(f"Review the {len(waiting)} waiting for a tie-break", key="queue_disagree", disabled=not waiting,
-              on_click=act_queue, args=(waiting, "disagreements"))
+    st.button(
+        f"Review the {len(waiting)} waiting for a tie-break",
+        key="queue_disagree",
+        disabled=not waiting,
+        on_click=act_queue,
+        args=(waiting, "disagreements"),
+    )
 
 
 def progress_view(ctx: Ctx) -> None:
@@ -581,8 +650,14 @@ def progress_view(ctx: Ctx) -> None:
 
         data = {k: [pt[k] for pt in p["curves"]] for k in ("round", "reviewed", "hits")}
         data["round"] = [f"round {r}" for r in data["round"]]
-        fig = px.line(data, x="reviewed", y="hits", color="round", markers=True,
-                      labels={"reviewed": "images reviewed", "hits": "confirmed (hits)"})
+        fig = px.line(
+            data,
+            x="reviewed",
+            y="hits",
+            color="round",
+            markers=True,
+            labels={"reviewed": "images reviewed", "hits": "confirmed (hits)"},
+        )
         fig.update_layout(height=360, margin={"l": 10, "r": 10, "t": 30, "b": 10})
         st.plotly_chart(fig, key="hits_chart")
     else:
@@ -685,8 +760,12 @@ def learn_status(db: str) -> None:
 
 def export_view(ctx: Ctx) -> None:
     """Confirmed labels as a CSV metadata table."""
-    verdicts = st.multiselect("Decided verdicts to export", ["confirm", "reject", "unsure", "neutral"],
-                              default=["confirm"], key="export_verdicts")
+    verdicts = st.multiselect(
+        "Decided verdicts to export",
+        ["confirm", "reject", "unsure", "neutral"],
+        default=["confirm"],
+        key="export_verdicts",
+    )
     if not verdicts:
         st.warning("choose at least one verdict")
         return
@@ -716,8 +795,14 @@ def export_view(ctx: Ctx) -> None:
             st.success(f"wrote {n} rows to {out}")
 
 
-PAGES = {"Queue": queue_view, "Grid": grid_view, "Map": map_view, "Disagreements": disagreements_view,
-         "Progress": progress_view, "Export": export_view}
+PAGES = {
+    "Queue": queue_view,
+    "Grid": grid_view,
+    "Map": map_view,
+    "Disagreements": disagreements_view,
+    "Progress": progress_view,
+    "Export": export_view,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

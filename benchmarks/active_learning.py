@@ -56,8 +56,11 @@ CONFIGS: dict[str, tuple[str, dict, dict]] = {
     "top": ("top", {"calibration": None}, {}),
     "least_confidence": ("least_confidence", {"calibration": None}, {}),
     # the paper's extensions: K-fold probabilities, threshold calibration, category balance
-    "least_confidence+paper": ("balanced", {"calibration": "threshold"}, {"base": "least_confidence",
-                                                                            "per_category": 1}),
+    "least_confidence+paper": (
+        "balanced",
+        {"calibration": "threshold"},
+        {"base": "least_confidence", "per_category": 1},
+    ),
     "top:0.8,least_confidence:0.2": ("top:0.8,least_confidence:0.2", {"calibration": None}, {}),
     "diversity": ("diversity", {"calibration": None}, {}),
     "random": ("random", {"calibration": None}, {}),
@@ -68,8 +71,23 @@ def build_archive(work: Path, category: str, seed: int, rate: float) -> Path:
     """The rare archive of one seed (built once with the shared tool)."""
     out = work / f"mt-{category}-r{rate}-s{seed}"
     if not (out / "truth.csv").exists():
-        subprocess.run([sys.executable, str(TOOL), "mt", str(out), "--root", str(DATA), "--category", category,
-                        "--rate", str(rate), "--seed", str(seed)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(TOOL),
+                "mt",
+                str(out),
+                "--root",
+                str(DATA),
+                "--category",
+                category,
+                "--rate",
+                str(rate),
+                "--seed",
+                str(seed),
+            ],
+            check=True,
+        )
     return out
 
 
@@ -86,10 +104,20 @@ def scorer_params(archive: Path, name: str) -> dict:
     # it registers the model in the catalogue, where the scorer finds it
     with Store(archive / "features.db") as store:
         if store.latest_model("pixel") is None:
-            subprocess.run([str(ROOT / ".venv" / "bin" / "raremine"), "fit-pixel", "--db",
-                            str(archive / "features.db"), "--images", str(archive / "train" / "images"),
-                            "--labels", str(archive / "train" / "labels")],
-                           check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            subprocess.run(
+                [
+                    str(ROOT / ".venv" / "bin" / "raremine"),
+                    "fit-pixel",
+                    "--db",
+                    str(archive / "features.db"),
+                    "--images",
+                    str(archive / "train" / "images"),
+                    "--labels",
+                    str(archive / "train" / "labels"),
+                ],
+                check=True,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
     return {} if PIXEL_STRIDE is None else {"stride": PIXEL_STRIDE}
 
 
@@ -114,8 +142,17 @@ def mined_catalogue(archive: Path, wanted: list[str] | None, workers: int) -> tu
         except Exception as err:
             skipped[name] = f"{type(err).__name__}: {err}"
             continue
-        cmd = [str(ROOT / ".venv" / "bin" / "raremine"), "mine", "--db", str(db), "--scorers", name,
-               "--workers", str(workers), *[f"--set=scorers.{name}.{k}={v}" for k, v in params.items()]]
+        cmd = [
+            str(ROOT / ".venv" / "bin" / "raremine"),
+            "mine",
+            "--db",
+            str(db),
+            "--scorers",
+            name,
+            "--workers",
+            str(workers),
+            *[f"--set=scorers.{name}.{k}={v}" for k, v in params.items()],
+        ]
         t0 = time.time()
         res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         log.info("%s: %s (%.0f s)", name, (res.stdout or res.stderr).strip().splitlines()[-1:] or "", time.time() - t0)
@@ -138,8 +175,11 @@ def scorer_alone_ap(db: Path, truth_csv: Path) -> dict[str, float]:
         fs = fused_scores(store)
         pos = {int(i): r for r, i in enumerate(fs.image_ids)}
         idx = np.array([pos[int(i)] for i in t.image_ids])
-        out = {n: round(average_precision(t.label, np.nan_to_num(fs.raw[idx, j], nan=-1e12)), 4)
-               for j, n in enumerate(fs.scorers) if n != RERANK_SCORER}
+        out = {
+            n: round(average_precision(t.label, np.nan_to_num(fs.raw[idx, j], nan=-1e12)), 4)
+            for j, n in enumerate(fs.scorers)
+            if n != RERANK_SCORER
+        }
         out["fused"] = round(average_precision(t.label, np.nan_to_num(fs.fused[idx], nan=-1)), 4)
     return out
 
@@ -172,8 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strategies", nargs="+", default=list(CONFIGS), help=f"among {list(CONFIGS)}")
     ap.add_argument("--scorers", nargs="+", default=None, help="default: every registered scorer that runs")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--cold-start", default="round_robin", choices=["round_robin", "fused"],
-                    help="ranking before the re-ranker exists (learn.cold_start)")
+    ap.add_argument(
+        "--cold-start",
+        default="round_robin",
+        choices=["round_robin", "fused"],
+        help="ranking before the re-ranker exists (learn.cold_start)",
+    )
     ap.add_argument("--pixel-stride", type=int, default=None, help="pixel scorer stride (default: its own)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/raremine-al"))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "active_learning")
@@ -209,28 +253,57 @@ def main(argv: list[str] | None = None) -> int:
             ap_all, rec_all = all_labels_ap(db, archive / "truth.csv", archive, kw, seed, a.rounds * a.batch)
             all_ap.setdefault(cal, []).append(ap_all)
             ceiling.setdefault(cal, []).append(rec_all)
-            log.info("seed %d: all-labels AP with %s = %.3f, its recall at %d = %.2f", seed, kw, ap_all,
-                     a.rounds * a.batch, rec_all)
+            log.info(
+                "seed %d: all-labels AP with %s = %.3f, its recall at %d = %.2f",
+                seed,
+                kw,
+                ap_all,
+                a.rounds * a.batch,
+                rec_all,
+            )
         for label in a.strategies:
             strategy, learn_kw, rank_kw = CONFIGS[label]
             work_db = copy_catalogue(db, archive / "runs" / f"{label.replace(':', '_').replace(',', '+')}.db")
             with Store(work_db) as store:
                 truth = read_truth(archive / "truth.csv", store)
-                summary = simulate(store, truth, strategy=strategy, batch=a.batch, rounds=rounds,
-                                   learn_kwargs={"pixel": False, **learn_kw},
-                                   rank_kwargs={"cold_start": a.cold_start, **rank_kw},
-                                   random_state=seed)
+                summary = simulate(
+                    store,
+                    truth,
+                    strategy=strategy,
+                    batch=a.batch,
+                    rounds=rounds,
+                    learn_kwargs={"pixel": False, **learn_kw},
+                    rank_kwargs={"cold_start": a.cold_start, **rank_kw},
+                    random_state=seed,
+                )
             summary["all_labels_ap"] = all_ap[json.dumps(learn_kw, sort_keys=True)][-1]
             runs[label].append(summary)
-            log.info("seed %d %-30s recall %s  AP %s  (%.0fs)", seed, label,
-                     [round(r, 2) for r in summary["recall_per_round"][: a.rounds]],
-                     [None if v is None else round(v, 3) for v in summary["ap_per_round"]], summary["seconds"])
+            log.info(
+                "seed %d %-30s recall %s  AP %s  (%.0fs)",
+                seed,
+                label,
+                [round(r, 2) for r in summary["recall_per_round"][: a.rounds]],
+                [None if v is None else round(v, 3) for v in summary["ap_per_round"]],
+                summary["seconds"],
+            )
     results = summarise(runs, a)
-    results.update({"setup": {**setup, "category": a.category, "rate": a.rate, "seeds": a.seeds, "batch": a.batch,
-                              "rounds_reported": a.rounds, "all_labels_ap": all_ap,
-                              "all_labels_recall_at_reported": ceiling, "cold_start": a.cold_start,
-                              "pixel_stride": a.pixel_stride,
-                              "seconds": round(time.time() - t0, 1)}})
+    results.update(
+        {
+            "setup": {
+                **setup,
+                "category": a.category,
+                "rate": a.rate,
+                "seeds": a.seeds,
+                "batch": a.batch,
+                "rounds_reported": a.rounds,
+                "all_labels_ap": all_ap,
+                "all_labels_recall_at_reported": ceiling,
+                "cold_start": a.cold_start,
+                "pixel_stride": a.pixel_stride,
+                "seconds": round(time.time() - t0, 1),
+            }
+        }
+    )
     (a.out / "results.json").write_text(json.dumps({"results": results, "runs": runs}, indent=1, default=str))
     table = render_table(results, a)
     (a.out / "table.md").write_text(table)
@@ -254,9 +327,12 @@ def summarise(runs: dict[str, list[dict]], a) -> dict:
         reach = [labels_to_reach(r, r["all_labels_ap"]) for r in rs]
         reach95 = [labels_to_reach(r, 0.95 * r["all_labels_ap"]) for r in rs]
         out[label] = {
-            "recall_mean": rec.mean(axis=0).round(4).tolist(), "recall_std": rec.std(axis=0).round(4).tolist(),
-            "labels_to_all_labels_ap": reach, "labels_to_95pct_all_labels_ap": reach95,
-            "n_images": rs[0]["n_images"], "n_positives": [r["n_positives"] for r in rs],
+            "recall_mean": rec.mean(axis=0).round(4).tolist(),
+            "recall_std": rec.std(axis=0).round(4).tolist(),
+            "labels_to_all_labels_ap": reach,
+            "labels_to_95pct_all_labels_ap": reach95,
+            "n_images": rs[0]["n_images"],
+            "n_positives": [r["n_positives"] for r in rs],
             "final_ap": [r["ap_per_round"][-1] for r in rs],
         }
     return out
@@ -272,19 +348,26 @@ def _fmt_reach(values: list, n_images: int) -> str:
 
 def render_table(results: dict, a) -> str:
     setup = results["setup"]
-    head = [f"Magnetic-tile {a.category}, {a.rate:.0%} prevalence, seeds {a.seeds}, rounds of {a.batch} reviews "
-            f"from no labels (cold start: {a.cold_start}). Features from scorers: "
-            + "; ".join(f"seed {s}: {', '.join(u) or 'none'}" for s, u in setup["scorers_used"].items()) + ".",
-            ""]
+    head = [
+        f"Magnetic-tile {a.category}, {a.rate:.0%} prevalence, seeds {a.seeds}, rounds of {a.batch} reviews "
+        f"from no labels (cold start: {a.cold_start}). Features from scorers: "
+        + "; ".join(f"seed {s}: {', '.join(u) or 'none'}" for s, u in setup["scorers_used"].items())
+        + ".",
+        "",
+    ]
     cols = [f"recall r{k + 1}" for k in range(a.rounds)]
-    lines = ["| strategy | " + " | ".join(cols) + " | labels to all-labels AP | labels to 95 % of it |",
-             "|---|" + "---|" * (len(cols) + 2)]
+    lines = [
+        "| strategy | " + " | ".join(cols) + " | labels to all-labels AP | labels to 95 % of it |",
+        "|---|" + "---|" * (len(cols) + 2),
+    ]
     for label, r in results.items():
         if label == "setup":
             continue
         rec = " | ".join(f"{m:.2f} ± {s:.2f}" for m, s in zip(r["recall_mean"], r["recall_std"], strict=True))
-        lines.append(f"| {label} | {rec} | {_fmt_reach(r['labels_to_all_labels_ap'], r['n_images'])} | "
-                     f"{_fmt_reach(r['labels_to_95pct_all_labels_ap'], r['n_images'])} |")
+        lines.append(
+            f"| {label} | {rec} | {_fmt_reach(r['labels_to_all_labels_ap'], r['n_images'])} | "
+            f"{_fmt_reach(r['labels_to_95pct_all_labels_ap'], r['n_images'])} |"
+        )
     aps = "; ".join(f"{k}: {np.mean(v):.3f} ± {np.std(v):.3f}" for k, v in setup["all_labels_ap"].items())
     any_run = next(r for k, r in results.items() if k != "setup")
     prevalence = float(np.mean(any_run["n_positives"])) / any_run["n_images"]
@@ -295,15 +378,25 @@ def render_table(results: dict, a) -> str:
             alone.setdefault(k, []).append(v)
     alone_txt = ", ".join(f"{k} {np.mean(v):.3f}" for k, v in sorted(alone.items()))
     ceil = "; ".join(f"{k}: {np.mean(v):.2f}" for k, v in setup["all_labels_recall_at_reported"].items())
-    foot = ["", f"All-labels AP (K-fold out-of-fold on every image), per learn setting: {aps}; "
-            f"chance (prevalence) is {prevalence:.3f}.",
-            f"AP of each scorer alone (no labels), mean over seeds: {alone_txt}.",
-            f"What the features allow: recall in the top {a.rounds * a.batch} of that all-labels model "
-            f"(out-of-fold), mean over seeds: {ceil}.",
-            *([f"WARNING: the all-labels AP of {weak} is within 3x chance: these features hardly separate the "
-               "defects, so 'labels to all-labels AP' says little."] if weak else []),
-            "Labels columns: per seed, '-' = not reached within the rounds run; % = mean share of the archive.",
-            f"Skipped scorers: {json.dumps(setup['scorers_skipped'])}", f"Took {setup['seconds']:.0f} s."]
+    foot = [
+        "",
+        f"All-labels AP (K-fold out-of-fold on every image), per learn setting: {aps}; "
+        f"chance (prevalence) is {prevalence:.3f}.",
+        f"AP of each scorer alone (no labels), mean over seeds: {alone_txt}.",
+        f"What the features allow: recall in the top {a.rounds * a.batch} of that all-labels model "
+        f"(out-of-fold), mean over seeds: {ceil}.",
+        *(
+            [
+                f"WARNING: the all-labels AP of {weak} is within 3x chance: these features hardly separate the "
+                "defects, so 'labels to all-labels AP' says little."
+            ]
+            if weak
+            else []
+        ),
+        "Labels columns: per seed, '-' = not reached within the rounds run; % = mean share of the archive.",
+        f"Skipped scorers: {json.dumps(setup['scorers_skipped'])}",
+        f"Took {setup['seconds']:.0f} s.",
+    ]
     return "\n".join(head + lines + foot) + "\n"
 
 
@@ -317,11 +410,23 @@ def plots(runs: dict[str, list[dict]], a) -> None:
         aps = np.array([[np.nan if v is None else v for v in r["ap_per_round"]] for r in rs], dtype=float)
         ap_curves[label] = (x, np.nanmean(aps, axis=0).tolist())
     n_images = runs[next(iter(runs))][0]["n_images"]
-    plot_recall(curves, n_images, str(a.out / "recall.png"), bands=bands,
-                title=f"magnetic-tile {a.category}, {a.rate:.0%}: mean over seeds {a.seeds} (band: min-max)")
+    plot_recall(
+        curves,
+        n_images,
+        str(a.out / "recall.png"),
+        bands=bands,
+        title=f"magnetic-tile {a.category}, {a.rate:.0%}: mean over seeds {a.seeds} (band: min-max)",
+    )
     target = float(np.mean([r["all_labels_ap"] for rs in runs.values() for r in rs]))
-    plot_curves(ap_curves, str(a.out / "ap.png"), ylabel="re-ranker AP (whole archive)", xlabel="labels",
-                baseline=target, baseline_label="all labels (mean)", title=f"magnetic-tile {a.category}")
+    plot_curves(
+        ap_curves,
+        str(a.out / "ap.png"),
+        ylabel="re-ranker AP (whole archive)",
+        xlabel="labels",
+        baseline=target,
+        baseline_label="all labels (mean)",
+        title=f"magnetic-tile {a.category}",
+    )
 
 
 if __name__ == "__main__":

@@ -74,10 +74,14 @@ def main() -> None:
     print(f"{a.n} PNGs of 256x256, {a.repeats} repeats, medians; {os.cpu_count()} CPUs")
     print(f"{'':<34}{'img/s':>10}{'seconds':>10}{'ratio to plain':>16}")
     print(f"{'plain cv2.imread loop (peer)':<34}{rate['plain']:>10.0f}{med(plain):>10.2f}{1.0:>16.2f}")
-    print(f"{'raremine index, first run':<34}{rate['first']:>10.0f}{med(first):>10.2f}"
-          f"{rate['first'] / rate['plain']:>16.2f}")
-    print(f"{'raremine index, incremental':<34}{rate['second']:>10.0f}{med(second):>10.2f}"
-          f"{rate['second'] / rate['plain']:>16.2f}")
+    print(
+        f"{'raremine index, first run':<34}{rate['first']:>10.0f}{med(first):>10.2f}"
+        f"{rate['first'] / rate['plain']:>16.2f}"
+    )
+    print(
+        f"{'raremine index, incremental':<34}{rate['second']:>10.0f}{med(second):>10.2f}"
+        f"{rate['second'] / rate['plain']:>16.2f}"
+    )
     print(f"incremental / first time: {med(second) / med(first):.3f}")
 
 

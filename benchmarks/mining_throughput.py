@@ -107,8 +107,9 @@ def child_decode(db: str, workers: int) -> dict:
         with Store(db, readonly=True) as store:
             last = -1
             while True:
-                rows = store.query("SELECT id, path FROM images WHERE status = 'ok' AND id > ? ORDER BY id LIMIT 256",
-                                   (last,))
+                rows = store.query(
+                    "SELECT id, path FROM images WHERE status = 'ok' AND id > ? ORDER BY id LIMIT 256", (last,)
+                )
                 if not rows:
                     return
                 last = rows[-1][0]
@@ -131,26 +132,50 @@ def child_decode(db: str, workers: int) -> dict:
     return {"images": n, "seconds": seconds, "images_per_second": n / seconds}
 
 
-def child_mine(db: str, backend: str, workers: int, scorers: list[str], save_maps: bool, shard_size: int,
-               start_method: str = "forkserver") -> dict:
+def child_mine(
+    db: str,
+    backend: str,
+    workers: int,
+    scorers: list[str],
+    save_maps: bool,
+    shard_size: int,
+    start_method: str = "forkserver",
+) -> dict:
     """One mining job, as ``raremine mine`` would run it."""
     from mining.mine import mine
     from mining.scorers import get_scorer
     from mining.store import Store
 
     with Store(db) as store:
-        s = mine(store, [get_scorer(n) for n in scorers], backend=backend, workers=workers, save_maps=save_maps,
-                 shard_size=shard_size, start_method=start_method)
+        s = mine(
+            store,
+            [get_scorer(n) for n in scorers],
+            backend=backend,
+            workers=workers,
+            save_maps=save_maps,
+            shard_size=shard_size,
+            start_method=start_method,
+        )
     d = s.as_dict()
-    return {"images": s.done, "seconds": d["timings"]["stream_s"], "wall_seconds": s.seconds,
-            "startup_seconds": d["timings"].get("startup_s", 0.0), "images_per_second": d["images_per_second"],
-            "failed": d["failed"]}
+    return {
+        "images": s.done,
+        "seconds": d["timings"]["stream_s"],
+        "wall_seconds": s.seconds,
+        "startup_seconds": d["timings"].get("startup_s", 0.0),
+        "images_per_second": d["images_per_second"],
+        "failed": d["failed"],
+    }
 
 
 def measure(args: list[str]) -> dict:
     """Run this script's ``_child`` mode in a subprocess; sample RSS of it and its descendants."""
-    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "_child", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "_child", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     ps = psutil.Process(proc.pid)
     peak_writer = peak_worker = peak_total = 0
     while proc.poll() is None:
@@ -172,8 +197,11 @@ def measure(args: list[str]) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"measured child failed ({args}):\n{err[-3000:]}")
     res = json.loads(out.strip().splitlines()[-1])
-    res.update(peak_rss_writer_mb=peak_writer / 2**20, peak_rss_worker_mb=peak_worker / 2**20,
-               peak_rss_total_mb=peak_total / 2**20)
+    res.update(
+        peak_rss_writer_mb=peak_writer / 2**20,
+        peak_rss_worker_mb=peak_worker / 2**20,
+        peak_rss_total_mb=peak_total / 2**20,
+    )
     return res
 
 
@@ -209,12 +237,15 @@ def run_size(n: int, tmp: str, scorers: list[str], save_maps: bool, shard_size: 
         r = runs[key]
         if checkpoint is not None:
             checkpoint(res)
-        log(f"[{n}] {key:<10} {r['images_per_second']:8.1f} img/s  peak RSS writer {r['peak_rss_writer_mb']:6.0f} MB"
-            f"  largest worker {r['peak_rss_worker_mb']:6.0f} MB  all {r['peak_rss_total_mb']:6.0f} MB")
+        log(
+            f"[{n}] {key:<10} {r['images_per_second']:8.1f} img/s  peak RSS writer {r['peak_rss_writer_mb']:6.0f} MB"
+            f"  largest worker {r['peak_rss_worker_mb']:6.0f} MB  all {r['peak_rss_total_mb']:6.0f} MB"
+        )
     for kind, w in plan:
         if kind != "decode" and f"decode/{w}" in runs:
-            runs[f"{kind}/{w}"]["ratio_to_decode"] = (runs[f"{kind}/{w}"]["images_per_second"]
-                                                     / runs[f"decode/{w}"]["images_per_second"])
+            runs[f"{kind}/{w}"]["ratio_to_decode"] = (
+                runs[f"{kind}/{w}"]["images_per_second"] / runs[f"decode/{w}"]["images_per_second"]
+            )
     res["dask_over_process"] = runs["dask/2"]["images_per_second"] / runs["process/2"]["images_per_second"]
     shutil.rmtree(root, ignore_errors=True)
     return res
@@ -233,24 +264,28 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    ap.add_argument("--scorers", default=None,
-                    help="comma-separated (default: the cheap unsupervised ones available: contrast, embedding)")
+    ap.add_argument(
+        "--scorers",
+        default=None,
+        help="comma-separated (default: the cheap unsupervised ones available: contrast, embedding)",
+    )
     ap.add_argument("--maps", action="store_true", help="also save overlay PNGs of the maps (off by default)")
     ap.add_argument("--shard-size", type=int, default=64)
     ap.add_argument("--tmp", default=None, help="parent of the temporary folder (default: the system's)")
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
     args = ap.parse_args()
-    scorers = (args.scorers.split(",") if args.scorers
-               else [n for n in ("contrast", "embedding") if n in available_scorers()])
+    scorers = (
+        args.scorers.split(",") if args.scorers else [n for n in ("contrast", "embedding") if n in available_scorers()]
+    )
 
     def log(msg: str) -> None:
         print(time.strftime("%H:%M:%S"), msg, flush=True)
 
-    log(f"scorers {scorers}, maps {'on' if args.maps else 'off'}, CPUs {os.cpu_count()}, "
-        f"load {os.getloadavg()[0]:.1f}")
+    log(f"scorers {scorers}, maps {'on' if args.maps else 'off'}, CPUs {os.cpu_count()}, load {os.getloadavg()[0]:.1f}")
     results = []
     tmp = tempfile.mkdtemp(prefix="raremine-bench-", dir=args.tmp)
     try:
+
         def checkpoint(partial: dict) -> None:  # every measurement is kept, even if a later one never ends
             if args.out:
                 with open(args.out, "w") as fh:
@@ -268,17 +303,21 @@ def main() -> None:
     for r in results:
         for key, m in r["runs"].items():
             ratio = f"{m['ratio_to_decode']:8.2f}" if "ratio_to_decode" in m else "       -"
-            print(f"{r['images']:>7} {key:<10} {m['images_per_second']:7.1f} {ratio}  {m['peak_rss_writer_mb']:9.0f}"
-                  f"  {m['peak_rss_worker_mb']:9.0f}  {m['peak_rss_total_mb']:6.0f}")
+            print(
+                f"{r['images']:>7} {key:<10} {m['images_per_second']:7.1f} {ratio}  {m['peak_rss_writer_mb']:9.0f}"
+                f"  {m['peak_rss_worker_mb']:9.0f}  {m['peak_rss_total_mb']:6.0f}"
+            )
         print(f"{r['images']:>7} dask/2 over process/2: {r['dask_over_process']:.2f}")
     if len(results) >= 2:
         small, big = results[0], results[-1]
         for key in ("process/1", "process/2", "dask/2"):
             a, b = small["runs"][key], big["runs"][key]
-            print(f"peak RSS {key} at {big['images']} / at {small['images']}: writer "
-                  f"{b['peak_rss_writer_mb'] / a['peak_rss_writer_mb']:.2f}, largest worker "
-                  f"{b['peak_rss_worker_mb'] / max(a['peak_rss_worker_mb'], 1e-9):.2f}, all "
-                  f"{b['peak_rss_total_mb'] / a['peak_rss_total_mb']:.2f}")
+            print(
+                f"peak RSS {key} at {big['images']} / at {small['images']}: writer "
+                f"{b['peak_rss_writer_mb'] / a['peak_rss_writer_mb']:.2f}, largest worker "
+                f"{b['peak_rss_worker_mb'] / max(a['peak_rss_worker_mb'], 1e-9):.2f}, all "
+                f"{b['peak_rss_total_mb'] / a['peak_rss_total_mb']:.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,22 @@ def build_archive(work: Path, category: str, seed: int) -> Path:
     if not (out / "truth.csv").exists():
         if out.exists():
             shutil.rmtree(out)
-        subprocess.run([sys.executable, str(TOOL), "mt", str(out), "--root", str(DATA), "--category", category,
-                        "--seed", str(seed)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                str(TOOL),
+                "mt",
+                str(out),
+                "--root",
+                str(DATA),
+                "--category",
+                category,
+                "--seed",
+                str(seed),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return out
 
 
@@ -119,8 +133,10 @@ def run_ours(folder: Path, truth: dict[str, int], tag: str, overrides: list[str]
         train_s = time.perf_counter() - t0
         scorer = get_scorer("pixel", **scorer_params(cfg, "pixel"))
         summary = mine(store, [scorer], backend="inline", workers=1, save_maps=False)
-        rows = store.query("SELECT i.path, s.score FROM scores s JOIN images i ON i.id = s.image_id"
-                           " WHERE s.scorer = 'pixel' AND s.tile = -1")
+        rows = store.query(
+            "SELECT i.path, s.score FROM scores s JOIN images i ON i.id = s.image_id"
+            " WHERE s.scorer = 'pixel' AND s.tile = -1"
+        )
     scores = {os.path.realpath(p): s for p, s in rows}
     m = metrics(truth, scores)
     m.update({"train_s": train_s, "img_s": summary.done / summary.seconds, "failed": sum(summary.failed.values())})
@@ -135,8 +151,9 @@ def run_peer(folder: Path, truth: dict[str, int], seed: int) -> dict:
     from skimage.future import fit_segmenter
     from sklearn.ensemble import RandomForestClassifier
 
-    feat = partial(multiscale_basic_features, intensity=True, edges=True, texture=True, sigma_min=0.5,
-                   sigma_max=16, workers=1)
+    feat = partial(
+        multiscale_basic_features, intensity=True, edges=True, texture=True, sigma_min=0.5, sigma_max=16, workers=1
+    )
     t0 = time.perf_counter()
     feats, labs = [], []
     for p in sorted((folder / "train" / "images").glob("*.png")):
@@ -199,10 +216,15 @@ def main() -> None:
                 results.setdefault((cat, name), []).append(m)
                 print(f"{cat:<9} {seed:>4} {name:<14} " + " ".join(f"{m[c]:>8.3f}" for c in cols), flush=True)
             if "skimage-peer" in runs and "ours" in runs:
-                print(f"{'':<9} {'':>4} {'speed ratio':<14} ours / peer = "
-                      f"{runs['ours']['img_s'] / runs['skimage-peer']['img_s']:.2f}x", flush=True)
-    print(f"\nmeans over seeds {a.seeds} (n = {len(truth)} images in the last archive"
-          f"{'; subsample' if a.normals else ''}):")
+                print(
+                    f"{'':<9} {'':>4} {'speed ratio':<14} ours / peer = "
+                    f"{runs['ours']['img_s'] / runs['skimage-peer']['img_s']:.2f}x",
+                    flush=True,
+                )
+    print(
+        f"\nmeans over seeds {a.seeds} (n = {len(truth)} images in the last archive"
+        f"{'; subsample' if a.normals else ''}):"
+    )
     print(f"| category | method | {' | '.join(cols)} |")
     print("|---|---|" + "---|" * len(cols))
     for (cat, name), ms in results.items():

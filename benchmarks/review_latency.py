@@ -48,8 +48,11 @@ def build_magnetic(folder: Path, n_images: int, seed: int = 0) -> str:
         sys.exit(f"magnetic-tile data not found at {MAGNETIC}")
     rng = random.Random(seed)
     free = sorted((MAGNETIC / "MT_Free" / "Imgs").glob("*.jpg"))
-    defects = [p for d in ("MT_Blowhole", "MT_Crack", "MT_Break", "MT_Fray", "MT_Uneven")
-               for p in sorted((MAGNETIC / d / "Imgs").glob("*.jpg"))]
+    defects = [
+        p
+        for d in ("MT_Blowhole", "MT_Crack", "MT_Break", "MT_Fray", "MT_Uneven")
+        for p in sorted((MAGNETIC / d / "Imgs").glob("*.jpg"))
+    ]
     n_def = max(2, round(0.03 * n_images))
     chosen = rng.sample(free, n_images - n_def) + rng.sample(defects, n_def)
     archive = folder / "archive"
@@ -72,10 +75,14 @@ def build_magnetic(folder: Path, n_images: int, seed: int = 0) -> str:
         _, _, vt = np.linalg.svd(z, full_matrices=False)
         xy = z @ vt[:2].T
         with store.transaction() as con:
-            con.executemany("INSERT OR REPLACE INTO embeddings (image_id, tile, name, vector) VALUES (?, -1, ?, ?)",
-                            [(r["id"], "histogram", v.tobytes()) for r, v in zip(rows, x, strict=True)])
-            con.executemany("INSERT OR REPLACE INTO map_coords (image_id, tile, method, x, y) VALUES (?, -1, ?, ?, ?)",
-                            [(r["id"], "pca", float(a), float(b)) for r, (a, b) in zip(rows, xy, strict=True)])
+            con.executemany(
+                "INSERT OR REPLACE INTO embeddings (image_id, tile, name, vector) VALUES (?, -1, ?, ?)",
+                [(r["id"], "histogram", v.tobytes()) for r, v in zip(rows, x, strict=True)],
+            )
+            con.executemany(
+                "INSERT OR REPLACE INTO map_coords (image_id, tile, method, x, y) VALUES (?, -1, ?, ?, ?)",
+                [(r["id"], "pca", float(a), float(b)) for r, (a, b) in zip(rows, xy, strict=True)],
+            )
     subprocess.run([*raremine, "rank", "--db", db, "--n", "24"], check=True, stdout=subprocess.DEVNULL)
     return db
 
@@ -98,10 +105,13 @@ def measure(db: str, presses: int, warmup: int = 2) -> dict:
             if i >= warmup:
                 nxt.append(rb.press_and_wait(page, "j"))
                 rb.press_and_wait(page, "k")
-    return {"reviewer": reviewer, "n": len(verdict),
-            "verdict_median_ms": round(1000 * statistics.median(verdict), 1),
-            "verdict_p90_ms": round(1000 * sorted(verdict)[int(0.9 * (len(verdict) - 1))], 1),
-            "next_median_ms": round(1000 * statistics.median(nxt), 1) if nxt else None}
+    return {
+        "reviewer": reviewer,
+        "n": len(verdict),
+        "verdict_median_ms": round(1000 * statistics.median(verdict), 1),
+        "verdict_p90_ms": round(1000 * sorted(verdict)[int(0.9 * (len(verdict) - 1))], 1),
+        "next_median_ms": round(1000 * statistics.median(nxt), 1) if nxt else None,
+    }
 
 
 def main() -> None:
@@ -124,10 +134,12 @@ def main() -> None:
         db = build_catalogue(tempfile.mkdtemp(prefix="review_latency_"), n=2 * a.presses + 8, size=256)["db"]
     res = measure(db, a.presses)
     print(json.dumps(res))
-    print(f"median verdict key -> next candidate shown: {res['verdict_median_ms']:.0f} ms "
-          f"(p90 {res['verdict_p90_ms']:.0f} ms, n={res['n']}; goal <= 300 ms); "
-          f"peer 'next' key without a vote: {res['next_median_ms']:.0f} ms; "
-          f"ratio {res['verdict_median_ms'] / res['next_median_ms']:.2f}; load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"median verdict key -> next candidate shown: {res['verdict_median_ms']:.0f} ms "
+        f"(p90 {res['verdict_p90_ms']:.0f} ms, n={res['n']}; goal <= 300 ms); "
+        f"peer 'next' key without a vote: {res['next_median_ms']:.0f} ms; "
+        f"ratio {res['verdict_median_ms'] / res['next_median_ms']:.2f}; load average {os.getloadavg()[0]:.1f}"
+    )
 
 
 if __name__ == "__main__":

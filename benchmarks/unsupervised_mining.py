@@ -76,8 +76,11 @@ def metrics(scores: np.ndarray, y: np.ndarray) -> dict:
 
 def run_archive(category: str, seed: int, workdir: str, weights: str | None, workers: int) -> dict:
     out = os.path.join(workdir, f"{category}_s{seed}")
-    subprocess.run([sys.executable, str(TOOL), "mt", out, "--root", str(DATA), "--category", category,
-                    "--seed", str(seed)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(TOOL), "mt", out, "--root", str(DATA), "--category", category, "--seed", str(seed)],
+        check=True,
+        capture_output=True,
+    )
     truth = {r["path"]: int(r["label"]) for r in csv.DictReader(open(os.path.join(out, "truth.csv")))}
     t0 = time.perf_counter()
     with Store(os.path.join(out, "c.db")) as store:
@@ -121,12 +124,21 @@ def run_archive(category: str, seed: int, workdir: str, weights: str | None, wor
             b_ids, B = load_embeddings(store, "backbone")
             by = np.array([y[pos[int(i)]] for i in b_ids])
             res["peer_gap_knn5"] = metrics(outlier_scores(B, "knn", k=5, standardize_features=False), by)
-            rows = store.query("SELECT image_id, json_extract(stats, '$.patch_max') FROM scores"
-                               " WHERE scorer = 'backbone' AND tile = -1")
+            rows = store.query(
+                "SELECT image_id, json_extract(stats, '$.patch_max') FROM scores"
+                " WHERE scorer = 'backbone' AND tile = -1"
+            )
             pm = dict((int(a), b) for a, b in rows)
             res["peer_patchcore_patch_part"] = metrics(np.array([pm[int(i)] for i in ids], float), y)
-    return {"category": category, "seed": seed, "n": len(y), "defects": int(y.sum()),
-            "mine_seconds": round(seconds, 1), "mine_summary": summary.as_dict(), "results": res}
+    return {
+        "category": category,
+        "seed": seed,
+        "n": len(y),
+        "defects": int(y.sum()),
+        "mine_seconds": round(seconds, 1),
+        "mine_summary": summary.as_dict(),
+        "results": res,
+    }
 
 
 # -- throughput --------------------------------------------------------------------------------
@@ -189,8 +201,12 @@ def throughput(workdir: str, n: int = 600, workers: int = 2) -> dict:
         for _ in range(4):
             ae.net_.reconstruct_and_embed(x)
         ae_only = 4 * len(x) / (time.perf_counter() - t)
-    return {"images": len(paths), "workers": workers, "decode_ae_embedding_img_per_s": round(full, 1),
-            "ae_inference_batched_img_per_s": round(ae_only, 1)}
+    return {
+        "images": len(paths),
+        "workers": workers,
+        "decode_ae_embedding_img_per_s": round(full, 1),
+        "ae_inference_batched_img_per_s": round(ae_only, 1),
+    }
 
 
 def umap_seconds(n: int, dim: int = 62, seed: int = 0) -> dict:
@@ -260,18 +276,25 @@ def table(report: dict) -> str:
         return json.dumps({k: v for k, v in report.items() if k != "runs"})
     methods = list(runs[0]["results"])
     cats = sorted({r["category"] for r in runs})
-    lines = ["| scorer | AP (mean) | recall@5% | recall@10% | " + " | ".join(f"R@10% {c}" for c in cats) + " |",
-             "|---|---|---|---|" + "---|" * len(cats)]
+    lines = [
+        "| scorer | AP (mean) | recall@5% | recall@10% | " + " | ".join(f"R@10% {c}" for c in cats) + " |",
+        "|---|---|---|---|" + "---|" * len(cats),
+    ]
     for m in methods:
         vals = [r["results"][m] for r in runs if m in r["results"]]
-        per_cat = [np.mean([r["results"][m]["recall@10%"] for r in runs if r["category"] == c and m in r["results"]])
-                   for c in cats]
-        lines.append(f"| {m} | {np.mean([v['ap'] for v in vals]):.3f} | {np.mean([v['recall@5%'] for v in vals]):.2f}"
-                     f" | {np.mean([v['recall@10%'] for v in vals]):.2f} | " + " | ".join(f"{x:.2f}" for x in per_cat)
-                     + " |")
+        per_cat = [
+            np.mean([r["results"][m]["recall@10%"] for r in runs if r["category"] == c and m in r["results"]])
+            for c in cats
+        ]
+        lines.append(
+            f"| {m} | {np.mean([v['ap'] for v in vals]):.3f} | {np.mean([v['recall@5%'] for v in vals]):.2f}"
+            f" | {np.mean([v['recall@10%'] for v in vals]):.2f} | " + " | ".join(f"{x:.2f}" for x in per_cat) + " |"
+        )
     seeds = sorted({r["seed"] for r in runs})
-    lines.append(f"\n{len(runs)} archives (categories {', '.join(cats)}; seeds {seeds}); "
-                 f"median mine seconds per archive {np.median([r['mine_seconds'] for r in runs]):.0f}")
+    lines.append(
+        f"\n{len(runs)} archives (categories {', '.join(cats)}; seeds {seeds}); "
+        f"median mine seconds per archive {np.median([r['mine_seconds'] for r in runs]):.0f}"
+    )
     for k in ("throughput", "umap"):
         if k in report:
             lines.append(f"{k}: {json.dumps(report[k])}")

@@ -81,12 +81,19 @@ class DaskExecutor:
             # fresh page faults. Our workers hold nothing between tasks, so keep glibc's default.
             # The statistical profiler feeds only the dashboard (off here) and keeps up to 1000
             # snapshots per worker, which grows worker memory for the first ~17 minutes of a job.
-            env = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
-                   if k != "MALLOC_TRIM_THRESHOLD_"}
-            with dask.config.set({"distributed.nanny.pre-spawn-environ": env,
-                                  "distributed.worker.profile.enabled": False}):
+            env = {
+                k: v
+                for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
+                if k != "MALLOC_TRIM_THRESHOLD_"
+            }
+            with dask.config.set(
+                {"distributed.nanny.pre-spawn-environ": env, "distributed.worker.profile.enabled": False}
+            ):
                 self.cluster = LocalCluster(
-                    n_workers=local_workers or 2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                    n_workers=local_workers or 2,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
                     dashboard_address=None,
                 )
             self.client = Client(self.cluster)

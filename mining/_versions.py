@@ -6,8 +6,17 @@ import platform
 from importlib import metadata
 
 _PACKAGES = (
-    "raremine", "numpy", "scikit-learn", "scikit-image", "opencv-python-headless",
-    "xgboost", "xgboost-cpu", "torch", "umap-learn", "dask", "distributed",
+    "raremine",
+    "numpy",
+    "scikit-learn",
+    "scikit-image",
+    "opencv-python-headless",
+    "xgboost",
+    "xgboost-cpu",
+    "torch",
+    "umap-learn",
+    "dask",
+    "distributed",
 )
 
 

@@ -34,16 +34,23 @@ class ConvAutoencoder(nn.Module):
             raise ValueError(f"base_channels and latent_channels must be >= 1, got {base_channels}, {latent_channels}")
         c1, c2, c3 = base_channels, base_channels * 2, base_channels * 4
         self.encoder = nn.Sequential(
-            nn.Conv2d(1, c1, 3, 2, 1), nn.LeakyReLU(0.1),
-            nn.Conv2d(c1, c2, 3, 2, 1), nn.LeakyReLU(0.1),
-            nn.Conv2d(c2, c3, 3, 2, 1), nn.LeakyReLU(0.1),
+            nn.Conv2d(1, c1, 3, 2, 1),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(c1, c2, 3, 2, 1),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(c2, c3, 3, 2, 1),
+            nn.LeakyReLU(0.1),
             nn.Conv2d(c3, latent_channels, 1),
         )
         self.decoder = nn.Sequential(
-            nn.Conv2d(latent_channels, c3, 1), nn.LeakyReLU(0.1),
-            nn.ConvTranspose2d(c3, c2, 4, 2, 1), nn.LeakyReLU(0.1),
-            nn.ConvTranspose2d(c2, c1, 4, 2, 1), nn.LeakyReLU(0.1),
-            nn.ConvTranspose2d(c1, 1, 4, 2, 1), nn.Sigmoid(),
+            nn.Conv2d(latent_channels, c3, 1),
+            nn.LeakyReLU(0.1),
+            nn.ConvTranspose2d(c3, c2, 4, 2, 1),
+            nn.LeakyReLU(0.1),
+            nn.ConvTranspose2d(c2, c1, 4, 2, 1),
+            nn.LeakyReLU(0.1),
+            nn.ConvTranspose2d(c1, 1, 4, 2, 1),
+            nn.Sigmoid(),
         )
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

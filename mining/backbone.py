@@ -37,8 +37,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # (expand ratio t, channels c, repeats n, first stride s) as in the paper and torchvision
-_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-             (6, 320, 1, 1))
+_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
 
 class _ConvBNReLU(nn.Sequential):
@@ -58,8 +57,11 @@ class _InvertedResidual(nn.Module):
         layers: list[nn.Module] = []
         if expand != 1:
             layers.append(_ConvBNReLU(cin, hidden, kernel=1))
-        layers += [_ConvBNReLU(hidden, hidden, stride=stride, groups=hidden),
-                   nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        layers += [
+            _ConvBNReLU(hidden, hidden, stride=stride, groups=hidden),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -177,8 +179,13 @@ def preprocess(images: list[np.ndarray], size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def extract_features(net: MobileNetV2, x: torch.Tensor, *, patch_layers: tuple[int, ...] = (3, 6),
-                     global_layers: tuple[int, ...] = (13, 18)) -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(
+    net: MobileNetV2,
+    x: torch.Tensor,
+    *,
+    patch_layers: tuple[int, ...] = (3, 6),
+    global_layers: tuple[int, ...] = (13, 18),
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Patch features (PatchCore style) and a global descriptor for a batch.
 
     Parameters

@@ -144,8 +144,9 @@ class EmbeddingConfig(_Section):
     lbp_radii: list[int] = Field(default_factory=lambda: [1, 2])
     glcm_distances: list[int] = Field(default_factory=lambda: [1, 3])
     levels: int = Field(32, ge=2, le=256)
-    embeddings: list[str] = Field(default_factory=lambda: ["descriptors", "autoencoder"],
-                                  description="stored embeddings the outlier scores use")
+    embeddings: list[str] = Field(
+        default_factory=lambda: ["descriptors", "autoencoder"], description="stored embeddings the outlier scores use"
+    )
     methods: list[Literal["knn", "lof", "iforest"]] = Field(default_factory=lambda: ["knn", "lof", "iforest"])
     k: int = Field(10, ge=1)
     approx_threshold: int = Field(20_000, ge=2, description="from this many images on, kNN uses pynndescent")
@@ -157,8 +158,11 @@ class EmbeddingConfig(_Section):
 class BackboneConfig(_Section):
     """``backbone:`` section (pretrained MobileNetV2, PatchCore-style patches + global kNN)."""
 
-    weights: str | None = Field(None, description="torchvision mobilenet_v2 state_dict (default: "
-                                "$RAREMINE_BACKBONE_WEIGHTS; none: the scorer is skipped)")
+    weights: str | None = Field(
+        None,
+        description="torchvision mobilenet_v2 state_dict (default: "
+        "$RAREMINE_BACKBONE_WEIGHTS; none: the scorer is skipped)",
+    )
     size: int = Field(224, ge=32, multiple_of=32)
     bank_images: int = Field(256, ge=2)
     coreset_fraction: float = Field(0.1, gt=0, le=1)
@@ -198,8 +202,9 @@ class PixelConfig(_Section):
     budget: int = Field(100_000, ge=100, description="training pixels per round")
     hard_rounds: int = Field(0, ge=0, description="rounds of hard-example mining")
     sampling: Literal["balanced", "natural"] = Field("natural", description="pixel shares per class")
-    class_names: dict[int, str] = Field(default_factory=lambda: {2: "defect"},
-                                        description="class id (>= 2) -> name; other ids are refused")
+    class_names: dict[int, str] = Field(
+        default_factory=lambda: {2: "defect"}, description="class id (>= 2) -> name; other ids are refused"
+    )
     n_jobs: int = Field(1, ge=1)
     random_state: int = 0
 
@@ -231,8 +236,9 @@ def _format_errors(err: ValidationError, data: dict, source: str) -> str:
             names = sorted(section.model_fields) if section else []
             close = difflib.get_close_matches(str(loc[-1]), names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            lines.append(f"unknown key {key!r} (value {e['input']!r}){hint}; allowed keys here: "
-                         f"{', '.join(names) or '?'}")
+            lines.append(
+                f"unknown key {key!r} (value {e['input']!r}){hint}; allowed keys here: {', '.join(names) or '?'}"
+            )
         elif e["type"] == "value_error":  # the validator's message says what is allowed
             lines.append(f"key {key!r}: value {e.get('input')!r} is not allowed: {e.get('ctx', {}).get('error')}")
         else:
@@ -241,10 +247,17 @@ def _format_errors(err: ValidationError, data: dict, source: str) -> str:
 
 
 _ALLOWED_BY_TYPE = {
-    "int_parsing": "an integer", "int_type": "an integer", "int_from_float": "an integer",
-    "float_parsing": "a number", "float_type": "a number", "bool_parsing": "true or false",
-    "bool_type": "true or false", "string_type": "a string", "list_type": "a list",
-    "dict_type": "a mapping", "missing": "a value (the key is required)",
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "missing": "a value (the key is required)",
 }
 _BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
 

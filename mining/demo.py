@@ -47,15 +47,17 @@ def _add_defect(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, 
     kind = str(rng.choice(["spot", "scratch"]))
     unit = np.clip(img, 0, 255).astype(np.float32) / 255.0
     if kind == "spot":
-        out, mask = spots(unit, rng=rng, count=(1, 1), radius=(4.0, 8.0), contrast=(0.7, 0.95), texture=0.15,
-                          margin=0.15)
+        out, mask = spots(
+            unit, rng=rng, count=(1, 1), radius=(4.0, 8.0), contrast=(0.7, 0.95), texture=0.15, margin=0.15
+        )
     else:
         out, mask = scratch(unit, rng=rng, length=(0.14, 0.28), width=(2.5, 3.5), depth=(0.55, 0.8), wiggle=0.03)
     return out * 255.0, mask.astype(np.uint8), kind
 
 
-def build_demo_archive(out_dir: str | os.PathLike, *, n_images: int = 400, rate: float = 0.01,
-                       size: int = 128, seed: int = 0) -> str:
+def build_demo_archive(
+    out_dir: str | os.PathLike, *, n_images: int = 400, rate: float = 0.01, size: int = 128, seed: int = 0
+) -> str:
     """Write a demo archive of texture crops, a few with a synthetic defect.
 
     Parameters
@@ -132,8 +134,15 @@ def read_truth(path: str | os.PathLike) -> dict[str, dict]:
         return {os.path.abspath(r["path"]): r for r in reader}
 
 
-def run_demo(out_dir: str | os.PathLike, *, n_images: int = 400, n_top: int = 20, seed: int = 0,
-             workers: int = 2, progress: Callable[[str, int, int], None] | None = None) -> DemoResult:
+def run_demo(
+    out_dir: str | os.PathLike,
+    *,
+    n_images: int = 400,
+    n_top: int = 20,
+    seed: int = 0,
+    workers: int = 2,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> DemoResult:
     """Build the demo archive, index it, mine it, rank it.
 
     Parameters
@@ -163,19 +172,32 @@ def run_demo(out_dir: str | os.PathLike, *, n_images: int = 400, n_top: int = 20
     truth = read_truth(truth_path)
     db = os.path.join(out_dir, "catalogue.db")
     with Store(db) as store:
-        cb = (lambda stage: (lambda d, t: progress(stage, d, t))) if progress else (lambda stage: None)
+        cb = (lambda stage: lambda d, t: progress(stage, d, t)) if progress else (lambda stage: None)
         index_archive(store, [os.path.join(out_dir, "archive")], progress=cb("index"))
         from mining.pixel import fit_demo_pixel
 
         fit_demo_pixel(store, out_dir, seed=seed)  # the pixel scorer, trained on a few labelled demo images
-        mine(store, [get_scorer("contrast"), get_scorer("pixel")], workers=workers,
-             backend="process" if workers > 1 else "inline", progress=cb("mine"))
+        mine(
+            store,
+            [get_scorer("contrast"), get_scorer("pixel")],
+            workers=workers,
+            backend="process" if workers > 1 else "inline",
+            progress=cb("mine"),
+        )
         round_ = rank(store, strategy="top", n=n_top)
         top = []
         for c in store.candidates(round_):
             t = truth.get(c["path"], {})
-            top.append({"rank": c["rank"], "path": c["path"], "score": c["score"],
-                        "defect": t.get("label") == "1", "category": t.get("category", "")})
+            top.append(
+                {
+                    "rank": c["rank"],
+                    "path": c["path"],
+                    "score": c["score"],
+                    "defect": t.get("label") == "1",
+                    "category": t.get("category", ""),
+                }
+            )
     n_def = sum(1 for r in truth.values() if r["label"] == "1")
-    return DemoResult(db=db, truth=truth_path, round=round_, top=top, n_defects=n_def,
-                      found_in_top=sum(t["defect"] for t in top))
+    return DemoResult(
+        db=db, truth=truth_path, round=round_, top=top, n_defects=n_def, found_in_top=sum(t["defect"] for t in top)
+    )

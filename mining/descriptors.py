@@ -38,8 +38,9 @@ def _check(size: int, bins: int, lbp_radii: tuple[int, ...], glcm_distances: tup
         raise ValueError(f"levels must be in [2, 256], got {levels}")
 
 
-def descriptor_names(*, bins: int = 16, lbp_radii: tuple[int, ...] = (1, 2),
-                     glcm_distances: tuple[int, ...] = (1, 3)) -> list[str]:
+def descriptor_names(
+    *, bins: int = 16, lbp_radii: tuple[int, ...] = (1, 2), glcm_distances: tuple[int, ...] = (1, 3)
+) -> list[str]:
     """Names of the values returned by :func:`describe`, in order."""
     names = ["mean", "std", "p01", "p10", "p50", "p90", "p99", "grad_mean"]
     names += [f"hist_{i}" for i in range(bins)]
@@ -49,8 +50,15 @@ def descriptor_names(*, bins: int = 16, lbp_radii: tuple[int, ...] = (1, 2),
     return names
 
 
-def describe(image: np.ndarray, *, size: int = 128, bins: int = 16, lbp_radii: tuple[int, ...] = (1, 2),
-             glcm_distances: tuple[int, ...] = (1, 3), levels: int = 32) -> np.ndarray:
+def describe(
+    image: np.ndarray,
+    *,
+    size: int = 128,
+    bins: int = 16,
+    lbp_radii: tuple[int, ...] = (1, 2),
+    glcm_distances: tuple[int, ...] = (1, 3),
+    levels: int = 32,
+) -> np.ndarray:
     """Cheap descriptor vector of one image.
 
     Parameters
@@ -90,8 +98,14 @@ def describe(image: np.ndarray, *, size: int = 128, bins: int = 16, lbp_radii: t
         lbp = local_binary_pattern(g8, p, r, method="uniform")
         parts.append(np.bincount(lbp.astype(np.int64).ravel(), minlength=p + 2)[: p + 2] / lbp.size)
     q = (g * (levels - 1) + 0.5).astype(np.uint8)
-    glcm = graycomatrix(q, distances=list(glcm_distances), angles=[0, np.pi / 4, np.pi / 2, 3 * np.pi / 4],
-                        levels=levels, symmetric=True, normed=True)
+    glcm = graycomatrix(
+        q,
+        distances=list(glcm_distances),
+        angles=[0, np.pi / 4, np.pi / 2, 3 * np.pi / 4],
+        levels=levels,
+        symmetric=True,
+        normed=True,
+    )
     for di in range(len(glcm_distances)):
         parts.append(np.array([graycoprops(glcm[:, :, di : di + 1], p).mean() for p in GLCM_PROPS]))
     return np.nan_to_num(np.concatenate(parts)).astype(np.float32)

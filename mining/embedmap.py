@@ -54,8 +54,16 @@ class EmbeddingMap:
     embedding_ : ndarray of shape (n, 2), float32
     """
 
-    def __init__(self, *, method: str = "auto", n_neighbors: int = 15, min_dist: float = 0.1,
-                 tsne_max: int = 2000, standardize: bool = True, random_state: int = 0):
+    def __init__(
+        self,
+        *,
+        method: str = "auto",
+        n_neighbors: int = 15,
+        min_dist: float = 0.1,
+        tsne_max: int = 2000,
+        standardize: bool = True,
+        random_state: int = 0,
+    ):
         self.method = method
         self.n_neighbors = n_neighbors
         self.min_dist = min_dist
@@ -106,9 +114,14 @@ class EmbeddingMap:
             ensure_numba_cache()
             import umap
 
-            self.model_ = umap.UMAP(n_components=2, n_neighbors=min(self.n_neighbors, n - 1),
-                                    min_dist=self.min_dist, random_state=self.random_state,
-                                    low_memory=True, n_jobs=1)
+            self.model_ = umap.UMAP(
+                n_components=2,
+                n_neighbors=min(self.n_neighbors, n - 1),
+                min_dist=self.min_dist,
+                random_state=self.random_state,
+                low_memory=True,
+                n_jobs=1,
+            )
             emb = self.model_.fit_transform(Z)
         self.method_ = method
         self.embedding_ = np.asarray(emb, np.float32)

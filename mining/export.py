@@ -56,8 +56,16 @@ def export_candidates(store: Store, out: str | os.PathLike, *, round: int | None
         w = csv.writer(fh)
         w.writerow(["round", "rank", "path", "strategy", "score", "why"])
         for r in rows:
-            w.writerow([r["round"], r["rank"], r["path"], r["strategy"], _fmt(r["score"]),
-                        json.dumps(json.loads(r["why"] or "{}"))])
+            w.writerow(
+                [
+                    r["round"],
+                    r["rank"],
+                    r["path"],
+                    r["strategy"],
+                    _fmt(r["score"]),
+                    json.dumps(json.loads(r["why"] or "{}")),
+                ]
+            )
     return len(rows)
 
 

@@ -42,10 +42,14 @@ class IndexSummary:
     def as_dict(self) -> dict:
         """JSON-ready form."""
         return {
-            "seen": self.seen, "new": self.new, "changed": self.changed,
-            "unchanged": self.unchanged, "missing": self.missing,
+            "seen": self.seen,
+            "new": self.new,
+            "changed": self.changed,
+            "unchanged": self.unchanged,
+            "missing": self.missing,
             "unreadable": dict(sorted(self.unreadable.items())),
-            "tiled": self.tiled, "seconds": round(self.seconds, 3),
+            "tiled": self.tiled,
+            "seconds": round(self.seconds, 3),
         }
 
 
@@ -173,15 +177,17 @@ def index_archive(
                     continue
             todo.append(path)
     summary.seen = len(seen)
-    run_id = store.start_run("index", {"roots": roots, "tile_size": tile_size, "tile_overlap": tile_overlap,
-                                       "max_pixels": max_pixels})
+    run_id = store.start_run(
+        "index", {"roots": roots, "tile_size": tile_size, "tile_overlap": tile_overlap, "max_pixels": max_pixels}
+    )
     workers = workers or os.cpu_count() or 1
     done = 0
     chunk = max(1, min(64, len(todo) // (workers * 4) or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for batch in _chunks(todo, batch_size):
-            results = [r for part in pool.map(_inspect_chunk, _chunks(batch, chunk), [max_pixels] * len(batch))
-                       for r in part]
+            results = [
+                r for part in pool.map(_inspect_chunk, _chunks(batch, chunk), [max_pixels] * len(batch)) for r in part
+            ]
             _write_batch(store, results, known, roots, tile_size, tile_overlap, summary)
             done += len(batch)
             if progress is not None:
@@ -209,11 +215,37 @@ def _write_batch(store, results, known, roots, tile_size, tile_overlap, summary)
             if isinstance(res, UnreadableImage):
                 summary.unreadable[res.reason] += 1
                 st = _lstat(path)
-                row = (path, _root_of(path, roots), None, st[0], st[1], None, None, None, None,
-                       "unreadable", res.reason, res.detail[:500], now)
+                row = (
+                    path,
+                    _root_of(path, roots),
+                    None,
+                    st[0],
+                    st[1],
+                    None,
+                    None,
+                    None,
+                    None,
+                    "unreadable",
+                    res.reason,
+                    res.detail[:500],
+                    now,
+                )
             else:
-                row = (path, _root_of(path, roots), res.sha256, res.bytes, res.mtime_ns, res.width,
-                       res.height, res.channels, res.dtype, "ok", None, None, now)
+                row = (
+                    path,
+                    _root_of(path, roots),
+                    res.sha256,
+                    res.bytes,
+                    res.mtime_ns,
+                    res.width,
+                    res.height,
+                    res.channels,
+                    res.dtype,
+                    "ok",
+                    None,
+                    None,
+                    now,
+                )
             image_id = con.execute(
                 "INSERT INTO images (path, root, sha256, bytes, mtime_ns, width, height, channels, dtype,"
                 " status, reason, detail, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -250,9 +282,14 @@ def _lstat(path: str) -> tuple[int | None, int | None]:
 
 def _mark_missing(store: Store, roots: list[str], known: dict, seen: set[str], extensions: tuple) -> int:
     # only files this run would have seen: under its roots, with its extensions
-    gone = [p for p, (_, _, status) in known.items() if p not in seen and status == "ok"
-            and p.lower().endswith(extensions)
-            and any(p.startswith(r.rstrip(os.sep) + os.sep) or p == r for r in roots)]
+    gone = [
+        p
+        for p, (_, _, status) in known.items()
+        if p not in seen
+        and status == "ok"
+        and p.lower().endswith(extensions)
+        and any(p.startswith(r.rstrip(os.sep) + os.sep) or p == r for r in roots)
+    ]
     if not gone:
         return 0
     with store.transaction() as con:

@@ -110,9 +110,7 @@ def _read_bytes(path: str) -> tuple[bytes, os.stat_result]:
 def _check_magic(path: str, ext: str, data: bytes) -> None:
     magics = _MAGIC.get(ext)
     if magics is None:
-        raise UnreadableImage(
-            path, "unsupported", f"extension {ext!r} not in {IMAGE_EXTENSIONS}"
-        )
+        raise UnreadableImage(path, "unsupported", f"extension {ext!r} not in {IMAGE_EXTENSIONS}")
     if not any(data.startswith(m) for m in magics):
         raise UnreadableImage(path, "not_an_image", f"content is not a {ext[1:].upper()} file")
 
@@ -150,16 +148,12 @@ def _decode_npy(path: str, data: bytes, max_pixels: int) -> np.ndarray:
     except Exception as err:
         raise UnreadableImage(path, "decode_error", str(err)) from err
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
-        raise UnreadableImage(
-            path, "unsupported", f"array shape {arr.shape}; allowed (H, W) or (H, W, 1|3|4)"
-        )
+        raise UnreadableImage(path, "unsupported", f"array shape {arr.shape}; allowed (H, W) or (H, W, 1|3|4)")
     if arr.dtype.type not in _SUPPORTED_DTYPES:
         allowed = ", ".join(np.dtype(t).name for t in _SUPPORTED_DTYPES)
         raise UnreadableImage(path, "unsupported", f"dtype {arr.dtype}; allowed {allowed}")
     if arr.shape[0] * arr.shape[1] > max_pixels:
-        raise UnreadableImage(
-            path, "too_large", f"{arr.shape[1]}x{arr.shape[0]} px exceeds max_pixels={max_pixels}"
-        )
+        raise UnreadableImage(path, "too_large", f"{arr.shape[1]}x{arr.shape[0]} px exceeds max_pixels={max_pixels}")
     return arr
 
 
@@ -195,9 +189,7 @@ def decode_bytes(path: str, data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS
     _check_complete(path, ext, data)
     size = _header_size(path, ext, data)
     if size is not None and size[0] * size[1] > max_pixels:
-        raise UnreadableImage(
-            path, "too_large", f"{size[0]}x{size[1]} px exceeds max_pixels={max_pixels}"
-        )
+        raise UnreadableImage(path, "too_large", f"{size[0]}x{size[1]} px exceeds max_pixels={max_pixels}")
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         if size is None:
@@ -209,9 +201,7 @@ def decode_bytes(path: str, data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS
         elif img.shape[2] == 4:
             img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
     if img.shape[0] * img.shape[1] > max_pixels:
-        raise UnreadableImage(
-            path, "too_large", f"{img.shape[1]}x{img.shape[0]} px exceeds max_pixels={max_pixels}"
-        )
+        raise UnreadableImage(path, "too_large", f"{img.shape[1]}x{img.shape[0]} px exceeds max_pixels={max_pixels}")
     return img
 
 

@@ -147,13 +147,19 @@ def learn(
         raise ValueError(f"n_folds must be >= 2, got {n_folds}")
     from mining.review import ConsensusRule
 
-    rule = ConsensusRule(agree=cfg.review.agree, on_disagreement=cfg.review.on_disagreement,
-                         max_votes=cfg.review.max_votes)
+    rule = ConsensusRule(
+        agree=cfg.review.agree, on_disagreement=cfg.review.on_disagreement, max_votes=cfg.review.max_votes
+    )
     t0 = time.perf_counter()
-    run_config = {"rerank": rerank, "pixel": pixel, "n_folds": n_folds, "calibration": calibration,
-                  "embedding_components": embedding_components, "random_state": random_state,
-                  "consensus": {"agree": rule.agree, "on_disagreement": rule.on_disagreement,
-                                "max_votes": rule.max_votes}}
+    run_config = {
+        "rerank": rerank,
+        "pixel": pixel,
+        "n_folds": n_folds,
+        "calibration": calibration,
+        "embedding_components": embedding_components,
+        "random_state": random_state,
+        "consensus": {"agree": rule.agree, "on_disagreement": rule.on_disagreement, "max_votes": rule.max_votes},
+    }
     run_id = store.start_run("learn", run_config)
     report = LearnReport(run_id=run_id)
     try:
@@ -163,9 +169,17 @@ def learn(
         report.n_rejected = report.n_labelled - report.n_confirmed
         report.categories = dict(Counter(c or "unspecified" for lab, c in labels.values() if lab))
         if rerank:
-            _learn_rerank(store, labels, report, run_id, n_folds=n_folds, calibration=calibration,
-                          embedding_components=embedding_components, random_state=random_state,
-                          progress=progress)
+            _learn_rerank(
+                store,
+                labels,
+                report,
+                run_id,
+                n_folds=n_folds,
+                calibration=calibration,
+                embedding_components=embedding_components,
+                random_state=random_state,
+                progress=progress,
+            )
         if pixel:
             _learn_pixel(store, report, run_id, cfg, progress)
     except BaseException as err:
@@ -178,8 +192,20 @@ def learn(
     return report
 
 
-def _learn_rerank(store, labels, report, run_id, *, n_folds, calibration, embedding_components, random_state,
-                  progress, monotone=True, rerank_params=None) -> None:
+def _learn_rerank(
+    store,
+    labels,
+    report,
+    run_id,
+    *,
+    n_folds,
+    calibration,
+    embedding_components,
+    random_state,
+    progress,
+    monotone=True,
+    rerank_params=None,
+) -> None:
     if progress:
         progress("features", 0, 1)
     ft = build_features(store, embedding_components=embedding_components, random_state=random_state)
@@ -198,8 +224,13 @@ def _learn_rerank(store, labels, report, run_id, *, n_folds, calibration, embedd
         report.reranker_skipped = reason
         logger.info("re-ranker not trained: %s", reason)
         return
-    model = ReRanker(n_folds=n_folds, calibration=calibration, random_state=random_state,
-                     monotone=monotone_constraints(ft.names) if monotone else None, **(rerank_params or {}))
+    model = ReRanker(
+        n_folds=n_folds,
+        calibration=calibration,
+        random_state=random_state,
+        monotone=monotone_constraints(ft.names) if monotone else None,
+        **(rerank_params or {}),
+    )
     if progress:
         progress("rerank", 0, 1)
     res = model.fit_predict(ft.X, y)
@@ -210,15 +241,25 @@ def _learn_rerank(store, labels, report, run_id, *, n_folds, calibration, embedd
     model.save(folder)
     metrics = {"oof_ap": average_precision(y[lab], res.proba[lab]), "oof_auroc": auroc(y[lab], res.proba[lab])}
     model_id = store.add_model(
-        RERANK_SCORER, "rerank", folder, "xgboost-json",
+        RERANK_SCORER,
+        "rerank",
+        folder,
+        "xgboost-json",
         config={**model.get_params(), "features": ft.names},
-        classes=["normal", "rare"], metrics={k: (None if np.isnan(v) else v) for k, v in metrics.items()},
+        classes=["normal", "rare"],
+        metrics={k: (None if np.isnan(v) else v) for k, v in metrics.items()},
     )
     now = time.time()
     values = [
-        (int(iid), RERANK_SCORER, float(res.proba[r]),
-         json.dumps({"oof": int(lab[r]), "fold": int(res.fold[r]), "std": round(float(res.std[r]), 6)}),
-         model_id, run_id, now)
+        (
+            int(iid),
+            RERANK_SCORER,
+            float(res.proba[r]),
+            json.dumps({"oof": int(lab[r]), "fold": int(res.fold[r]), "std": round(float(res.std[r]), 6)}),
+            model_id,
+            run_id,
+            now,
+        )
         for r, iid in enumerate(ft.image_ids)
     ]
     if progress:
@@ -232,9 +273,16 @@ def _learn_rerank(store, labels, report, run_id, *, n_folds, calibration, embedd
         )
     if progress:
         progress("write", len(values), len(values))
-    report.reranker = {"model_id": model_id, "path": folder, "n_folds": model.n_splits_,
-                       "calibration": calibration, "thresholds": [round(t, 4) for t in res.thresholds],
-                       "n_features": len(ft.names), "features": ft.names[:50], **metrics}
+    report.reranker = {
+        "model_id": model_id,
+        "path": folder,
+        "n_folds": model.n_splits_,
+        "calibration": calibration,
+        "thresholds": [round(t, 4) for t in res.thresholds],
+        "n_features": len(ft.names),
+        "features": ft.names[:50],
+        **metrics,
+    }
 
 
 def _learn_pixel(store, report, run_id, cfg, progress) -> None:

@@ -99,12 +99,21 @@ class MineSummary:
     def as_dict(self) -> dict:
         """JSON-ready form."""
         stream = self.timings.get("stream_s") or self.seconds
-        return {"run_id": self.run_id, "done": self.done, "skipped": self.skipped,
-                "skipped_failed": self.skipped_failed, "failed": dict(self.failed), "total": self.total,
-                "shards": self.shards, "worker_restarts": self.worker_restarts, "backend": self.backend,
-                "workers": self.workers, "seconds": round(self.seconds, 3),
-                "timings": {k: round(v, 3) for k, v in self.timings.items()},
-                "images_per_second": round(self.done / stream, 2) if stream else None}
+        return {
+            "run_id": self.run_id,
+            "done": self.done,
+            "skipped": self.skipped,
+            "skipped_failed": self.skipped_failed,
+            "failed": dict(self.failed),
+            "total": self.total,
+            "shards": self.shards,
+            "worker_restarts": self.worker_restarts,
+            "backend": self.backend,
+            "workers": self.workers,
+            "seconds": round(self.seconds, 3),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "images_per_second": round(self.done / stream, 2) if stream else None,
+        }
 
 
 def maps_dir(store_path: str) -> str:
@@ -216,14 +225,29 @@ def score_shard(shard: list[dict], state: dict | None = None) -> list[dict]:
                     save_map_png(whole["map"], map_path, scorer.map_range)
             except Exception as err:  # one bad image never kills the job
                 logger.warning("scorer %s failed on %s: %s", name, item["path"], err)
-                res["failures"].append({"scorer": name, "reason": "scorer_error",
-                                        "detail": f"{type(err).__name__}: {err}"[:500]})
+                res["failures"].append(
+                    {"scorer": name, "reason": "scorer_error", "detail": f"{type(err).__name__}: {err}"[:500]}
+                )
                 continue
-            res["scores"].append({"scorer": name, "tile": -1, "score": float(whole["score"]),
-                                  "stats": _jsonable(whole["stats"]), "map_path": map_path})
+            res["scores"].append(
+                {
+                    "scorer": name,
+                    "tile": -1,
+                    "score": float(whole["score"]),
+                    "stats": _jsonable(whole["stats"]),
+                    "map_path": map_path,
+                }
+            )
             for t in tiles:
-                res["scores"].append({"scorer": name, "tile": t["tile"], "score": float(t["score"]),
-                                      "stats": _jsonable(t["stats"]), "map_path": None})
+                res["scores"].append(
+                    {
+                        "scorer": name,
+                        "tile": t["tile"],
+                        "score": float(t["score"]),
+                        "stats": _jsonable(t["stats"]),
+                        "map_path": None,
+                    }
+                )
             if scorer.embedding_name is not None:
                 if whole["embedding"] is not None:
                     res["embeddings"].append((scorer.embedding_name, -1, _vec(whole["embedding"])))
@@ -232,7 +256,6 @@ def score_shard(shard: list[dict], state: dict | None = None) -> list[dict]:
                         res["embeddings"].append((scorer.embedding_name, t["tile"], _vec(t["embedding"])))
         out.append(res)
     return out
-
 
 
 def _vec(v: np.ndarray) -> bytes:
@@ -245,7 +268,11 @@ def _jsonable(stats: dict) -> dict:
 
 # -- listing the work -----------------------------------------------------------------
 def iter_pending_work(
-    store: Store, scorers: Sequence[Scorer], *, rescore: bool = False, chunk: int = LIST_CHUNK,
+    store: Store,
+    scorers: Sequence[Scorer],
+    *,
+    rescore: bool = False,
+    chunk: int = LIST_CHUNK,
     counts: Counter | None = None,
 ) -> Iterator[dict]:
     """Stream the images that still miss a score from at least one streaming scorer.
@@ -321,8 +348,10 @@ def count_pending(store: Store, scorers: Sequence[Scorer], *, rescore: bool = Fa
         return 0
     if rescore:
         return int(store.query("SELECT COUNT(*) FROM images WHERE status = 'ok'")[0][0])
-    one = ("(NOT EXISTS (SELECT 1 FROM scores s WHERE s.image_id = i.id AND s.tile = -1 AND s.scorer = ?)"
-           " AND NOT EXISTS (SELECT 1 FROM failures f WHERE f.image_id = i.id AND f.scorer = ?))")
+    one = (
+        "(NOT EXISTS (SELECT 1 FROM scores s WHERE s.image_id = i.id AND s.tile = -1 AND s.scorer = ?)"
+        " AND NOT EXISTS (SELECT 1 FROM failures f WHERE f.image_id = i.id AND f.scorer = ?))"
+    )
     cond = " OR ".join([one] * len(streaming))
     params = [p for n in streaming for p in (n, n)]
     return int(store.query(f"SELECT COUNT(*) FROM images i WHERE i.status = 'ok' AND ({cond})", params)[0][0])
@@ -361,8 +390,10 @@ def write_shard(store: Store, results: list[dict], run_id: int | None) -> Counte
                 " VALUES (?, ?, ?, ?, json(?), ?, ?, ?) ON CONFLICT(image_id, tile, scorer) DO UPDATE SET"
                 " score=excluded.score, stats=excluded.stats, map_path=excluded.map_path,"
                 " run_id=excluded.run_id, created_at=excluded.created_at",
-                [(iid, s["tile"], s["scorer"], s["score"], json.dumps(s["stats"]), s["map_path"], run_id, now)
-                 for s in res["scores"]],
+                [
+                    (iid, s["tile"], s["scorer"], s["score"], json.dumps(s["stats"]), s["map_path"], run_id, now)
+                    for s in res["scores"]
+                ],
             )
             con.executemany(
                 "INSERT INTO embeddings (image_id, tile, name, vector, run_id) VALUES (?, ?, ?, ?, ?)"
@@ -435,8 +466,9 @@ class _ProcessExecutor:
         self.pool = self._make()
 
     def _make(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.slots, initializer=_init_worker, initargs=self.initargs,
-                                   mp_context=self.context)
+        return ProcessPoolExecutor(
+            max_workers=self.slots, initializer=_init_worker, initargs=self.initargs, mp_context=self.context
+        )
 
     def submit(self, shard: list[dict]) -> Future:
         return self.pool.submit(score_shard, shard)
@@ -474,9 +506,16 @@ class _Task:
     attempts: int = 0
 
 
-def _run_shards(ex, shards: Iterator[list[dict]], on_results: Callable[[list[dict]], None],
-                on_dead: Callable[[list[dict], str], None], *, max_in_flight: int, retries: int,
-                summary: MineSummary) -> None:
+def _run_shards(
+    ex,
+    shards: Iterator[list[dict]],
+    on_results: Callable[[list[dict]], None],
+    on_dead: Callable[[list[dict], str], None],
+    *,
+    max_in_flight: int,
+    retries: int,
+    summary: MineSummary,
+) -> None:
     """Keep at most ``max_in_flight`` shards running; hand each result to ``on_results``.
 
     After an unattributed worker death the shards that were in flight become
@@ -522,9 +561,14 @@ def _run_shards(ex, shards: Iterator[list[dict]], on_results: Callable[[list[dic
             except WorkerDied as err:
                 died = True
                 alone = err.attributed or running == 1
-                logger.warning("worker died on a shard of %d images (attempt %d, alone=%s): %s",
-                               len(task.items), task.attempts + 1, alone, err,
-                               extra={"event": "worker_died", "images": len(task.items)})
+                logger.warning(
+                    "worker died on a shard of %d images (attempt %d, alone=%s): %s",
+                    len(task.items),
+                    task.attempts + 1,
+                    alone,
+                    err,
+                    extra={"event": "worker_died", "images": len(task.items)},
+                )
                 if not alone:
                     suspects.append(task)
                 elif len(task.items) > 1:
@@ -658,13 +702,25 @@ def mine(
     _close_stale_runs(store)
     run_config = dict(config or {})
     run_config.setdefault("scorers", {s.name: s.config() for s in scorers})
-    run_config["job"] = {"host": socket.gethostname(), "pid": os.getpid(), "backend": backend,
-                         "workers": workers, "scheduler": scheduler, "shard_size": shard_size,
-                         "start_method": start_method if backend == "process" else None}
+    run_config["job"] = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "backend": backend,
+        "workers": workers,
+        "scheduler": scheduler,
+        "shard_size": shard_size,
+        "start_method": start_method if backend == "process" else None,
+    }
     run_id = store.start_run("mine", run_config)
     summary = MineSummary(run_id=run_id, backend=backend, workers=workers)
-    logger.info("mine run %s started: backend=%s workers=%s scorers=%s", run_id, backend, workers,
-                [s.name for s in scorers], extra={"event": "start", "run": run_id, "backend": backend})
+    logger.info(
+        "mine run %s started: backend=%s workers=%s scorers=%s",
+        run_id,
+        backend,
+        workers,
+        [s.name for s in scorers],
+        extra={"event": "start", "run": run_id, "backend": backend},
+    )
     ex = None
     try:
         prepared = [s.prepare(store, run_id) for s in scorers]
@@ -683,16 +739,35 @@ def mine(
             summary.failed.update(failed)
             summary.done += sum(1 for r in results if r["scores"])
             processed += len(results)
-            logger.debug("shard written: %d images, %d failures", len(results), sum(failed.values()),
-                         extra={"event": "shard", "run": run_id, "images": len(results),
-                                "processed": processed, "total": summary.total})
+            logger.debug(
+                "shard written: %d images, %d failures",
+                len(results),
+                sum(failed.values()),
+                extra={
+                    "event": "shard",
+                    "run": run_id,
+                    "images": len(results),
+                    "processed": processed,
+                    "total": summary.total,
+                },
+            )
             if progress is not None:
                 progress(processed, summary.total)
 
         def on_dead(items: list[dict], detail: str) -> None:
-            on_results([{"image_id": it["image_id"], "scores": [], "embeddings": [],
-                         "failures": [{"scorer": n, "reason": "worker_died", "detail": detail[:500]}
-                                      for n in it["scorers"]]} for it in items])
+            on_results(
+                [
+                    {
+                        "image_id": it["image_id"],
+                        "scores": [],
+                        "embeddings": [],
+                        "failures": [
+                            {"scorer": n, "reason": "worker_died", "detail": detail[:500]} for n in it["scorers"]
+                        ],
+                    }
+                    for it in items
+                ]
+            )
 
         if summary.total:
             t_start = time.perf_counter()
@@ -708,8 +783,15 @@ def mine(
                 summary.workers = ex.slots
             summary.timings["startup_s"] = time.perf_counter() - t_start
             t1 = time.perf_counter()
-            _run_shards(ex, _shards(work, shard_size), on_results, on_dead,
-                        max_in_flight=max_in_flight or 2 * ex.slots, retries=retries, summary=summary)
+            _run_shards(
+                ex,
+                _shards(work, shard_size),
+                on_results,
+                on_dead,
+                max_in_flight=max_in_flight or 2 * ex.slots,
+                retries=retries,
+                summary=summary,
+            )
         else:
             for _ in work:  # nothing pending: still count what was skipped
                 pass
@@ -728,7 +810,13 @@ def mine(
             ex.close()
     summary.seconds = time.perf_counter() - t0
     store.finish_run(run_id, summary.as_dict())
-    logger.info("mine run %s done: %d images scored, %d skipped, failed %s, %s img/s", run_id, summary.done,
-                summary.skipped + summary.skipped_failed, dict(summary.failed),
-                summary.as_dict()["images_per_second"], extra={"event": "done", **summary.as_dict()})
+    logger.info(
+        "mine run %s done: %d images scored, %d skipped, failed %s, %s img/s",
+        run_id,
+        summary.done,
+        summary.skipped + summary.skipped_failed,
+        dict(summary.failed),
+        summary.as_dict()["images_per_second"],
+        extra={"event": "done", **summary.as_dict()},
+    )
     return summary

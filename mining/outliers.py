@@ -49,8 +49,9 @@ def standardize(X: np.ndarray) -> np.ndarray:
     return np.nan_to_num(RobustScaler(unit_variance=True).fit_transform(X)).astype(np.float32)
 
 
-def knn_indices(X: np.ndarray, k: int, *, approx_threshold: int = 20_000,
-                random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def knn_indices(
+    X: np.ndarray, k: int, *, approx_threshold: int = 20_000, random_state: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest other points of every point (self excluded).
 
     Parameters
@@ -93,8 +94,15 @@ def knn_indices(X: np.ndarray, k: int, *, approx_threshold: int = 20_000,
     return out_i, out_d
 
 
-def outlier_scores(X: np.ndarray, method: str = "knn", *, k: int = 10, approx_threshold: int = 20_000,
-                   random_state: int = 0, standardize_features: bool = True) -> np.ndarray:
+def outlier_scores(
+    X: np.ndarray,
+    method: str = "knn",
+    *,
+    k: int = 10,
+    approx_threshold: int = 20_000,
+    random_state: int = 0,
+    standardize_features: bool = True,
+) -> np.ndarray:
     """One outlier score per row; higher means rarer.
 
     Parameters
@@ -131,8 +139,14 @@ def outlier_scores(X: np.ndarray, method: str = "knn", *, k: int = 10, approx_th
     return -forest.score_samples(X).astype(np.float64)
 
 
-def small_clusters(X: np.ndarray, *, n_clusters: int | None = None, max_fraction: float = 0.02,
-                   far_quantile: float = 0.9, random_state: int = 0) -> np.ndarray:
+def small_clusters(
+    X: np.ndarray,
+    *,
+    n_clusters: int | None = None,
+    max_fraction: float = 0.02,
+    far_quantile: float = 0.9,
+    random_state: int = 0,
+) -> np.ndarray:
     """Flag members of small clusters that lie far from every big cluster.
 
     K-means (``MiniBatchKMeans``) splits the standardised points; a cluster

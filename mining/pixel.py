@@ -119,8 +119,9 @@ class FeatureSpec:
         if not self.sigmas or min(self.sigmas) <= 0:
             raise ValueError(f"features.sigmas must be a non-empty list of positive numbers, got {self.sigmas!r}")
         if not 0 < self.sigma_min <= self.sigma_max:
-            raise ValueError(f"features.sigma_min/sigma_max must satisfy 0 < min <= max, got "
-                             f"{self.sigma_min}, {self.sigma_max}")
+            raise ValueError(
+                f"features.sigma_min/sigma_max must satisfy 0 < min <= max, got {self.sigma_min}, {self.sigma_max}"
+            )
         if self.downscale < 1:
             raise ValueError(f"features.downscale must be >= 1, got {self.downscale}")
         if self.normalize not in NORMALIZE:
@@ -172,8 +173,16 @@ class FeatureSpec:
         else:
             names = ["intensity"]
             for s in self.sigmas:
-                names += [f"gauss_{s:g}", f"log_{s:g}", f"gradmag_{s:g}", f"dog_{s:g}",
-                          f"st_e1_{s:g}", f"st_e2_{s:g}", f"hess_e1_{s:g}", f"hess_e2_{s:g}"]
+                names += [
+                    f"gauss_{s:g}",
+                    f"log_{s:g}",
+                    f"gradmag_{s:g}",
+                    f"dog_{s:g}",
+                    f"st_e1_{s:g}",
+                    f"st_e2_{s:g}",
+                    f"hess_e1_{s:g}",
+                    f"hess_e2_{s:g}",
+                ]
         if self.border_feature:
             names.append("border_distance")
         return names
@@ -252,11 +261,18 @@ def _ilastik_bank(gray: np.ndarray, spec: FeatureSpec) -> list[np.ndarray]:
         log = (gxx + gyy) * (s * s)  # scale-normalised Laplacian of Gaussian
         gradmag = np.sqrt(gx * gx + gy * gy) * s
         dog = g - _gauss(gray, s * 1.6, border)
-        st1, st2 = _eig2(_gauss(gx * gx, 2 * s, border), _gauss(gx * gy, 2 * s, border),
-                         _gauss(gy * gy, 2 * s, border))
+        st1, st2 = _eig2(_gauss(gx * gx, 2 * s, border), _gauss(gx * gy, 2 * s, border), _gauss(gy * gy, 2 * s, border))
         h1, h2 = _eig2(gxx, gxy, gyy)
-        out += [g, log, gradmag, dog, np.sqrt(np.maximum(st1, 0)) * s, np.sqrt(np.maximum(st2, 0)) * s,
-                h1 * (s * s), h2 * (s * s)]
+        out += [
+            g,
+            log,
+            gradmag,
+            dog,
+            np.sqrt(np.maximum(st1, 0)) * s,
+            np.sqrt(np.maximum(st2, 0)) * s,
+            h1 * (s * s),
+            h2 * (s * s),
+        ]
     return out
 
 
@@ -267,8 +283,14 @@ def _basic_bank(gray: np.ndarray, spec: FeatureSpec) -> list[np.ndarray]:
     mode = {"reflect": "reflect", "nearest": "edge", "constant": "constant"}[spec.padding]
     padded = np.pad(gray, pad, mode=mode)
     feats = multiscale_basic_features(
-        padded, intensity=spec.intensity, edges=spec.edges, texture=spec.texture,
-        sigma_min=spec.sigma_min, sigma_max=spec.sigma_max, num_sigma=spec.num_sigma, workers=1,
+        padded,
+        intensity=spec.intensity,
+        edges=spec.edges,
+        texture=spec.texture,
+        sigma_min=spec.sigma_min,
+        sigma_max=spec.sigma_max,
+        num_sigma=spec.num_sigma,
+        workers=1,
     )
     feats = feats[pad:-pad, pad:-pad]
     return [np.ascontiguousarray(feats[..., i], np.float32) for i in range(feats.shape[-1])]
@@ -329,16 +351,21 @@ def read_label_image(path: str | os.PathLike, shape: tuple[int, int], *, max_cla
     except UnreadableImage as err:
         raise ValueError(f"label image {path!r} cannot be read: {err.reason}: {err.detail}") from err
     if lab.ndim == 3:
-        if lab.shape[2] >= 3 and not (np.array_equal(lab[..., 0], lab[..., 1]) and np.array_equal(lab[..., 0],
-                                                                                                  lab[..., 2])):
-            raise ValueError(f"label image {path!r} is colour; labels must be single-channel class ids "
-                             "(0 unlabelled, 1 background, 2..K classes)")
+        if lab.shape[2] >= 3 and not (
+            np.array_equal(lab[..., 0], lab[..., 1]) and np.array_equal(lab[..., 0], lab[..., 2])
+        ):
+            raise ValueError(
+                f"label image {path!r} is colour; labels must be single-channel class ids "
+                "(0 unlabelled, 1 background, 2..K classes)"
+            )
         lab = lab[..., 0]
     if lab.dtype.kind not in "ui":
         raise ValueError(f"label image {path!r} has dtype {lab.dtype}; class ids must be integers")
     if lab.shape != tuple(shape):
-        raise ValueError(f"label image {path!r} is {lab.shape[1]}x{lab.shape[0]} px but its image is "
-                         f"{shape[1]}x{shape[0]} px; they must be the same size")
+        raise ValueError(
+            f"label image {path!r} is {lab.shape[1]}x{lab.shape[0]} px but its image is "
+            f"{shape[1]}x{shape[0]} px; they must be the same size"
+        )
     if lab.max() > max_class:
         raise ValueError(f"label image {path!r} holds class id {int(lab.max())}; allowed 0..{max_class}")
     return lab.astype(np.uint8)
@@ -357,11 +384,16 @@ def find_training_pairs(images_dir: str | os.PathLike, labels_dir: str | os.Path
         if not d.is_dir():
             raise ValueError(f"{what} folder {str(d)!r} does not exist")
     labels = {p.stem: p for p in sorted(labels_dir.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS}
-    pairs = [(str(p), str(labels[p.stem])) for p in sorted(images_dir.iterdir())
-             if p.suffix.lower() in IMAGE_EXTENSIONS and p.stem in labels]
+    pairs = [
+        (str(p), str(labels[p.stem]))
+        for p in sorted(images_dir.iterdir())
+        if p.suffix.lower() in IMAGE_EXTENSIONS and p.stem in labels
+    ]
     if not pairs:
-        raise ValueError(f"no image in {str(images_dir)!r} has a label image of the same stem in "
-                         f"{str(labels_dir)!r} (found {len(labels)} label files)")
+        raise ValueError(
+            f"no image in {str(images_dir)!r} has a label image of the same stem in "
+            f"{str(labels_dir)!r} (found {len(labels)} label files)"
+        )
     return pairs
 
 
@@ -375,8 +407,9 @@ class TrainingSet:
     n_images: int = 0
 
 
-def labelled_features(pairs: list[tuple[np.ndarray, np.ndarray, str]], spec: FeatureSpec
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def labelled_features(
+    pairs: list[tuple[np.ndarray, np.ndarray, str]], spec: FeatureSpec
+) -> tuple[np.ndarray, np.ndarray]:
     """Features ``X`` (n, F) and class ids ``y`` (n,) of every labelled pixel of the training pairs.
 
     Raises
@@ -398,19 +431,24 @@ def labelled_features(pairs: list[tuple[np.ndarray, np.ndarray, str]], spec: Fea
         feats.append(f[m])
         labs.append(lab[m].astype(np.int64))
     if not labs:
-        raise ValueError(f"no labelled pixel in any of the {len(pairs)} label images "
-                         f"({', '.join(n for _, _, n in pairs[:5])}); label 1 = background, 2..K = classes")
+        raise ValueError(
+            f"no labelled pixel in any of the {len(pairs)} label images "
+            f"({', '.join(n for _, _, n in pairs[:5])}); label 1 = background, 2..K = classes"
+        )
     X, y = np.concatenate(feats), np.concatenate(labs)
     classes = np.unique(y)
     if len(classes) < 2:
         names = ", ".join(n for _, _, n in pairs[:5])
-        raise ValueError(f"only class {int(classes[0])} is labelled in the training labels ({names}); at least two "
-                         "classes are needed (1 = background and one or more of 2..K)")
+        raise ValueError(
+            f"only class {int(classes[0])} is labelled in the training labels ({names}); at least two "
+            "classes are needed (1 = background and one or more of 2..K)"
+        )
     return X, y
 
 
-def balanced_sample(y: np.ndarray, budget: int, rng: np.random.Generator,
-                    weights: np.ndarray | None = None, *, balanced: bool = True) -> np.ndarray:
+def balanced_sample(
+    y: np.ndarray, budget: int, rng: np.random.Generator, weights: np.ndarray | None = None, *, balanced: bool = True
+) -> np.ndarray:
     """Indices of a class-balanced sample of at most ``budget`` rows.
 
     Every class gets an equal share; a class with fewer rows keeps all of them
@@ -468,8 +506,12 @@ def sample_training_pixels(
     X, y = labelled_features(pairs, spec)
     keep = balanced_sample(y, budget, np.random.default_rng(random_state))
     kept_y = y[keep]
-    return TrainingSet(X=X[keep], y=kept_y, counts={int(c): int((kept_y == c).sum()) for c in np.unique(y)},
-                       n_images=sum(1 for _, lab, _ in pairs if np.any(lab)))
+    return TrainingSet(
+        X=X[keep],
+        y=kept_y,
+        counts={int(c): int((kept_y == c).sum()) for c in np.unique(y)},
+        n_images=sum(1 for _, lab, _ in pairs if np.any(lab)),
+    )
 
 
 # -- the estimator ---------------------------------------------------------------------------------
@@ -489,8 +531,16 @@ class PixelClassifier(ClassifierMixin, BaseEstimator):
     random_state : int or None, default=0
     """
 
-    def __init__(self, method="xgboost", n_estimators=100, max_depth=8, learning_rate=0.2,
-                 class_weight="balanced", n_jobs=1, random_state=0):
+    def __init__(
+        self,
+        method="xgboost",
+        n_estimators=100,
+        max_depth=8,
+        learning_rate=0.2,
+        class_weight="balanced",
+        n_jobs=1,
+        random_state=0,
+    ):
         self.method = method
         self.n_estimators = n_estimators
         self.max_depth = max_depth
@@ -504,17 +554,25 @@ class PixelClassifier(ClassifierMixin, BaseEstimator):
             from xgboost import XGBClassifier
 
             return XGBClassifier(
-                n_estimators=self.n_estimators, max_depth=self.max_depth or 0, learning_rate=self.learning_rate,
-                tree_method="hist", n_jobs=self.n_jobs, random_state=self.random_state,
+                n_estimators=self.n_estimators,
+                max_depth=self.max_depth or 0,
+                learning_rate=self.learning_rate,
+                tree_method="hist",
+                n_jobs=self.n_jobs,
+                random_state=self.random_state,
                 objective="binary:logistic" if n_classes == 2 else "multi:softprob",
                 max_bin=64,
             )
         if self.method == "random_forest":
             from sklearn.ensemble import RandomForestClassifier
 
-            return RandomForestClassifier(n_estimators=self.n_estimators, max_depth=self.max_depth,
-                                          n_jobs=self.n_jobs, random_state=self.random_state,
-                                          min_samples_leaf=2)
+            return RandomForestClassifier(
+                n_estimators=self.n_estimators,
+                max_depth=self.max_depth,
+                n_jobs=self.n_jobs,
+                random_state=self.random_state,
+                min_samples_leaf=2,
+            )
         raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
 
     def fit(self, X, y, sample_weight=None):
@@ -595,8 +653,10 @@ def _load_estimator(path: str, fmt: str, meta: dict) -> PixelClassifier:
         from sklearn.ensemble import RandomForestClassifier
 
         if not isinstance(model, RandomForestClassifier):
-            raise PixelModelError(f"model file {path!r} holds a {type(model).__name__}, which is not trusted here; "
-                                  "a pixel model's skops file must hold a RandomForestClassifier")
+            raise PixelModelError(
+                f"model file {path!r} holds a {type(model).__name__}, which is not trusted here; "
+                "a pixel model's skops file must hold a RandomForestClassifier"
+            )
     else:
         raise PixelModelError(f"model file {path!r}: unknown format {fmt!r}; allowed xgboost-json, skops")
     clf.model_ = model
@@ -648,7 +708,8 @@ class PixelModel:
             diff = {k: (a[k], b[k]) for k in a if a[k] != b[k]}
             raise PixelModelError(
                 "the pixel model was trained with other features than those asked for; "
-                f"differences (model, asked): {diff}. Retrain with `raremine fit-pixel` or use the model's features")
+                f"differences (model, asked): {diff}. Retrain with `raremine fit-pixel` or use the model's features"
+            )
 
     # prediction -------------------------------------------------------------------
     def _proba_grid(self, gray: np.ndarray, stride: int, offset=None, full=None) -> np.ndarray:
@@ -659,8 +720,9 @@ class PixelModel:
         p = self.classifier.predict_proba(feats.reshape(-1, f))
         return p.reshape(h, w, -1)
 
-    def predict_proba(self, image: np.ndarray, *, stride: int = 1, full_resolution: bool = True,
-                      tile_size: int | None = None) -> np.ndarray:
+    def predict_proba(
+        self, image: np.ndarray, *, stride: int = 1, full_resolution: bool = True, tile_size: int | None = None
+    ) -> np.ndarray:
         """Per-class probability maps of one image.
 
         Parameters
@@ -700,8 +762,9 @@ class PixelModel:
                     p = self._proba_grid(gray[ya:yb, xa:xb], stride, offset=(ya, xa), full=(gh, gw))
                     oy, ox = (y0 - ya) // stride, (x0 - xa) // stride
                     ny, nx = -(-(y1 - y0) // stride), -(-(x1 - x0) // stride)
-                    grid[y0 // stride : y0 // stride + ny, x0 // stride : x0 // stride + nx] = p[oy : oy + ny,
-                                                                                                 ox : ox + nx]
+                    grid[y0 // stride : y0 // stride + ny, x0 // stride : x0 // stride + nx] = p[
+                        oy : oy + ny, ox : ox + nx
+                    ]
         if not full_resolution:
             return grid
         H, W = image.shape[:2]
@@ -748,8 +811,10 @@ def upsample(grid: np.ndarray, shape: tuple[int, int], factor: float) -> np.ndar
     ys = ((np.arange(H, dtype=np.float32) + 0.5) / factor - 0.5).clip(0, grid.shape[0] - 1)
     xs = ((np.arange(W, dtype=np.float32) + 0.5) / factor - 0.5).clip(0, grid.shape[1] - 1)
     mx, my = np.meshgrid(xs, ys)
-    chans = [cv2.remap(np.ascontiguousarray(grid[..., k]), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-             for k in range(grid.shape[2])]
+    chans = [
+        cv2.remap(np.ascontiguousarray(grid[..., k]), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        for k in range(grid.shape[2])
+    ]
     return np.stack(chans, axis=-1)
 
 
@@ -779,11 +844,15 @@ def load_pixel_model(meta_path: str | os.PathLike, *, expect: FeatureSpec | dict
     try:
         spec = FeatureSpec.from_dict(meta["features"])
         if meta.get("format_version") != FORMAT_VERSION:
-            raise PixelModelError(f"pixel model {meta_path!r} has format_version {meta.get('format_version')!r}; "
-                                  f"this raremine reads {FORMAT_VERSION}")
+            raise PixelModelError(
+                f"pixel model {meta_path!r} has format_version {meta.get('format_version')!r}; "
+                f"this raremine reads {FORMAT_VERSION}"
+            )
         if spec.feature_names() != meta["feature_names"] or int(meta["n_features"]) != len(meta["feature_names"]):
-            raise PixelModelError(f"pixel model {meta_path!r} was trained with features {meta['feature_names']} "
-                                  f"but this raremine computes {spec.feature_names()} for its spec")
+            raise PixelModelError(
+                f"pixel model {meta_path!r} was trained with features {meta['feature_names']} "
+                f"but this raremine computes {spec.feature_names()} for its spec"
+            )
         est_path = os.path.join(os.path.dirname(meta_path), meta["estimator_file"])
         clf = _load_estimator(est_path, meta["estimator_format"], meta)
     except (KeyError, TypeError) as err:
@@ -792,8 +861,12 @@ def load_pixel_model(meta_path: str | os.PathLike, *, expect: FeatureSpec | dict
         if isinstance(err, PixelModelError):
             raise
         raise PixelModelError(f"pixel model file {meta_path!r}: {err}") from err
-    model = PixelModel(spec=spec, classifier=clf, class_names={int(k): v for k, v in meta["class_names"].items()},
-                       metrics=meta.get("metrics", {}))
+    model = PixelModel(
+        spec=spec,
+        classifier=clf,
+        class_names={int(k): v for k, v in meta["class_names"].items()},
+        metrics=meta.get("metrics", {}),
+    )
     model.check_spec(expect)
     return model
 
@@ -843,8 +916,11 @@ def fit_pixel_model(
     from sklearn.base import clone
 
     spec = spec or FeatureSpec()
-    proto = classifier if classifier is not None else PixelClassifier(**{**DEFAULT_CLASSIFIER,
-                                                                          "random_state": random_state})
+    proto = (
+        classifier
+        if classifier is not None
+        else PixelClassifier(**{**DEFAULT_CLASSIFIER, "random_state": random_state})
+    )
     if hard_rounds < 0:
         raise ValueError(f"hard_rounds must be >= 0, got {hard_rounds}")
     if sampling not in ("balanced", "natural"):
@@ -867,15 +943,20 @@ def fit_pixel_model(
     names = {1: "background"}
     names.update({int(c): f"class_{int(c)}" for c in clf.classes_ if c != 1})
     names.update(class_names or {})
-    metrics = {"pixels_per_class": {int(c): int((kept_y == c).sum()) for c in clf.classes_},
-               "images": sum(1 for _, lab, _ in pairs if np.any(lab)), "hard_rounds": hard_rounds,
-               "feature_seconds": round(t1 - t0, 3), "fit_seconds": round(t2 - t1, 3)}
+    metrics = {
+        "pixels_per_class": {int(c): int((kept_y == c).sum()) for c in clf.classes_},
+        "images": sum(1 for _, lab, _ in pairs if np.any(lab)),
+        "hard_rounds": hard_rounds,
+        "feature_seconds": round(t1 - t0, 3),
+        "fit_seconds": round(t2 - t1, 3),
+    }
     logger.info("pixel model trained on %d pixels in %.1fs", len(keep), t2 - t0)
     return PixelModel(spec=spec, classifier=clf, class_names={int(k): v for k, v in names.items()}, metrics=metrics)
 
 
-def load_training_pairs(images_dir, labels_dir, *, classes: list[int] | None = None
-                        ) -> list[tuple[np.ndarray, np.ndarray, str]]:
+def load_training_pairs(
+    images_dir, labels_dir, *, classes: list[int] | None = None
+) -> list[tuple[np.ndarray, np.ndarray, str]]:
     """Read images and label images of the same stem from two folders.
 
     Parameters
@@ -899,8 +980,10 @@ def load_training_pairs(images_dir, labels_dir, *, classes: list[int] | None = N
         if classes is not None:
             bad = sorted(set(np.unique(lab).tolist()) - {0, *classes})
             if bad:
-                raise ValueError(f"label image {lab_path!r} holds unknown class ids {bad}; allowed 0 (unlabelled) "
-                                 f"and {sorted(classes)}")
+                raise ValueError(
+                    f"label image {lab_path!r} holds unknown class ids {bad}; allowed 0 (unlabelled) "
+                    f"and {sorted(classes)}"
+                )
         out.append((img, lab, lab_path))
     return out
 
@@ -942,19 +1025,43 @@ def fit_pixel(store, images_dir: str | os.PathLike, labels_dir: str | os.PathLik
     if bad:
         raise ValueError(f"pixel.class_names: class ids must be >= 2 (1 is background), got {bad}")
     spec = FeatureSpec.from_dict(cfg.features.model_dump())
-    clf = PixelClassifier(method=cfg.method, n_estimators=cfg.n_estimators, max_depth=cfg.max_depth,
-                          learning_rate=cfg.learning_rate, class_weight=cfg.class_weight, n_jobs=cfg.n_jobs,
-                          random_state=cfg.random_state)
+    clf = PixelClassifier(
+        method=cfg.method,
+        n_estimators=cfg.n_estimators,
+        max_depth=cfg.max_depth,
+        learning_rate=cfg.learning_rate,
+        class_weight=cfg.class_weight,
+        n_jobs=cfg.n_jobs,
+        random_state=cfg.random_state,
+    )
     pairs = load_training_pairs(images_dir, labels_dir, classes=[1, *cfg.class_names])
-    model = fit_pixel_model(pairs, spec=spec, classifier=clf, budget=cfg.budget, hard_rounds=cfg.hard_rounds,
-                            sampling=cfg.sampling, class_names=dict(cfg.class_names), random_state=cfg.random_state)
+    model = fit_pixel_model(
+        pairs,
+        spec=spec,
+        classifier=clf,
+        budget=cfg.budget,
+        hard_rounds=cfg.hard_rounds,
+        sampling=cfg.sampling,
+        class_names=dict(cfg.class_names),
+        random_state=cfg.random_state,
+    )
     meta_path, fmt = model.save(os.path.join(models_dir(store.path), "pixel"), name="pixel")
     classes = [model.class_names.get(int(c), f"class_{int(c)}") for c in model.classes]
-    model_id = store.add_model("pixel", "pixel", meta_path, fmt,
-                               config={"features": spec.to_dict(), "estimator": clf.get_params(),
-                                       "budget": cfg.budget, "hard_rounds": cfg.hard_rounds,
-                                       "sampling": cfg.sampling},
-                               classes=classes, metrics=model.metrics)
+    model_id = store.add_model(
+        "pixel",
+        "pixel",
+        meta_path,
+        fmt,
+        config={
+            "features": spec.to_dict(),
+            "estimator": clf.get_params(),
+            "budget": cfg.budget,
+            "hard_rounds": cfg.hard_rounds,
+            "sampling": cfg.sampling,
+        },
+        classes=classes,
+        metrics=model.metrics,
+    )
     return {"model_id": model_id, "path": meta_path, "format": fmt, "classes": classes, "metrics": model.metrics}
 
 
@@ -1000,9 +1107,16 @@ def fit_demo_pixel(store, out_dir: str | os.PathLike, *, n_train: int = 12, seed
         from mining.config import PixelConfig
 
         # few, small images with tiny defects: balanced classes and a quick XGBoost
-        config = PixelConfig(method="xgboost", n_estimators=60, max_depth=6, sampling="balanced",
-                             class_weight="balanced", hard_rounds=1, budget=20_000,
-                             features={"sigmas": [1.0, 2.0, 4.0, 8.0]})
+        config = PixelConfig(
+            method="xgboost",
+            n_estimators=60,
+            max_depth=6,
+            sampling="balanced",
+            class_weight="balanced",
+            hard_rounds=1,
+            budget=20_000,
+            features={"sigmas": [1.0, 2.0, 4.0, 8.0]},
+        )
     return fit_pixel(store, os.path.join(folder, "archive"), labels, config)
 
 
@@ -1025,8 +1139,14 @@ def valid_mask(shape: tuple[int, int], border: int) -> np.ndarray:
     return m
 
 
-def map_stats(prob: np.ndarray, *, mask: np.ndarray | None = None, top_k: int = 50, threshold: float = 0.5,
-              pixel_area: float = 1.0) -> dict[str, float]:
+def map_stats(
+    prob: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    top_k: int = 50,
+    threshold: float = 0.5,
+    pixel_area: float = 1.0,
+) -> dict[str, float]:
     """Statistics of one probability map.
 
     Parameters
@@ -1056,5 +1176,10 @@ def map_stats(prob: np.ndarray, *, mask: np.ndarray | None = None, top_k: int = 
         above &= mask
     n, _, st, _ = cv2.connectedComponentsWithStats(above.astype(np.uint8), connectivity=8)
     largest = float(st[1:, cv2.CC_STAT_AREA].max()) * pixel_area if n > 1 else 0.0
-    return {"max": float(vals.max()), "topk_mean": float(top.mean()), "area": float((vals > threshold).mean()),
-            "components": float(n - 1), "largest": largest}
+    return {
+        "max": float(vals.max()),
+        "topk_mean": float(top.mean()),
+        "area": float((vals > threshold).mean()),
+        "components": float(n - 1),
+        "largest": largest,
+    }

@@ -102,8 +102,9 @@ def fuse(raw: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray
     return pct, fused
 
 
-def fused_scores(store: Store, weights: Mapping[str, float] | None = None,
-                 scorers: list[str] | None = None) -> FusedScores:
+def fused_scores(
+    store: Store, weights: Mapping[str, float] | None = None, scorers: list[str] | None = None
+) -> FusedScores:
     """Read the image-level scores of a catalogue and fuse them.
 
     Parameters
@@ -164,8 +165,10 @@ def get_strategy(name: str) -> Callable[..., list]:
         from mining.strategies import mixture_strategy
 
         return mixture_strategy(name)
-    raise ValueError(f"unknown strategy {name!r}; valid strategies: {', '.join(sorted(STRATEGIES))}"
-                     " (or a mixture such as 'top:0.8,least_confidence:0.2')")
+    raise ValueError(
+        f"unknown strategy {name!r}; valid strategies: {', '.join(sorted(STRATEGIES))}"
+        " (or a mixture such as 'top:0.8,least_confidence:0.2')"
+    )
 
 
 def reviewed_ids(store: Store) -> set[int]:
@@ -173,8 +176,15 @@ def reviewed_ids(store: Store) -> set[int]:
     return {r[0] for r in store.query("SELECT DISTINCT image_id FROM reviews")}
 
 
-def rank(store: Store, *, strategy: str = "top", n: int = 24, weights: Mapping[str, float] | None = None,
-         include_reviewed: bool = False, **kwargs) -> int:
+def rank(
+    store: Store,
+    *,
+    strategy: str = "top",
+    n: int = 24,
+    weights: Mapping[str, float] | None = None,
+    include_reviewed: bool = False,
+    **kwargs,
+) -> int:
     """Choose the next batch of candidates and write it as a new round.
 
     Parameters
@@ -219,8 +229,17 @@ def rank(store: Store, *, strategy: str = "top", n: int = 24, weights: Mapping[s
         picked_by = str(info.get("strategy", strategy))
         why = {"strategy": picked_by, "fused": round(float(np.nan_to_num(fs.fused[i])), 4), "scorers": fs.why(i)}
         why.update({k: v for k, v in info.items() if k != "strategy"})
-        values.append((round_, int(fs.image_ids[i]), r + 1, picked_by, float(np.nan_to_num(fs.fused[i])),
-                       json.dumps(why, default=float), now))
+        values.append(
+            (
+                round_,
+                int(fs.image_ids[i]),
+                r + 1,
+                picked_by,
+                float(np.nan_to_num(fs.fused[i])),
+                json.dumps(why, default=float),
+                now,
+            )
+        )
     with store.transaction() as con:
         con.executemany(
             "INSERT INTO candidates (round, image_id, tile, rank, strategy, score, why, created_at)"

@@ -71,8 +71,14 @@ class FeatureTable:
         return np.array([pos.get(int(i), -1) for i in image_ids], dtype=np.int64)
 
 
-def build_features(store: Store, *, scorers: list[str] | None = None, embeddings: list[str] | None = None,
-                   embedding_components: int = 16, random_state: int = 0) -> FeatureTable:
+def build_features(
+    store: Store,
+    *,
+    scorers: list[str] | None = None,
+    embeddings: list[str] | None = None,
+    embedding_components: int = 16,
+    random_state: int = 0,
+) -> FeatureTable:
     """Gather scores, numeric map statistics and embeddings into one table.
 
     Parameters
@@ -95,8 +101,7 @@ def build_features(store: Store, *, scorers: list[str] | None = None, embeddings
     """
     if embedding_components < 0:
         raise ValueError(f"embedding_components must be >= 0, got {embedding_components}")
-    ids = np.array([r[0] for r in store.query("SELECT id FROM images WHERE status = 'ok' ORDER BY id")],
-                   dtype=np.int64)
+    ids = np.array([r[0] for r in store.query("SELECT id FROM images WHERE status = 'ok' ORDER BY id")], dtype=np.int64)
     pos = {int(i): r for r, i in enumerate(ids)}
     cols: dict[str, np.ndarray] = {}
 
@@ -249,9 +254,20 @@ class ReRanker:
         XGBoost threads.
     """
 
-    def __init__(self, *, n_folds: int = 5, calibration: str | None = None, n_estimators: int = 100,
-                 max_depth: int = 2, learning_rate: float = 0.1, subsample: float = 0.9,
-                 colsample_bytree: float = 0.5, monotone=None, random_state: int = 0, n_jobs: int = 1):
+    def __init__(
+        self,
+        *,
+        n_folds: int = 5,
+        calibration: str | None = None,
+        n_estimators: int = 100,
+        max_depth: int = 2,
+        learning_rate: float = 0.1,
+        subsample: float = 0.9,
+        colsample_bytree: float = 0.5,
+        monotone=None,
+        random_state: int = 0,
+        n_jobs: int = 1,
+    ):
         self.n_folds = n_folds
         self.monotone = monotone
         self.calibration = calibration
@@ -265,8 +281,11 @@ class ReRanker:
 
     def get_params(self) -> dict:
         """Constructor arguments (JSON-ready)."""
-        return {k: (list(v) if k == "monotone" and v is not None else v) for k, v in vars(self).items()
-                if not k.endswith("_")}
+        return {
+            k: (list(v) if k == "monotone" and v is not None else v)
+            for k, v in vars(self).items()
+            if not k.endswith("_")
+        }
 
     def _validate(self) -> None:
         if self.calibration not in CALIBRATIONS:
@@ -279,10 +298,17 @@ class ReRanker:
 
         n_pos = max(int(y.sum()), 1)
         return XGBClassifier(
-            n_estimators=self.n_estimators, max_depth=self.max_depth, learning_rate=self.learning_rate,
-            subsample=self.subsample, colsample_bytree=self.colsample_bytree, tree_method="hist",
-            scale_pos_weight=(len(y) - n_pos) / n_pos, random_state=self.random_state, n_jobs=self.n_jobs,
-            eval_metric="logloss", verbosity=0,
+            n_estimators=self.n_estimators,
+            max_depth=self.max_depth,
+            learning_rate=self.learning_rate,
+            subsample=self.subsample,
+            colsample_bytree=self.colsample_bytree,
+            tree_method="hist",
+            scale_pos_weight=(len(y) - n_pos) / n_pos,
+            random_state=self.random_state,
+            n_jobs=self.n_jobs,
+            eval_metric="logloss",
+            verbosity=0,
             monotone_constraints=None if self.monotone is None else tuple(int(m) for m in self.monotone),
         )
 

@@ -116,8 +116,20 @@ def round_items(store: Store, round: int | None = None) -> list[Item]:
         " FROM candidates c JOIN images i ON i.id = c.image_id WHERE c.round = ? ORDER BY c.rank, c.id",
         (round,),
     )
-    return [Item(image_id=r["image_id"], tile=r["tile"], path=r["path"], root=r["root"], candidate_id=r["id"],
-                 rank=r["rank"], score=r["score"], strategy=r["strategy"], why=_loads(r["why"])) for r in rows]
+    return [
+        Item(
+            image_id=r["image_id"],
+            tile=r["tile"],
+            path=r["path"],
+            root=r["root"],
+            candidate_id=r["id"],
+            rank=r["rank"],
+            score=r["score"],
+            strategy=r["strategy"],
+            why=_loads(r["why"]),
+        )
+        for r in rows
+    ]
 
 
 def image_items(store: Store, image_ids: Sequence[int]) -> list[Item]:
@@ -137,8 +149,16 @@ def image_items(store: Store, image_ids: Sequence[int]) -> list[Item]:
         if i in cand:
             out.append(cand[i])
         elif i in rows:
-            out.append(Item(image_id=i, tile=-1, path=rows[i]["path"], root=rows[i]["root"],
-                            why={"strategy": "map selection"}, strategy="map selection"))
+            out.append(
+                Item(
+                    image_id=i,
+                    tile=-1,
+                    path=rows[i]["path"],
+                    root=rows[i]["root"],
+                    why={"strategy": "map selection"},
+                    strategy="map selection",
+                )
+            )
     return out
 
 
@@ -183,11 +203,13 @@ class ConsensusRule:
         if self.agree < 1:
             raise ValueError(f"consensus agree must be >= 1, got {self.agree}")
         if self.on_disagreement not in ON_DISAGREEMENT:
-            raise ValueError(f"consensus on_disagreement must be one of {', '.join(ON_DISAGREEMENT)}; "
-                             f"got {self.on_disagreement!r}")
+            raise ValueError(
+                f"consensus on_disagreement must be one of {', '.join(ON_DISAGREEMENT)}; got {self.on_disagreement!r}"
+            )
         if self.max_votes < max(self.agree, 2):
-            raise ValueError(f"consensus max_votes must be >= max(agree, 2) = {max(self.agree, 2)}, "
-                             f"got {self.max_votes}")
+            raise ValueError(
+                f"consensus max_votes must be >= max(agree, 2) = {max(self.agree, 2)}, got {self.max_votes}"
+            )
 
 
 @dataclass(frozen=True)
@@ -257,8 +279,7 @@ def latest_votes(store: Store, keys: Iterable[tuple[int, int]] | None = None) ->
     keys : iterable of (image_id, tile), optional
         Only these images (all reviewed images by default).
     """
-    sql = ("SELECT id, image_id, tile, reviewer, verdict, category, note, mask_path, created_at"
-           " FROM reviews")
+    sql = "SELECT id, image_id, tile, reviewer, verdict, category, note, mask_path, created_at FROM reviews"
     params: list = []
     if keys is not None:
         ids = sorted({int(k[0]) for k in keys})
@@ -272,13 +293,15 @@ def latest_votes(store: Store, keys: Iterable[tuple[int, int]] | None = None) ->
         key = (r["image_id"], r["tile"])
         if wanted is not None and key not in wanted:
             continue
-        last.setdefault(key, {})[r["reviewer"]] = Vote(r["id"], r["reviewer"], r["verdict"], r["category"],
-                                                       r["note"], r["mask_path"], r["created_at"])
+        last.setdefault(key, {})[r["reviewer"]] = Vote(
+            r["id"], r["reviewer"], r["verdict"], r["category"], r["note"], r["mask_path"], r["created_at"]
+        )
     return {k: list(v.values()) for k, v in last.items()}
 
 
-def decisions(store: Store, rule: ConsensusRule = ConsensusRule(),
-              keys: Iterable[tuple[int, int]] | None = None) -> dict[tuple[int, int], Decision]:
+def decisions(
+    store: Store, rule: ConsensusRule = ConsensusRule(), keys: Iterable[tuple[int, int]] | None = None
+) -> dict[tuple[int, int], Decision]:
     """The decision per reviewed ``(image_id, tile)`` (unreviewed keys are ``open``)."""
     keys = None if keys is None else list(keys)
     votes = latest_votes(store, keys)
@@ -288,8 +311,14 @@ def decisions(store: Store, rule: ConsensusRule = ConsensusRule(),
     return out
 
 
-def reviewer_queue(store: Store, items: Sequence[Item], reviewer: str, rule: ConsensusRule = ConsensusRule(),
-                   *, include_done: bool = False) -> list[Item]:
+def reviewer_queue(
+    store: Store,
+    items: Sequence[Item],
+    reviewer: str,
+    rule: ConsensusRule = ConsensusRule(),
+    *,
+    include_done: bool = False,
+) -> list[Item]:
     """The items a reviewer still has to look at, in the order given.
 
     An item is left out when this reviewer already voted on it, or when the
@@ -311,8 +340,16 @@ def reviewer_queue(store: Store, items: Sequence[Item], reviewer: str, rule: Con
 
 
 # -- writing ------------------------------------------------------------------------------------
-def record_verdict(store: Store, item: Item, reviewer: str, verdict: str, *, category: str | None = None,
-                   note: str | None = None, mask_path: str | None = None) -> int:
+def record_verdict(
+    store: Store,
+    item: Item,
+    reviewer: str,
+    verdict: str,
+    *,
+    category: str | None = None,
+    note: str | None = None,
+    mask_path: str | None = None,
+) -> int:
     """Store one vote for an item; return the review id.
 
     Raises
@@ -321,9 +358,17 @@ def record_verdict(store: Store, item: Item, reviewer: str, verdict: str, *, cat
         For an unknown verdict or an empty reviewer name.
     """
     reviewer = (reviewer or "").strip()
-    return store.add_review(item.image_id, reviewer, verdict, tile=item.tile, category=category or None,
-                            note=(note or "").strip() or None, mask_path=mask_path,
-                            candidate_id=item.candidate_id, source="app")
+    return store.add_review(
+        item.image_id,
+        reviewer,
+        verdict,
+        tile=item.tile,
+        category=category or None,
+        note=(note or "").strip() or None,
+        mask_path=mask_path,
+        candidate_id=item.candidate_id,
+        source="app",
+    )
 
 
 def undo_review(store: Store, review_id: int, reviewer: str) -> bool:
@@ -336,8 +381,15 @@ def undo_review(store: Store, review_id: int, reviewer: str) -> bool:
     return cur.rowcount > 0
 
 
-def add_mask_annotation(store: Store, image_id: int, review_id: int | None, label_path: str,
-                        category: str | None = None, *, mask_path: str | None = None) -> int:
+def add_mask_annotation(
+    store: Store,
+    image_id: int,
+    review_id: int | None,
+    label_path: str,
+    category: str | None = None,
+    *,
+    mask_path: str | None = None,
+) -> int:
     """Record painted labels as a ``mask`` annotation; return its id.
 
     ``data`` holds the label image (``path``, values 0/1/2 as ``fit-pixel``
@@ -348,8 +400,19 @@ def add_mask_annotation(store: Store, image_id: int, review_id: int | None, labe
         cur = con.execute(
             "INSERT INTO annotations (image_id, review_id, category, kind, data, source, created_at)"
             " VALUES (?, ?, ?, 'mask', ?, 'app', ?)",
-            (image_id, review_id, category, json.dumps({"path": label_path, "mask": mask_path, "values": {
-                "unlabelled": UNLABELLED, "background": BACKGROUND, "defect": DEFECT}}), time.time()),
+            (
+                image_id,
+                review_id,
+                category,
+                json.dumps(
+                    {
+                        "path": label_path,
+                        "mask": mask_path,
+                        "values": {"unlabelled": UNLABELLED, "background": BACKGROUND, "defect": DEFECT},
+                    }
+                ),
+                time.time(),
+            ),
         )
     return int(cur.lastrowid)
 
@@ -372,8 +435,16 @@ def disagreements(store: Store, rule: ConsensusRule = ConsensusRule()) -> list[d
     ids = sorted({k[0] for k in disputed})
     paths = dict(store.query(f"SELECT id, path FROM images WHERE id IN ({','.join('?' * len(ids))})", ids))
     for (iid, tile), d in disputed.items():
-        out.append({"image_id": iid, "tile": tile, "path": paths.get(iid), "status": d.status,
-                    "verdict": d.verdict, "votes": "; ".join(f"{v.reviewer}: {v.verdict}" for v in d.votes)})
+        out.append(
+            {
+                "image_id": iid,
+                "tile": tile,
+                "path": paths.get(iid),
+                "status": d.status,
+                "verdict": d.verdict,
+                "votes": "; ".join(f"{v.reviewer}: {v.verdict}" for v in d.votes),
+            }
+        )
     out.sort(key=lambda r: (-r["votes"].count(";"), r["image_id"]))
     return out
 
@@ -421,8 +492,13 @@ def progress(store: Store, rule: ConsensusRule = ConsensusRule()) -> dict:
     }
 
 
-def export_labels(store: Store, out: str | os.PathLike, rule: ConsensusRule = ConsensusRule(), *,
-                  verdicts: Sequence[str] = ("confirm",)) -> int:
+def export_labels(
+    store: Store,
+    out: str | os.PathLike,
+    rule: ConsensusRule = ConsensusRule(),
+    *,
+    verdicts: Sequence[str] = ("confirm",),
+) -> int:
     """Write the decided labels as a CSV metadata table; return the number of rows.
 
     Columns: ``path, label, category, verdict, status, votes, mask_path``
@@ -457,8 +533,17 @@ def export_labels(store: Store, out: str | os.PathLike, rule: ConsensusRule = Co
         for (iid, tile), d in sorted(keep.items()):
             votes = ";".join(":".join(x for x in (v.reviewer, v.verdict, v.category or "") if x) for v in d.votes)
             masks = [v.mask_path for v in d.votes if v.mask_path]
-            w.writerow([paths.get(iid), tile, int(d.verdict == "confirm"), d.category or "", d.verdict, votes,
-                        masks[-1] if masks else ""])
+            w.writerow(
+                [
+                    paths.get(iid),
+                    tile,
+                    int(d.verdict == "confirm"),
+                    d.category or "",
+                    d.verdict,
+                    votes,
+                    masks[-1] if masks else "",
+                ]
+            )
             n += 1
     logger.info("exported %d labels to %s", n, out)
     return n
@@ -497,8 +582,9 @@ def check_path(path: str, roots: Sequence[str]) -> str:
         root = os.path.realpath(root)
         if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
             return real
-    raise PathOutsideRoots(f"{path!r} is outside the catalogue's archive roots ({', '.join(roots) or 'none'}); "
-                           "refusing to show it")
+    raise PathOutsideRoots(
+        f"{path!r} is outside the catalogue's archive roots ({', '.join(roots) or 'none'}); refusing to show it"
+    )
 
 
 # -- pixels -------------------------------------------------------------------------------------
@@ -603,23 +689,28 @@ def thumbnail(picture: np.ndarray, size: int = 160, *, square: bool = False) -> 
         return out
     canvas = np.zeros((size, size, *out.shape[2:]), out.dtype)
     y0, x0 = (size - out.shape[0]) // 2, (size - out.shape[1]) // 2
-    canvas[y0:y0 + out.shape[0], x0:x0 + out.shape[1]] = out
+    canvas[y0 : y0 + out.shape[0], x0 : x0 + out.shape[1]] = out
     return canvas
 
 
 # -- scores, neighbours, map ----------------------------------------------------------------------
 def item_scores(store: Store, item: Item) -> list[dict]:
     """The scores of an item: ``scorer, score, stats, map_path`` per scorer."""
-    rows = store.query("SELECT scorer, score, stats, map_path FROM scores WHERE image_id = ? AND tile = ?"
-                       " ORDER BY scorer", (item.image_id, item.tile))
-    return [{"scorer": r["scorer"], "score": r["score"], "stats": _loads(r["stats"]), "map_path": r["map_path"]}
-            for r in rows]
+    rows = store.query(
+        "SELECT scorer, score, stats, map_path FROM scores WHERE image_id = ? AND tile = ? ORDER BY scorer",
+        (item.image_id, item.tile),
+    )
+    return [
+        {"scorer": r["scorer"], "score": r["score"], "stats": _loads(r["stats"]), "map_path": r["map_path"]}
+        for r in rows
+    ]
 
 
 def image_meta(store: Store, image_id: int) -> dict:
     """An image's catalogue row and its ``image_meta`` key/values as one dict."""
-    row = store.query("SELECT path, root, width, height, channels, dtype, bytes, sha256 FROM images WHERE id = ?",
-                      (image_id,))
+    row = store.query(
+        "SELECT path, root, width, height, channels, dtype, bytes, sha256 FROM images WHERE id = ?", (image_id,)
+    )
     out = dict(row[0]) if row else {}
     out.update({r[0]: r[1] for r in store.query("SELECT key, value FROM image_meta WHERE image_id = ?", (image_id,))})
     return out
@@ -635,8 +726,9 @@ def embeddings(store: Store, name: str | None = None) -> tuple[str | None, np.nd
         if not row:
             return None, np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
         name = row[0]["name"]
-    rows = store.query("SELECT image_id, vector FROM embeddings WHERE tile = -1 AND name = ? ORDER BY image_id",
-                       (name,))
+    rows = store.query(
+        "SELECT image_id, vector FROM embeddings WHERE tile = -1 AND name = ? ORDER BY image_id", (name,)
+    )
     if not rows:
         return name, np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
     ids = np.array([r[0] for r in rows], dtype=np.int64)
@@ -678,8 +770,9 @@ def map_table(store: Store, rule: ConsensusRule = ConsensusRule(), method: str |
     method = method or methods[0]
     if method not in methods:
         raise ValueError(f"map method {method!r} not in the catalogue; available: {', '.join(methods)}")
-    rows = store.query("SELECT image_id, x, y FROM map_coords WHERE tile = -1 AND method = ? ORDER BY image_id",
-                       (method,))
+    rows = store.query(
+        "SELECT image_id, x, y FROM map_coords WHERE tile = -1 AND method = ? ORDER BY image_id", (method,)
+    )
     from mining.rank import fused_scores
 
     try:
@@ -692,8 +785,16 @@ def map_table(store: Store, rule: ConsensusRule = ConsensusRule(), method: str |
     for r in rows:
         d = dec.get((r["image_id"], -1))
         status = "unreviewed" if d is None else (d.verdict if d.status == "decided" else d.status)
-        out.append({"image_id": r["image_id"], "x": r["x"], "y": r["y"], "method": method,
-                    "score": fused.get(r["image_id"], 0.0), "status": status})
+        out.append(
+            {
+                "image_id": r["image_id"],
+                "x": r["x"],
+                "y": r["y"],
+                "method": method,
+                "score": fused.get(r["image_id"], 0.0),
+                "status": status,
+            }
+        )
     return out
 
 
@@ -715,13 +816,15 @@ def _object_shift(obj: Mapping, pts: np.ndarray) -> np.ndarray:
         if obj.get(pos) is None:
             continue
         anchor = {"center": (lo[axis] + hi[axis]) / 2, "right": hi[axis], "bottom": hi[axis]}.get(
-            obj.get(origin, "left"), lo[axis])
+            obj.get(origin, "left"), lo[axis]
+        )
         shift[axis] = float(obj[pos]) - anchor
     return shift
 
 
-def strokes_to_labels(drawing: Mapping | None, canvas_size: tuple[int, int], image_shape: tuple[int, int],
-                      colours: Mapping[str, int]) -> np.ndarray:
+def strokes_to_labels(
+    drawing: Mapping | None, canvas_size: tuple[int, int], image_shape: tuple[int, int], colours: Mapping[str, int]
+) -> np.ndarray:
     """Rasterise free-hand strokes (Fabric.js JSON from the canvas) into a label image.
 
     Parameters

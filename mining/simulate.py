@@ -77,8 +77,11 @@ def read_truth(path: str | os.PathLike, store: Store) -> Truth:
         for line, row in enumerate(reader, start=2):
             if row["label"] not in ("0", "1"):
                 raise ValueError(f"truth CSV {path!r} line {line}: label must be 0 or 1, got {row['label']!r}")
-            rows[os.path.realpath(row["path"])] = (int(row["label"]), row.get("category") or None,
-                                                   row.get("mask") or None)
+            rows[os.path.realpath(row["path"])] = (
+                int(row["label"]),
+                row.get("category") or None,
+                row.get("mask") or None,
+            )
     ids, labels, cats, masks, n_missing = [], [], [], [], 0
     for r in store.images():
         hit = rows.get(os.path.realpath(r["path"]))
@@ -175,18 +178,32 @@ def simulate(
         many picks each strategy made), ``learn_per_round`` and the setup.
     """
     if batch < 1 or rounds < 1 or masks_per_round < 0:
-        raise ValueError(f"batch and rounds must be >= 1 and masks_per_round >= 0; got {batch}, {rounds}, "
-                         f"{masks_per_round}")
+        raise ValueError(
+            f"batch and rounds must be >= 1 and masks_per_round >= 0; got {batch}, {rounds}, {masks_per_round}"
+        )
     t0 = time.perf_counter()
     lookup = truth.lookup()
     n_pos = int(truth.label.sum())
     n_images = len(truth.image_ids)
     learn_kwargs = {"random_state": random_state, "pixel": masks_per_round > 0, **(learn_kwargs or {})}
-    out: dict = {"strategy": strategy, "batch": batch, "rounds": rounds, "masks_per_round": masks_per_round,
-                 "n_images": n_images, "n_positives": n_pos, "random_state": random_state,
-                 "reviewed_per_round": [], "found_per_round": [], "recall_per_round": [],
-                 "random_recall_per_round": [], "ap_per_round": [], "auroc_per_round": [],
-                 "score_source_per_round": [], "strategies_per_round": [], "learn_per_round": []}
+    out: dict = {
+        "strategy": strategy,
+        "batch": batch,
+        "rounds": rounds,
+        "masks_per_round": masks_per_round,
+        "n_images": n_images,
+        "n_positives": n_pos,
+        "random_state": random_state,
+        "reviewed_per_round": [],
+        "found_per_round": [],
+        "recall_per_round": [],
+        "random_recall_per_round": [],
+        "ap_per_round": [],
+        "auroc_per_round": [],
+        "score_source_per_round": [],
+        "strategies_per_round": [],
+        "learn_per_round": [],
+    }
     found: set[int] = set()
     reviewed: set[int] = set()
     for r in range(rounds):
@@ -208,8 +225,15 @@ def simulate(
             else:
                 verdict, category = "reject", None
             reviewed.add(int(c["image_id"]))
-            store.add_review(int(c["image_id"]), reviewer, verdict, category=category, mask_path=mask,
-                             candidate_id=int(c["id"]), source="simulate")
+            store.add_review(
+                int(c["image_id"]),
+                reviewer,
+                verdict,
+                category=category,
+                mask_path=mask,
+                candidate_id=int(c["id"]),
+                source="simulate",
+            )
         rep = learn(store, **learn_kwargs)
         pixel_info = rep.pixel or rep.pixel_skipped
         if rep.pixel and rescore_pixel:
@@ -224,11 +248,23 @@ def simulate(
         out["auroc_per_round"].append(_none_nan(auroc(truth.label, scores)))
         out["score_source_per_round"].append(source)
         out["strategies_per_round"].append(picked)
-        out["learn_per_round"].append({"reranker_skipped": rep.reranker_skipped, "pixel": pixel_info,
-                                       "n_labelled": rep.n_labelled, "n_confirmed": rep.n_confirmed,
-                                       "oof_ap": (rep.reranker or {}).get("oof_ap")})
-        logger.info("round %d: reviewed %d, found %d/%d, AP %.3f", r + 1, len(reviewed), len(found), n_pos,
-                    out["ap_per_round"][-1] or float("nan"))
+        out["learn_per_round"].append(
+            {
+                "reranker_skipped": rep.reranker_skipped,
+                "pixel": pixel_info,
+                "n_labelled": rep.n_labelled,
+                "n_confirmed": rep.n_confirmed,
+                "oof_ap": (rep.reranker or {}).get("oof_ap"),
+            }
+        )
+        logger.info(
+            "round %d: reviewed %d, found %d/%d, AP %.3f",
+            r + 1,
+            len(reviewed),
+            len(found),
+            n_pos,
+            out["ap_per_round"][-1] or float("nan"),
+        )
         if progress:
             progress(r + 1, rounds)
     out["seconds"] = round(time.perf_counter() - t0, 2)
@@ -268,10 +304,18 @@ def write_outputs(summary: dict, out_dir: str | os.PathLike) -> list[str]:
         w = csv.writer(fh)
         w.writerow(["round", "reviewed", "found", "recall", "random_recall", "ap", "auroc", "score_source"])
         for k in range(len(summary["reviewed_per_round"])):
-            w.writerow([k + 1, summary["reviewed_per_round"][k], summary["found_per_round"][k],
-                        summary["recall_per_round"][k], summary["random_recall_per_round"][k],
-                        summary["ap_per_round"][k], summary["auroc_per_round"][k],
-                        summary["score_source_per_round"][k]])
+            w.writerow(
+                [
+                    k + 1,
+                    summary["reviewed_per_round"][k],
+                    summary["found_per_round"][k],
+                    summary["recall_per_round"][k],
+                    summary["random_recall_per_round"][k],
+                    summary["ap_per_round"][k],
+                    summary["auroc_per_round"][k],
+                    summary["score_source_per_round"][k],
+                ]
+            )
     paths.append(p)
     curves = {summary["strategy"]: (summary["reviewed_per_round"], summary["recall_per_round"])}
     p = os.path.join(out_dir, "recall.png")
@@ -279,9 +323,13 @@ def write_outputs(summary: dict, out_dir: str | os.PathLike) -> list[str]:
     plot_recall(curves, summary["n_images"], p, title=title)
     paths.append(p)
     p = os.path.join(out_dir, "ap.png")
-    plot_curves({summary["strategy"]: (summary["reviewed_per_round"], summary["ap_per_round"])}, p,
-                ylabel="re-ranker AP (whole archive)", baseline=summary["n_positives"] / summary["n_images"],
-                baseline_label="chance (prevalence)")
+    plot_curves(
+        {summary["strategy"]: (summary["reviewed_per_round"], summary["ap_per_round"])},
+        p,
+        ylabel="re-ranker AP (whole archive)",
+        baseline=summary["n_positives"] / summary["n_images"],
+        baseline_label="chance (prevalence)",
+    )
     paths.append(p)
     return paths
 
@@ -300,13 +348,30 @@ def plot_recall(curves: dict, n_images: int, path: str, *, title: str = "", band
         Shaded spread (e.g. min and max over seeds).
     """
     xmax = max(max(x) for x, _ in curves.values())
-    plot_curves(curves, path, ylabel="recall (share of events found)", bands=bands, title=title,
-                extra=[([0, xmax], [0, xmax / n_images], "random review (expected)")], ylim=(0, 1.02))
+    plot_curves(
+        curves,
+        path,
+        ylabel="recall (share of events found)",
+        bands=bands,
+        title=title,
+        extra=[([0, xmax], [0, xmax / n_images], "random review (expected)")],
+        ylim=(0, 1.02),
+    )
 
 
-def plot_curves(curves: dict, path: str, *, ylabel: str, xlabel: str = "images reviewed", bands=None,
-                baseline: float | None = None, baseline_label: str = "", extra=None, title: str = "",
-                ylim=None) -> None:
+def plot_curves(
+    curves: dict,
+    path: str,
+    *,
+    ylabel: str,
+    xlabel: str = "images reviewed",
+    bands=None,
+    baseline: float | None = None,
+    baseline_label: str = "",
+    extra=None,
+    title: str = "",
+    ylim=None,
+) -> None:
     """Line plot of several (x, y) curves into a PNG (matplotlib, Agg backend)."""
     import matplotlib
 
@@ -316,8 +381,13 @@ def plot_curves(curves: dict, path: str, *, ylabel: str, xlabel: str = "images r
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     for label, (x, y) in curves.items():
         yy = [np.nan if v is None else v for v in y]
-        (line,) = ax.plot([0, *x] if ylabel.startswith("recall") else x,
-                          [0, *yy] if ylabel.startswith("recall") else yy, marker="o", ms=3, label=label)
+        (line,) = ax.plot(
+            [0, *x] if ylabel.startswith("recall") else x,
+            [0, *yy] if ylabel.startswith("recall") else yy,
+            marker="o",
+            ms=3,
+            label=label,
+        )
         if bands and label in bands:
             lo, hi = bands[label]
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15)

@@ -32,9 +32,16 @@ from mining.store import Store
 logger = logging.getLogger(__name__)
 
 
-def slice_table(meta: dict[str, list], labels: np.ndarray, scores: np.ndarray | None = None, *,
-                min_images: int = 1, alpha: float = 0.01, min_lift: float = 2.0,
-                shortcut_auroc: float = 0.8) -> list[dict]:
+def slice_table(
+    meta: dict[str, list],
+    labels: np.ndarray,
+    scores: np.ndarray | None = None,
+    *,
+    min_images: int = 1,
+    alpha: float = 0.01,
+    min_lift: float = 2.0,
+    shortcut_auroc: float = 0.8,
+) -> list[dict]:
     """Per (key, value) slice statistics and flags.
 
     Parameters
@@ -79,18 +86,29 @@ def slice_table(meta: dict[str, list], labels: np.ndarray, scores: np.ndarray | 
             prev = a / (a + b) if a + b else float("nan")
             lift = prev / overall if overall > 0 and a + b else float("nan")
             p_value = float(fisher_exact([[a, b], [c, d]], alternative="greater")[1]) if (a + b and c + d) else 1.0
-            row = {"key": key, "value": value, "images": int(m.sum()), "reviewed": a + b, "confirmed": a,
-                   "prevalence": _r(prev), "lift": _r(lift), "share_of_confirmed": _r(a / max(conf.sum(), 1)),
-                   "share_of_images": _r(m.sum() / n), "p_value": _r(p_value)}
+            row = {
+                "key": key,
+                "value": value,
+                "images": int(m.sum()),
+                "reviewed": a + b,
+                "confirmed": a,
+                "prevalence": _r(prev),
+                "lift": _r(lift),
+                "share_of_confirmed": _r(a / max(conf.sum(), 1)),
+                "share_of_images": _r(m.sum() / n),
+                "p_value": _r(p_value),
+            }
             if s is not None:
                 ok = ~np.isnan(s)
                 row["mean_score"] = _r(float(np.mean(s[m & ok]))) if (m & ok).any() else None
                 normal = ok & ~conf
-                row["normal_score_auroc"] = (_r(auroc(m[normal].astype(int), s[normal]))
-                                             if (normal & m).any() and (normal & ~m).any() else None)
+                row["normal_score_auroc"] = (
+                    _r(auroc(m[normal].astype(int), s[normal])) if (normal & m).any() and (normal & ~m).any() else None
+                )
             row["events_concentrate"] = bool(a + b and lift >= min_lift and p_value < alpha)
-            row["model_prefers_slice"] = bool(row.get("normal_score_auroc") is not None
-                                              and row["normal_score_auroc"] >= shortcut_auroc)
+            row["model_prefers_slice"] = bool(
+                row.get("normal_score_auroc") is not None and row["normal_score_auroc"] >= shortcut_auroc
+            )
             rows.append(row)
         out += sorted(rows, key=lambda r: -(r["lift"] if r["lift"] is not None else -1))
     return out
@@ -137,8 +155,9 @@ def read_metadata(store: Store, csv_path: str | os.PathLike | None = None) -> tu
     return ids, meta
 
 
-def slice_report(store: Store, *, csv_path: str | os.PathLike | None = None, keys: list[str] | None = None,
-                 **kwargs) -> list[dict]:
+def slice_report(
+    store: Store, *, csv_path: str | os.PathLike | None = None, keys: list[str] | None = None, **kwargs
+) -> list[dict]:
     """Slice statistics of a catalogue: consensus verdicts and the model's scores per metadata value.
 
     The score is the re-ranker's probability when one was learned, else the

@@ -214,8 +214,7 @@ def migrate(con: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
     version = schema_version(con)
     if version > target:
         raise SchemaVersionError(
-            f"catalogue has schema version {version}, this raremine expects {target}: "
-            "upgrade raremine to open it"
+            f"catalogue has schema version {version}, this raremine expects {target}: upgrade raremine to open it"
         )
     while version < target:
         step = MIGRATIONS.get(version)
@@ -283,8 +282,11 @@ class Store:
                     raise SchemaVersionError(
                         f"catalogue {self.path!r} has schema version {version}, "
                         f"this raremine expects {SCHEMA_VERSION}"
-                        + (": run any raremine command that writes (e.g. status) to migrate it"
-                           if version < SCHEMA_VERSION else ": upgrade raremine")
+                        + (
+                            ": run any raremine command that writes (e.g. status) to migrate it"
+                            if version < SCHEMA_VERSION
+                            else ": upgrade raremine"
+                        )
                     )
             else:
                 self.con.execute("PRAGMA journal_mode = WAL")
@@ -343,9 +345,7 @@ class Store:
 
     def tiles(self, image_id: int) -> list[tuple[int, int, int, int, int]]:
         """(idx, y, x, h, w) of an image's tiles; empty when it is not tiled."""
-        rows = self.con.execute(
-            "SELECT idx, y, x, h, w FROM tiles WHERE image_id = ? ORDER BY idx", (image_id,)
-        )
+        rows = self.con.execute("SELECT idx, y, x, h, w FROM tiles WHERE image_id = ? ORDER BY idx", (image_id,))
         return [tuple(r) for r in rows]
 
     # -- runs ---------------------------------------------------------------------
@@ -370,16 +370,31 @@ class Store:
 
     # -- models -------------------------------------------------------------------
     def add_model(
-        self, name: str, kind: str, path: str, fmt: str, *, config: dict | None = None,
-        classes: list | None = None, metrics: dict | None = None,
+        self,
+        name: str,
+        kind: str,
+        path: str,
+        fmt: str,
+        *,
+        config: dict | None = None,
+        classes: list | None = None,
+        metrics: dict | None = None,
     ) -> int:
         """Register a model file; return its id."""
         with self.transaction() as con:
             cur = con.execute(
                 "INSERT INTO models (name, kind, path, format, config, classes, metrics, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, kind, path, fmt, json.dumps(config or {}), json.dumps(classes or []),
-                 json.dumps(metrics or {}), time.time()),
+                (
+                    name,
+                    kind,
+                    path,
+                    fmt,
+                    json.dumps(config or {}),
+                    json.dumps(classes or []),
+                    json.dumps(metrics or {}),
+                    time.time(),
+                ),
             )
         return int(cur.lastrowid)
 
@@ -404,9 +419,7 @@ class Store:
             names = [n for n in names if n in scorers]
         table: dict[str, dict[int, float]] = {n: {} for n in names}
         ids: set[int] = set()
-        for image_id, scorer, score in self.con.execute(
-            "SELECT image_id, scorer, score FROM scores WHERE tile = -1"
-        ):
+        for image_id, scorer, score in self.con.execute("SELECT image_id, scorer, score FROM scores WHERE tile = -1"):
             if scorer in table:
                 table[scorer][image_id] = score
                 ids.add(image_id)
@@ -423,14 +436,21 @@ class Store:
         if round is None:
             round = self.current_round()
         return self.query(
-            "SELECT c.*, i.path FROM candidates c JOIN images i ON i.id = c.image_id"
-            " WHERE c.round = ? ORDER BY c.rank",
+            "SELECT c.*, i.path FROM candidates c JOIN images i ON i.id = c.image_id WHERE c.round = ? ORDER BY c.rank",
             (round,),
         )
 
     def add_review(
-        self, image_id: int, reviewer: str, verdict: str, *, tile: int = -1, category: str | None = None,
-        note: str | None = None, mask_path: str | None = None, candidate_id: int | None = None,
+        self,
+        image_id: int,
+        reviewer: str,
+        verdict: str,
+        *,
+        tile: int = -1,
+        category: str | None = None,
+        note: str | None = None,
+        mask_path: str | None = None,
+        candidate_id: int | None = None,
         source: str = "app",
     ) -> int:
         """Store one verdict (every vote is kept); return its id."""
@@ -452,8 +472,9 @@ class Store:
         q = self.con.execute
         counts = dict(q("SELECT status, COUNT(*) FROM images GROUP BY status").fetchall())
         reasons = dict(
-            q("SELECT reason, COUNT(*) FROM images WHERE status = 'unreadable'"
-              " GROUP BY reason ORDER BY reason").fetchall()
+            q(
+                "SELECT reason, COUNT(*) FROM images WHERE status = 'unreadable' GROUP BY reason ORDER BY reason"
+            ).fetchall()
         )
         scorers = dict(q("SELECT scorer, COUNT(*) FROM scores WHERE tile = -1 GROUP BY scorer").fetchall())
         verdicts = dict(q("SELECT verdict, COUNT(*) FROM reviews GROUP BY verdict").fetchall())

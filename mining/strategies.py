@@ -117,8 +117,9 @@ def round_robin(fs: FusedScores, candidates: np.ndarray, n: int) -> list[tuple[i
     return picks
 
 
-def select_top(fs: FusedScores, candidates: np.ndarray, n: int, *, proba=None, cold_start: str = "fused",
-               **_) -> list[tuple[int, dict]]:
+def select_top(
+    fs: FusedScores, candidates: np.ndarray, n: int, *, proba=None, cold_start: str = "fused", **_
+) -> list[tuple[int, dict]]:
     """Most likely rare first ("find more events").
 
     Uses the re-ranker's probability once there is one. Before that
@@ -133,8 +134,9 @@ def select_top(fs: FusedScores, candidates: np.ndarray, n: int, *, proba=None, c
             return [(i, {"strategy": "top", **info}) for i, info in round_robin(fs, candidates, n)]
         return [(int(i), {"strategy": "top", "by": "fused"}) for i in _order(fs.fused, candidates)[:n]]
     p = _rare_p(P)
-    return [(int(i), {"strategy": "top", "by": "rerank", "p": round(float(p[i]), 4)})
-            for i in _order(p, candidates)[:n]]
+    return [
+        (int(i), {"strategy": "top", "by": "rerank", "p": round(float(p[i]), 4)}) for i in _order(p, candidates)[:n]
+    ]
 
 
 def _uncertainty_strategy(kind: str):
@@ -145,8 +147,10 @@ def _uncertainty_strategy(kind: str):
             return [(i, {**info, "strategy": kind, "fallback": "no re-ranker yet: top"}) for i, info in picks]
         u = uncertainty(P, kind)
         p = _rare_p(P)
-        return [(int(i), {"strategy": kind, "p": round(float(p[i]), 4), kind: round(float(u[i]), 4)})
-                for i in _order(u, candidates)[:n]]
+        return [
+            (int(i), {"strategy": kind, "p": round(float(p[i]), 4), kind: round(float(u[i]), 4)})
+            for i in _order(u, candidates)[:n]
+        ]
 
     select.__name__ = f"select_{kind}"
     select.__doc__ = f"Most uncertain first by {kind.replace('_', ' ')} of the re-ranker's class probabilities."
@@ -158,8 +162,7 @@ select_entropy = _uncertainty_strategy("entropy")
 select_margin = _uncertainty_strategy("margin")
 
 
-def select_random(fs: FusedScores, candidates: np.ndarray, n: int, *, random_state=None,
-                  **_) -> list[tuple[int, dict]]:
+def select_random(fs: FusedScores, candidates: np.ndarray, n: int, *, random_state=None, **_) -> list[tuple[int, dict]]:
     """A uniform random sample (``random_state``: seed or Generator)."""
     rng = np.random.default_rng(random_state)
     picks = rng.choice(candidates, size=min(n, len(candidates)), replace=False) if len(candidates) else []
@@ -218,8 +221,11 @@ def k_center_greedy(V: np.ndarray, centers: np.ndarray, candidates: np.ndarray, 
         return []
     C = V[candidates]
     if len(centers):
-        d = np.min(np.linalg.norm(C[:, None, :] - V[np.asarray(centers)][None, :, :], axis=2), axis=1) \
-            if len(centers) * len(candidates) <= 4_000_000 else _min_dist_chunked(C, V[np.asarray(centers)])
+        d = (
+            np.min(np.linalg.norm(C[:, None, :] - V[np.asarray(centers)][None, :, :], axis=2), axis=1)
+            if len(centers) * len(candidates) <= 4_000_000
+            else _min_dist_chunked(C, V[np.asarray(centers)])
+        )
     else:
         d = np.linalg.norm(C - C.mean(axis=0), axis=1)
     picks = []
@@ -239,8 +245,9 @@ def _min_dist_chunked(C: np.ndarray, centers: np.ndarray, chunk: int = 512) -> n
     return d
 
 
-def select_diversity(fs: FusedScores, candidates: np.ndarray, n: int, *, store=None, embedding=None,
-                     vectors=None, **_) -> list[tuple[int, dict]]:
+def select_diversity(
+    fs: FusedScores, candidates: np.ndarray, n: int, *, store=None, embedding=None, vectors=None, **_
+) -> list[tuple[int, dict]]:
     """Cover the archive: k-center greedy over an embedding, reviewed images as starting centers.
 
     ``vectors`` (n_rows, d) overrides the embedding (tests, custom spaces).
@@ -253,9 +260,20 @@ def select_diversity(fs: FusedScores, candidates: np.ndarray, n: int, *, store=N
     return [(i, {"strategy": "diversity", "space": source}) for i in k_center_greedy(V, centers, candidates, n)]
 
 
-def select_balanced(fs: FusedScores, candidates: np.ndarray, n: int, *, store=None, per_category: int = 1,
-                    base: str = "least_confidence", categories: dict | None = None, proba=None, vectors=None,
-                    embedding=None, **kw) -> list[tuple[int, dict]]:
+def select_balanced(
+    fs: FusedScores,
+    candidates: np.ndarray,
+    n: int,
+    *,
+    store=None,
+    per_category: int = 1,
+    base: str = "least_confidence",
+    categories: dict | None = None,
+    proba=None,
+    vectors=None,
+    embedding=None,
+    **kw,
+) -> list[tuple[int, dict]]:
     """Category-balanced: at least ``per_category`` picks for every known category, the rest by ``base``.
 
     A known category is one given to a confirmed image (``categories`` maps
@@ -299,8 +317,9 @@ def select_balanced(fs: FusedScores, candidates: np.ndarray, n: int, *, store=No
                         picks.append((int(i), {"strategy": "balanced", "category": str(cat)}))
     taken = {i for i, _ in picks}
     rest = np.array([c for c in candidates if c not in taken], dtype=np.int64)
-    for i, info in STRATEGIES[base](fs, rest, n - len(picks), store=store, proba=proba, vectors=vectors,
-                                    embedding=embedding, **kw):
+    for i, info in STRATEGIES[base](
+        fs, rest, n - len(picks), store=store, proba=proba, vectors=vectors, embedding=embedding, **kw
+    ):
         picks.append((int(i), {**info, "strategy": "balanced", "via": info.get("strategy", base)}))
     return picks[:n]
 
@@ -352,8 +371,7 @@ def mixture_strategy(spec: str):
             if k == 0:
                 continue
             got = [(c if isinstance(c, tuple) else (c, {})) for c in STRATEGIES[name](fs, remaining, k, **kw)]
-            picks += [(int(i), {**info, "strategy": info.get("strategy", name), "mixture": spec})
-                      for i, info in got]
+            picks += [(int(i), {**info, "strategy": info.get("strategy", name), "mixture": spec}) for i, info in got]
             remaining = np.setdiff1d(remaining, [i for i, _ in got])
         return picks
 
@@ -361,12 +379,14 @@ def mixture_strategy(spec: str):
     return select
 
 
-STRATEGIES.update({
-    "top": select_top,
-    "least_confidence": select_least_confidence,
-    "entropy": select_entropy,
-    "margin": select_margin,
-    "random": select_random,
-    "diversity": select_diversity,
-    "balanced": select_balanced,
-})
+STRATEGIES.update(
+    {
+        "top": select_top,
+        "least_confidence": select_least_confidence,
+        "entropy": select_entropy,
+        "margin": select_margin,
+        "random": select_random,
+        "diversity": select_diversity,
+        "balanced": select_balanced,
+    }
+)

@@ -114,8 +114,12 @@ def index(
     with open_store(db, must_exist=False) as store, progress_bar("index") as cb:
         try:
             s = index_archive(
-                store, roots, tile_size=tile_size or ic.tile_size, tile_overlap=ic.tile_overlap,
-                max_pixels=max_pixels or ic.max_pixels, workers=workers or ic.workers,
+                store,
+                roots,
+                tile_size=tile_size or ic.tile_size,
+                tile_overlap=ic.tile_overlap,
+                max_pixels=max_pixels or ic.max_pixels,
+                workers=workers or ic.workers,
                 extensions=[e if e.startswith(".") else "." + e for e in ext] if ext else ic.extensions,
                 progress=cb,
             )
@@ -165,9 +169,11 @@ def fit_pixel(
         except ValueError as err:
             fail(str(err))
     m = res["metrics"]
-    typer.echo(f"pixel model {res['model_id']} ({cfg.pixel.method}, classes {', '.join(res['classes'])}) trained on "
-               f"{sum(m['pixels_per_class'].values())} pixels of {m['images']} images in "
-               f"{m['feature_seconds'] + m['fit_seconds']:.1f}s; saved to {res['path']}")
+    typer.echo(
+        f"pixel model {res['model_id']} ({cfg.pixel.method}, classes {', '.join(res['classes'])}) trained on "
+        f"{sum(m['pixels_per_class'].values())} pixels of {m['images']} images in "
+        f"{m['feature_seconds'] + m['fit_seconds']:.1f}s; saved to {res['path']}"
+    )
 
 
 @app.command()
@@ -222,11 +228,22 @@ def mine(
     handler = json_log_handler(log_json) if log_json is not None else None
     with open_store(db) as store, mine_progress() as cb:
         try:
-            s = mine_fn(store, objs, backend=mc.backend, workers=mc.workers, shard_size=mc.shard_size,
-                        save_maps=mc.save_maps, max_pixels=cfg.index.max_pixels, rescore=mc.rescore,
-                        scheduler=mc.scheduler, max_in_flight=mc.max_in_flight, retries=mc.retries,
-                        start_method=mc.start_method,
-                        config=cfg.model_dump(mode="json"), progress=cb)
+            s = mine_fn(
+                store,
+                objs,
+                backend=mc.backend,
+                workers=mc.workers,
+                shard_size=mc.shard_size,
+                save_maps=mc.save_maps,
+                max_pixels=cfg.index.max_pixels,
+                rescore=mc.rescore,
+                scheduler=mc.scheduler,
+                max_in_flight=mc.max_in_flight,
+                retries=mc.retries,
+                start_method=mc.start_method,
+                config=cfg.model_dump(mode="json"),
+                progress=cb,
+            )
         except ValueError as err:
             fail(str(err))
         finally:
@@ -235,9 +252,11 @@ def mine(
                 handler.close()
     failed = ", ".join(f"{k} {v}" for k, v in sorted(s.failed.items())) or "none"
     rate = f"{s.done / s.timings['stream_s']:.1f} img/s" if s.done and s.timings.get("stream_s") else "-"
-    typer.echo(f"run {s.run_id}: mined {s.done} images with {', '.join(mc.scorers)} on {s.backend} "
-               f"({s.workers} workers) in {s.seconds:.1f}s ({rate}); skipped {s.skipped} already scored, "
-               f"{s.skipped_failed} failed before; failed: {failed}")
+    typer.echo(
+        f"run {s.run_id}: mined {s.done} images with {', '.join(mc.scorers)} on {s.backend} "
+        f"({s.workers} workers) in {s.seconds:.1f}s ({rate}); skipped {s.skipped} already scored, "
+        f"{s.skipped_failed} failed before; failed: {failed}"
+    )
 
 
 @contextmanager
@@ -261,9 +280,13 @@ def mine_progress():
 @app.command("rank")
 def rank_cmd(
     db: DbOpt,
-    strategy: Annotated[str | None, typer.Option(
-        help="top, least_confidence, entropy, margin, random, diversity, balanced, or a mixture "
-             "such as top:0.8,least_confidence:0.2")] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            help="top, least_confidence, entropy, margin, random, diversity, balanced, or a mixture "
+            "such as top:0.8,least_confidence:0.2"
+        ),
+    ] = None,
     n: Annotated[int | None, typer.Option("--n", help="candidates in the round")] = None,
     seed: Annotated[int, typer.Option(help="seed of the random parts of a strategy")] = 0,
     config: ConfigOpt = None,
@@ -275,8 +298,15 @@ def rank_cmd(
     cfg = load_config_or_fail(config, set_)
     with open_store(db) as store:
         try:
-            r = rank(store, strategy=strategy or cfg.rank.strategy, n=n or cfg.rank.n, weights=cfg.rank.weights,
-                     random_state=seed, per_category=cfg.learn.per_category, cold_start=cfg.learn.cold_start)
+            r = rank(
+                store,
+                strategy=strategy or cfg.rank.strategy,
+                n=n or cfg.rank.n,
+                weights=cfg.rank.weights,
+                random_state=seed,
+                per_category=cfg.learn.per_category,
+                cold_start=cfg.learn.cold_start,
+            )
         except ValueError as err:
             fail(str(err))
         rows = store.candidates(r)
@@ -307,8 +337,9 @@ def learn_cmd(
     cfg = load_config_or_fail(config, overrides)
     with open_store(db) as store, progress_bar("learn", unit="step") as cb:
         try:
-            rep = learn(store, config=cfg, pixel=pixel, random_state=seed,
-                        progress=lambda stage, done, total: cb(done, total))
+            rep = learn(
+                store, config=cfg, pixel=pixel, random_state=seed, progress=lambda stage, done, total: cb(done, total)
+            )
         except ValueError as err:
             fail(str(err))
     if as_json:
@@ -317,8 +348,10 @@ def learn_cmd(
     typer.echo(f"verdicts: {rep.n_labelled} images ({rep.n_confirmed} confirmed, {rep.n_rejected} rejected)")
     if rep.reranker:
         rr = rep.reranker
-        typer.echo(f"re-ranker: {rr['n_folds']} folds, {rr['n_features']} features, calibration "
-                   f"{rr['calibration']}; out-of-fold AP {rr['oof_ap']:.3f}, AUROC {rr['oof_auroc']:.3f}")
+        typer.echo(
+            f"re-ranker: {rr['n_folds']} folds, {rr['n_features']} features, calibration "
+            f"{rr['calibration']}; out-of-fold AP {rr['oof_ap']:.3f}, AUROC {rr['oof_auroc']:.3f}"
+        )
     else:
         typer.echo(f"re-ranker not trained: {rep.reranker_skipped}")
     typer.echo(f"pixel model: {rep.pixel if rep.pixel else rep.pixel_skipped}")
@@ -392,8 +425,17 @@ def _print_write_result(res, fmt: str, out: Path) -> None:
         typer.echo(f"  skipped {e.image or e.file}: {e.reason}: {e.detail}")
 
 
-def export_labels_cmd(db: Path, out: Path, fmt: str | None, classes: Path | None, reviewer: list[str] | None,
-                      negatives: bool, coco_segmentation: str, yolo_task: str, link: str) -> None:
+def export_labels_cmd(
+    db: Path,
+    out: Path,
+    fmt: str | None,
+    classes: Path | None,
+    reviewer: list[str] | None,
+    negatives: bool,
+    coco_segmentation: str,
+    yolo_task: str,
+    link: str,
+) -> None:
     """``raremine export --what labels``: the catalogue's verdicts in a label format."""
     from mining.labels import export_labels
     from synthesis.labels import FORMATS
@@ -402,8 +444,9 @@ def export_labels_cmd(db: Path, out: Path, fmt: str | None, classes: Path | None
     opts = _label_writer_options(fmt, coco_segmentation, yolo_task, link)
     with open_store(db) as store:
         try:
-            res = export_labels(store, fmt, out, reviewers=reviewer, classes=classes, include_negatives=negatives,
-                                **opts)
+            res = export_labels(
+                store, fmt, out, reviewers=reviewer, classes=classes, include_negatives=negatives, **opts
+            )
         except ValueError as err:
             fail(str(err))
     _print_write_result(res, fmt, out)
@@ -430,17 +473,26 @@ def import_cmd(
         fail(f"label path {str(path)!r} does not exist")
     with open_store(db) as store:
         try:
-            s = import_labels(store, fmt, path, source=source, classes=classes,
-                              negative=negative or DEFAULT_NEGATIVE, default_category=default_category,
-                              image_root=image_root)
+            s = import_labels(
+                store,
+                fmt,
+                path,
+                source=source,
+                classes=classes,
+                negative=negative or DEFAULT_NEGATIVE,
+                default_category=default_category,
+                image_root=image_root,
+            )
         except ValueError as err:
             fail(str(err))
     if as_json:
         typer.echo(json.dumps(s.as_dict(), sort_keys=True))
         return
-    typer.echo(f"imported {fmt} labels of {s.images} images as reviewer {s.source!r} in {s.seconds:.1f}s: "
-               f"{s.positives} with defects, {s.negatives} normal; {s.reviews} reviews, {s.annotations} annotations, "
-               f"{s.masks} masks; rejected: {len(s.errors)}")
+    typer.echo(
+        f"imported {fmt} labels of {s.images} images as reviewer {s.source!r} in {s.seconds:.1f}s: "
+        f"{s.positives} with defects, {s.negatives} normal; {s.reviews} reviews, {s.annotations} annotations, "
+        f"{s.masks} masks; rejected: {len(s.errors)}"
+    )
     for e in s.errors:
         typer.echo(f"  rejected {e.file}" + (f" [{e.image}]" if e.image else "") + f": {e.reason}: {e.detail}")
 
@@ -466,8 +518,13 @@ def convert(
     try:
         cmap = class_map_from(classes)
         ls = read_labels(src, path, **({"classes": cmap} if src != "synth" else {}))
-        res = write_labels(dst, ls.items, out, classes=cmap or (ls.classes or None),
-                           **_label_writer_options(dst, coco_segmentation, yolo_task, link))
+        res = write_labels(
+            dst,
+            ls.items,
+            out,
+            classes=cmap or (ls.classes or None),
+            **_label_writer_options(dst, coco_segmentation, yolo_task, link),
+        )
     except ValueError as err:
         fail(str(err))
     for e in ls.errors:
@@ -503,12 +560,17 @@ def simulate(
         try:
             t = read_truth(truth, store)
             summary = simulate_fn(
-                store, t, strategy=strategy or cfg.rank.strategy, batch=batch, rounds=rounds,
+                store,
+                t,
+                strategy=strategy or cfg.rank.strategy,
+                batch=batch,
+                rounds=rounds,
                 masks_per_round=lc.masks_per_round if masks_per_round is None else masks_per_round,
                 learn_kwargs={"config": cfg},
-                rank_kwargs={"weights": cfg.rank.weights, "per_category": lc.per_category,
-                             "cold_start": lc.cold_start},
-                random_state=seed, progress=cb)
+                rank_kwargs={"weights": cfg.rank.weights, "per_category": lc.per_category, "cold_start": lc.cold_start},
+                random_state=seed,
+                progress=cb,
+            )
         except ValueError as err:
             fail(str(err))
     paths = write_outputs(summary, out)
@@ -541,8 +603,10 @@ def synth(
         except ValueError as err:
             fail(str(err))
     rate = s.n_images / s.seconds if s.seconds else float("inf")
-    typer.echo(f"wrote {s.n_images} images ({s.n_defective} with a defect) to {out} in {s.seconds:.1f}s "
-               f"({rate:.1f} img/s); manifest {s.manifest}")
+    typer.echo(
+        f"wrote {s.n_images} images ({s.n_defective} with a defect) to {out} in {s.seconds:.1f}s "
+        f"({rate:.1f} img/s); manifest {s.manifest}"
+    )
 
 
 @app.command()
@@ -567,9 +631,26 @@ def review(
     load_config_or_fail(config, None)
     if not 0 < port < 65536:
         fail(f"--port must be in 1..65535; got {port}")
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app_file), "--server.address", address,
-           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none", "--", "--db", str(db.resolve())]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app_file),
+        "--server.address",
+        address,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+        "--",
+        "--db",
+        str(db.resolve()),
+    ]
     if config is not None:
         cmd += ["--config", str(config.resolve())]
     typer.echo(f"review app for {db} on http://{address}:{port} (Ctrl+C stops it)")
@@ -608,8 +689,10 @@ def demo(
     finally:
         for b in bars.values():
             b.close()
-    typer.echo(f"\nround {res.round}: top {len(res.top)} of {n_images} images "
-               f"({res.n_defects} carry a defect; truth in {res.truth})")
+    typer.echo(
+        f"\nround {res.round}: top {len(res.top)} of {n_images} images "
+        f"({res.n_defects} carry a defect; truth in {res.truth})"
+    )
     typer.echo(f"{'rank':>4}  {'score':>6}  {'truth':<14} path")
     for t in res.top:
         mark = f"DEFECT {t['category']}" if t["defect"] else "-"

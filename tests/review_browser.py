@@ -15,19 +15,30 @@ import urllib.request
 from contextlib import contextmanager
 
 CHROMIUM = os.environ.get("RAREMINE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 #: The queue header: "round 1 · item 2 of 8 · ... · `name.png`".
-HEADER_JS = "() => { const e = [...document.querySelectorAll('p')].find(x => x.innerText.includes('· item '));" \
-            " return e ? e.innerText : null; }"
+HEADER_JS = (
+    "() => { const e = [...document.querySelectorAll('p')].find(x => x.innerText.includes('· item '));"
+    " return e ? e.innerText : null; }"
+)
 
 
 def skip_reason() -> str | None:
     """Why the browser cannot be driven here, or None."""
     if not os.access(CHROMIUM, os.X_OK):
-        return (f"chromium not found at {CHROMIUM}: `make chromium` (run by `make test`) installs Debian's "
-                "chromium when apt-get and root are available")
+        return (
+            f"chromium not found at {CHROMIUM}: `make chromium` (run by `make test`) installs Debian's "
+            "chromium when apt-get and root are available"
+        )
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
@@ -106,7 +117,8 @@ def wait_idle(page, timeout: float = 30_000) -> None:
     page.wait_for_function(
         "() => { const app = document.querySelector('[data-testid=\"stApp\"]');"
         " return app && app.getAttribute('data-test-script-state') === 'notRunning'; }",
-        timeout=timeout)
+        timeout=timeout,
+    )
 
 
 def header(page) -> str | None:
@@ -120,6 +132,5 @@ def press_and_wait(page, key: str, timeout: float = 15_000) -> float:
     before = header(page)
     t0 = time.perf_counter()
     page.keyboard.press(key)
-    page.wait_for_function(f"b => {{ const h = ({HEADER_JS})(); return h !== b; }}",
-                           arg=before, timeout=timeout)
+    page.wait_for_function(f"b => {{ const h = ({HEADER_JS})(); return h !== b; }}", arg=before, timeout=timeout)
     return time.perf_counter() - t0

@@ -21,9 +21,17 @@ from mining.rank import rank
 from mining.store import Store
 
 
-def build_catalogue(folder: str | os.PathLike, *, n: int = 12, size: int = 96, seed: int = 0,
-                    n_candidates: int | None = None, missing: tuple[int, ...] = (),
-                    sixteen_bit: tuple[int, ...] = (), with_map: bool = True) -> dict:
+def build_catalogue(
+    folder: str | os.PathLike,
+    *,
+    n: int = 12,
+    size: int = 96,
+    seed: int = 0,
+    n_candidates: int | None = None,
+    missing: tuple[int, ...] = (),
+    sixteen_bit: tuple[int, ...] = (),
+    with_map: bool = True,
+) -> dict:
     """Write ``n`` PNGs (every fourth with a bright blob), index, score and rank them.
 
     Parameters
@@ -72,18 +80,19 @@ def build_catalogue(folder: str | os.PathLike, *, n: int = 12, size: int = 96, s
             resid = np.abs(img - cv2.GaussianBlur(img, (0, 0), 4))
             mp = os.path.join(maps_dir(db), "contrast", f"{ids[p]}.png")
             save_map_png(resid, mp, (0.0, 0.5))
-            rows.append((ids[p], -1, "contrast", float(resid.max()), json.dumps({"max": float(resid.max())}), mp,
-                         now))
+            rows.append((ids[p], -1, "contrast", float(resid.max()), json.dumps({"max": float(resid.max())}), mp, now))
             hist = np.histogram(img, bins=8, range=(0, 1))[0].astype(np.float32) + 1
             emb.append((ids[p], -1, "hist", hist.tobytes()))
             coords.append((ids[p], -1, "umap", float(hist[-1] + rng.normal()), float(hist[3] + rng.normal())))
         with store.transaction() as con:
-            con.executemany("INSERT INTO scores (image_id, tile, scorer, score, stats, map_path, created_at)"
-                            " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            con.executemany(
+                "INSERT INTO scores (image_id, tile, scorer, score, stats, map_path, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
             if with_map:
                 con.executemany("INSERT INTO embeddings (image_id, tile, name, vector) VALUES (?, ?, ?, ?)", emb)
-                con.executemany("INSERT INTO map_coords (image_id, tile, method, x, y) VALUES (?, ?, ?, ?, ?)",
-                                coords)
+                con.executemany("INSERT INTO map_coords (image_id, tile, method, x, y) VALUES (?, ?, ?, ?, ?)", coords)
         rank(store, n=n_candidates or n)
     for i in missing:
         os.unlink(paths[i])
@@ -105,9 +114,14 @@ def clone_catalogue(cat: dict, folder: str | os.PathLike) -> dict:
     con = sqlite3.connect(db)
     with con:
         for table, col in (("images", "path"), ("images", "root"), ("scores", "map_path")):
-            con.execute(f"UPDATE {table} SET {col} = ? || substr({col}, ?) WHERE {col} LIKE ? || '%'",
-                        (dst, len(src) + 1, src))
+            con.execute(
+                f"UPDATE {table} SET {col} = ? || substr({col}, ?) WHERE {col} LIKE ? || '%'", (dst, len(src) + 1, src)
+            )
     con.close()
     paths = [p.replace(src, dst, 1) for p in cat["paths"]]
-    return {"db": db, "root": cat["root"].replace(src, dst, 1), "paths": paths,
-            "ids": {p.replace(src, dst, 1): i for p, i in cat["ids"].items()}}
+    return {
+        "db": db,
+        "root": cat["root"].replace(src, dst, 1),
+        "paths": paths,
+        "ids": {p.replace(src, dst, 1): i for p, i in cat["ids"].items()},
+    }

@@ -61,8 +61,9 @@ def db(indexed, tmp_path) -> Path:
 @pytest.fixture(autouse=True)
 def _test_scorers(monkeypatch):
     for cls in (batch_helpers.SlowScorer, batch_helpers.FlakyScorer, batch_helpers.DyingScorer):
-        monkeypatch.setitem(__import__("mining.scorers").scorers.SCORERS, cls.name,
-                            f"tests.batch_helpers:{cls.__name__}")
+        monkeypatch.setitem(
+            __import__("mining.scorers").scorers.SCORERS, cls.name, f"tests.batch_helpers:{cls.__name__}"
+        )
 
 
 def scores_of(path: Path, scorer: str) -> dict[int, float]:
@@ -85,14 +86,30 @@ def reference_scores(indexed: Path, tmp_path: Path) -> dict[int, float]:
 def _helper_cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "batch_helpers.py"), *args],
-        cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True, **kw,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **kw,
     )
 
 
 def test_sigkill_then_resume_gives_identical_scores_and_no_duplicates(db, indexed, tmp_path):
-    args = ("mine", "--db", str(db), "--scorers", "slow", "--workers", "2", "--shard-size", "4",
-            "--set", "mine.save_maps=false")
+    args = (
+        "mine",
+        "--db",
+        str(db),
+        "--scorers",
+        "slow",
+        "--workers",
+        "2",
+        "--shard-size",
+        "4",
+        "--set",
+        "mine.save_maps=false",
+    )
     job = _helper_cli(*args, env={"RAREMINE_TEST_DELAY": "0.05"})
     deadline = time.monotonic() + 60
     scored = 0
@@ -207,8 +224,9 @@ def test_work_is_listed_in_chunks_with_the_same_result(db):
 def test_scorer_raising_on_one_image_is_recorded_and_the_job_finishes(db, backend):
     with Store(db) as store:
         s = mine(store, [get_scorer("flaky")], backend=backend, workers=2, shard_size=8, save_maps=False)
-        rows = store.query("SELECT f.scorer, f.reason, f.detail, i.path FROM failures f JOIN images i"
-                           " ON i.id = f.image_id")
+        rows = store.query(
+            "SELECT f.scorer, f.reason, f.detail, i.path FROM failures f JOIN images i ON i.id = f.image_id"
+        )
         again = mine(store, [get_scorer("flaky")], backend=backend, save_maps=False)
         run = store.query("SELECT counts FROM runs WHERE id = ?", (s.run_id,))[0][0]
     assert s.done == N_IMAGES - 1 and s.failed == Counter(scorer_error=1)
@@ -221,8 +239,14 @@ def test_scorer_raising_on_one_image_is_recorded_and_the_job_finishes(db, backen
 def test_dead_worker_is_replaced_and_its_shard_redone(db, indexed, tmp_path):
     marker = tmp_path / "died-once"
     with Store(db) as store:
-        s = mine(store, [get_scorer("dying", marker=str(marker))], backend="process", workers=2,
-                 shard_size=4, save_maps=False)
+        s = mine(
+            store,
+            [get_scorer("dying", marker=str(marker))],
+            backend="process",
+            workers=2,
+            shard_size=4,
+            save_maps=False,
+        )
         failures = store.query("SELECT COUNT(*) FROM failures")[0][0]
     assert marker.exists() and s.worker_restarts >= 1
     # image 10 is constant: it kills every worker it meets and is the only failure
@@ -266,8 +290,19 @@ def test_bad_config_message_names_key_value_and_allowed(db, tmp_path, text, expe
 def test_set_overrides_any_key_through_the_cli_and_is_stored_with_the_run(db, tmp_path):
     cfg = tmp_path / "job.yaml"
     cfg.write_text("mine:\n  backend: inline\n  shard_size: 50\nscorers:\n  contrast:\n    border: 4\n")
-    res = invoke("mine", "--db", db, "--config", cfg, "--set", "mine.shard_size=7",
-                 "--set", "scorers.contrast.border=2", "--set", "mine.save_maps=false")
+    res = invoke(
+        "mine",
+        "--db",
+        db,
+        "--config",
+        cfg,
+        "--set",
+        "mine.shard_size=7",
+        "--set",
+        "scorers.contrast.border=2",
+        "--set",
+        "mine.save_maps=false",
+    )
     assert res.exit_code == 0, res.output
     assert f"mined {N_IMAGES} images" in res.output and "failed: none" in res.output
     with Store(db, readonly=True) as ro:

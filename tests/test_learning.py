@@ -39,28 +39,40 @@ def make_store(path, n: int = 200, n_pos: int = 12, seed: int = 0, meta: dict | 
     now = time.time()
     with store.transaction() as con:
         for i in range(n):
-            con.execute("INSERT INTO images (id, path, status, indexed_at) VALUES (?, ?, 'ok', ?)",
-                        (i + 1, f"/fake/img_{i:04d}.png", now))
+            con.execute(
+                "INSERT INTO images (id, path, status, indexed_at) VALUES (?, ?, 'ok', ?)",
+                (i + 1, f"/fake/img_{i:04d}.png", now),
+            )
             signal = rng.normal(2.5 * truth[i], 1.0)
-            con.execute("INSERT INTO scores (image_id, tile, scorer, score, stats, created_at)"
-                        " VALUES (?, -1, 'alpha', ?, ?, ?)",
-                        (i + 1, float(rng.normal()), json.dumps({"peak": float(signal), "best_tile": 3}), now))
-            con.execute("INSERT INTO scores (image_id, tile, scorer, score, stats, created_at)"
-                        " VALUES (?, -1, 'beta', ?, '{}', ?)", (i + 1, float(rng.normal() + truth[i]), now))
+            con.execute(
+                "INSERT INTO scores (image_id, tile, scorer, score, stats, created_at)"
+                " VALUES (?, -1, 'alpha', ?, ?, ?)",
+                (i + 1, float(rng.normal()), json.dumps({"peak": float(signal), "best_tile": 3}), now),
+            )
+            con.execute(
+                "INSERT INTO scores (image_id, tile, scorer, score, stats, created_at)"
+                " VALUES (?, -1, 'beta', ?, '{}', ?)",
+                (i + 1, float(rng.normal() + truth[i]), now),
+            )
             vec = rng.normal(size=8).astype(np.float32)
             vec[0] += 3 * truth[i]
-            con.execute("INSERT INTO embeddings (image_id, tile, name, vector) VALUES (?, -1, 'emb', ?)",
-                        (i + 1, vec.tobytes()))
+            con.execute(
+                "INSERT INTO embeddings (image_id, tile, name, vector) VALUES (?, -1, 'emb', ?)", (i + 1, vec.tobytes())
+            )
             for key, values in (meta or {}).items():
-                con.execute("INSERT INTO image_meta (image_id, key, value) VALUES (?, ?, ?)",
-                            (i + 1, key, values[i]))
+                con.execute("INSERT INTO image_meta (image_id, key, value) VALUES (?, ?, ?)", (i + 1, key, values[i]))
     return store, {i + 1: int(truth[i]) for i in range(n)}
 
 
 def review_all(store: Store, truth: dict, ids) -> None:
     for iid in ids:
-        store.add_review(int(iid), "t", "confirm" if truth[int(iid)] else "reject",
-                         category="spot" if truth[int(iid)] else None, source="test")
+        store.add_review(
+            int(iid),
+            "t",
+            "confirm" if truth[int(iid)] else "reject",
+            category="spot" if truth[int(iid)] else None,
+            source="test",
+        )
 
 
 # -- strategies on hand-made cases --------------------------------------------------------
@@ -88,10 +100,14 @@ def test_top_cold_start_round_robin_takes_each_scorers_best_in_turn():
 
 def test_uncertainty_strategies_pick_the_right_row():
     fs = fused_table(4)
-    P = np.array([[0.52, 0.40, 0.08],   # least confident (max p lowest... among the first three: 0.52)
-                  [0.53, 0.45, 0.02],   # smallest margin (0.08)
-                  [0.54, 0.23, 0.23],   # highest entropy
-                  [0.90, 0.05, 0.05]])  # sure
+    P = np.array(
+        [
+            [0.52, 0.40, 0.08],  # least confident (max p lowest... among the first three: 0.52)
+            [0.53, 0.45, 0.02],  # smallest margin (0.08)
+            [0.54, 0.23, 0.23],  # highest entropy
+            [0.90, 0.05, 0.05],
+        ]
+    )  # sure
     cands = np.arange(4)
     assert rows_of(STRATEGIES["least_confidence"](fs, cands, 1, proba=P)) == [0]
     assert rows_of(STRATEGIES["margin"](fs, cands, 1, proba=P)) == [1]
@@ -126,9 +142,21 @@ def test_random_is_seeded_and_draws_candidates_only():
 
 def test_diversity_covers_unreviewed_clusters_first():
     # three tight clusters; rows 0-3 (cluster A) are reviewed (not candidates)
-    V = np.array([[0, 0], [0, 0.1], [0.1, 0], [0.1, 0.1],      # A
-                  [10, 0], [10, 0.1], [10.1, 0],               # B
-                  [0, 10], [0.1, 10], [0, 10.1]], dtype=float)  # C
+    V = np.array(
+        [
+            [0, 0],
+            [0, 0.1],
+            [0.1, 0],
+            [0.1, 0.1],  # A
+            [10, 0],
+            [10, 0.1],
+            [10.1, 0],  # B
+            [0, 10],
+            [0.1, 10],
+            [0, 10.1],
+        ],
+        dtype=float,
+    )  # C
     fs = fused_table(len(V))
     picks = STRATEGIES["diversity"](fs, np.arange(4, 10), 2, vectors=V)
     clusters = {("B" if i < 7 else "C") for i in rows_of(picks)}
@@ -137,13 +165,23 @@ def test_diversity_covers_unreviewed_clusters_first():
 
 
 def test_balanced_gives_each_known_category_its_picks():
-    V = np.array([[0, 0], [10, 10],            # confirmed: crack near (0,0), spot near (10,10)
-                  [0.5, 0], [0, 0.4], [0.2, 0.2],  # crack-like candidates
-                  [10, 9.5], [9.8, 10]], dtype=float)  # spot-like candidates
+    V = np.array(
+        [
+            [0, 0],
+            [10, 10],  # confirmed: crack near (0,0), spot near (10,10)
+            [0.5, 0],
+            [0, 0.4],
+            [0.2, 0.2],  # crack-like candidates
+            [10, 9.5],
+            [9.8, 10],
+        ],
+        dtype=float,
+    )  # spot-like candidates
     fs = fused_table(len(V))
     p = np.array([1, 1, 0.9, 0.8, 0.5, 0.2, 0.3])
-    picks = STRATEGIES["balanced"](fs, np.arange(2, 7), 3, categories={0: "crack", 1: "spot"}, proba=p,
-                                   vectors=V, per_category=1, base="top")
+    picks = STRATEGIES["balanced"](
+        fs, np.arange(2, 7), 3, categories={0: "crack", 1: "spot"}, proba=p, vectors=V, per_category=1, base="top"
+    )
     rows = rows_of(picks)
     assert rows[:2] == [2, 6]  # the most likely crack, the most likely spot
     assert picks[0][1]["category"] == "crack" and picks[1][1]["category"] == "spot"
@@ -349,9 +387,28 @@ def test_simulate_cli_writes_summary_csv_and_plots(tmp_path):
         for iid, lab in truth.items():
             w.writerow([f"/fake/img_{iid - 1:04d}.png", lab, "spot" if lab else "", ""])
     out = tmp_path / "sim"
-    res = CliRunner().invoke(app, ["simulate", "--db", str(tmp_path / "c.db"), "--truth", str(tmp_path / "truth.csv"),
-                                   "--strategy", "top:0.75,least_confidence:0.25", "--batch", "12", "--rounds", "2",
-                                   "--out", str(out), "--set", "learn.calibration=none", "--set", "learn.n_folds=3"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--db",
+            str(tmp_path / "c.db"),
+            "--truth",
+            str(tmp_path / "truth.csv"),
+            "--strategy",
+            "top:0.75,least_confidence:0.25",
+            "--batch",
+            "12",
+            "--rounds",
+            "2",
+            "--out",
+            str(out),
+            "--set",
+            "learn.calibration=none",
+            "--set",
+            "learn.n_folds=3",
+        ],
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["reviewed_per_round"] == [12, 24]
@@ -415,8 +472,9 @@ def test_simulate_mixed_supervision_paints_masks_and_rescores_with_the_new_pixel
     with open(tmp_path / "truth.csv", "w", newline="") as fh:
         csv.writer(fh).writerows(rows)
     truth = read_truth(tmp_path / "truth.csv", store)
-    out = simulate(store, truth, strategy="top", batch=5, rounds=1, masks_per_round=1,
-                   learn_kwargs={"calibration": None})
+    out = simulate(
+        store, truth, strategy="top", batch=5, rounds=1, masks_per_round=1, learn_kwargs={"calibration": None}
+    )
     assert out["found_per_round"] == [2]  # contrast finds both blobs in the top 5
     assert out["learn_per_round"][0]["pixel"]["images"] == 1  # one mask painted this round
     assert len(store.scored_ids("pixel")) == 40  # the archive was scored again with the new pixel model

@@ -57,11 +57,14 @@ def label_dirs(tmp_path):
 
 # -- features ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("bank", ["ilastik", "basic"])
-@pytest.mark.parametrize("image", [
-    np.zeros((40, 50), np.uint8),
-    np.full((40, 50, 3), 30000, np.uint16),
-    np.random.default_rng(0).random((40, 50)).astype(np.float32),
-])
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((40, 50), np.uint8),
+        np.full((40, 50, 3), 30000, np.uint16),
+        np.random.default_rng(0).random((40, 50)).astype(np.float32),
+    ],
+)
 def test_feature_shapes_and_dtypes(bank, image):
     spec = FeatureSpec(bank=bank, downscale=2, sigmas=(1, 2))
     f = compute_features(image, spec)
@@ -172,8 +175,12 @@ def test_untrusted_skops_refused(tmp_path):
     from sklearn.preprocessing import FunctionTransformer
 
     rng = np.random.default_rng(6)
-    model = fit_pixel_model([(*_blob_pair(rng, (30, 30)), "a")], budget=500, hard_rounds=0,
-                            classifier=PixelClassifier(method="random_forest", n_estimators=3))
+    model = fit_pixel_model(
+        [(*_blob_pair(rng, (30, 30)), "a")],
+        budget=500,
+        hard_rounds=0,
+        classifier=PixelClassifier(method="random_forest", n_estimators=3),
+    )
     path, _ = model.save(tmp_path)
     meta = json.loads(open(path).read())
     sio.dump(Pipeline([("f", FunctionTransformer(np.exp))]), tmp_path / meta["estimator_file"])
@@ -183,15 +190,20 @@ def test_untrusted_skops_refused(tmp_path):
 
 # -- the estimator --------------------------------------------------------------------------------------
 _EXPECTED_FAILURES = {
-    "check_sample_weight_equivalence_on_dense_data":
-        "bootstrap / histogram binning: integer weights are not exactly repeated rows",
+    "check_sample_weight_equivalence_on_dense_data": (
+        "bootstrap / histogram binning: integer weights are not exactly repeated rows"
+    ),
     "check_class_weight_classifiers": "class_weight takes only 'balanced' or None (no per-class dict)",
 }
 
 
-@parametrize_with_checks([PixelClassifier(n_estimators=5, max_depth=3),
-                          PixelClassifier(method="random_forest", n_estimators=5, max_depth=3)],
-                         expected_failed_checks=lambda est: _EXPECTED_FAILURES)
+@parametrize_with_checks(
+    [
+        PixelClassifier(n_estimators=5, max_depth=3),
+        PixelClassifier(method="random_forest", n_estimators=5, max_depth=3),
+    ],
+    expected_failed_checks=lambda est: _EXPECTED_FAILURES,
+)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -250,8 +262,22 @@ def test_cli_fit_mine_export(tmp_path, tiny_archive, label_dirs):
         os.symlink(p, archive / os.path.basename(p))
     res = runner.invoke(app, ["index", str(archive), "--db", str(db)])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["fit-pixel", "--db", str(db), "--images", str(imgs), "--labels", str(labs),
-                              "--set", "pixel.n_estimators=20", "--set", "pixel.budget=3000"])
+    res = runner.invoke(
+        app,
+        [
+            "fit-pixel",
+            "--db",
+            str(db),
+            "--images",
+            str(imgs),
+            "--labels",
+            str(labs),
+            "--set",
+            "pixel.n_estimators=20",
+            "--set",
+            "pixel.budget=3000",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "classes background, defect" in res.output
     assert os.path.isdir(tmp_path / "cat.models" / "pixel")
@@ -259,15 +285,18 @@ def test_cli_fit_mine_export(tmp_path, tiny_archive, label_dirs):
     broken = archive / "img_000.png"
     os.unlink(broken)
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
-    res = runner.invoke(app, ["mine", "--db", str(db), "--scorers", "pixel", "--backend", "inline",
-                              "--set", "scorers.pixel.border=0"])
+    res = runner.invoke(
+        app, ["mine", "--db", str(db), "--scorers", "pixel", "--backend", "inline", "--set", "scorers.pixel.border=0"]
+    )
     assert res.exit_code == 0, res.output
     assert "failed: truncated 1" in res.output or "failed: decode_error 1" in res.output, res.output
     from mining.store import Store
 
     with Store(db) as store:
-        rows = store.query("SELECT i.path, s.score, s.map_path FROM scores s JOIN images i ON i.id = s.image_id"
-                           " WHERE s.scorer = 'pixel' AND s.tile = -1 ORDER BY s.score DESC")
+        rows = store.query(
+            "SELECT i.path, s.score, s.map_path FROM scores s JOIN images i ON i.id = s.image_id"
+            " WHERE s.scorer = 'pixel' AND s.tile = -1 ORDER BY s.score DESC"
+        )
     assert len(rows) == len(linked) - 1  # the broken one has no score
     top2 = {os.path.basename(r[0]) for r in rows[:2]}
     assert top2 == {"img_007.png", "img_023.png"}
@@ -285,8 +314,9 @@ def test_cli_fit_pixel_bad_labels_exit_2(tmp_path, label_dirs):
 
     imgs, labs = label_dirs
     cv2.imwrite(str(labs / "t0.png"), np.full((64, 64), 3, np.uint8))
-    res = CliRunner().invoke(app, ["fit-pixel", "--db", str(tmp_path / "c.db"), "--images", str(imgs),
-                                   "--labels", str(labs)])
+    res = CliRunner().invoke(
+        app, ["fit-pixel", "--db", str(tmp_path / "c.db"), "--images", str(imgs), "--labels", str(labs)]
+    )
     assert res.exit_code == 2
     assert "t0.png" in res.output and "unknown class ids [3]" in res.output
 

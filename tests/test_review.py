@@ -56,8 +56,14 @@ def test_drop_and_neutral_rules():
     assert rv.decide(split, rv.ConsensusRule()).status == "disagreement"
 
 
-@pytest.mark.parametrize("kwargs, word", [({"agree": 0}, "agree"), ({"on_disagreement": "vote"}, "on_disagreement"),
-                                          ({"agree": 3, "max_votes": 2}, "max_votes")])
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"agree": 0}, "agree"),
+        ({"on_disagreement": "vote"}, "on_disagreement"),
+        ({"agree": 3, "max_votes": 2}, "max_votes"),
+    ],
+)
 def test_bad_rules_are_refused_by_name(kwargs, word):
     with pytest.raises(ValueError, match=word):
         rv.ConsensusRule(**kwargs)
@@ -134,8 +140,17 @@ def test_disagreements_progress_and_export(cat, tmp_path):
     out = tmp_path / "labels.csv"
     assert rv.export_labels(store, out, rule) == 1
     rows = list(csv.DictReader(open(out, encoding="utf-8")))
-    assert rows == [{"path": items[0].path, "tile": "-1", "label": "1", "category": "crack", "verdict": "confirm",
-                     "votes": "alice:confirm:crack;bob:confirm:crack", "mask_path": ""}]
+    assert rows == [
+        {
+            "path": items[0].path,
+            "tile": "-1",
+            "label": "1",
+            "category": "crack",
+            "verdict": "confirm",
+            "votes": "alice:confirm:crack;bob:confirm:crack",
+            "mask_path": "",
+        }
+    ]
     assert rv.export_labels(store, out, rule, verdicts=("confirm", "reject")) == 2
     with pytest.raises(ValueError, match="verdicts"):
         rv.export_labels(store, out, rule, verdicts=("yes",))
@@ -221,22 +236,39 @@ def test_thumbnails_shrink_and_square_up():
 
 
 def test_strokes_become_a_label_image_in_image_pixels(tmp_path):
-    drawing = {"objects": [
-        {"type": "path", "stroke": "#00ff00", "strokeWidth": 4, "path": [["M", 0, 0], ["L", 199, 0]]},
-        {"type": "path", "stroke": "#FF0000", "strokeWidth": 4,
-         "path": [["M", 100, 50], ["Q", 100, 50, 100, 100], ["L", 100, 150]]},
-        {"type": "rect", "stroke": "#ff0000"},
-        {"type": "path", "stroke": "#0000ff", "strokeWidth": 4, "path": [["M", 10, 10], ["L", 20, 20]]},
-    ]}
-    labels = rv.strokes_to_labels(drawing, (200, 200), (100, 100),
-                                  {"#ff0000": rv.DEFECT, "#00ff00": rv.BACKGROUND})
+    drawing = {
+        "objects": [
+            {"type": "path", "stroke": "#00ff00", "strokeWidth": 4, "path": [["M", 0, 0], ["L", 199, 0]]},
+            {
+                "type": "path",
+                "stroke": "#FF0000",
+                "strokeWidth": 4,
+                "path": [["M", 100, 50], ["Q", 100, 50, 100, 100], ["L", 100, 150]],
+            },
+            {"type": "rect", "stroke": "#ff0000"},
+            {"type": "path", "stroke": "#0000ff", "strokeWidth": 4, "path": [["M", 10, 10], ["L", 20, 20]]},
+        ]
+    }
+    labels = rv.strokes_to_labels(drawing, (200, 200), (100, 100), {"#ff0000": rv.DEFECT, "#00ff00": rv.BACKGROUND})
     assert labels.shape == (100, 100) and labels.dtype == np.uint8
     assert labels[0, 50] == rv.BACKGROUND
     assert labels[50, 50] == rv.DEFECT and labels[30, 50] == rv.DEFECT
     assert labels[50, 80] == rv.UNLABELLED and labels[7, 7] == rv.UNLABELLED
     # Fabric 7 (streamlit-drawable-canvas 0.13) writes "Path" with a centre origin; a moved stroke moves
-    fabric7 = {"objects": [{"type": "Path", "stroke": "#ff0000", "strokeWidth": 2, "originX": "center",
-                            "originY": "center", "left": 150, "top": 60, "path": [["M", 20, 20], ["L", 60, 100]]}]}
+    fabric7 = {
+        "objects": [
+            {
+                "type": "Path",
+                "stroke": "#ff0000",
+                "strokeWidth": 2,
+                "originX": "center",
+                "originY": "center",
+                "left": 150,
+                "top": 60,
+                "path": [["M", 20, 20], ["L", 60, 100]],
+            }
+        ]
+    }
     moved = rv.strokes_to_labels(fabric7, (200, 200), (100, 100), {"#ff0000": rv.DEFECT})
     ys, xs = np.nonzero(moved)
     assert abs(xs.mean() - 75) <= 1 and abs(ys.mean() - 30) <= 1  # centre (150, 60) on the canvas, halved
@@ -248,8 +280,10 @@ def test_strokes_become_a_label_image_in_image_pixels(tmp_path):
     mask = rv.save_defect_mask(labels, tmp_path / "cat.db", "/archive/a/tile_7.png")
     assert mask == str(tmp_path / "cat.masks" / "tile_7.png")
     np.testing.assert_array_equal(cv2.imread(mask, cv2.IMREAD_UNCHANGED), np.where(labels == rv.DEFECT, 255, 0))
-    assert rv.save_defect_mask(np.where(labels == rv.DEFECT, 1, labels).astype(np.uint8), tmp_path / "c.db",
-                               "y.png") is None
+    assert (
+        rv.save_defect_mask(np.where(labels == rv.DEFECT, 1, labels).astype(np.uint8), tmp_path / "c.db", "y.png")
+        is None
+    )
 
 
 def test_mask_annotation_goes_with_its_vote(cat):

@@ -149,7 +149,8 @@ def test_consensus_with_three_reviewers_and_the_disagreements_view(cat, tmp_path
     out = os.path.splitext(cat["db"])[0] + ".labels.csv"
     rows = list(csv.DictReader(open(out, encoding="utf-8")))
     assert [(r["path"], r["label"], r["votes"]) for r in rows] == [
-        (first.path, "1", "alice:confirm:defect;bob:reject;carol:confirm:defect")]
+        (first.path, "1", "alice:confirm:defect;bob:reject;carol:confirm:defect")
+    ]
 
 
 def test_empty_queue(tmp_path, monkeypatch):
@@ -174,8 +175,9 @@ def test_missing_image_shows_a_message_and_the_queue_moves_on(cat):
         items = rv.round_items(s)
     os.unlink(items[0].path)
     at = session()
-    assert any("skipped" in w.value and os.path.basename(items[0].path) in w.value and "missing" in w.value
-               for w in at.warning)
+    assert any(
+        "skipped" in w.value and os.path.basename(items[0].path) in w.value and "missing" in w.value for w in at.warning
+    )
     assert os.path.basename(items[1].path) in header(at) and len(at.get("image")) >= 1
 
 

@@ -46,8 +46,10 @@ def chromium():
 
 def _votes(db, reviewer):
     with Store(db, readonly=True) as s:
-        return [tuple(r) for r in s.query(
-            "SELECT image_id, verdict FROM reviews WHERE reviewer = ? ORDER BY id", (reviewer,))]
+        return [
+            tuple(r)
+            for r in s.query("SELECT image_id, verdict FROM reviews WHERE reviewer = ? ORDER BY id", (reviewer,))
+        ]
 
 
 def test_three_candidates_reviewed_with_the_keyboard(catalogue, app_url, chromium):
@@ -58,8 +60,11 @@ def test_three_candidates_reviewed_with_the_keyboard(catalogue, app_url, chromiu
     for key in ("y", "n", "u"):
         rb.press_and_wait(page, key)
     assert "item 4 of 12" in rb.header(page)
-    assert _votes(catalogue["db"], "kim") == [(queue[0].image_id, "confirm"), (queue[1].image_id, "reject"),
-                                              (queue[2].image_id, "unsure")]
+    assert _votes(catalogue["db"], "kim") == [
+        (queue[0].image_id, "confirm"),
+        (queue[1].image_id, "reject"),
+        (queue[2].image_id, "unsure"),
+    ]
     rb.press_and_wait(page, "z")  # undo goes back to the third
     assert "item 3 of 12" in rb.header(page) and len(_votes(catalogue["db"], "kim")) == 2
     rb.press_and_wait(page, "j")  # next / previous without voting
@@ -93,7 +98,7 @@ def test_painting_a_mask_saves_a_label_image_with_the_vote(catalogue, app_url, c
     import cv2
     import numpy as np
 
-    (kind, data), = annotations
+    ((kind, data),) = annotations
     labels = cv2.imread(data["path"], cv2.IMREAD_UNCHANGED)  # what fit-pixel reads
     assert kind == "mask" and labels.shape == (128, 128) and set(np.unique(labels)) == {rv.UNLABELLED, rv.DEFECT}
     mask = cv2.imread(mask_path, cv2.IMREAD_UNCHANGED)  # what learn and the label exports read
@@ -113,8 +118,9 @@ def test_two_sessions_voting_at_once_lose_nothing(catalogue, app_url, chromium):
         a.keyboard.press("y")
         b.keyboard.press("n")
         for page, before in ((a, ha), (b, hb)):
-            page.wait_for_function(f"b => {{ const h = ({rb.HEADER_JS})(); return h !== null && h !== b; }}",
-                                   arg=before, timeout=30_000)
+            page.wait_for_function(
+                f"b => {{ const h = ({rb.HEADER_JS})(); return h !== null && h !== b; }}", arg=before, timeout=30_000
+            )
     va, vb = _votes(catalogue["db"], "ann"), _votes(catalogue["db"], "ben")
     assert [v for _, v in va] == ["confirm"] * n and [v for _, v in vb] == ["reject"] * n
     assert len({i for i, _ in va}) == n and len({i for i, _ in vb}) == n  # one vote per image, none lost
@@ -158,8 +164,9 @@ def test_screenshots_of_the_queue_grid_and_map(app_url, chromium, tmp_path):
         for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0 + 2)):
             page.mouse.move(x, y, steps=8)
         page.mouse.up()
-        page.wait_for_function("() => [...document.querySelectorAll('p')].some("
-                               "p => /Selected: [1-9]/.test(p.innerText))", timeout=30_000)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('p')].some(p => /Selected: [1-9]/.test(p.innerText))", timeout=30_000
+        )
         rb.wait_idle(page)
         page.get_by_role("button", name="Review the").click()
         page.locator("p", has_text="map selection").first.wait_for(timeout=30_000)

@@ -9,8 +9,19 @@ from mining import store as store_mod
 from mining.store import SCHEMA_VERSION, SchemaVersionError, Store, migrate, schema_version
 
 EXPECTED_TABLES = {
-    "images", "tiles", "runs", "models", "scores", "embeddings", "map_coords", "failures",
-    "candidates", "reviews", "annotations", "image_meta", "meta",
+    "images",
+    "tiles",
+    "runs",
+    "models",
+    "scores",
+    "embeddings",
+    "map_coords",
+    "failures",
+    "candidates",
+    "reviews",
+    "annotations",
+    "image_meta",
+    "meta",
 }
 
 
@@ -151,9 +162,7 @@ def test_status_counts(tmp_path):
     with Store(tmp_path / "c.db") as s:
         _add_image(s)
         with s.transaction() as con:
-            con.execute(
-                "INSERT INTO images (path, status, reason, indexed_at) VALUES ('/b', 'unreadable', 'empty', 0)"
-            )
+            con.execute("INSERT INTO images (path, status, reason, indexed_at) VALUES ('/b', 'unreadable', 'empty', 0)")
         st = s.status()
     assert st["images_ok"] == 1
     assert st["images_unreadable"] == 1

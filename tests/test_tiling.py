@@ -21,9 +21,7 @@ def test_known_grid():
     assert all(t[1] == 0 and t[2] == 400 and t[3] == 400 for t in tiles)
 
 
-@given(
-    h=st.integers(1, 3000), w=st.integers(1, 3000), tile=st.integers(16, 1024), frac=st.floats(0, 0.9)
-)
+@given(h=st.integers(1, 3000), w=st.integers(1, 3000), tile=st.integers(16, 1024), frac=st.floats(0, 0.9))
 def test_tiles_cover_image_inside_bounds_with_overlap(h, w, tile, frac):
     overlap = int(tile * frac)
     tiles = tile_grid(h, w, tile, overlap)

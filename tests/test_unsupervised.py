@@ -51,8 +51,9 @@ def _stripes(rng: np.random.Generator, n: int, size: int = 32) -> list[np.ndarra
 def trained_ae():
     rng = np.random.default_rng(0)
     images = _stripes(rng, 32)
-    ae = AutoencoderScorer(size=32, epochs=15, batch_size=16, lr=3e-3, sample_size=32, trim=0.1,
-                           smooth_sigma=1.0, seed=0)
+    ae = AutoencoderScorer(
+        size=32, epochs=15, batch_size=16, lr=3e-3, sample_size=32, trim=0.1, smooth_sigma=1.0, seed=0
+    )
     return ae.fit(images)
 
 
@@ -212,9 +213,11 @@ def test_mine_end_to_end(tiny_archive, tmp_path, monkeypatch):
     from mining.rank import fused_scores
 
     monkeypatch.setenv("RAREMINE_BACKBONE_WEIGHTS", WEIGHTS)
-    scorers = [get_scorer("autoencoder", size=32, epochs=5, sample_size=20),
-               get_scorer("embedding", map_method="tsne"),
-               get_scorer("backbone", size=64, bank_images=20)]
+    scorers = [
+        get_scorer("autoencoder", size=32, epochs=5, sample_size=20),
+        get_scorer("embedding", map_method="tsne"),
+        get_scorer("backbone", size=64, bank_images=20),
+    ]
     with Store(tmp_path / "c.db") as store:
         index_archive(store, [tiny_archive["root"]])
         mine(store, scorers, backend="inline", save_maps=False)

@@ -15,7 +15,9 @@ from mining.scorers.base import Scorer, ScoreResult
 SCORERS: dict[str, str] = {
     "contrast": "mining.scorers.contrast:ContrastScorer",
     "pixel": "mining.scorers.pixel:PixelScorer",
-    "autoencoder": "mining.scorers.autoencoder:AutoencoderScorer", "embedding": "mining.scorers.embedding:EmbeddingScorer", "backbone": "mining.scorers.backbone:BackboneScorer",  # noqa: E501
+    "autoencoder": "mining.scorers.autoencoder:AutoencoderScorer",
+    "embedding": "mining.scorers.embedding:EmbeddingScorer",
+    "backbone": "mining.scorers.backbone:BackboneScorer",
 }
 
 

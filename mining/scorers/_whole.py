@@ -24,8 +24,9 @@ def load_embeddings(store: Store, name: str, tile: int = -1) -> tuple[np.ndarray
     ValueError
         When vectors of different lengths are stored under the name.
     """
-    rows = store.query("SELECT image_id, vector FROM embeddings WHERE name = ? AND tile = ? ORDER BY image_id",
-                       (name, tile))
+    rows = store.query(
+        "SELECT image_id, vector FROM embeddings WHERE name = ? AND tile = ? ORDER BY image_id", (name, tile)
+    )
     if not rows:
         return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
     vecs = [np.frombuffer(r[1], dtype=np.float32) for r in rows]
@@ -35,8 +36,9 @@ def load_embeddings(store: Store, name: str, tile: int = -1) -> tuple[np.ndarray
     return np.array([r[0] for r in rows], np.int64), np.stack(vecs)
 
 
-def write_scores(store: Store, scorer: str, ids: np.ndarray, scores: np.ndarray, stats: list[dict],
-                 run_id: int | None) -> None:
+def write_scores(
+    store: Store, scorer: str, ids: np.ndarray, scores: np.ndarray, stats: list[dict], run_id: int | None
+) -> None:
     """Upsert whole-image scores of one scorer in one transaction (keeps existing map paths)."""
     now = time.time()
     with store.transaction() as con:
@@ -44,8 +46,10 @@ def write_scores(store: Store, scorer: str, ids: np.ndarray, scores: np.ndarray,
             "INSERT INTO scores (image_id, tile, scorer, score, stats, run_id, created_at)"
             " VALUES (?, -1, ?, ?, ?, ?, ?) ON CONFLICT(image_id, tile, scorer) DO UPDATE SET"
             " score=excluded.score, stats=excluded.stats, run_id=excluded.run_id, created_at=excluded.created_at",
-            [(int(i), scorer, float(s), json.dumps(st), run_id, now)
-             for i, s, st in zip(ids, scores, stats, strict=True)],
+            [
+                (int(i), scorer, float(s), json.dumps(st), run_id, now)
+                for i, s, st in zip(ids, scores, stats, strict=True)
+            ],
         )
 
 

@@ -35,8 +35,18 @@ SCORE_KINDS = ("topk", "max")
 DEVICES = ("auto", "cpu", "cuda")
 
 #: settings that change the trained model (a saved model is reused only when they match)
-_MODEL_KEYS = ("size", "resize", "sample_size", "epochs", "batch_size", "lr", "trim", "seed",
-               "base_channels", "latent_channels")
+_MODEL_KEYS = (
+    "size",
+    "resize",
+    "sample_size",
+    "epochs",
+    "batch_size",
+    "lr",
+    "trim",
+    "seed",
+    "base_channels",
+    "latent_channels",
+)
 
 
 def models_dir(store_path: str) -> str:
@@ -81,11 +91,26 @@ class AutoencoderScorer(Scorer):
     embedding_name = "autoencoder"
     map_range = (0.0, 0.05)
 
-    def __init__(self, *, size: int = 64, resize: str = "resize", sample_size: int = 256, epochs: int = 30,
-                 batch_size: int = 32, lr: float = 2e-3, trim: float = 0.1, error: str = "l2",
-                 smooth_sigma: float = 1.0, score: str = "topk", top_fraction: float = 0.01,
-                 base_channels: int = 16, latent_channels: int = 16, seed: int = 0, device: str = "cpu",
-                 weights: str | None = None):
+    def __init__(
+        self,
+        *,
+        size: int = 64,
+        resize: str = "resize",
+        sample_size: int = 256,
+        epochs: int = 30,
+        batch_size: int = 32,
+        lr: float = 2e-3,
+        trim: float = 0.1,
+        error: str = "l2",
+        smooth_sigma: float = 1.0,
+        score: str = "topk",
+        top_fraction: float = 0.01,
+        base_channels: int = 16,
+        latent_channels: int = 16,
+        seed: int = 0,
+        device: str = "cpu",
+        weights: str | None = None,
+    ):
         self.size = size
         self.resize = resize
         self.sample_size = sample_size
@@ -180,8 +205,9 @@ class AutoencoderScorer(Scorer):
             losses.append(total / len(data))
         self.net_ = net.cpu().eval().requires_grad_(False)
         self.train_losses_ = losses
-        logger.info("autoencoder trained on %d images (%d patches), final loss %.5f", len(images), len(data),
-                    losses[-1])
+        logger.info(
+            "autoencoder trained on %d images (%d patches), final loss %.5f", len(images), len(data), losses[-1]
+        )
         return self
 
     def save(self, path: str) -> None:
@@ -197,8 +223,10 @@ class AutoencoderScorer(Scorer):
         try:
             net.load_state_dict(state)
         except RuntimeError as err:
-            raise ValueError(f"{path!r} does not match autoencoder base_channels={self.base_channels}, "
-                             f"latent_channels={self.latent_channels}: {err}") from err
+            raise ValueError(
+                f"{path!r} does not match autoencoder base_channels={self.base_channels}, "
+                f"latent_channels={self.latent_channels}: {err}"
+            ) from err
         self.net_ = net.eval().requires_grad_(False)
         return self
 
@@ -233,8 +261,14 @@ class AutoencoderScorer(Scorer):
         self.fit(images)
         path = os.path.join(models_dir(store.path), f"autoencoder-run{run_id}.pt")
         self.save(path)
-        self.model_id_ = store.add_model("autoencoder", "autoencoder", path, "torch_state_dict", config=config,
-                                         metrics={"train_loss": self.train_losses_[-1], "n_images": len(images)})
+        self.model_id_ = store.add_model(
+            "autoencoder",
+            "autoencoder",
+            path,
+            "torch_state_dict",
+            config=config,
+            metrics={"train_loss": self.train_losses_[-1], "n_images": len(images)},
+        )
         return self
 
     # -- pickling (to the workers) -------------------------------------------------

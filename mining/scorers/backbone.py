@@ -79,8 +79,9 @@ def greedy_coreset(X: torch.Tensor, n: int, *, seed: int = 0, projection_dim: in
     return torch.tensor(chosen, dtype=torch.int64)
 
 
-def _nn_excluding(q: torch.Tensor, bank: torch.Tensor, owner: torch.Tensor, exclude: torch.Tensor,
-                  chunk: int = 4096) -> torch.Tensor:
+def _nn_excluding(
+    q: torch.Tensor, bank: torch.Tensor, owner: torch.Tensor, exclude: torch.Tensor, chunk: int = 4096
+) -> torch.Tensor:
     """Distance of each row of ``q`` to its nearest bank row whose owner is not ``exclude`` (one per row of q).
 
     Parameters
@@ -139,9 +140,18 @@ class BackboneScorer(Scorer):
     patch_layers = (6, 13)
     global_layer = 18
 
-    def __init__(self, *, weights: str | None = None, size: int = 224, bank_images: int = 256,
-                 coreset_fraction: float = 0.1, bank_trim: float = 0.01, k: int = 5, patch_weight: float = 0.5,
-                 seed: int = 0):
+    def __init__(
+        self,
+        *,
+        weights: str | None = None,
+        size: int = 224,
+        bank_images: int = 256,
+        coreset_fraction: float = 0.1,
+        bank_trim: float = 0.01,
+        k: int = 5,
+        patch_weight: float = 0.5,
+        seed: int = 0,
+    ):
         self.weights = weights
         self.size = size
         self.bank_images = bank_images
@@ -209,8 +219,10 @@ class BackboneScorer(Scorer):
         self._validate()
         path = resolve_weights(self.weights)
         if path is None:
-            logger.warning("backbone: no weights file (set backbone.weights or RAREMINE_BACKBONE_WEIGHTS to "
-                           "torchvision's mobilenet_v2-b0353104.pth); the backbone scorer is skipped")
+            logger.warning(
+                "backbone: no weights file (set backbone.weights or RAREMINE_BACKBONE_WEIGHTS to "
+                "torchvision's mobilenet_v2-b0353104.pth); the backbone scorer is skipped"
+            )
             self.per_image = False
             self.skipped_ = True
             return self
@@ -260,8 +272,9 @@ class BackboneScorer(Scorer):
         h, w = image.shape[:2]
         full = cv2.resize(grid, (w, h), interpolation=cv2.INTER_LINEAR)
         peak = float(grid.max())
-        return ScoreResult(score=peak, stats={"patch_max": peak, "patch_mean": float(grid.mean())}, map=full,
-                           embedding=glob[0].numpy())
+        return ScoreResult(
+            score=peak, stats={"patch_max": peak, "patch_mean": float(grid.mean())}, map=full, embedding=glob[0].numpy()
+        )
 
     def finalize(self, store, run_id: int | None = None) -> None:
         """Combine the patch score with the global kNN distance over all backbone embeddings."""
@@ -273,15 +286,23 @@ class BackboneScorer(Scorer):
         glob = outlier_scores(X, "knn", k=min(self.k, len(ids) - 1), standardize_features=False)
         stats_rows = store.query(
             "SELECT image_id, json_extract(stats, '$.patch_max'), json_extract(stats, '$.patch_mean')"
-            " FROM scores WHERE scorer = ? AND tile = -1", (self.name,))
+            " FROM scores WHERE scorer = ? AND tile = -1",
+            (self.name,),
+        )
         patch = {r[0]: (r[1], r[2]) for r in stats_rows}
         pmax = np.array([np.nan if patch.get(i, (None,))[0] is None else patch[i][0] for i in ids.tolist()], float)
         g_pct, p_pct = rank_normalize(glob), rank_normalize(pmax)
         w = self.patch_weight
         fused = np.where(np.isnan(p_pct), g_pct, w * np.nan_to_num(p_pct) + (1 - w) * g_pct)
-        stats = [{"patch_max": None if np.isnan(pm) else float(pm), "patch_pct": None if np.isnan(pp) else
-                  round(float(pp), 4), "global_knn": float(gk), "global_pct": round(float(gp), 4),
-                  "patch_mean": patch.get(i, (None, None))[1]}
-                 for i, pm, pp, gk, gp in zip(ids.tolist(), pmax, p_pct, glob, g_pct, strict=True)]
+        stats = [
+            {
+                "patch_max": None if np.isnan(pm) else float(pm),
+                "patch_pct": None if np.isnan(pp) else round(float(pp), 4),
+                "global_knn": float(gk),
+                "global_pct": round(float(gp), 4),
+                "patch_mean": patch.get(i, (None, None))[1],
+            }
+            for i, pm, pp, gk, gp in zip(ids.tolist(), pmax, p_pct, glob, g_pct, strict=True)
+        ]
         write_scores(store, self.name, ids, fused, stats, run_id)
         logger.info("backbone: %d images scored (patch weight %.2f)", len(ids), w)

@@ -36,8 +36,14 @@ class ContrastScorer(Scorer):
     name = "contrast"
     map_range = (0.0, 10.0)
 
-    def __init__(self, *, background_sigma: float = 8.0, smooth_sigma: float = 2.0, border: int = 8,
-                 reference_percentile: float = 90.0):
+    def __init__(
+        self,
+        *,
+        background_sigma: float = 8.0,
+        smooth_sigma: float = 2.0,
+        border: int = 8,
+        reference_percentile: float = 90.0,
+    ):
         self.background_sigma = background_sigma
         self.smooth_sigma = smooth_sigma
         self.border = border

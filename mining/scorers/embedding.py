@@ -51,12 +51,22 @@ class EmbeddingScorer(Scorer):
     name = "embedding"
     embedding_name = "descriptors"
 
-    def __init__(self, *, size: int = 128, bins: int = 16, lbp_radii: tuple[int, ...] = (1, 2),
-                 glcm_distances: tuple[int, ...] = (1, 3), levels: int = 32,
-                 embeddings: tuple[str, ...] = ("descriptors", "autoencoder"),
-                 methods: tuple[str, ...] = ("knn", "lof", "iforest"), k: int = 10, approx_threshold: int = 20_000,
-                 map_method: str = "auto", map_embeddings: tuple[str, ...] = ("backbone", "descriptors", "autoencoder"),
-                 random_state: int = 0):
+    def __init__(
+        self,
+        *,
+        size: int = 128,
+        bins: int = 16,
+        lbp_radii: tuple[int, ...] = (1, 2),
+        glcm_distances: tuple[int, ...] = (1, 3),
+        levels: int = 32,
+        embeddings: tuple[str, ...] = ("descriptors", "autoencoder"),
+        methods: tuple[str, ...] = ("knn", "lof", "iforest"),
+        k: int = 10,
+        approx_threshold: int = 20_000,
+        map_method: str = "auto",
+        map_embeddings: tuple[str, ...] = ("backbone", "descriptors", "autoencoder"),
+        random_state: int = 0,
+    ):
         self.size = size
         self.bins = bins
         self.lbp_radii = tuple(lbp_radii)
@@ -85,8 +95,13 @@ class EmbeddingScorer(Scorer):
         return self
 
     def _describe_kwargs(self) -> dict:
-        return {"size": self.size, "bins": self.bins, "lbp_radii": self.lbp_radii,
-                "glcm_distances": self.glcm_distances, "levels": self.levels}
+        return {
+            "size": self.size,
+            "bins": self.bins,
+            "lbp_radii": self.lbp_radii,
+            "glcm_distances": self.glcm_distances,
+            "levels": self.levels,
+        }
 
     def score_image(self, image: np.ndarray) -> ScoreResult:
         """Descriptor vector of one image; the score (0.0) is replaced in :meth:`finalize`."""
@@ -94,8 +109,10 @@ class EmbeddingScorer(Scorer):
 
     def outlier_table(self, X: np.ndarray) -> dict[str, np.ndarray]:
         """Raw outlier score per method over one embedding matrix (rows = images)."""
-        return {m: outlier_scores(X, m, k=self.k, approx_threshold=self.approx_threshold,
-                                  random_state=self.random_state) for m in self.methods}
+        return {
+            m: outlier_scores(X, m, k=self.k, approx_threshold=self.approx_threshold, random_state=self.random_state)
+            for m in self.methods
+        }
 
     def finalize(self, store, run_id: int | None = None) -> None:
         """Outlier scores over every stored embedding, the fused ``embedding`` score, and the 2-D map."""

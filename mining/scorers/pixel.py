@@ -65,10 +65,21 @@ class PixelScorer(Scorer):
     name = "pixel"
     map_range = (0.0, 1.0)
 
-    def __init__(self, *, model: str | None = None, model_name: str | None = None, features: dict | None = None,
-                 stride: int = 2, tile_size: int | None = 1024, smooth_sigma: float = 2.0,
-                 score_rule: str = "max", top_k: int = 30, threshold: float = 0.5, border: int = 0,
-                 uncertainty_kind: str = "margin"):
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        model_name: str | None = None,
+        features: dict | None = None,
+        stride: int = 2,
+        tile_size: int | None = 1024,
+        smooth_sigma: float = 2.0,
+        score_rule: str = "max",
+        top_k: int = 30,
+        threshold: float = 0.5,
+        border: int = 0,
+        uncertainty_kind: str = "margin",
+    ):
         self.model = model
         self.model_name = model_name
         self.features = features
@@ -98,8 +109,9 @@ class PixelScorer(Scorer):
         if self.border < 0:
             raise ValueError(f"scorers.pixel.border must be >= 0, got {self.border}")
         if self.uncertainty_kind not in ("margin", "entropy"):
-            raise ValueError(f"scorers.pixel.uncertainty_kind must be 'margin' or 'entropy', "
-                             f"got {self.uncertainty_kind!r}")
+            raise ValueError(
+                f"scorers.pixel.uncertainty_kind must be 'margin' or 'entropy', got {self.uncertainty_kind!r}"
+            )
 
     def prepare(self, store=None, run_id=None) -> PixelScorer:
         """Validate the parameters and load the model once.
@@ -115,8 +127,10 @@ class PixelScorer(Scorer):
             row = store.latest_model("pixel", self.model_name) if store is not None else None
             if row is None:
                 which = f" named {self.model_name!r}" if self.model_name else ""
-                raise ValueError(f"no pixel model{which} is registered in the catalogue: train one with "
-                                 "`raremine fit-pixel --db DB --images DIR --labels DIR` or set scorers.pixel.model")
+                raise ValueError(
+                    f"no pixel model{which} is registered in the catalogue: train one with "
+                    "`raremine fit-pixel --db DB --images DIR --labels DIR` or set scorers.pixel.model"
+                )
             path = row["path"]
         try:
             self._model = load_pixel_model(path, expect=self.features)
@@ -166,8 +180,12 @@ class PixelScorer(Scorer):
         stats.update({f"defect_{key}": v for key, v in st.items()})
         unc = uncertainty(proba, self.uncertainty_kind)
         stats["uncertainty_mean"] = float(unc[mask].mean()) if mask.any() else 0.0
-        score = {"topk_mean": st["topk_mean"], "max": st["max"], "area": st["area"],
-                 "largest_component": st["largest"]}[self.score_rule]
+        score = {
+            "topk_mean": st["topk_mean"],
+            "max": st["max"],
+            "area": st["area"],
+            "largest_component": st["largest"],
+        }[self.score_rule]
         full = cv2.resize(defect.astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
         return ScoreResult(score=float(score), stats=stats, map=full)
 
