@@ -38,6 +38,7 @@ from synthesis.labels.core import (
     LabelObject,
     LabelSet,
     check_box,
+    check_exportable,
     check_polygon,
     class_map_from,
     coco_to_xyxy,
@@ -199,11 +200,7 @@ def write_coco(
     for it in items:
         try:
             w, h = it.size()
-            unknown = [c for c in it.categories() if c not in cmap]
-            if unknown:
-                raise LabelFormatError("unknown_class", f"{unknown} not in the class map {list(cmap.names)}")
-            if it.labels and not it.objects:
-                raise LabelFormatError("no_geometry", f"labels {it.labels} have no mask, polygon or box")
+            check_exportable(it, cmap)
             image_id = len(images) + 1
             new = [_ann(o, cmap, w, h, segmentation, holes) for o in it.objects]
         except LabelFormatError as err:

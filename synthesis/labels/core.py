@@ -584,6 +584,21 @@ def category_masks(item: ImageLabels, height: int, width: int) -> dict[str, np.n
     return out
 
 
+def check_exportable(item: ImageLabels, cmap: ClassMap) -> None:
+    """Refuse an image whose classes are not all in the class map, or whose labels have no geometry.
+
+    Raises
+    ------
+    LabelFormatError
+        Reason ``unknown_class`` or ``no_geometry``.
+    """
+    unknown = [c for c in item.categories() if c not in cmap]
+    if unknown:
+        raise LabelFormatError("unknown_class", f"{unknown} not in the class map {list(cmap.names)}")
+    if item.labels and not item.objects:
+        raise LabelFormatError("no_geometry", f"labels {item.labels} have no mask, polygon or box")
+
+
 def stem(path: str) -> str:
     """File name without folder and extension."""
     return os.path.splitext(os.path.basename(path))[0]

@@ -36,6 +36,7 @@ from synthesis.labels.core import (
     LabelObject,
     LabelSet,
     check_box,
+    check_exportable,
     check_polygon,
     class_map_from,
     collect_classes,
@@ -192,11 +193,7 @@ def write_labelme(
         it = items[i]
         try:
             w, h = it.size()
-            unknown = [c for c in it.categories() if c not in cmap]
-            if unknown:
-                raise LabelFormatError("unknown_class", f"{unknown} not in the class map {list(cmap.names)}")
-            if it.labels and not it.objects:
-                raise LabelFormatError("no_geometry", f"labels {it.labels} have no mask, polygon or box")
+            check_exportable(it, cmap)
             shapes = []
             gid = 0
             for obj in it.objects:

@@ -37,6 +37,7 @@ from synthesis.labels.core import (
     LabelError,
     LabelObject,
     LabelSet,
+    check_exportable,
     class_map_from,
     collect_classes,
     object_mask,
@@ -156,25 +157,16 @@ def write_masks(items: Sequence[ImageLabels], out: str | os.PathLike, *, classes
         it = items[i]
         try:
             w, h = it.size()
-            unknown = [c for c in it.categories() if c not in cmap]
-            if unknown:
-                raise _Skip("unknown_class", f"{unknown} not in the class map {list(cmap.names)}")
-            if it.labels and not it.objects:
-                raise _Skip("no_geometry", f"labels {it.labels} have no mask, polygon or box")
+            check_exportable(it, cmap)
             arr = np.zeros((h, w), dtype)
             for obj in it.objects:
                 arr[object_mask(obj, h, w)] = cmap.mask_value(obj.category)
-        except (_Skip, ValueError) as err:
+        except ValueError as err:
             reason = getattr(err, "reason", "malformed")
-            res.skipped.append(LabelError(it.source or it.image, reason, str(err), image=it.image))
+            detail = getattr(err, "detail", str(err))
+            res.skipped.append(LabelError(it.source or it.image, reason, detail, image=it.image))
             continue
         res.files.append(write_png(os.path.join(out, name + ".png"), arr))
         res.images += 1
     res.class_map = write_class_map(out, cmap)
     return res
-
-
-class _Skip(ValueError):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason = reason

@@ -40,6 +40,7 @@ from synthesis.labels.core import (
     LabelObject,
     LabelSet,
     check_box,
+    check_exportable,
     class_map_from,
     collect_classes,
     fmt_number,
@@ -224,11 +225,7 @@ def write_yolo(
         it = items[i]
         try:
             w, h = it.size()
-            unknown = [c for c in it.categories() if c not in cmap]
-            if unknown:
-                raise LabelFormatError("unknown_class", f"{unknown} not in the class map {list(cmap.names)}")
-            if it.labels and not it.objects:
-                raise LabelFormatError("no_geometry", f"labels {it.labels} have no mask, polygon or box")
+            check_exportable(it, cmap)
             lines = []
             for obj in it.objects:
                 cid = cmap.yolo_id(obj.category)
