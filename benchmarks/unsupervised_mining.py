@@ -6,8 +6,8 @@ mined with the ``autoencoder``, ``embedding`` and ``backbone`` scorers
 (no labels anywhere). Reported per scorer, for the fusion (rank-normalised
 mean, with and without the backbone) and for peers computed in the same run:
 PyOD ECOD and IsolationForest on the same cheap descriptors, random order,
-MobileNetV2 global-average-pooled features + kNN (k=5), and the backbone's
-PatchCore-style patch part alone.
+MobileNetV2 global-average-pooled features + kNN (k=5), and a plain
+PatchCore-style patch scorer (the backbone's patch part with its own bank, no global part).
 
 Then throughput: decode + autoencoder map + descriptor embedding of 256x256
 PNGs in a 2-process pool, and UMAP seconds for 100k embeddings.
@@ -39,6 +39,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
 
+from mining.config import load_config  # noqa: E402
 from mining.index import index_archive  # noqa: E402
 from mining.mine import mine  # noqa: E402
 from mining.outliers import outlier_scores  # noqa: E402
@@ -97,10 +98,13 @@ def run_archive(category: str, seed: int, workdir: str, weights: str | None, wor
         res = {}
         for j, n in enumerate(scorer_names):
             res[n] = metrics(raw[:, j], y)
-        _, fused = fuse(raw)
+        default_w = load_config().rank.weights
+        w_default = np.array([default_w.get(n, 1.0) for n in scorer_names])
+        _, fused = fuse(raw, w_default)
         res["fusion"] = metrics(fused, y)
+        res["fusion_equal_weights"] = metrics(fuse(raw)[1], y)
         no_bb = [j for j, n in enumerate(scorer_names) if n != "backbone"]
-        res["fusion_no_backbone"] = metrics(fuse(raw[:, no_bb])[1], y)
+        res["fusion_no_backbone"] = metrics(fuse(raw[:, no_bb], w_default[no_bb])[1], y)
         if "backbone" in scorer_names:
             w = np.array([2.0 if n == "backbone" else 1.0 for n in scorer_names])
             res["fusion_backbone_x2"] = metrics(fuse(raw, w)[1], y)
@@ -123,13 +127,10 @@ def run_archive(category: str, seed: int, workdir: str, weights: str | None, wor
         if weights:
             b_ids, B = load_embeddings(store, "backbone")
             by = np.array([y[pos[int(i)]] for i in b_ids])
-            res["peer_gap_knn5"] = metrics(outlier_scores(B, "knn", k=5, standardize_features=False), by)
-            rows = store.query(
-                "SELECT image_id, json_extract(stats, '$.patch_max') FROM scores"
-                " WHERE scorer = 'backbone' AND tile = -1"
-            )
-            pm = dict((int(a), b) for a, b in rows)
-            res["peer_patchcore_patch_part"] = metrics(np.array([pm[int(i)] for i in ids], float), y)
+            # the peer: the last block's global average pool alone (the last 1280 values of the embedding)
+            assert list(load_config().backbone.global_layers)[-1] == 18, "the peer reads block 18's part"
+            res["peer_gap_knn5"] = metrics(outlier_scores(B[:, -1280:], "knn", k=5, standardize_features=False), by)
+            res["peer_patchcore"] = metrics(patchcore_peer(store, ids, weights, seed), y)
     return {
         "category": category,
         "seed": seed,
@@ -138,7 +139,29 @@ def run_archive(category: str, seed: int, workdir: str, weights: str | None, wor
         "mine_seconds": round(seconds, 1),
         "mine_summary": summary.as_dict(),
         "results": res,
+        # raw image scores, so that other fusions can be evaluated offline on the same archives
+        "labels": y.astype(int).tolist(),
+        "scores": {n: [None if np.isnan(v) else float(v) for v in raw[:, j]] for j, n in enumerate(scorer_names)},
     }
+
+
+def patchcore_peer(store: Store, ids: np.ndarray, weights: str, seed: int) -> np.ndarray:
+    """A plain PatchCore-style score: max patch distance to a coreset bank of other images' patches.
+
+    The backbone scorer's own patch part (blocks 6 and 13, 3x3 average, a bank
+    from 256 seeded images, greedy coreset 10 %, own image excluded) with no
+    bank trimming and no global part.
+    """
+    from mining.backbone import load_mobilenet_v2
+    from mining.io import read_image
+
+    peer = get_scorer("backbone", weights=weights, patch_weight=1.0, bank_trim=0.0, seed=seed)
+    peer.net_ = load_mobilenet_v2(weights)
+    paths = {r["id"]: r["path"] for r in store.images()}
+    rng = np.random.default_rng(seed)
+    pick = sorted(rng.choice(len(ids), size=min(peer.bank_images, len(ids)), replace=False))
+    peer.fit_bank([read_image(paths[int(ids[i])]) for i in pick])
+    return np.array([peer.score_image(read_image(paths[int(i)])).score for i in ids], float)
 
 
 # -- throughput --------------------------------------------------------------------------------

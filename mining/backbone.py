@@ -7,10 +7,10 @@ file ``mobilenet_v2-b0353104.pth`` loads with ``strict=True`` and
 file named by the config key ``backbone.weights`` or the environment variable
 :data:`WEIGHTS_ENV`.
 
-Feature extraction (:func:`extract_features`) returns, for a batch of gray or
-colour images, the mid-level feature maps used for PatchCore-style patch
-scoring (locally averaged over 3x3 neighbourhoods) and a global descriptor
-(average- and max-pooled deep features).
+:func:`preprocess` turns gray or colour images into the network's input and
+:meth:`MobileNetV2.feature_maps` returns the maps of chosen blocks; the
+``backbone`` scorer (:mod:`mining.scorers.backbone`) pools them into global
+vectors and PatchCore-style patch features.
 """
 
 from __future__ import annotations
@@ -106,6 +106,20 @@ class MobileNetV2(nn.Module):
         return out
 
 
+def block_channels(layer: int) -> int:
+    """Channels of the output of ``features[layer]`` (0 to 18) of MobileNetV2 width 1.0.
+
+    Raises
+    ------
+    ValueError
+        When ``layer`` is not a block number.
+    """
+    channels = [32] + [c for _, c, n, _ in _SETTINGS for _ in range(n)] + [1280]
+    if not isinstance(layer, int) or not 0 <= layer < len(channels):
+        raise ValueError(f"MobileNetV2 has feature blocks 0 to {len(channels) - 1}, got {layer!r}")
+    return channels[layer]
+
+
 def resolve_weights(path: str | os.PathLike | None) -> str | None:
     """The weights file to use: ``path``, else :data:`WEIGHTS_ENV`, else None.
 
@@ -176,49 +190,3 @@ def preprocess(images: list[np.ndarray], size: int) -> torch.Tensor:
         batch[i] = im[..., None] if im.ndim == 2 else im[..., :3]
     batch = (batch - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
     return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
-
-
-@torch.no_grad()
-def extract_features(
-    net: MobileNetV2,
-    x: torch.Tensor,
-    *,
-    patch_layers: tuple[int, ...] = (3, 6),
-    global_layers: tuple[int, ...] = (13, 18),
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Patch features (PatchCore style) and a global descriptor for a batch.
-
-    Parameters
-    ----------
-    net : MobileNetV2
-    x : Tensor of shape (N, 3, S, S)
-        From :func:`preprocess`.
-    patch_layers : tuple of int, default=(3, 6)
-        ``features`` blocks whose maps form the patch features; each is
-        averaged over 3x3 neighbourhoods, brought to the first one's
-        resolution and concatenated along channels.
-    global_layers : tuple of int, default=(13, 18)
-        Blocks whose maps are average- and max-pooled into the global vector.
-
-    Returns
-    -------
-    patches : Tensor of shape (N, C, h, w), float32
-    global_ : Tensor of shape (N, D), float32
-        Each pooled block L2-normalised before concatenation.
-    """
-    layers = tuple(sorted(set(patch_layers) | set(global_layers)))
-    maps = dict(zip(layers, net.feature_maps(x, layers), strict=True))
-    ref = maps[patch_layers[0]].shape[-2:]
-    parts = []
-    for layer in patch_layers:
-        m = F.avg_pool2d(maps[layer], 3, stride=1, padding=1, count_include_pad=False)
-        if m.shape[-2:] != ref:
-            m = F.interpolate(m, size=ref, mode="bilinear", align_corners=False)
-        parts.append(m)
-    patches = torch.cat(parts, dim=1)
-    pooled = []
-    for layer in global_layers:
-        m = maps[layer]
-        for v in (m.mean(dim=(2, 3)), m.amax(dim=(2, 3))):
-            pooled.append(F.normalize(v, dim=1))
-    return patches.float(), torch.cat(pooled, dim=1).float()

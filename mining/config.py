@@ -168,8 +168,19 @@ class BackboneConfig(_Section):
     coreset_fraction: float = Field(0.1, gt=0, le=1)
     bank_trim: float = Field(0.01, ge=0, lt=0.5)
     k: int = Field(5, ge=1)
-    patch_weight: float = Field(0.5, ge=0, le=1)
+    global_layers: list[int] = Field(
+        default_factory=lambda: [13, 18], min_length=1, description="blocks 0-18 average-pooled into the global vector"
+    )
+    patch_weight: float = Field(0.0, ge=0, le=1, description="0: global kNN only (no patch bank, no map)")
     seed: int = 0
+
+    @field_validator("global_layers")
+    @classmethod
+    def _blocks(cls, layers: list[int]) -> list[int]:
+        bad = [v for v in layers if not 0 <= v <= 18]
+        if bad or len(set(layers)) != len(layers):
+            raise ValueError(f"got {layers}; allowed: distinct MobileNetV2 block numbers 0 to 18")
+        return layers
 
 
 class PixelFeaturesConfig(_Section):

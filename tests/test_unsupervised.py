@@ -243,7 +243,9 @@ def test_backbone_patch_bank_excludes_own_image(tiny_archive):
 
     paths = sorted(tiny_archive["truth"])
     images = [read_image(p) for p in paths]
-    s = get_scorer("backbone", weights=WEIGHTS, size=64, bank_images=40, bank_trim=0.0, coreset_fraction=1.0)
+    s = get_scorer(
+        "backbone", weights=WEIGHTS, size=64, bank_images=40, bank_trim=0.0, coreset_fraction=1.0, patch_weight=0.5
+    )
     from mining.backbone import load_mobilenet_v2
 
     s.net_ = load_mobilenet_v2(WEIGHTS)
@@ -259,3 +261,51 @@ def test_backbone_patch_bank_excludes_own_image(tiny_archive):
     assert scores.min() > 0
     truth = np.array([tiny_archive["truth"][p] for p in paths])
     assert set(np.argsort(-scores)[:2]) == set(np.flatnonzero(truth))
+
+
+def test_scale_blocks_gives_each_block_the_same_spread():
+    from mining.scorers.backbone import scale_blocks
+
+    rng = np.random.default_rng(0)
+    X = np.hstack([rng.normal(0, 100, (50, 3)), rng.normal(5, 0.01, (50, 7))])
+    Z = scale_blocks(X, (3, 7))
+    for part in (Z[:, :3], Z[:, 3:]):
+        assert np.sqrt(((part - part.mean(0)) ** 2).sum(1).mean()) == pytest.approx(1.0)
+    # within a block the geometry is kept: distances shrink by one factor
+    d = np.linalg.norm(X[0, :3] - X[1, :3]) / np.linalg.norm(Z[0, :3] - Z[1, :3])
+    assert np.linalg.norm(X[2, :3] - X[3, :3]) / np.linalg.norm(Z[2, :3] - Z[3, :3]) == pytest.approx(d)
+    assert (scale_blocks(np.ones((4, 2)), (2,)) == 0).all()  # a constant block weighs nothing
+    with pytest.raises(ValueError, match="expected 10 columns"):
+        scale_blocks(X[:, :9], (3, 7))
+
+
+def test_backbone_global_layers_are_validated():
+    from mining.backbone import block_channels
+    from mining.config import load_config
+
+    assert [block_channels(v) for v in (0, 13, 18)] == [32, 96, 1280]
+    with pytest.raises(ValueError, match="blocks 0 to 18"):
+        block_channels(19)
+    allowed = r"backbone.global_layers must be distinct block numbers 0 to 18, got \[13, 19\]"
+    with pytest.raises(ValueError, match=allowed):
+        get_scorer("backbone", global_layers=[13, 19])._validate()
+    with pytest.raises(ValueError, match="global_layers"):
+        load_config(overrides=["backbone.global_layers=[13,13]"])
+
+
+@requires_weights
+def test_backbone_global_vector_and_stale_embeddings(tiny_archive, tmp_path):
+    """Default: no patch bank, no map, the embedding concatenates blocks 13 and 18; a mismatch is refused."""
+    from mining.index import index_archive
+    from mining.mine import mine
+
+    with Store(tmp_path / "c.db") as store:
+        index_archive(store, [tiny_archive["root"]])
+        s = get_scorer("backbone", weights=WEIGHTS, size=64).prepare(store, None)
+        assert not hasattr(s, "bank_")
+        im = cv2.imread(sorted(tiny_archive["truth"])[0], cv2.IMREAD_UNCHANGED)
+        r = s.score_image(im)
+        assert r.map is None and r.embedding.shape == (96 + 1280,) and r.embedding.dtype == np.float32
+        mine(store, [get_scorer("backbone", weights=WEIGHTS, size=64)], backend="inline", save_maps=False)
+        with pytest.raises(ValueError, match=r"have 1376 values, backbone.global_layers=\[18\] gives 1280"):
+            get_scorer("backbone", weights=WEIGHTS, size=64, global_layers=[18]).prepare(store).finalize(store)
