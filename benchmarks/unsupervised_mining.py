@@ -14,6 +14,7 @@ PNGs in a 2-process pool, and UMAP seconds for 100k embeddings.
 
 usage: python benchmarks/unsupervised_mining.py [--categories Blowhole,Break,...] [--seeds 0]
        [--skip-mining] [--skip-throughput] [--resume] [--umap-n 100000] [--out benchmarks/results/unsupervised]
+       [--fusion-only]   (recompute the fusion lines of OUT/report.json from its stored raw scores)
 """
 
 from __future__ import annotations
@@ -75,6 +76,34 @@ def metrics(scores: np.ndarray, y: np.ndarray) -> dict:
     return out
 
 
+def fusion_results(scorer_names: list[str], raw: np.ndarray, y: np.ndarray) -> dict:
+    """AP and recalls of the fusion rules, from the raw image scores (one column per scorer)."""
+    cfg = load_config().rank
+    w = np.array([cfg.weights.get(n, 1.0) for n in scorer_names])
+    primary = np.array([n in cfg.primary for n in scorer_names])
+    res = {"fusion": metrics(fuse(raw, w, primary)[1], y)}  # the default rule (rank.weights, rank.primary)
+    res["fusion_equal_weights_no_primary"] = metrics(fuse(raw)[1], y)
+    no_bb = [j for j, n in enumerate(scorer_names) if n != "backbone"]
+    res["fusion_no_backbone"] = metrics(fuse(raw[:, no_bb], w[no_bb])[1], y)
+    if "backbone" in scorer_names:
+        x2 = np.array([2.0 if n == "backbone" else 1.0 for n in scorer_names])
+        res["fusion_backbone_x2_no_primary"] = metrics(fuse(raw, x2)[1], y)
+    return res
+
+
+def rescore_report(report: dict) -> dict:
+    """Recompute the fusion lines of every archive from its stored raw scores (same archives, same scores)."""
+    for r in report["runs"]:
+        names = list(r["scores"])
+        raw = np.column_stack([np.array(r["scores"][n], dtype=float) for n in names])
+        fused = fusion_results(names, raw, np.array(r["labels"]))
+        r["results"] = {
+            **{k: v for k, v in r["results"].items() if not k.startswith("fusion")},
+            **fused,
+        }
+    return report
+
+
 def run_archive(category: str, seed: int, workdir: str, weights: str | None, workers: int) -> dict:
     out = os.path.join(workdir, f"{category}_s{seed}")
     subprocess.run(
@@ -98,16 +127,7 @@ def run_archive(category: str, seed: int, workdir: str, weights: str | None, wor
         res = {}
         for j, n in enumerate(scorer_names):
             res[n] = metrics(raw[:, j], y)
-        default_w = load_config().rank.weights
-        w_default = np.array([default_w.get(n, 1.0) for n in scorer_names])
-        _, fused = fuse(raw, w_default)
-        res["fusion"] = metrics(fused, y)
-        res["fusion_equal_weights"] = metrics(fuse(raw)[1], y)
-        no_bb = [j for j, n in enumerate(scorer_names) if n != "backbone"]
-        res["fusion_no_backbone"] = metrics(fuse(raw[:, no_bb], w_default[no_bb])[1], y)
-        if "backbone" in scorer_names:
-            w = np.array([2.0 if n == "backbone" else 1.0 for n in scorer_names])
-            res["fusion_backbone_x2"] = metrics(fuse(raw, w)[1], y)
+        res.update(fusion_results(scorer_names, raw, y))
         pos = {int(i): k for k, i in enumerate(ids)}
         rng = np.random.default_rng(seed)
         res["peer_random"] = metrics(rng.permutation(len(ids)).astype(float), y)
@@ -255,7 +275,18 @@ def main() -> None:
     ap.add_argument("--umap-n", type=int, default=100_000, help="0 skips the UMAP timing")
     ap.add_argument("--resume", action="store_true", help="keep the archives already in OUT/report.json")
     ap.add_argument("--out", default=str(HERE / "results" / "unsupervised"))
+    ap.add_argument(
+        "--fusion-only",
+        action="store_true",
+        help="recompute the fusion lines of OUT/report.json from its stored raw scores and print the table",
+    )
     a = ap.parse_args()
+    if a.fusion_only:
+        with open(os.path.join(a.out, "report.json")) as fh:
+            report = rescore_report(json.load(fh))
+        _write(a.out, report)
+        print(table(report))
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     weights = a.weights or default_weights()
     os.makedirs(a.out, exist_ok=True)

@@ -83,6 +83,10 @@ class RankConfig(_Section):
     strategy: str = "top"
     n: int = Field(24, ge=1)
     weights: dict[str, float] = Field(default_factory=dict, description="fusion weight per scorer")
+    primary: list[str] = Field(
+        default_factory=lambda: ["backbone"],
+        description="scorers that alone decide the fused score of the images they scored ([]: none)",
+    )
 
 
 class LearnConfig(_Section):

@@ -6,7 +6,7 @@ import csv
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -17,7 +17,13 @@ from synthesis.atomic import atomic_write
 logger = logging.getLogger(__name__)
 
 
-def export_scores(store: Store, out: str | os.PathLike, *, weights: Mapping[str, float] | None = None) -> int:
+def export_scores(
+    store: Store,
+    out: str | os.PathLike,
+    *,
+    weights: Mapping[str, float] | None = None,
+    primary: Sequence[str] | None = None,
+) -> int:
     """Write image scores as CSV: ``path,score,<one column per scorer>``, sorted by score.
 
     ``score`` is the fused score (rank-normalised weighted mean, in (0, 1]);
@@ -29,7 +35,7 @@ def export_scores(store: Store, out: str | os.PathLike, *, weights: Mapping[str,
     int
         Rows written.
     """
-    fs = fused_scores(store, weights)
+    fs = fused_scores(store, weights, primary=primary)
     paths = dict(store.query("SELECT id, path FROM images"))
     order = np.argsort(-np.nan_to_num(fs.fused, nan=-1), kind="stable")
     with atomic_write(out, newline="") as fh:

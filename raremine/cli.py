@@ -303,6 +303,7 @@ def rank_cmd(
                 strategy=strategy or cfg.rank.strategy,
                 n=n or cfg.rank.n,
                 weights=cfg.rank.weights,
+                primary=cfg.rank.primary,
                 random_state=seed,
                 per_category=cfg.learn.per_category,
                 cold_start=cfg.learn.cold_start,
@@ -385,7 +386,7 @@ def export(
     with open_store(db) as store:
         try:
             if what == "scores":
-                n = export_scores(store, out, weights=cfg.rank.weights)
+                n = export_scores(store, out, weights=cfg.rank.weights, primary=cfg.rank.primary)
             else:
                 n = export_candidates(store, out)
         except ValueError as err:
@@ -567,7 +568,12 @@ def simulate(
                 rounds=rounds,
                 masks_per_round=lc.masks_per_round if masks_per_round is None else masks_per_round,
                 learn_kwargs={"config": cfg},
-                rank_kwargs={"weights": cfg.rank.weights, "per_category": lc.per_category, "cold_start": lc.cold_start},
+                rank_kwargs={
+                    "weights": cfg.rank.weights,
+                    "primary": cfg.rank.primary,
+                    "per_category": lc.per_category,
+                    "cold_start": lc.cold_start,
+                },
                 random_state=seed,
                 progress=cb,
             )

@@ -136,6 +136,40 @@ def test_fusion_arithmetic():
     pct, fused = fuse(raw, np.array([1.0, 3.0]))
     np.testing.assert_allclose(pct[:, 1], [1 / 3, np.nan, 1.0, 2 / 3])
     np.testing.assert_allclose(fused, [(0.25 + 1.0) / 4, 0.5, (0.75 + 3.0) / 4, (1.0 + 2.0) / 4])
+    # column 1 primary: it alone decides where it scored; row 1 (no primary score) falls back to column 0
+    _, fused = fuse(raw, np.array([1.0, 3.0]), np.array([False, True]))
+    np.testing.assert_allclose(fused, [1 / 3, 0.5, 1.0, 2 / 3])
+    # a primary scorer with weight 0 does not take over
+    _, fused = fuse(raw, np.array([1.0, 0.0]), np.array([False, True]))
+    np.testing.assert_allclose(fused, [0.25, 0.5, 0.75, 1.0])
+    with pytest.raises(ValueError, match="primary must be 2 booleans"):
+        fuse(raw, None, np.array([True]))
+
+
+def test_fused_scores_backbone_is_primary_by_default(tmp_path):
+    """The stored scores of three scorers: the backbone decides, the others stay in "why"."""
+    from mining.rank import fused_scores
+
+    with Store(tmp_path / "c.db") as store:
+        ids = []
+        for i in range(4):
+            p = tmp_path / f"{i}.png"
+            cv2.imwrite(str(p), np.full((8, 8), i * 40, np.uint8))
+        from mining.index import index_archive
+
+        index_archive(store, [str(tmp_path)])
+        ids = sorted(r["id"] for r in store.images())
+        bb = dict(zip(ids, [0.1, 0.4, 0.3, 0.2], strict=True))
+        ae = dict(zip(ids, [9.0, 1.0, 2.0, 3.0], strict=True))
+        from mining.scorers._whole import write_scores
+
+        for name, table in (("backbone", bb), ("autoencoder", ae)):
+            write_scores(store, name, np.array(ids), np.array([table[i] for i in ids]), [{}] * 4, None)
+        fs = fused_scores(store)
+        assert fs.image_ids[int(np.argmax(fs.fused))] == ids[1]
+        assert set(fs.why(int(np.argmax(fs.fused)))) == {"autoencoder", "backbone"}
+        everything = fused_scores(store, primary=[])
+        np.testing.assert_allclose(everything.fused, fuse(everything.raw)[1])
 
 
 @pytest.fixture(scope="session")
