@@ -220,6 +220,19 @@ def test_map_quality(clustered, umap_map, method):
             emap.transform(X[:5])
 
 
+def test_large_map_regime_keeps_quality(clustered, umap_map):
+    """From ``large`` points on: PCA start and fewer epochs (here forced on 160 points)."""
+    from sklearn.manifold import trustworthiness
+
+    X, _ = clustered
+    emap = EmbeddingMap(method="umap", n_neighbors=10, large=100, large_epochs=50).fit(X)
+    assert emap.model_.init == "pca" and emap.model_.n_epochs == 50
+    assert np.isfinite(emap.embedding_).all() and trustworthiness(X, emap.embedding_, n_neighbors=10) > 0.9
+    assert umap_map.model_.init == "spectral"  # below ``large``: umap-learn's defaults
+    with pytest.raises(ValueError, match="large_epochs must be >= 1"):
+        EmbeddingMap(large_epochs=0).fit(X)
+
+
 def test_map_rejects_bad_parameters():
     with pytest.raises(ValueError, match="method"):
         EmbeddingMap(method="pca").fit(np.zeros((10, 3)))
