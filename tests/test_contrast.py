@@ -39,3 +39,11 @@ def test_small_images_and_bad_parameters():
     assert r.map.shape == (20, 20) and np.isfinite(r.score)
     with pytest.raises(ValueError, match="stat_stride must be an integer >= 1, got 0"):
         get_scorer("contrast", stat_stride=0).prepare()
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 64, 4096, 4097])
+def test_median_matches_numpy(n):
+    from mining.scorers.contrast import _median
+
+    values = np.random.default_rng(n).normal(size=(n, 1)).astype(np.float32)
+    assert _median(values) == pytest.approx(float(np.median(values)), abs=1e-6)
