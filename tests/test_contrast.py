@@ -42,8 +42,17 @@ def test_small_images_and_bad_parameters():
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 64, 4096, 4097])
-def test_median_matches_numpy(n):
-    from mining.scorers.contrast import _median
+def test_median_and_percentile_match_numpy(n):
+    from mining.scorers.contrast import _median, _percentile
 
     values = np.random.default_rng(n).normal(size=(n, 1)).astype(np.float32)
     assert _median(values) == pytest.approx(float(np.median(values)), abs=1e-6)
+    for q in (0.0, 10.0, 90.0, 99.5, 100.0):
+        assert _percentile(values, q) == pytest.approx(float(np.percentile(values, q)), abs=1e-6)
+
+
+def test_input_image_is_not_modified(images):
+    im = images[5].astype(np.float32) / 255
+    before = im.copy()
+    get_scorer("contrast").prepare().score_image(im)
+    np.testing.assert_array_equal(im, before)
