@@ -84,7 +84,7 @@ class RankConfig(_Section):
     n: int = Field(24, ge=1)
     weights: dict[str, float] = Field(default_factory=dict, description="fusion weight per scorer")
     primary: list[str] = Field(
-        default_factory=lambda: ["backbone", "pixel"],
+        default_factory=lambda: ["backbone"],
         description="scorers that alone decide the fused score of the images they scored ([]: none)",
     )
 

@@ -4,13 +4,14 @@ Fusion rank-normalises each scorer (its scores become percentiles in (0, 1],
 higher = rarer) and takes a weighted mean over the scorers that scored an
 image. *Primary* scorers (:data:`PRIMARY_SCORERS`, config ``rank.primary``)
 come first: where one of them scored an image, the mean runs over the
-primary scorers alone. The pretrained ``backbone`` and the ``pixel`` model
-(trained on the user's own labels) are primary by default: on the
-magnetic-tile archives of ``benchmarks/unsupervised_mining.py`` the
+primary scorers alone. The pretrained ``backbone`` is primary by default: on
+the magnetic-tile archives of ``benchmarks/unsupervised_mining.py`` the
 autoencoder and the descriptor outliers were at chance, and even a weight of
-0.05 on them (against 1 for the backbone) cut the fused AP from 0.33 to 0.13;
-on the Blowhole archives of ``benchmarks/active_learning.py`` backbone + pixel
-fused had AP 0.33 against 0.14 for the backbone alone.
+0.05 on them (against 1 for the backbone) cut the fused AP from 0.33 to 0.13.
+Adding ``pixel`` helps where the pixel model is strong (Blowhole archives of
+``benchmarks/active_learning.py``: backbone + pixel fused AP 0.33 against
+0.14 for the backbone alone) and hurts where it is weak (``make demo``: 1 of
+4 defects in the top 20 instead of 2), so it is not primary by default.
 Every image keeps its "why": the percentile each scorer gave it.
 
 Selection strategies live in :data:`STRATEGIES`; each takes the fused table
@@ -82,7 +83,7 @@ def rank_normalize(scores: np.ndarray) -> np.ndarray:
 
 
 #: Scorers that alone decide the fused score of every image they scored (``rank.primary``).
-PRIMARY_SCORERS: tuple[str, ...] = ("backbone", "pixel")
+PRIMARY_SCORERS: tuple[str, ...] = ("backbone",)
 
 
 def fuse(
