@@ -2,9 +2,11 @@
 
 For each category and seed, an archive is built with the shared tool
 ``make_rare_archive.py`` (MT_Free plus 1 % of the category), indexed, and
-mined with the ``autoencoder``, ``embedding`` and ``backbone`` scorers
-(no labels anywhere). Reported per scorer, for the fusion (rank-normalised
-mean, with and without the backbone) and for peers computed in the same run:
+mined with the scorers of ``--config`` (default ``configs/magnetic-tile.yaml``:
+``contrast``, ``autoencoder``, ``embedding`` and ``backbone``, no labels
+anywhere). Reported per scorer, for the fusion (the config's ``rank.weights``
+and ``rank.primary``, with and without the backbone) and for peers computed
+in the same run:
 PyOD ECOD and IsolationForest on the same cheap descriptors, random order,
 MobileNetV2 global-average-pooled features + kNN (k=5), and a plain
 PatchCore-style patch scorer (the backbone's patch part with its own bank, no global part).
@@ -14,6 +16,7 @@ PNGs in a 2-process pool, and UMAP seconds for 100k embeddings.
 
 usage: python benchmarks/unsupervised_mining.py [--categories Blowhole,Break,...] [--seeds 0]
        [--skip-mining] [--skip-throughput] [--resume] [--umap-n 100000] [--out benchmarks/results/unsupervised]
+       [--config configs/magnetic-tile.yaml]
        [--fusion-only]   (recompute the fusion lines of OUT/report.json from its stored raw scores)
 """
 
@@ -40,7 +43,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
 
-from mining.config import load_config  # noqa: E402
+from mining.config import Config, load_config, scorer_params  # noqa: E402
 from mining.index import index_archive  # noqa: E402
 from mining.mine import mine  # noqa: E402
 from mining.outliers import outlier_scores  # noqa: E402
@@ -52,6 +55,7 @@ from mining.store import Store  # noqa: E402
 DATA = REPO.parent / "shared" / "data" / "magnetic-tile"
 TOOL = REPO.parent / "shared" / "tools" / "make_rare_archive.py"
 CATEGORIES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
+DEFAULT_CONFIG = REPO / "configs" / "magnetic-tile.yaml"
 logger = logging.getLogger("unsupervised_mining")
 
 
@@ -76,27 +80,28 @@ def metrics(scores: np.ndarray, y: np.ndarray) -> dict:
     return out
 
 
-def fusion_results(scorer_names: list[str], raw: np.ndarray, y: np.ndarray) -> dict:
+def fusion_results(scorer_names: list[str], raw: np.ndarray, y: np.ndarray, config: Config) -> dict:
     """AP and recalls of the fusion rules, from the raw image scores (one column per scorer)."""
-    cfg = load_config().rank
+    cfg = config.rank
     w = np.array([cfg.weights.get(n, 1.0) for n in scorer_names])
     primary = np.array([n in cfg.primary for n in scorer_names])
     res = {"fusion": metrics(fuse(raw, w, primary)[1], y)}  # the default rule (rank.weights, rank.primary)
     res["fusion_equal_weights_no_primary"] = metrics(fuse(raw)[1], y)
     no_bb = [j for j, n in enumerate(scorer_names) if n != "backbone"]
     res["fusion_no_backbone"] = metrics(fuse(raw[:, no_bb], w[no_bb])[1], y)
+    res["fusion_no_backbone_equal_weights"] = metrics(fuse(raw[:, no_bb])[1], y)
     if "backbone" in scorer_names:
         x2 = np.array([2.0 if n == "backbone" else 1.0 for n in scorer_names])
         res["fusion_backbone_x2_no_primary"] = metrics(fuse(raw, x2)[1], y)
     return res
 
 
-def rescore_report(report: dict) -> dict:
+def rescore_report(report: dict, config: Config) -> dict:
     """Recompute the fusion lines of every archive from its stored raw scores (same archives, same scores)."""
     for r in report["runs"]:
         names = list(r["scores"])
         raw = np.column_stack([np.array(r["scores"][n], dtype=float) for n in names])
-        fused = fusion_results(names, raw, np.array(r["labels"]))
+        fused = fusion_results(names, raw, np.array(r["labels"]), config)
         r["results"] = {
             **{k: v for k, v in r["results"].items() if not k.startswith("fusion")},
             **fused,
@@ -104,7 +109,7 @@ def rescore_report(report: dict) -> dict:
     return report
 
 
-def run_archive(category: str, seed: int, workdir: str, weights: str | None, workers: int) -> dict:
+def run_archive(category: str, seed: int, workdir: str, weights: str | None, workers: int, config: Config) -> dict:
     out = os.path.join(workdir, f"{category}_s{seed}")
     subprocess.run(
         [sys.executable, str(TOOL), "mt", out, "--root", str(DATA), "--category", category, "--seed", str(seed)],
@@ -115,8 +120,9 @@ def run_archive(category: str, seed: int, workdir: str, weights: str | None, wor
     t0 = time.perf_counter()
     with Store(os.path.join(out, "c.db")) as store:
         index_archive(store, [os.path.join(out, "archive")])
-        names = ["autoencoder", "embedding"] + (["backbone"] if weights else [])
-        scorers = [get_scorer(n, **({"weights": weights} if n == "backbone" else {})) for n in names]
+        names = [n for n in config.mine.scorers if n != "backbone" or weights]
+        params = {n: {**scorer_params(config, n), **({"weights": weights} if n == "backbone" else {})} for n in names}
+        scorers = [get_scorer(n, **params[n]) for n in names]
         summary = mine(store, scorers, backend="process", workers=workers, save_maps=False)
         seconds = time.perf_counter() - t0
         paths = {r["id"]: os.path.realpath(r["path"]) for r in store.images()}
@@ -127,13 +133,15 @@ def run_archive(category: str, seed: int, workdir: str, weights: str | None, wor
         res = {}
         for j, n in enumerate(scorer_names):
             res[n] = metrics(raw[:, j], y)
-        res.update(fusion_results(scorer_names, raw, y))
+        res.update(fusion_results(scorer_names, raw, y, config))
         pos = {int(i): k for k, i in enumerate(ids)}
         rng = np.random.default_rng(seed)
         res["peer_random"] = metrics(rng.permutation(len(ids)).astype(float), y)
         d_ids, D = load_embeddings(store, "descriptors")
         dy = np.array([y[pos[int(i)]] for i in d_ids])
         try:
+            if not len(d_ids):
+                raise ImportError("no descriptors stored (the embedding scorer did not run)")
             from pyod.models.ecod import ECOD
             from pyod.models.iforest import IForest
 
@@ -142,13 +150,13 @@ def run_archive(category: str, seed: int, workdir: str, weights: str | None, wor
             Z = standardize(D)
             res["peer_pyod_ecod"] = metrics(ECOD().fit(Z).decision_scores_, dy)
             res["peer_pyod_iforest"] = metrics(IForest(random_state=seed).fit(Z).decision_scores_, dy)
-        except ImportError:
-            logger.warning("pyod not installed: its peers are left out")
+        except ImportError as e:
+            logger.warning("PyOD peers left out: %s", e)
         if weights:
             b_ids, B = load_embeddings(store, "backbone")
             by = np.array([y[pos[int(i)]] for i in b_ids])
             # the peer: the last block's global average pool alone (the last 1280 values of the embedding)
-            assert list(load_config().backbone.global_layers)[-1] == 18, "the peer reads block 18's part"
+            assert list(config.backbone.global_layers)[-1] == 18, "the peer reads block 18's part"
             res["peer_gap_knn5"] = metrics(outlier_scores(B[:, -1280:], "knn", k=5, standardize_features=False), by)
             res["peer_patchcore"] = metrics(patchcore_peer(store, ids, weights, seed), y)
     return {
@@ -270,28 +278,34 @@ def main() -> None:
     ap.add_argument("--categories", default=",".join(CATEGORIES))
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--weights", default=None, help="MobileNetV2 state_dict (default: the test package)")
+    ap.add_argument(
+        "--weights",
+        default=None,
+        help="MobileNetV2 state_dict (default: the test package; 'none': no backbone, no peers)",
+    )
     ap.add_argument("--skip-mining", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--umap-n", type=int, default=100_000, help="0 skips the UMAP timing")
     ap.add_argument("--resume", action="store_true", help="keep the archives already in OUT/report.json")
     ap.add_argument("--out", default=str(HERE / "results" / "unsupervised"))
+    ap.add_argument("--config", default=str(DEFAULT_CONFIG), help="scorers, their parameters and the fusion rule")
     ap.add_argument(
         "--fusion-only",
         action="store_true",
         help="recompute the fusion lines of OUT/report.json from its stored raw scores and print the table",
     )
     a = ap.parse_args()
+    config = load_config(a.config)
     if a.fusion_only:
         with open(os.path.join(a.out, "report.json")) as fh:
-            report = rescore_report(json.load(fh))
+            report = rescore_report(json.load(fh), config)
         _write(a.out, report)
         print(table(report))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    weights = a.weights or default_weights()
+    weights = None if a.weights == "none" else (a.weights or default_weights())
     os.makedirs(a.out, exist_ok=True)
-    report: dict = {"weights": weights, "runs": []}
+    report: dict = {"weights": weights, "config": os.path.relpath(a.config, REPO), "runs": []}
     previous = os.path.join(a.out, "report.json")
     if a.resume and os.path.isfile(previous):
         with open(previous) as fh:
@@ -305,7 +319,7 @@ def main() -> None:
                 for cat in a.categories.split(","):
                     if (cat, seed) in done:
                         continue
-                    r = run_archive(cat, seed, work, weights, a.workers)
+                    r = run_archive(cat, seed, work, weights, a.workers, config)
                     report["runs"].append(r)
                     logger.info("%s seed %d: %s", cat, seed, json.dumps(r["results"]))
                     _write(a.out, report)

@@ -140,7 +140,8 @@ def fused_scores(
     ----------
     store : Store
     weights : mapping of scorer name to float, optional
-        Weight per scorer (missing names weigh 1; 0 leaves a scorer out).
+        Weight per scorer (missing names weigh 1; 0 leaves a scorer out, and
+        may name a scorer without scores).
     scorers : list of str, optional
         Use only these scorers.
     primary : sequence of str, optional
@@ -154,7 +155,8 @@ def fused_scores(
     """
     ids, names, table = store.score_table(scorers)
     weights = dict(weights or {})
-    unknown = sorted(set(weights) - set(names))
+    # a weight of 0 for a scorer that did not run is harmless (a config written for several archives)
+    unknown = sorted(n for n in set(weights) - set(names) if weights[n] != 0)
     if unknown:
         raise ValueError(f"weights name scorers without scores: {unknown}; scored: {names}")
     raw = np.full((len(ids), len(names)), np.nan)

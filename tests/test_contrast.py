@@ -56,3 +56,62 @@ def test_input_image_is_not_modified(images):
     before = im.copy()
     get_scorer("contrast").prepare().score_image(im)
     np.testing.assert_array_equal(im, before)
+
+
+def _grooved(rng: np.random.Generator, vertical: bool = True) -> np.ndarray:
+    """A tile-like texture: grooves along one axis, a little noise."""
+    x = np.arange(128)
+    grooves = 0.5 + 0.15 * np.sin(x / 2.0)
+    im = np.tile(grooves, (128, 1)) if vertical else np.tile(grooves[:, None], (1, 128))
+    return (im + rng.normal(0, 0.01, im.shape)).astype(np.float32)
+
+
+def test_polarity_dark_ignores_bright_spots():
+    rng = np.random.default_rng(3)
+    base = _grooved(rng)
+    dark, bright = base.copy(), base.copy()
+    dark[60:64, 60:64] -= 0.3
+    bright[60:64, 60:64] += 0.3
+    s = get_scorer("contrast", polarity="dark", background_sigma=(24, 3)).prepare()
+    rd, rb, r0 = (s.score_image(im) for im in (dark, bright, base))
+    assert rd.score > 2 * rb.score and rd.score > 2 * r0.score
+    assert rd.map.min() >= 0 and np.unravel_index(rd.map.argmax(), rd.map.shape) in [
+        (i, j) for i in range(58, 66) for j in range(58, 66)
+    ]
+    both = get_scorer("contrast", polarity="both", background_sigma=(24, 3)).prepare()
+    assert both.score_image(bright).score > 1.5 * both.score_image(base).score  # "both" still sees it
+
+
+@pytest.mark.parametrize("vertical", [True, False])
+def test_auto_orientation_follows_the_grooves(vertical):
+    """An elongated background along the grooves removes them; across them it leaves them as 'defects'."""
+    rng = np.random.default_rng(4)
+    im = _grooved(rng, vertical)
+    spot = im.copy()
+    spot[60:64, 60:64] -= 0.3
+    auto = get_scorer("contrast", background_sigma=(24, 3), polarity="dark").prepare()
+    wrong = get_scorer(
+        "contrast", background_sigma=(24, 3), polarity="dark", orientation="horizontal" if vertical else "vertical"
+    ).prepare()
+    assert auto._axis_sigmas(im) == ((24.0, 3.0) if vertical else (3.0, 24.0))
+
+    # along the grooves: the spot stands out of the groove texture far more than across them
+    def gain(scorer):
+        return scorer.score_image(spot).score / scorer.score_image(im).score
+
+    assert gain(auto) > gain(wrong)
+
+
+def test_size_option_and_new_bad_parameters():
+    im = np.random.default_rng(5).random((300, 170)).astype(np.float32)
+    r = get_scorer("contrast", size=64).prepare().score_image(im)
+    assert r.map.shape == (64, 64) and r.map.dtype == np.float32 and np.isfinite(r.score)
+    for kw, word in [
+        ({"polarity": "darker"}, "polarity"),
+        ({"orientation": "diagonal"}, "orientation"),
+        ({"size": 8}, "size"),
+        ({"background_sigma": (24, 3, 1)}, "background_sigma"),
+        ({"background_sigma": (24, 0)}, "background_sigma"),
+    ]:
+        with pytest.raises(ValueError, match=word):
+            get_scorer("contrast", **kw).prepare()
