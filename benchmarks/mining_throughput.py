@@ -25,6 +25,7 @@ Usage::
 
     .venv/bin/python benchmarks/mining_throughput.py                    # 10k and 100k (long)
     .venv/bin/python benchmarks/mining_throughput.py --sizes 2000       # a quick look
+    .venv/bin/python benchmarks/mining_throughput.py --runs decode/2 process/2 dask/2
 """
 
 from __future__ import annotations
@@ -206,7 +207,12 @@ def measure(args: list[str]) -> dict:
 
 
 # -- the benchmark ----------------------------------------------------------------------------
-def run_size(n: int, tmp: str, scorers: list[str], save_maps: bool, shard_size: int, log, checkpoint=None) -> dict:
+PLAN = (("decode", 2), ("process", 2), ("dask", 2), ("decode", 1), ("process", 1))
+
+
+def run_size(
+    n: int, tmp: str, scorers: list[str], save_maps: bool, shard_size: int, log, checkpoint=None, only=None
+) -> dict:
     from mining.index import index_archive
     from mining.store import Store
 
@@ -221,7 +227,7 @@ def run_size(n: int, tmp: str, scorers: list[str], save_maps: bool, shard_size: 
     res["index_seconds"] = time.perf_counter() - t0
     log(f"[{n}] indexed {s.seen} files in {res['index_seconds']:.0f}s")
     runs = res["runs"] = {}
-    plan = [("decode", 2), ("process", 2), ("dask", 2), ("decode", 1), ("process", 1)]
+    plan = [(k, w) for k, w in PLAN if only is None or f"{k}/{w}" in only]
     for kind, w in plan:
         key = f"{kind}/{w}"
         if kind == "decode":
@@ -246,7 +252,8 @@ def run_size(n: int, tmp: str, scorers: list[str], save_maps: bool, shard_size: 
             runs[f"{kind}/{w}"]["ratio_to_decode"] = (
                 runs[f"{kind}/{w}"]["images_per_second"] / runs[f"decode/{w}"]["images_per_second"]
             )
-    res["dask_over_process"] = runs["dask/2"]["images_per_second"] / runs["process/2"]["images_per_second"]
+    if "dask/2" in runs and "process/2" in runs:
+        res["dask_over_process"] = runs["dask/2"]["images_per_second"] / runs["process/2"]["images_per_second"]
     shutil.rmtree(root, ignore_errors=True)
     return res
 
@@ -271,6 +278,13 @@ def main() -> None:
     )
     ap.add_argument("--maps", action="store_true", help="also save overlay PNGs of the maps (off by default)")
     ap.add_argument("--shard-size", type=int, default=64)
+    ap.add_argument(
+        "--runs",
+        nargs="+",
+        default=None,
+        choices=[f"{k}/{w}" for k, w in PLAN],
+        help="measure only these (default: all; the dask/process ratio needs dask/2 and process/2)",
+    )
     ap.add_argument("--tmp", default=None, help="parent of the temporary folder (default: the system's)")
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
     args = ap.parse_args()
@@ -292,7 +306,7 @@ def main() -> None:
                     json.dump([*results, partial], fh, indent=1)
 
         for n in args.sizes:
-            results.append(run_size(n, tmp, scorers, args.maps, args.shard_size, log, checkpoint))
+            results.append(run_size(n, tmp, scorers, args.maps, args.shard_size, log, checkpoint, args.runs))
             if args.out:
                 with open(args.out, "w") as fh:
                     json.dump(results, fh, indent=1)
@@ -307,10 +321,13 @@ def main() -> None:
                 f"{r['images']:>7} {key:<10} {m['images_per_second']:7.1f} {ratio}  {m['peak_rss_writer_mb']:9.0f}"
                 f"  {m['peak_rss_worker_mb']:9.0f}  {m['peak_rss_total_mb']:6.0f}"
             )
-        print(f"{r['images']:>7} dask/2 over process/2: {r['dask_over_process']:.2f}")
+        if "dask_over_process" in r:
+            print(f"{r['images']:>7} dask/2 over process/2: {r['dask_over_process']:.2f}")
     if len(results) >= 2:
         small, big = results[0], results[-1]
         for key in ("process/1", "process/2", "dask/2"):
+            if key not in small["runs"] or key not in big["runs"]:
+                continue
             a, b = small["runs"][key], big["runs"][key]
             print(
                 f"peak RSS {key} at {big['images']} / at {small['images']}: writer "

@@ -159,6 +159,34 @@ def test_dask_local_cluster_equals_local_run(db, indexed, tmp_path):
     assert scores_of(db, "contrast") == reference_scores(indexed, tmp_path)
 
 
+def test_dask_job_keeps_no_message_logs_and_restores_config(db):
+    """The LocalCluster's streams keep no sent batches (they held every shard: +50 KB per task)."""
+    import dask
+
+    from mining import _dask
+
+    seen = {}
+    real_close = _dask.DaskExecutor.close
+
+    def close(self):
+        sched = self.cluster.scheduler
+        streams = [*sched.stream_comms.values(), self.client.scheduler_comm]
+        seen["logs"] = [len(bs.recent_message_log) for bs in streams]
+        seen["transitions"] = len(sched.transition_log)
+        real_close(self)
+
+    before = dask.config.get("distributed.admin.low-level-log-length")
+    _dask.DaskExecutor.close = close
+    try:
+        with Store(db) as store:
+            s = mine(store, [get_scorer("contrast")], backend="dask", workers=2, shard_size=8, save_maps=False)
+    finally:
+        _dask.DaskExecutor.close = real_close
+    assert s.done == N_IMAGES
+    assert len(seen["logs"]) >= 3 and not any(seen["logs"]) and seen["transitions"] == 0
+    assert dask.config.get("distributed.admin.low-level-log-length") == before
+
+
 def test_process_pool_equals_inline_and_keeps_bounded_in_flight(db, indexed, tmp_path):
     with Store(db) as store:
         s = mine(store, [get_scorer("contrast")], backend="process", workers=2, shard_size=5, max_in_flight=2)
