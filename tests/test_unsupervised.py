@@ -170,6 +170,11 @@ def test_fused_scores_backbone_is_primary_by_default(tmp_path):
         assert set(fs.why(int(np.argmax(fs.fused)))) == {"autoencoder", "backbone"}
         everything = fused_scores(store, primary=[])
         np.testing.assert_allclose(everything.fused, fuse(everything.raw)[1])
+        # weight 0 may name a scorer that did not run (the tile config's embedding); a positive one may not
+        only_bb = fused_scores(store, {"autoencoder": 0, "embedding": 0}, primary=[])
+        assert only_bb.image_ids[int(np.argmax(only_bb.fused))] == ids[1]
+        with pytest.raises(ValueError, match="embedding"):
+            fused_scores(store, {"embedding": 1.0})
 
 
 @pytest.fixture(scope="session")

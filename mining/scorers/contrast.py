@@ -13,7 +13,7 @@ Three options fit the scorer to a kind of part without any label:
 - ``polarity``: only darker (``dark``) or brighter (``bright``) than the
   background counts. On magnetic tiles every defect category is darker and
   most false alarms are bright reflections: recall after reviewing 10 % of
-  the benchmark archives goes from about 0.2 (``both``) to about 0.47
+  the benchmark archives goes from 0.13-0.21 (``both``) to about 0.45
   (``dark``, with the elongated background below).
 - ``background_sigma=(long, short)``: a background elongated along the
   image's structure (grooves, stripes, fibres), so the structure itself is
