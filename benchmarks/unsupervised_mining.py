@@ -11,8 +11,10 @@ PyOD ECOD and IsolationForest on the same cheap descriptors, random order,
 MobileNetV2 global-average-pooled features + kNN (k=5), and a plain
 PatchCore-style patch scorer (the backbone's patch part with its own bank, no global part).
 
-Then throughput: decode + autoencoder map + descriptor embedding of 256x256
-PNGs in a 2-process pool, and UMAP seconds for 100k embeddings.
+Then throughput: the mining worker's own code (``mining.mine.score_shard``:
+decode, batches of 32, autoencoder map + bottleneck embedding and the
+descriptor embedding) on 256x256 PNGs in a 2-process pool, without and with
+the map PNGs; the per-stage milliseconds; and UMAP seconds for 100k embeddings.
 
 usage: python benchmarks/unsupervised_mining.py [--categories Blowhole,Break,...] [--seeds 0]
        [--skip-mining] [--skip-throughput] [--resume] [--umap-n 100000] [--out benchmarks/results/unsupervised]
@@ -196,34 +198,71 @@ def patchcore_peer(store: Store, ids: np.ndarray, weights: str, seed: int) -> np
 _TP: dict = {}
 
 
-def _tp_init(ae_state: dict, ae_cfg: dict) -> None:
-    import torch
-
+def _tp_scorers(ae_state: dict, ae_cfg: dict) -> list:
     from mining.autoencoder import ConvAutoencoder
 
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
     ae = get_scorer("autoencoder", **ae_cfg)
     net = ConvAutoencoder(ae.base_channels, ae.latent_channels)
     net.load_state_dict(ae_state)
     ae.net_ = net.eval().requires_grad_(False)
-    _TP["ae"], _TP["emb"] = ae, get_scorer("embedding").prepare()
+    return [ae, get_scorer("embedding").prepare()]
 
 
-def _tp_work(paths: list[str]) -> int:
+def _tp_init(ae_state: dict, ae_cfg: dict, maps_root: str | None) -> None:
+    import torch
+
+    from mining.mine import _worker_state
+
+    torch.set_num_threads(1)
+    _TP["state"] = _worker_state(_tp_scorers(ae_state, ae_cfg), maps_root, 10**9)
+
+
+def _tp_work(shard: list[dict]) -> int:
+    """The mining worker's own code: decode, batch, score with both scorers, (save maps)."""
+    from mining.mine import score_shard
+
+    res = score_shard(shard, _TP["state"])
+    assert all(not r["failures"] and len(r["scores"]) == 2 for r in res), res[:1]
+    return len(res)
+
+
+def _stage_ms(paths: list[str], scorers: list) -> dict:
+    """Per-image milliseconds of each stage in this process (one thread): where the time goes."""
+    import torch
+
     from mining.io import read_image
 
-    for p in paths:
-        im = read_image(p)
-        _TP["ae"].score_image(im)
-        _TP["emb"].score_image(im)
-    return len(paths)
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    ae, emb = scorers
+    ims = [read_image(p) for p in paths]
+    stages = {
+        "decode": lambda: [read_image(p) for p in paths],
+        "autoencoder_batch32": lambda: [ae.score_batch(ims[i : i + 32]) for i in range(0, len(ims), 32)],
+        "autoencoder_one_by_one": lambda: [ae.score_image(im) for im in ims],
+        "descriptors": lambda: [emb.score_image(im) for im in ims],
+    }
+    out = {}
+    for name, fn in stages.items():
+        fn()  # warm up
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        out[name] = round(1000 * float(np.median(times)) / len(paths), 3)
+    return out
 
 
-def throughput(workdir: str, n: int = 600, workers: int = 2) -> dict:
+def throughput(workdir: str, n: int = 640, workers: int = 2, repeats: int = 3) -> dict:
+    """Images per second of the mining worker (``score_shard``) with the autoencoder and the
+    embedding scorers on 256x256 PNGs, in a pool of ``workers`` processes; the median of
+    ``repeats`` passes, without and with the map PNGs the review app shows."""
     import glob
 
     import torch
+
+    from mining.io import read_image
 
     src = sorted(glob.glob(str(DATA / "MT_Free" / "Imgs" / "*.jpg")))[:n]
     folder = os.path.join(workdir, "tp256")
@@ -234,16 +273,28 @@ def throughput(workdir: str, n: int = 600, workers: int = 2) -> dict:
         cv2.imwrite(q, cv2.resize(cv2.imread(p, cv2.IMREAD_GRAYSCALE), (256, 256)))
         paths.append(q)
     ae = get_scorer("autoencoder", epochs=2, sample_size=64)
-    from mining.io import read_image
-
     ae.fit([read_image(p) for p in paths[:64]])
-    cfg = ae.config()
-    chunks = [paths[i : i + 25] for i in range(0, len(paths), 25)]
-    with get_context("spawn").Pool(workers, initializer=_tp_init, initargs=(ae.net_.state_dict(), cfg)) as pool:
-        pool.map(_tp_work, chunks[:2])  # warm up
-        t = time.perf_counter()
-        done = sum(pool.map(_tp_work, chunks))
-        full = done / (time.perf_counter() - t)
+    cfg, state = ae.config(), ae.net_.state_dict()
+    items = [
+        {"image_id": i + 1, "path": p, "tiles": [], "scorers": ["autoencoder", "embedding"]}
+        for i, p in enumerate(paths)
+    ]
+    shards = [items[i : i + 64] for i in range(0, len(items), 64)]  # the default shard_size
+    report = {"images": len(paths), "workers": workers, "repeats": repeats}
+    for key, maps_root in (
+        ("decode_ae_embedding_img_per_s", None),
+        ("with_map_pngs_img_per_s", os.path.join(workdir, "tp_maps")),
+    ):
+        rates = []
+        with get_context("spawn").Pool(workers, initializer=_tp_init, initargs=(state, cfg, maps_root)) as pool:
+            pool.map(_tp_work, shards[:workers])  # warm up
+            for _ in range(repeats):
+                t = time.perf_counter()
+                done = sum(pool.map(_tp_work, shards, chunksize=1))
+                rates.append(done / (time.perf_counter() - t))
+        report[key] = round(float(np.median(rates)), 1)
+        report[key.replace("_img_per_s", "_all")] = [round(r, 1) for r in rates]
+    report["stage_ms_per_image_one_thread"] = _stage_ms(paths[:256], _tp_scorers(state, cfg))
     torch.set_num_threads(workers)
     x = torch.rand(256, 1, ae.size, ae.size)
     with torch.no_grad():
@@ -251,16 +302,15 @@ def throughput(workdir: str, n: int = 600, workers: int = 2) -> dict:
         t = time.perf_counter()
         for _ in range(4):
             ae.net_.reconstruct_and_embed(x)
-        ae_only = 4 * len(x) / (time.perf_counter() - t)
-    return {
-        "images": len(paths),
-        "workers": workers,
-        "decode_ae_embedding_img_per_s": round(full, 1),
-        "ae_inference_batched_img_per_s": round(ae_only, 1),
-    }
+        report["ae_inference_batched_img_per_s"] = round(4 * len(x) / (time.perf_counter() - t), 1)
+    return report
 
 
-def umap_seconds(n: int, dim: int = 62, seed: int = 0) -> dict:
+def umap_seconds(n: int, dim: int | None = None, seed: int = 0) -> dict:
+    """Seconds of one UMAP fit on ``n`` clustered vectors of the descriptor's length (default)."""
+    from mining.descriptors import descriptor_names
+
+    dim = dim or len(descriptor_names())
     from mining.embedmap import EmbeddingMap
 
     rng = np.random.default_rng(seed)

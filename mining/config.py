@@ -143,9 +143,9 @@ class AutoencoderConfig(_Section):
 class EmbeddingConfig(_Section):
     """``embedding:`` section (cheap descriptors, outlier scores, 2-D map)."""
 
-    size: int = Field(128, ge=16)
+    size: int = Field(64, ge=16)
     bins: int = Field(16, ge=2)
-    lbp_radii: list[int] = Field(default_factory=lambda: [1, 2])
+    lbp_radii: list[int] = Field(default_factory=lambda: [1])
     glcm_distances: list[int] = Field(default_factory=lambda: [1, 3])
     levels: int = Field(32, ge=2, le=256)
     embeddings: list[str] = Field(

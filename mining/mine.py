@@ -166,68 +166,107 @@ def _init_worker(scorers: Sequence[Scorer], maps_root: str | None, max_pixels: i
     _WORKER.update(_worker_state(scorers, maps_root, max_pixels))
 
 
-def _score_one(scorer: Scorer, image: np.ndarray, tiles: list) -> tuple[dict, list[dict]]:
+#: a worker decodes this many images (or fewer, see :data:`BATCH_PIXELS`) before scoring them
+#: together, so that batched scorers (the autoencoder) run one network pass per batch.
+BATCH_IMAGES = 32
+#: pixel budget of one batch of decoded images: large images are scored in small batches.
+BATCH_PIXELS = 16_000_000
+
+
+def _units(image: np.ndarray, tiles: list) -> list[np.ndarray]:
+    """What a scorer sees of one image: the whole image, or each of its tiles (views, no copy)."""
+    if not tiles:
+        return [image]
+    return [image[y : y + h, x : x + w] for _idx, y, x, h, w in tiles]
+
+
+def _combine(results: list, image_shape: tuple, tiles: list) -> tuple[dict, list[dict]]:
     """Image-level result and per-tile results (tile scores; the image takes their max)."""
     if not tiles:
-        r = scorer.score_image(image)
+        r = results[0]
         return {"score": r.score, "stats": r.stats, "map": r.map, "embedding": r.embedding}, []
     per_tile, maps, boxes = [], [], []
-    for idx, y, x, h, w in tiles:
-        r = scorer.score_image(image[y : y + h, x : x + w])
+    for (idx, y, x, h, w), r in zip(tiles, results, strict=True):
         per_tile.append({"tile": idx, "score": r.score, "stats": r.stats, "embedding": r.embedding})
         if r.map is not None:
             maps.append(r.map)
             boxes.append((y, x, h, w))
     best = max(per_tile, key=lambda t: t["score"])
-    full = stitch_max(maps, boxes, image.shape[:2]) if maps and len(maps) == len(tiles) else None
+    full = stitch_max(maps, boxes, image_shape[:2]) if maps and len(maps) == len(tiles) else None
     stats = dict(best["stats"])
     stats["best_tile"] = best["tile"]
     return {"score": best["score"], "stats": stats, "map": full, "embedding": None}, per_tile
 
 
-def score_shard(shard: list[dict], state: dict | None = None) -> list[dict]:
-    """Score one shard in a worker; return small, picklable results.
-
-    Parameters
-    ----------
-    shard : list of dict
-        Each item has ``image_id``, ``path``, ``tiles`` and ``scorers``
-        (names still missing for that image).
-    state : dict, optional
-        Worker state (scorers, maps folder, pixel limit); default: the one
-        set up by the process pool's initializer.
-
-    Returns
-    -------
-    list of dict
-        One per item: ``image_id``, ``scores``, ``embeddings`` and
-        ``failures``.
-    """
-    state = _WORKER if state is None else state
-    scorers: dict[str, Scorer] = state["scorers"]
-    maps_root = state["maps_root"]
+def _score_units(scorer: Scorer, units: list[np.ndarray]) -> list:
+    """``scorer.score_batch(units)``; when the batch raises, each unit alone, so that the
+    error lands on the image that caused it. Returns one ScoreResult or exception per unit."""
+    try:
+        results = list(scorer.score_batch(units))
+        if len(results) != len(units):
+            raise RuntimeError(f"score_batch returned {len(results)} results for {len(units)} images")
+        return results
+    except Exception as err:  # retried one by one below, which attributes the error
+        if len(units) == 1:
+            return [err]
     out = []
+    for u in units:
+        try:
+            out.append(scorer.score_image(u))
+        except Exception as err:  # recorded as this image's failure
+            out.append(err)
+    return out
+
+
+def _failure(name: str | None, err: BaseException) -> dict:
+    return {"scorer": name, "reason": "scorer_error", "detail": f"{type(err).__name__}: {err}"[:500]}
+
+
+def _decoded_batches(shard: list[dict], max_pixels: int) -> Iterator[list[tuple[dict, np.ndarray | None, dict]]]:
+    """Decode a shard in batches of at most BATCH_IMAGES images and about BATCH_PIXELS pixels."""
+    batch, pixels = [], 0
     for item in shard:
         res = {"image_id": item["image_id"], "scores": [], "embeddings": [], "failures": []}
         try:
-            image = read_image(item["path"], max_pixels=state["max_pixels"])
+            image = read_image(item["path"], max_pixels=max_pixels)
         except UnreadableImage as err:
             res["failures"].append({"scorer": None, "reason": err.reason, "detail": err.detail})
-            out.append(res)
-            continue
-        for name in item["scorers"]:
-            scorer = scorers[name]
+            image = None
+        batch.append((item, image, res))
+        pixels += 0 if image is None else image.shape[0] * image.shape[1]
+        if len(batch) >= BATCH_IMAGES or pixels >= BATCH_PIXELS:
+            yield batch
+            batch, pixels = [], 0
+    if batch:
+        yield batch
+
+
+def _score_batch(batch: list[tuple[dict, np.ndarray | None, dict]], scorers: dict, maps_root: str | None) -> None:
+    """Score one decoded batch with every scorer its items still miss; fill each item's result."""
+    names = list(dict.fromkeys(n for item, image, _ in batch if image is not None for n in item["scorers"]))
+    for name in names:
+        scorer = scorers[name]
+        todo = [(item, image, res) for item, image, res in batch if image is not None and name in item["scorers"]]
+        spans, units = [], []
+        for item, image, _ in todo:
+            u = _units(image, item["tiles"])
+            spans.append((len(units), len(units) + len(u)))
+            units.extend(u)
+        results = _score_units(scorer, units)
+        for (item, image, res), (a, b) in zip(todo, spans, strict=True):
+            mine_ = results[a:b]
+            err = next((r for r in mine_ if isinstance(r, BaseException)), None)
             try:
-                whole, tiles = _score_one(scorer, image, item["tiles"])
+                if err is not None:
+                    raise err
+                whole, tiles = _combine(mine_, image.shape, item["tiles"])
                 map_path = None
                 if maps_root is not None and whole["map"] is not None:
                     map_path = os.path.join(maps_root, name, f"{item['image_id']}.png")
                     save_map_png(whole["map"], map_path, scorer.map_range)
-            except Exception as err:  # one bad image never kills the job
-                logger.warning("scorer %s failed on %s: %s", name, item["path"], err)
-                res["failures"].append(
-                    {"scorer": name, "reason": "scorer_error", "detail": f"{type(err).__name__}: {err}"[:500]}
-                )
+            except Exception as e:  # one bad image never kills the job
+                logger.warning("scorer %s failed on %s: %s", name, item["path"], e)
+                res["failures"].append(_failure(name, e))
                 continue
             res["scores"].append(
                 {
@@ -254,7 +293,37 @@ def score_shard(shard: list[dict], state: dict | None = None) -> list[dict]:
                 for t in tiles:
                     if t["embedding"] is not None:
                         res["embeddings"].append((scorer.embedding_name, t["tile"], _vec(t["embedding"])))
-        out.append(res)
+
+
+def score_shard(shard: list[dict], state: dict | None = None) -> list[dict]:
+    """Score one shard in a worker; return small, picklable results.
+
+    The shard is decoded in batches (:data:`BATCH_IMAGES` images, about
+    :data:`BATCH_PIXELS` pixels) and each scorer scores a batch with one
+    :meth:`~mining.scorers.base.Scorer.score_batch` call; when that raises,
+    the batch is scored image by image so the failure is recorded on the
+    image that caused it.
+
+    Parameters
+    ----------
+    shard : list of dict
+        Each item has ``image_id``, ``path``, ``tiles`` and ``scorers``
+        (names still missing for that image).
+    state : dict, optional
+        Worker state (scorers, maps folder, pixel limit); default: the one
+        set up by the process pool's initializer.
+
+    Returns
+    -------
+    list of dict
+        One per item, in the shard's order: ``image_id``, ``scores``,
+        ``embeddings`` and ``failures``.
+    """
+    state = _WORKER if state is None else state
+    out = []
+    for batch in _decoded_batches(shard, state["max_pixels"]):
+        _score_batch(batch, state["scorers"], state["maps_root"])
+        out.extend(res for _, _, res in batch)
     return out
 
 

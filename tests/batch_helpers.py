@@ -7,7 +7,10 @@ with three more scorers registered:
   (so a test can kill the job in the middle);
 - ``flaky``: the contrast scorer, raising on constant images;
 - ``dying``: the contrast scorer, ending its worker process (``os._exit``) on
-  constant images, or once per job when ``marker`` names a file that does not exist yet.
+  constant images, or once per job when ``marker`` names a file that does not exist yet;
+- ``flaky_batch``: like ``flaky``, with a ``score_batch`` that raises for a whole
+  batch holding a constant image (as a network pass over a bad batch would) and
+  records each batch's size in ``batches`` (seen in-process only).
 """
 
 from __future__ import annotations
@@ -43,6 +46,22 @@ class FlakyScorer(ContrastScorer):
         return super().score_image(image)
 
 
+class BatchFlakyScorer(FlakyScorer):
+    """``flaky`` with a batch method that fails for the whole batch."""
+
+    name = "flaky_batch"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self._batches: list[int] = []
+
+    def score_batch(self, images):
+        self._batches.append(len(images))
+        if any(np.ptp(im) == 0 for im in images):
+            raise ValueError("constant image in the batch")
+        return [ContrastScorer.score_image(self, im) for im in images]
+
+
 class DyingScorer(ContrastScorer):
     """Contrast scores; kills its worker on a constant image, or once when ``marker`` does not exist."""
 
@@ -63,7 +82,7 @@ class DyingScorer(ContrastScorer):
 
 def register() -> None:
     """Add the test scorers to the registry of this process."""
-    for cls in (SlowScorer, FlakyScorer, DyingScorer):
+    for cls in (SlowScorer, FlakyScorer, BatchFlakyScorer, DyingScorer):
         SCORERS[cls.name] = f"tests.batch_helpers:{cls.__name__}"
 
 

@@ -21,7 +21,16 @@ from typer.testing import CliRunner
 
 from mining.config import Config, load_config
 from mining.index import index_archive
-from mining.mine import _run_shards, count_pending, iter_pending_work, mine, pending_work
+from mining.mine import (
+    BATCH_IMAGES,
+    _run_shards,
+    _worker_state,
+    count_pending,
+    iter_pending_work,
+    mine,
+    pending_work,
+    score_shard,
+)
 from mining.scorers import get_scorer
 from mining.store import Store
 from raremine.cli import app
@@ -60,7 +69,12 @@ def db(indexed, tmp_path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _test_scorers(monkeypatch):
-    for cls in (batch_helpers.SlowScorer, batch_helpers.FlakyScorer, batch_helpers.DyingScorer):
+    for cls in (
+        batch_helpers.SlowScorer,
+        batch_helpers.FlakyScorer,
+        batch_helpers.BatchFlakyScorer,
+        batch_helpers.DyingScorer,
+    ):
         monkeypatch.setitem(
             __import__("mining.scorers").scorers.SCORERS, cls.name, f"tests.batch_helpers:{cls.__name__}"
         )
@@ -248,20 +262,36 @@ def test_work_is_listed_in_chunks_with_the_same_result(db):
 
 
 # -- failures ---------------------------------------------------------------------------
-@pytest.mark.parametrize("backend", ["inline", "process"])
-def test_scorer_raising_on_one_image_is_recorded_and_the_job_finishes(db, backend):
+@pytest.mark.parametrize("backend,name", [("inline", "flaky"), ("process", "flaky"), ("process", "flaky_batch")])
+def test_scorer_raising_on_one_image_is_recorded_and_the_job_finishes(db, backend, name):
     with Store(db) as store:
-        s = mine(store, [get_scorer("flaky")], backend=backend, workers=2, shard_size=8, save_maps=False)
+        s = mine(store, [get_scorer(name)], backend=backend, workers=2, shard_size=8, save_maps=False)
         rows = store.query(
             "SELECT f.scorer, f.reason, f.detail, i.path FROM failures f JOIN images i ON i.id = f.image_id"
         )
-        again = mine(store, [get_scorer("flaky")], backend=backend, save_maps=False)
+        again = mine(store, [get_scorer(name)], backend=backend, save_maps=False)
         run = store.query("SELECT counts FROM runs WHERE id = ?", (s.run_id,))[0][0]
     assert s.done == N_IMAGES - 1 and s.failed == Counter(scorer_error=1)
-    assert [(r[0], r[1], os.path.basename(r[3])) for r in rows] == [("flaky", "scorer_error", "img_010.png")]
-    assert "ValueError: constant image" in rows[0][2]
+    assert [(r[0], r[1], os.path.basename(r[3])) for r in rows] == [(name, "scorer_error", "img_010.png")]
+    assert "ValueError: constant image, nothing to score" in rows[0][2]
     assert json.loads(run)["failed"] == {"scorer_error": 1}
     assert again.done == 0 and again.skipped == N_IMAGES - 1 and again.skipped_failed == 1
+
+
+def test_worker_scores_in_batches_and_a_failed_batch_image_by_image(db, indexed, tmp_path):
+    scorer = get_scorer("flaky_batch")
+    with Store(db) as store:
+        items = pending_work(store, [scorer])
+    results = score_shard(items[:40], _worker_state([scorer], None, 10**8))
+    # 40 images: batches of BATCH_IMAGES (32) and 8; the first holds the constant image 10, so its
+    # batch raised and was redone one by one (score_image): only image 10 failed.
+    assert scorer._batches == [32, 8] and BATCH_IMAGES == 32
+    failed = [os.path.basename(it["path"]) for it, r in zip(items[:40], results, strict=True) if r["failures"]]
+    assert failed == ["img_010.png"] and [r["image_id"] for r in results] == [it["image_id"] for it in items[:40]]
+    assert "constant image, nothing to score" in results[10]["failures"][0]["detail"]
+    ref = reference_scores(indexed, tmp_path)
+    got = {r["image_id"]: r["scores"][0]["score"] for r in results if r["scores"]}
+    assert len(got) == 39 and all(got[i] == pytest.approx(ref[i]) for i in got)
 
 
 def test_dead_worker_is_replaced_and_its_shard_redone(db, indexed, tmp_path):

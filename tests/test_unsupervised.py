@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mining.autoencoder import ConvAutoencoder, error_map, trimmed_mean
-from mining.descriptors import describe, descriptor_names
+from mining.descriptors import GLCM_PROPS, describe, descriptor_names, glcm_properties
 from mining.embedmap import EmbeddingMap
 from mining.outliers import knn_indices, outlier_scores, small_clusters
 from mining.rank import fuse, rank_normalize
@@ -93,6 +93,23 @@ def test_autoencoder_deterministic_and_save_load(trained_ae, tmp_path):
         AutoencoderScorer(latent_channels=8).load(path)
 
 
+@pytest.mark.parametrize("resize", ["resize", "crop"])
+def test_autoencoder_batch_equals_one_by_one(trained_ae, resize):
+    ae = pickle.loads(pickle.dumps(trained_ae))
+    ae.resize = resize
+    rng = np.random.default_rng(3)
+    # mixed sizes: one network pass in resize mode, one per size in crop mode
+    images = _stripes(rng, 3) + _stripes(rng, 2, size=40) + [cv2.circle(_stripes(rng, 1)[0], (9, 9), 3, 255, -1)]
+    batch = ae.score_batch(images)
+    assert len(batch) == len(images)
+    for im, b in zip(images, batch, strict=True):
+        a = ae.score_image(im)
+        assert b.map.shape == im.shape and b.score == pytest.approx(a.score, rel=1e-5, abs=1e-7)
+        np.testing.assert_allclose(b.map, a.map, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(b.embedding, a.embedding, rtol=1e-4, atol=1e-5)
+    assert max(range(len(images)), key=lambda i: batch[i].score) == len(images) - 1
+
+
 def test_autoencoder_pieces():
     x = torch.rand(2, 1, 16, 16)
     assert torch.all(error_map(x, x, "ssim") < 1e-4)
@@ -114,6 +131,26 @@ def test_descriptors_shape_and_signal():
     assert np.isfinite(describe(np.zeros((40, 30), np.uint16))).all()
     with pytest.raises(ValueError, match="lbp_radii"):
         describe(smooth, lbp_radii=(0,))
+
+
+def test_glcm_properties_equal_graycoprops_and_percentiles_match_numpy():
+    from skimage.feature import graycomatrix, graycoprops
+
+    rng = np.random.default_rng(4)
+    stripes = (np.arange(48)[None, :] // 3 * np.ones((48, 1))).astype(np.uint8) % 16
+    for q in (rng.integers(0, 16, (40, 40)).astype(np.uint8), np.full((20, 20), 5, np.uint8), stripes):
+        glcm = graycomatrix(q, [1, 3], [0, np.pi / 4, np.pi / 2, 3 * np.pi / 4], levels=16, symmetric=True, normed=True)
+        ours = glcm_properties(glcm)
+        assert ours.shape == (len(GLCM_PROPS), 2, 4)
+        for k, prop in enumerate(GLCM_PROPS):
+            np.testing.assert_allclose(ours[k], graycoprops(glcm, prop), rtol=1e-9, atol=1e-12, err_msg=prop)
+    g8 = (rng.beta(2, 5, (64, 64)) * 255).astype(np.uint8)  # uint8: to_float_gray is then g8 / 255
+    g, v = g8 / 255.0, describe(g8)
+    names = descriptor_names()
+    pct = [v[names.index(n)] for n in ("p01", "p10", "p50", "p90", "p99")]
+    np.testing.assert_allclose(pct, np.percentile(g, (1, 10, 50, 90, 99)), atol=1.5 / 255)
+    hist = v[[names.index(f"hist_{i}") for i in range(16)]]
+    assert hist.sum() == pytest.approx(1.0) and np.abs(hist - np.histogram(g, 16, (0, 1))[0] / g.size).max() < 0.02
 
 
 def test_outlier_scores_find_planted_point_and_cluster():

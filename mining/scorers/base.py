@@ -9,7 +9,8 @@ Life cycle, driven by :func:`mining.mine.mine`:
    sample of the catalogue, load a model, or do nothing. Afterwards the
    scorer is pickled to the workers (between our own processes only).
 2. ``score_image(image)`` in the workers, once per image or tile, returning a
-   :class:`ScoreResult`.
+   :class:`ScoreResult`; or ``score_batch(images)`` once per batch of them
+   (the default loops over ``score_image``).
 3. ``finalize(store, run_id)`` in the main process after all shards: scorers
    that need the whole archive (outlier scores over embeddings, a 2-D map)
    write their scores here.
@@ -73,6 +74,17 @@ class Scorer:
     def score_image(self, image: np.ndarray) -> ScoreResult:
         """Score one image (as read by :func:`mining.io.read_image`)."""
         raise NotImplementedError
+
+    def score_batch(self, images: list[np.ndarray]) -> list[ScoreResult]:
+        """Score several images (or tiles) at once; one result per image, in order.
+
+        The worker calls this with up to :data:`mining.mine.BATCH_IMAGES`
+        images. The default calls :meth:`score_image` on each; scorers with a
+        network override it to run one forward pass per batch. When it raises,
+        the worker scores the images one by one with :meth:`score_image`, so
+        an error is recorded on the image that caused it.
+        """
+        return [self.score_image(im) for im in images]
 
     def finalize(self, store, run_id: int | None = None) -> None:
         """Whole-archive step after the streaming pass (default: nothing)."""

@@ -54,9 +54,9 @@ class EmbeddingScorer(Scorer):
     def __init__(
         self,
         *,
-        size: int = 128,
+        size: int = 64,
         bins: int = 16,
-        lbp_radii: tuple[int, ...] = (1, 2),
+        lbp_radii: tuple[int, ...] = (1,),
         glcm_distances: tuple[int, ...] = (1, 3),
         levels: int = 32,
         embeddings: tuple[str, ...] = ("descriptors", "autoencoder"),
