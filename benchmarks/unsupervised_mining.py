@@ -309,10 +309,9 @@ def throughput(workdir: str, n: int = 640, workers: int = 2, repeats: int = 3) -
 def umap_seconds(n: int, dim: int | None = None, seed: int = 0) -> dict:
     """Seconds of one UMAP fit on ``n`` clustered vectors of the descriptor's length (default)."""
     from mining.descriptors import descriptor_names
-
-    dim = dim or len(descriptor_names())
     from mining.embedmap import EmbeddingMap
 
+    dim = dim or len(descriptor_names())
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 5, (20, dim))
     X = (centres[rng.integers(0, 20, n)] + rng.normal(0, 1, (n, dim))).astype(np.float32)
