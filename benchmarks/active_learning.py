@@ -93,6 +93,8 @@ def build_archive(work: Path, category: str, seed: int, rate: float) -> Path:
 
 #: Pixel scorer stride on its feature grid (None: the scorer's default).
 PIXEL_STRIDE: int | None = None
+#: a raremine YAML config whose scorer parameters the `raremine mine` children use (``--config``)
+MINE_CONFIG: Path | None = None
 
 
 def scorer_params(archive: Path, name: str) -> dict:
@@ -151,6 +153,7 @@ def mined_catalogue(archive: Path, wanted: list[str] | None, workers: int) -> tu
             name,
             "--workers",
             str(workers),
+            *(["--config", str(MINE_CONFIG)] if MINE_CONFIG else []),
             *[f"--set=scorers.{name}.{k}={v}" for k, v in params.items()],
         ]
         t0 = time.time()
@@ -219,10 +222,18 @@ def main(argv: list[str] | None = None) -> int:
         help="ranking before the re-ranker exists (learn.cold_start)",
     )
     ap.add_argument("--pixel-stride", type=int, default=None, help="pixel scorer stride (default: its own)")
+    ap.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="raremine YAML whose scorer parameters the mining uses (e.g. configs/magnetic-tile.yaml); "
+        "the mined catalogues are cached per scorer name, so use a fresh --work when changing it",
+    )
     ap.add_argument("--work", type=Path, default=Path("/tmp/raremine-al"))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "active_learning")
     a = ap.parse_args(argv)
     globals()["PIXEL_STRIDE"] = a.pixel_stride
+    globals()["MINE_CONFIG"] = a.config.resolve() if a.config else None
     # the backbone scorer reads its weights from the environment in the `raremine mine` children;
     # torchvision's file comes from the test-only package when the variable is not set
     if not os.environ.get("RAREMINE_BACKBONE_WEIGHTS"):
@@ -246,10 +257,16 @@ def main(argv: list[str] | None = None) -> int:
     a.work.mkdir(parents=True, exist_ok=True)
     a.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    config_rank = {}  # the config's fusion rule (weights 0 also leave a scorer out of the cold start)
+    if a.config:
+        from mining.config import load_config
+
+        cfg = load_config(a.config)
+        config_rank = {"weights": cfg.rank.weights, "primary": cfg.rank.primary}
     runs: dict[str, list[dict]] = {s: [] for s in a.strategies}
     all_ap: dict[str, list[float]] = {}
     ceiling: dict[str, list[float]] = {}
-    setup: dict = {"scorers_used": {}, "scorers_skipped": {}}
+    setup: dict = {"scorers_used": {}, "scorers_skipped": {}, "config": str(a.config) if a.config else None}
     for seed in a.seeds:
         archive = build_archive(a.work, a.category, seed, a.rate)
         db, used, skipped = mined_catalogue(archive, a.scorers, a.workers)
@@ -284,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                     batch=a.batch,
                     rounds=rounds,
                     learn_kwargs={"pixel": False, **learn_kw},
-                    rank_kwargs={"cold_start": a.cold_start, **rank_kw},
+                    rank_kwargs={"cold_start": a.cold_start, **config_rank, **rank_kw},
                     random_state=seed,
                 )
             summary["all_labels_ap"] = all_ap[json.dumps(learn_kw, sort_keys=True)][-1]

@@ -48,6 +48,9 @@ class FusedScores:
         Rank-normalised scores in (0, 1] (NaN where missing).
     fused : ndarray of shape (n,), float64
         Weighted mean of the available percentiles; higher = rarer.
+    weights : ndarray of shape (n_scorers,), float64, optional
+        The weight each scorer had in the fusion (None: all 1). A scorer
+        with weight 0 is left out of the fusion and of the cold start.
     """
 
     image_ids: np.ndarray
@@ -55,6 +58,7 @@ class FusedScores:
     raw: np.ndarray
     percentiles: np.ndarray
     fused: np.ndarray
+    weights: np.ndarray | None = None
 
     def why(self, i: int) -> dict:
         """Which scorers ranked row ``i`` high (percentile per scorer, best first)."""
@@ -167,7 +171,7 @@ def fused_scores(
     w = np.array([float(weights.get(n, 1.0)) for n in names])
     primary = PRIMARY_SCORERS if primary is None else tuple(primary)
     pct, fused = fuse(raw, w, np.array([n in primary for n in names], dtype=bool))
-    return FusedScores(np.asarray(ids, dtype=np.int64), names, raw, pct, fused)
+    return FusedScores(np.asarray(ids, dtype=np.int64), names, raw, pct, fused, w)
 
 
 def select_top(fs: FusedScores, candidates: np.ndarray, n: int, **_) -> list[int]:

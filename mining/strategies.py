@@ -97,9 +97,11 @@ def round_robin(fs: FusedScores, candidates: np.ndarray, n: int) -> list[tuple[i
 
     Before any verdict nobody knows which scorer is right; taking each
     scorer's top picks in turn is not diluted by scorers that carry no signal
-    for this archive (a mean of rank percentiles is).
+    for this archive (a mean of rank percentiles is). Scorers the fusion
+    gives weight 0 (``rank.weights``) take no turn.
     """
-    names = [j for j, name in enumerate(fs.scorers) if name != RERANK_SCORER]
+    w = np.ones(len(fs.scorers)) if fs.weights is None else np.asarray(fs.weights, float)
+    names = [j for j, name in enumerate(fs.scorers) if name != RERANK_SCORER and w[j] > 0]
     if len(names) <= 1:
         return [(int(i), {"by": "fused"}) for i in _order(fs.fused, candidates)[:n]]
     lists = [_order(fs.raw[:, j], candidates) for j in names]

@@ -96,6 +96,25 @@ def test_top_cold_start_round_robin_takes_each_scorers_best_in_turn():
     assert rows_of(STRATEGIES["top"](fs, np.arange(6), 2)) == [2, 0]  # fused: mean percentile
     with pytest.raises(ValueError, match="cold_start"):
         STRATEGIES["top"](fs, np.arange(6), 2, cold_start="max")
+    # a scorer the fusion weighs 0 (rank.weights) takes no turn: with one scorer left, its order alone
+    third = np.array([[5], [4], [3], [2], [1], [0]], dtype=float)
+    fs3 = fused_table(6, np.hstack([raw, third]))
+    fs3.scorers, fs3.weights = ["good", "noise", "third"], np.array([1.0, 0.0, 1.0])
+    picks = STRATEGIES["top"](fs3, np.arange(6), 4, cold_start="round_robin")
+    assert rows_of(picks) == [0, 1, 2, 3] and {p[1]["scorer"] for p in picks} == {"good", "third"}
+
+
+def test_fused_scores_keep_the_weights_and_rank_honours_them_in_the_cold_start(tmp_path):
+    from mining.rank import fused_scores
+
+    store, _ = make_store(tmp_path / "w.db")
+    with store:
+        fs = fused_scores(store, {"alpha": 0})
+        assert list(fs.weights) == [0.0 if n == "alpha" else 1.0 for n in fs.scorers]
+        r = rank(store, strategy="top", n=10, weights={"alpha": 0}, cold_start="round_robin")
+        picked = [i for (i,) in store.query("SELECT image_id FROM candidates WHERE round = ? ORDER BY rank", (r,))]
+        beta = store.query("SELECT image_id FROM scores WHERE scorer = 'beta' ORDER BY score DESC LIMIT 10")
+    assert picked == [i for (i,) in beta]  # alpha (weight 0) took no turn
 
 
 def test_uncertainty_strategies_pick_the_right_row():
