@@ -108,6 +108,13 @@ def test_autoencoder_batch_equals_one_by_one(trained_ae, resize):
         np.testing.assert_allclose(b.map, a.map, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(b.embedding, a.embedding, rtol=1e-4, atol=1e-5)
     assert max(range(len(images)), key=lambda i: batch[i].score) == len(images) - 1
+    calls = []
+    real = ae.maps_and_embeddings
+    ae.maps_and_embeddings = lambda ims: calls.append(len(ims)) or real(ims)
+    ae.batch_size = 2
+    again = ae.score_batch(images)
+    # passes of at most batch_size inputs: resize mode 6 -> 2+2+2; crop mode (4 of 32 px, 2 of 40 px) -> 2+2, 2
+    assert sorted(calls) == [2, 2, 2] and [r.score for r in again] == pytest.approx([r.score for r in batch])
 
 
 def test_autoencoder_pieces():

@@ -30,6 +30,10 @@ from synthesis.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
+#: input pixels of one inference pass in :meth:`AutoencoderScorer.score_batch` (about 4 MP: the
+#: activations of the first stage alone are 16 x that in float32, ~256 MB)
+INFER_PIXELS = 4_000_000
+
 RESIZE_MODES = ("resize", "crop")
 ERRORS = ("l2", "ssim")
 SCORE_KINDS = ("topk", "max")
@@ -345,9 +349,16 @@ class AutoencoderScorer(Scorer):
             groups.setdefault(key, []).append(i)
         out: list[ScoreResult | None] = [None] * len(images)
         for idx in groups.values():
-            maps, embs = self.maps_and_embeddings([images[i] for i in idx])
-            for j, i in enumerate(idx):
-                out[i] = self._result(images[i], maps[j], embs[j])
+            # passes of at most batch_size inputs and about INFER_PIXELS input pixels (crop mode: large tiles)
+            h, w = images[idx[0]].shape[:2]
+            if self.resize == "resize":
+                h = w = self.size
+            step = max(1, min(self.batch_size, INFER_PIXELS // (h * w)))
+            for s in range(0, len(idx), step):
+                part = idx[s : s + step]
+                maps, embs = self.maps_and_embeddings([images[i] for i in part])
+                for j, i in enumerate(part):
+                    out[i] = self._result(images[i], maps[j], embs[j])
         return out
 
     def score_image(self, image: np.ndarray) -> ScoreResult:
