@@ -21,7 +21,8 @@ What it does:
    previous one, and registers the fold models (XGBoost JSON) in ``models``;
 3. when reviewers painted masks (``reviews.mask_path``) and the pixel model is
    available, retrains it through :func:`mining.pixel.fit_pixel`, the function
-   behind ``raremine fit-pixel`` (the masks become its label images).
+   behind ``raremine fit-pixel`` (the masks become its label images, beside
+   the training set of ``raremine fit-pixel``, which every retraining keeps).
 
 Too few verdicts (fewer than 2 confirmed or 2 rejected images) is not an
 error: the report says why nothing was trained and ranking goes on with the
@@ -285,11 +286,31 @@ def _learn_rerank(
     }
 
 
+def _base_pairs(store) -> tuple[dict | None, list[tuple[str, str]]]:
+    """The user's own training set of the current pixel model (``raremine fit-pixel``'s folders), if still there."""
+    import mining.pixel as px
+
+    row = store.latest_model("pixel")
+    if row is None:
+        return None, []
+    base = (json.loads(row["config"] or "{}").get("training") or {}).get("base")
+    if not base:
+        return None, []
+    try:
+        return base, px.find_training_pairs(base["images"], base["labels"])
+    except ValueError as err:
+        logger.warning("pixel model %d: training set gone (%s); retraining on painted masks only", row["id"], err)
+        return None, []
+
+
 def _learn_pixel(store, report, run_id, cfg, progress) -> None:
     """Retrain the pixel model from every confirmed image with a painted mask, as ``raremine fit-pixel`` does.
 
     The painted masks become label images (1 background, 2 defect) in a
-    training folder beside the catalogue, and :func:`mining.pixel.fit_pixel`
+    training folder beside the catalogue, beside a copy of the training set
+    the current model came from (the folders given to ``raremine
+    fit-pixel``, kept through every retraining), so painted masks add to
+    what the model knew instead of replacing it. :func:`mining.pixel.fit_pixel`
     (the function behind ``raremine fit-pixel``, with the config's ``pixel:``
     section) trains, saves and registers the model, so the next
     ``raremine mine --scorers pixel --rescore`` uses it.
@@ -316,6 +337,11 @@ def _learn_pixel(store, report, run_id, cfg, progress) -> None:
     images_dir, labels_dir = os.path.join(root, "images"), os.path.join(root, "labels")
     os.makedirs(images_dir, exist_ok=True)
     os.makedirs(labels_dir, exist_ok=True)
+    base, base_pairs = _base_pairs(store)
+    for img_path, lab_path in base_pairs:  # "base-" stems: never an image id
+        stem = "base-" + os.path.splitext(os.path.basename(img_path))[0]
+        shutil.copyfile(img_path, os.path.join(images_dir, stem + os.path.splitext(img_path)[1].lower()))
+        shutil.copyfile(lab_path, os.path.join(labels_dir, stem + os.path.splitext(lab_path)[1].lower()))
     used = set()
     for image_id, path, mask_path in masks:  # newest mask of an image first
         if image_id in used:
@@ -338,7 +364,12 @@ def _learn_pixel(store, report, run_id, cfg, progress) -> None:
         return
     if progress:
         progress("pixel", 0, 1)
-    res = px.fit_pixel(store, images_dir, labels_dir, config=cfg.pixel)
+    res = px.fit_pixel(store, images_dir, labels_dir, config=cfg.pixel, base=base)
     if progress:
         progress("pixel", 1, 1)
-    report.pixel = {"model_id": res["model_id"], "path": res["path"], "images": len(used)}
+    report.pixel = {
+        "model_id": res["model_id"],
+        "path": res["path"],
+        "images": len(used),
+        "base_images": len(base_pairs),
+    }

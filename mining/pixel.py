@@ -994,10 +994,15 @@ def models_dir(store_path: str | os.PathLike) -> str:
     return base + ".models"
 
 
-def fit_pixel(store, images_dir: str | os.PathLike, labels_dir: str | os.PathLike, config=None) -> dict:
+def fit_pixel(
+    store, images_dir: str | os.PathLike, labels_dir: str | os.PathLike, config=None, *, base: dict | None = None
+) -> dict:
     """Train a pixel model from a folder of images and label images; save it and register it in the catalogue.
 
     This is ``raremine fit-pixel``. The training images need not be in the catalogue.
+    The model's record keeps the training folders (``config["training"]``),
+    and the *base* folders: those of ``raremine fit-pixel`` itself, which a
+    retraining from painted masks (:func:`mining.learn.learn`) trains on again.
 
     Parameters
     ----------
@@ -1007,6 +1012,9 @@ def fit_pixel(store, images_dir: str | os.PathLike, labels_dir: str | os.PathLik
         2..K the classes named in ``config.class_names``).
     config : mining.config.PixelConfig, optional
         Features, classifier and budget (defaults: ``PixelConfig()``).
+    base : dict, optional
+        ``{"images": DIR, "labels": DIR}`` of the user's own training set
+        when these folders add painted masks to it (default: these folders).
 
     Returns
     -------
@@ -1058,6 +1066,12 @@ def fit_pixel(store, images_dir: str | os.PathLike, labels_dir: str | os.PathLik
             "budget": cfg.budget,
             "hard_rounds": cfg.hard_rounds,
             "sampling": cfg.sampling,
+            "training": {
+                "images": os.path.abspath(images_dir),
+                "labels": os.path.abspath(labels_dir),
+                "pairs": len(pairs),
+                "base": base or {"images": os.path.abspath(images_dir), "labels": os.path.abspath(labels_dir)},
+            },
         },
         classes=classes,
         metrics=model.metrics,

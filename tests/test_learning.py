@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 
 import numpy as np
@@ -463,7 +464,47 @@ def test_learn_retrains_the_pixel_model_from_painted_masks(tmp_path, tiny_archiv
     assert painted == 2
     rep = learn(store, rerank=False, pixel=True)
     assert rep.pixel is not None and rep.pixel["images"] == 2, rep.pixel_skipped
+    assert rep.pixel["base_images"] == 0  # no earlier model: the painted masks alone
     assert store.latest_model("pixel")["id"] == rep.pixel["model_id"]
+    store.close()
+
+
+def test_pixel_retraining_keeps_the_fit_pixel_training_set(tmp_path, tiny_archive):
+    pytest.importorskip("mining.pixel")
+    import cv2
+
+    from mining.index import index_archive
+    from mining.pixel import fit_pixel, load_training_pairs
+    from tests.conftest import add_blob, make_texture
+
+    base = {"images": str(tmp_path / "base" / "images"), "labels": str(tmp_path / "base" / "labels")}
+    for d in base.values():
+        os.makedirs(d)
+    rng = np.random.default_rng(5)
+    for i in range(3):  # the user's own set: 3 images with a blob, fully labelled
+        img = add_blob(make_texture(rng), (20 + 8 * i, 32))
+        lab = np.ones((64, 64), np.uint8)
+        cv2.circle(lab, (20 + 8 * i, 32), 4, 2, -1)
+        cv2.imwrite(os.path.join(base["images"], f"train{i}.png"), img)
+        cv2.imwrite(os.path.join(base["labels"], f"train{i}.png"), lab)
+    store = Store(tmp_path / "c.db")
+    index_archive(store, [tiny_archive["root"]])
+    first = fit_pixel(store, base["images"], base["labels"])
+    for row in store.images():
+        if tiny_archive["truth"].get(row["path"]):
+            mask = np.zeros((64, 64), np.uint8)
+            cv2.circle(mask, (32, 30), 4, 255, -1)
+            cv2.imwrite(str(tmp_path / f"mask_{row['id']}.png"), mask)
+            store.add_review(row["id"], "t", "confirm", mask_path=str(tmp_path / f"mask_{row['id']}.png"), source="t")
+    for _ in range(2):  # and again: the base set is carried through every retraining, not the copies
+        rep = learn(store, rerank=False, pixel=True)
+        assert rep.pixel["images"] == 2 and rep.pixel["base_images"] == 3, rep.pixel
+        training = json.loads(store.latest_model("pixel")["config"])["training"]
+        assert training["base"] == {k: os.path.abspath(v) for k, v in base.items()} and training["pairs"] == 5
+        stems = sorted(os.path.basename(p) for _, _, p in load_training_pairs(training["images"], training["labels"]))
+        assert [f for f in stems if f.startswith("base-")] == [f"base-train{i}.png" for i in range(3)]
+        assert len(stems) == 5
+    assert rep.pixel["model_id"] != first["model_id"]
     store.close()
 
 
