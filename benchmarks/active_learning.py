@@ -223,6 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--pixel-stride", type=int, default=None, help="pixel scorer stride (default: its own)")
     ap.add_argument(
+        "--masks-per-round",
+        type=int,
+        default=0,
+        help="mixed supervision: confirmed defects per round whose truth mask is painted; the pixel model is "
+        "retrained (with its fit-pixel set) and re-scores the archive every such round (slow)",
+    )
+    ap.add_argument(
         "--config",
         type=Path,
         default=None,
@@ -300,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
                     strategy=strategy,
                     batch=a.batch,
                     rounds=rounds,
-                    learn_kwargs={"pixel": False, **learn_kw},
+                    learn_kwargs={"pixel": a.masks_per_round > 0, **learn_kw},
+                    masks_per_round=a.masks_per_round,
+                    rescore_workers=a.workers,
                     rank_kwargs={"cold_start": a.cold_start, **config_rank, **rank_kw},
                     random_state=seed,
                 )

@@ -141,6 +141,7 @@ def simulate(
     rank_kwargs: dict | None = None,
     random_state: int = 0,
     rescore_pixel: bool = True,
+    rescore_workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Run review rounds with a simulated reviewer; return the summary (JSON-ready).
@@ -165,7 +166,11 @@ def simulate(
         Seeds the strategies (round r uses ``random_state + r``) and the re-ranker.
     rescore_pixel : bool, default=True
         When a round retrained the pixel model, score the archive again with
-        it (the ``pixel`` scorer, in this process) before the next round.
+        it (the ``pixel`` scorer) before the next round.
+    rescore_workers : int, default=1
+        Processes of that re-scoring: 1 scores in this process; more use
+        the process pool (``forkserver`` workers, which start clean of this
+        process's XGBoost/OpenMP threads).
     progress : callable, optional
         ``progress(round_done, rounds)``.
 
@@ -237,7 +242,7 @@ def simulate(
         rep = learn(store, **learn_kwargs)
         pixel_info = rep.pixel or rep.pixel_skipped
         if rep.pixel and rescore_pixel:
-            _rescore_pixel(store)
+            _rescore_pixel(store, rescore_workers)
             rep = learn(store, **{**learn_kwargs, "pixel": False})  # the re-ranker sees the new pixel scores
         scores, source = model_scores(store, truth)
         out["reviewed_per_round"].append(len(reviewed))
@@ -271,7 +276,7 @@ def simulate(
     return out
 
 
-def _rescore_pixel(store: Store) -> None:
+def _rescore_pixel(store: Store, workers: int = 1) -> None:
     from mining.mine import mine
     from mining.scorers import get_scorer
 
@@ -280,8 +285,20 @@ def _rescore_pixel(store: Store) -> None:
     except ValueError as err:
         logger.warning("pixel model retrained but not re-scored: %s", err)
         return
-    # inline: this process has run XGBoost (OpenMP threads); forking pool workers after that can hang them
-    mine(store, [scorer], backend="inline", rescore=True, save_maps=False)
+    # this process has run XGBoost (OpenMP threads): workers forked from it could hang, so either
+    # inline or forkserver workers (started from a clean interpreter)
+    if workers > 1:
+        mine(
+            store,
+            [scorer],
+            backend="process",
+            workers=workers,
+            start_method="forkserver",
+            rescore=True,
+            save_maps=False,
+        )
+    else:
+        mine(store, [scorer], backend="inline", rescore=True, save_maps=False)
 
 
 def _none_nan(v: float) -> float | None:
