@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import pickle
@@ -95,7 +96,7 @@ def test_autoencoder_deterministic_and_save_load(trained_ae, tmp_path):
 
 @pytest.mark.parametrize("resize", ["resize", "crop"])
 def test_autoencoder_batch_equals_one_by_one(trained_ae, resize):
-    ae = pickle.loads(pickle.dumps(trained_ae))
+    ae = copy.deepcopy(trained_ae)  # through __getstate__, like a worker's copy
     ae.resize = resize
     rng = np.random.default_rng(3)
     # mixed sizes: one network pass in resize mode, one per size in crop mode
