@@ -115,3 +115,26 @@ def test_size_option_and_new_bad_parameters():
     ]:
         with pytest.raises(ValueError, match=word):
             get_scorer("contrast", **kw).prepare()
+
+
+@pytest.mark.parametrize("polarity", ["both", "dark", "bright"])
+@pytest.mark.parametrize("smooth_sigma", [0.0, 1.5, 2.0])
+def test_map_is_the_smoothed_robust_z_score(images, polarity, smooth_sigma):
+    """The map equals the textbook steps: z = (x - bg - median) / (1.4826 MAD), sign, Gaussian, clamp."""
+    import cv2
+
+    s = get_scorer("contrast", polarity=polarity, smooth_sigma=smooth_sigma, stat_stride=1).prepare()
+    im = images[17]
+    gray = im.astype(np.float32) / 255
+    d = gray - s._background(gray)
+    d = d - np.median(d)
+    mad = float(np.median(np.abs(d))) * 1.4826
+    z = {"both": np.abs(d), "dark": -d, "bright": d}[polarity] / (mad + 1e-3)
+    if smooth_sigma:
+        z = cv2.GaussianBlur(z.astype(np.float32), (0, 0), smooth_sigma, borderType=cv2.BORDER_REFLECT)
+    if polarity != "both":
+        z = np.maximum(z, 0)
+    r = s.score_image(im)
+    np.testing.assert_allclose(r.map, z, rtol=1e-4, atol=1e-4 * float(z.max()))
+    inner = z[8:-8, 8:-8]
+    assert r.score == pytest.approx(inner.max() / (np.percentile(inner, 90) + 1e-6), rel=1e-4)
