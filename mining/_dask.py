@@ -100,7 +100,8 @@ class DaskExecutor:
         else:
             # dask's nannies set MALLOC_TRIM_THRESHOLD_=65536 in their workers, which turns off glibc's
             # adaptive mmap threshold: every image-sized numpy temporary then costs an mmap/munmap and
-            # fresh page faults. Our workers hold nothing between tasks, so keep glibc's default.
+            # fresh page faults. Our workers hold nothing between tasks: they get the process pool's
+            # settings instead (mining.mine.WORKER_MALLOC_ENV: heap reuse, bounded free heap).
             # The statistical profiler feeds only the dashboard (off here) and keeps up to 1000
             # snapshots per worker, which grows worker memory for the first ~17 minutes of a job.
             env = {
@@ -108,6 +109,7 @@ class DaskExecutor:
                 for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
                 if k != "MALLOC_TRIM_THRESHOLD_"
             }
+            env.update(_mine.WORKER_MALLOC_ENV)
             with dask.config.set(
                 {"distributed.nanny.pre-spawn-environ": env, "distributed.worker.profile.enabled": False}
             ):

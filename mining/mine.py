@@ -161,7 +161,44 @@ def _worker_state(scorers: Sequence[Scorer], maps_root: str | None, max_pixels: 
     return {"scorers": {s.name: s for s in scorers}, "maps_root": maps_root, "max_pixels": max_pixels}
 
 
+#: glibc malloc settings of the worker processes (mallopt parameter -> bytes). glibc serves blocks
+#: above a dynamic threshold (128 KB at first) with mmap and returns free heap above 128 KB to the
+#: system, so image-sized numpy temporaries keep costing fresh page faults (78,000 in 500 rounds of
+#: 256 x 256 float32 temporaries, 190 with these settings). The process pool mined 256 x 256 PNGs
+#: with the contrast scorer 12 % faster (median of 4 interleaved runs). Buffers are reused from the
+#: heap; a worker keeps at most ``M_TRIM_THRESHOLD`` of free heap, whatever the job's length.
+WORKER_MALLOC = {"M_MMAP_THRESHOLD": 32 * 2**20, "M_TRIM_THRESHOLD": 64 * 2**20}
+#: the same settings as environment variables, for processes started fresh (dask's LocalCluster)
+WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(64 * 2**20)}
+_MALLOPT_PARAM = {"M_TRIM_THRESHOLD": -1, "M_MMAP_THRESHOLD": -3}  # glibc's <malloc.h>
+
+
+def tune_worker_malloc() -> bool:
+    """Apply :data:`WORKER_MALLOC` to this process with glibc's ``mallopt``.
+
+    Returns
+    -------
+    bool
+        True when every setting was accepted; False on other C libraries
+        (nothing is changed there).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    ok = True
+    for name, value in WORKER_MALLOC.items():
+        ok = bool(mallopt(_MALLOPT_PARAM[name], value)) and ok
+    return ok
+
+
 def _init_worker(scorers: Sequence[Scorer], maps_root: str | None, max_pixels: int) -> None:
+    tune_worker_malloc()
     _WORKER.clear()
     _WORKER.update(_worker_state(scorers, maps_root, max_pixels))
 
