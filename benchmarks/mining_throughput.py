@@ -139,7 +139,7 @@ def child_mine(
     workers: int,
     scorers: list[str],
     save_maps: bool,
-    shard_size: int,
+    shard_size: int | None,
     start_method: str = "forkserver",
 ) -> dict:
     """One mining job, as ``raremine mine`` would run it."""
@@ -211,7 +211,7 @@ PLAN = (("decode", 2), ("process", 2), ("dask", 2), ("decode", 1), ("process", 1
 
 
 def run_size(
-    n: int, tmp: str, scorers: list[str], save_maps: bool, shard_size: int, log, checkpoint=None, only=None
+    n: int, tmp: str, scorers: list[str], save_maps: bool, shard_size: int | None, log, checkpoint=None, only=None
 ) -> dict:
     from mining.index import index_archive
     from mining.store import Store
@@ -264,7 +264,9 @@ def main() -> None:
         if mode == "decode":
             out = child_decode(a[0], int(a[1]))
         else:
-            out = child_mine(a[0], a[1], int(a[2]), a[3].split(","), bool(int(a[4])), int(a[5]), *a[6:])
+            out = child_mine(
+                a[0], a[1], int(a[2]), a[3].split(","), bool(int(a[4])), None if a[5] == "None" else int(a[5]), *a[6:]
+            )
         print(json.dumps(out))
         return
     from mining.scorers import available_scorers
@@ -277,7 +279,7 @@ def main() -> None:
         help="comma-separated (default: the cheap unsupervised ones available: contrast, embedding)",
     )
     ap.add_argument("--maps", action="store_true", help="also save overlay PNGs of the maps (off by default)")
-    ap.add_argument("--shard-size", type=int, default=64)
+    ap.add_argument("--shard-size", type=int, default=None, help="default: the backend's (mine.SHARD_SIZE)")
     ap.add_argument(
         "--runs",
         nargs="+",

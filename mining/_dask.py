@@ -8,6 +8,7 @@ return the same small results as the process pool.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 
 import dask
@@ -62,6 +63,15 @@ def score_shard_task(shard: list[dict], token: str) -> list[dict]:
     return _mine.score_shard(shard, state)
 
 
+def _restore_environ(saved: dict[str, str | None]) -> None:
+    """Put back the job process's environment variables that dask's nannies overwrote."""
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 class DaskExecutor:
     """Shards as tasks on a dask.distributed cluster (an existing one, or a LocalCluster on 127.0.0.1).
 
@@ -80,6 +90,7 @@ class DaskExecutor:
     def __init__(self, initargs: tuple, *, scheduler: str | None, local_workers: int | None):
         self.cluster = None
         self.client = None
+        self._environ: dict[str, str | None] = {}  # the job process's values of what the nannies set
         # Held until close(): streams opened later (a worker restarted by its nanny) read it too.
         self._config = dask.config.set({"distributed.admin.low-level-log-length": LOW_LEVEL_LOG_LENGTH})
         try:
@@ -89,6 +100,7 @@ class DaskExecutor:
                 if part is not None:
                     part.close()
             self._config.__exit__(None, None, None)
+            _restore_environ(self._environ)
             raise
 
     def _connect(self, initargs: tuple, scheduler: str | None, local_workers: int | None) -> None:
@@ -110,6 +122,8 @@ class DaskExecutor:
                 if k != "MALLOC_TRIM_THRESHOLD_"
             }
             env.update(_mine.WORKER_MALLOC_ENV)
+            # each nanny does os.environ.update(env) in this process before it spawns its worker
+            self._environ = {k: os.environ.get(k) for k in env}
             with dask.config.set(
                 {"distributed.nanny.pre-spawn-environ": env, "distributed.worker.profile.enabled": False}
             ):
@@ -160,3 +174,4 @@ class DaskExecutor:
                 self.cluster.close()
         finally:
             self._config.__exit__(None, None, None)
+            _restore_environ(self._environ)

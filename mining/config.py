@@ -48,7 +48,9 @@ class MineConfig(_Section):
     scheduler: str | None = Field(
         None, pattern=r"^(tcp|tls|inproc|ucx)://.+", description="address of an existing dask scheduler"
     )
-    shard_size: int = Field(64, ge=1, description="images per shard and per write transaction")
+    shard_size: int | None = Field(
+        None, ge=1, description="images per shard and per write transaction (null: 64, or 256 on dask)"
+    )
     max_in_flight: int | None = Field(None, ge=1, description="shards submitted at once (default 2 x workers)")
     retries: int = Field(1, ge=0, description="retries of an image that kills a worker on its own")
     save_maps: bool = Field(True, description="keep overlay PNGs of the score maps beside the catalogue")

@@ -606,6 +606,12 @@ class _ProcessExecutor:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+#: default images per shard by backend. On dask each task costs the job process (scheduler,
+#: client) several ms, about 18 % of the throughput with shards of 64 contrast-scored 256 x 256
+#: images on 2 cores; shards of 256 brought dask to 0.91 of the pool (0.80 with 64).
+SHARD_SIZE = {"inline": 64, "process": 64, "dask": 256}
+
+
 @dataclass
 class _Task:
     items: list[dict]
@@ -732,7 +738,7 @@ def mine(
     *,
     backend: str = "process",
     workers: int = 2,
-    shard_size: int = 64,
+    shard_size: int | None = None,
     save_maps: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     rescore: bool = False,
@@ -758,8 +764,10 @@ def mine(
     workers : int, default=2
         Processes of the ``process`` backend; workers of the LocalCluster
         started by the ``dask`` backend when no ``scheduler`` is given.
-    shard_size : int, default=64
-        Images per shard (and per write transaction).
+    shard_size : int, optional
+        Images per shard (and per write transaction); default
+        :data:`SHARD_SIZE` for the backend: 64 in a process pool, 256 on dask,
+        whose per-task overhead in the scheduler and client is larger.
     save_maps : bool, default=True
         Keep overlay PNGs of the score maps beside the catalogue (on a
         cluster the workers write them: the folder must be shared).
@@ -794,6 +802,8 @@ def mine(
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if shard_size is None:
+        shard_size = SHARD_SIZE[backend]
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     if max_in_flight is not None and max_in_flight < 1:

@@ -24,6 +24,7 @@ from mining.config import Config, load_config
 from mining.index import index_archive
 from mining.mine import (
     BATCH_IMAGES,
+    SHARD_SIZE,
     WORKER_MALLOC_ENV,
     _run_shards,
     _worker_state,
@@ -168,6 +169,15 @@ def test_sigkill_then_resume_gives_identical_scores_and_no_duplicates(db, indexe
 
 
 # -- backends agree ---------------------------------------------------------------------
+def test_default_shard_size_follows_the_backend(db):
+    """No shard_size: 64 images a shard in this process or a pool, recorded with the run."""
+    with Store(db) as store:
+        s = mine(store, [get_scorer("contrast")], backend="inline", save_maps=False)
+        job = json.loads(store.query("SELECT config FROM runs WHERE id = ?", (s.run_id,))[0]["config"])["job"]
+    assert s.done == N_IMAGES and s.shards == 2 and job["shard_size"] == SHARD_SIZE["inline"] == 64
+    assert SHARD_SIZE == {"inline": 64, "process": 64, "dask": 256}
+
+
 def test_dask_local_cluster_equals_local_run(db, indexed, tmp_path):
     with Store(db) as store:
         s = mine(store, [get_scorer("contrast")], backend="dask", workers=2, shard_size=8, save_maps=False)
@@ -195,18 +205,21 @@ def test_dask_job_keeps_no_message_logs_and_restores_config(db):
         real_close(self)
 
     before = dask.config.get("distributed.admin.low-level-log-length")
+    env_before = {k: os.environ.get(k) for k in (*WORKER_MALLOC_ENV, "OMP_NUM_THREADS")}
     _dask.DaskExecutor.close = close
     try:
         with Store(db) as store:
-            s = mine(store, [get_scorer("contrast")], backend="dask", workers=2, shard_size=8, save_maps=False)
+            s = mine(store, [get_scorer("contrast")], backend="dask", workers=2, save_maps=False)
     finally:
         _dask.DaskExecutor.close = real_close
-    assert s.done == N_IMAGES
+    assert s.done == N_IMAGES and s.shards == 1  # dask's default shard: 256 images (SHARD_SIZE)
     assert len(seen["logs"]) >= 3 and not any(seen["logs"]) and seen["transitions"] == 0
     assert dask.config.get("distributed.admin.low-level-log-length") == before
     # the workers run with the process pool's malloc settings, not dask's MALLOC_TRIM_THRESHOLD_=65536
     want = (WORKER_MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"], WORKER_MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"])
     assert len(seen["env"]) == 2 and set(seen["env"].values()) == {want}
+    # dask's nannies set them in this process's environment too; the job puts it back
+    assert {k: os.environ.get(k) for k in (*WORKER_MALLOC_ENV, "OMP_NUM_THREADS")} == env_before
 
 
 @pytest.mark.skipif(
