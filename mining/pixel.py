@@ -248,20 +248,28 @@ def _eig2(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.n
     return mean + root, mean - root
 
 
-def _ilastik_bank(gray: np.ndarray, spec: FeatureSpec) -> list[np.ndarray]:
+def _ilastik_bank(gray: np.ndarray, spec: FeatureSpec, stride: int = 1) -> list[np.ndarray]:
+    """The ilastik-like channels; with ``stride``, only at every ``stride``-th pixel each way.
+
+    The filters run at full resolution; their outputs are subsampled before the per-pixel
+    arithmetic (products, eigenvalues, square roots), so the values equal the full
+    computation's at those pixels and mining at a stride skips most of that arithmetic.
+    """
     border = PADDINGS[spec.padding]
-    out = [gray]
+    sub = (slice(None, None, stride), slice(None, None, stride))
+    out = [gray[sub]]
     for s in spec.sigmas:
         g = _gauss(gray, s, border)
         gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3, scale=0.125, borderType=border)
         gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3, scale=0.125, borderType=border)
-        gxx = cv2.Sobel(g, cv2.CV_32F, 2, 0, ksize=3, scale=0.25, borderType=border)
-        gyy = cv2.Sobel(g, cv2.CV_32F, 0, 2, ksize=3, scale=0.25, borderType=border)
-        gxy = cv2.Sobel(g, cv2.CV_32F, 1, 1, ksize=3, scale=0.25, borderType=border)
+        gxx = cv2.Sobel(g, cv2.CV_32F, 2, 0, ksize=3, scale=0.25, borderType=border)[sub]
+        gyy = cv2.Sobel(g, cv2.CV_32F, 0, 2, ksize=3, scale=0.25, borderType=border)[sub]
+        gxy = cv2.Sobel(g, cv2.CV_32F, 1, 1, ksize=3, scale=0.25, borderType=border)[sub]
+        st1, st2 = _eig2(*(_gauss(a * b, 2 * s, border)[sub] for a, b in ((gx, gx), (gx, gy), (gy, gy))))
+        dog = g[sub] - _gauss(gray, s * 1.6, border)[sub]
+        g, gx, gy = g[sub], gx[sub], gy[sub]
         log = (gxx + gyy) * (s * s)  # scale-normalised Laplacian of Gaussian
         gradmag = np.sqrt(gx * gx + gy * gy) * s
-        dog = g - _gauss(gray, s * 1.6, border)
-        st1, st2 = _eig2(_gauss(gx * gx, 2 * s, border), _gauss(gx * gy, 2 * s, border), _gauss(gy * gy, 2 * s, border))
         h1, h2 = _eig2(gxx, gxy, gyy)
         out += [
             g,
@@ -315,14 +323,23 @@ def compute_features(image: np.ndarray, spec: FeatureSpec | None = None) -> np.n
     return features_from_gray(preprocess(image, spec), spec)
 
 
-def features_from_gray(gray: np.ndarray, spec: FeatureSpec, *, offset=None, full=None) -> np.ndarray:
+def features_from_gray(gray: np.ndarray, spec: FeatureSpec, *, offset=None, full=None, stride: int = 1) -> np.ndarray:
     """Features of an already preprocessed grid (see :func:`preprocess`), shape (h, w, F) float32.
 
-    ``offset`` and ``full`` place a tile inside its image for the border feature.
+    ``offset`` and ``full`` place a tile inside its image for the border feature. With
+    ``stride`` > 1 only every ``stride``-th pixel each way is returned, shape
+    ``(ceil(h / stride), ceil(w / stride), F)``, equal to ``features_from_gray(gray, spec)[::stride,
+    ::stride]`` (the ilastik bank does its per-pixel arithmetic only there).
     """
-    chans = _basic_bank(gray, spec) if spec.bank == "basic" else _ilastik_bank(gray, spec)
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    sub = (slice(None, None, stride), slice(None, None, stride))
+    if spec.bank == "basic":
+        chans = [c[sub] for c in _basic_bank(gray, spec)]
+    else:
+        chans = _ilastik_bank(gray, spec, stride)
     if spec.border_feature:
-        chans.append(_border_distance(gray.shape, spec, offset, full))
+        chans.append(_border_distance(gray.shape, spec, offset, full)[sub])
     return np.stack(chans, axis=-1).astype(np.float32, copy=False)
 
 
@@ -713,9 +730,7 @@ class PixelModel:
 
     # prediction -------------------------------------------------------------------
     def _proba_grid(self, gray: np.ndarray, stride: int, offset=None, full=None) -> np.ndarray:
-        feats = features_from_gray(gray, self.spec, offset=offset, full=full)
-        if stride > 1:
-            feats = feats[::stride, ::stride]
+        feats = features_from_gray(gray, self.spec, offset=offset, full=full, stride=stride)
         h, w, f = feats.shape
         p = self.classifier.predict_proba(feats.reshape(-1, f))
         return p.reshape(h, w, -1)

@@ -15,6 +15,7 @@ from mining.pixel import (
     PixelClassifier,
     PixelModelError,
     compute_features,
+    features_from_gray,
     fit_pixel_model,
     load_pixel_model,
     load_training_pairs,
@@ -71,6 +72,23 @@ def test_feature_shapes_and_dtypes(bank, image):
     assert f.dtype == np.float32
     assert f.shape == (20, 25, len(spec.feature_names()))
     assert np.isfinite(f).all()
+
+
+@pytest.mark.parametrize("bank", ["ilastik", "basic"])
+@pytest.mark.parametrize("stride", [2, 3])
+def test_strided_features_equal_the_subsampled_full_ones(bank, stride):
+    """Mining at a stride computes the same feature values as training does, at those pixels."""
+    gray = make_texture(np.random.default_rng(5), 61).astype(np.float32) / 255
+    spec = FeatureSpec(bank=bank, sigmas=(0.5, 2.0, 8.0), border_feature=True)
+    full = features_from_gray(gray, spec)
+    strided = features_from_gray(gray, spec, stride=stride, offset=(3, 4), full=(80, 90))
+    np.testing.assert_array_equal(
+        strided, features_from_gray(gray, spec, offset=(3, 4), full=(80, 90))[::stride, ::stride]
+    )
+    assert strided.shape == (-(-61 // stride), -(-61 // stride), full.shape[-1])
+    np.testing.assert_array_equal(strided[..., :-1], full[::stride, ::stride, :-1])
+    with pytest.raises(ValueError, match="stride must be >= 1, got 0"):
+        features_from_gray(gray, spec, stride=0)
 
 
 def test_border_feature_and_padding_change_features():
