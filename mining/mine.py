@@ -169,7 +169,7 @@ def _worker_state(scorers: Sequence[Scorer], maps_root: str | None, max_pixels: 
 #: heap; a worker keeps at most ``M_TRIM_THRESHOLD`` of free heap, whatever the job's length.
 WORKER_MALLOC = {"M_MMAP_THRESHOLD": 32 * 2**20, "M_TRIM_THRESHOLD": 64 * 2**20}
 #: the same settings as environment variables, for processes started fresh (dask's LocalCluster)
-WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(64 * 2**20)}
+WORKER_MALLOC_ENV = {f"MALLOC_{name[2:]}_": str(value) for name, value in WORKER_MALLOC.items()}
 _MALLOPT_PARAM = {"M_TRIM_THRESHOLD": -1, "M_MMAP_THRESHOLD": -3}  # glibc's <malloc.h>
 
 
