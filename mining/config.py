@@ -204,7 +204,7 @@ class PixelFeaturesConfig(_Section):
     padding: Literal["reflect", "nearest", "constant"] = "nearest"
     border_feature: bool = False
     border_scale: float = Field(32.0, gt=0)
-    normalize: Literal["none", "image"] = "none"
+    normalize: Literal["none", "image", "log"] = "none"
 
 
 class PixelConfig(_Section):

@@ -49,7 +49,8 @@ logger = logging.getLogger(__name__)
 BANKS = ("basic", "ilastik")
 PADDINGS = {"reflect": cv2.BORDER_REFLECT_101, "nearest": cv2.BORDER_REPLICATE, "constant": cv2.BORDER_CONSTANT}
 METHODS = ("xgboost", "random_forest")
-NORMALIZE = ("none", "image")
+NORMALIZE = ("none", "image", "log")
+LOG_OFFSET = 1.0 / 64  # normalize="log": log(gray + LOG_OFFSET), so black stays finite
 FORMAT_VERSION = 1
 
 
@@ -89,11 +90,17 @@ class FeatureSpec:
         image, divided by ``border_scale`` and clipped at 1) as a feature.
     border_scale : float, default=32.0
         Distance (original px) at which the border feature saturates.
-    normalize : {"none", "image"}, default="none"
+    normalize : {"none", "image", "log"}, default="none"
         ``"image"``: after the [0, 1] rule, subtract the image's median and
         divide by its robust spread (1.4826 MAD, at least 1e-3), so that
         lighting and exposure differences between images do not move the
-        features.
+        features. ``"log"``: after the [0, 1] rule, ``log(gray + 1/64)``.
+        Reflected light is illumination times reflectance, so on a log scale
+        a pit or a stain differs from its surroundings by the same amount on
+        a bright and on a dim part of the surface: the filters' responses
+        (DoG, LoG, Hessian, gradients) no longer grow with the local
+        brightness. The offset keeps black finite and damps sensor noise in
+        the darkest pixels.
     """
 
     bank: str = "ilastik"
@@ -194,7 +201,7 @@ def _basic_sigmas(spec: FeatureSpec) -> np.ndarray:
 
 
 def preprocess(image: np.ndarray, spec: FeatureSpec) -> np.ndarray:
-    """The one preprocessing of training and mining: float grayscale in [0, 1], then the downscale.
+    """The one preprocessing of training and mining: float grayscale in [0, 1], the downscale, ``normalize``.
 
     Parameters
     ----------
@@ -206,7 +213,8 @@ def preprocess(image: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     Returns
     -------
     gray : ndarray of shape (h, w), float32
-        ``h = round(H / downscale)``, ``w = round(W / downscale)``.
+        ``h = round(H / downscale)``, ``w = round(W / downscale)``; in [0, 1]
+        unless ``spec.normalize`` is ``"image"`` or ``"log"``.
     """
     gray = to_float_gray(image)
     if spec.downscale != 1:
@@ -216,6 +224,8 @@ def preprocess(image: np.ndarray, spec: FeatureSpec) -> np.ndarray:
         med = float(np.median(gray))
         mad = float(np.median(np.abs(gray - med))) * 1.4826
         gray = (gray - med) / max(mad, 1e-3)
+    elif spec.normalize == "log":
+        gray = np.log(gray + np.float32(LOG_OFFSET))
     return np.ascontiguousarray(gray, np.float32)
 
 

@@ -103,6 +103,26 @@ def test_border_feature_and_padding_change_features():
     np.testing.assert_allclose(a[28:36, 28:36], b[28:36, 28:36], atol=1e-4)
 
 
+def test_log_normalize_gives_a_pit_the_same_response_under_bright_and_dim_light():
+    """A pit that reflects half the light has one DoG response whatever the illumination."""
+    yy, xx = np.mgrid[:48, :48]
+    pit = np.where((yy - 24) ** 2 + (xx - 24) ** 2 <= 9, 0.5, 1.0)
+    spec = FeatureSpec(sigmas=(1.0, 2.0), normalize="log")
+    dog = spec.feature_names().index("dog_1")
+    responses = {}
+    for normalize in ("none", "log"):
+        spec = FeatureSpec(sigmas=(1.0, 2.0), normalize=normalize)
+        bright, dim = (compute_features(np.uint8(np.round(200 * light * pit)), spec) for light in (1.0, 0.5))
+        responses[normalize] = dim[24, 24, dog] / bright[24, 24, dog]
+    np.testing.assert_allclose(
+        compute_features(np.full((8, 8), 255, np.uint8), FeatureSpec(sigmas=(1.0,), normalize="log"))[..., 0],
+        np.log(1 + 1 / 64),
+        rtol=1e-6,
+    )
+    assert abs(responses["log"] - 1) < 0.1  # 1/64 offset: not exactly ratio-invariant
+    assert abs(responses["none"] - 0.5) < 0.02  # linear: the response halves with the light
+
+
 def test_bad_feature_spec_is_named():
     with pytest.raises(ValueError, match="bank"):
         FeatureSpec(bank="fancy")
