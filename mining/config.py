@@ -205,6 +205,7 @@ class PixelFeaturesConfig(_Section):
     border_feature: bool = False
     border_scale: float = Field(32.0, gt=0)
     normalize: Literal["none", "image", "log"] = "none"
+    fast_scales: bool = False
 
 
 class PixelConfig(_Section):

@@ -74,12 +74,13 @@ def test_feature_shapes_and_dtypes(bank, image):
     assert np.isfinite(f).all()
 
 
-@pytest.mark.parametrize("bank", ["ilastik", "basic"])
+@pytest.mark.parametrize("bank", ["ilastik", "basic", "ilastik-fast"])
 @pytest.mark.parametrize("stride", [2, 3])
 def test_strided_features_equal_the_subsampled_full_ones(bank, stride):
     """Mining at a stride computes the same feature values as training does, at those pixels."""
     gray = make_texture(np.random.default_rng(5), 61).astype(np.float32) / 255
-    spec = FeatureSpec(bank=bank, sigmas=(0.5, 2.0, 8.0), border_feature=True)
+    fast = bank == "ilastik-fast"
+    spec = FeatureSpec(bank=bank.split("-")[0], sigmas=(0.5, 2.0, 4.0, 8.0), border_feature=True, fast_scales=fast)
     full = features_from_gray(gray, spec)
     strided = features_from_gray(gray, spec, stride=stride, offset=(3, 4), full=(80, 90))
     np.testing.assert_array_equal(
@@ -89,6 +90,29 @@ def test_strided_features_equal_the_subsampled_full_ones(bank, stride):
     np.testing.assert_array_equal(strided[..., :-1], full[::stride, ::stride, :-1])
     with pytest.raises(ValueError, match="stride must be >= 1, got 0"):
         features_from_gray(gray, spec, stride=0)
+
+
+def test_fast_scales_approximate_the_full_resolution_channels():
+    """The shrunk-grid scales follow the exact ones closely away from the border, and cost less."""
+    rng = np.random.default_rng(7)
+    noise = rng.normal(0.5, 0.2, (160, 200)).astype(np.float32)
+    gray = cv2.GaussianBlur(noise, (0, 0), 3.0) + cv2.GaussianBlur(noise, (0, 0), 12.0) * 4
+    exact = FeatureSpec(sigmas=(1.0, 4.0, 8.0, 16.0))
+    fast = FeatureSpec(sigmas=(1.0, 4.0, 8.0, 16.0), fast_scales=True)
+    a, b = features_from_gray(gray, exact), features_from_gray(gray, fast)
+    names = exact.feature_names()
+    for i, name in enumerate(names):
+        if name == "intensity" or name.endswith("_1"):  # below 4 px nothing is shrunk
+            np.testing.assert_array_equal(a[..., i], b[..., i], err_msg=name)
+            continue
+        x, y = a[40:-40, 40:-40, i].ravel(), b[40:-40, 40:-40, i].ravel()
+        assert np.corrcoef(x, y)[0, 1] > 0.99, name
+        assert np.abs(x - y).max() < 0.15 * (x.max() - x.min()), name
+    assert fast.grid_unit == 4 and exact.grid_unit == 1
+    assert fast.fingerprint() != exact.fingerprint()
+    # a grid too small to shrink 4x is shrunk less, or not at all
+    tiny = features_from_gray(gray[:12, :12], fast)
+    np.testing.assert_array_equal(tiny, features_from_gray(gray[:12, :12], exact))
 
 
 def test_border_feature_and_padding_change_features():
@@ -151,9 +175,14 @@ def test_bright_blob_is_found(blob_model):
     assert 0 <= r.stats["uncertainty_mean"] <= 0.5
 
 
-def test_tiled_equals_untiled(blob_model):
+@pytest.mark.parametrize("fast", [False, True])
+def test_tiled_equals_untiled(blob_model, fast):
     rng = np.random.default_rng(3)
-    big = np.hstack([make_texture(rng, 96), add_blob(make_texture(rng, 96), (50, 50))])
+    big = np.hstack([make_texture(rng, 96), add_blob(make_texture(rng, 96), (50, 50)), make_texture(rng, 96)])
+    if fast:  # the shrunk grids need tiles that start at multiples of 4 and wide halos
+        pairs = [(*_blob_pair(rng, (20 + 8 * i, 30 + 5 * i)), f"t{i}") for i in range(3)]
+        spec = FeatureSpec(sigmas=(1.0, 4.0, 8.0), fast_scales=True)
+        blob_model = fit_pixel_model(pairs, spec=spec, classifier=FAST, budget=4000, class_names={2: "blob"})
     whole = blob_model.predict_proba(big)
     tiled = blob_model.predict_proba(big, tile_size=48)
     np.testing.assert_allclose(tiled, whole, atol=1e-4)
