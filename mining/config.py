@@ -204,8 +204,8 @@ class PixelFeaturesConfig(_Section):
     padding: Literal["reflect", "nearest", "constant"] = "nearest"
     border_feature: bool = False
     border_scale: float = Field(32.0, gt=0)
-    normalize: Literal["none", "image", "log"] = "none"
-    fast_scales: bool = False
+    normalize: Literal["none", "image", "log"] = "log"
+    fast_scales: bool = True
 
 
 class PixelConfig(_Section):
