@@ -224,6 +224,25 @@ def test_save_load_identical(tmp_path, method, blob_model):
     assert loaded.class_names == model.class_names
 
 
+def test_forest_probabilities_and_feature_layout_match_the_libraries():
+    """The pixel classifier's own loop over the forest's trees gives the forest's probabilities."""
+    rng = np.random.default_rng(6)
+    X = rng.random((3000, 7)).astype(np.float32)
+    y = np.where(X[:, 0] + X[:, 1] > 1.2, 2, 1)
+    clf = PixelClassifier(method="random_forest", n_estimators=7, max_depth=4).fit(X, y)
+    Xt = np.asfortranarray(rng.random((500, 7)).astype(np.float32))
+    np.testing.assert_array_equal(clf.predict_proba(Xt), clf.model_.predict_proba(Xt).astype(np.float32))
+    gray = make_texture(rng, 40).astype(np.float32) / 255
+    spec = FeatureSpec(sigmas=(1.0, 4.0), fast_scales=True, border_feature=True)
+    f = features_from_gray(gray, spec, stride=2)
+    assert f.flags.c_contiguous and f.dtype == np.float32
+    from mining.pixel import _ilastik_bank, _interleave
+
+    chans = _ilastik_bank(gray, spec, 2)
+    np.testing.assert_array_equal(_interleave(chans), np.stack(chans, axis=-1))
+    np.testing.assert_array_equal(f[..., :-1], np.stack(chans, axis=-1))
+
+
 def test_other_features_refused(tmp_path, blob_model):
     path, _ = blob_model.save(tmp_path)
     with pytest.raises(PixelModelError, match=r"other features.*downscale"):
