@@ -21,6 +21,7 @@ other jobs; absolute numbers move with the machine's load.
 
 usage: python benchmarks/pixel_mining.py [--categories Blowhole Crack] [--seeds 0]
        [--normals N (subsample for quick runs)] [--ablation] [--work DIR]
+       [--speed-chunks K [--chunk-size N]] (also time both sides in turn on K chunks; median ratio)
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ def run_ours(folder: Path, truth: dict[str, int], tag: str, overrides: list[str]
     """fit-pixel + mine through a real catalogue; return metrics and timings."""
     from mining.config import load_config, scorer_params
     from mining.index import index_archive
+    from mining.io import read_image
     from mining.mine import mine
     from mining.pixel import fit_pixel
     from mining.scorers import get_scorer
@@ -133,6 +135,7 @@ def run_ours(folder: Path, truth: dict[str, int], tag: str, overrides: list[str]
         train_s = time.perf_counter() - t0
         scorer = get_scorer("pixel", **scorer_params(cfg, "pixel"))
         summary = mine(store, [scorer], backend="inline", workers=1, save_maps=False)
+        scorer.prepare(store)  # the same model, kept for the interleaved timing
         rows = store.query(
             "SELECT i.path, s.score FROM scores s JOIN images i ON i.id = s.image_id"
             " WHERE s.scorer = 'pixel' AND s.tile = -1"
@@ -140,6 +143,7 @@ def run_ours(folder: Path, truth: dict[str, int], tag: str, overrides: list[str]
     scores = {os.path.realpath(p): s for p, s in rows}
     m = metrics(truth, scores)
     m.update({"train_s": train_s, "img_s": summary.done / summary.seconds, "failed": sum(summary.failed.values())})
+    m["score_one"] = lambda path: scorer.score_image(read_image(path)).score
     return m
 
 
@@ -166,17 +170,44 @@ def run_peer(folder: Path, truth: dict[str, int], seed: int) -> dict:
     clf = fit_segmenter(np.concatenate(labs), np.concatenate(feats), clf)
     train_s = time.perf_counter() - t0
     col = list(clf.classes_).index(2)
-    scores = {}
-    t0 = time.perf_counter()
-    for p in truth:
-        img = cv2.imread(p, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+
+    def score_one(path: str) -> float:
+        img = cv2.imread(path, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
         f = feat(img)
         prob = clf.predict_proba(f.reshape(-1, f.shape[-1]))[:, col].reshape(img.shape).astype(np.float32)
-        scores[p] = float(cv2.GaussianBlur(prob, (0, 0), 2.0).max())
+        return float(cv2.GaussianBlur(prob, (0, 0), 2.0).max())
+
+    t0 = time.perf_counter()
+    scores = {p: score_one(p) for p in truth}
     img_s = len(truth) / (time.perf_counter() - t0)
     m = metrics(truth, scores)
-    m.update({"train_s": train_s, "img_s": img_s})
+    m.update({"train_s": train_s, "img_s": img_s, "score_one": score_one})
     return m
+
+
+def interleaved_speed(ours: dict, peer: dict, paths: list[str], chunks: int, size: int, seed: int) -> dict:
+    """Images per second of both sides on the same chunks of images, timed in turn (ours, peer, ours, ...).
+
+    On a shared CPU the load changes during a long run; timing the two sides on the same images
+    close together and taking the median over chunks gives a ratio that moves far less.
+    """
+    rng = np.random.default_rng(seed)
+    rates = {"ours": [], "peer": []}
+    for _ in range(chunks):
+        chunk = [paths[i] for i in rng.choice(len(paths), min(size, len(paths)), replace=False)]
+        for name, side in (("ours", ours), ("peer", peer)):
+            t0 = time.perf_counter()
+            for p in chunk:
+                side["score_one"](p)
+            rates[name].append(len(chunk) / (time.perf_counter() - t0))
+    ratios = np.array(rates["ours"]) / np.array(rates["peer"])
+    return {
+        "ours_img_s": float(np.median(rates["ours"])),
+        "peer_img_s": float(np.median(rates["peer"])),
+        "ratio_median": float(np.median(ratios)),
+        "ratio_min": float(ratios.min()),
+        "ratio_max": float(ratios.max()),
+    }
 
 
 VARIANTS = {
@@ -194,6 +225,14 @@ def main() -> None:
     ap.add_argument("--ablation", action="store_true", help="also run ours without border handling")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--peer-only", action="store_true", help="run only the peer (e.g. in parallel with ours)")
+    ap.add_argument(
+        "--speed-chunks",
+        type=int,
+        default=0,
+        help="also time both sides in turn on this many random chunks of --chunk-size archive images "
+        "and print the median ratio (robust to a changing load)",
+    )
+    ap.add_argument("--chunk-size", type=int, default=40)
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override for ours")
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "raremine-pixel-bench")
     a = ap.parse_args()
@@ -221,6 +260,17 @@ def main() -> None:
                     f"{runs['ours']['img_s'] / runs['skimage-peer']['img_s']:.2f}x",
                     flush=True,
                 )
+                if a.speed_chunks:
+                    sp = interleaved_speed(
+                        runs["ours"], runs["skimage-peer"], sorted(truth), a.speed_chunks, a.chunk_size, seed
+                    )
+                    print(
+                        f"{'':<9} {'':>4} {'interleaved':<14} {a.speed_chunks} chunks of {a.chunk_size} images: "
+                        f"ours {sp['ours_img_s']:.2f} img/s, peer {sp['peer_img_s']:.2f} img/s (medians); "
+                        f"ratio median {sp['ratio_median']:.2f}x "
+                        f"(min {sp['ratio_min']:.2f}, max {sp['ratio_max']:.2f})",
+                        flush=True,
+                    )
     print(
         f"\nmeans over seeds {a.seeds} (n = {len(truth)} images in the last archive"
         f"{'; subsample' if a.normals else ''}):"
