@@ -281,12 +281,15 @@ def _shrink_factor(spec: FeatureSpec, sigma: float, shape: tuple[int, int]) -> i
     return f
 
 
-def _sample_at(small: np.ndarray, f: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """Bilinear values of a grid shrunk by ``f`` at full-resolution pixels ``ys`` x ``xs``."""
-    # full pixel i is the centre of small cell (i + 0.5) / f - 0.5 (as INTER_AREA's blocks)
+def _sample_at(grids: list[np.ndarray], f: float, ys: np.ndarray, xs: np.ndarray) -> list[np.ndarray]:
+    """Bilinear values of (h, w) grids whose cells are ``f`` px apart, at full-resolution pixels ``ys`` x ``xs``."""
+    # full pixel i lies at grid coordinate (i + 0.5) / f - 0.5 (cell j covers [j*f, (j+1)*f), as INTER_AREA's blocks)
+    h, w = grids[0].shape
     my, mx = ((np.asarray(v, np.float32) + 0.5) / f - 0.5 for v in (ys, xs))
-    mx, my = np.meshgrid(mx.clip(0, small.shape[1] - 1), my.clip(0, small.shape[0] - 1))
-    return cv2.remap(small, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    mx, my = np.meshgrid(mx.clip(0, w - 1), my.clip(0, h - 1))
+    return [
+        cv2.remap(np.ascontiguousarray(g), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for g in grids
+    ]
 
 
 def _scale_channels(gray: np.ndarray, s: float, border: int, f: int, stride: int) -> list[np.ndarray]:
@@ -330,8 +333,7 @@ def _scale_channels(gray: np.ndarray, s: float, border: int, f: int, stride: int
         h2 * (ss * ss),
     ]
     if f > 1:
-        ys, xs = np.arange(0, h, stride), np.arange(0, w, stride)
-        chans = [_sample_at(np.ascontiguousarray(c), f, ys, xs) for c in chans]
+        chans = _sample_at(chans, f, np.arange(0, h, stride), np.arange(0, w, stride))
     return chans
 
 
@@ -908,15 +910,8 @@ def upsample(grid: np.ndarray, shape: tuple[int, int], factor: float) -> np.ndar
     H, W = shape
     if grid.shape[:2] == (H, W):
         return grid
-    # map output pixel centres to grid coordinates (cell i covers [i*f, (i+1)*f))
-    ys = ((np.arange(H, dtype=np.float32) + 0.5) / factor - 0.5).clip(0, grid.shape[0] - 1)
-    xs = ((np.arange(W, dtype=np.float32) + 0.5) / factor - 0.5).clip(0, grid.shape[1] - 1)
-    mx, my = np.meshgrid(xs, ys)
-    chans = [
-        cv2.remap(np.ascontiguousarray(grid[..., k]), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        for k in range(grid.shape[2])
-    ]
-    return _interleave(chans)
+    chans = [grid[..., k] for k in range(grid.shape[2])]
+    return _interleave(_sample_at(chans, factor, np.arange(H), np.arange(W)))
 
 
 def load_pixel_model(meta_path: str | os.PathLike, *, expect: FeatureSpec | dict | None = None) -> PixelModel:
