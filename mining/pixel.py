@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 BANKS = ("basic", "ilastik")
 PADDINGS = {"reflect": cv2.BORDER_REFLECT_101, "nearest": cv2.BORDER_REPLICATE, "constant": cv2.BORDER_CONSTANT}
 METHODS = ("xgboost", "random_forest")
-NORMALIZE = ("none", "image", "log")
+NORMALIZE = ("none", "image", "log", "log_centered")
 LOG_OFFSET = 1.0 / 64  # normalize="log": log(gray + LOG_OFFSET), so black stays finite
 FORMAT_VERSION = 1
 
@@ -91,7 +91,7 @@ class FeatureSpec:
         image, divided by ``border_scale`` and clipped at 1) as a feature.
     border_scale : float, default=32.0
         Distance (original px) at which the border feature saturates.
-    normalize : {"none", "image", "log"}, default="none"
+    normalize : {"none", "image", "log", "log_centered"}, default="none"
         ``"image"``: after the [0, 1] rule, subtract the image's median and
         divide by its robust spread (1.4826 MAD, at least 1e-3), so that
         lighting and exposure differences between images do not move the
@@ -101,7 +101,12 @@ class FeatureSpec:
         a bright and on a dim part of the surface: the filters' responses
         (DoG, LoG, Hessian, gradients) no longer grow with the local
         brightness. The offset keeps black finite and damps sensor noise in
-        the darkest pixels.
+        the darkest pixels. ``"log_centered"``: ``"log"``, then the image's
+        median subtracted, so that a change of exposure or gain (a factor on
+        every pixel) leaves every feature as it was; the smoothed channels
+        then hold brightness relative to the rest of the image (a brighter
+        band, a darker stain) instead of the absolute level, which a forest
+        trained on a few images would otherwise learn.
     fast_scales : bool, default=False
         Ilastik bank: compute the scales from 4 px on from a copy shrunk 2x
         (sigma 4) or 4x (sigma 8 and up) and interpolate back. The channels
@@ -227,7 +232,7 @@ def preprocess(image: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     -------
     gray : ndarray of shape (h, w), float32
         ``h = round(H / downscale)``, ``w = round(W / downscale)``; in [0, 1]
-        unless ``spec.normalize`` is ``"image"`` or ``"log"``.
+        unless ``spec.normalize`` is ``"image"``, ``"log"`` or ``"log_centered"``.
     """
     gray = to_float_gray(image)
     if spec.downscale != 1:
@@ -237,8 +242,10 @@ def preprocess(image: np.ndarray, spec: FeatureSpec) -> np.ndarray:
         med = float(np.median(gray))
         mad = float(np.median(np.abs(gray - med))) * 1.4826
         gray = (gray - med) / max(mad, 1e-3)
-    elif spec.normalize == "log":
+    elif spec.normalize in ("log", "log_centered"):
         gray = np.log(gray + np.float32(LOG_OFFSET))
+        if spec.normalize == "log_centered":
+            gray -= np.float32(np.median(gray))
     return np.ascontiguousarray(gray, np.float32)
 
 

@@ -147,6 +147,23 @@ def test_log_normalize_gives_a_pit_the_same_response_under_bright_and_dim_light(
     assert abs(responses["none"] - 0.5) < 0.02  # linear: the response halves with the light
 
 
+def test_log_centered_features_do_not_move_with_the_exposure():
+    """Under a global gain every log_centered channel stays (the smoothed ones hold relative brightness)."""
+    yy, xx = np.mgrid[:48, :48]
+    scene = np.where((yy - 24) ** 2 + (xx - 24) ** 2 <= 9, 0.5, 1.0) * np.where(yy < 12, 1.3, 1.0)  # pit, bright band
+    feats = {}
+    for normalize in ("log", "log_centered"):
+        spec = FeatureSpec(sigmas=(1.0, 4.0), normalize=normalize)
+        feats[normalize] = [compute_features(np.uint16(np.round(60000 * g * scene)), spec) for g in (0.8, 0.4)]
+    bright, dim = feats["log_centered"]
+    np.testing.assert_allclose(dim, bright, atol=0.03)  # the 1/64 offset: the dim pit (0.2) moves by 0.02
+    bright, dim = feats["log"]
+    assert (bright[..., 0] - dim[..., 0]).min() > 0.6  # "log" keeps the level: about log(2) lower
+    # centred: the median surface sits at 0, the band above it, the pit below
+    assert abs(feats["log_centered"][0][36, 36, 0]) < 1e-6
+    assert feats["log_centered"][0][4, 36, 0] > 0.2 and feats["log_centered"][0][24, 24, 0] < -0.5
+
+
 def test_bad_feature_spec_is_named():
     with pytest.raises(ValueError, match="bank"):
         FeatureSpec(bank="fancy")
