@@ -204,7 +204,7 @@ class PixelFeaturesConfig(_Section):
     padding: Literal["reflect", "nearest", "constant"] = "nearest"
     border_feature: bool = False
     border_scale: float = Field(32.0, gt=0)
-    normalize: Literal["none", "image", "log", "log_centered"] = "log"
+    normalize: Literal["none", "image", "log", "log_centered"] = "log_centered"
     fast_scales: bool = True
 
 
