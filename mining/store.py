@@ -272,10 +272,15 @@ class Store:
     def __init__(self, path: str | os.PathLike, *, readonly: bool = False, timeout: float = 30.0):
         self.path = os.fspath(path)
         self.readonly = readonly
-        if not readonly and os.path.exists(self.path) and os.path.getsize(self.path) > 0:
-            _check_sqlite_header(self.path)
+        if os.path.isdir(self.path):
+            raise ValueError(f"catalogue {self.path!r} is a folder: give the catalogue's file, e.g. archive.db")
         self.con = _connect(self.path, readonly, timeout)
         try:
+            # The header is checked by SQLite on this connection, never with open(): closing
+            # any other descriptor of the file would drop every POSIX lock this process holds
+            # on it (the locks of the review app's other connections), and a later writer
+            # could then delete the -wal file under them.
+            _check_catalogue(self.con, self.path)
             if readonly:
                 version = schema_version(self.con)
                 if version != SCHEMA_VERSION:
@@ -497,8 +502,14 @@ class Store:
         }
 
 
-def _check_sqlite_header(path: str) -> None:
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    if head != b"SQLite format 3\x00":
-        raise ValueError(f"{path!r} is not a raremine catalogue (not an SQLite database)")
+def _check_catalogue(con: sqlite3.Connection, path: str) -> None:
+    """Refuse a file that is not an SQLite database, or an SQLite database of another program."""
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as err:
+        raise ValueError(f"{path!r} is not a raremine catalogue (not an SQLite database: {err})") from None
+    if tables and schema_version(con) == 0:
+        raise ValueError(
+            f"{path!r} is not a raremine catalogue: an SQLite database of another program"
+            f" (tables {', '.join(sorted(tables)[:5])}); give a new file name or a raremine catalogue"
+        )
