@@ -326,6 +326,175 @@ def select_balanced(
     return picks[:n]
 
 
+# -- adaptive: the verdicts decide which signal to follow ---------------------------------
+def _embedding_spaces(store, fs: FusedScores, components: int = 32) -> dict[str, np.ndarray]:
+    """Every stored whole-image embedding per row of ``fs``: columns z-scored, then PCA (NaN rows: missing)."""
+    from sklearn.decomposition import PCA
+
+    pos = {int(iid): r for r, iid in enumerate(fs.image_ids)}
+    vectors: dict[str, dict[int, np.ndarray]] = {}
+    for image_id, name, blob in store.query("SELECT image_id, name, vector FROM embeddings WHERE tile = -1"):
+        if image_id in pos:
+            vectors.setdefault(name, {})[pos[image_id]] = np.frombuffer(blob, dtype=np.float32)
+    spaces = {}
+    for name in sorted(vectors):
+        rows = np.array(sorted(vectors[name]))
+        if len({vectors[name][r].size for r in rows}) != 1 or len(rows) < 3:
+            continue
+        V = np.stack([vectors[name][r] for r in rows]).astype(np.float64)
+        V = (V - V.mean(axis=0)) / np.where(V.std(axis=0) > 0, V.std(axis=0), 1)
+        k = min(components, V.shape[1], len(rows) - 1)
+        Z = PCA(n_components=k, random_state=0).fit_transform(V) if V.shape[1] > k else V
+        out = np.full((len(fs.image_ids), Z.shape[1]), np.nan)
+        out[rows] = Z
+        spaces[name] = out
+    return spaces
+
+
+def like_confirmed(V: np.ndarray, confirmed: np.ndarray) -> np.ndarray:
+    """Closeness of every row to its nearest confirmed row ("more like this"); higher = closer.
+
+    A confirmed row is compared with the *other* confirmed rows only, so the
+    value of a labelled row says how well the space predicts it (leave one out).
+
+    Parameters
+    ----------
+    V : ndarray of shape (n, d)
+        Vectors (rows with NaN get NaN).
+    confirmed : ndarray of int
+        Rows confirmed as rare events.
+
+    Returns
+    -------
+    ndarray of shape (n,)
+        Minus the distance to the nearest (other) confirmed row; NaN without one.
+    """
+    out = np.full(len(V), np.nan)
+    C = V[confirmed]
+    ok = ~np.isnan(C).any(axis=1)
+    confirmed, C = np.asarray(confirmed)[ok], C[ok]
+    if len(confirmed) == 0:
+        return out
+    good = ~np.isnan(V).any(axis=1)
+    D = np.sqrt(np.maximum(((V[good, None, :] - C[None, :, :]) ** 2).sum(axis=2), 0))
+    rows = np.flatnonzero(good)
+    D[rows[:, None] == confirmed[None, :]] = np.inf  # a confirmed row never matches itself
+    best = D.min(axis=1)
+    out[rows] = np.where(np.isfinite(best), -best, np.nan)
+    return out
+
+
+def adaptive_arms(fs: FusedScores, store=None, labels: dict[int, int] | None = None) -> dict[str, np.ndarray]:
+    """The rankings the adaptive strategy chooses between, as one value column per arm (higher = pick first).
+
+    Arms: every scorer with a positive fusion weight; the fused score (with
+    two scorers or more); the re-ranker's probability once it exists; and,
+    once an image is confirmed, "more like this" in every stored embedding
+    (:func:`like_confirmed`).
+    """
+    w = np.ones(len(fs.scorers)) if fs.weights is None else np.asarray(fs.weights, float)
+    arms = {name: fs.raw[:, j] for j, name in enumerate(fs.scorers) if name != RERANK_SCORER and w[j] > 0}
+    if len(arms) >= 2:
+        arms["fused"] = fs.fused
+    if RERANK_SCORER in fs.scorers:
+        arms[RERANK_SCORER] = fs.raw[:, fs.scorers.index(RERANK_SCORER)]
+    if store is not None and labels:
+        pos = {int(iid): r for r, iid in enumerate(fs.image_ids)}
+        confirmed = np.array(sorted(pos[i] for i, y in labels.items() if y == 1 and i in pos), dtype=np.int64)
+        if len(confirmed):
+            for name, V in _embedding_spaces(store, fs).items():
+                arms[f"like:{name}"] = like_confirmed(V, confirmed)
+    return arms
+
+
+def arm_evidence(values: np.ndarray, y: np.ndarray, depth: int) -> tuple[int, int]:
+    """(hits, misses) of one arm: confirmed and rejected images among its ``depth`` best rows.
+
+    ``y`` holds 1 (confirmed), 0 (rejected) or -1 (no verdict) per row.
+    """
+    order = np.argsort(-np.nan_to_num(values, nan=-np.inf), kind="stable")[:depth]
+    top = y[order]
+    return int((top == 1).sum()), int((top == 0).sum())
+
+
+def select_adaptive(
+    fs: FusedScores, candidates: np.ndarray, n: int, *, store=None, labels=None, random_state=None, **_
+) -> list[tuple[int, dict]]:
+    """Follow whichever signal the verdicts say finds rare events (Thompson sampling over rankings).
+
+    Nobody knows beforehand which scorer carries the signal on a given
+    archive, so each ranking of :func:`adaptive_arms` is an arm of a bandit.
+    An arm's evidence is how its best rows fared with the reviewers
+    (:func:`arm_evidence`, down to the depth reviewed so far plus this
+    round): ``hits`` confirmed, ``misses`` rejected. Each pick draws a
+    success rate per arm from Beta(a + hits, b + misses), where a and b are
+    a weak prior around the hit rate of all verdicts so far, and takes the best
+    unpicked candidate of the arm that drew highest. Before any verdict every
+    arm draws from the same prior, so the first round takes each scorer's
+    best in turn; from then on the picks follow the arms that find defects,
+    including "more like this" from confirmed images and the re-ranker.
+
+    ``labels`` (image id -> 1 / 0) overrides the catalogue's consensus verdicts.
+    """
+    if labels is None:
+        labels = {}
+        if store is not None:
+            from mining.rerank import consensus_labels
+
+            labels = {i: y for i, (y, _cat) in consensus_labels(store).items()}
+    arms = adaptive_arms(fs, store, labels)
+    if not arms:
+        return [(int(i), {"strategy": "adaptive", "by": "fused"}) for i in _order(fs.fused, candidates)[:n]]
+    y = np.full(len(fs.image_ids), -1)
+    for r, iid in enumerate(fs.image_ids):
+        if int(iid) in labels:
+            y[r] = labels[int(iid)]
+    depth = int((y >= 0).sum()) + n
+    names = list(arms)
+    evidence = np.array([arm_evidence(arms[a], y, depth) for a in names], dtype=np.float64)
+    # Empirical-Bayes prior: an arm without evidence of its own is expected to do as well as the
+    # verdicts so far (a Beta of strength 2 around their hit rate; Beta(1, 1) before any verdict),
+    # so a new arm is tried without taking the round from an arm that finds defects.
+    rate = ((y == 1).sum() + 1) / ((y >= 0).sum() + 2)
+    prior = np.array([2 * rate, 2 * (1 - rate)])
+    orders = [_order(arms[a], candidates) for a in names]
+    rng = np.random.default_rng(random_state)
+    pos = [0] * len(names)
+    taken: set[int] = set()
+    picks: list[tuple[int, dict]] = []
+    live = np.ones(len(names), dtype=bool)
+    while len(picks) < min(n, len(candidates)) and live.any():
+        draw = rng.beta(prior[0] + evidence[:, 0], prior[1] + evidence[:, 1])
+        draw[~live] = -1
+        k = int(np.argmax(draw))
+        while pos[k] < len(orders[k]) and (
+            int(orders[k][pos[k]]) in taken or np.isnan(arms[names[k]][orders[k][pos[k]]])
+        ):
+            pos[k] += 1
+        if pos[k] >= len(orders[k]):
+            live[k] = False
+            continue
+        i = int(orders[k][pos[k]])
+        taken.add(i)
+        hits, misses = evidence[k]
+        picks.append(
+            (
+                i,
+                {
+                    "strategy": "adaptive",
+                    "by": names[k],
+                    "arm_rank": pos[k] + 1,
+                    "arm_hits": int(hits),
+                    "arm_misses": int(misses),
+                },
+            )
+        )
+    if len(picks) < min(n, len(candidates)):  # every arm ran dry (NaN everywhere): fill by the fused score
+        rest = np.array([c for c in candidates if int(c) not in taken], dtype=np.int64)
+        picks += [(int(i), {"strategy": "adaptive", "by": "fused"}) for i in _order(fs.fused, rest)[: n - len(picks)]]
+    return picks
+
+
 # -- mixtures -----------------------------------------------------------------------------
 _MIX_PART = re.compile(r"^\s*([a-z_]+)\s*:\s*([0-9]*\.?[0-9]+)\s*$")
 
@@ -390,5 +559,6 @@ STRATEGIES.update(
         "random": select_random,
         "diversity": select_diversity,
         "balanced": select_balanced,
+        "adaptive": select_adaptive,
     }
 )

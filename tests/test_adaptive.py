@@ -1,0 +1,65 @@
+"""The adaptive strategy: verdicts decide which ranking to follow; "more like this" from confirmed images."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mining.rank import STRATEGIES, FusedScores, fuse
+from mining.strategies import arm_evidence, like_confirmed
+
+
+def _table(raw: np.ndarray, names: list[str]) -> FusedScores:
+    pct, fused = fuse(raw)
+    return FusedScores(np.arange(1, len(raw) + 1), names, raw, pct, fused)
+
+
+def _archive(n=400, n_pos=12, seed=0):
+    """One scorer finds the rare rows (its top ranks), three are pure noise."""
+    rng = np.random.default_rng(seed)
+    y = np.zeros(n, int)
+    y[rng.choice(n, n_pos, replace=False)] = 1
+    good = rng.normal(size=n) + 4 * y
+    raw = np.column_stack([good, rng.normal(size=n), rng.normal(size=n), rng.normal(size=n)])
+    return _table(raw, ["good", "noise1", "noise2", "noise3"]), y
+
+
+def test_first_round_takes_every_ranking_then_follows_the_one_that_finds_defects():
+    fs, y = _archive()
+    select = STRATEGIES["adaptive"]
+    first = select(fs, np.arange(len(y)), 24, labels={}, random_state=0)
+    arms = [info["by"] for _, info in first]
+    assert {"good", "noise1", "noise2", "noise3", "fused"} <= set(arms)  # nobody knows yet: all arms tried
+    labels = {int(fs.image_ids[i]): int(y[i]) for i, _ in first}
+    rest = np.setdiff1d(np.arange(len(y)), [i for i, _ in first])
+    second = select(fs, rest, 24, labels=labels, random_state=1)
+    by_good = sum(info["by"] == "good" for _, info in second)
+    assert by_good >= 14, [info["by"] for _, info in second]
+    found = sum(y[i] for i, _ in first) + sum(y[i] for i, _ in second)
+    top_noise = np.argsort(-fs.raw[:, 1])[:48]
+    assert found > y[top_noise].sum() and found >= 8  # far above following a noise scorer (or chance: ~1.4)
+
+
+def test_adaptive_is_seeded_and_picks_candidates_only_once():
+    fs, y = _archive(seed=1)
+    cands = np.arange(0, len(y), 2)
+    a = STRATEGIES["adaptive"](fs, cands, 30, labels={}, random_state=5)
+    b = STRATEGIES["adaptive"](fs, cands, 30, labels={}, random_state=5)
+    assert a == b
+    rows = [i for i, _ in a]
+    assert len(rows) == len(set(rows)) == 30 and set(rows) <= set(cands.tolist())
+
+
+def test_more_like_this_ranks_neighbours_of_confirmed_rows_first_and_never_matches_itself():
+    V = np.array([[0.0, 0.0], [10.0, 10.0], [10.5, 10.0], [0.2, 0.1], [30.0, 30.0]])
+    closeness = like_confirmed(V, np.array([1]))
+    assert np.nanargmax(closeness) == 2  # nearest to the confirmed row 1
+    assert np.isnan(closeness[1])  # its only confirmed neighbour is itself: NaN
+    both = like_confirmed(V, np.array([1, 2]))
+    assert np.isclose(both[1], -0.5) and np.isclose(both[2], -0.5)  # each compared with the other only
+
+
+def test_arm_evidence_counts_verdicts_among_the_best_rows():
+    values = np.array([5.0, 4.0, 3.0, 2.0, 1.0, np.nan])
+    y = np.array([1, 0, -1, 1, 0, 1])
+    assert arm_evidence(values, y, 3) == (1, 1)
+    assert arm_evidence(values, y, 5) == (2, 2)
