@@ -130,6 +130,7 @@ def assert_all_gone(procs: list[psutil.Process], timeout: float = 15) -> None:
 
 
 # -- 2. maps that cannot be written ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_unwritable_maps_keep_the_scores_and_a_later_run_writes_them(db):
     blocker = Path(maps_dir(str(db)))
     blocker.write_text("not a folder")  # <catalogue>.maps is a file
@@ -343,6 +344,7 @@ def test_ctrl_c_of_index_and_mine_marks_the_run_interrupted(db, tmp_path, monkey
 
 
 # -- 9b. one job at a time ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_second_job_is_refused_at_once_naming_the_holder(db):
     job = start_job(*slow_mine_args(db), env={"RAREMINE_TEST_DELAY": "0.2"})
     try:
