@@ -389,3 +389,22 @@ def test_lock_is_held_per_catalogue_and_released(db, tmp_path):
         s = mine(store, [get_scorer("contrast")], backend="inline", save_maps=False)
     assert s.done == N_IMAGES
     assert Path(lock_path(str(db))).read_text() == "", "the holder's record is cleared on release"
+
+
+def test_version_1_catalogue_migrates_and_keeps_its_mine_runs_owner(tmp_path):
+    from mining.store import SCHEMA_VERSION, migrate, schema_version
+
+    path = tmp_path / "v1.db"
+    con = sqlite3.connect(path, isolation_level=None)
+    migrate(con, target=1)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(timeout=60)
+    config = json.dumps({"job": {"pid": gone.pid, "host": socket.gethostname()}})
+    con.execute("INSERT INTO runs (kind, config, started_at) VALUES ('mine', ?, 0)", (config,))
+    con.execute("INSERT INTO runs (kind, config, started_at) VALUES ('index', '{}', 0)")
+    con.close()
+    with Store(path) as store:  # migrated, and the v1 mine run of a dead pid is closed
+        assert schema_version(store.con) == SCHEMA_VERSION == 2
+        got = [tuple(r) for r in store.query("SELECT kind, pid, host, status FROM runs ORDER BY id")]
+    # the v1 index run has no owner on record: left alone rather than guessed
+    assert got == [("mine", gone.pid, socket.gethostname(), "interrupted"), ("index", None, None, "running")]
