@@ -162,8 +162,16 @@ class DaskExecutor:
         """Nothing to do: the cluster replaces dead workers itself."""
         return None
 
-    def close(self) -> None:
-        """Unload the scorers from the workers, close the client (and the LocalCluster), restore the log length."""
+    def close(self, kill: bool = False) -> None:
+        """Unload the scorers from the workers, close the client (and the LocalCluster), restore the log length.
+
+        Parameters
+        ----------
+        kill : bool, default=False
+            The job was interrupted: the tasks still running are not waited
+            for (closing the client cancels them; a LocalCluster's workers end
+            with it).
+        """
         try:
             self.client.unregister_worker_plugin(self.plugin_name)
         except Exception as err:  # closing anyway

@@ -1,7 +1,10 @@
-"""Structured job logs: one JSON object per log record.
+"""Structured job logs (one JSON object per log record), and how a job is stopped.
 
 Library code logs with ``logger.info(msg, *args, extra={"event": ..., ...})``;
 a shell that wants machine-readable logs attaches :func:`json_log_handler`.
+
+A job stopped from outside (Ctrl+C, or SIGTERM under :func:`interrupt_on_sigterm`)
+sees a :class:`KeyboardInterrupt` and records its run as ``interrupted``.
 """
 
 from __future__ import annotations
@@ -9,7 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 #: Attributes every LogRecord has; anything else came in through ``extra``.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -45,3 +52,44 @@ def json_log_handler(path: str | os.PathLike, logger: str = "mining", level: int
     if lg.getEffectiveLevel() > level:
         lg.setLevel(level)
     return handler
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """A job was asked to stop by a signal (SIGTERM); handled like Ctrl+C.
+
+    Attributes
+    ----------
+    signum : int
+        The signal; a shell exits with ``128 + signum``.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, frame) -> None:
+    raise JobInterrupted(signum)
+
+
+@contextmanager
+def interrupt_on_sigterm() -> Iterator[bool]:
+    """While the block runs, SIGTERM raises :class:`JobInterrupted` in the main thread (as Ctrl+C does).
+
+    Only when called from the main thread and SIGTERM still has its default
+    action (an application's own handler is kept). Yields whether the
+    handler was installed; the previous one is restored on exit.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield False
+        return
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        yield True
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def exit_code(err: KeyboardInterrupt) -> int:
+    """Exit status of a job stopped by ``err``: 128 + the signal (130 for Ctrl+C, 143 for SIGTERM)."""
+    return 128 + getattr(err, "signum", signal.SIGINT)

@@ -20,16 +20,33 @@ its own ``retries + 1`` times is recorded as failed (``worker_died``).
 On dask the scheduler reschedules the tasks of a dead worker itself and the
 nanny restarts it; a task that keeps killing workers (``KilledWorker``) is
 treated the same way.
+
+One job at a time per catalogue: :func:`mine` holds an OS lock on
+``<catalogue>.lock`` (``flock``, released by the kernel when the job dies, so a
+killed job never blocks the next one) and a second job is refused with
+:class:`CatalogueBusy`, which names the holder. SIGTERM stops a job like
+Ctrl+C: the run is recorded as ``interrupted`` and running the job again
+resumes it. Pool workers die with their job (Linux: ``PR_SET_PDEATHSIG`` in
+the workers and in the forkserver, and a thread that watches the job's pid).
+
+A map PNG that cannot be written (the maps folder is unwritable, the disk is
+full) never costs the score: the score is kept without its map and a
+``map_unwritable`` row in ``failures`` records what is missing; a later run
+whose maps folder is writable scores those images again to write the maps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
 import os
+import select
+import signal
 import socket
 import sys
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -42,8 +59,9 @@ import cv2
 import numpy as np
 
 from mining.io import DEFAULT_MAX_PIXELS, UnreadableImage, read_image
+from mining.joblog import interrupt_on_sigterm
 from mining.scorers import Scorer
-from mining.store import Store
+from mining.store import Store, process_alive
 from mining.tiling import stitch_max
 
 logger = logging.getLogger(__name__)
@@ -56,6 +74,10 @@ START_METHODS = ("forkserver", "spawn", "fork")
 
 #: Images read from the catalogue per query while listing the work.
 LIST_CHUNK = 2000
+
+#: ``failures.reason`` of a score kept without its map PNG (the map could not be written).
+#: Such an image does not count as failed before; a later run writes the map.
+MAP_UNWRITABLE = "map_unwritable"
 
 
 @dataclass
@@ -81,6 +103,11 @@ class MineSummary:
     worker_restarts : int
         Times a dead worker was replaced (process pool rebuilt or a dask
         task lost to a dead worker).
+    maps_unwritable : int
+        Scores of this run kept without their map PNG (the map could not be
+        written; a later run with a writable maps folder writes it).
+    maps_retried : int
+        Images listed again only to write maps that earlier runs could not write.
     """
 
     run_id: int | None = None
@@ -95,6 +122,9 @@ class MineSummary:
     backend: str = ""
     workers: int = 0
     timings: dict = field(default_factory=dict)
+    maps_unwritable: int = 0
+    maps_retried: int = 0
+    map_error: str | None = None
 
     def as_dict(self) -> dict:
         """JSON-ready form."""
@@ -108,6 +138,8 @@ class MineSummary:
             "total": self.total,
             "shards": self.shards,
             "worker_restarts": self.worker_restarts,
+            "maps_unwritable": self.maps_unwritable,
+            "maps_retried": self.maps_retried,
             "backend": self.backend,
             "workers": self.workers,
             "seconds": round(self.seconds, 3),
@@ -140,11 +172,19 @@ def save_map_png(score_map: np.ndarray, path: str, value_range: tuple[float, flo
     if scale < 1:
         size = (max(1, round(m.shape[1] * scale)), max(1, round(m.shape[0] * scale)))
         m = cv2.resize(m, size, interpolation=cv2.INTER_AREA)
+    ok, png = cv2.imencode(".png", (m * 255 + 0.5).astype(np.uint8))
+    if not ok:
+        raise ValueError(f"could not encode the map for {path} as PNG")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}.png"
-    if not cv2.imwrite(tmp, (m * 255 + 0.5).astype(np.uint8)):
-        raise OSError(f"could not write {tmp}")
-    os.replace(tmp, path)
+    try:  # written with Python's I/O so that a full disk raises with its errno (ENOSPC)
+        with open(tmp, "wb") as f:
+            f.write(png.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # no half-written PNG is left behind
+            os.unlink(tmp)
+        raise
 
 
 # -- the worker side ------------------------------------------------------------------
@@ -201,6 +241,63 @@ def _init_worker(scorers: Sequence[Scorer], maps_root: str | None, max_pixels: i
     tune_worker_malloc()
     _WORKER.clear()
     _WORKER.update(_worker_state(scorers, maps_root, max_pixels))
+
+
+#: prctl option of <linux/prctl.h>: the signal a process gets when its parent ends
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> bool:
+    """Linux: have this process killed (SIGKILL) when its parent process ends.
+
+    The kernel's ``prctl(PR_SET_PDEATHSIG)``; the setting is not inherited
+    across ``fork``, so each process of the chain (forkserver, worker) sets it.
+
+    Returns
+    -------
+    bool
+        True when set; False on other systems (nothing changes there).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False
+    return prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+
+
+def _watch_job(job_pid: int, interval: float = 0.5) -> None:
+    """End this worker as soon as the job process ``job_pid`` is gone (a daemon thread).
+
+    Waits on a pidfd where the system has one (no polling), else checks the
+    pid every ``interval`` seconds. Covers what ``PR_SET_PDEATHSIG`` cannot:
+    a job that died before the worker set it, other systems.
+    """
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(job_pid)
+        except ProcessLookupError:
+            os._exit(1)  # the job is already gone
+        except (AttributeError, OSError):  # no pidfd on this system
+            while process_alive(job_pid):
+                time.sleep(interval)
+            os._exit(1)
+        select.select([fd], [], [])  # readable once the process has ended
+        os._exit(1)
+
+    threading.Thread(target=watch, name="raremine-job-watch", daemon=True).start()
+
+
+def _init_pool_worker(job_pid: int, scorers: Sequence[Scorer], maps_root: str | None, max_pixels: int) -> None:
+    """Initializer of the process pool's workers: die with the job, leave Ctrl+C to it, load the scorers."""
+    die_with_parent()  # the worker's parent: the forkserver (which dies with the job) or the job
+    _watch_job(job_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole process group: the job decides
+    _init_worker(scorers, maps_root, max_pixels)
 
 
 #: a worker decodes this many images (or fewer, see :data:`BATCH_PIXELS`) before scoring them
@@ -297,14 +394,20 @@ def _score_batch(batch: list[tuple[dict, np.ndarray | None, dict]], scorers: dic
                 if err is not None:
                     raise err
                 whole, tiles = _combine(mine_, image.shape, item["tiles"])
-                map_path = None
-                if maps_root is not None and whole["map"] is not None:
-                    map_path = os.path.join(maps_root, name, f"{item['image_id']}.png")
-                    save_map_png(whole["map"], map_path, scorer.map_range)
             except Exception as e:  # one bad image never kills the job
                 logger.warning("scorer %s failed on %s: %s", name, item["path"], e)
                 res["failures"].append(_failure(name, e))
                 continue
+            map_path = None
+            if maps_root is not None and whole["map"] is not None:
+                path = os.path.join(maps_root, name, f"{item['image_id']}.png")
+                try:
+                    save_map_png(whole["map"], path, scorer.map_range)
+                    map_path = path
+                except Exception as e:  # maps are secondary: the score is kept, the missing map recorded
+                    logger.debug("map of %s by %s not written: %s", item["path"], name, e)
+                    detail = f"{path}: {type(e).__name__}: {e}"[:500]
+                    res["failures"].append({"scorer": name, "reason": MAP_UNWRITABLE, "detail": detail})
             res["scores"].append(
                 {
                     "scorer": name,
@@ -380,12 +483,14 @@ def iter_pending_work(
     rescore: bool = False,
     chunk: int = LIST_CHUNK,
     counts: Counter | None = None,
+    retry_maps: bool = False,
 ) -> Iterator[dict]:
     """Stream the images that still miss a score from at least one streaming scorer.
 
     The catalogue is read ``chunk`` images at a time (by increasing id), so
     memory does not depend on the size of the archive. Images that a scorer
-    failed on in an earlier run are not retried unless ``rescore``.
+    failed on in an earlier run are not retried unless ``rescore``; a score
+    kept without its map (``map_unwritable``) is not a failure.
 
     Parameters
     ----------
@@ -397,7 +502,11 @@ def iter_pending_work(
         Images read per query.
     counts : Counter, optional
         Incremented with ``skipped`` (already scored by every scorer) and
-        ``skipped_failed`` (a scorer failed on it before) as images go by.
+        ``skipped_failed`` (a scorer failed on it before) as images go by,
+        and ``maps_retried`` (listed again only for a missing map).
+    retry_maps : bool, default=False
+        List again, for the scorers concerned, the images whose score was
+        kept without its map (to write the map).
 
     Yields
     ------
@@ -420,6 +529,7 @@ def iter_pending_work(
         last = hi
         done: dict[int, set] = {}
         failed: dict[int, set] = {}
+        no_map: dict[int, set] = {}
         if not rescore:
             for iid, sc in store.query(
                 "SELECT image_id, scorer FROM scores WHERE image_id BETWEEN ? AND ? AND tile = -1"
@@ -427,11 +537,11 @@ def iter_pending_work(
                 (lo, hi, *streaming),
             ):
                 done.setdefault(iid, set()).add(sc)
-            for iid, sc in store.query(
-                f"SELECT image_id, scorer FROM failures WHERE image_id BETWEEN ? AND ? AND scorer IN ({marks})",
+            for iid, sc, reason in store.query(
+                f"SELECT image_id, scorer, reason FROM failures WHERE image_id BETWEEN ? AND ? AND scorer IN ({marks})",
                 (lo, hi, *streaming),
             ):
-                failed.setdefault(iid, set()).add(sc)
+                (no_map if reason == MAP_UNWRITABLE else failed).setdefault(iid, set()).add(sc)
         tiles: dict[int, list] = {}
         for row in store.query(
             "SELECT image_id, idx, y, x, h, w FROM tiles WHERE image_id BETWEEN ? AND ? ORDER BY image_id, idx",
@@ -441,13 +551,18 @@ def iter_pending_work(
         for iid, path in rows:
             have, bad = done.get(iid, ()), failed.get(iid, ())
             missing = [n for n in streaming if n not in have and n not in bad]
+            if retry_maps and iid in no_map:
+                maps = [n for n in streaming if n in have and n in no_map[iid] and n not in missing]
+                if maps and counts is not None:
+                    counts["maps_retried"] += 1
+                missing += maps
             if missing:
                 yield {"image_id": iid, "path": path, "tiles": tiles.get(iid, []), "scorers": missing}
             elif counts is not None:
                 counts["skipped_failed" if any(n in bad for n in streaming) else "skipped"] += 1
 
 
-def count_pending(store: Store, scorers: Sequence[Scorer], *, rescore: bool = False) -> int:
+def count_pending(store: Store, scorers: Sequence[Scorer], *, rescore: bool = False, retry_maps: bool = False) -> int:
     """Number of images :func:`iter_pending_work` will yield (one SQL count, no list in memory)."""
     streaming = [s.name for s in scorers if s.per_image]
     if not streaming:
@@ -456,11 +571,33 @@ def count_pending(store: Store, scorers: Sequence[Scorer], *, rescore: bool = Fa
         return int(store.query("SELECT COUNT(*) FROM images WHERE status = 'ok'")[0][0])
     one = (
         "(NOT EXISTS (SELECT 1 FROM scores s WHERE s.image_id = i.id AND s.tile = -1 AND s.scorer = ?)"
-        " AND NOT EXISTS (SELECT 1 FROM failures f WHERE f.image_id = i.id AND f.scorer = ?))"
+        " AND NOT EXISTS (SELECT 1 FROM failures f WHERE f.image_id = i.id AND f.scorer = ? AND f.reason != ?))"
     )
+    params = [p for n in streaming for p in (n, n, MAP_UNWRITABLE)]
+    if retry_maps:
+        one = one[:-1] + (
+            " OR (EXISTS (SELECT 1 FROM scores s WHERE s.image_id = i.id AND s.tile = -1 AND s.scorer = ?)"
+            " AND EXISTS (SELECT 1 FROM failures f WHERE f.image_id = i.id AND f.scorer = ? AND f.reason = ?)))"
+        )
+        params = [p for n in streaming for p in (n, n, MAP_UNWRITABLE, n, n, MAP_UNWRITABLE)]
     cond = " OR ".join([one] * len(streaming))
-    params = [p for n in streaming for p in (n, n)]
     return int(store.query(f"SELECT COUNT(*) FROM images i WHERE i.status = 'ok' AND ({cond})", params)[0][0])
+
+
+def count_missing_maps(store: Store, scorers: Sequence[Scorer]) -> int:
+    """Scores of these scorers kept without their map PNG (``map_unwritable``), not written since."""
+    streaming = [s.name for s in scorers if s.per_image]
+    if not streaming:
+        return 0
+    marks = ",".join("?" * len(streaming))
+    return int(
+        store.query(
+            "SELECT COUNT(*) FROM (SELECT DISTINCT f.image_id, f.scorer FROM failures f"
+            f" JOIN scores s ON s.image_id = f.image_id AND s.tile = -1 AND s.scorer = f.scorer"
+            f" WHERE f.reason = ? AND f.scorer IN ({marks}))",
+            (MAP_UNWRITABLE, *streaming),
+        )[0][0]
+    )
 
 
 def pending_work(store: Store, scorers: Sequence[Scorer], *, rescore: bool = False) -> list[dict]:
@@ -484,7 +621,9 @@ def write_shard(store: Store, results: list[dict], run_id: int | None) -> Counte
     """Commit one shard's results in one transaction; return failure counts by reason.
 
     Scores and embeddings are upserted on their primary keys, so writing a
-    shard twice never duplicates rows.
+    shard twice never duplicates rows. A map written at last clears its
+    ``map_unwritable`` record; a map still not written keeps one record per
+    image and scorer.
     """
     now = time.time()
     failed: Counter = Counter()
@@ -502,12 +641,21 @@ def write_shard(store: Store, results: list[dict], run_id: int | None) -> Counte
                 ],
             )
             con.executemany(
+                "DELETE FROM failures WHERE image_id = ? AND scorer = ? AND reason = ?",
+                [(iid, s["scorer"], MAP_UNWRITABLE) for s in res["scores"] if s["tile"] == -1 and s["map_path"]],
+            )
+            con.executemany(
                 "INSERT INTO embeddings (image_id, tile, name, vector, run_id) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT(image_id, tile, name) DO UPDATE SET vector=excluded.vector, run_id=excluded.run_id",
                 [(iid, tile, name, blob, run_id) for name, tile, blob in res["embeddings"]],
             )
             for f in res["failures"]:
                 failed[f["reason"]] += 1
+                if f["reason"] == MAP_UNWRITABLE:
+                    con.execute(
+                        "DELETE FROM failures WHERE image_id = ? AND scorer = ? AND reason = ?",
+                        (iid, f["scorer"], MAP_UNWRITABLE),
+                    )
                 con.execute(
                     "INSERT INTO failures (run_id, image_id, scorer, reason, detail, created_at)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
@@ -552,7 +700,7 @@ class _InlineExecutor:
     def restart(self) -> None:
         return None
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
         return None
 
 
@@ -567,13 +715,19 @@ class _ProcessExecutor:
         self.context = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
             # the server imports the heavy modules once; each worker forks from it, clean of the
-            # writer's threads (OpenMP pools started by XGBoost or torch in prepare() hang forked children)
-            self.context.set_forkserver_preload(["mining.mine"])
+            # writer's threads (OpenMP pools started by XGBoost or torch in prepare() hang forked children).
+            # mining._forkserver_preload makes the server die with the job; it ends by itself anyway once
+            # the job and its workers are gone, and the resource tracker once every process that holds
+            # its pipe is.
+            self.context.set_forkserver_preload(["mining.mine", "mining._forkserver_preload"])
         self.pool = self._make()
 
     def _make(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=self.slots, initializer=_init_worker, initargs=self.initargs, mp_context=self.context
+            max_workers=self.slots,
+            initializer=_init_pool_worker,
+            initargs=(os.getpid(), *self.initargs),
+            mp_context=self.context,
         )
 
     def submit(self, shard: list[dict]) -> Future:
@@ -600,8 +754,9 @@ class _ProcessExecutor:
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.pool = self._make()
 
-    def close(self) -> None:
-        if getattr(self.pool, "_broken", False):
+    def close(self, kill: bool = False) -> None:
+        """Shut the pool down; ``kill``: end the workers first (the job was interrupted)."""
+        if kill or getattr(self.pool, "_broken", False):
             self._kill_leftovers()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
@@ -705,31 +860,129 @@ def _run_shards(
 
 
 # -- the job --------------------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
+class CatalogueBusy(RuntimeError):
+    """Another mine job holds the catalogue (one job at a time per catalogue).
+
+    Attributes
+    ----------
+    holder : dict
+        What is known of the holder: ``pid``, ``host``, ``since`` (epoch
+        seconds) and ``run`` (its run id), each possibly missing.
+    """
+
+    def __init__(self, message: str, holder: dict):
+        super().__init__(message)
+        self.holder = holder
+
+
+def lock_path(store_path: str) -> str:
+    """The side file whose OS lock a mine job holds: ``<catalogue>.lock``."""
+    return os.path.abspath(store_path) + ".lock"
+
+
+def _busy_message(store: Store, path: str, holder: dict) -> str:
+    runs = store.query(
+        "SELECT id, pid, host, started_at FROM runs WHERE kind = 'mine' AND status = 'running' ORDER BY id DESC"
+    )
+    run = next((r for r in runs if holder.get("pid") in (None, r["pid"])), None)
+    if run is not None:
+        holder = {"pid": run["pid"], "host": run["host"], "since": run["started_at"], **holder, "run": run["id"]}
+    since = holder.get("since")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if since else "an unknown time"
+    who = f"run {holder['run']} " if holder.get("run") else "another job "
+    pid = holder.get("pid", "?")
+    return (
+        f"catalogue {os.path.abspath(store.path)!r} is already being mined by {who}(pid {pid} on host "
+        f"{holder.get('host', '?')}, since {when}; lock {path}): one mine job at a time per catalogue. "
+        f"Wait for it to finish, or stop it (kill {pid} on that host) and run this command again to resume."
+    )
+
+
+@contextlib.contextmanager
+def catalogue_lock(store: Store) -> Iterator[dict]:
+    """Hold the catalogue for one mine job; raise :class:`CatalogueBusy` at once if another job holds it.
+
+    The lock is ``flock`` on the side file :func:`lock_path`, never on the
+    catalogue itself (closing any other descriptor of the catalogue would drop
+    this process's SQLite locks). The kernel releases it when the holder dies,
+    so a killed job never blocks the next one. The holder's pid, host and
+    start time are written into the file for the message of a refused job.
+
+    Yields
+    ------
+    dict
+        ``pid``, ``host``, ``since`` of this job.
+    """
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _close_stale_runs(store: Store) -> None:
-    """Mark earlier mine runs of this host whose process is gone as ``interrupted``."""
-    host = socket.gethostname()
-    for run_id, cfg in store.query("SELECT id, config FROM runs WHERE kind = 'mine' AND status = 'running'"):
+        import fcntl
+    except ImportError:  # no flock on this system: no protection against a second job
+        logger.debug("no fcntl.flock here: %s is not locked", store.path)
+        yield {}
+        return
+    path = lock_path(store.path)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot create the lock file {path} of the catalogue: {err.strerror}") from err
+    try:
         try:
-            job = json.loads(cfg or "{}").get("job", {})
-        except ValueError:
-            continue
-        if job.get("host") != host or not job.get("pid"):
-            continue
-        if _pid_alive(int(job["pid"])) and int(job["pid"]) != os.getpid():
-            logger.warning("mine run %s (pid %s) still seems to be running on this catalogue", run_id, job["pid"])
-            continue
-        store.finish_run(run_id, {"error": "process ended without finishing (killed?)"}, status="interrupted")
-        logger.info("run %s was interrupted; this run resumes it", run_id, extra={"event": "resume", "run": run_id})
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            except ValueError:
+                holder = {}
+            raise CatalogueBusy(_busy_message(store, path, holder), holder) from None
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        try:
+            yield me
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _maps_problem(maps_root: str) -> str | None:
+    """Why map PNGs cannot be written to ``maps_root`` now, or None when a probe file can be."""
+    probe = os.path.join(maps_root, f".probe{os.getpid()}")
+    try:
+        os.makedirs(maps_root, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"raremine")
+        os.unlink(probe)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def _check_maps(store: Store, scorers: Sequence[Scorer], maps_root: str | None, rescore: bool) -> bool:
+    """Whether this run writes the maps that earlier runs could not; warns when the maps folder is unwritable."""
+    if maps_root is None:
+        return False
+    problem = _maps_problem(maps_root)
+    missing = 0 if rescore else count_missing_maps(store, scorers)
+    if problem is not None:
+        logger.warning(
+            "the maps folder %s cannot be written (%s): scores are kept without their maps%s; make it writable "
+            "(or free disk space) and run again to write them, or set mine.save_maps=false",
+            maps_root,
+            problem,
+            f" ({missing} maps of earlier runs are still missing)" if missing else "",
+            extra={"event": "maps_unwritable", "maps_missing": missing},
+        )
+        return False
+    if missing:
+        logger.info(
+            "%d maps that earlier runs could not write: their images are scored again to write them",
+            missing,
+            extra={"event": "maps_retry", "maps_missing": missing},
+        )
+    return bool(missing)
 
 
 def mine(
@@ -797,6 +1050,15 @@ def mine(
     Returns
     -------
     MineSummary
+
+    Raises
+    ------
+    CatalogueBusy
+        At once, when another mine job holds the catalogue.
+    KeyboardInterrupt
+        On Ctrl+C, or SIGTERM (:class:`mining.joblog.JobInterrupted`): the
+        run is recorded as ``interrupted`` with what was written so far kept;
+        running the job again resumes it.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -814,8 +1076,47 @@ def mine(
         raise ValueError(f"retries must be >= 0, got {retries}")
     if scheduler is not None and backend != "dask":
         raise ValueError(f"scheduler {scheduler!r} is only used by backend 'dask', got backend {backend!r}")
+    with catalogue_lock(store), interrupt_on_sigterm():
+        return _mine_locked(
+            store,
+            scorers,
+            backend=backend,
+            workers=workers,
+            shard_size=shard_size,
+            save_maps=save_maps,
+            max_pixels=max_pixels,
+            rescore=rescore,
+            config=config,
+            progress=progress,
+            scheduler=scheduler,
+            max_in_flight=max_in_flight,
+            retries=retries,
+            start_method=start_method,
+        )
+
+
+def _mine_locked(
+    store: Store,
+    scorers: Sequence[Scorer],
+    *,
+    backend: str,
+    workers: int,
+    shard_size: int,
+    save_maps: bool,
+    max_pixels: int,
+    rescore: bool,
+    config: dict | None,
+    progress: Callable[[int, int], None] | None,
+    scheduler: str | None,
+    max_in_flight: int | None,
+    retries: int,
+    start_method: str,
+) -> MineSummary:
+    """The job of :func:`mine`, its arguments checked, the catalogue held by this job."""
     t0 = time.perf_counter()
-    _close_stale_runs(store)
+    # this job holds the catalogue's lock: any mine run still marked running died without finishing
+    for stale in store.close_stale_runs("mine", any_host=True):
+        logger.info("run %s was interrupted; this run resumes it", stale, extra={"event": "resume", "run": stale})
     run_config = dict(config or {})
     run_config.setdefault("scorers", {s.name: s.config() for s in scorers})
     run_config["job"] = {
@@ -842,16 +1143,24 @@ def mine(
         prepared = [s.prepare(store, run_id) for s in scorers]
         summary.timings["prepare_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        summary.total = count_pending(store, prepared, rescore=rescore)
         maps_root = maps_dir(store.path) if save_maps else None
+        retry_maps = _check_maps(store, prepared, maps_root, rescore)
+        summary.total = count_pending(store, prepared, rescore=rescore, retry_maps=retry_maps)
         initargs = (prepared, maps_root, max_pixels)
         skips: Counter = Counter()
-        work = iter_pending_work(store, prepared, rescore=rescore, counts=skips)
+        work = iter_pending_work(store, prepared, rescore=rescore, counts=skips, retry_maps=retry_maps)
         processed = 0
 
         def on_results(results: list[dict]) -> None:
             nonlocal processed
             failed = write_shard(store, results, run_id)
+            unwritable = failed.pop(MAP_UNWRITABLE, 0)
+            if unwritable:
+                summary.maps_unwritable += unwritable
+                if summary.map_error is None:
+                    summary.map_error = next(
+                        f["detail"] for r in results for f in r["failures"] if f["reason"] == MAP_UNWRITABLE
+                    )
             summary.failed.update(failed)
             summary.done += sum(1 for r in results if r["scores"])
             processed += len(results)
@@ -912,20 +1221,50 @@ def mine(
             for _ in work:  # nothing pending: still count what was skipped
                 pass
         summary.skipped, summary.skipped_failed = skips["skipped"], skips["skipped_failed"]
+        summary.maps_retried = skips["maps_retried"]
         summary.timings["stream_s"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         for s in prepared:
             s.finalize(store, run_id)
         summary.timings["finalize_s"] = time.perf_counter() - t2
     except BaseException as err:
+        interrupted = isinstance(err, KeyboardInterrupt)  # Ctrl+C, or SIGTERM (JobInterrupted)
         summary.seconds = time.perf_counter() - t0
-        store.finish_run(run_id, {**summary.as_dict(), "error": repr(err)}, status="failed")
+        if ex is not None:
+            # the shards in flight are not waited for (they are redone by the next run)
+            try:
+                ex.close(kill=interrupted)
+            except Exception as close_err:  # the run is still recorded below
+                logger.warning("could not stop the workers cleanly: %s", close_err)
+            ex = None
+        status = "interrupted" if interrupted else "failed"
+        store.finish_run(run_id, {**summary.as_dict(), "error": repr(err)}, status=status)
+        if interrupted:
+            logger.warning(
+                "mine run %s interrupted (%s) after %d images: what was written is kept; "
+                "run the same command again to resume",
+                run_id,
+                err or type(err).__name__,
+                summary.done,
+                extra={"event": "interrupted", "run": run_id},
+            )
         raise
     finally:
         if ex is not None:
             ex.close()
     summary.seconds = time.perf_counter() - t0
     store.finish_run(run_id, summary.as_dict())
+    if summary.maps_unwritable:
+        logger.warning(
+            "mine run %s: %d score maps could not be written to %s (first: %s). The scores are kept without "
+            "their maps; make the folder writable (or free disk space) and run the same command again to write "
+            "them, or set mine.save_maps=false",
+            run_id,
+            summary.maps_unwritable,
+            maps_dir(store.path),
+            summary.map_error,
+            extra={"event": "maps_unwritable", "run": run_id, "maps": summary.maps_unwritable},
+        )
     logger.info(
         "mine run %s done: %d images scored, %d skipped, failed %s, %s img/s",
         run_id,

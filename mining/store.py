@@ -16,14 +16,18 @@ Conventions kept in every table:
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
+logger = logging.getLogger(__name__)
+
 #: Schema version this code writes and expects.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA_V1 = """
 CREATE TABLE images (
@@ -187,8 +191,20 @@ def _migrate_0_to_1(con: sqlite3.Connection) -> None:
     _run_script(con, _SCHEMA_V1)
 
 
+def _migrate_1_to_2(con: sqlite3.Connection) -> None:
+    # The process that owns a run (pid, host, the process's start time against pid reuse), so a
+    # later command can mark a run whose process is gone as interrupted.
+    for column in ("pid INTEGER", "host TEXT", "process_started REAL"):
+        con.execute(f"ALTER TABLE runs ADD COLUMN {column}")
+    # mine runs of version 1 kept their pid and host in the config
+    con.execute(
+        "UPDATE runs SET pid = json_extract(config, '$.job.pid'), host = json_extract(config, '$.job.host')"
+        " WHERE kind = 'mine' AND json_valid(config)"
+    )
+
+
 #: ``MIGRATIONS[v]`` moves a catalogue from version ``v`` to ``v + 1``.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _migrate_0_to_1}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _migrate_0_to_1, 1: _migrate_1_to_2}
 
 
 class SchemaVersionError(RuntimeError):
@@ -272,6 +288,7 @@ class Store:
     def __init__(self, path: str | os.PathLike, *, readonly: bool = False, timeout: float = 30.0):
         self.path = os.fspath(path)
         self.readonly = readonly
+        self._open_runs: set[int] = set()  # runs started through this Store and not finished yet
         if os.path.isdir(self.path):
             raise ValueError(f"catalogue {self.path!r} is a folder: give the catalogue's file, e.g. archive.db")
         self.con = _connect(self.path, readonly, timeout)
@@ -297,6 +314,7 @@ class Store:
                 self.con.execute("PRAGMA journal_mode = WAL")
                 self.con.execute("PRAGMA synchronous = NORMAL")
                 migrate(self.con)
+                self.close_stale_runs()
         except BaseException:
             self.con.close()
             raise
@@ -309,7 +327,9 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._open_runs and not self.readonly:
+            self._abandon_open_runs(exc)
         self.close()
 
     @contextmanager
@@ -355,23 +375,105 @@ class Store:
 
     # -- runs ---------------------------------------------------------------------
     def start_run(self, kind: str, config: dict | None = None) -> int:
-        """Record the start of a job; return its run id."""
+        """Record the start of a job, owned by this process (pid, host, start time); return its run id."""
         from mining._versions import package_versions
 
+        pid = os.getpid()
         with self.transaction() as con:
             cur = con.execute(
-                "INSERT INTO runs (kind, config, versions, started_at) VALUES (?, ?, ?, ?)",
-                (kind, json.dumps(config or {}, default=str), json.dumps(package_versions()), time.time()),
+                "INSERT INTO runs (kind, config, versions, started_at, pid, host, process_started)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    kind,
+                    json.dumps(config or {}, default=str),
+                    json.dumps(package_versions()),
+                    time.time(),
+                    pid,
+                    socket.gethostname(),
+                    process_start_time(pid),
+                ),
             )
-        return int(cur.lastrowid)
+        run_id = int(cur.lastrowid)
+        self._open_runs.add(run_id)
+        return run_id
 
     def finish_run(self, run_id: int, counts: dict, status: str = "done") -> None:
-        """Record the end of a job with its counts."""
+        """Record the end of a job with its counts.
+
+        Parameters
+        ----------
+        run_id : int
+        counts : dict
+            JSON-ready counts (an ``error`` key for a run that did not finish).
+        status : {"done", "failed", "interrupted"}, default="done"
+            ``interrupted``: stopped from outside (Ctrl+C, SIGTERM, killed);
+            running the same command again resumes it.
+        """
         with self.transaction() as con:
             con.execute(
                 "UPDATE runs SET finished_at = ?, status = ?, counts = ? WHERE id = ?",
                 (time.time(), status, json.dumps(counts, default=str), run_id),
             )
+        self._open_runs.discard(run_id)
+
+    def close_stale_runs(self, kind: str | None = None, *, any_host: bool = False) -> list[int]:
+        """Mark runs still ``running`` whose process is gone as ``interrupted``; return their ids.
+
+        A run is stale when its process (pid, with the process's start time
+        against reuse of the pid) no longer runs on this host. Runs of other
+        hosts, and runs recorded without a pid, are left alone unless
+        ``any_host``.
+
+        Parameters
+        ----------
+        kind : str, optional
+            Only runs of this kind (``mine``, ``index``, ...).
+        any_host : bool, default=False
+            Every ``running`` run of ``kind`` not started through this Store
+            is stale, wherever it ran (the caller holds a lock that proves no
+            other job of that kind runs on this catalogue).
+        """
+        sql, params = "SELECT id, kind, pid, host, process_started FROM runs WHERE status = 'running'", []
+        if kind is not None:
+            sql += " AND kind = ?"
+            params.append(kind)
+        host = socket.gethostname()
+        stale = []
+        for run_id, run_kind, pid, run_host, started in self.query(sql, params):
+            if run_id in self._open_runs:
+                continue
+            if any_host:
+                stale.append((run_id, run_kind, pid, run_host))
+            elif pid is not None and run_host == host and not process_alive(int(pid), started):
+                stale.append((run_id, run_kind, pid, run_host))
+        for run_id, run_kind, pid, run_host in stale:
+            error = f"process {pid} on {run_host} ended without finishing the run (killed?)"
+            with self.transaction() as con:
+                con.execute(
+                    "UPDATE runs SET finished_at = ?, status = 'interrupted',"
+                    " counts = json_set(COALESCE(json(counts), '{}'), '$.error', ?)"
+                    " WHERE id = ? AND status = 'running'",
+                    (time.time(), error, run_id),
+                )
+            logger.info(
+                "%s run %s was interrupted (%s); marked interrupted",
+                run_kind,
+                run_id,
+                error,
+                extra={"event": "stale_run", "run": run_id},
+            )
+        return [r[0] for r in stale]
+
+    def _abandon_open_runs(self, exc: BaseException | None) -> None:
+        """Close the runs this Store started and no one finished (the job was stopped or raised)."""
+        status = "failed" if exc is not None and not isinstance(exc, KeyboardInterrupt) else "interrupted"
+        error = repr(exc) if exc is not None else "the catalogue was closed before the run finished"
+        for run_id in sorted(self._open_runs):
+            try:
+                self.finish_run(run_id, {"error": error}, status=status)
+            except sqlite3.Error as err:  # the next command marks it from its dead process
+                logger.warning("could not mark run %s %s: %s", run_id, status, err)
+        self._open_runs.clear()
 
     # -- models -------------------------------------------------------------------
     def add_model(
@@ -513,3 +615,45 @@ def _check_catalogue(con: sqlite3.Connection, path: str) -> None:
             f"{path!r} is not a raremine catalogue: an SQLite database of another program"
             f" (tables {', '.join(sorted(tables)[:5])}); give a new file name or a raremine catalogue"
         )
+
+
+def _boot_time() -> float | None:
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("btime"):
+                    return float(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def process_start_time(pid: int) -> float | None:
+    """When a process started (seconds since the epoch), from ``/proc``; None where unknown.
+
+    Kept with a run beside its pid, so a pid reused by another process is not
+    mistaken for the run's owner.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        ticks = int(data[data.rindex(b")") + 2 :].split()[19])  # field 22, starttime
+        boot = _boot_time()
+        return None if boot is None else boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def process_alive(pid: int, started: float | None = None) -> bool:
+    """Whether process ``pid`` of this host runs (and is the one that started at ``started``)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    if started is not None:
+        now = process_start_time(pid)
+        if now is not None and abs(now - float(started)) > 2.0:
+            return False  # the pid was reused
+    return True

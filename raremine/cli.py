@@ -2,7 +2,9 @@
 
 Each command parses its options, calls one library function and prints the
 result. Bad usage exits 2 with a message; bad files never change the exit
-code (they are recorded in the catalogue).
+code (they are recorded in the catalogue). ``mine`` exits 3 when another mine
+job holds the catalogue; a job stopped by Ctrl+C or SIGTERM exits 130 or 143
+(its run is recorded as ``interrupted``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ LabelFormatOpt = Annotated[
     str | None, typer.Option("--format", help="label format: csv, folders, masks, coco, yolo, voc, labelme")
 ]
 ClassesOpt = Annotated[Path | None, typer.Option(help="class map file (classes.json, classes.txt, data.yaml)")]
+
+
+#: exit status of ``mine`` when another mine job holds the catalogue
+EXIT_BUSY = 3
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -105,26 +111,31 @@ def index(
 ) -> None:
     """Index image files (PNG, JPEG, BMP, TIFF, .npy) under ROOTS into the catalogue."""
     from mining.index import index_archive
+    from mining.joblog import exit_code, interrupt_on_sigterm
 
     cfg = load_config_or_fail(config, set_)
     for r in roots:
         if not r.exists():
             fail(f"archive root {str(r)!r} does not exist")
     ic = cfg.index
-    with open_store(db, must_exist=False) as store, progress_bar("index") as cb:
-        try:
-            s = index_archive(
-                store,
-                roots,
-                tile_size=tile_size or ic.tile_size,
-                tile_overlap=ic.tile_overlap,
-                max_pixels=max_pixels or ic.max_pixels,
-                workers=workers or ic.workers,
-                extensions=[e if e.startswith(".") else "." + e for e in ext] if ext else ic.extensions,
-                progress=cb,
-            )
-        except ValueError as err:
-            fail(str(err))
+    try:
+        with interrupt_on_sigterm(), open_store(db, must_exist=False) as store, progress_bar("index") as cb:
+            try:
+                s = index_archive(
+                    store,
+                    roots,
+                    tile_size=tile_size or ic.tile_size,
+                    tile_overlap=ic.tile_overlap,
+                    max_pixels=max_pixels or ic.max_pixels,
+                    workers=workers or ic.workers,
+                    extensions=[e if e.startswith(".") else "." + e for e in ext] if ext else ic.extensions,
+                    progress=cb,
+                )
+            except ValueError as err:
+                fail(str(err))
+    except KeyboardInterrupt as err:  # the catalogue marked the run interrupted on the way out
+        typer.secho(f"interrupted ({err or 'Ctrl+C'}): run the same command again to finish", err=True)
+        raise typer.Exit(exit_code(err)) from None
     unread = ", ".join(f"{k} {v}" for k, v in sorted(s.unreadable.items())) or "none"
     typer.echo(
         f"indexed {s.seen} files in {s.seconds:.1f}s: {s.new} new, {s.changed} changed, "
@@ -192,7 +203,8 @@ def mine(
 ) -> None:
     """Run the configured scorers over every readable image; resumable (run it again after a kill)."""
     from mining.config import scorer_params
-    from mining.joblog import json_log_handler
+    from mining.joblog import exit_code, json_log_handler
+    from mining.mine import CatalogueBusy
     from mining.mine import mine as mine_fn
     from mining.scorers import get_scorer
 
@@ -226,36 +238,44 @@ def mine(
         if h.level == logging.NOTSET:
             h.setLevel(root.level)
     handler = json_log_handler(log_json) if log_json is not None else None
-    with open_store(db) as store, mine_progress() as cb:
-        try:
-            s = mine_fn(
-                store,
-                objs,
-                backend=mc.backend,
-                workers=mc.workers,
-                shard_size=mc.shard_size,
-                save_maps=mc.save_maps,
-                max_pixels=cfg.index.max_pixels,
-                rescore=mc.rescore,
-                scheduler=mc.scheduler,
-                max_in_flight=mc.max_in_flight,
-                retries=mc.retries,
-                start_method=mc.start_method,
-                config=cfg.model_dump(mode="json"),
-                progress=cb,
-            )
-        except ValueError as err:
-            fail(str(err))
-        finally:
-            if handler is not None:
-                logging.getLogger("mining").removeHandler(handler)
-                handler.close()
+    try:
+        with open_store(db) as store, mine_progress() as cb:
+            try:
+                s = mine_fn(
+                    store,
+                    objs,
+                    backend=mc.backend,
+                    workers=mc.workers,
+                    shard_size=mc.shard_size,
+                    save_maps=mc.save_maps,
+                    max_pixels=cfg.index.max_pixels,
+                    rescore=mc.rescore,
+                    scheduler=mc.scheduler,
+                    max_in_flight=mc.max_in_flight,
+                    retries=mc.retries,
+                    start_method=mc.start_method,
+                    config=cfg.model_dump(mode="json"),
+                    progress=cb,
+                )
+            except ValueError as err:
+                fail(str(err))
+            except CatalogueBusy as err:
+                fail(str(err), code=EXIT_BUSY)
+            finally:
+                if handler is not None:
+                    logging.getLogger("mining").removeHandler(handler)
+                    handler.close()
+    except KeyboardInterrupt as err:  # mine recorded the run as interrupted and said how to resume
+        typer.secho(f"interrupted ({err or 'Ctrl+C'}): run the same command again to resume", err=True)
+        raise typer.Exit(exit_code(err)) from None
     failed = ", ".join(f"{k} {v}" for k, v in sorted(s.failed.items())) or "none"
     rate = f"{s.done / s.timings['stream_s']:.1f} img/s" if s.done and s.timings.get("stream_s") else "-"
     typer.echo(
         f"run {s.run_id}: mined {s.done} images with {', '.join(mc.scorers)} on {s.backend} "
         f"({s.workers} workers) in {s.seconds:.1f}s ({rate}); skipped {s.skipped} already scored, "
         f"{s.skipped_failed} failed before; failed: {failed}"
+        + (f"; {s.maps_retried} images scored again to write maps missing before" if s.maps_retried else "")
+        + (f"; maps not written: {s.maps_unwritable} (scores kept; see the warning)" if s.maps_unwritable else "")
     )
 
 

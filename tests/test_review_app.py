@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from mining import review as rv
-from mining.store import Store
+from mining.store import SCHEMA_VERSION, Store
 from tests.review_catalogue import build_catalogue, clone_catalogue
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -198,7 +198,7 @@ def test_unknown_schema_version_is_refused(cat, monkeypatch):
     con.execute("PRAGMA user_version = 99")
     con.close()
     at = AppTest.from_file(APP, default_timeout=30).run()
-    assert at.error and "99" in at.error[0].value and "expects 1" in at.error[0].value
+    assert at.error and "99" in at.error[0].value and f"expects {SCHEMA_VERSION}" in at.error[0].value
 
 
 def test_missing_catalogue_is_refused(tmp_path, monkeypatch):
@@ -305,9 +305,9 @@ def test_cli_review_refuses_bad_input(cat, tmp_path):
     con.execute("PRAGMA user_version = 7")
     con.close()
     res = runner.invoke(cli, ["review", "--db", cat["db"]])
-    assert res.exit_code == 2 and "schema version 7" in res.output and "expects 1" in res.output
+    assert res.exit_code == 2 and "schema version 7" in res.output and f"expects {SCHEMA_VERSION}" in res.output
     con = sqlite3.connect(cat["db"])
-    con.execute("PRAGMA user_version = 1")
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     con.close()
     res = runner.invoke(cli, ["review", "--db", cat["db"], "--port", "0"])
     assert res.exit_code == 2 and "--port" in res.output
