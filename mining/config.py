@@ -40,7 +40,11 @@ class IndexConfig(_Section):
 class MineConfig(_Section):
     """``mine:`` section."""
 
-    scorers: list[str] = Field(default_factory=lambda: ["contrast"], min_length=1, description="scorers to run")
+    scorers: list[str] = Field(
+        default_factory=lambda: ["auto"],
+        min_length=1,
+        description="scorers to run; [auto]: every scorer that can run (mining.scorers.AUTO_SCORERS)",
+    )
     backend: Literal["inline", "process", "dask"] = Field(
         "process", description="inline (debugging), process (local pool) or dask (a dask.distributed cluster)"
     )
@@ -64,9 +68,13 @@ class MineConfig(_Section):
     def _known_scorers(cls, names: list[str]) -> list[str]:
         from mining.scorers import available_scorers
 
+        if names == ["auto"]:
+            return names
         for n in names:
             if n not in available_scorers():
-                raise ValueError(f"unknown scorer {n!r}; allowed: {', '.join(available_scorers())}")
+                raise ValueError(
+                    f"unknown scorer {n!r}; allowed: {', '.join(available_scorers())}, or [auto] alone"
+                )
         if len(set(names)) != len(names):
             raise ValueError("a scorer is listed twice; allowed: each scorer at most once")
         return names
@@ -82,11 +90,11 @@ class MineConfig(_Section):
 class RankConfig(_Section):
     """``rank:`` section."""
 
-    strategy: str = "top"
+    strategy: str = "adaptive"
     n: int = Field(24, ge=1)
     weights: dict[str, float] = Field(default_factory=dict, description="fusion weight per scorer")
     primary: list[str] = Field(
-        default_factory=lambda: ["backbone"],
+        default_factory=list,
         description="scorers that alone decide the fused score of the images they scored ([]: none)",
     )
 

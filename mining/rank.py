@@ -2,16 +2,13 @@
 
 Fusion rank-normalises each scorer (its scores become percentiles in (0, 1],
 higher = rarer) and takes a weighted mean over the scorers that scored an
-image. *Primary* scorers (:data:`PRIMARY_SCORERS`, config ``rank.primary``)
-come first: where one of them scored an image, the mean runs over the
-primary scorers alone. The pretrained ``backbone`` is primary by default: on
-the magnetic-tile archives of ``benchmarks/unsupervised_mining.py`` the
-autoencoder and the descriptor outliers were at chance, and even a weight of
-0.05 on them (against 1 for the backbone) cut the fused AP from 0.33 to 0.13.
-Adding ``pixel`` helps where the pixel model is strong (Blowhole archives of
-``benchmarks/active_learning.py``: backbone + pixel fused AP 0.33 against
-0.14 for the backbone alone) and hurts where it is weak (``make demo``: 1 of
-4 defects in the top 20 instead of 2), so it is not primary by default.
+image. No scorer is trusted by default: which one carries the signal differs
+from archive to archive (on magnetic tiles the pretrained backbone, on
+machined parts a pixel statistic), so the review loop's default strategy
+(``adaptive``, :mod:`mining.strategies`) follows each scorer's own ranking as
+well as the fused one and lets the verdicts decide. *Primary* scorers
+(config ``rank.primary``, default none) remain an option: where one of them
+scored an image, the mean runs over the primary scorers alone.
 Every image keeps its "why": the percentile each scorer gave it.
 
 Selection strategies live in :data:`STRATEGIES`; each takes the fused table
@@ -87,7 +84,7 @@ def rank_normalize(scores: np.ndarray) -> np.ndarray:
 
 
 #: Scorers that alone decide the fused score of every image they scored (``rank.primary``).
-PRIMARY_SCORERS: tuple[str, ...] = ("backbone",)
+PRIMARY_SCORERS: tuple[str, ...] = ()
 
 
 def fuse(

@@ -206,7 +206,7 @@ def mine(
     from mining.joblog import exit_code, json_log_handler
     from mining.mine import CatalogueBusy
     from mining.mine import mine as mine_fn
-    from mining.scorers import get_scorer
+    from mining.scorers import get_scorer, resolve_scorers
 
     if scheduler is not None and dask_local is not None:
         fail("give either --scheduler (an existing cluster) or --dask-local N (a local one), not both")
@@ -229,8 +229,12 @@ def mine(
         overrides.append("mine.rescore=true")
     cfg = load_config_or_fail(config, overrides)
     mc = cfg.mine
+    if not db.exists():
+        fail(f"catalogue {str(db)!r} does not exist: run `raremine index ROOT --db {db}` first")
+    with open_store(db) as probe:
+        names = resolve_scorers(mc.scorers, probe)
     try:
-        objs = [get_scorer(n, **scorer_params(cfg, n)) for n in mc.scorers]
+        objs = [get_scorer(n, **scorer_params(cfg, n)) for n in names]
     except ValueError as err:
         fail(str(err))
     root = logging.getLogger()
@@ -271,7 +275,7 @@ def mine(
     failed = ", ".join(f"{k} {v}" for k, v in sorted(s.failed.items())) or "none"
     rate = f"{s.done / s.timings['stream_s']:.1f} img/s" if s.done and s.timings.get("stream_s") else "-"
     typer.echo(
-        f"run {s.run_id}: mined {s.done} images with {', '.join(mc.scorers)} on {s.backend} "
+        f"run {s.run_id}: mined {s.done} images with {', '.join(names)} on {s.backend} "
         f"({s.workers} workers) in {s.seconds:.1f}s ({rate}); skipped {s.skipped} already scored, "
         f"{s.skipped_failed} failed before; failed: {failed}"
         + (f"; {s.maps_retried} images scored again to write maps missing before" if s.maps_retried else "")

@@ -21,6 +21,37 @@ SCORERS: dict[str, str] = {
 }
 
 
+#: What ``mine.scorers: [auto]`` (the default) runs: every scorer that can run on the catalogue.
+#: No scorer is trusted by default: the fusion and the review loop (``rank.strategy: adaptive``)
+#: find out from the verdicts which of them carries the signal on a given archive.
+AUTO_SCORERS: tuple[str, ...] = ("contrast", "embedding", "autoencoder", "backbone", "pixel")
+
+
+def resolve_scorers(names: list[str], store=None) -> list[str]:
+    """The scorer names a job runs: ``names``, or for ``["auto"]`` every scorer that can run.
+
+    ``auto`` takes :data:`AUTO_SCORERS`, leaving out ``pixel`` while no pixel
+    model is registered in the catalogue (``raremine fit-pixel`` makes one).
+    The ``backbone`` scorer stays in the list: without its weights file it
+    logs one line and takes no part in the run.
+
+    Parameters
+    ----------
+    names : list of str
+        Scorer names, or ``["auto"]``.
+    store : Store, optional
+        The catalogue (to look for a pixel model).
+
+    Returns
+    -------
+    list of str
+    """
+    if list(names) != ["auto"]:
+        return list(names)
+    has_pixel = store is not None and store.latest_model("pixel") is not None
+    return [n for n in AUTO_SCORERS if n != "pixel" or has_pixel]
+
+
 def available_scorers() -> list[str]:
     """Names accepted by :func:`get_scorer`."""
     return sorted(SCORERS)
@@ -44,4 +75,4 @@ def get_scorer(name: str, **params) -> Scorer:
         raise ValueError(f"bad parameters for scorer {name!r}: {err}") from err
 
 
-__all__ = ["SCORERS", "ScoreResult", "Scorer", "available_scorers", "get_scorer"]
+__all__ = ["AUTO_SCORERS", "SCORERS", "ScoreResult", "Scorer", "available_scorers", "get_scorer", "resolve_scorers"]
