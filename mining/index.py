@@ -53,18 +53,50 @@ class IndexSummary:
         }
 
 
-def walk_images(root: str, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> Iterator[str]:
+def walk_images(
+    root: str, extensions: Iterable[str] = IMAGE_EXTENSIONS, *, visited: set[tuple[int, int]] | None = None
+) -> Iterator[str]:
     """Yield image file paths under ``root`` (recursive, sorted, symbolic links included).
 
-    Broken links and unreadable sub-folders are yielded or logged, never raised.
+    Symbolic links to folders are followed, but each real folder (by device and
+    inode) is walked once: a link to an ancestor (a loop) or a second link to
+    the same folder is skipped with a log message, so every file is yielded
+    under one folder path. Links to files are yielded like files (the reader
+    decides whether their target is usable). Broken links and unreadable
+    sub-folders are yielded or logged, never raised.
+
+    Parameters
+    ----------
+    root : str
+        A folder, or a single file (yielded as is).
+    extensions : iterable of str, optional
+        File extensions to yield (lower case, with the dot).
+    visited : set of (int, int), optional
+        ``(st_dev, st_ino)`` of folders already walked; updated. Share one set
+        between roots so that overlapping roots are walked once.
+
+    Yields
+    ------
+    str
+        File paths.
     """
     exts = tuple(e.lower() for e in extensions)
     if os.path.isfile(root):
         yield root
         return
+    visited = set() if visited is None else visited
     stack = [root]
     while stack:
         folder = stack.pop()
+        try:
+            st = os.stat(folder)
+        except OSError as err:
+            logger.warning("cannot list %s: %s", folder, err)
+            continue
+        if (st.st_dev, st.st_ino) in visited:
+            logger.info("skipping %s: the same folder was already walked (a symbolic link loop or duplicate)", folder)
+            continue
+        visited.add((st.st_dev, st.st_ino))
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as err:
@@ -93,7 +125,47 @@ def _stat(path: str) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
+def catalogue_path(path: str) -> tuple[str, bool]:
+    """The form of a file path stored in the catalogue, and whether it is the path itself.
+
+    SQLite stores text as UTF-8. A file name that is not UTF-8 reaches Python
+    with surrogate escapes (:func:`os.fsdecode`) that SQLite cannot encode; it
+    is stored with its undecodable bytes as ``\\xNN`` escapes (``caf\\xe9.png``)
+    and recorded as unreadable (reason ``bad_filename``), since no later
+    command could open the file from that text.
+
+    Parameters
+    ----------
+    path : str
+        A path as the file system gave it.
+
+    Returns
+    -------
+    text : str
+        What the catalogue stores.
+    exact : bool
+        False when ``text`` is an escaped form.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace"), False
+    return path, True
+
+
+def _bad_filename(text: str) -> UnreadableImage:
+    return UnreadableImage(
+        text,
+        "bad_filename",
+        "file name is not valid UTF-8 (its bytes are shown as \\xNN); rename it to UTF-8, e.g. with convmv,"
+        " and index again",
+    )
+
+
 def _inspect(path: str, max_pixels: int) -> ImageInfo | UnreadableImage:
+    text, exact = catalogue_path(path)
+    if not exact:
+        return _bad_filename(text)
     try:
         return inspect_image(path, max_pixels=max_pixels)
     except UnreadableImage as err:
@@ -156,6 +228,9 @@ def index_archive(
     for r in roots:
         if not os.path.exists(r):
             raise FileNotFoundError(f"archive root {r!r} does not exist")
+        text, exact = catalogue_path(r)
+        if not exact:
+            raise ValueError(f"archive root '{text}' is not valid UTF-8; rename it to UTF-8 (e.g. with convmv)")
     summary = IndexSummary()
     known: dict[str, tuple[int, int, str]] = {}
     for r in roots:
@@ -163,14 +238,18 @@ def index_archive(
     marks = ",".join("?" * len(_RETRY_REASONS))
     retry = {r[0] for r in store.query(f"SELECT path FROM images WHERE reason IN ({marks})", _RETRY_REASONS)}
     todo: list[str] = []
-    seen: set[str] = set()
+    seen: set[str] = set()  # as stored (catalogue_path)
+    visited: set[tuple[int, int]] = set()
     for root in roots:
-        for path in walk_images(root, extensions):
-            if path in seen:
+        for path in walk_images(root, extensions, visited=visited):
+            key, exact = catalogue_path(path)
+            if key in seen:
+                if not exact:
+                    logger.warning("skipping %r: its escaped name %s is another file's name", path, key)
                 continue
-            seen.add(path)
-            old = known.get(path)
-            if old is not None and path not in retry:
+            seen.add(key)
+            old = known.get(key)
+            if old is not None and key not in retry:
                 st = _stat(path)
                 if st is not None and (st[0], st[1]) == (old[0], old[1]):
                     summary.unchanged += 1
@@ -188,7 +267,7 @@ def index_archive(
             results = [
                 r for part in pool.map(_inspect_chunk, _chunks(batch, chunk), [max_pixels] * len(batch)) for r in part
             ]
-            _write_batch(store, results, known, roots, tile_size, tile_overlap, summary)
+            _write_batch(store, batch, results, known, roots, tile_size, tile_overlap, summary)
             done += len(batch)
             if progress is not None:
                 progress(done, len(todo))
@@ -206,15 +285,15 @@ def _root_of(path: str, roots: list[str]) -> str:
     return os.path.dirname(path)
 
 
-def _write_batch(store, results, known, roots, tile_size, tile_overlap, summary) -> None:
+def _write_batch(store, paths, results, known, roots, tile_size, tile_overlap, summary) -> None:
     now = time.time()
     with store.transaction() as con:
-        for res in results:
-            path = res.path
+        for fs_path, res in zip(paths, results, strict=True):
+            path = catalogue_path(fs_path)[0]
             old = known.get(path)
             if isinstance(res, UnreadableImage):
                 summary.unreadable[res.reason] += 1
-                st = _lstat(path)
+                st = _lstat(fs_path)
                 row = (
                     path,
                     _root_of(path, roots),
@@ -227,7 +306,7 @@ def _write_batch(store, results, known, roots, tile_size, tile_overlap, summary)
                     None,
                     "unreadable",
                     res.reason,
-                    res.detail[:500],
+                    catalogue_path(res.detail[:500])[0],
                     now,
                 )
             else:

@@ -13,7 +13,9 @@ import hashlib
 import io
 import logging
 import os
+import stat
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -34,10 +36,21 @@ REASONS = (
     "broken_link",
     "missing",
     "decode_error",
+    "corrupt",
+    "not_a_file",
+    "bad_filename",
 )
 
 #: Default limit on width * height (decompression-bomb guard).
 DEFAULT_MAX_PIXELS = 200_000_000
+
+#: Bytes per pixel of the largest image a file may hold: 16-bit RGBA (``.npy``: float64 with 4 channels).
+#: A file larger than ``max_pixels`` times this plus :data:`FILE_HEADROOM` is refused from its size alone.
+_MAX_BYTES_PER_PIXEL = {".npy": 32}
+_DEFAULT_BYTES_PER_PIXEL = 8
+
+#: Room for headers and metadata (EXIF, ICC profiles, thumbnails) on top of the pixel data.
+FILE_HEADROOM = 16 * 2**20
 
 _MAGIC = {
     ".png": (b"\x89PNG\r\n\x1a\n",),
@@ -87,24 +100,105 @@ class ImageInfo:
     dtype: str
 
 
-def _read_bytes(path: str) -> tuple[bytes, os.stat_result]:
-    if os.path.islink(path) and not os.path.exists(path):
-        raise UnreadableImage(path, "broken_link", f"symbolic link to missing {os.readlink(path)!r}")
+def max_file_bytes(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """The largest file size accepted for an image file, checked before reading it.
+
+    Parameters
+    ----------
+    path : str
+        File name (its extension sets the bytes per pixel).
+    max_pixels : int, optional
+        The limit on width * height.
+
+    Returns
+    -------
+    int
+        ``max_pixels`` times the bytes per pixel of an uncompressed 16-bit RGBA
+        image (8; 32 for ``.npy``, float64 with 4 channels), plus
+        :data:`FILE_HEADROOM` for headers and metadata.
+    """
+    ext = os.path.splitext(path)[1].lower()
+    return max_pixels * _MAX_BYTES_PER_PIXEL.get(ext, _DEFAULT_BYTES_PER_PIXEL) + FILE_HEADROOM
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _check_regular(path: str, st: os.stat_result) -> None:
+    if stat.S_ISREG(st.st_mode):
+        return
+    kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)), "not a regular file")
+    via = " (through a symbolic link)" if os.path.islink(path) else ""
+    raise UnreadableImage(path, "not_a_file", f"is {kind}{via}; only regular files (or links to them) are read")
+
+
+def _check_file_size(path: str, size: int, max_pixels: int) -> None:
+    limit = max_file_bytes(path, max_pixels)
+    if size > limit:
+        raise UnreadableImage(
+            path,
+            "too_large",
+            f"{size} bytes exceeds {limit} bytes, the most an image of max_pixels={max_pixels} can take",
+        )
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    # never block on a FIFO that replaced the file after the check; no controlling terminal
+    return os.open(path, flags | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+
+
+def _read_file(path: str, max_pixels: int) -> tuple[bytes, os.stat_result]:
+    """Read a regular file whole after checking its type, size, magic number and declared size.
+
+    Nothing is read from anything but a regular file, nor from a file larger than
+    :func:`max_file_bytes` allows, nor past the header of an image whose header
+    declares more than ``max_pixels``.
+    """
+    ext = os.path.splitext(path)[1].lower()
     try:
-        st = os.stat(path)
-        with open(path, "rb") as fh:
-            data = fh.read()
+        st = os.stat(path)  # follows symbolic links: the target must be a regular file
+    except FileNotFoundError as err:
+        if os.path.islink(path):
+            raise UnreadableImage(path, "broken_link", f"symbolic link to missing {os.readlink(path)!r}") from err
+        raise UnreadableImage(path, "missing", str(err)) from err
+    except PermissionError as err:
+        raise UnreadableImage(path, "permission_denied", str(err)) from err
+    except OSError as err:  # e.g. ELOOP: a loop of symbolic links
+        reason = "broken_link" if os.path.islink(path) else "decode_error"
+        raise UnreadableImage(path, reason, str(err)) from err
+    _check_regular(path, st)
+    _check_file_size(path, st.st_size, max_pixels)
+    if st.st_size == 0:
+        raise UnreadableImage(path, "empty", "file has 0 bytes")
+    try:
+        with open(path, "rb", opener=_open_nonblocking) as fh:
+            fst = os.fstat(fh.fileno())
+            _check_regular(path, fst)  # replaced between stat and open
+            _check_file_size(path, fst.st_size, max_pixels)
+            head = fh.read(16)
+            _check_magic(path, ext, head)
+            if ext != ".npy":
+                fh.seek(0)
+                _check_declared_size(path, ext, fh, max_pixels)
+            fh.seek(0)
+            data = fh.read(fst.st_size)  # within max_file_bytes: checked above
     except PermissionError as err:
         raise UnreadableImage(path, "permission_denied", str(err)) from err
     except FileNotFoundError as err:
         raise UnreadableImage(path, "missing", str(err)) from err
     except IsADirectoryError as err:
-        raise UnreadableImage(path, "not_an_image", "is a directory") from err
+        raise UnreadableImage(path, "not_a_file", "is a directory") from err
     except OSError as err:
         raise UnreadableImage(path, "decode_error", str(err)) from err
     if not data:
         raise UnreadableImage(path, "empty", "file has 0 bytes")
-    return data, st
+    return data, fst
 
 
 def _check_magic(path: str, ext: str, data: bytes) -> None:
@@ -123,19 +217,89 @@ def _check_complete(path: str, ext: str, data: bytes) -> None:
         raise UnreadableImage(path, "truncated", "JPEG has no end-of-image marker")
 
 
-def _header_size(path: str, ext: str, data: bytes) -> tuple[int, int] | None:
-    """Width and height from the header, without decoding (None when unknown)."""
-    if ext == ".png" and len(data) >= 24:
-        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if ext in (".jpg", ".jpeg", ".tif", ".tiff", ".bmp"):
-        try:
-            from PIL import Image
+def _pil_plugin(ext: str):
+    from PIL import BmpImagePlugin, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
 
-            with Image.open(io.BytesIO(data)) as im:
-                return im.size
-        except Exception:
-            return None
+    return {
+        ".png": PngImagePlugin.PngImageFile,
+        ".jpg": JpegImagePlugin.JpegImageFile,
+        ".jpeg": JpegImagePlugin.JpegImageFile,
+        ".bmp": BmpImagePlugin.BmpImageFile,
+        ".tif": TiffImagePlugin.TiffImageFile,
+        ".tiff": TiffImagePlugin.TiffImageFile,
+    }[ext]
+
+
+def _header_size(path: str, ext: str, fp: BinaryIO) -> tuple[int, int] | None:
+    """Width and height declared by the header, read without decoding any pixel (None when unknown).
+
+    The format's PIL plugin is called directly: ``Image.open`` would raise
+    ``DecompressionBombError`` past PIL's own limit instead of telling the size.
+    TIFFs that PIL cannot open are tried with tifffile.
+    """
+    try:
+        with _pil_plugin(ext)(fp) as im:
+            return int(im.size[0]), int(im.size[1])
+    except Exception as err:
+        logger.debug("PIL cannot read the header of %s: %s", path, err)
+    if ext in (".tif", ".tiff"):
+        try:
+            import tifffile
+
+            fp.seek(0)
+            with tifffile.TiffFile(fp) as tif:
+                page = tif.pages.first
+                return int(page.imagewidth), int(page.imagelength)
+        except Exception as err:
+            logger.debug("tifffile cannot read the header of %s: %s", path, err)
     return None
+
+
+def _check_declared_size(path: str, ext: str, fp: BinaryIO, max_pixels: int) -> tuple[int, int]:
+    """Refuse an image whose header declares more than ``max_pixels`` (before any pixel is decoded)."""
+    size = _header_size(path, ext, fp)
+    if size is None:
+        raise UnreadableImage(
+            path, "decode_error", f"cannot read the image size from the {ext[1:].upper()} header; not decoded"
+        )
+    if size[0] * size[1] > max_pixels:
+        raise UnreadableImage(path, "too_large", f"{size[0]}x{size[1]} px exceeds max_pixels={max_pixels}")
+    return size
+
+
+#: libjpeg's warnings that mean the pixel data is damaged (anything else, e.g. an unknown
+#: JFIF revision or a bad ICC marker, leaves the pixels intact).
+_JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file")
+_warned_no_simplejpeg = False
+
+
+def _verify_jpeg(path: str, data: bytes) -> None:
+    """Refuse a JPEG whose entropy-coded data is cut or damaged.
+
+    libjpeg (under OpenCV and PIL alike) fills what it cannot decode with grey and
+    only warns, even when a file's middle was cut out and it still ends with its
+    end marker. simplejpeg's strict mode turns those warnings into errors.
+    """
+    global _warned_no_simplejpeg
+    try:
+        import simplejpeg
+    except ImportError:
+        if not _warned_no_simplejpeg:
+            _warned_no_simplejpeg = True
+            logger.warning("simplejpeg is not installed: damaged JPEG data is not detected (run `make setup`)")
+        return
+    try:
+        colorspace = "GRAY"
+        if simplejpeg.decode_jpeg_header(data)[2] in ("CMYK", "YCCK"):
+            colorspace = "CMYK"
+        simplejpeg.decode_jpeg(data, colorspace=colorspace, fastdct=True, fastupsample=True, strict=True)
+    except ValueError as err:
+        msg = str(err)
+        if not msg.startswith(_JPEG_DAMAGE) or "ICC" in msg:
+            logger.debug("simplejpeg cannot check %s: %s", path, msg)
+            return
+        reason = "truncated" if "premature end" in msg.lower() else "corrupt"
+        raise UnreadableImage(path, reason, f"JPEG data is damaged: {msg}") from err
 
 
 def _decode_npy(path: str, data: bytes, max_pixels: int) -> np.ndarray:
@@ -157,8 +321,12 @@ def _decode_npy(path: str, data: bytes, max_pixels: int) -> np.ndarray:
     return arr
 
 
-def decode_bytes(path: str, data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_bytes(path: str, data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, verify: bool = False) -> np.ndarray:
     """Decode the bytes of an image file.
+
+    The size the header declares is checked before any pixel is decoded, so a
+    small file that declares a huge image (a decompression bomb) is refused
+    with reason ``too_large`` at no cost.
 
     Parameters
     ----------
@@ -168,6 +336,11 @@ def decode_bytes(path: str, data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS
         The file's content.
     max_pixels : int, optional
         Refuse images with more pixels than this (reason ``too_large``).
+    verify : bool, optional
+        Also check a JPEG's compressed data in full (reason ``truncated`` or
+        ``corrupt`` when damaged): libjpeg otherwise fills what it cannot
+        decode with grey. About as costly as a second decode; indexing does
+        it, so that only verified files are ever mined.
 
     Returns
     -------
@@ -187,13 +360,11 @@ def decode_bytes(path: str, data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS
     if ext == ".npy":
         return _decode_npy(path, data, max_pixels)
     _check_complete(path, ext, data)
-    size = _header_size(path, ext, data)
-    if size is not None and size[0] * size[1] > max_pixels:
-        raise UnreadableImage(path, "too_large", f"{size[0]}x{size[1]} px exceeds max_pixels={max_pixels}")
+    _check_declared_size(path, ext, io.BytesIO(data), max_pixels)
+    if verify and ext in (".jpg", ".jpeg"):
+        _verify_jpeg(path, data)
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
-        if size is None:
-            raise UnreadableImage(path, "decode_error", "OpenCV could not decode the file")
         raise UnreadableImage(path, "truncated", "OpenCV could not decode the pixel data")
     if img.ndim == 3:
         if img.shape[2] == 3:
@@ -225,7 +396,7 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
         When the file cannot be used; its ``reason`` says why.
     """
     path = os.fspath(path)
-    data, _ = _read_bytes(path)
+    data, _ = _read_file(path, max_pixels)
     return decode_bytes(path, data, max_pixels=max_pixels)
 
 
@@ -233,7 +404,20 @@ def inspect_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXE
     """Read, hash and fully decode a file once; return its metadata.
 
     The full decode is what proves a file readable (a truncated JPEG has a
-    valid header).
+    valid header); a JPEG's compressed data is also verified (see
+    :func:`decode_bytes`).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file; it must be a regular file (or a symbolic link to one).
+    max_pixels : int, optional
+        Refuse images with more pixels than this, and files larger than
+        :func:`max_file_bytes` allows, without decoding them.
+
+    Returns
+    -------
+    ImageInfo
 
     Raises
     ------
@@ -241,8 +425,8 @@ def inspect_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXE
         When the file cannot be used.
     """
     path = os.fspath(path)
-    data, st = _read_bytes(path)
-    img = decode_bytes(path, data, max_pixels=max_pixels)
+    data, st = _read_file(path, max_pixels)
+    img = decode_bytes(path, data, max_pixels=max_pixels, verify=True)
     return ImageInfo(
         path=path,
         sha256=hashlib.sha256(data).hexdigest(),
