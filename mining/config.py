@@ -72,9 +72,7 @@ class MineConfig(_Section):
             return names
         for n in names:
             if n not in available_scorers():
-                raise ValueError(
-                    f"unknown scorer {n!r}; allowed: {', '.join(available_scorers())}, or [auto] alone"
-                )
+                raise ValueError(f"unknown scorer {n!r}; allowed: {', '.join(available_scorers())}, or [auto] alone")
         if len(set(names)) != len(names):
             raise ValueError("a scorer is listed twice; allowed: each scorer at most once")
         return names
