@@ -10,6 +10,7 @@ Both reproduce faults of the project's reliability issue and fail on the code be
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 import time
@@ -20,11 +21,17 @@ import cv2
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
+from typer.testing import CliRunner
 
 from mining import review as rv
 from mining.index import index_archive
+from mining.learn import learn
 from mining.rank import rank
+from mining.rerank import consensus_labels
+from mining.review import ConsensusRule
 from mining.store import Store
+from raremine.cli import app as cli
+from synthesis.labels import category_masks, read_labels
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 SIZE = 64
@@ -148,3 +155,174 @@ def test_painting_again_never_overwrites_an_earlier_votes_mask(tmp_path):
     assert len({a, b, c, t}) == 4
     assert (cv2.imread(a, cv2.IMREAD_UNCHANGED) > 0).sum() == 4 and cv2.imread(a, cv2.IMREAD_UNCHANGED)[1, 1] == 255
     assert rv.save_defect_mask(first, store_path, 3) == a  # the same painting again: the same file
+
+
+# -- 8: one label definition for learn and every export --------------------------------------------------------
+#: image -> votes (reviewer, verdict, category, mask). Every confirm carries a mask painted through the app's
+#: writer (COCO and YOLO need geometry) unless it says "old" (a stem-named mask file of an older catalogue)
+#: or "none" (an image-level confirm: CSV exports it, COCO and YOLO skip it as ``no_geometry``).
+PATTERNS = {
+    "one_confirm.png": [("ann", "confirm", "crack", None)],
+    "confirm_reject.png": [("ann", "confirm", "crack", None), ("bob", "reject", None, None)],
+    "two_confirms.png": [("ann", "confirm", "crack", None), ("bob", "confirm", "pit", None)],
+    "reject.png": [("ann", "reject", None, None)],
+    "unsure.png": [("ann", "unsure", None, None)],
+    "confirm_old_mask.png": [("ann", "confirm", "pit", "old")],
+    "confirm_no_mask.png": [("ann", "confirm", "crack", "none")],
+    "changed_mind.png": [("ann", "confirm", "crack", None), ("ann", "reject", None, None)],
+    "majority.png": [
+        ("ann", "confirm", "crack", None),
+        ("bob", "reject", None, None),
+        ("cy", "confirm", "crack", None),
+    ],
+}
+#: What the consensus rule decides with the default rule (agree 1, a third vote breaks a tie).
+EXPECTED = {
+    "one_confirm.png": 1,
+    "confirm_reject.png": None,
+    "two_confirms.png": 1,
+    "reject.png": 0,
+    "unsure.png": None,
+    "confirm_old_mask.png": 1,
+    "confirm_no_mask.png": 1,
+    "changed_mind.png": 0,
+    "majority.png": 1,
+}
+
+
+def _mask(name: str) -> np.ndarray:
+    m = np.zeros((SIZE, SIZE), bool)
+    k = sorted(PATTERNS).index(name)
+    m[4 + 2 * k : 14 + 2 * k, 10:30] = True
+    return m
+
+
+@pytest.fixture
+def voted(tmp_path):
+    """A catalogue holding one image per vote pattern (and an unreviewed one)."""
+    ids = _archive(tmp_path, [*PATTERNS, "unreviewed.png"])
+    db = str(tmp_path / "cat.db")
+    with Store(db) as store:
+        for name, votes in PATTERNS.items():
+            for reviewer, verdict, category, mask in votes:
+                path = None
+                if verdict == "confirm" and mask is None:  # a 0/255 mask, as the app saves a painting
+                    path = str(tmp_path / "cat.masks" / f"{ids[name]}_{reviewer}.png")
+                    Path(path).parent.mkdir(exist_ok=True)
+                    cv2.imwrite(path, _mask(name).astype(np.uint8) * 255)
+                elif mask == "old":  # a mask an older version saved as <catalogue>.masks/<stem>.png
+                    path = str(tmp_path / "cat.masks" / (Path(name).stem + ".png"))
+                    Path(path).parent.mkdir(exist_ok=True)
+                    cv2.imwrite(path, _mask(name).astype(np.uint8) * 255)
+                store.add_review(ids[name], reviewer, verdict, category=category, mask_path=path, source="app")
+    return {"db": db, "ids": ids, "folder": tmp_path}
+
+
+def _export(db: str, fmt: str, out: Path, *extra: str) -> str:
+    r = CliRunner().invoke(
+        cli,
+        ["export", "--db", db, "--what", "labels", "--format", fmt, "--out", str(out), *extra],
+        catch_exceptions=False,
+    )
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def _coco(out: Path) -> dict[str, int | None]:
+    data = json.loads((out / "annotations.json").read_text())
+    with_ann = {a["image_id"] for a in data["annotations"]}
+    return {Path(im["file_name"]).name: int(im["id"] in with_ann) for im in data["images"]}
+
+
+def _yolo(out: Path) -> dict[str, int]:
+    return {p.stem + ".png": int(bool(p.read_text().strip())) for p in (out / "labels").glob("*.txt")}
+
+
+def _csv(out: Path) -> dict[str, int]:
+    with open(out / "labels.csv", newline="") as fh:
+        return {Path(r["path"]).name: int(bool(r["labels"])) for r in csv.DictReader(fh)}
+
+
+def _learned(db: str, rule: ConsensusRule) -> dict[str, int]:
+    with Store(db, readonly=True) as s:
+        names = {int(r["id"]): Path(r["path"]).name for r in s.images()}
+        return {names[i]: lab for i, (lab, _) in consensus_labels(s, rule).items()}
+
+
+def test_export_and_learn_agree_on_every_images_label(voted, tmp_path):
+    db = voted["db"]
+    learned = _learned(db, ConsensusRule())
+    assert learned == {k: v for k, v in EXPECTED.items() if v is not None}
+
+    geometry = {k: v for k, v in learned.items() if k != "confirm_no_mask.png"}
+    for fmt, read, expect in (("csv", _csv, learned), ("coco", _coco, geometry), ("yolo", _yolo, geometry)):
+        output = _export(db, fmt, tmp_path / fmt)
+        exported = read(tmp_path / fmt)
+        assert exported == expect, (fmt, exported, expect)
+        assert "2 reviewed images left out (no label): 1 disagreement" in output, output
+        assert "1 unsure (decided unsure)" in output
+        if expect is geometry:
+            assert "confirm_no_mask.png: no_geometry" in output, output
+
+    # the confirming votes' masks are exported (one of an older catalogue, named by stem), each in its class
+    items = {Path(it.image).name: it for it in read_labels("coco", tmp_path / "coco").items}
+    for name, category in (("one_confirm.png", "crack"), ("confirm_old_mask.png", "pit")):
+        got = category_masks(items[name], SIZE, SIZE)
+        assert set(got) == {category} and np.array_equal(got[category], _mask(name)), name
+    assert sorted(items["two_confirms.png"].categories()) == ["crack", "pit"]
+    assert not items["reject.png"].objects and not items["reject.png"].labels
+
+    with Store(db) as s:  # learn reports the same counts, and what it left out
+        rep = learn(s, rerank=False, pixel=False)
+    assert (rep.n_confirmed, rep.n_rejected) == (5, 2)
+    assert rep.left_out == {"disagreement": 1, "unsure": 1}
+
+
+def test_the_pixel_model_learns_only_from_images_decided_as_defects(voted, monkeypatch):
+    """``learn``'s pixel step trains on the masks of images decided as defects, not of every confirm vote."""
+    px = pytest.importorskip("mining.pixel")
+    seen = {}
+
+    def fit_pixel(store, images_dir, labels_dir, config=None, base=None):
+        seen.update({int(Path(p).stem): cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in Path(labels_dir).iterdir()})
+        return {"model_id": 0, "path": str(labels_dir)}
+
+    monkeypatch.setattr(px, "fit_pixel", fit_pixel)
+    with Store(voted["db"]) as s:
+        rep = learn(s, rerank=False, pixel=True)
+    assert rep.pixel is not None, rep.pixel_skipped
+    names = {i: name for name, i in voted["ids"].items()}
+    # confirm_reject holds a painted mask too, but the reviewers disagree: it trains nothing
+    assert sorted(names[i] for i in seen) == sorted(
+        ["one_confirm.png", "two_confirms.png", "confirm_old_mask.png", "majority.png"]
+    )
+    for i, lab in seen.items():
+        np.testing.assert_array_equal(lab == 2, _mask(names[i]), err_msg=names[i])
+
+
+def test_export_follows_the_configs_consensus_rule_as_learn_does(voted, tmp_path):
+    """With ``review: agree: 2`` one confirm is not enough, for learn and for the export alike."""
+    db = voted["db"]
+    cfg = tmp_path / "review.yaml"
+    cfg.write_text("review:\n  agree: 2\n  on_disagreement: drop\n")
+    rule = ConsensusRule(agree=2, on_disagreement="drop")
+    learned = _learned(db, rule)
+    assert learned == {"two_confirms.png": 1, "majority.png": 1}
+    for fmt, read in (("coco", _coco), ("yolo", _yolo)):
+        output = _export(db, fmt, tmp_path / fmt, "--config", str(cfg))
+        assert read(tmp_path / fmt) == learned, fmt
+        assert "'agree': 2" in output and "dropped" in output and "pending" in output
+    from mining.verdicts import image_labels
+
+    with Store(db, readonly=True) as s:
+        labels = image_labels(s, rule)
+        assert sum(lab.target is not None for lab in labels.values()) == len(learned)
+
+
+def test_the_apps_export_uses_the_same_labels(voted, tmp_path):
+    db = voted["db"]
+    with Store(db, readonly=True) as s:
+        n = rv.export_labels(s, tmp_path / "app.csv", ConsensusRule(), verdicts=("confirm", "reject"))
+    with open(tmp_path / "app.csv", newline="") as fh:
+        rows = {Path(r["path"]).name: int(r["label"]) for r in csv.DictReader(fh)}
+    assert n == len(rows) and rows == _learned(db, ConsensusRule())
