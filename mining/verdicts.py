@@ -428,14 +428,37 @@ def image_labels(
 
 
 def left_out_counts(labels: Mapping[tuple[int, int], ImageLabel] | Iterable[ImageLabel]) -> dict[str, int]:
-    """How many images have no label, per reason (a key of :data:`LEFT_OUT`), in that order."""
+    """How many images have no label, per reason.
+
+    Parameters
+    ----------
+    labels : mapping of key to ImageLabel, or iterable of ImageLabel
+        As :func:`image_labels` returns them.
+
+    Returns
+    -------
+    dict of str to int
+        Reasons (keys of :data:`LEFT_OUT`, in that order) with a non-zero count.
+    """
     values = labels.values() if isinstance(labels, Mapping) else labels
     counts = Counter(lab.left_out for lab in values if lab.left_out is not None)
     return {r: counts[r] for r in (*LEFT_OUT, *sorted(set(counts) - set(LEFT_OUT))) if counts.get(r)}
 
 
 def describe_left_out(counts: Mapping[str, int]) -> str:
-    """A sentence for people: ``"3 reviewed images left out (no label): 2 pending (...), 1 unsure (...)"``."""
+    """A sentence for people on what was left out and why.
+
+    Parameters
+    ----------
+    counts : mapping of str to int
+        As :func:`left_out_counts` returns them.
+
+    Returns
+    -------
+    str
+        E.g. ``"3 reviewed images left out (no label): 2 pending (not enough agreeing votes yet), 1 unsure
+        (decided unsure)"``, or ``"no reviewed image left out"``.
+    """
     total = sum(counts.values())
     if not total:
         return "no reviewed image left out"

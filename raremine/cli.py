@@ -460,7 +460,8 @@ def export_labels_cmd(
         except ValueError as err:
             fail(str(err))
     _print_write_result(res, fmt, out)
-    typer.echo(f"labels by the consensus rule {res.rule}; {res.describe_left_out()}")
+    rule = ", ".join(f"{k} {v}" for k, v in res.rule.items())
+    typer.echo(f"labels by the consensus rule (review: {rule}); {res.describe_left_out()}")
 
 
 @app.command("import")

@@ -311,7 +311,8 @@ def test_export_follows_the_configs_consensus_rule_as_learn_does(voted, tmp_path
     for fmt, read in (("coco", _coco), ("yolo", _yolo)):
         output = _export(db, fmt, tmp_path / fmt, "--config", str(cfg))
         assert read(tmp_path / fmt) == learned, fmt
-        assert "'agree': 2" in output and "dropped" in output and "pending" in output
+        assert "(review: agree 2, on_disagreement drop, max_votes 3)" in output, output
+        assert "6 pending (not enough agreeing votes yet)" in output and "dropped" in output
     from mining.verdicts import image_labels
 
     with Store(db, readonly=True) as s:
