@@ -410,8 +410,8 @@ def paint_ui(store: Store, item: rv.Item, picture: np.ndarray) -> None:
         if not labels.any():
             st.warning("nothing painted yet")
             return
-        path = rv.save_label_image(labels, store.path, item.path)
-        mask = rv.save_defect_mask(labels, store.path, item.path)
+        path = rv.save_label_image(labels, store.path, item.image_id, item.tile)
+        mask = rv.save_defect_mask(labels, store.path, item.image_id, item.tile)
         st.session_state["masks"][item.key] = (path, mask)
         st.success(
             f"saved {path}"
@@ -778,6 +778,10 @@ def export_view(ctx: Ctx) -> None:
     finally:
         os.unlink(tmp)
     st.caption(f"{n} rows: path, tile, label, category, verdict, votes, mask_path")
+    st.caption(
+        "Labels follow the consensus rule, as learning and `raremine export --what labels` do; "
+        + rv.describe_left_out(rv.left_out_counts(rv.image_labels(ctx.store, ctx.rule, tiles=True)))
+    )
     st.download_button("Download labels.csv", data, file_name="labels.csv", mime="text/csv", key="export_dl")
     folder = os.path.dirname(os.path.abspath(ctx.store.path))
     default = os.path.splitext(os.path.basename(ctx.store.path))[0] + ".labels.csv"

@@ -31,15 +31,20 @@ the same name or stem are ``ambiguous_image``.
 
 Export
 ------
-:func:`export_labels` turns the catalogue's verdicts back into labels. Per
-image and reviewer, the reviewer's latest ``reject`` cancels their earlier
-``confirm`` s; the image's classes are the union over reviewers of the
-confirmed classes left, and an image with none but a ``reject`` is a
-negative. ``unsure`` counts for nothing. Boxes, polygons and masks come from
-the ``annotations`` of the counted reviews (the app's ``{"path", "values"}``
-mask annotations included), and from a review's ``mask_path`` when it has no
-annotation (values >= 2 are the defect: 2.. in the app's painted label
-images, 255 in the imported masks).
+:func:`export_labels` turns the catalogue's verdicts back into labels, with
+the one definition of a label that learning uses too
+(:func:`mining.verdicts.image_labels` under the consensus rule of the
+``review:`` config section): each reviewer's latest verdict is their vote
+(a later ``reject`` cancels their earlier ``confirm`` s); an image decided
+``confirm`` is exported with the categories of its confirming votes (a
+confirm without a category as :data:`DEFAULT_CATEGORY`), one decided
+``reject`` as a negative, and every other reviewed image (pending,
+reviewers disagreeing, dropped, unsure, neutral) as nothing: the result's
+``left_out`` counts those per reason. Boxes, polygons and masks come from
+the ``annotations`` of the confirming votes (the app's ``{"path",
+"values"}`` mask annotations included), and from a vote's ``mask_path``
+when it has no annotation (values >= 2 are the defect: 2.. in the app's
+painted label images, 255 in the imported and painted masks).
 """
 
 from __future__ import annotations
@@ -51,13 +56,14 @@ import os
 import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from mining.io import UnreadableImage, read_image
 from mining.store import Store
+from mining.verdicts import ConsensusRule, describe_left_out, image_labels, left_out_counts
 from synthesis.labels import (
     FORMATS,
     ImageLabels,
@@ -74,6 +80,9 @@ from synthesis.labels._files import write_png
 from synthesis.labels.core import ClassMap, check_box, check_polygon, class_map_from, stem
 
 logger = logging.getLogger(__name__)
+
+#: Class of a confirmed image whose confirming votes give no category.
+DEFAULT_CATEGORY = "defect"
 
 #: Class names (case-insensitive) that mean "no defect" on import.
 DEFAULT_NEGATIVE = ("normal", "good", "ok", "none", "background", "negative", "free")
@@ -408,47 +417,41 @@ def _read_label_image(path: str) -> np.ndarray | None:
     return arr[..., 0] if arr.ndim == 3 else arr
 
 
-def catalogue_labels(store: Store, *, reviewers: Sequence[str] | None = None) -> list[ImageLabels]:
-    """The catalogue's verdicts and annotations as :class:`ImageLabels` (see the module notes).
+def catalogue_labels(
+    store: Store, *, reviewers: Sequence[str] | None = None, rule: ConsensusRule | None = None
+) -> list[ImageLabels]:
+    """The catalogue's labels as :class:`ImageLabels` (see the module notes): decided defects and normals.
 
     Parameters
     ----------
     store : Store
     reviewers : sequence of str or None
         Count only these reviewers (or import sources); default all.
+    rule : ConsensusRule or None
+        The consensus rule (default ``ConsensusRule()``, the defaults of the
+        ``review:`` config section).
 
     Returns
     -------
     list of ImageLabels
-        Reviewed images in catalogue order; ``image`` is the catalogue path.
+        Images decided ``confirm`` (with their classes and geometry) or
+        ``reject`` (no labels), in catalogue order; ``image`` is the catalogue
+        path. Other reviewed images are left out (see :func:`export_labels`).
     """
-    sql = (
-        "SELECT r.id, r.image_id, r.reviewer, r.verdict, r.category, r.mask_path FROM reviews r"
-        " WHERE r.tile = -1 AND r.verdict IN ('confirm', 'reject')"
-    )
-    params: list = []
-    if reviewers:
-        sql += f" AND r.reviewer IN ({', '.join('?' * len(reviewers))})"
-        params += list(reviewers)
-    reviews: dict[int, dict[str, list]] = {}
-    for r in store.query(sql + " ORDER BY r.image_id, r.id", params):
-        reviews.setdefault(r["image_id"], {}).setdefault(r["reviewer"], []).append(r)
-    images = {
-        int(r["id"]): r
+    return _catalogue_labels(store, image_labels(store, rule, reviewers=reviewers))
+
+
+def _catalogue_labels(store: Store, labels: dict) -> list[ImageLabels]:
+    decided = {image_id: lab for (image_id, _), lab in labels.items() if lab.target is not None}
+    ids = sorted(decided)
+    images: dict[int, object] = {}
+    for k in range(0, len(ids), 500):
+        chunk = ids[k : k + 500]
         for r in store.query(
-            "SELECT id, path, width, height, channels FROM images WHERE id IN (SELECT DISTINCT image_id FROM reviews)"
-        )
-    }
-    counted: dict[int, list] = {}
-    for image_id, by_reviewer in reviews.items():
-        keep = []
-        for rows in by_reviewer.values():
-            last_reject = max((r["id"] for r in rows if r["verdict"] == "reject"), default=-1)
-            keep += [r for r in rows if r["verdict"] == "confirm" and r["id"] > last_reject and r["category"]]
-            if last_reject >= 0 and not any(r["verdict"] == "confirm" and r["id"] > last_reject for r in rows):
-                keep.append(None)  # this reviewer says "no defect"
-        counted[image_id] = keep
-    review_ids = [r["id"] for rows in counted.values() for r in rows if r is not None]
+            f"SELECT id, path, width, height, channels FROM images WHERE id IN ({', '.join('?' * len(chunk))})", chunk
+        ):
+            images[int(r["id"])] = r
+    review_ids = [m.review_id for lab in decided.values() for m in lab.marks]
     anns: dict[int, list] = {}
     for k in range(0, len(review_ids), 500):
         chunk = review_ids[k : k + 500]
@@ -459,28 +462,66 @@ def catalogue_labels(store: Store, *, reviewers: Sequence[str] | None = None) ->
         ):
             anns.setdefault(a["review_id"], []).append(a)
     items = []
-    for image_id in sorted(counted):
+    for image_id in ids:
         img = images.get(image_id)
         if img is None:
             continue
-        confirms = [r for r in counted[image_id] if r is not None]
+        lab = decided[image_id]
         it = ImageLabels(
             image=img["path"],
             width=img["width"],
             height=img["height"],
             channels=img["channels"],
-            labels=list(dict.fromkeys(r["category"] for r in confirms)),
+            labels=list(lab.categories or (DEFAULT_CATEGORY,)) if lab.target == 1 else [],
             source=f"catalogue:{image_id}",
         )
-        for r in confirms:
-            rows = anns.get(r["id"], [])
-            it.objects += [_decode_object(a["category"] or r["category"], json.loads(a["data"])) for a in rows]
-            if not rows and r["mask_path"]:
-                m = _read_label_image(r["mask_path"])
-                if m is not None and (m >= _PAINTED_DEFECT_MIN).any():
-                    it.objects.append(LabelObject(r["category"], mask=m >= _PAINTED_DEFECT_MIN))
+        for m in lab.marks:
+            category = m.category or lab.category or DEFAULT_CATEGORY
+            rows = anns.get(m.review_id, [])
+            it.objects += [_decode_object(a["category"] or category, json.loads(a["data"])) for a in rows]
+            if not rows and m.mask_path:
+                arr = _read_label_image(m.mask_path)
+                if arr is not None and (arr >= _PAINTED_DEFECT_MIN).any():
+                    it.objects.append(LabelObject(category, mask=arr >= _PAINTED_DEFECT_MIN))
         items.append(it)
     return items
+
+
+@dataclass
+class LabelExport(WriteResult):
+    """What :func:`export_labels` did: the writer's result, and the reviewed images left out and why.
+
+    Attributes
+    ----------
+    left_out : dict of str to int
+        Reviewed images exported as nothing, per reason (a key of
+        :data:`mining.verdicts.LEFT_OUT`: ``pending``, ``disagreement``,
+        ``dropped``, ``unsure``, ``neutral``).
+    negatives_left_out : int
+        Images decided normal that were not exported (``include_negatives=False``).
+    rule : dict
+        The consensus rule the labels follow.
+    """
+
+    left_out: dict = field(default_factory=dict)
+    negatives_left_out: int = 0
+    rule: dict = field(default_factory=dict)
+
+    def describe_left_out(self) -> str:
+        """A sentence for people on what was left out and why."""
+        text = describe_left_out(self.left_out)
+        if self.negatives_left_out:
+            text += f"; {self.negatives_left_out} images decided normal not exported (negatives off)"
+        return text
+
+    def as_dict(self) -> dict:
+        """JSON-ready form."""
+        return {
+            **super().as_dict(),
+            "left_out": dict(self.left_out),
+            "negatives_left_out": self.negatives_left_out,
+            "rule": dict(self.rule),
+        }
 
 
 def export_labels(
@@ -491,8 +532,9 @@ def export_labels(
     reviewers: Sequence[str] | None = None,
     classes=None,
     include_negatives: bool = True,
+    rule: ConsensusRule | None = None,
     **options,
-) -> WriteResult:
+) -> LabelExport:
     """Export the catalogue's labels in format ``fmt`` into the folder ``out`` (class map alongside).
 
     Parameters
@@ -508,7 +550,11 @@ def export_labels(
         The class map (ids in YOLO/COCO/masks follow its order); default all
         confirmed classes, sorted. Images with a class outside it are skipped.
     include_negatives : bool
-        Also export images reviewed as having no defect (empty labels).
+        Also export images decided as having no defect (empty labels).
+    rule : ConsensusRule or None
+        The consensus rule that decides each image's label (default
+        ``ConsensusRule()``; the CLI passes the config's ``review:`` section),
+        the same one ``raremine learn`` uses.
     **options
         Passed to the format's writer: ``segmentation`` (coco: polygon/rle),
         ``task`` (yolo: detect/segment), ``negative`` and ``link`` (folders),
@@ -516,21 +562,42 @@ def export_labels(
 
     Returns
     -------
-    WriteResult
+    LabelExport
+        The writer's result, with ``left_out``: the reviewed images exported
+        as nothing, per reason.
     """
     check_format(fmt)
-    items = catalogue_labels(store, reviewers=reviewers)
+    rule = rule or ConsensusRule()
+    labels = image_labels(store, rule, reviewers=reviewers)
+    items = _catalogue_labels(store, labels)
+    n_neg = 0
     if not include_negatives:
+        n_neg = sum(1 for it in items if it.is_negative)
         items = [it for it in items if not it.is_negative]
     res = write_labels(fmt, items, out, classes=class_map_from(classes), **options)
-    logger.info("exported %d images as %s to %s (%d skipped)", res.images, fmt, out, len(res.skipped))
+    res = LabelExport(
+        **{f.name: getattr(res, f.name) for f in fields(WriteResult)},
+        left_out=left_out_counts(labels),
+        negatives_left_out=n_neg,
+        rule=rule.as_dict(),
+    )
+    logger.info(
+        "exported %d images as %s to %s (%d skipped); %s",
+        res.images,
+        fmt,
+        out,
+        len(res.skipped),
+        res.describe_left_out(),
+    )
     return res
 
 
 __all__ = [
+    "DEFAULT_CATEGORY",
     "DEFAULT_NEGATIVE",
     "FORMATS",
     "ImportSummary",
+    "LabelExport",
     "catalogue_labels",
     "default_mask_dir",
     "export_labels",

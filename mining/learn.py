@@ -10,8 +10,11 @@
 
 What it does:
 
-1. reads the consensus verdicts (:func:`mining.rerank.consensus_labels`, the
-   review app's consensus rule);
+1. reads the labels the consensus rule decides (:func:`mining.verdicts.image_labels`,
+   through :func:`mining.rerank.consensus_labels`): the one definition of a
+   label that the review app and every label export share; undecided images
+   (pending, disagreeing, dropped, unsure, neutral) train nothing and the
+   report's ``left_out`` counts them per reason;
 2. trains the K-fold XGBoost re-ranker on the image scores, map statistics and
    embeddings (:func:`mining.rerank.build_features`; monotone increasing in
    every scorer's score, which by contract rises with rarity) and writes its
@@ -19,9 +22,10 @@ What it does:
    scorer name ``rerank`` (out-of-fold for images with a verdict; ``stats``
    holds ``oof``, ``fold`` and the fold models' ``std``), replacing the
    previous one, and registers the fold models (XGBoost JSON) in ``models``;
-3. when reviewers painted masks (``reviews.mask_path``) and the pixel model is
-   available, retrains it through :func:`mining.pixel.fit_pixel`, the function
-   behind ``raremine fit-pixel`` (the masks become its label images, beside
+3. when the confirming votes of images decided as defects carry painted masks
+   (``reviews.mask_path``) and the pixel model is available, retrains it
+   through :func:`mining.pixel.fit_pixel`, the function behind ``raremine
+   fit-pixel`` (the masks become its label images, beside
    the training set of ``raremine fit-pixel``, which every retraining keeps).
 
 Too few verdicts (fewer than 2 confirmed or 2 rejected images) is not an
@@ -51,6 +55,7 @@ from mining.rerank import (
     monotone_constraints,
 )
 from mining.store import Store
+from mining.verdicts import ConsensusRule, image_labels, left_out_counts
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +72,7 @@ class LearnReport:
     n_confirmed: int = 0
     n_rejected: int = 0
     categories: dict = field(default_factory=dict)
+    left_out: dict = field(default_factory=dict)
     reranker: dict | None = None
     reranker_skipped: str | None = None
     pixel: dict | None = None
@@ -146,11 +152,7 @@ def learn(
         raise ValueError(f"calibration must be one of none, threshold, isotonic, sigmoid; got {calibration!r}")
     if n_folds < 2:
         raise ValueError(f"n_folds must be >= 2, got {n_folds}")
-    from mining.review import ConsensusRule
-
-    rule = ConsensusRule(
-        agree=cfg.review.agree, on_disagreement=cfg.review.on_disagreement, max_votes=cfg.review.max_votes
-    )
+    rule = ConsensusRule.from_config(cfg)
     t0 = time.perf_counter()
     run_config = {
         "rerank": rerank,
@@ -159,12 +161,14 @@ def learn(
         "calibration": calibration,
         "embedding_components": embedding_components,
         "random_state": random_state,
-        "consensus": {"agree": rule.agree, "on_disagreement": rule.on_disagreement, "max_votes": rule.max_votes},
+        "consensus": rule.as_dict(),
     }
     run_id = store.start_run("learn", run_config)
     report = LearnReport(run_id=run_id)
     try:
+        decided = image_labels(store, rule)
         labels = consensus_labels(store, rule)
+        report.left_out = left_out_counts(decided)
         report.n_labelled = len(labels)
         report.n_confirmed = sum(lab for lab, _ in labels.values())
         report.n_rejected = report.n_labelled - report.n_confirmed
@@ -182,7 +186,7 @@ def learn(
                 progress=progress,
             )
         if pixel:
-            _learn_pixel(store, report, run_id, cfg, progress)
+            _learn_pixel(store, decided, report, run_id, cfg, progress)
     except BaseException as err:
         report.seconds = time.perf_counter() - t0
         store.finish_run(run_id, {**report.as_dict(), "error": repr(err)}, status="failed")
@@ -303,8 +307,13 @@ def _base_pairs(store) -> tuple[dict | None, list[tuple[str, str]]]:
         return None, []
 
 
-def _learn_pixel(store, report, run_id, cfg, progress) -> None:
-    """Retrain the pixel model from every confirmed image with a painted mask, as ``raremine fit-pixel`` does.
+def _learn_pixel(store, decided, report, run_id, cfg, progress) -> None:
+    """Retrain the pixel model from every image decided as a defect with a painted mask, as ``raremine fit-pixel``.
+
+    The masks are those of the image's confirming votes
+    (:attr:`mining.verdicts.ImageLabel.masks`, the newest one used), so an
+    image the consensus rule does not decide as a defect trains nothing here
+    either.
 
     The painted masks become label images (1 background, 2 defect) in a
     training folder beside the catalogue, beside a copy of the training set
@@ -317,12 +326,15 @@ def _learn_pixel(store, report, run_id, cfg, progress) -> None:
     """
     import shutil
 
-    masks = store.query(
-        "SELECT r.image_id, i.path, r.mask_path FROM reviews r JOIN images i ON i.id = r.image_id"
-        " WHERE r.mask_path IS NOT NULL AND r.verdict = 'confirm' ORDER BY r.id DESC"
-    )
+    with_masks = {image_id: lab.masks for (image_id, _), lab in decided.items() if lab.masks}
+    paths = {}
+    if with_masks:
+        ids = sorted(with_masks)
+        paths = dict(store.query(f"SELECT id, path FROM images WHERE id IN ({','.join('?' * len(ids))})", ids))
+    # newest mask of each image first, then the earlier ones (used when the newest cannot be read)
+    masks = [(i, paths[i], m) for i in sorted(with_masks) if i in paths for m in reversed(with_masks[i])]
     if not masks:
-        report.pixel_skipped = "no painted masks"
+        report.pixel_skipped = "no painted masks on images decided as defects"
         return
     try:
         import mining.pixel as px

@@ -33,6 +33,7 @@ from sklearn.metrics import precision_recall_curve
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from mining.store import Store
+from mining.verdicts import image_labels
 
 logger = logging.getLogger(__name__)
 
@@ -150,17 +151,18 @@ def monotone_constraints(names: list[str]) -> list[int]:
 
 # -- labels ---------------------------------------------------------------------------
 def consensus_labels(store: Store, rule=None) -> dict[int, tuple[int, str | None]]:
-    """Consensus verdict per image (whole-image reviews), by the review app's consensus rule.
+    """Training label per image (whole-image reviews), by the consensus rule.
 
-    Uses :func:`mining.review.decisions` so the re-ranker learns exactly what
-    the app shows as decided: an image counts when its decision is ``confirm``
-    (label 1) or ``reject`` (label 0); ``unsure``, ``neutral``, pending,
-    disagreeing and dropped images are left out.
+    Reads :func:`mining.verdicts.image_labels`, the one definition of a label
+    that the review app and every label export share: an image counts when
+    its decision is ``confirm`` (label 1) or ``reject`` (label 0);
+    ``unsure``, ``neutral``, pending, disagreeing and dropped images are left
+    out (and exported as nothing).
 
     Parameters
     ----------
     store : Store
-    rule : mining.review.ConsensusRule, optional
+    rule : mining.verdicts.ConsensusRule, optional
         Default: ``ConsensusRule()`` (one vote decides until someone disagrees;
         then a majority of further votes).
 
@@ -170,13 +172,11 @@ def consensus_labels(store: Store, rule=None) -> dict[int, tuple[int, str | None
         label 1 = confirmed rare event, 0 = rejected; category as decided
         (None when none was given).
     """
-    from mining.review import ConsensusRule, decisions
-
-    out: dict[int, tuple[int, str | None]] = {}
-    for (image_id, tile), d in decisions(store, rule or ConsensusRule()).items():
-        if tile == -1 and d.status == "decided" and d.verdict in ("confirm", "reject"):
-            out[int(image_id)] = (int(d.verdict == "confirm"), d.category if d.verdict == "confirm" else None)
-    return out
+    return {
+        image_id: (lab.target, lab.category)
+        for (image_id, _), lab in image_labels(store, rule).items()
+        if lab.target is not None
+    }
 
 
 # -- calibration ----------------------------------------------------------------------

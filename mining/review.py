@@ -14,39 +14,54 @@ Conventions
   votes on one image: ``open`` (no votes), ``pending`` (agreeing votes, not
   enough yet), ``disagreement`` (waiting for a tie-breaking vote),
   ``decided`` (verdict ``confirm``, ``reject``, ``unsure`` or ``neutral``) or
-  ``dropped`` (ambiguous, left out of the labels).
+  ``dropped`` (ambiguous, left out of the labels). Votes, the rule and the
+  labels it gives live in :mod:`mining.verdicts` (re-exported here), the one
+  definition of a label that learning and every export share.
 - Label images painted in the app use 0 = unlabelled, 1 = background,
   2 = defect, the format ``raremine fit-pixel`` reads; the vote itself
   carries a 0/255 defect mask (``reviews.mask_path``), the format the learn
-  step and the label exports read.
+  step and the label exports read. Both files are named by the image's
+  identity (catalogue id and tile) and their content, never by the file name
+  (two archive folders may hold ``cam.png``), so no image's file is ever
+  overwritten by another's.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from mining.store import Store
+from mining.verdicts import (  # noqa: F401 (re-exported: the app and older code import them from here)
+    LEFT_OUT,
+    ON_DISAGREEMENT,
+    STATUSES,
+    VERDICTS,
+    Confirmed,
+    ConsensusRule,
+    Decision,
+    ImageLabel,
+    Vote,
+    _category,
+    decide,
+    decisions,
+    describe_left_out,
+    image_labels,
+    latest_votes,
+    left_out_counts,
+)
 
 logger = logging.getLogger(__name__)
-
-#: Verdicts a reviewer can give (the store's CHECK constraint).
-VERDICTS = ("confirm", "reject", "unsure")
-
-#: What to do when reviewers disagree.
-ON_DISAGREEMENT = ("third_vote", "drop", "neutral")
-
-#: Decision statuses, see the module docstring.
-STATUSES = ("open", "pending", "disagreement", "decided", "dropped")
 
 #: Values of a painted label image.
 UNLABELLED, BACKGROUND, DEFECT = 0, 1, 2
@@ -159,155 +174,6 @@ def image_items(store: Store, image_ids: Sequence[int]) -> list[Item]:
                     strategy="map selection",
                 )
             )
-    return out
-
-
-# -- votes and consensus ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class Vote:
-    """A reviewer's latest vote on an image."""
-
-    review_id: int
-    reviewer: str
-    verdict: str
-    category: str | None
-    note: str | None
-    mask_path: str | None
-    created_at: float
-
-
-@dataclass(frozen=True)
-class ConsensusRule:
-    """How votes of several reviewers become one decision.
-
-    Parameters
-    ----------
-    agree : int, default=1
-        Agreeing votes that decide an image (2 for "two agreeing votes
-        decide"). With 1, a single reviewer decides alone until someone
-        disagrees.
-    on_disagreement : {"third_vote", "drop", "neutral"}, default="third_vote"
-        ``third_vote``: wait for more votes; a majority of ``agree`` decides;
-        after ``max_votes`` votes without one, the image is dropped.
-        ``drop``: drop an image as soon as its votes disagree.
-        ``neutral``: decide it as the neutral class (verdict ``neutral``).
-    max_votes : int, default=3
-        Votes after which a still ambiguous image is dropped (``third_vote``).
-    """
-
-    agree: int = 1
-    on_disagreement: str = "third_vote"
-    max_votes: int = 3
-
-    def __post_init__(self):
-        if self.agree < 1:
-            raise ValueError(f"consensus agree must be >= 1, got {self.agree}")
-        if self.on_disagreement not in ON_DISAGREEMENT:
-            raise ValueError(
-                f"consensus on_disagreement must be one of {', '.join(ON_DISAGREEMENT)}; got {self.on_disagreement!r}"
-            )
-        if self.max_votes < max(self.agree, 2):
-            raise ValueError(
-                f"consensus max_votes must be >= max(agree, 2) = {max(self.agree, 2)}, got {self.max_votes}"
-            )
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What the consensus rule makes of an image's votes."""
-
-    status: str
-    verdict: str | None = None
-    category: str | None = None
-    votes: tuple[Vote, ...] = ()
-
-    @property
-    def label(self) -> str | None:
-        """``defect`` / ``normal`` / ``neutral`` / ``unsure`` for a decided image, else None."""
-        if self.status != "decided":
-            return None
-        return {"confirm": "defect", "reject": "normal"}.get(self.verdict, self.verdict)
-
-
-def decide(votes: Iterable[Vote], rule: ConsensusRule = ConsensusRule()) -> Decision:
-    """Apply a consensus rule to the latest votes of each reviewer on one image.
-
-    Parameters
-    ----------
-    votes : iterable of Vote
-        At most one per reviewer (see :func:`latest_votes`).
-    rule : ConsensusRule
-
-    Returns
-    -------
-    Decision
-    """
-    votes = tuple(votes)
-    if not votes:
-        return Decision("open")
-    counts = Counter(v.verdict for v in votes)
-    ranked = counts.most_common()
-    top, n_top = ranked[0]
-    unique_top = len(ranked) == 1 or ranked[1][1] < n_top
-    if unique_top and n_top >= rule.agree:
-        return Decision("decided", top, _category(votes, top), votes)
-    if len(ranked) == 1:
-        return Decision("pending", None, None, votes)
-    if rule.on_disagreement == "drop":
-        return Decision("dropped", None, None, votes)
-    if rule.on_disagreement == "neutral":
-        return Decision("decided", "neutral", None, votes)
-    if len(votes) < rule.max_votes:
-        return Decision("disagreement", None, None, votes)
-    return Decision("dropped", None, None, votes)
-
-
-def _category(votes: Sequence[Vote], verdict: str) -> str | None:
-    cats = Counter(v.category for v in votes if v.verdict == verdict and v.category)
-    if not cats:
-        return None
-    best = max(cats.values())
-    return sorted(c for c, n in cats.items() if n == best)[0]
-
-
-def latest_votes(store: Store, keys: Iterable[tuple[int, int]] | None = None) -> dict[tuple[int, int], list[Vote]]:
-    """Each reviewer's latest vote per ``(image_id, tile)``.
-
-    Parameters
-    ----------
-    store : Store
-    keys : iterable of (image_id, tile), optional
-        Only these images (all reviewed images by default).
-    """
-    sql = "SELECT id, image_id, tile, reviewer, verdict, category, note, mask_path, created_at FROM reviews"
-    params: list = []
-    if keys is not None:
-        ids = sorted({int(k[0]) for k in keys})
-        if not ids:
-            return {}
-        sql += f" WHERE image_id IN ({','.join('?' * len(ids))})"
-        params = ids
-    wanted = None if keys is None else {(int(a), int(b)) for a, b in keys}
-    last: dict[tuple[int, int], dict[str, Vote]] = {}
-    for r in store.query(sql + " ORDER BY id", params):
-        key = (r["image_id"], r["tile"])
-        if wanted is not None and key not in wanted:
-            continue
-        last.setdefault(key, {})[r["reviewer"]] = Vote(
-            r["id"], r["reviewer"], r["verdict"], r["category"], r["note"], r["mask_path"], r["created_at"]
-        )
-    return {k: list(v.values()) for k, v in last.items()}
-
-
-def decisions(
-    store: Store, rule: ConsensusRule = ConsensusRule(), keys: Iterable[tuple[int, int]] | None = None
-) -> dict[tuple[int, int], Decision]:
-    """The decision per reviewed ``(image_id, tile)`` (unreviewed keys are ``open``)."""
-    keys = None if keys is None else list(keys)
-    votes = latest_votes(store, keys)
-    out = {k: decide(v, rule) for k, v in votes.items()}
-    for k in keys or ():
-        out.setdefault((int(k[0]), int(k[1])), Decision("open"))
     return out
 
 
@@ -501,9 +367,13 @@ def export_labels(
 ) -> int:
     """Write the decided labels as a CSV metadata table; return the number of rows.
 
-    Columns: ``path, label, category, verdict, status, votes, mask_path``
-    (``label`` 1 for confirm, 0 otherwise; ``votes`` as ``reviewer:verdict[:category]``
-    joined by ``;``). By default only confirmed images are written.
+    The labels are :func:`mining.verdicts.image_labels` (tiles included), the
+    definition the learn step and ``raremine export --what labels`` use.
+    Columns: ``path, tile, label, category, verdict, votes, mask_path``
+    (``label`` 1 for confirm, 0 otherwise; ``votes`` as
+    ``reviewer:verdict[:category]`` joined by ``;``; ``mask_path`` the latest
+    mask of the confirming votes). By default only confirmed images are
+    written; the log says how many reviewed images were left out and why.
 
     Parameters
     ----------
@@ -513,6 +383,11 @@ def export_labels(
     rule : ConsensusRule
     verdicts : sequence of str
         Decided verdicts to include (``confirm``, ``reject``, ``unsure``, ``neutral``).
+
+    Returns
+    -------
+    int
+        Rows written.
     """
     from synthesis.atomic import atomic_write
 
@@ -520,8 +395,8 @@ def export_labels(
     bad = [v for v in verdicts if v not in allowed]
     if bad:
         raise ValueError(f"verdicts must be among {', '.join(allowed)}; got {bad}")
-    dec = decisions(store, rule)
-    keep = {k: d for k, d in dec.items() if d.status == "decided" and d.verdict in verdicts}
+    labels = image_labels(store, rule, tiles=True)
+    keep = {k: lab for k, lab in labels.items() if lab.status == "decided" and lab.verdict in verdicts}
     ids = sorted({k[0] for k in keep})
     paths: dict = {}
     if ids:
@@ -530,9 +405,10 @@ def export_labels(
     with atomic_write(out, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["path", "tile", "label", "category", "verdict", "votes", "mask_path"])
-        for (iid, tile), d in sorted(keep.items()):
+        for (iid, tile), lab in keep.items():
+            d = lab.decision
             votes = ";".join(":".join(x for x in (v.reviewer, v.verdict, v.category or "") if x) for v in d.votes)
-            masks = [v.mask_path for v in d.votes if v.mask_path]
+            masks = lab.masks
             w.writerow(
                 [
                     paths.get(iid),
@@ -545,7 +421,7 @@ def export_labels(
                 ]
             )
             n += 1
-    logger.info("exported %d labels to %s", n, out)
+    logger.info("exported %d labels to %s; %s", n, out, describe_left_out(left_out_counts(labels)))
     return n
 
 
@@ -875,44 +751,109 @@ def masks_dir(store_path: str | os.PathLike) -> str:
     return base + ".masks"
 
 
-def save_defect_mask(labels: np.ndarray, store_path: str | os.PathLike, image_path: str) -> str | None:
-    """Save the painted defect pixels as a 0/255 mask ``<catalogue>.masks/<stem>.png``; return its path.
+def painted_name(image_id: int, tile: int, data: bytes) -> str:
+    """The file name of a painted mask or label image: ``<image_id>[_t<tile>]_<content hash>.png``.
 
-    This is the format of ``reviews.mask_path`` that the learn step and the
-    label exports read (non-zero = defect). None when no defect pixel was painted.
+    Keyed by the image's catalogue identity, never by its file name (``day1/cam.png``
+    and ``day2/cam.png`` share a stem), and by the file's content, so painting
+    an image again never overwrites the file an earlier vote points at.
+
+    Parameters
+    ----------
+    image_id : int
+        The catalogue id of the image.
+    tile : int
+        The tile index, -1 for the whole image.
+    data : bytes
+        The encoded PNG.
+
+    Returns
+    -------
+    str
     """
-    if not (labels == DEFECT).any():
-        return None
+    if isinstance(image_id, bool) or not isinstance(image_id, int | np.integer):
+        raise TypeError(f"painted files are named by the image's catalogue id (an int), got {image_id!r}")
+    tile_part = f"_t{int(tile)}" if int(tile) != -1 else ""
+    return f"{int(image_id)}{tile_part}_{hashlib.sha256(data).hexdigest()[:16]}.png"
+
+
+def _write_painted(folder: str, image_id: int, tile: int, image: np.ndarray, what: str) -> str:
     from synthesis.atomic import atomic_write
 
-    stem = os.path.splitext(os.path.basename(image_path))[0]
-    out = os.path.join(masks_dir(store_path), stem + ".png")
-    ok, buf = cv2.imencode(".png", np.where(labels == DEFECT, 255, 0).astype(np.uint8))
+    ok, buf = cv2.imencode(".png", image)
     if not ok:
-        raise OSError(f"could not encode the mask for {image_path!r}")
+        raise OSError(f"could not encode the {what} of image {image_id}")
+    data = buf.tobytes()
+    out = os.path.join(folder, painted_name(image_id, tile, data))
+    if os.path.isfile(out):
+        with open(out, "rb") as fh:
+            if fh.read() == data:
+                return out  # the same picture of the same image: already there
     with atomic_write(out, "wb") as fh:
-        fh.write(buf.tobytes())
+        fh.write(data)
     return out
 
 
-def save_label_image(labels: np.ndarray, store_path: str | os.PathLike, image_path: str) -> str:
-    """Save a label image as ``<catalogue>.labels/<image stem>.png``; return its path.
+def save_defect_mask(labels: np.ndarray, store_path: str | os.PathLike, image_id: int, tile: int = -1) -> str | None:
+    """Save the painted defect pixels as a 0/255 mask in ``<catalogue>.masks/``; return its path.
 
-    The stem matches the image's, which is how ``raremine fit-pixel --labels``
-    pairs label images with images.
+    This is the format of ``reviews.mask_path`` that the learn step and the
+    label exports read (non-zero = defect). The file is named by
+    :func:`painted_name` (image id, tile, content hash).
+
+    Parameters
+    ----------
+    labels : ndarray of shape (H, W), uint8
+        A painted label image (:data:`DEFECT` marks defect pixels).
+    store_path : path
+        The catalogue.
+    image_id : int
+        The catalogue id of the painted image.
+    tile : int, default=-1
+        The tile, -1 for the whole image.
+
+    Returns
+    -------
+    str or None
+        The mask's path; None when no defect pixel was painted.
+    """
+    if not (labels == DEFECT).any():
+        return None
+    mask = np.where(labels == DEFECT, 255, 0).astype(np.uint8)
+    return _write_painted(masks_dir(store_path), image_id, tile, mask, "defect mask")
+
+
+def save_label_image(labels: np.ndarray, store_path: str | os.PathLike, image_id: int, tile: int = -1) -> str:
+    """Save a label image (0 unlabelled, 1 background, 2 defect) in ``<catalogue>.labels/``; return its path.
+
+    The file is named by :func:`painted_name` (image id, tile, content hash),
+    so images of the same file name in different folders keep their own label
+    images. (``raremine learn`` pairs them with their images through the
+    catalogue; for ``raremine fit-pixel --labels``, copy them under the
+    images' stems.)
+
+    Parameters
+    ----------
+    labels : ndarray of shape (H, W), uint8
+    store_path : path
+        The catalogue.
+    image_id : int
+        The catalogue id of the painted image.
+    tile : int, default=-1
+        The tile, -1 for the whole image.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ValueError
+        For a label image that is not 2-D uint8 with values 0, 1 and 2.
     """
     if labels.dtype != np.uint8 or labels.ndim != 2:
         raise ValueError(f"labels must be a 2-D uint8 array, got {labels.dtype} {labels.shape}")
     bad = set(np.unique(labels).tolist()) - {UNLABELLED, BACKGROUND, DEFECT}
     if bad:
         raise ValueError(f"label values must be 0, 1 or 2; got {sorted(bad)}")
-    from synthesis.atomic import atomic_write
-
-    stem = os.path.splitext(os.path.basename(image_path))[0]
-    out = os.path.join(labels_dir(store_path), stem + ".png")
-    ok, buf = cv2.imencode(".png", labels)
-    if not ok:
-        raise OSError(f"could not encode the label image for {image_path!r}")
-    with atomic_write(out, "wb") as fh:
-        fh.write(buf.tobytes())
-    return out
+    return _write_painted(labels_dir(store_path), image_id, tile, labels, "label image")

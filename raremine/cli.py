@@ -403,10 +403,10 @@ def export(
     allowed = ("scores", "candidates", "labels")
     if what not in allowed:
         fail(f"--what must be one of {', '.join(allowed)}; got {what!r}")
-    if what == "labels":
-        export_labels_cmd(db, out, format_, classes, reviewer, negatives, coco_segmentation, yolo_task, link)
-        return
     cfg = load_config_or_fail(config, set_)
+    if what == "labels":
+        export_labels_cmd(db, out, format_, classes, reviewer, negatives, coco_segmentation, yolo_task, link, cfg)
+        return
     with open_store(db) as store:
         try:
             if what == "scores":
@@ -460,9 +460,11 @@ def export_labels_cmd(
     coco_segmentation: str,
     yolo_task: str,
     link: str,
+    cfg=None,
 ) -> None:
-    """``raremine export --what labels``: the catalogue's verdicts in a label format."""
+    """``raremine export --what labels``: the labels the consensus rule (``review:``) decides, as ``learn`` uses."""
     from mining.labels import export_labels
+    from mining.verdicts import ConsensusRule
     from synthesis.labels import FORMATS
 
     fmt = _check_label_format(fmt, FORMATS)
@@ -470,11 +472,20 @@ def export_labels_cmd(
     with open_store(db) as store:
         try:
             res = export_labels(
-                store, fmt, out, reviewers=reviewer, classes=classes, include_negatives=negatives, **opts
+                store,
+                fmt,
+                out,
+                reviewers=reviewer,
+                classes=classes,
+                include_negatives=negatives,
+                rule=ConsensusRule.from_config(cfg),
+                **opts,
             )
         except ValueError as err:
             fail(str(err))
     _print_write_result(res, fmt, out)
+    rule = ", ".join(f"{k} {v}" for k, v in res.rule.items())
+    typer.echo(f"labels by the consensus rule (review: {rule}); {res.describe_left_out()}")
 
 
 @app.command("import")

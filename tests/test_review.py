@@ -272,18 +272,17 @@ def test_strokes_become_a_label_image_in_image_pixels(tmp_path):
     moved = rv.strokes_to_labels(fabric7, (200, 200), (100, 100), {"#ff0000": rv.DEFECT})
     ys, xs = np.nonzero(moved)
     assert abs(xs.mean() - 75) <= 1 and abs(ys.mean() - 30) <= 1  # centre (150, 60) on the canvas, halved
-    path = rv.save_label_image(labels, tmp_path / "cat.db", "/archive/a/tile_7.png")
-    assert path == str(tmp_path / "cat.labels" / "tile_7.png")
+    path = rv.save_label_image(labels, tmp_path / "cat.db", 7)  # named by image id (and content), not file name
+    assert os.path.dirname(path) == str(tmp_path / "cat.labels") and os.path.basename(path).startswith("7_")
     np.testing.assert_array_equal(cv2.imread(path, cv2.IMREAD_UNCHANGED), labels)
     with pytest.raises(ValueError, match="0, 1 or 2"):
-        rv.save_label_image(labels * 3, tmp_path / "cat.db", "x.png")
-    mask = rv.save_defect_mask(labels, tmp_path / "cat.db", "/archive/a/tile_7.png")
-    assert mask == str(tmp_path / "cat.masks" / "tile_7.png")
+        rv.save_label_image(labels * 3, tmp_path / "cat.db", 8)
+    mask = rv.save_defect_mask(labels, tmp_path / "cat.db", 7, tile=3)
+    assert os.path.dirname(mask) == str(tmp_path / "cat.masks") and os.path.basename(mask).startswith("7_t3_")
     np.testing.assert_array_equal(cv2.imread(mask, cv2.IMREAD_UNCHANGED), np.where(labels == rv.DEFECT, 255, 0))
-    assert (
-        rv.save_defect_mask(np.where(labels == rv.DEFECT, 1, labels).astype(np.uint8), tmp_path / "c.db", "y.png")
-        is None
-    )
+    assert rv.save_defect_mask(np.where(labels == rv.DEFECT, 1, labels).astype(np.uint8), tmp_path / "c.db", 9) is None
+    with pytest.raises(TypeError, match="catalogue id"):
+        rv.save_defect_mask(labels, tmp_path / "cat.db", "/archive/a/tile_7.png")
 
 
 def test_mask_annotation_goes_with_its_vote(cat):
