@@ -191,8 +191,8 @@ def test_fusion_arithmetic():
         fuse(raw, None, np.array([True]))
 
 
-def test_fused_scores_backbone_is_primary_by_default(tmp_path):
-    """The stored scores of three scorers: the backbone decides, the others stay in "why"."""
+def test_fused_scores_trust_no_scorer_by_default_and_primary_stays_an_option(tmp_path):
+    """The stored scores of two scorers: by default every scorer counts; rank.primary lets one decide alone."""
     from mining.rank import fused_scores
 
     with Store(tmp_path / "c.db") as store:
@@ -210,7 +210,9 @@ def test_fused_scores_backbone_is_primary_by_default(tmp_path):
 
         for name, table in (("backbone", bb), ("autoencoder", ae)):
             write_scores(store, name, np.array(ids), np.array([table[i] for i in ids]), [{}] * 4, None)
-        fs = fused_scores(store)
+        default = fused_scores(store)
+        np.testing.assert_allclose(default.fused, fuse(default.raw)[1])  # no primary scorer: the plain mean
+        fs = fused_scores(store, primary=["backbone"])
         assert fs.image_ids[int(np.argmax(fs.fused))] == ids[1]
         assert set(fs.why(int(np.argmax(fs.fused)))) == {"autoencoder", "backbone"}
         everything = fused_scores(store, primary=[])
