@@ -346,7 +346,7 @@ def test_ctrl_c_of_index_and_mine_marks_the_run_interrupted(db, tmp_path, monkey
 # -- 9b. one job at a time ---------------------------------------------------------------------------
 @pytest.mark.slow
 def test_second_job_is_refused_at_once_naming_the_holder(db):
-    job = start_job(*slow_mine_args(db), env={"RAREMINE_TEST_DELAY": "0.2"})
+    job = start_job(*slow_mine_args(db), env={"RAREMINE_TEST_DELAY": "1.0"})
     try:
         family = wait_until_mining(job, db)
         t0 = time.monotonic()
