@@ -18,6 +18,7 @@ Life cycle, driven by :func:`mining.mine.mine`:
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -91,5 +92,14 @@ class Scorer:
         return None
 
     def config(self) -> dict:
-        """Constructor arguments, for the run record."""
-        return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
+        """Constructor arguments, for the run record (``type(self)(**config())`` builds the same scorer).
+
+        The names come from the constructor's signature, so state set later
+        (``prepare``'s flags, fitted models) never leaks into the record.
+        """
+        params = inspect.signature(type(self).__init__).parameters
+        return {
+            k: getattr(self, k)
+            for k, p in params.items()
+            if k != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and hasattr(self, k)
+        }
