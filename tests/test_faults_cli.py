@@ -312,3 +312,19 @@ def test_read_only_folder_with_pending_wal_is_a_clear_error(read_only_copy, file
     db = read_only_copy({"cat.db": main, "cat.db-wal": wal})
     res = _cli("status", "--db", db, cwd=tmp_path, preexec_fn=_drop_privileges)
     _assert_clean_error(res, "cat.db", "-wal", "write access")
+
+
+def test_snapshot_notices_a_writer(files, tmp_path):
+    """An idle catalogue is read as a snapshot (no side files); a writer's checkpoint meanwhile is noticed."""
+    from mining.store import Store
+
+    db = tmp_path / "the.db"
+    shutil.copy(files["good"], db)
+    ro = Store(db, readonly=True, snapshot=True)
+    assert ro.immutable and not ro.snapshot_changed() and _side_files(db) == []
+    with Store(db) as writer:
+        writer.con.execute("INSERT INTO meta (key, value) VALUES ('k', 'v')")
+    assert ro.snapshot_changed()
+    ro.close()
+    with Store(db, readonly=True) as live:  # a live reader is never stale
+        assert not live.immutable and not live.snapshot_changed()
