@@ -121,13 +121,22 @@ def block_channels(layer: int) -> int:
     return channels[layer]
 
 
+class MissingWeightsError(FileNotFoundError, ValueError):
+    """A weights file is named (config or environment) but is not there.
+
+    A :class:`FileNotFoundError`, and a :class:`ValueError` like every other
+    refused input, so callers that turn ValueError into a message catch it.
+    """
+
+
 def resolve_weights(path: str | os.PathLike | None) -> str | None:
     """The weights file to use: ``path``, else :data:`WEIGHTS_ENV`, else None.
 
     Raises
     ------
-    FileNotFoundError
-        When a path is given (or set in the environment) but no file is there.
+    MissingWeightsError
+        When a path is given (or set in the environment) but no file is there
+        (a FileNotFoundError and a ValueError).
     """
     if path:
         source = "backbone.weights"
@@ -137,7 +146,7 @@ def resolve_weights(path: str | os.PathLike | None) -> str | None:
         return None
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{source}={path!r}: no such file (expected torchvision's mobilenet_v2 state_dict)")
+        raise MissingWeightsError(f"{source}={path!r}: no such file (expected torchvision's mobilenet_v2 state_dict)")
     return path
 
 

@@ -281,10 +281,7 @@ class BackboneScorer(Scorer):
     def prepare(self, store, run_id: int | None = None) -> BackboneScorer:
         """Load the weights (or opt out with one log line) and, with ``patch_weight > 0``, build the patch bank."""
         self._validate()
-        try:
-            path = resolve_weights(self.weights)
-        except FileNotFoundError as err:
-            raise ValueError(str(err)) from err
+        path = resolve_weights(self.weights)
         if path is None:
             logger.warning(
                 "backbone: no weights file (set backbone.weights or RAREMINE_BACKBONE_WEIGHTS to "
