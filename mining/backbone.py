@@ -15,6 +15,7 @@ vectors and PatchCore-style patch features.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 
@@ -120,13 +121,22 @@ def block_channels(layer: int) -> int:
     return channels[layer]
 
 
+class MissingWeightsError(FileNotFoundError, ValueError):
+    """A weights file is named (config or environment) but is not there.
+
+    A :class:`FileNotFoundError`, and a :class:`ValueError` like every other
+    refused input, so callers that turn ValueError into a message catch it.
+    """
+
+
 def resolve_weights(path: str | os.PathLike | None) -> str | None:
     """The weights file to use: ``path``, else :data:`WEIGHTS_ENV`, else None.
 
     Raises
     ------
-    FileNotFoundError
-        When a path is given (or set in the environment) but no file is there.
+    MissingWeightsError
+        When a path is given (or set in the environment) but no file is there
+        (a FileNotFoundError and a ValueError).
     """
     if path:
         source = "backbone.weights"
@@ -136,7 +146,7 @@ def resolve_weights(path: str | os.PathLike | None) -> str | None:
         return None
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{source}={path!r}: no such file (expected torchvision's mobilenet_v2 state_dict)")
+        raise MissingWeightsError(f"{source}={path!r}: no such file (expected torchvision's mobilenet_v2 state_dict)")
     return path
 
 
@@ -157,18 +167,78 @@ def load_mobilenet_v2(path: str | os.PathLike, device: str | torch.device = "cpu
     Raises
     ------
     ValueError
-        When the file is not a MobileNetV2 ``state_dict`` (missing or unexpected keys named).
+        When the file is missing, is not a torch file, is not a MobileNetV2
+        ``state_dict`` (missing or unexpected keys named), or is named as
+        torchvision's file but its SHA-256 differs.
     """
-    state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    path = os.fspath(path)
+    _check_torchvision_hash(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as err:
+        raise ValueError(f"backbone weights file {path!r} does not exist") from err
+    except Exception as err:  # a damaged or foreign file: torch raises RuntimeError, UnpicklingError, EOFError...
+        raise ValueError(
+            f"backbone weights file {path!r} is not a torch state_dict file that loads with weights_only=True "
+            f"(expected torchvision's mobilenet_v2-b0353104.pth): {short_error(err)}"
+        ) from err
     if not isinstance(state, dict):
         raise ValueError(f"{path!r} does not hold a state_dict (got {type(state).__name__})")
     net = MobileNetV2()
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ValueError(f"{path!r} is not a torchvision mobilenet_v2 state_dict: {err}") from err
+        raise ValueError(
+            f"backbone weights file {path!r} is not a torchvision mobilenet_v2 state_dict: "
+            + state_dict_mismatch(net, state)
+        ) from err
     net.eval().requires_grad_(False)
     return net.to(device)
+
+
+def short_error(err: BaseException, limit: int = 160) -> str:
+    """``Type: first sentence`` of an exception (torch's load errors run to paragraphs)."""
+    text = (str(err).strip().splitlines() or [""])[0]
+    text = text.split(". ")[0]
+    return f"{type(err).__name__}: {text[:limit]}" + ("..." if len(text) > limit else "")
+
+
+def state_dict_mismatch(net: nn.Module, state: dict) -> str:
+    """What differs between a network's parameters and a ``state_dict``, in a few words."""
+    want = net.state_dict()
+    missing = [k for k in want if k not in state]
+    unexpected = [k for k in state if k not in want]
+    shapes = [
+        f"{k} {tuple(getattr(v, 'shape', ()))} (expected {tuple(want[k].shape)})"
+        for k, v in state.items()
+        if k in want and tuple(getattr(v, "shape", ())) != tuple(want[k].shape)
+    ]
+    parts = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("other shapes", shapes)):
+        if items:
+            parts.append(f"{len(items)} {label} (e.g. {', '.join(map(str, items[:3]))})")
+    return "; ".join(parts) or "the parameters do not load"
+
+
+def _check_torchvision_hash(path: str) -> None:
+    """Refuse a file named as torchvision's weights whose SHA-256 is not the published one.
+
+    torchvision names its files ``<arch>-<first 8 hex digits of the SHA-256>.pth``;
+    a file of that name with another digest is damaged (a cut download) or
+    replaced. Files of other names are checked by the strict load only.
+    """
+    if os.path.basename(path) != "mobilenet_v2-b0353104.pth" or not os.path.isfile(path):
+        return
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() != TORCHVISION_SHA256:
+        raise ValueError(
+            f"backbone weights file {path!r} has SHA-256 {h.hexdigest()}, but torchvision's "
+            f"mobilenet_v2-b0353104.pth has {TORCHVISION_SHA256}: the file is damaged or not torchvision's; "
+            "copy it again"
+        )
 
 
 def preprocess(images: list[np.ndarray], size: int) -> torch.Tensor:

@@ -321,7 +321,7 @@ def apply_override(data: dict, assignment: str) -> None:
     Raises
     ------
     ConfigError
-        If the assignment has no ``=`` or an empty key.
+        If the assignment has no ``=``, an empty key or a value that is not YAML.
     """
     if "=" not in assignment:
         raise ConfigError(f"override {assignment!r} must look like section.key=value")
@@ -329,7 +329,14 @@ def apply_override(data: dict, assignment: str) -> None:
     parts = key.strip().split(".")
     if not all(parts):
         raise ConfigError(f"override {assignment!r} has an empty key")
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(
+            f"override {assignment!r}: the value {raw!r} of key {key.strip()!r} is not a valid YAML value "
+            f"({problem}); allowed: a scalar (3, 0.5, true, text) or a flow list/mapping such as [a, b] or {{k: v}}"
+        ) from None
     node = data
     for p in parts[:-1]:
         nxt = node.setdefault(p, {})
@@ -367,6 +374,15 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
                 loaded = yaml.safe_load(fh)
         except FileNotFoundError as err:
             raise ConfigError(f"config file {source!r} does not exist") from err
+        except IsADirectoryError as err:
+            raise ConfigError(f"config file {source!r} is a folder: give a YAML file") from err
+        except PermissionError as err:
+            raise ConfigError(f"config file {source!r} cannot be read: permission denied") from err
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"config file {source!r} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}):"
+                " save it as UTF-8"
+            ) from err
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {source!r} is not valid YAML: {err}") from err
         if loaded is None:
@@ -388,12 +404,51 @@ def scorer_params(config: Config, name: str) -> dict[str, Any]:
 
     Scorers with their own typed section (``autoencoder``, ``embedding``,
     ``backbone``) get that section's values, updated by ``scorers.<name>``.
+
+    Raises
+    ------
+    ConfigError
+        For ``scorers.<name>`` that is not a mapping, or holds a key the
+        scorer does not accept (the accepted keys are listed).
     """
     params = config.scorers.get(name) or {}
     if not isinstance(params, dict):
         raise ConfigError(f"key 'scorers.{name}': value {params!r} must be a mapping of arguments")
+    accepted = scorer_arguments(name)
+    if accepted is not None:
+        for key, value in params.items():
+            if key not in accepted:
+                close = difflib.get_close_matches(str(key), accepted, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(
+                    f"unknown key 'scorers.{name}.{key}' (value {value!r}){hint}; "
+                    f"scorer {name!r} accepts: {', '.join(accepted)}"
+                )
     section = getattr(config, name, None) if name in _SCORER_SECTIONS else None
     return {**(section.model_dump() if section is not None else {}), **params}
+
+
+def scorer_arguments(name: str) -> list[str] | None:
+    """The keyword arguments scorer ``name`` accepts (the keys of ``scorers.<name>``).
+
+    Returns
+    -------
+    list of str or None
+        In the constructor's order; None for an unknown scorer or one that
+        takes any keyword.
+    """
+    import importlib
+    import inspect
+
+    from mining.scorers import SCORERS
+
+    if name not in SCORERS:
+        return None
+    module, cls = SCORERS[name].split(":")
+    params = list(inspect.signature(getattr(importlib.import_module(module), cls).__init__).parameters.values())[1:]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 #: scorers whose constructor arguments have a typed section of their own

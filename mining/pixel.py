@@ -944,6 +944,12 @@ def load_pixel_model(meta_path: str | os.PathLike, *, expect: FeatureSpec | dict
         raise PixelModelError(f"pixel model file {meta_path!r} does not exist") from err
     except json.JSONDecodeError as err:
         raise PixelModelError(f"pixel model file {meta_path!r} is not valid JSON: {err}") from err
+    except UnicodeDecodeError as err:
+        raise PixelModelError(
+            f"pixel model file {meta_path!r} is not UTF-8 JSON text (give the .json file fit-pixel wrote)"
+        ) from err
+    except OSError as err:
+        raise PixelModelError(f"pixel model file {meta_path!r} cannot be read: {err.strerror or err}") from err
     try:
         spec = FeatureSpec.from_dict(meta["features"])
         if meta.get("format_version") != FORMAT_VERSION:
@@ -957,7 +963,20 @@ def load_pixel_model(meta_path: str | os.PathLike, *, expect: FeatureSpec | dict
                 f"but this raremine computes {spec.feature_names()} for its spec"
             )
         est_path = os.path.join(os.path.dirname(meta_path), meta["estimator_file"])
-        clf = _load_estimator(est_path, meta["estimator_format"], meta)
+        if not os.path.isfile(est_path):
+            raise PixelModelError(
+                f"pixel model {meta_path!r} names the estimator file {est_path!r}, which does not exist "
+                "(keep a model's .json and its estimator file together)"
+            )
+        try:
+            clf = _load_estimator(est_path, meta["estimator_format"], meta)
+        except (PixelModelError, KeyError, TypeError):
+            raise
+        except Exception as err:  # whatever a damaged file makes XGBoost, skops or zipfile raise
+            raise PixelModelError(
+                f"estimator file {est_path!r} of pixel model {meta_path!r} cannot be read as "
+                f"{meta['estimator_format']}: {type(err).__name__}: {err}"
+            ) from err
     except (KeyError, TypeError) as err:
         raise PixelModelError(f"pixel model file {meta_path!r} lacks or mangles key {err}") from err
     except ValueError as err:

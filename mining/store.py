@@ -21,6 +21,7 @@ import os
 import socket
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
@@ -248,20 +249,75 @@ def migrate(con: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
     return version
 
 
-def _connect(path: str, readonly: bool, timeout: float) -> sqlite3.Connection:
+#: SQLite errors of a read-only connection that cannot create the -shm (wal-index) or -wal file beside the
+#: catalogue (a read-only folder, or -wal/-shm files it may not open).
+_NO_WAL_INDEX = {"SQLITE_READONLY_DIRECTORY", "SQLITE_CANTOPEN", "SQLITE_READONLY_CANTINIT", "SQLITE_READONLY_RECOVERY"}
+
+
+def _file_stamp(path: str) -> tuple[int, int, int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _open_ro(path: str, timeout: float, immutable: bool) -> sqlite3.Connection:
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro" + ("&immutable=1" if immutable else "")
+    return sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False)
+
+
+def _connect_readonly(path: str, timeout: float, snapshot: bool) -> tuple[sqlite3.Connection, bool]:
+    """A read-only connection that writes nothing; returns it and whether it reads an immutable snapshot.
+
+    SQLite's WAL mode lets a reader in only through the wal-index (the -shm
+    file), which a ``mode=ro`` connection creates, with an empty -wal, when
+    nobody has the catalogue open, and leaves behind; in a read-only folder it
+    cannot create them and fails. Both cases are answered with ``immutable=1``
+    when no -wal file holds changes (nothing lives outside the main file then):
+    SQLite reads the main file without locks or side files.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"catalogue {path!r} does not exist")
+    wal, journal = path + "-wal", path + "-journal"
+    if snapshot and not os.path.exists(wal) and not os.path.exists(journal):
+        logger.debug("catalogue %r: nobody has it open; reading the file as a snapshot (no -wal/-shm created)", path)
+        return _open_ro(path, timeout, immutable=True), True
+    con = _open_ro(path, timeout, immutable=False)
+    try:
+        con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # the first read opens the WAL
+        return con, False
+    except sqlite3.OperationalError as err:
+        con.close()
+        if getattr(err, "sqlite_errorname", "") not in _NO_WAL_INDEX:
+            raise
+        wal_bytes = os.path.getsize(wal) if os.path.exists(wal) else 0
+        if wal_bytes or os.path.exists(journal):
+            raise ValueError(
+                f"catalogue {path!r} cannot be read here: its "
+                + (f"-wal file holds {wal_bytes} bytes of recent changes" if wal_bytes else "-journal file is there")
+                + f" and SQLite needs write access to the folder {os.path.dirname(os.path.abspath(path))!r} to read "
+                f"them ({err}); run a raremine command that writes (e.g. `raremine index`) once with write access, "
+                "which folds them into the main file, or copy the catalogue with its -wal file to a writable folder"
+            ) from None
+        logger.log(
+            logging.INFO if snapshot else logging.WARNING,
+            "catalogue %r is in a read-only place (%s): reading the file as a snapshot; "
+            "changes made while it is open are not seen",
+            path,
+            err,
+        )
+        return _open_ro(path, timeout, immutable=True), True
+
+
+def _connect(path: str, readonly: bool, timeout: float, snapshot: bool = False) -> tuple[sqlite3.Connection, bool]:
     if readonly:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"catalogue {path!r} does not exist")
-        uri = f"file:{os.path.abspath(path)}?mode=ro"
-        con = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False)
+        con, immutable = _connect_readonly(path, timeout, snapshot)
     else:
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, exist_ok=True)
-        con = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        con, immutable = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False), False
     con.row_factory = sqlite3.Row
     con.execute("PRAGMA foreign_keys = ON")
     con.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-    return con
+    return con, immutable
 
 
 class Store:
@@ -273,10 +329,30 @@ class Store:
         The SQLite file; created (with its parent folder) when missing unless
         ``readonly``.
     readonly : bool, optional
-        Open for reading only (the review app's reads, reports). A read-only
-        store never migrates; a catalogue of another version is refused.
+        Open for reading only (the review app's reads, reports): nothing is
+        written, not even in a read-only folder or for a read-only file (there,
+        with no pending -wal changes, the file is read as a snapshot). A
+        read-only store never migrates and never creates a file; a catalogue of
+        another version, an empty file or a missing one is refused.
     timeout : float, optional
         Seconds to wait for a lock before failing.
+    snapshot : bool, optional
+        With ``readonly``: when nobody has the catalogue open (no -wal file),
+        read the main file as an immutable snapshot, so that no -wal or -shm
+        file is left beside it. For short reads (``raremine status``,
+        ``export``); :meth:`snapshot_changed` tells whether a writer changed
+        the file meanwhile (the read may then be inconsistent: read again).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``readonly`` and the file does not exist.
+    ValueError
+        A folder, a file that is not a raremine catalogue (another program's
+        SQLite database, not SQLite at all, damaged, empty when ``readonly``),
+        or a catalogue that cannot be read in a read-only place.
+    SchemaVersionError
+        The catalogue has another schema version (``readonly``) or a newer one.
 
     Notes
     -----
@@ -285,13 +361,17 @@ class Store:
     whole shards behind.
     """
 
-    def __init__(self, path: str | os.PathLike, *, readonly: bool = False, timeout: float = 30.0):
+    def __init__(
+        self, path: str | os.PathLike, *, readonly: bool = False, timeout: float = 30.0, snapshot: bool = False
+    ):
         self.path = os.fspath(path)
         self.readonly = readonly
         self._open_runs: set[int] = set()  # runs started through this Store and not finished yet
         if os.path.isdir(self.path):
             raise ValueError(f"catalogue {self.path!r} is a folder: give the catalogue's file, e.g. archive.db")
-        self.con = _connect(self.path, readonly, timeout)
+        stamp = _file_stamp(self.path) if readonly and os.path.exists(self.path) else None
+        self.con, self.immutable = _connect(self.path, readonly, timeout, snapshot=snapshot and readonly)
+        self._stamp = stamp
         try:
             # The header is checked by SQLite on this connection, never with open(): closing
             # any other descriptor of the file would drop every POSIX lock this process holds
@@ -300,12 +380,17 @@ class Store:
             _check_catalogue(self.con, self.path)
             if readonly:
                 version = schema_version(self.con)
+                if version == 0:
+                    raise ValueError(
+                        f"catalogue {self.path!r} is empty (no raremine tables): "
+                        f"build one with `raremine index ROOT --db {self.path}`"
+                    )
                 if version != SCHEMA_VERSION:
                     raise SchemaVersionError(
                         f"catalogue {self.path!r} has schema version {version}, "
                         f"this raremine expects {SCHEMA_VERSION}"
                         + (
-                            ": run any raremine command that writes (e.g. status) to migrate it"
+                            ": run a raremine command that writes (e.g. `raremine index`) to migrate it"
                             if version < SCHEMA_VERSION
                             else ": upgrade raremine"
                         )
@@ -318,6 +403,20 @@ class Store:
         except BaseException:
             self.con.close()
             raise
+
+    def snapshot_changed(self) -> bool:
+        """Whether the file changed since this store opened it as an immutable snapshot.
+
+        Always False for a live connection (SQLite keeps its reads consistent).
+        A snapshot is read without locks: a writer that checkpoints into the
+        file meanwhile can make the read inconsistent, so read again then.
+        """
+        if not self.immutable or self._stamp is None:
+            return False
+        try:
+            return _file_stamp(self.path) != self._stamp
+        except OSError:
+            return True
 
     # -- plumbing -----------------------------------------------------------------
     def close(self) -> None:
@@ -609,7 +708,7 @@ def _check_catalogue(con: sqlite3.Connection, path: str) -> None:
     try:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as err:
-        raise ValueError(f"{path!r} is not a raremine catalogue (not an SQLite database: {err})") from None
+        raise ValueError(describe_sqlite_error(path, err)) from None
     if tables and schema_version(con) == 0:
         raise ValueError(
             f"{path!r} is not a raremine catalogue: an SQLite database of another program"
@@ -657,3 +756,35 @@ def process_alive(pid: int, started: float | None = None) -> bool:
         if now is not None and abs(now - float(started)) > 2.0:
             return False  # the pid was reused
     return True
+
+
+def describe_sqlite_error(path: str | os.PathLike, err: sqlite3.Error) -> str:
+    """A message for an SQLite error met on the catalogue ``path``: what it means and what to do.
+
+    Parameters
+    ----------
+    path : path
+        The catalogue.
+    err : sqlite3.Error
+        The error (its ``sqlite_errorname`` decides the wording).
+
+    Returns
+    -------
+    str
+    """
+    path = os.fspath(path)
+    name = getattr(err, "sqlite_errorname", "") or ""
+    if name == "SQLITE_NOTADB" or "not a database" in str(err):
+        return f"{path!r} is not a raremine catalogue (not an SQLite database: {err})"
+    if name.startswith("SQLITE_CORRUPT") or "malformed" in str(err):
+        return (
+            f"catalogue {path!r} is damaged ({err}): check it with "
+            f"`sqlite3 {path} 'PRAGMA integrity_check'` and restore it from a backup"
+        )
+    if name.startswith("SQLITE_READONLY"):
+        return f"catalogue {path!r} cannot be written ({err}): this command needs write access to it and its folder"
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return f"catalogue {path!r} is locked by another process ({err}): try again when it is done"
+    if name.startswith(("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")):
+        return f"catalogue {path!r} cannot be opened ({err}): check that it is a readable file"
+    return f"catalogue {path!r}: SQLite error {name or type(err).__name__} ({err})"

@@ -13,9 +13,10 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -28,6 +29,7 @@ app = typer.Typer(
 )
 
 log = logging.getLogger("raremine")
+T = TypeVar("T")
 
 DbOpt = Annotated[Path, typer.Option("--db", help="catalogue file (SQLite)")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file")]
@@ -66,16 +68,55 @@ def load_config_or_fail(config: Path | None, overrides: list[str] | None):
         fail(str(err))
 
 
-def open_store(db: Path, *, must_exist: bool = True):
-    """Open the catalogue, exiting 2 with a clear message when it cannot be."""
-    from mining.store import SchemaVersionError, Store
+#: The catalogue the running command opened last (named when SQLite fails later on).
+_CATALOGUE: list[Path] = []
 
-    if must_exist and not db.exists():
+
+def open_store(db: Path, *, must_exist: bool = True, readonly: bool = False, snapshot: bool = False):
+    """Open the catalogue, exiting 2 with a clear message when it cannot be.
+
+    Parameters
+    ----------
+    db : Path
+        The catalogue file.
+    must_exist : bool
+        Refuse a missing file (otherwise a new catalogue is created; never with ``readonly``).
+    readonly : bool
+        Open for reading only: nothing is written, no file is created.
+    snapshot : bool
+        With ``readonly``: read an idle catalogue as a snapshot (see :class:`mining.store.Store`).
+    """
+    import sqlite3
+
+    from mining.store import SchemaVersionError, Store, describe_sqlite_error
+
+    _CATALOGUE[:] = [db]
+    if (must_exist or readonly) and not db.exists():
         fail(f"catalogue {str(db)!r} does not exist: run `raremine index ROOT --db {db}` first")
     try:
-        return Store(db)
+        return Store(db, readonly=readonly, snapshot=snapshot)
     except (SchemaVersionError, ValueError) as err:
         fail(str(err))
+    except sqlite3.Error as err:
+        fail(describe_sqlite_error(db, err))
+    except OSError as err:
+        fail(f"catalogue {str(db)!r} cannot be opened: {err.strerror or err}")
+
+
+def read_catalogue(db: Path, work: Callable[[Any], T]) -> T:
+    """Run ``work(store)`` on a read-only catalogue without writing anything, not even a -wal or -shm file.
+
+    An idle catalogue is read as a snapshot; should a writer change the file
+    meanwhile, the work is done again on a live read-only connection.
+    """
+    with open_store(db, readonly=True, snapshot=True) as store:
+        result = work(store)
+        again = store.snapshot_changed()
+    if again:
+        log.info("catalogue %s changed while it was read; reading it again", db)
+        with open_store(db, readonly=True) as store:
+            result = work(store)
+    return result
 
 
 @contextmanager
@@ -145,9 +186,8 @@ def index(
 
 @app.command()
 def status(db: DbOpt, as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False) -> None:
-    """Show what the catalogue holds."""
-    with open_store(db) as store:
-        st = store.status()
+    """Show what the catalogue holds (reads only: the catalogue is not changed)."""
+    st = read_catalogue(db, lambda store: store.status())
     if as_json:
         typer.echo(json.dumps(st, sort_keys=True))
         return
@@ -407,14 +447,16 @@ def export(
     if what == "labels":
         export_labels_cmd(db, out, format_, classes, reviewer, negatives, coco_segmentation, yolo_task, link, cfg)
         return
-    with open_store(db) as store:
+
+    def work(store) -> int:
         try:
             if what == "scores":
-                n = export_scores(store, out, weights=cfg.rank.weights, primary=cfg.rank.primary)
-            else:
-                n = export_candidates(store, out)
+                return export_scores(store, out, weights=cfg.rank.weights, primary=cfg.rank.primary)
+            return export_candidates(store, out)
         except ValueError as err:
             fail(str(err))
+
+    n = read_catalogue(db, work)
     typer.echo(f"wrote {n} rows to {out}")
 
 
@@ -469,9 +511,10 @@ def export_labels_cmd(
 
     fmt = _check_label_format(fmt, FORMATS)
     opts = _label_writer_options(fmt, coco_segmentation, yolo_task, link)
-    with open_store(db) as store:
+
+    def work(store):
         try:
-            res = export_labels(
+            return export_labels(
                 store,
                 fmt,
                 out,
@@ -483,6 +526,8 @@ def export_labels_cmd(
             )
         except ValueError as err:
             fail(str(err))
+
+    res = read_catalogue(db, work)
     _print_write_result(res, fmt, out)
     rule = ", ".join(f"{k} {v}" for k, v in res.rule.items())
     typer.echo(f"labels by the consensus rule (review: {rule}); {res.describe_left_out()}")
@@ -583,16 +628,18 @@ def simulate(
     set_: SetOpt = None,
 ) -> None:
     """Simulated review rounds with known truth, on a copy of the catalogue (DB is not changed)."""
-    from mining.simulate import copy_catalogue, read_truth, write_outputs
+    from mining.simulate import read_truth, write_outputs
     from mining.simulate import simulate as simulate_fn
-    from mining.store import Store
 
     cfg = load_config_or_fail(config, set_)
     if not db.exists():
         fail(f"catalogue {str(db)!r} does not exist: run `raremine index` and `raremine mine` first")
     lc = cfg.learn
-    work = copy_catalogue(db, out / "catalogue.db")
-    with Store(work) as store, progress_bar("simulate", unit="round") as cb:
+    work = out / "catalogue.db"
+    if work.resolve() == db.resolve():
+        fail(f"--out {str(out)!r} would overwrite the catalogue {str(db)!r}: give another folder")
+    read_catalogue(db, lambda store: _backup(store, work))
+    with open_store(work, must_exist=True) as store, progress_bar("simulate", unit="round") as cb:
         try:
             t = read_truth(truth, store)
             summary = simulate_fn(
@@ -620,6 +667,19 @@ def simulate(
         ap = summary["ap_per_round"][k]
         typer.echo(f"  round {k + 1}: reviewed {rev:>5}, recall {rec:.3f}, AP {'-' if ap is None else f'{ap:.3f}'}")
     typer.echo("wrote " + ", ".join(paths))
+
+
+def _backup(store, dst: Path) -> None:
+    """Copy a (read-only) store's catalogue to ``dst`` with SQLite's backup API (a consistent copy)."""
+    import sqlite3
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.unlink(missing_ok=True)
+    target = sqlite3.connect(dst)
+    try:
+        store.con.backup(target)
+    finally:
+        target.close()
 
 
 @app.command()
@@ -658,17 +718,10 @@ def review(
     address: Annotated[str, typer.Option(help="address to bind (loopback unless told otherwise)")] = "127.0.0.1",
 ) -> None:
     """Run the review app for a catalogue (Streamlit, headless, in the foreground until stopped)."""
-    from mining.store import SchemaVersionError, Store
-
     app_file = Path(__file__).resolve().parents[1] / "app.py"
     if not app_file.is_file():
         fail(f"the review app {str(app_file)!r} is missing from this installation")
-    if not db.exists():
-        fail(f"catalogue {str(db)!r} does not exist: run `raremine index ROOT --db {db}` first")
-    try:
-        Store(db, readonly=True).close()
-    except (SchemaVersionError, ValueError) as err:
-        fail(str(err))
+    read_catalogue(db, lambda store: None)  # refuses a missing, foreign, damaged or other-version file
     load_config_or_fail(config, None)
     if not 0 < port < 65536:
         fail(f"--port must be in 1..65535; got {port}")
@@ -743,8 +796,23 @@ def demo(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    An SQLite error that escapes a command (a catalogue damaged beyond its
+    first pages, a lock held too long) becomes one ``error:`` line naming the
+    catalogue and what to do, with exit code 2, instead of a traceback.
+    """
+    import sqlite3
+
+    try:
+        app()
+    except sqlite3.Error as err:
+        from mining.store import describe_sqlite_error
+
+        log.debug("SQLite error", exc_info=True)
+        where = _CATALOGUE[-1] if _CATALOGUE else Path("?")
+        typer.secho(f"error: {describe_sqlite_error(where, err)}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from mining.autoencoder import ConvAutoencoder, error_map, gaussian_blur, trimmed_mean
+from mining.backbone import short_error, state_dict_mismatch
 from mining.io import UnreadableImage, read_image, to_float_gray
 from mining.scorers.base import Scorer, ScoreResult
 from synthesis.atomic import atomic_write
@@ -224,13 +225,23 @@ class AutoencoderScorer(Scorer):
     def load(self, path: str) -> AutoencoderScorer:
         """Load a ``state_dict`` saved by :meth:`save` (``weights_only=True``); return self."""
         net = ConvAutoencoder(self.base_channels, self.latent_channels)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError as err:
+            raise ValueError(f"autoencoder weights file {path!r} does not exist") from err
+        except Exception as err:  # a damaged or foreign file: RuntimeError, UnpicklingError, EOFError...
+            raise ValueError(
+                f"autoencoder weights file {path!r} is not a state_dict saved by raremine's autoencoder "
+                f"(read with weights_only=True): {short_error(err)}"
+            ) from err
+        if not isinstance(state, dict):
+            raise ValueError(f"autoencoder weights file {path!r} does not hold a state_dict")
         try:
             net.load_state_dict(state)
         except RuntimeError as err:
             raise ValueError(
-                f"{path!r} does not match autoencoder base_channels={self.base_channels}, "
-                f"latent_channels={self.latent_channels}: {err}"
+                f"autoencoder weights file {path!r} does not match autoencoder base_channels={self.base_channels}, "
+                f"latent_channels={self.latent_channels}: {state_dict_mismatch(net, state)}"
             ) from err
         self.net_ = net.eval().requires_grad_(False)
         return self
@@ -244,7 +255,10 @@ class AutoencoderScorer(Scorer):
         self._validate()
         if self.weights:
             if not os.path.isfile(self.weights):
-                raise ValueError(f"autoencoder.weights={self.weights!r}: no such file")
+                raise ValueError(
+                    f"autoencoder.weights={self.weights!r}: no such file "
+                    "(expected a state_dict saved by the autoencoder scorer, or null to train one)"
+                )
             return self.load(self.weights)
         config = self._model_config()
         for row in store.query("SELECT * FROM models WHERE kind = 'autoencoder' ORDER BY id DESC"):
