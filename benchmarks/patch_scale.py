@@ -20,7 +20,7 @@ AP and recall after reviewing 10 % for the global kNN score (scorer ``backbone``
 with ``backbone.patch_weight=0.5``). An image without a score counts as score 0 (what the review saw).
 
 ``speed`` times the scorer in one process with one torch thread (what a mining worker does):
-``score_batch`` on 32 images of 256 x 256 and 8 of 500 x 1250, milliseconds per image.
+``score_batch`` on 32 images of 256 x 256 and 8 of 500 x 1250, CPU milliseconds per image (best of 3).
 
 usage:
   RAREMINE_BACKBONE_WEIGHTS=... python benchmarks/patch_scale.py build --data /tmp/ps
@@ -233,9 +233,12 @@ def speed(overrides: list[str], old: bool) -> dict:
         ims = [(rng.random(shape) * 255).astype(np.uint8) for _ in range(n)]
         s.fit_bank([(rng.random(shape) * 255).astype(np.uint8) for _ in range(16)])
         s.score_batch(ims[:2])
-        t0 = time.perf_counter()
-        s.score_batch(ims)
-        out[label] = round(1000 * (time.perf_counter() - t0) / n, 1)
+        best = float("inf")
+        for _ in range(3):  # CPU time of this one-thread process: the shared machine's load does not count
+            t0 = time.process_time()
+            s.score_batch(ims)
+            best = min(best, time.process_time() - t0)
+        out[label] = round(1000 * best / n, 1)
     return out
 
 

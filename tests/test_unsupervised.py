@@ -489,8 +489,12 @@ def test_tiled_image_scored_whole(tmp_path, any_weights):
 
 
 @requires_weights
-def test_patch_score_finds_local_defect_the_global_score_ranks_lower(tmp_path):
-    """A small dark pit on 1 of 40 textured images: patchcore ranks it first, the global kNN lower."""
+def test_patch_score_finds_and_locates_a_local_defect(tmp_path):
+    """A small dark pit on 1 of 40 textured 200 x 400 images: patchcore ranks it first, its map peaks there.
+
+    (On these synthetic textures the global kNN finds the pit too; the archives where the two part ways
+    are measured in ``docs/benchmarks/patch_scale.md``.)
+    """
     from mining.index import index_archive
     from mining.mine import mine
 
@@ -498,19 +502,21 @@ def test_patch_score_finds_local_defect_the_global_score_ranks_lower(tmp_path):
     root = tmp_path / "arch"
     root.mkdir()
     for i in range(40):
-        noise = rng.normal(0, 1, (160, 320)).astype(np.float32)
-        tex = 128 + 40 * cv2.GaussianBlur(noise, (0, 0), 3) / cv2.GaussianBlur(noise, (0, 0), 3).std()
+        blur = cv2.GaussianBlur(rng.normal(0, 1, (200, 400)).astype(np.float32), (0, 0), 3)
+        tex = 128 + 30 * blur / blur.std()
         if i == 17:
-            cv2.circle(tex, (int(rng.integers(40, 280)), int(rng.integers(40, 120))), 4, 20.0, -1)
+            cv2.circle(tex, (237, 89), 6, 60.0, -1)
         cv2.imwrite(str(root / f"t{i:02d}.png"), np.clip(tex, 0, 255).astype(np.uint8))
     with Store(tmp_path / "c.db") as store:
         index_archive(store, [str(root)])
-        mine(store, [get_scorer("backbone", weights=WEIGHTS)], backend="inline", save_maps=False)
+        mine(store, [get_scorer("backbone", weights=WEIGHTS)], backend="inline")
         paths = {r["id"]: os.path.basename(r["path"]) for r in store.images()}
-        ranks = {}
-        for name in ("backbone", "patchcore"):
-            got = store.query("SELECT image_id, score FROM scores WHERE scorer = ? AND tile = -1", (name,))
-            order = [paths[r[0]] for r in sorted(got, key=lambda r: -r[1])]
-            ranks[name] = order.index("t17.png")
-    assert ranks["patchcore"] == 0, ranks
-    assert ranks["backbone"] > ranks["patchcore"], ranks
+        got = store.query("SELECT image_id, score, map_path FROM scores WHERE scorer = 'patchcore' AND tile = -1")
+        best = max(got, key=lambda r: r[1])
+        assert paths[best[0]] == "t17.png", sorted((-r[1], paths[r[0]]) for r in got)[:3]
+        heat = cv2.imread(best[2], cv2.IMREAD_UNCHANGED)
+        heat = heat if heat.ndim == 2 else heat[..., 0]
+        y, x = np.unravel_index(np.argmax(heat), heat.shape)
+        y, x = y * 200 / heat.shape[0], x * 400 / heat.shape[1]  # overlays may be stored smaller
+        assert abs(y - 89) <= 16 and abs(x - 237) <= 16, (y, x)
+        assert len(store.query("SELECT 1 FROM scores WHERE scorer = 'backbone' AND tile = -1")) == 40
