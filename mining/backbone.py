@@ -241,22 +241,58 @@ def _check_torchvision_hash(path: str) -> None:
         )
 
 
-def preprocess(images: list[np.ndarray], size: int) -> torch.Tensor:
-    """Resize to ``size`` x ``size``, gray to RGB, ImageNet-normalise.
+def input_shape(height: int, width: int, size: int = 224, max_aspect: float = 3.0) -> tuple[int, int]:
+    """The network input (rows, columns) for an image of ``height`` x ``width``: aspect kept, short side ``size``.
+
+    The short side becomes ``size``; the long side ``size`` times the image's
+    aspect ratio, at most ``max_aspect`` times ``size`` (so the cost per image
+    is bounded whatever the archive), rounded to a multiple of 32 (the
+    network's total stride). ``max_aspect=1`` squashes every image to
+    ``size`` x ``size``.
+
+    Parameters
+    ----------
+    height, width : int
+        The image's size in pixels.
+    size : int, default=224
+        The short side of the input (a multiple of 32).
+    max_aspect : float, default=3.0
+        Longest long side, in multiples of ``size`` (>= 1).
+
+    Returns
+    -------
+    (int, int)
+    """
+    if size % 32 or size < 32:
+        raise ValueError(f"size must be a multiple of 32, >= 32, got {size}")
+    if max_aspect < 1:
+        raise ValueError(f"max_aspect must be >= 1, got {max_aspect}")
+    aspect = max(height, width) / max(1, min(height, width))
+    long = int(min(max(1, round(size * min(aspect, max_aspect) / 32)) * 32, 32 * int(size * max_aspect // 32)))
+    long = max(long, size)
+    return (size, long) if height <= width else (long, size)
+
+
+def preprocess(images: list[np.ndarray], size: int, shape: tuple[int, int] | None = None) -> torch.Tensor:
+    """Resize to ``shape`` (default ``size`` x ``size``), gray to RGB, ImageNet-normalise.
 
     Parameters
     ----------
     images : list of ndarray
         Float images in [0, 1], shape (H, W) or (H, W, 3).
     size : int
+        Side of the square input when ``shape`` is not given.
+    shape : (int, int), optional
+        Input rows and columns (see :func:`input_shape`), the same for the whole batch.
 
     Returns
     -------
-    Tensor of shape (N, 3, size, size), float32
+    Tensor of shape (N, 3, rows, columns), float32
     """
-    batch = np.empty((len(images), size, size, 3), np.float32)
+    rows, cols = (size, size) if shape is None else shape
+    batch = np.empty((len(images), rows, cols, 3), np.float32)
     for i, im in enumerate(images):
-        im = cv2.resize(np.asarray(im, np.float32), (size, size), interpolation=cv2.INTER_AREA)
+        im = cv2.resize(np.asarray(im, np.float32), (cols, rows), interpolation=cv2.INTER_AREA)
         batch[i] = im[..., None] if im.ndim == 2 else im[..., :3]
     batch = (batch - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
     return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()

@@ -175,7 +175,9 @@ class BackboneConfig(_Section):
         description="torchvision mobilenet_v2 state_dict (default: "
         "$RAREMINE_BACKBONE_WEIGHTS; none: the scorer is skipped)",
     )
-    size: int = Field(224, ge=32, multiple_of=32)
+    size: int = Field(224, ge=32, multiple_of=32, description="short side of the input (aspect kept)")
+    max_aspect: float = Field(3.0, ge=1, description="long side at most max_aspect x size (1: square input)")
+    patches: bool = Field(True, description="patch bank and the patchcore score (with its map)")
     bank_images: int = Field(256, ge=2)
     coreset_fraction: float = Field(0.1, gt=0, le=1)
     bank_trim: float = Field(0.01, ge=0, lt=0.5)
@@ -183,7 +185,9 @@ class BackboneConfig(_Section):
     global_layers: list[int] = Field(
         default_factory=lambda: [13, 18], min_length=1, description="blocks 0-18 average-pooled into the global vector"
     )
-    patch_weight: float = Field(0.0, ge=0, le=1, description="0: global kNN only (no patch bank, no map)")
+    patch_weight: float = Field(
+        0.0, ge=0, le=1, description="weight of the patch percentile in the backbone score (patchcore is separate)"
+    )
     seed: int = 0
 
     @field_validator("global_layers")

@@ -307,16 +307,22 @@ BATCH_IMAGES = 32
 BATCH_PIXELS = 16_000_000
 
 
-def _units(image: np.ndarray, tiles: list) -> list[np.ndarray]:
-    """What a scorer sees of one image: the whole image, or each of its tiles (views, no copy)."""
-    if not tiles:
+def _units(image: np.ndarray, tiles: list, whole: bool = False) -> list[np.ndarray]:
+    """What a scorer sees of one image: the whole image, or each of its tiles (views, no copy).
+
+    ``whole`` (the scorer's :attr:`~mining.scorers.base.Scorer.whole_image`): the whole image even when it is tiled.
+    """
+    if whole or not tiles:
         return [image]
     return [image[y : y + h, x : x + w] for _idx, y, x, h, w in tiles]
 
 
-def _combine(results: list, image_shape: tuple, tiles: list) -> tuple[dict, list[dict]]:
-    """Image-level result and per-tile results (tile scores; the image takes their max)."""
-    if not tiles:
+def _combine(results: list, image_shape: tuple, tiles: list, whole: bool = False) -> tuple[dict, list[dict]]:
+    """Image-level result and per-tile results (tile scores; the image takes their max).
+
+    ``whole``: the scorer saw the whole image (see :func:`_units`): its one result is the image's, no tile rows.
+    """
+    if whole or not tiles:
         r = results[0]
         return {"score": r.score, "stats": r.stats, "map": r.map, "embedding": r.embedding}, []
     per_tile, maps, boxes = [], [], []
@@ -383,7 +389,7 @@ def _score_batch(batch: list[tuple[dict, np.ndarray | None, dict]], scorers: dic
         todo = [(item, image, res) for item, image, res in batch if image is not None and name in item["scorers"]]
         spans, units = [], []
         for item, image, _ in todo:
-            u = _units(image, item["tiles"])
+            u = _units(image, item["tiles"], scorer.whole_image)
             spans.append((len(units), len(units) + len(u)))
             units.extend(u)
         results = _score_units(scorer, units)
@@ -393,7 +399,7 @@ def _score_batch(batch: list[tuple[dict, np.ndarray | None, dict]], scorers: dic
             try:
                 if err is not None:
                     raise err
-                whole, tiles = _combine(mine_, image.shape, item["tiles"])
+                whole, tiles = _combine(mine_, image.shape, item["tiles"], scorer.whole_image)
             except Exception as e:  # one bad image never kills the job
                 logger.warning("scorer %s failed on %s: %s", name, item["path"], e)
                 res["failures"].append(_failure(name, e))

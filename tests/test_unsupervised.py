@@ -321,7 +321,7 @@ def test_mine_end_to_end(tiny_archive, tmp_path, monkeypatch):
         index_archive(store, [tiny_archive["root"]])
         mine(store, scorers, backend="inline", save_maps=False)
         st = store.status()
-        assert st["scores_by_scorer"] == {"autoencoder": 40, "backbone": 40, "embedding": 40}
+        assert st["scores_by_scorer"] == {"autoencoder": 40, "backbone": 40, "embedding": 40, "patchcore": 40}
         names = {r[0]: r[1] for r in store.query("SELECT name, COUNT(*) FROM embeddings GROUP BY name")}
         assert names == {"autoencoder": 40, "backbone": 40, "descriptors": 40}
         coords = store.query("SELECT method, x, y FROM map_coords")
@@ -333,7 +333,7 @@ def test_mine_end_to_end(tiny_archive, tmp_path, monkeypatch):
         truth = np.array([tiny_archive["truth"][paths[int(i)]] for i in fs.image_ids])
         top = np.argsort(-fs.fused)[:4]
         assert truth[top].sum() == 2, fs.why(int(top[0]))
-        assert set(fs.why(int(top[0]))) == {"autoencoder", "backbone", "embedding"}
+        assert set(fs.why(int(top[0]))) == {"autoencoder", "backbone", "embedding", "patchcore"}
 
 
 @requires_weights
@@ -394,17 +394,131 @@ def test_backbone_global_layers_are_validated():
 
 @requires_weights
 def test_backbone_global_vector_and_stale_embeddings(tiny_archive, tmp_path):
-    """Default: no patch bank, no map, the embedding concatenates blocks 13 and 18; a mismatch is refused."""
+    """patches=False: no patch bank, no map, the embedding concatenates blocks 13 and 18; a mismatch is refused."""
     from mining.index import index_archive
     from mining.mine import mine
 
     with Store(tmp_path / "c.db") as store:
         index_archive(store, [tiny_archive["root"]])
-        s = get_scorer("backbone", weights=WEIGHTS, size=64).prepare(store, None)
-        assert not hasattr(s, "bank_")
+        s = get_scorer("backbone", weights=WEIGHTS, size=64, patches=False).prepare(store, None)
+        assert not hasattr(s, "bank_") and s.name == "backbone"
         im = cv2.imread(sorted(tiny_archive["truth"])[0], cv2.IMREAD_UNCHANGED)
         r = s.score_image(im)
         assert r.map is None and r.embedding.shape == (96 + 1280,) and r.embedding.dtype == np.float32
         mine(store, [get_scorer("backbone", weights=WEIGHTS, size=64)], backend="inline", save_maps=False)
         with pytest.raises(ValueError, match=r"have 1376 values, backbone.global_layers=\[18\] gives 1280"):
             get_scorer("backbone", weights=WEIGHTS, size=64, global_layers=[18]).prepare(store).finalize(store)
+
+
+@pytest.fixture(scope="module")
+def any_weights(tmp_path_factory) -> str:
+    """The ImageNet weights when installed, else a seeded random-weights MobileNetV2 file (mechanics only)."""
+    if WEIGHTS is not None:
+        return WEIGHTS
+    from mining.backbone import MobileNetV2
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "random_mobilenet_v2.pth"
+    torch.save(MobileNetV2().state_dict(), path)
+    return str(path)
+
+
+def test_backbone_input_keeps_aspect(any_weights):
+    """Short side 224, long side by the aspect (multiple of 32, capped); mixed shapes in one batch."""
+    from mining.backbone import input_shape, load_mobilenet_v2, preprocess
+
+    assert input_shape(500, 1250) == (224, 576)
+    assert input_shape(1250, 500) == (576, 224)
+    assert input_shape(645, 1540) == (224, 544)
+    assert input_shape(256, 256) == (224, 224)
+    assert input_shape(100, 3000) == (224, 672)  # capped at max_aspect 3
+    assert input_shape(500, 1250, max_aspect=1) == (224, 224)
+    assert preprocess([np.zeros((500, 1250))], 224, input_shape(500, 1250)).shape == (1, 3, 224, 576)
+    s = get_scorer("backbone", weights=any_weights)
+    s.net_ = load_mobilenet_v2(any_weights)
+    rng = np.random.default_rng(0)
+    ims = [
+        (rng.random((500, 1250)) * 255).astype(np.uint8),
+        (rng.random((64, 64, 3)) * 65535).astype(np.uint16),
+        (rng.random((1250, 500)) * 255).astype(np.uint8),
+        (rng.random((64, 64)) * 255).astype(np.uint8),
+    ]
+    pats, grids, _ = s.features(ims)
+    assert grids == [(14, 36), (14, 14), (36, 14), (14, 14)]
+    assert [p.shape for p in pats] == [(14 * 36, 128), (196, 128), (36 * 14, 128), (196, 128)]
+    s.fit_bank(ims)
+    batch = s.score_batch(ims)
+    for im, r in zip(ims, batch, strict=True):
+        one = s.score_image(im)
+        assert r.map.shape == im.shape[:2] and r.embedding.shape == (1376,)
+        assert one.score == pytest.approx(r.score, rel=1e-4, abs=1e-5)
+        np.testing.assert_allclose(one.embedding, r.embedding, rtol=1e-4, atol=1e-5)
+
+
+def test_tiled_image_scored_whole(tmp_path, any_weights):
+    """An image the catalogue tiles gets one real backbone score, patch score and embedding; no tile rows."""
+    from mining.index import index_archive
+    from mining.mine import _combine, _units, mine
+    from mining.scorers.base import ScoreResult
+
+    im = np.zeros((100, 300), np.uint8)
+    tiles = [(0, 0, 0, 100, 160), (1, 0, 140, 100, 160)]
+    assert len(_units(im, tiles)) == 2 and _units(im, tiles, whole=True)[0] is im
+    whole, per_tile = _combine([ScoreResult(2.0, embedding=np.ones(3))], im.shape, tiles, whole=True)
+    assert whole["score"] == 2.0 and whole["embedding"] is not None and per_tile == []
+    assert get_scorer("backbone").whole_image and get_scorer("embedding").whole_image
+    assert get_scorer("autoencoder").whole_image and not get_scorer("autoencoder", resize="crop").whole_image
+    assert not get_scorer("contrast").whole_image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "arch"
+    root.mkdir()
+    for i in range(8):
+        cv2.imwrite(str(root / f"w{i}.png"), np.clip(rng.normal(128, 20, (96, 260)), 0, 255).astype(np.uint8))
+    with Store(tmp_path / "c.db") as store:
+        index_archive(store, [str(root)], tile_size=128, tile_overlap=16)
+        assert store.query("SELECT COUNT(DISTINCT image_id) FROM tiles")[0][0] == 8
+        mine(store, [get_scorer("backbone", weights=any_weights, bank_images=4)], backend="inline", save_maps=True)
+        rows = store.query("SELECT scorer, tile, score, stats, map_path FROM scores")
+        assert {r["tile"] for r in rows} == {-1}
+        by = {n: [r for r in rows if r["scorer"] == n] for n in ("backbone", "patchcore")}
+        assert len(by["backbone"]) == len(by["patchcore"]) == 8
+        assert all(r["score"] > 0 for r in rows)
+        assert all("global_knn" in r["stats"] for r in by["backbone"])
+        assert all(r["map_path"] and os.path.isfile(r["map_path"]) for r in by["patchcore"])
+        emb = store.query("SELECT tile, COUNT(*) FROM embeddings WHERE name = 'backbone' GROUP BY tile")
+        assert [tuple(r) for r in emb] == [(-1, 8)]
+
+
+@requires_weights
+def test_patch_score_finds_and_locates_a_local_defect(tmp_path):
+    """A small dark pit on 1 of 40 textured 200 x 400 images: patchcore ranks it first, its map peaks there.
+
+    (On these synthetic textures the global kNN finds the pit too; the archives where the two part ways
+    are measured in ``docs/benchmarks/patch_scale.md``.)
+    """
+    from mining.index import index_archive
+    from mining.mine import mine
+
+    rng = np.random.default_rng(1)
+    root = tmp_path / "arch"
+    root.mkdir()
+    for i in range(40):
+        blur = cv2.GaussianBlur(rng.normal(0, 1, (200, 400)).astype(np.float32), (0, 0), 3)
+        tex = 128 + 30 * blur / blur.std()
+        if i == 17:
+            cv2.circle(tex, (237, 89), 6, 60.0, -1)
+        cv2.imwrite(str(root / f"t{i:02d}.png"), np.clip(tex, 0, 255).astype(np.uint8))
+    with Store(tmp_path / "c.db") as store:
+        index_archive(store, [str(root)])
+        mine(store, [get_scorer("backbone", weights=WEIGHTS)], backend="inline")
+        paths = {r["id"]: os.path.basename(r["path"]) for r in store.images()}
+        got = store.query("SELECT image_id, score, map_path FROM scores WHERE scorer = 'patchcore' AND tile = -1")
+        best = max(got, key=lambda r: r[1])
+        assert paths[best[0]] == "t17.png", sorted((-r[1], paths[r[0]]) for r in got)[:3]
+        heat = cv2.imread(best[2], cv2.IMREAD_UNCHANGED)
+        heat = heat if heat.ndim == 2 else heat[..., 0]
+        y, x = np.unravel_index(np.argmax(heat), heat.shape)
+        y, x = y * 200 / heat.shape[0], x * 400 / heat.shape[1]  # overlays may be stored smaller
+        assert abs(y - 89) <= 16 and abs(x - 237) <= 16, (y, x)
+        assert len(store.query("SELECT 1 FROM scores WHERE scorer = 'backbone' AND tile = -1")) == 40

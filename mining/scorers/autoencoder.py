@@ -95,6 +95,12 @@ class AutoencoderScorer(Scorer):
 
     name = "autoencoder"
     embedding_name = "autoencoder"
+
+    @property
+    def whole_image(self) -> bool:
+        """``resize`` squashes the image to ``size`` x ``size``: a tiled image is scored whole; ``crop``: by tile."""
+        return self.resize == "resize"
+
     map_range = (0.0, 0.05)
 
     def __init__(

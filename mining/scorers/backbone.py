@@ -1,31 +1,46 @@
-"""The ``backbone`` scorer: pretrained MobileNetV2 global and patch features (PatchCore style).
+"""The ``backbone`` scorer: pretrained MobileNetV2 global kNN (``backbone``) and PatchCore patch score (``patchcore``).
 
 ``prepare`` loads torchvision's ImageNet MobileNetV2 ``state_dict`` from the
 local file named by ``weights`` (config ``backbone.weights``) or the
 environment variable ``RAREMINE_BACKBONE_WEIGHTS``; without one the scorer
 logs one line and takes no part in the run (never an error, nothing is
 downloaded). It then builds a patch memory bank from a seeded sample of the
-catalogue: mid-level feature maps averaged over 3x3 neighbourhoods, the
-bank's own most isolated patches trimmed (defects inside the sample), and a
-greedy coreset. Every bank patch remembers which image it came from (a hash
-of the decoded pixels), so an image is compared with patches of *other*
-images only and a defect cannot match itself.
+catalogue: mid-level feature maps (blocks 6 and 13) averaged over 3x3
+neighbourhoods, at most :data:`BANK_PATCHES` of them (drawn evenly from the
+sample images), the bank's own most isolated patches trimmed (defects inside
+the sample), and a greedy coreset. Every bank patch remembers which image it
+came from (a hash of the decoded pixels), so an image is compared with
+patches of *other* images only and a defect cannot match itself.
 
-``score_image`` returns the global vector as the ``backbone`` embedding: the
-average-pooled maps of the blocks in ``global_layers``, concatenated (by
-default a mid-level block, 13, and the last, 18). With ``patch_weight > 0``
-it also returns the patch-distance map (nearest-neighbour distance of each
-patch to the bank) and its maximum. ``finalize`` scales each block's part of
-the stored vectors to the same spread over the archive, takes the kNN
-distance, and writes the image score as the weighted mean of the
-rank-normalised global and patch parts.
+The network sees the **whole image**, even when the catalogue tiles it
+(``whole_image``), resized with its **aspect ratio kept**: short side
+``size`` (224), long side at most ``max_aspect`` (3) times that, both
+multiples of 32 (:func:`mining.backbone.input_shape`). Squashing a 500 x 1250
+part into 224 x 224 thins a crack across the long side 2.2 times more than
+along the short one; a fixed short side keeps a defect's size relative to the
+image's short side the same whatever the aspect, and the cap bounds the cost.
 
-The defaults were chosen on the magnetic-tile archives of
-``benchmarks/unsupervised_mining.py`` (15 archives, five categories, three
-seeds): mean recall after reviewing 10 % was 0.73 for blocks 13 + 18, 0.61 for
-the last block alone, 0.75 for block 13 alone (lower AP); adding the patch
-part (weight 0.2 to 0.5) lowered both recall and AP there, hence
-``patch_weight=0``: no bank is built and no map is made unless asked for.
+Two scores, kept apart so that fusion and the review loop can use whichever
+one an archive rewards:
+
+- ``patchcore`` (streaming pass, final when written): the largest
+  nearest-neighbour distance of the image's patches to the bank; its
+  patch-distance map is the overlay. Local defects (pits, thin cracks) that
+  move an image's pooled vector little stand out here.
+- ``backbone`` (``finalize``): the kNN distance of the image's global vector
+  (average-pooled blocks ``global_layers``, each block scaled to the same
+  spread) to the archive's, as a percentile; with ``patch_weight > 0`` the
+  weighted mean of the global and patch percentiles instead.
+
+With ``patches=False`` no bank is built, and the streaming pass writes a
+placeholder 0.0 under ``backbone`` (the scorer's resume marker) until
+``finalize`` replaces it.
+
+The global defaults were chosen on the magnetic-tile archives of
+``benchmarks/unsupervised_mining.py`` (mean recall after reviewing 10 %: 0.73
+for blocks 13 + 18, 0.61 for the last block alone, 0.75 for block 13 alone,
+lower AP). The input-scale rule and the patch score on by default: see
+``docs/benchmarks/patch_scale.md``.
 """
 
 from __future__ import annotations
@@ -38,7 +53,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from mining.backbone import block_channels, load_mobilenet_v2, preprocess, resolve_weights
+from mining.backbone import block_channels, input_shape, load_mobilenet_v2, preprocess, resolve_weights
 from mining.io import UnreadableImage, read_image, to_float
 from mining.outliers import outlier_scores
 from mining.rank import rank_normalize
@@ -46,6 +61,15 @@ from mining.scorers._whole import load_embeddings, write_scores
 from mining.scorers.base import Scorer, ScoreResult
 
 logger = logging.getLogger(__name__)
+
+#: Scorer name of the patch score (the streaming pass's rows; the global kNN is written under ``backbone``).
+PATCH_SCORER = "patchcore"
+#: Patches of the bank sample kept before trimming and the coreset (drawn evenly from the sample images):
+#: trimming compares every pair, so this bounds ``prepare``'s time whatever the image size.
+BANK_PATCHES = 32768
+#: Images per network pass: on one CPU thread a pass of 32 images at 224 x 224 cost 47 ms per image,
+#: one image at a time 18 ms (the activations of a big batch fall out of the caches).
+FORWARD_IMAGES = 1
 
 
 def image_key(image: np.ndarray) -> int:
@@ -150,14 +174,18 @@ def scale_blocks(X: np.ndarray, sizes: tuple[int, ...]) -> np.ndarray:
 
 
 class BackboneScorer(Scorer):
-    """Pretrained MobileNetV2: global kNN over pooled blocks, optionally PatchCore-style patch distances.
+    """Pretrained MobileNetV2: global kNN over pooled blocks and a PatchCore-style patch score.
 
     Parameters
     ----------
     weights : str, optional
         torchvision's ``mobilenet_v2`` ``state_dict`` file (default: ``$RAREMINE_BACKBONE_WEIGHTS``).
     size : int, default=224
-        Images are resized to ``size`` x ``size``.
+        Short side of the network input (aspect kept; see :func:`mining.backbone.input_shape`).
+    max_aspect : float, default=3.0
+        Longest input long side, in multiples of ``size`` (1: every image squashed to ``size`` x ``size``).
+    patches : bool, default=True
+        Build the patch bank and write the patch score under ``patchcore`` (with its map).
     bank_images : int, default=256
         Catalogue images drawn (seeded) for the patch memory bank.
     coreset_fraction : float, default=0.1
@@ -172,9 +200,9 @@ class BackboneScorer(Scorer):
         global vector; each block's part is scaled to the same spread before
         the kNN distance.
     patch_weight : float, default=0.0
-        Weight of the patch part in the image score (the global part weighs
-        ``1 - patch_weight``). At 0 the patch bank is not built and the
-        scorer returns no map.
+        Weight of the patch percentile in the ``backbone`` score (the global
+        percentile weighs ``1 - patch_weight``); the ``patchcore`` score is
+        written either way.
     seed : int, default=0
     """
 
@@ -182,12 +210,15 @@ class BackboneScorer(Scorer):
     embedding_name = "backbone"
     map_range = (0.0, 10.0)
     patch_layers = (6, 13)
+    whole_image = True
 
     def __init__(
         self,
         *,
         weights: str | None = None,
         size: int = 224,
+        max_aspect: float = 3.0,
+        patches: bool = True,
         bank_images: int = 256,
         coreset_fraction: float = 0.1,
         bank_trim: float = 0.01,
@@ -198,6 +229,8 @@ class BackboneScorer(Scorer):
     ):
         self.weights = weights
         self.size = size
+        self.max_aspect = max_aspect
+        self.patches = patches
         self.bank_images = bank_images
         self.coreset_fraction = coreset_fraction
         self.bank_trim = bank_trim
@@ -209,6 +242,7 @@ class BackboneScorer(Scorer):
     def _validate(self) -> None:
         checks = [
             (self.size >= 32 and self.size % 32 == 0, "size", self.size, "a multiple of 32, >= 32"),
+            (self.max_aspect >= 1, "max_aspect", self.max_aspect, ">= 1"),
             (self.bank_images >= 2, "bank_images", self.bank_images, ">= 2"),
             (0 < self.coreset_fraction <= 1, "coreset_fraction", self.coreset_fraction, "in (0, 1]"),
             (0 <= self.bank_trim < 0.5, "bank_trim", self.bank_trim, "in [0, 0.5)"),
@@ -255,32 +289,69 @@ class BackboneScorer(Scorer):
     # -- features -----------------------------------------------------------------
     @property
     def use_patches(self) -> bool:
-        """Whether the patch part takes part (``patch_weight > 0``)."""
-        return self.patch_weight > 0
+        """Whether this run scores patches (``patches`` on and a bank built)."""
+        return bool(self.patches) and hasattr(self, "bank_")
+
+    def input_shape(self, image: np.ndarray) -> tuple[int, int]:
+        """The network input (rows, columns) of one image (aspect kept, see :func:`mining.backbone.input_shape`)."""
+        return input_shape(image.shape[0], image.shape[1], self.size, self.max_aspect)
 
     @torch.no_grad()
-    def features(self, images: list[np.ndarray], *, patches: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Patch features (N, P, C) on a 1/16 grid (None if not asked for) and global vectors of a batch.
+    def features(
+        self, images: list[np.ndarray], *, patches: bool = True
+    ) -> tuple[list[torch.Tensor] | None, list[tuple[int, int]], torch.Tensor]:
+        """Patch features, their grids, and the global vectors of a batch of images of any shapes.
 
-        The global vector (N, D) concatenates the average-pooled maps of the
-        blocks in ``global_layers`` (D = the sum of their channel counts).
+        Images are grouped by input shape (:meth:`input_shape`); the network
+        runs on :data:`FORWARD_IMAGES` of a group at a time.
+
+        Returns
+        -------
+        patches : list of Tensor of shape (P_i, C), or None when not asked for
+            Patch features of each image on its 1/16 grid (row-major).
+        grids : list of (int, int)
+            Each image's patch grid (rows, columns); empty when patches are not asked for.
+        glob : Tensor of shape (N, D)
+            The average-pooled maps of the blocks in ``global_layers``, concatenated.
         """
-        x = preprocess([to_float(im) for im in images], self.size)
         layers = tuple(sorted(set(self.global_layers) | (set(self.patch_layers) if patches else set())))
-        maps = dict(zip(layers, self.net_.feature_maps(x, layers), strict=True))
-        glob = torch.cat([maps[layer].mean(dim=(2, 3)) for layer in self.global_layers], dim=1)
-        if not patches:
-            return None, glob
-        fine = F.avg_pool2d(F.avg_pool2d(maps[self.patch_layers[0]], 3, 1, 1, count_include_pad=False), 2)
-        coarse = F.avg_pool2d(maps[self.patch_layers[1]], 3, 1, 1, count_include_pad=False)
-        patch = torch.cat([fine, coarse], dim=1)
-        self.grid_ = tuple(patch.shape[-2:])
-        return patch.flatten(2).transpose(1, 2).contiguous(), glob
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            groups.setdefault(self.input_shape(im), []).append(i)
+        glob: list = [None] * len(images)
+        pats: list = [None] * len(images)
+        grids: list = [None] * len(images)
+        chunks = [
+            (shape, idx[c : c + FORWARD_IMAGES])
+            for shape, idx in groups.items()
+            for c in range(0, len(idx), FORWARD_IMAGES)
+        ]
+        for shape, idx in chunks:
+            x = preprocess([to_float(images[i]) for i in idx], self.size, shape)
+            maps = dict(zip(layers, self.net_.feature_maps(x, layers), strict=True))
+            g = torch.cat([maps[layer].mean(dim=(2, 3)) for layer in self.global_layers], dim=1)
+            if patches:
+                fine = F.avg_pool2d(F.avg_pool2d(maps[self.patch_layers[0]], 3, 1, 1, count_include_pad=False), 2)
+                coarse = F.avg_pool2d(maps[self.patch_layers[1]], 3, 1, 1, count_include_pad=False)
+                p = torch.cat([fine, coarse], dim=1)
+                flat = p.flatten(2).transpose(1, 2).contiguous()
+            for j, i in enumerate(idx):
+                glob[i] = g[j]
+                if patches:
+                    pats[i], grids[i] = flat[j], tuple(p.shape[-2:])
+        return (pats if patches else None), (grids if patches else []), torch.stack(glob)
 
     # -- prepare ------------------------------------------------------------------
     def prepare(self, store, run_id: int | None = None) -> BackboneScorer:
-        """Load the weights (or opt out with one log line) and, with ``patch_weight > 0``, build the patch bank."""
+        """Load the weights (or opt out with one log line) and, with ``patches``, build the patch bank.
+
+        With a bank, the streaming pass writes its (final) patch scores under
+        ``patchcore``; ``finalize`` writes ``backbone``.
+        """
         self._validate()
+        self.name = type(self).name
+        for key in ("bank_", "bank_owner_"):
+            self.__dict__.pop(key, None)
         path = resolve_weights(self.weights)
         if path is None:
             logger.warning(
@@ -292,7 +363,7 @@ class BackboneScorer(Scorer):
             return self
         self.net_ = load_mobilenet_v2(path)
         self.per_image, self.skipped_ = True, False
-        if not self.use_patches:
+        if not self.patches:
             logger.info("backbone: global features of blocks %s (patch part off)", list(self.global_layers))
             return self
         rows = store.query("SELECT id, path FROM images WHERE status = 'ok' ORDER BY id")
@@ -304,20 +375,33 @@ class BackboneScorer(Scorer):
                 images.append(read_image(rows[i]["path"]))
             except UnreadableImage as err:
                 logger.warning("backbone: skipping %s in the bank sample: %s", rows[i]["path"], err)
-        return self.fit_bank(images)
+        if len(images) < 2:
+            logger.warning("backbone: %d readable images, no patch bank: global score only", len(images))
+            return self
+        self.fit_bank(images)
+        self.name = PATCH_SCORER  # the streaming pass's rows are the patch scores, final when written
+        return self
 
     def fit_bank(self, images: list[np.ndarray]) -> BackboneScorer:
-        """Build the patch memory bank from a list of images; return self (``net_`` must be loaded)."""
+        """Build the patch memory bank from a list of images; return self (``net_`` must be loaded).
+
+        At most :data:`BANK_PATCHES` patches are kept (the same number drawn,
+        seeded, from each image) before trimming and the coreset.
+        """
         if len(images) < 2:
             raise ValueError(f"backbone: need >= 2 images for the patch bank, got {len(images)}")
+        per_image = max(1, BANK_PATCHES // len(images))
+        gen = torch.Generator().manual_seed(self.seed)
         feats, owners = [], []
         for s in range(0, len(images), 32):
             batch = images[s : s + 32]
-            p, _ = self.features(batch)
-            feats.append(p.reshape(-1, p.shape[-1]))
-            owners += [image_key(im) for im in batch for _ in range(p.shape[1])]
-        bank = torch.cat(feats)
-        owner = torch.tensor(owners, dtype=torch.int64)
+            pats, _, _ = self.features(batch)
+            for im, p in zip(batch, pats, strict=True):
+                if p.shape[0] > per_image:
+                    p = p[torch.randperm(p.shape[0], generator=gen)[:per_image]]
+                feats.append(p)
+                owners.append(torch.full((p.shape[0],), image_key(im), dtype=torch.int64))
+        bank, owner = torch.cat(feats), torch.cat(owners)
         if self.bank_trim > 0:
             iso = _nn_excluding(bank, bank, owner, owner)
             keep = iso <= torch.quantile(iso, 1 - self.bank_trim)
@@ -330,29 +414,49 @@ class BackboneScorer(Scorer):
 
     # -- scoring ------------------------------------------------------------------
     def score_image(self, image: np.ndarray) -> ScoreResult:
-        """The global embedding of one image; with the patch part, its patch-distance map and maximum.
+        """One image's global embedding; with the patch bank, its patch-distance map and maximum (the score)."""
+        return self.score_batch([image])[0]
 
-        The image score is set in :meth:`finalize` (the global part needs the
-        whole archive); here it is the patch maximum, or 0 without patches.
+    def score_batch(self, images: list[np.ndarray]) -> list[ScoreResult]:
+        """:meth:`score_image` of several images: network passes grouped by input shape, one bank search.
+
+        With the bank, the score is the largest patch distance (the
+        ``patchcore`` score, final); without it a placeholder 0.0 (the
+        ``backbone`` score is set in :meth:`finalize`).
         """
-        if not hasattr(self, "net_") or (self.use_patches and not hasattr(self, "bank_")):
+        if not hasattr(self, "net_"):
             raise ValueError("the backbone scorer is not prepared: call prepare() first")
         if not self.use_patches:
-            _, glob = self.features([image], patches=False)
-            return ScoreResult(score=0.0, embedding=glob[0].numpy())
-        patches, glob = self.features([image])
-        q = patches[0]
-        d = _nn_excluding(q, self.bank_, self.bank_owner_, torch.full((q.shape[0],), image_key(image)))
-        grid = d.reshape(self.grid_).numpy().astype(np.float32)
-        h, w = image.shape[:2]
-        full = cv2.resize(grid, (w, h), interpolation=cv2.INTER_LINEAR)
-        peak = float(grid.max())
-        return ScoreResult(
-            score=peak, stats={"patch_max": peak, "patch_mean": float(grid.mean())}, map=full, embedding=glob[0].numpy()
+            _, _, glob = self.features(images, patches=False)
+            return [ScoreResult(score=0.0, embedding=g.numpy()) for g in glob]
+        pats, grids, glob = self.features(images)
+        q = torch.cat(pats)
+        owner = torch.cat(
+            [torch.full((p.shape[0],), image_key(im), dtype=torch.int64) for im, p in zip(images, pats, strict=True)]
         )
+        dist = _nn_excluding(q, self.bank_, self.bank_owner_, owner).numpy().astype(np.float32)
+        out, start = [], 0
+        for im, p, grid, g in zip(images, pats, grids, glob, strict=True):
+            d = dist[start : start + p.shape[0]].reshape(grid)
+            start += p.shape[0]
+            h, w = im.shape[:2]
+            peak = float(d.max())
+            out.append(
+                ScoreResult(
+                    score=peak,
+                    stats={"patch_max": peak, "patch_mean": float(d.mean())},
+                    map=cv2.resize(d, (w, h), interpolation=cv2.INTER_LINEAR),
+                    embedding=g.numpy(),
+                )
+            )
+        return out
 
     def finalize(self, store, run_id: int | None = None) -> None:
-        """Combine the patch score with the global kNN distance over all backbone embeddings."""
+        """Write ``backbone``: the global kNN distance over all backbone embeddings (as a percentile).
+
+        With ``patch_weight > 0`` the score is the weighted mean of the global
+        and ``patchcore`` percentiles (the parts stay in the stats).
+        """
         if getattr(self, "skipped_", True):
             return
         ids, X = load_embeddings(store, self.embedding_name)
@@ -365,25 +469,20 @@ class BackboneScorer(Scorer):
                 f"{list(self.global_layers)} gives {sum(sizes)}: run the job again with --rescore"
             )
         glob = outlier_scores(scale_blocks(X, sizes), "knn", k=min(self.k, len(ids) - 1), standardize_features=False)
-        stats_rows = store.query(
-            "SELECT image_id, json_extract(stats, '$.patch_max'), json_extract(stats, '$.patch_mean')"
-            " FROM scores WHERE scorer = ? AND tile = -1",
-            (self.name,),
-        )
-        patch = {r[0]: (r[1], r[2]) for r in stats_rows}
-        pmax = np.array([np.nan if patch.get(i, (None,))[0] is None else patch[i][0] for i in ids.tolist()], float)
-        g_pct, p_pct = rank_normalize(glob), rank_normalize(pmax)
+        patch = dict(store.query("SELECT image_id, score FROM scores WHERE scorer = ? AND tile = -1", (PATCH_SCORER,)))
+        pmax = np.array([patch.get(i, np.nan) for i in ids.tolist()], float)
+        g_pct = rank_normalize(glob)
+        p_pct = rank_normalize(pmax)
         w = self.patch_weight
         fused = np.where(np.isnan(p_pct), g_pct, w * np.nan_to_num(p_pct) + (1 - w) * g_pct)
         stats = [
             {
-                "patch_max": None if np.isnan(pm) else float(pm),
-                "patch_pct": None if np.isnan(pp) else round(float(pp), 4),
                 "global_knn": float(gk),
                 "global_pct": round(float(gp), 4),
-                "patch_mean": patch.get(i, (None, None))[1],
+                "patch_max": None if np.isnan(pm) else float(pm),
+                "patch_pct": None if np.isnan(pp) else round(float(pp), 4),
             }
-            for i, pm, pp, gk, gp in zip(ids.tolist(), pmax, p_pct, glob, g_pct, strict=True)
+            for gk, gp, pm, pp in zip(glob, g_pct, pmax, p_pct, strict=True)
         ]
-        write_scores(store, self.name, ids, fused, stats, run_id)
+        write_scores(store, type(self).name, ids, fused, stats, run_id)
         logger.info("backbone: %d images scored (patch weight %.2f)", len(ids), w)

@@ -61,12 +61,19 @@ class Scorer:
     per_image : bool
         False for scorers whose scores are computed in :meth:`finalize` only
         (the streaming pass then only collects embeddings).
+    whole_image : bool
+        True for scorers that resample the image to their own input size
+        (a network's fixed input, a descriptor's thumbnail): they are given
+        the whole image even when the catalogue tiles it, so a tiled image
+        gets one image-level score, map and embedding (and no tile rows).
+        False: a tiled image is scored tile by tile and takes the maximum.
     """
 
     name: str = "base"
     map_range: tuple[float, float] = (0.0, 1.0)
     embedding_name: str | None = None
     per_image: bool = True
+    whole_image: bool = False
 
     def prepare(self, store, run_id: int | None = None) -> Scorer:
         """Get ready in the main process before the streaming pass; return self."""

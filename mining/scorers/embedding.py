@@ -50,6 +50,7 @@ class EmbeddingScorer(Scorer):
 
     name = "embedding"
     embedding_name = "descriptors"
+    whole_image = True  # descriptors of a size x size thumbnail: a tiled image is described whole
 
     def __init__(
         self,
