@@ -150,20 +150,25 @@ _BN_EPS = 1e-3  # TensorFlow's batch-norm epsilon, kept by the conversion
 
 
 class _SameConv2d(nn.Conv2d):
-    """Conv2d with TensorFlow's ``SAME`` padding (asymmetric for even sizes and stride 2), no bias."""
+    """Conv2d with TensorFlow's ``SAME`` padding, no bias.
+
+    At stride 1 (odd kernels) that is the symmetric ``(k - 1) / 2`` padding of the
+    convolution itself; at stride 2 it depends on the input size (one more zero at the
+    bottom and right for even sizes) and is added with ``F.pad``.
+    """
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1):
-        super().__init__(cin, cout, kernel, stride, 0, groups=groups, bias=False)
+        super().__init__(cin, cout, kernel, stride, (kernel - 1) // 2 if stride == 1 else 0, groups=groups, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride[0] == 1:
+            return super().forward(x)
         k, s = self.kernel_size[0], self.stride[0]
         pads = []
         for size in (x.shape[-1], x.shape[-2]):  # F.pad takes the last dimension first
             total = max((-(-size // s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
-        if any(pads):
-            x = F.pad(x, pads)
-        return F.conv2d(x, self.weight, None, self.stride, 0, 1, self.groups)
+        return super().forward(F.pad(x, pads) if any(pads) else x)
 
 
 class _MBConv(nn.Module):
