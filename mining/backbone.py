@@ -427,7 +427,9 @@ def load_backbone(
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip or torch errors: one clear message naming the file
-        raise WeightsError(f"{path} ({weights.source}) cannot be read as a {spec.name} state_dict: {err}") from err
+        raise WeightsError(
+            f"{path} ({weights.source}) cannot be read as a {spec.name} state_dict ({type(err).__name__}: {err})"
+        ) from err
     if not isinstance(state, dict):
         raise WeightsError(f"{path} ({weights.source}) does not hold a state_dict (got {type(state).__name__})")
     net = spec.build()
