@@ -414,25 +414,26 @@ def _score_batch(batch: list[tuple[dict, np.ndarray | None, dict]], scorers: dic
                     logger.debug("map of %s by %s not written: %s", item["path"], name, e)
                     detail = f"{path}: {type(e).__name__}: {e}"[:500]
                     res["failures"].append({"scorer": name, "reason": MAP_UNWRITABLE, "detail": detail})
-            res["scores"].append(
-                {
-                    "scorer": name,
-                    "tile": -1,
-                    "score": float(whole["score"]),
-                    "stats": _jsonable(whole["stats"]),
-                    "map_path": map_path,
-                }
-            )
-            for t in tiles:
+            if not scorer.archive_stage:  # an archive-stage score is written by finalize(), final
                 res["scores"].append(
                     {
                         "scorer": name,
-                        "tile": t["tile"],
-                        "score": float(t["score"]),
-                        "stats": _jsonable(t["stats"]),
-                        "map_path": None,
+                        "tile": -1,
+                        "score": float(whole["score"]),
+                        "stats": _jsonable(whole["stats"]),
+                        "map_path": map_path,
                     }
                 )
+                for t in tiles:
+                    res["scores"].append(
+                        {
+                            "scorer": name,
+                            "tile": t["tile"],
+                            "score": float(t["score"]),
+                            "stats": _jsonable(t["stats"]),
+                            "map_path": None,
+                        }
+                    )
             if scorer.embedding_name is not None:
                 if whole["embedding"] is not None:
                     res["embeddings"].append((scorer.embedding_name, -1, _vec(whole["embedding"])))
@@ -524,6 +525,9 @@ def iter_pending_work(
     if not streaming:
         return
     marks = ",".join("?" * len(streaming))
+    # an archive-stage scorer has streamed an image once its embedding is stored (its score comes later)
+    staged = {s.embedding_name: s.name for s in scorers if s.per_image and s.archive_stage}
+    staged_marks = ",".join("?" * len(staged))
     last = -1
     while True:
         rows = store.query(
@@ -543,6 +547,13 @@ def iter_pending_work(
                 (lo, hi, *streaming),
             ):
                 done.setdefault(iid, set()).add(sc)
+            if staged:
+                for iid, emb in store.query(
+                    "SELECT image_id, name FROM embeddings WHERE image_id BETWEEN ? AND ? AND tile = -1"
+                    f" AND name IN ({staged_marks})",
+                    (lo, hi, *staged),
+                ):
+                    done.setdefault(iid, set()).add(staged[emb])
             for iid, sc, reason in store.query(
                 f"SELECT image_id, scorer, reason FROM failures WHERE image_id BETWEEN ? AND ? AND scorer IN ({marks})",
                 (lo, hi, *streaming),
@@ -579,6 +590,23 @@ def count_pending(store: Store, scorers: Sequence[Scorer], *, rescore: bool = Fa
         "(NOT EXISTS (SELECT 1 FROM scores s WHERE s.image_id = i.id AND s.tile = -1 AND s.scorer = ?)"
         " AND NOT EXISTS (SELECT 1 FROM failures f WHERE f.image_id = i.id AND f.scorer = ? AND f.reason != ?))"
     )
+    staged = {s.name: s.embedding_name for s in scorers if s.per_image and s.archive_stage}
+    if staged and not retry_maps:  # archive-stage scorers: streamed once the embedding is stored
+        conds, params = [], []
+        for n in streaming:
+            if n in staged:
+                conds.append(
+                    "(NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.image_id = i.id AND e.tile = -1 AND e.name = ?)"
+                    " AND NOT EXISTS (SELECT 1 FROM failures f WHERE f.image_id = i.id AND f.scorer = ?"
+                    " AND f.reason != ?))"
+                )
+                params += [staged[n], n, MAP_UNWRITABLE]
+            else:
+                conds.append(one)
+                params += [n, n, MAP_UNWRITABLE]
+        return int(
+            store.query(f"SELECT COUNT(*) FROM images i WHERE i.status = 'ok' AND ({' OR '.join(conds)})", params)[0][0]
+        )
     params = [p for n in streaming for p in (n, n, MAP_UNWRITABLE)]
     if retry_maps:
         one = one[:-1] + (
@@ -1168,7 +1196,7 @@ def _mine_locked(
                         f["detail"] for r in results for f in r["failures"] if f["reason"] == MAP_UNWRITABLE
                     )
             summary.failed.update(failed)
-            summary.done += sum(1 for r in results if r["scores"])
+            summary.done += sum(1 for r in results if r["scores"] or r["embeddings"])
             processed += len(results)
             logger.debug(
                 "shard written: %d images, %d failures",

@@ -240,8 +240,12 @@ def test_killed_job_leaves_no_process_and_its_stdout_ends(db, sig):
     else:
         assert job.returncode == -signal.SIGKILL
         assert status == "running"
-        # 9a: any later command sees the job's process is gone and marks the run
+        # 9a: a read-only command (status) writes nothing; the next command that writes sees the
+        # job's process is gone and marks the run
         res = CliRunner().invoke(app, ["status", "--db", str(db)])
+        assert res.exit_code == 0, res.output
+        assert rows(db, "SELECT status FROM runs WHERE kind = 'mine'")[0][0] == "running"
+        res = CliRunner().invoke(app, ["rank", "--db", str(db), "--n", "1"])
         assert res.exit_code == 0, res.output
         assert rows(db, "SELECT status FROM runs WHERE kind = 'mine'")[0][0] == "interrupted"
     kept = rows(db, "SELECT COUNT(*) FROM scores")[0][0]
@@ -303,9 +307,14 @@ def test_run_of_a_dead_process_is_marked_interrupted_by_the_next_command(db):
     store.close()
     (dead, dead_pid, host), (_, pid2, _), _ = rows(db, "SELECT id, pid, host FROM runs WHERE id > 1 ORDER BY id")
     assert host == socket.gethostname() and pid2 == os.getpid() and dead_pid != os.getpid()
-    res = CliRunner().invoke(app, ["status", "--db", str(db)])
+    res = CliRunner().invoke(app, ["status", "--db", str(db)])  # read-only: reports, never writes
     assert res.exit_code == 0, res.output
-    status = dict(rows(db, "SELECT id, status FROM runs WHERE id > 1"))
+    assert dict(rows(db, "SELECT id, status FROM runs WHERE id > 1"))[reused] == "running"
+    empty = db.parent / "nothing-new"
+    empty.mkdir()
+    res = CliRunner().invoke(app, ["index", str(empty), "--db", str(db)])  # the next command that writes
+    assert res.exit_code == 0, res.output
+    status = dict(rows(db, "SELECT id, status FROM runs WHERE id IN (?, ?, ?)", (dead, reused, mine_run)))
     assert status == {dead: "interrupted", reused: "interrupted", mine_run: "running"}
     counts = json.loads(rows(db, "SELECT counts FROM runs WHERE id = ?", (dead,))[0][0])
     assert f"process {dead_pid} on {host} ended without finishing" in counts["error"]

@@ -114,3 +114,29 @@ def test_scorer_contract(name, archive, tmp_path, monkeypatch):
         order = sorted(table[name], key=lambda i: -table[name][i])
         top = {os.path.basename(by_path[i]) for i in order[: len(order) // 4]}
         assert {"c_05.png", "c_17.png"} <= top, (name, [os.path.basename(by_path[i]) for i in order[:8]])
+
+
+@pytest.mark.slow
+def test_archive_stage_scores_exist_only_when_final_and_a_killed_job_resumes_the_stage(archive, tmp_path, monkeypatch):
+    """No placeholder row between the streaming pass and finalize; a rerun finishes the archive stage only."""
+    from mining.scorers.embedding import EmbeddingScorer
+
+    calls = []
+
+    def killed(self, store, run_id=None):
+        calls.append("finalize")
+        raise KeyboardInterrupt("killed in the archive stage")
+
+    with Store(tmp_path / "c.db") as store:
+        index_archive(store, [archive["root"]])
+        monkeypatch.setattr(EmbeddingScorer, "finalize", killed)
+        with pytest.raises(KeyboardInterrupt):
+            mine(store, [get_scorer("embedding", map_method="none")], backend="inline", save_maps=False)
+        assert calls == ["finalize"]
+        assert store.query("SELECT COUNT(*) FROM scores WHERE scorer = 'embedding'")[0][0] == 0
+        assert store.query("SELECT COUNT(*) FROM embeddings WHERE name = 'descriptors'")[0][0] == 24
+        monkeypatch.undo()
+        summary = mine(store, [get_scorer("embedding", map_method="none")], backend="inline", save_maps=False)
+        assert summary.done == 0 and summary.skipped == 24  # the streaming pass is not redone
+        scores = dict(store.query("SELECT image_id, score FROM scores WHERE scorer = 'embedding' AND tile = -1"))
+        assert len(scores) == 24 and len(set(scores.values())) > 1

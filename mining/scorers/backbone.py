@@ -34,9 +34,9 @@ one an archive rewards:
   spread) to the archive's, as a percentile; with ``patch_weight > 0`` the
   weighted mean of the global and patch percentiles instead.
 
-With ``patches=False`` no bank is built, and the streaming pass writes a
-placeholder 0.0 under ``backbone`` (the scorer's resume marker) until
-``finalize`` replaces it.
+With ``patches=False`` no bank is built: the streaming pass stores the
+global vectors only (``archive_stage``) and ``finalize`` writes ``backbone``;
+no score row exists before it is final.
 
 The global defaults were chosen on the magnetic-tile archives of
 ``benchmarks/unsupervised_mining.py`` (mean recall after reviewing 10 %: 0.73
@@ -380,6 +380,7 @@ class BackboneScorer(Scorer):
             return self
         self.net_ = load_backbone(found, spec.name)
         self.per_image, self.skipped_ = True, False
+        self.archive_stage = True  # without a patch bank the only score is the archive-wide kNN (finalize)
         logger.info("backbone: %s weights from %s (%s)", spec.name, found.path, found.source)
         if not self.patches:
             logger.info("backbone: global features of blocks %s (patch part off)", list(self.global_layers))
@@ -398,6 +399,7 @@ class BackboneScorer(Scorer):
             return self
         self.fit_bank(images)
         self.name = PATCH_SCORER  # the streaming pass's rows are the patch scores, final when written
+        self.archive_stage = False
         return self
 
     def fit_bank(self, images: list[np.ndarray]) -> BackboneScorer:
@@ -439,8 +441,8 @@ class BackboneScorer(Scorer):
         """:meth:`score_image` of several images: network passes grouped by input shape, one bank search.
 
         With the bank, the score is the largest patch distance (the
-        ``patchcore`` score, final); without it a placeholder 0.0 (the
-        ``backbone`` score is set in :meth:`finalize`).
+        ``patchcore`` score, final); without it 0.0, never stored (``archive_stage``:
+        the ``backbone`` score is written by :meth:`finalize`).
         """
         if not hasattr(self, "net_"):
             raise ValueError("the backbone scorer is not prepared: call prepare() first")

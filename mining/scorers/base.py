@@ -59,8 +59,14 @@ class Scorer:
     embedding_name : str or None
         Name under which ``ScoreResult.embedding`` is stored.
     per_image : bool
-        False for scorers whose scores are computed in :meth:`finalize` only
-        (the streaming pass then only collects embeddings).
+        False for scorers that take no part in the streaming pass (a
+        backbone without its weights file).
+    archive_stage : bool
+        True for scorers whose image score needs the whole archive (kNN and
+        outliers over all embeddings): the streaming pass stores only their
+        embedding (an image counts as streamed once it is stored) and
+        :meth:`finalize`, the archive stage, writes every score. A score row
+        exists only when it is final; a killed job resumes either stage.
     whole_image : bool
         True for scorers that resample the image to their own input size
         (a network's fixed input, a descriptor's thumbnail): they are given
@@ -74,6 +80,7 @@ class Scorer:
     embedding_name: str | None = None
     per_image: bool = True
     whole_image: bool = False
+    archive_stage: bool = False
 
     def prepare(self, store, run_id: int | None = None) -> Scorer:
         """Get ready in the main process before the streaming pass; return self."""

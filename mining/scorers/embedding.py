@@ -1,8 +1,8 @@
 """The ``embedding`` scorer: cheap descriptors per image, outlier scores and the 2-D map over the archive.
 
 Streaming pass: :func:`mining.descriptors.describe` gives every image a
-descriptor vector (stored as the ``descriptors`` embedding); the image score
-written then is a placeholder 0.0. ``finalize`` reads every stored embedding
+descriptor vector (stored as the ``descriptors`` embedding); no score is
+written then (``archive_stage``: the score needs the whole archive). ``finalize`` reads every stored embedding
 listed in ``embeddings`` (its own descriptors, the autoencoder's bottleneck,
 the backbone's global vector, whichever exist), computes the outlier scores
 listed in ``methods`` over each, rank-normalises them and writes their mean
@@ -51,6 +51,7 @@ class EmbeddingScorer(Scorer):
     name = "embedding"
     embedding_name = "descriptors"
     whole_image = True  # descriptors of a size x size thumbnail: a tiled image is described whole
+    archive_stage = True  # the score is an outlier score over every stored embedding (finalize)
 
     def __init__(
         self,
@@ -105,7 +106,7 @@ class EmbeddingScorer(Scorer):
         }
 
     def score_image(self, image: np.ndarray) -> ScoreResult:
-        """Descriptor vector of one image; the score (0.0) is replaced in :meth:`finalize`."""
+        """Descriptor vector of one image (the score, a placeholder here, is made in :meth:`finalize`)."""
         return ScoreResult(score=0.0, embedding=describe(image, **self._describe_kwargs()))
 
     def outlier_table(self, X: np.ndarray) -> dict[str, np.ndarray]:
