@@ -139,7 +139,7 @@ class AutoencoderConfig(_Section):
     size: int = Field(64, ge=16, multiple_of=8, description="pixels kind: input side (px) or training crop side")
     resize: Literal["resize", "crop"] = Field("resize", description="squash whole images, or train on crops")
     sample_size: int = Field(256, ge=1, description="catalogue images drawn (seeded) to train on")
-    epochs: int = Field(30, ge=1)
+    epochs: int | None = Field(None, ge=1, description="null: pixels 30, features 10")
     batch_size: int = Field(32, ge=1)
     lr: float = Field(2e-3, gt=0)
     trim: float = Field(0.1, ge=0, lt=1, description="fraction of each batch's highest losses left out")

@@ -50,7 +50,7 @@ _STD = np.array([0.229, 0.224, 0.225], np.float32)
 _STRIDE = 16
 
 #: features mode: patch vectors drawn (seeded) from the training sample; more add time, not accuracy
-_MAX_VECTORS = 200_000
+_MAX_VECTORS = 100_000
 
 #: settings that change a trained features-mode model
 _FEATURE_KEYS = ("kind", "layers", "feature_size", "sample_size", "epochs", "lr", "trim", "seed", "latent_channels")
@@ -131,8 +131,9 @@ class AutoencoderScorer(Scorer):
     resize : {"resize", "crop"}, default="resize"
     sample_size : int, default=256
         Catalogue images drawn (seeded) to train on.
-    epochs : int, default=30
-        Passes over the training sample (features kind: over its patch vectors).
+    epochs : int, optional
+        Passes over the training sample (features kind: over its patch
+        vectors, at most 100 000 drawn). None: pixels kind 30, features kind 10.
     batch_size : int, default=32
         Images per training step (features kind: their patch vectors) and per inference pass.
     lr : float, default=2e-3
@@ -178,7 +179,7 @@ class AutoencoderScorer(Scorer):
         size: int = 64,
         resize: str = "resize",
         sample_size: int = 256,
-        epochs: int = 30,
+        epochs: int | None = None,
         batch_size: int = 32,
         lr: float = 2e-3,
         trim: float = 0.1,
@@ -231,7 +232,7 @@ class AutoencoderScorer(Scorer):
             (self.size >= 16 and self.size % 8 == 0, "size", self.size, "a multiple of 8, >= 16"),
             (self.resize in RESIZE_MODES, "resize", self.resize, f"one of {RESIZE_MODES}"),
             (self.sample_size >= 1, "sample_size", self.sample_size, ">= 1"),
-            (self.epochs >= 1, "epochs", self.epochs, ">= 1"),
+            (self.epochs is None or self.epochs >= 1, "epochs", self.epochs, ">= 1"),
             (self.batch_size >= 1, "batch_size", self.batch_size, ">= 1"),
             (self.lr > 0, "lr", self.lr, "> 0"),
             (0 <= self.trim < 1, "trim", self.trim, "in [0, 1)"),
@@ -291,14 +292,21 @@ class AutoencoderScorer(Scorer):
     def _model_config(self) -> dict:
         if self.uses_features:
             config = {k: getattr(self, k) for k in _FEATURE_KEYS}
-            config.update(kind="features", layers=list(self.layers), backbone=list(self.backbone_file_))
+            config.update(
+                kind="features", layers=list(self.layers), backbone=list(self.backbone_file_), epochs=self._epochs
+            )
             if self.latent_channels is None:
                 config["explained"] = self.explained
             return config
         config = {k: getattr(self, k) for k in _MODEL_KEYS}
         if config["latent_channels"] is None:
             config["latent_channels"] = 16
+        config["epochs"] = self._epochs
         return config
+
+    @property
+    def _epochs(self) -> int:
+        return self.epochs if self.epochs is not None else (10 if self.uses_features else 30)
 
     @property
     def _pixel_latent(self) -> int:
@@ -387,7 +395,7 @@ class AutoencoderScorer(Scorer):
         per_image = max(1, len(X) // len(images))
         step = self.batch_size * per_image
         losses = []
-        for _ in range(self.epochs):
+        for _ in range(self._epochs):
             order = torch.randperm(len(X), generator=gen)
             total = 0.0
             for i in range(0, len(X), step):
@@ -435,7 +443,7 @@ class AutoencoderScorer(Scorer):
         opt = torch.optim.Adam(net.parameters(), lr=self.lr)
         gen = torch.Generator().manual_seed(self.seed)
         losses = []
-        for _ in range(self.epochs):
+        for _ in range(self._epochs):
             order = torch.randperm(len(data), generator=gen)
             total = 0.0
             for i in range(0, len(data), self.batch_size):
