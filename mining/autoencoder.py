@@ -8,6 +8,12 @@ embedding is the bottleneck's channel-wise mean and standard deviation.
 
 Error maps (:func:`error_map`): squared error, or an SSIM-style
 ``(1 - SSIM) / 2`` computed with Gaussian-weighted local statistics.
+
+:class:`FeatureAutoencoder` is the other kind: a 1x1-convolution autoencoder
+over pretrained feature maps (C channels per patch, any grid), as in
+feature-reconstruction anomaly detection (DFR, Shi et al. 2021): every patch
+vector is squeezed through ``latent_channels`` values and rebuilt; a patch
+unlike those it was trained on is rebuilt badly.
 """
 
 from __future__ import annotations
@@ -66,6 +72,47 @@ class ConvAutoencoder(nn.Module):
         z = self.encoder(x)
         emb = torch.cat([z.mean(dim=(2, 3)), z.std(dim=(2, 3))], dim=1)
         return self.decoder(z), emb
+
+
+class FeatureAutoencoder(nn.Module):
+    """1x1-convolution autoencoder over feature maps: C -> hidden -> latent -> hidden -> C.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the feature maps.
+    latent_channels : int
+        Channels of the bottleneck.
+    hidden_channels : int, optional
+        Channels of the two hidden layers (default: the mean of in and latent).
+    """
+
+    def __init__(self, in_channels: int, latent_channels: int, hidden_channels: int | None = None):
+        super().__init__()
+        if in_channels < 1 or latent_channels < 1:
+            raise ValueError(f"in_channels and latent_channels must be >= 1, got {in_channels}, {latent_channels}")
+        hidden = hidden_channels or max(latent_channels, (in_channels + latent_channels) // 2)
+        self.encoder = nn.Sequential(
+            nn.Conv2d(in_channels, hidden, 1),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(hidden, latent_channels, 1),
+        )
+        self.decoder = nn.Sequential(
+            nn.Conv2d(latent_channels, hidden, 1),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(hidden, in_channels, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction, same shape as ``x`` (N, C, H, W)."""
+        return self.decoder(self.encoder(x))
+
+    def reconstruct_and_embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reconstruction (N, C, H, W) and embedding (N, 2 * latent_channels): bottleneck mean and std."""
+        z = self.encoder(x)
+        flat = z.flatten(2)
+        std = flat.std(dim=2) if flat.shape[2] > 1 else torch.zeros_like(flat[:, :, 0])
+        return self.decoder(z), torch.cat([flat.mean(dim=2), std], dim=1)
 
 
 def _gaussian_window(sigma: float, device, dtype) -> torch.Tensor:

@@ -130,10 +130,16 @@ class ReviewConfig(_Section):
 class AutoencoderConfig(_Section):
     """``autoencoder:`` section (the ``autoencoder`` scorer's constructor arguments)."""
 
-    size: int = Field(64, ge=16, multiple_of=8, description="network input side (px) or training crop side")
+    kind: Literal["auto", "features", "pixels"] = Field(
+        "auto", description="auto: reconstruct MobileNetV2 patch features when the weights are found, else pixels"
+    )
+    backbone_weights: str | None = Field(None, description="mobilenet_v2 state_dict; null = as the backbone scorer")
+    layers: list[int] = Field(default_factory=lambda: [6, 13], description="MobileNetV2 blocks (features kind)")
+    feature_size: int = Field(224, ge=32, description="the archive's median image is resized to ~this**2 px")
+    size: int = Field(64, ge=16, multiple_of=8, description="pixels kind: input side (px) or training crop side")
     resize: Literal["resize", "crop"] = Field("resize", description="squash whole images, or train on crops")
     sample_size: int = Field(256, ge=1, description="catalogue images drawn (seeded) to train on")
-    epochs: int = Field(30, ge=1)
+    epochs: int | None = Field(None, ge=1, description="null: pixels 30, features 10")
     batch_size: int = Field(32, ge=1)
     lr: float = Field(2e-3, gt=0)
     trim: float = Field(0.1, ge=0, lt=1, description="fraction of each batch's highest losses left out")
@@ -142,10 +148,11 @@ class AutoencoderConfig(_Section):
     score: Literal["topk", "max"] = "topk"
     top_fraction: float = Field(0.01, gt=0, le=1)
     base_channels: int = Field(16, ge=1)
-    latent_channels: int = Field(16, ge=1)
+    latent_channels: int | None = Field(None, ge=1, description="null: pixels 16; features chosen by `explained`")
+    explained: float = Field(0.9, gt=0, lt=1, description="features kind: variance kept by the chosen latent size")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = Field("cpu", description="where training runs")
-    weights: str | None = Field(None, description="a saved state_dict to load instead of training")
+    weights: str | None = Field(None, description="a saved autoencoder to load instead of training")
 
 
 class EmbeddingConfig(_Section):

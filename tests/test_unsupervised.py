@@ -58,7 +58,7 @@ def trained_ae():
     rng = np.random.default_rng(0)
     images = _stripes(rng, 32)
     ae = AutoencoderScorer(
-        size=32, epochs=15, batch_size=16, lr=3e-3, sample_size=32, trim=0.1, smooth_sigma=1.0, seed=0
+        kind="pixels", size=32, epochs=15, batch_size=16, lr=3e-3, sample_size=32, trim=0.1, smooth_sigma=1.0, seed=0
     )
     return ae.fit(images)
 
@@ -74,7 +74,7 @@ def test_autoencoder_flags_blob_on_constant_texture(trained_ae):
     assert r.map.shape == (32, 32) and r.map.dtype == np.float32
     peak = np.unravel_index(np.argmax(r.map), r.map.shape)
     assert abs(peak[0] - 16) <= 4 and abs(peak[1] - 16) <= 4
-    assert r.embedding.shape == (2 * ae.latent_channels,)
+    assert r.embedding.shape == (2 * 16,)  # latent_channels None: 16 in the pixels kind
 
 
 def test_autoencoder_deterministic_and_save_load(trained_ae, tmp_path):
@@ -96,7 +96,7 @@ def test_autoencoder_deterministic_and_save_load(trained_ae, tmp_path):
         np.testing.assert_array_equal(a.map, b.map)
         np.testing.assert_array_equal(a.embedding, b.embedding)
     with pytest.raises(ValueError, match="latent_channels"):
-        AutoencoderScorer(latent_channels=8).load(path)
+        AutoencoderScorer(kind="pixels", latent_channels=8).load(path)
 
 
 @pytest.mark.parametrize("resize", ["resize", "crop"])
@@ -131,6 +131,85 @@ def test_autoencoder_pieces():
     assert ConvAutoencoder(4, 2)(x).shape == x.shape
     with pytest.raises(ValueError, match=r"autoencoder\.size"):
         AutoencoderScorer(size=30).fit([np.zeros((8, 8))])
+
+
+def _texture_archive(n: int, n_defect: int, size: int = 96, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
+    """A smooth random texture (uint8), ``n_defect`` of the ``n`` images with procedural spots."""
+    from synthesis.procedural import simulate
+
+    rng = np.random.default_rng(seed)
+    images, labels = [], np.zeros(n, np.int64)
+    for i in range(n):
+        noise = rng.normal(0.5, 0.12, (size, size)).astype(np.float32)
+        img = np.clip(cv2.GaussianBlur(noise, (0, 0), 1.5), 0, 1)
+        if i < n_defect:
+            img, _ = simulate("spots", img, rng=rng, count=(1, 1), radius=(3.0, 5.0), contrast=(0.5, 0.6))
+            labels[i] = 1
+        images.append((np.clip(img, 0, 1) * 255).astype(np.uint8))
+    return images, labels
+
+
+@requires_weights
+def test_feature_autoencoder_finds_local_defect(monkeypatch):
+    """The features kind (the default with weights) puts procedural spots far above chance."""
+    monkeypatch.setenv("RAREMINE_BACKBONE_WEIGHTS", WEIGHTS)
+    images, labels = _texture_archive(60, 4)
+    ae = AutoencoderScorer(feature_size=96, epochs=10).fit(images)
+    assert ae.kind_ == "features" and ae.net_.encoder[-1].out_channels >= 8
+    results = ae.score_batch(images)
+    scores = np.array([r.score for r in results])
+    top = np.argsort(-scores)[:6]  # 10 % of the archive: random finds 0.4 of the 4 defects
+    assert labels[top].sum() >= 3, scores[labels == 1]
+    r = results[0]
+    assert r.map.shape == images[0].shape and r.map.dtype == np.float32
+    assert r.embedding.shape == (2 * ae.net_.encoder[-1].out_channels,)
+    one = ae.score_image(images[1])
+    assert one.score == pytest.approx(results[1].score, rel=1e-4)
+    worker = pickle.loads(pickle.dumps(ae))  # as sent to a worker
+    np.testing.assert_allclose(worker.score_image(images[0]).map, r.map, rtol=1e-4, atol=1e-6)
+
+
+@requires_weights
+def test_feature_autoencoder_model_saved_and_reused_when_settings_match(tmp_path, monkeypatch, caplog):
+    from mining.index import index_archive
+
+    monkeypatch.setenv("RAREMINE_BACKBONE_WEIGHTS", WEIGHTS)
+    images, _ = _texture_archive(12, 1, size=64)
+    root = tmp_path / "arch"
+    root.mkdir()
+    for i, im in enumerate(images):
+        cv2.imwrite(str(root / f"im{i:02d}.png"), im)
+    with Store(tmp_path / "c.db") as store:
+        index_archive(store, [str(root)])
+        first = AutoencoderScorer(feature_size=64, epochs=2).prepare(store, 1)
+        row = store.latest_model("autoencoder")
+        state = torch.load(row["path"], map_location="cpu", weights_only=True)  # plain tensors, never unpickled
+        assert {"feature_mean", "feature_std", "intensity", "scale"} <= set(state)
+        with caplog.at_level(logging.INFO, logger="mining.scorers.autoencoder"):
+            again = AutoencoderScorer(feature_size=64, epochs=2).prepare(store, 2)
+        assert again.model_id_ == first.model_id_ and any("reusing" in r.getMessage() for r in caplog.records)
+        for im in images[:3]:
+            np.testing.assert_allclose(again.score_image(im).map, first.score_image(im).map, rtol=1e-5, atol=1e-7)
+        other = AutoencoderScorer(feature_size=64, epochs=3).prepare(store, 3)  # other settings: a new model
+        assert other.model_id_ != first.model_id_
+        pixels = AutoencoderScorer(kind="pixels", size=32, epochs=1).prepare(store, 4)
+        assert pixels.model_id_ not in (first.model_id_, other.model_id_)
+        with pytest.raises(ValueError, match="features-kind"):
+            AutoencoderScorer(weights=store.latest_model("autoencoder")["path"]).prepare(store, 5)
+
+
+def test_autoencoder_falls_back_to_pixels_without_weights(tmp_path, monkeypatch, caplog):
+    import mining.backbone
+
+    monkeypatch.setattr(mining.backbone, "resolve_weights", lambda path: None)
+    images = _stripes(np.random.default_rng(0), 8)
+    with caplog.at_level(logging.WARNING, logger="mining.scorers.autoencoder"):
+        ae = AutoencoderScorer(size=32, epochs=1).fit(images)
+    assert ae.kind_ == "pixels" and isinstance(ae.net_, ConvAutoencoder)
+    assert len([r for r in caplog.records if "pixel autoencoder" in r.getMessage()]) == 1
+    assert ae.score_image(images[0]).map.shape == images[0].shape
+    with pytest.raises(ValueError, match="kind=features needs"):
+        AutoencoderScorer(kind="features").fit(images)
 
 
 def test_descriptors_shape_and_signal():

@@ -18,14 +18,16 @@ import copy
 import json
 import logging
 import os
+import time
 
 import cv2
 import numpy as np
 import torch
+from torch.nn import functional as F
 
-from mining.autoencoder import ConvAutoencoder, error_map, gaussian_blur, trimmed_mean
+from mining.autoencoder import ConvAutoencoder, FeatureAutoencoder, error_map, gaussian_blur, trimmed_mean
 from mining.backbone import short_error, state_dict_mismatch
-from mining.io import UnreadableImage, read_image, to_float_gray
+from mining.io import UnreadableImage, read_image, to_float, to_float_gray
 from mining.scorers.base import Scorer, ScoreResult
 from synthesis.atomic import atomic_write
 
@@ -35,12 +37,26 @@ logger = logging.getLogger(__name__)
 #: activations of the first stage alone are 16 x that in float32, ~256 MB)
 INFER_PIXELS = 4_000_000
 
+KINDS = ("auto", "features", "pixels")
 RESIZE_MODES = ("resize", "crop")
 ERRORS = ("l2", "ssim")
 SCORE_KINDS = ("topk", "max")
 DEVICES = ("auto", "cpu", "cuda")
 
-#: settings that change the trained model (a saved model is reused only when they match)
+#: ImageNet normalisation of the MobileNetV2 input (as :mod:`mining.backbone`)
+_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+#: features mode: the largest stride among the blocks used (block 13 of MobileNetV2 is at 1/16)
+_STRIDE = 16
+
+#: features mode: patch vectors drawn (seeded) from the training sample; more add time, not accuracy
+_MAX_VECTORS = 100_000
+
+#: settings that change a trained features-mode model
+_FEATURE_KEYS = ("kind", "layers", "feature_size", "sample_size", "epochs", "lr", "trim", "seed", "latent_channels")
+
+#: settings that change a trained pixels-mode model (a saved model is reused only when they match)
 _MODEL_KEYS = (
     "size",
     "resize",
@@ -61,36 +77,89 @@ def models_dir(store_path: str) -> str:
     return base + ".models"
 
 
+def _aspect_shape(h: int, w: int, scale: float, side: int) -> tuple[int, int]:
+    """(height, width) of (h, w) resized by ``scale`` (aspect kept), at most about ``(2 * side)**2``
+    pixels, each side a multiple of :data:`_STRIDE` and at least two of them."""
+    scale = min(scale, 2 * side / float(np.sqrt(h * w)))
+    return (
+        max(2 * _STRIDE, _STRIDE * round(h * scale / _STRIDE)),
+        max(2 * _STRIDE, _STRIDE * round(w * scale / _STRIDE)),
+    )
+
+
+def _network_input(image: np.ndarray, shape: tuple[int, int], lo: float, hi: float) -> np.ndarray:
+    """One image as MobileNetV2 input, (3, H, W) float32: resized (aspect kept), contrast set by the
+    archive's ``lo``/``hi`` intensities, gray to RGB, ImageNet-normalised."""
+    im = to_float(image)
+    if im.ndim == 3:
+        im = im[..., 0] if im.shape[2] == 1 else im[..., :3]
+    im = cv2.resize(im, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+    im = (im - lo) / max(hi - lo, 1e-6)
+    im = np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im
+    return ((im - _MEAN) / _STD).transpose(2, 0, 1)
+
+
 class AutoencoderScorer(Scorer):
     """Reconstruction-error scorer with a bottleneck embedding.
 
+    Two kinds. ``features`` (the default when the MobileNetV2 weights are
+    found): the ImageNet MobileNetV2 of :mod:`mining.backbone` turns the image
+    (aspect ratio kept, about ``feature_size**2`` pixels) into patch vectors
+    (blocks ``layers`` on the grid of the finest one, each averaged over 3x3
+    patches, standardised per channel over the training sample), and a
+    1x1-convolution autoencoder trained on the archive's own patches rebuilds
+    them; the map is each patch's squared reconstruction error. ``pixels``
+    (the fallback without weights): a small convolutional autoencoder
+    trained from scratch on the pixels (``size``, ``resize``,
+    ``base_channels``, ``error``).
+
     Parameters
     ----------
+    kind : {"auto", "features", "pixels"}, default="auto"
+        ``auto``: features when a MobileNetV2 weights file is found, else pixels (one log line).
+    backbone_weights : str, optional
+        torchvision's ``mobilenet_v2`` ``state_dict`` (default: as the
+        backbone scorer, :func:`mining.backbone.resolve_weights`).
+    layers : tuple of int, default=(6, 13)
+        MobileNetV2 blocks whose maps make the patch vectors (features kind).
+    feature_size : int, default=224
+        The image is resized, aspect kept, to about ``feature_size**2``
+        pixels, each side a multiple of 16 (features kind).
     size : int, default=64
-        Side (px, multiple of 8) the image is resized to (``resize``) or the
-        training crop side (``crop``; then whole images are scored at full
-        resolution, padded to a multiple of 8).
+        Pixels kind: side (px, multiple of 8) the image is resized to
+        (``resize``) or the training crop side (``crop``; then whole images
+        are scored at full resolution, padded to a multiple of 8).
     resize : {"resize", "crop"}, default="resize"
     sample_size : int, default=256
         Catalogue images drawn (seeded) to train on.
-    epochs : int, default=30
+    epochs : int, optional
+        Passes over the training sample (features kind: over its patch
+        vectors, at most 100 000 drawn). None: pixels kind 30, features kind 10.
     batch_size : int, default=32
+        Images per training step (features kind: their patch vectors) and per inference pass.
     lr : float, default=2e-3
     trim : float, default=0.1
-        Fraction of each batch's highest per-image losses left out of the loss.
+        Fraction of each batch's highest losses (per image; features kind:
+        per patch) left out of the loss, so defects in the sample are not learned.
     error : {"l2", "ssim"}, default="l2"
-        Kind of error map.
+        Kind of error map (pixels kind).
     smooth_sigma : float, default=1.0
-        Gaussian smoothing (px at the network's resolution) of the error map.
+        Gaussian smoothing of the error map (px at the network's resolution; features kind: patches).
     score : {"topk", "max"}, default="topk"
         Image score: mean of the top ``top_fraction`` of the map, or its max.
     top_fraction : float, default=0.01
-    base_channels, latent_channels : int, default=16, 16
+    base_channels : int, default=16
+        Pixels kind: channels of the first stage.
+    latent_channels : int, optional
+        Bottleneck channels. None: pixels kind 16; features kind chosen from
+        the archive, the principal components that explain ``explained`` of
+        the training patches' variance (at least 8, at most half the channels).
+    explained : float, default=0.9
     seed : int, default=0
     device : {"auto", "cpu", "cuda"}, default="cpu"
         Where training runs (scoring in the workers stays on the CPU).
     weights : str, optional
-        A saved ``state_dict`` to load instead of training.
+        A saved autoencoder (written by :meth:`save`) to load instead of training.
     """
 
     name = "autoencoder"
@@ -98,18 +167,25 @@ class AutoencoderScorer(Scorer):
 
     @property
     def whole_image(self) -> bool:
-        """``resize`` squashes the image to ``size`` x ``size``: a tiled image is scored whole; ``crop``: by tile."""
-        return self.resize == "resize"
+        """Whole images for ``resize`` (squashed to ``size``) and the features kind; by tile for ``crop``."""
+        return self.resize == "resize" or self.uses_features  # the features kind resamples the image itself
 
-    map_range = (0.0, 0.05)
+    @property
+    def map_range(self) -> tuple[float, float]:
+        """Map values shown as 0 and 255 in overlays (features kind: chosen from the training sample's errors)."""
+        return self.__dict__.get("map_range_", (0.0, 0.05))
 
     def __init__(
         self,
         *,
+        kind: str = "auto",
+        backbone_weights: str | None = None,
+        layers: tuple[int, ...] = (6, 13),
+        feature_size: int = 224,
         size: int = 64,
         resize: str = "resize",
         sample_size: int = 256,
-        epochs: int = 30,
+        epochs: int | None = None,
         batch_size: int = 32,
         lr: float = 2e-3,
         trim: float = 0.1,
@@ -118,11 +194,16 @@ class AutoencoderScorer(Scorer):
         score: str = "topk",
         top_fraction: float = 0.01,
         base_channels: int = 16,
-        latent_channels: int = 16,
+        latent_channels: int | None = None,
+        explained: float = 0.9,
         seed: int = 0,
         device: str = "cpu",
         weights: str | None = None,
     ):
+        self.kind = kind
+        self.backbone_weights = backbone_weights
+        self.layers = tuple(layers)
+        self.feature_size = feature_size
         self.size = size
         self.resize = resize
         self.sample_size = sample_size
@@ -136,6 +217,7 @@ class AutoencoderScorer(Scorer):
         self.top_fraction = top_fraction
         self.base_channels = base_channels
         self.latent_channels = latent_channels
+        self.explained = explained
         self.seed = seed
         self.device = device
         self.weights = weights
@@ -143,10 +225,20 @@ class AutoencoderScorer(Scorer):
     # -- validation ---------------------------------------------------------------
     def _validate(self) -> None:
         checks = [
+            (self.kind in KINDS, "kind", self.kind, f"one of {KINDS}"),
+            (
+                len(self.layers) > 0
+                and all(isinstance(v, int) and 1 <= v <= 13 for v in self.layers)
+                and len(set(self.layers)) == len(self.layers),
+                "layers",
+                list(self.layers),
+                "distinct MobileNetV2 block numbers 1 to 13 (stride <= 16)",
+            ),
+            (self.feature_size >= 32, "feature_size", self.feature_size, ">= 32"),
             (self.size >= 16 and self.size % 8 == 0, "size", self.size, "a multiple of 8, >= 16"),
             (self.resize in RESIZE_MODES, "resize", self.resize, f"one of {RESIZE_MODES}"),
             (self.sample_size >= 1, "sample_size", self.sample_size, ">= 1"),
-            (self.epochs >= 1, "epochs", self.epochs, ">= 1"),
+            (self.epochs is None or self.epochs >= 1, "epochs", self.epochs, ">= 1"),
             (self.batch_size >= 1, "batch_size", self.batch_size, ">= 1"),
             (self.lr > 0, "lr", self.lr, "> 0"),
             (0 <= self.trim < 1, "trim", self.trim, "in [0, 1)"),
@@ -154,18 +246,82 @@ class AutoencoderScorer(Scorer):
             (self.smooth_sigma >= 0, "smooth_sigma", self.smooth_sigma, ">= 0"),
             (self.score in SCORE_KINDS, "score", self.score, f"one of {SCORE_KINDS}"),
             (0 < self.top_fraction <= 1, "top_fraction", self.top_fraction, "in (0, 1]"),
+            (
+                self.latent_channels is None or self.latent_channels >= 1,
+                "latent_channels",
+                self.latent_channels,
+                ">= 1",
+            ),
+            (0 < self.explained < 1, "explained", self.explained, "in (0, 1)"),
             (self.device in DEVICES, "device", self.device, f"one of {DEVICES}"),
         ]
         for ok, key, value, allowed in checks:
             if not ok:
                 raise ValueError(f"autoencoder.{key} must be {allowed}, got {value!r}")
 
-    def _model_config(self) -> dict:
-        return {k: getattr(self, k) for k in _MODEL_KEYS}
+    @property
+    def uses_features(self) -> bool:
+        """Whether this scorer reconstructs pretrained features (``kind`` resolved by :meth:`resolve_kind`)."""
+        return getattr(self, "kind_", self.kind) == "features"
 
-    # -- input --------------------------------------------------------------------
+    def resolve_kind(self) -> str:
+        """``features`` or ``pixels``: ``auto`` becomes features when MobileNetV2 weights are found
+        (logging one line when they are not); loads the backbone for the features kind."""
+        self._validate()
+        if getattr(self, "kind_", None) == "features" and hasattr(self, "backbone_"):
+            return self.kind_
+        kind = self.kind
+        path = None
+        if kind in ("auto", "features"):
+            from mining.backbone import resolve_weights
+
+            found = resolve_weights(self.backbone_weights, "mobilenet_v2")
+            path = found.path if found is not None else None
+            if path is None and kind == "features":
+                raise ValueError(
+                    "autoencoder.kind=features needs torchvision's mobilenet_v2 weights: set "
+                    "autoencoder.backbone_weights or RAREMINE_BACKBONE_WEIGHTS"
+                )
+            if path is None:
+                logger.warning(
+                    "autoencoder: no MobileNetV2 weights file (autoencoder.backbone_weights or "
+                    "RAREMINE_BACKBONE_WEIGHTS); falling back to the pixel autoencoder"
+                )
+            kind = "features" if path else "pixels"
+        if kind == "features":
+            from mining.backbone import load_backbone
+
+            self.backbone_ = load_backbone(found, "mobilenet_v2")  # a packaged file's SHA-256 is checked
+            self.backbone_file_ = (os.path.basename(path), os.path.getsize(path))
+        self.kind_ = kind
+        return kind
+
+    def _model_config(self) -> dict:
+        if self.uses_features:
+            config = {k: getattr(self, k) for k in _FEATURE_KEYS}
+            config.update(
+                kind="features", layers=list(self.layers), backbone=list(self.backbone_file_), epochs=self._epochs
+            )
+            if self.latent_channels is None:
+                config["explained"] = self.explained
+            return config
+        config = {k: getattr(self, k) for k in _MODEL_KEYS}
+        if config["latent_channels"] is None:
+            config["latent_channels"] = 16
+        config["epochs"] = self._epochs
+        return config
+
+    @property
+    def _epochs(self) -> int:
+        return self.epochs if self.epochs is not None else (10 if self.uses_features else 30)
+
+    @property
+    def _pixel_latent(self) -> int:
+        return 16 if self.latent_channels is None else self.latent_channels
+
+    # -- input (pixels kind) --------------------------------------------------------
     def to_input(self, image: np.ndarray) -> np.ndarray:
-        """The network's input for one image: float32 gray, (size, size) or padded full size."""
+        """The pixel network's input for one image: float32 gray, (size, size) or padded full size."""
         g = to_float_gray(image)
         if self.resize == "resize":
             return cv2.resize(g, (self.size, self.size), interpolation=cv2.INTER_AREA)
@@ -187,23 +343,114 @@ class AutoencoderScorer(Scorer):
                 crops.append(g[y : y + self.size, x : x + self.size])
         return np.stack(crops)[:, None].astype(np.float32)
 
+    # -- features kind ------------------------------------------------------------
+    def _input_shape(self, image: np.ndarray) -> tuple[int, int]:
+        return _aspect_shape(image.shape[0], image.shape[1], self.scale_, self.feature_size)
+
+    @torch.no_grad()
+    def raw_features(self, images: list[np.ndarray]) -> torch.Tensor:
+        """Patch features of images that share :meth:`_input_shape`, (N, C, H/8, W/8) (finest block's
+        grid; coarser blocks upsampled to it), each block averaged over 3x3 patches; not standardised."""
+        lo, hi = self.intensity_
+        x = torch.from_numpy(np.stack([_network_input(im, self._input_shape(im), lo, hi) for im in images]))
+        maps = self.backbone_.feature_maps(x, tuple(sorted(self.layers)))
+        grid = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
+        out = []
+        for m in maps:
+            m = F.avg_pool2d(m, 3, 1, 1, count_include_pad=False)
+            if tuple(m.shape[-2:]) != tuple(grid):
+                m = F.interpolate(m, size=tuple(grid), mode="bilinear", align_corners=False)
+            out.append(m)
+        return torch.cat(out, dim=1)
+
+    def _by_shape(self, images: list[np.ndarray]) -> dict[tuple[int, int], list[int]]:
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            groups.setdefault(self._input_shape(im), []).append(i)
+        return groups
+
+    def _fit_features(self, images: list[np.ndarray]) -> None:
+        rng = np.random.default_rng(self.seed)
+        # the archive's contrast (a rule for any archive, chosen from the sample): its 0.5 and 99.5
+        # percentile intensities become 0 and 1 (a 12-bit archive in 16-bit files is not near-black)
+        pix = np.concatenate([rng.choice(to_float_gray(im).ravel(), 4096) for im in images])
+        lo, hi = np.percentile(pix, [0.5, 99.5])
+        self.intensity_ = (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
+        # one scale for the whole archive (a rule, chosen from the sample): its median image gets about
+        # feature_size**2 pixels; every image is resized by the same factor, so a defect keeps its size
+        # relative to the network's receptive fields whatever the image's crop
+        self.scale_ = self.feature_size / float(np.median([np.sqrt(im.shape[0] * im.shape[1]) for im in images]))
+        feats = []
+        for idx in self._by_shape(images).values():
+            for s in range(0, len(idx), self.batch_size):
+                f = self.raw_features([images[i] for i in idx[s : s + self.batch_size]])
+                feats.append(f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]))
+        X = torch.cat(feats)
+        if len(X) > _MAX_VECTORS:
+            X = X[torch.from_numpy(np.sort(rng.choice(len(X), _MAX_VECTORS, replace=False)))]
+        mean, std = X.mean(0), X.std(0).clamp_min(1e-6)
+        X = (X - mean) / std
+        latent = self.latent_channels
+        if latent is None:  # chosen from the archive: principal components explaining `explained` of the variance
+            ev = torch.linalg.eigvalsh(X.T @ X / len(X)).flip(0).clamp_min(0)
+            need = int(torch.searchsorted(torch.cumsum(ev, 0) / ev.sum(), torch.tensor(self.explained))) + 1
+            latent = int(min(max(8, need), max(8, X.shape[1] // 2)))
+        torch.manual_seed(self.seed)
+        net = FeatureAutoencoder(X.shape[1], latent)
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
+        gen = torch.Generator().manual_seed(self.seed)
+        per_image = max(1, len(X) // len(images))
+        step = self.batch_size * per_image
+        losses = []
+        for _ in range(self._epochs):
+            order = torch.randperm(len(X), generator=gen)
+            total = 0.0
+            for i in range(0, len(X), step):
+                x = X[order[i : i + step]]
+                per = ((net(x[:, :, None, None]) - x[:, :, None, None]) ** 2).mean(dim=(1, 2, 3))
+                loss = trimmed_mean(per, self.trim)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(x)
+            losses.append(total / len(X))
+        self.net_ = net.eval().requires_grad_(False)
+        self.feature_mean_, self.feature_std_ = mean, std
+        self.train_losses_ = losses
+        # overlay range (chosen from the archive): zero to a high quantile of the training patches' error
+        with torch.no_grad():
+            err = ((net(X[:, :, None, None][:50_000]) - X[:, :, None, None][:50_000]) ** 2).mean(dim=(1, 2, 3))
+        self.map_range_ = (0.0, float(torch.quantile(err, 0.999)) * 2)
+
     # -- training -----------------------------------------------------------------
     def fit(self, images: list[np.ndarray]) -> AutoencoderScorer:
         """Train on a list of images (any dtype :func:`mining.io.to_float_gray` accepts); return self."""
-        self._validate()
+        self.resolve_kind()
         if not images:
             raise ValueError("autoencoder: no images to train on")
+        t0 = time.perf_counter()
+        if self.uses_features:
+            self._fit_features(images)
+            logger.info(
+                "autoencoder (features, blocks %s, latent %d) trained on %d images in %.1f s, final loss %.4f",
+                list(self.layers),
+                self.net_.encoder[-1].out_channels,
+                len(images),
+                time.perf_counter() - t0,
+                self.train_losses_[-1],
+            )
+            return self
         rng = np.random.default_rng(self.seed)
         torch.manual_seed(self.seed)
         device = "cuda" if self.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
         if self.device == "cuda" and device == "cpu":
             logger.warning("autoencoder.device=cuda but no CUDA GPU is present; training on the CPU")
         data = torch.from_numpy(self._train_patches(images, rng))
-        net = ConvAutoencoder(self.base_channels, self.latent_channels).to(device)
+        net = ConvAutoencoder(self.base_channels, self._pixel_latent).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=self.lr)
         gen = torch.Generator().manual_seed(self.seed)
         losses = []
-        for _ in range(self.epochs):
+        for _ in range(self._epochs):
             order = torch.randperm(len(data), generator=gen)
             total = 0.0
             for i in range(0, len(data), self.batch_size):
@@ -218,19 +465,30 @@ class AutoencoderScorer(Scorer):
         self.net_ = net.cpu().eval().requires_grad_(False)
         self.train_losses_ = losses
         logger.info(
-            "autoencoder trained on %d images (%d patches), final loss %.5f", len(images), len(data), losses[-1]
+            "autoencoder (pixels) trained on %d images (%d patches) in %.1f s, final loss %.5f",
+            len(images),
+            len(data),
+            time.perf_counter() - t0,
+            losses[-1],
         )
         return self
 
     def save(self, path: str) -> None:
-        """Write the trained network's ``state_dict`` (atomically)."""
+        """Write the trained network's ``state_dict`` (atomically); the features kind adds its
+        standardisation and contrast as tensors (still a plain dict of tensors)."""
         self._check_fitted()
+        state = dict(self.net_.state_dict())
+        if self.uses_features:
+            state = {f"net.{k}": v for k, v in state.items()}
+            state["feature_mean"], state["feature_std"] = self.feature_mean_, self.feature_std_
+            state["intensity"] = torch.tensor(self.intensity_, dtype=torch.float64)
+            state["scale"] = torch.tensor(self.scale_, dtype=torch.float64)
+            state["map_range"] = torch.tensor(self.map_range, dtype=torch.float64)
         with atomic_write(path, "wb") as fh:
-            torch.save(self.net_.state_dict(), fh)
+            torch.save(state, fh)
 
     def load(self, path: str) -> AutoencoderScorer:
-        """Load a ``state_dict`` saved by :meth:`save` (``weights_only=True``); return self."""
-        net = ConvAutoencoder(self.base_channels, self.latent_channels)
+        """Load a model saved by :meth:`save` (``weights_only=True``); return self."""
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError as err:
@@ -242,12 +500,28 @@ class AutoencoderScorer(Scorer):
             ) from err
         if not isinstance(state, dict):
             raise ValueError(f"autoencoder weights file {path!r} does not hold a state_dict")
+        if self.resolve_kind() == "features":
+            if "feature_mean" not in state:
+                raise ValueError(f"{path!r} is not a features-kind autoencoder (saved by the pixels kind?)")
+            net_state = {k[4:]: v for k, v in state.items() if k.startswith("net.")}
+            c, latent = net_state["encoder.0.weight"].shape[1], net_state["encoder.2.weight"].shape[0]
+            if self.latent_channels is not None and latent != self.latent_channels:
+                raise ValueError(f"{path!r} has latent_channels={latent}, not {self.latent_channels}")
+            net = FeatureAutoencoder(c, latent, net_state["encoder.0.weight"].shape[0])
+            net.load_state_dict(net_state)
+            self.feature_mean_, self.feature_std_ = state["feature_mean"], state["feature_std"]
+            self.intensity_ = tuple(float(v) for v in state["intensity"])
+            self.scale_ = float(state["scale"])
+            self.map_range_ = tuple(float(v) for v in state["map_range"])
+            self.net_ = net.eval().requires_grad_(False)
+            return self
+        net = ConvAutoencoder(self.base_channels, self._pixel_latent)
         try:
             net.load_state_dict(state)
         except RuntimeError as err:
             raise ValueError(
                 f"autoencoder weights file {path!r} does not match autoencoder base_channels={self.base_channels}, "
-                f"latent_channels={self.latent_channels}: {state_dict_mismatch(net, state)}"
+                f"latent_channels={self._pixel_latent}: {state_dict_mismatch(net, state)}"
             ) from err
         self.net_ = net.eval().requires_grad_(False)
         return self
@@ -258,7 +532,7 @@ class AutoencoderScorer(Scorer):
 
     def prepare(self, store, run_id: int | None = None) -> AutoencoderScorer:
         """Load ``weights``, reuse a model saved with the same settings, or train and save one."""
-        self._validate()
+        self.resolve_kind()
         if self.weights:
             if not os.path.isfile(self.weights):
                 raise ValueError(
@@ -301,16 +575,36 @@ class AutoencoderScorer(Scorer):
         # plain numpy arrays, not tensors (torch's multiprocessing reducers pass tensors as file descriptors)
         state = self.__dict__.copy()
         state.pop("_infer", None)  # the inference copy is rebuilt where it is used
-        if "net_" in state:
-            state["net_"] = {k: v.numpy() for k, v in state["net_"].state_dict().items()}
+        for key in ("net_", "backbone_"):
+            if key in state:
+                state[key] = {k: v.numpy() for k, v in state[key].state_dict().items()}
+        for key in ("feature_mean_", "feature_std_"):
+            if key in state:
+                state[key] = state[key].numpy()
         return state
 
     def __setstate__(self, state: dict) -> None:
         state = dict(state)
         if isinstance(state.get("net_"), dict):
-            net = ConvAutoencoder(state["base_channels"], state["latent_channels"])
-            net.load_state_dict({k: torch.from_numpy(v) for k, v in state["net_"].items()})
+            sd = {k: torch.from_numpy(v) for k, v in state["net_"].items()}
+            if state.get("kind_", state["kind"]) == "features":
+                w = sd["encoder.0.weight"]
+                net = FeatureAutoencoder(w.shape[1], sd["encoder.2.weight"].shape[0], w.shape[0])
+            else:
+                net = ConvAutoencoder(
+                    state["base_channels"], 16 if state["latent_channels"] is None else state["latent_channels"]
+                )
+            net.load_state_dict(sd)
             state["net_"] = net.eval().requires_grad_(False)
+        if isinstance(state.get("backbone_"), dict):
+            from mining.backbone import MobileNetV2
+
+            bb = MobileNetV2()
+            bb.load_state_dict({k: torch.from_numpy(v) for k, v in state["backbone_"].items()})
+            state["backbone_"] = bb.eval().requires_grad_(False)
+        for key in ("feature_mean_", "feature_std_"):
+            if isinstance(state.get(key), np.ndarray):
+                state[key] = torch.from_numpy(state[key])
         self.__dict__.update(state)
 
     # -- scoring ------------------------------------------------------------------
@@ -331,10 +625,16 @@ class AutoencoderScorer(Scorer):
 
         Returns
         -------
-        maps : ndarray of shape (N, S, S), float32 (``resize`` mode; ``crop`` needs equal sizes)
+        maps : ndarray of shape (N, h, w), float32 (pixels kind: (N, S, S) in ``resize`` mode, ``crop``
+            needs equal sizes; features kind: the patch grid, images of one input shape)
         embeddings : ndarray of shape (N, 2 * latent_channels), float32
         """
         self._check_fitted()
+        if self.uses_features:
+            f = (self.raw_features(images) - self.feature_mean_[:, None, None]) / self.feature_std_[:, None, None]
+            recon, emb = self.net_.reconstruct_and_embed(f)
+            err = gaussian_blur(((f - recon) ** 2).mean(dim=1, keepdim=True), self.smooth_sigma)
+            return err[:, 0].numpy(), emb.numpy()
         x = torch.from_numpy(np.stack([self.to_input(im) for im in images])[:, None].astype(np.float32))
         recon, emb = self._inference_net().reconstruct_and_embed(x)
         err = gaussian_blur(error_map(x, recon, self.error), self.smooth_sigma)
@@ -352,26 +652,32 @@ class AutoencoderScorer(Scorer):
     def _result(self, image: np.ndarray, emap: np.ndarray, emb: np.ndarray) -> ScoreResult:
         score, stats = self.image_score(emap)
         h, w = image.shape[:2]
-        full = emap[:h, :w] if self.resize == "crop" else cv2.resize(emap, (w, h), interpolation=cv2.INTER_LINEAR)
+        if self.resize == "crop" and not self.uses_features:
+            full = emap[:h, :w]
+        else:
+            full = cv2.resize(emap, (w, h), interpolation=cv2.INTER_LINEAR)
         return ScoreResult(score=score, stats=stats, map=full.astype(np.float32), embedding=emb)
 
     def score_batch(self, images: list[np.ndarray]) -> list[ScoreResult]:
         """:meth:`score_image` of several images with one network pass per input size.
 
-        In ``resize`` mode every image has the same input, so a batch is one
-        pass; in ``crop`` mode images are grouped by size. The results equal
-        those of :meth:`score_image` up to float rounding.
+        Pixels kind, ``resize`` mode: every image has the same input, so a
+        batch is one pass; otherwise images are grouped by input size. The
+        results equal those of :meth:`score_image` up to float rounding.
         """
         self._check_fitted()
         groups: dict[tuple, list[int]] = {}
         for i, im in enumerate(images):
-            key = () if self.resize == "resize" else tuple(im.shape[:2])
+            if self.uses_features:
+                key = self._input_shape(im)
+            else:
+                key = () if self.resize == "resize" else tuple(im.shape[:2])
             groups.setdefault(key, []).append(i)
         out: list[ScoreResult | None] = [None] * len(images)
-        for idx in groups.values():
+        for key, idx in groups.items():
             # passes of at most batch_size inputs and about INFER_PIXELS input pixels (crop mode: large tiles)
-            h, w = images[idx[0]].shape[:2]
-            if self.resize == "resize":
+            h, w = key if self.uses_features else images[idx[0]].shape[:2]
+            if self.resize == "resize" and not self.uses_features:
                 h = w = self.size
             step = max(1, min(self.batch_size, INFER_PIXELS // (h * w)))
             for s in range(0, len(idx), step):
