@@ -201,7 +201,7 @@ def test_feature_autoencoder_model_saved_and_reused_when_settings_match(tmp_path
 def test_autoencoder_falls_back_to_pixels_without_weights(tmp_path, monkeypatch, caplog):
     import mining.backbone
 
-    monkeypatch.setattr(mining.backbone, "resolve_weights", lambda path: None)
+    monkeypatch.setattr(mining.backbone, "resolve_weights", lambda path, arch=None: None)
     images = _stripes(np.random.default_rng(0), 8)
     with caplog.at_level(logging.WARNING, logger="mining.scorers.autoencoder"):
         ae = AutoencoderScorer(size=32, epochs=1).fit(images)
