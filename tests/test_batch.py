@@ -396,7 +396,9 @@ def test_bad_config_message_names_key_value_and_allowed(db, tmp_path, text, expe
 
 def test_set_overrides_any_key_through_the_cli_and_is_stored_with_the_run(db, tmp_path):
     cfg = tmp_path / "job.yaml"
-    cfg.write_text("mine:\n  backend: inline\n  shard_size: 50\n  scorers: [contrast]\nscorers:\n  contrast:\n    border: 4\n")
+    cfg.write_text(
+        "mine:\n  backend: inline\n  shard_size: 50\n  scorers: [contrast]\nscorers:\n  contrast:\n    border: 4\n"
+    )
     res = invoke(
         "mine",
         "--db",

@@ -26,7 +26,7 @@ import torch
 from torch.nn import functional as F
 
 from mining.autoencoder import ConvAutoencoder, FeatureAutoencoder, error_map, gaussian_blur, trimmed_mean
-from mining.backbone import short_error, state_dict_mismatch
+from mining.backbone import prepare_threads, short_error, state_dict_mismatch
 from mining.io import UnreadableImage, read_image, to_float, to_float_gray
 from mining.scorers.base import Scorer, ScoreResult
 from synthesis.atomic import atomic_write
@@ -532,6 +532,10 @@ class AutoencoderScorer(Scorer):
 
     def prepare(self, store, run_id: int | None = None) -> AutoencoderScorer:
         """Load ``weights``, reuse a model saved with the same settings, or train and save one."""
+        with prepare_threads():
+            return self._prepare(store, run_id)
+
+    def _prepare(self, store, run_id: int | None = None) -> AutoencoderScorer:
         self.resolve_kind()
         if self.weights:
             if not os.path.isfile(self.weights):
