@@ -25,6 +25,7 @@ classes.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 
@@ -407,34 +408,47 @@ def adaptive_arms(fs: FusedScores, store=None, labels: dict[int, int] | None = N
     return arms
 
 
-def arm_evidence(values: np.ndarray, y: np.ndarray, depth: int) -> tuple[int, int]:
-    """(hits, misses) of one arm: confirmed and rejected images among its ``depth`` best rows.
-
-    ``y`` holds 1 (confirmed), 0 (rejected) or -1 (no verdict) per row.
-    """
-    order = np.argsort(-np.nan_to_num(values, nan=-np.inf), kind="stable")[:depth]
-    top = y[order]
-    return int((top == 1).sum()), int((top == 0).sum())
+def pick_history(store) -> list[tuple[int, str]]:
+    """(image id, arm) of every earlier pick of the adaptive strategy (the ``by`` of its ``why``)."""
+    out = []
+    for image_id, why in store.query("SELECT image_id, why FROM candidates WHERE strategy = 'adaptive' AND tile = -1"):
+        try:
+            arm = json.loads(why or "{}").get("by")
+        except ValueError:
+            continue
+        if arm:
+            out.append((int(image_id), str(arm)))
+    return out
 
 
 def select_adaptive(
-    fs: FusedScores, candidates: np.ndarray, n: int, *, store=None, labels=None, random_state=None, **_
+    fs: FusedScores,
+    candidates: np.ndarray,
+    n: int,
+    *,
+    store=None,
+    labels=None,
+    history=None,
+    random_state=None,
+    **_,
 ) -> list[tuple[int, dict]]:
     """Follow whichever signal the verdicts say finds rare events (Thompson sampling over rankings).
 
     Nobody knows beforehand which scorer carries the signal on a given
     archive, so each ranking of :func:`adaptive_arms` is an arm of a bandit.
-    An arm's evidence is how its best rows fared with the reviewers
-    (:func:`arm_evidence`, down to the depth reviewed so far plus this
-    round): ``hits`` confirmed, ``misses`` rejected. Each pick draws a
-    success rate per arm from Beta(a + hits, b + misses), where a and b are
-    a weak prior around the hit rate of all verdicts so far, and takes the best
-    unpicked candidate of the arm that drew highest. Before any verdict every
-    arm draws from the same prior, so the first round takes each scorer's
-    best in turn; from then on the picks follow the arms that find defects,
-    including "more like this" from confirmed images and the re-ranker.
+    An arm's evidence is what became of its own earlier picks: ``hits``
+    confirmed, ``misses`` rejected (a bandit's reward, unbiased by how other
+    arms chose what was reviewed). Each pick draws a success rate per arm
+    from Beta(a + hits, b + misses), where a and b are a weak prior around
+    the hit rate of all verdicts so far, and takes the best unpicked
+    candidate of the arm that drew highest. Before any verdict every arm
+    draws from the same prior, so the first round takes each scorer's best in
+    turn; from then on the picks follow the arms that find defects, including
+    "more like this" from confirmed images and the re-ranker.
 
-    ``labels`` (image id -> 1 / 0) overrides the catalogue's consensus verdicts.
+    ``labels`` (image id -> 1 / 0) overrides the catalogue's consensus
+    verdicts and ``history`` ((image id, arm) pairs) the catalogue's record
+    of earlier picks (:func:`pick_history`).
     """
     if labels is None:
         labels = {}
@@ -442,6 +456,8 @@ def select_adaptive(
             from mining.rerank import consensus_labels
 
             labels = {i: y for i, (y, _cat) in consensus_labels(store).items()}
+    if history is None:
+        history = pick_history(store) if store is not None else []
     arms = adaptive_arms(fs, store, labels)
     if not arms:
         return [(int(i), {"strategy": "adaptive", "by": "fused"}) for i in _order(fs.fused, candidates)[:n]]
@@ -449,9 +465,12 @@ def select_adaptive(
     for r, iid in enumerate(fs.image_ids):
         if int(iid) in labels:
             y[r] = labels[int(iid)]
-    depth = int((y >= 0).sum()) + n
     names = list(arms)
-    evidence = np.array([arm_evidence(arms[a], y, depth) for a in names], dtype=np.float64)
+    evidence = np.zeros((len(names), 2))
+    index = {a: k for k, a in enumerate(names)}
+    for image_id, arm in history:
+        if arm in index and int(image_id) in labels:
+            evidence[index[arm], 0 if labels[int(image_id)] == 1 else 1] += 1
     # Empirical-Bayes prior: an arm without evidence of its own is expected to do as well as the
     # verdicts so far (a Beta of strength 2 around their hit rate; Beta(1, 1) before any verdict),
     # so a new arm is tried without taking the round from an arm that finds defects.

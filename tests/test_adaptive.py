@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mining.rank import STRATEGIES, FusedScores, fuse
-from mining.strategies import arm_evidence, like_confirmed
+from mining.strategies import like_confirmed
 
 
 def _table(raw: np.ndarray, names: list[str]) -> FusedScores:
@@ -30,8 +30,9 @@ def test_first_round_takes_every_ranking_then_follows_the_one_that_finds_defects
     arms = [info["by"] for _, info in first]
     assert {"good", "noise1", "noise2", "noise3", "fused"} <= set(arms)  # nobody knows yet: all arms tried
     labels = {int(fs.image_ids[i]): int(y[i]) for i, _ in first}
+    history = [(int(fs.image_ids[i]), info["by"]) for i, info in first]
     rest = np.setdiff1d(np.arange(len(y)), [i for i, _ in first])
-    second = select(fs, rest, 24, labels=labels, random_state=1)
+    second = select(fs, rest, 24, labels=labels, history=history, random_state=1)
     by_good = sum(info["by"] == "good" for _, info in second)
     assert by_good >= 14, [info["by"] for _, info in second]
     found = sum(y[i] for i, _ in first) + sum(y[i] for i, _ in second)
@@ -58,8 +59,26 @@ def test_more_like_this_ranks_neighbours_of_confirmed_rows_first_and_never_match
     assert np.isclose(both[1], -0.5) and np.isclose(both[2], -0.5)  # each compared with the other only
 
 
-def test_arm_evidence_counts_verdicts_among_the_best_rows():
-    values = np.array([5.0, 4.0, 3.0, 2.0, 1.0, np.nan])
-    y = np.array([1, 0, -1, 1, 0, 1])
-    assert arm_evidence(values, y, 3) == (1, 1)
-    assert arm_evidence(values, y, 5) == (2, 2)
+def test_an_arm_is_judged_by_its_own_picks_read_back_from_the_catalogue(tmp_path):
+    """Through rank(): the picks' arms are recorded in `why` and read back as the bandit's evidence."""
+    from mining.rank import rank
+    from mining.strategies import pick_history
+    from tests.test_learning import make_store, review_all
+
+    store, truth = make_store(tmp_path / "c.db", n=200, n_pos=12, seed=3)
+    with store:
+        r1 = rank(store, strategy="adaptive", n=20, random_state=0)
+        review_all(store, truth, [c["image_id"] for c in store.candidates(r1)])
+        history = pick_history(store)
+        assert len(history) == 20 and {arm for _, arm in history} <= {"alpha", "beta", "fused"}
+        r2 = rank(store, strategy="adaptive", n=20, random_state=1)
+        import json
+
+        whys = [json.loads(c["why"]) for c in store.candidates(r2)]
+        beta_hits = sum(truth[i] for i, arm in history if arm == "beta")
+        alpha_hits = sum(truth[i] for i, arm in history if arm == "alpha")
+        by_beta = sum(w["by"] == "beta" for w in whys)
+        by_alpha = sum(w["by"] == "alpha" for w in whys)
+        assert beta_hits > alpha_hits  # beta carries the signal in make_store; alpha's score is noise
+        assert by_beta > by_alpha, whys
+        assert all("arm_hits" in w for w in whys)
