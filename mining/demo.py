@@ -161,10 +161,11 @@ def run_demo(
     -------
     DemoResult
     """
+    from mining.config import load_config, scorer_params
     from mining.index import index_archive
     from mining.mine import mine
     from mining.rank import rank
-    from mining.scorers import get_scorer
+    from mining.scorers import get_scorer, resolve_scorers
     from mining.store import Store
 
     out_dir = os.path.abspath(os.fspath(out_dir))
@@ -177,14 +178,18 @@ def run_demo(
         from mining.pixel import fit_demo_pixel
 
         fit_demo_pixel(store, out_dir, seed=seed)  # the pixel scorer, trained on a few labelled demo images
+        # the defaults a user gets: every scorer that can run (the pixel model just trained among them)
+        # and the default strategy and fusion
+        cfg = load_config(None, [])
+        names = resolve_scorers(cfg.mine.scorers, store)
         mine(
             store,
-            [get_scorer("contrast"), get_scorer("pixel")],
+            [get_scorer(n, **scorer_params(cfg, n)) for n in names],
             workers=workers,
             backend="process" if workers > 1 else "inline",
             progress=cb("mine"),
         )
-        round_ = rank(store, strategy="top", n=n_top)
+        round_ = rank(store, strategy=cfg.rank.strategy, n=n_top, weights=cfg.rank.weights, primary=cfg.rank.primary)
         top = []
         for c in store.candidates(round_):
             t = truth.get(c["path"], {})
