@@ -537,13 +537,18 @@ def export_labels(
 ) -> LabelExport:
     """Export the catalogue's labels in format ``fmt`` into the folder ``out`` (class map alongside).
 
+    ``out`` may also name the file of a single-file format (``x.json`` for
+    COCO, ``x.csv`` for CSV); a file name for a folder format is refused
+    with ValueError.
+
     Parameters
     ----------
     store : Store
     fmt : str
         One of :data:`synthesis.labels.FORMATS`.
     out : path
-        Output folder; each file is written atomically, ``classes.json`` last.
+        Output folder (or COCO / CSV file); each file is written atomically,
+        the class map last.
     reviewers : sequence of str or None
         Count only these reviewers or import sources.
     classes : ClassMap, list, class-map file or None

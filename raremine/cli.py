@@ -426,7 +426,7 @@ def learn_cmd(
 def export(
     db: DbOpt,
     what: Annotated[str, typer.Option(help="scores, candidates or labels")],
-    out: Annotated[Path, typer.Option(help="output file (a folder for --what labels)")],
+    out: Annotated[Path, typer.Option(help="output file; labels: a folder, or a .json file for coco (.csv for csv)")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
     format_: LabelFormatOpt = None,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from synthesis.labels._files import CLASS_MAP_FILE, WriteResult
+from synthesis.labels._files import CLASS_MAP_FILE, WriteResult, resolve_output
 from synthesis.labels.coco import read_coco, write_coco
 from synthesis.labels.core import (
     REASONS,
@@ -91,8 +91,16 @@ def read_labels(fmt: str, path: str | os.PathLike, **options) -> LabelSet:
 
 
 def write_labels(fmt: str, items: Sequence[ImageLabels], out: str | os.PathLike, **options) -> WriteResult:
-    """Write ``items`` in format ``fmt`` into the folder ``out``; options go to that format's writer."""
-    return _WRITERS[check_format(fmt)](items, out, **options)
+    """Write ``items`` in format ``fmt`` into the folder ``out``; options go to that format's writer.
+
+    ``out`` may name the file of a single-file format (``x.json`` for COCO,
+    ``x.csv`` for CSV); a file name for a folder format raises ValueError
+    (:func:`~synthesis.labels._files.resolve_output`).
+    """
+    folder, name = resolve_output(check_format(fmt), out)
+    if name is not None:
+        options["file_name"] = name
+    return _WRITERS[fmt](items, folder, **options)
 
 
 __all__ = [

@@ -40,7 +40,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from scipy import ndimage as ndi
 
-from synthesis.labels._files import WriteResult, write_class_map, write_json
+from synthesis.labels._files import WriteResult, class_map_name, write_class_map, write_json
 from synthesis.labels.core import (
     ImageLabels,
     LabelError,
@@ -192,6 +192,7 @@ def write_coco(
     segmentation: str = "polygon",
     image_root: str | os.PathLike | None = None,
     holes: bool = True,
+    file_name: str | None = None,
 ) -> WriteResult:
     """Write ``OUT/annotations.json`` (COCO) and ``OUT/classes.json``.
 
@@ -212,6 +213,9 @@ def write_coco(
         (one self-touching polygon per part, which even-odd rasterisers such
         as OpenCV ``fillPoly``, pycocotools and PIL fill with the hole kept);
         False writes outer outlines only (holes come back filled).
+    file_name : str or None
+        Write this file in ``out`` instead of ``annotations.json``, with the
+        class map beside it as ``<stem>.classes.json`` (``--out x.json``).
     """
     if segmentation not in ("polygon", "rle"):
         raise ValueError(f"segmentation must be 'polygon' or 'rle', got {segmentation!r}")
@@ -249,7 +253,7 @@ def write_coco(
         "annotations": anns,
         "categories": [{"id": cmap.coco_id(n), "name": n, "supercategory": "defect"} for n in cmap.names],
     }
-    res.files.append(write_json(os.path.join(out, COCO_FILE), data))
+    res.files.append(write_json(os.path.join(out, file_name or COCO_FILE), data))
     extra = {
         "segmentation": {
             "written": segmentation,
@@ -260,7 +264,7 @@ def write_coco(
     }
     if fallback:
         logger.info("%d objects written as RLE: their polygon would not decode to their mask", len(fallback))
-    res.class_map = write_class_map(out, cmap, extra)
+    res.class_map = write_class_map(out, cmap, extra, name=class_map_name(file_name))
     return res
 
 
