@@ -263,16 +263,22 @@ def current_queue(store: Store, reviewer: str, rule: rv.ConsensusRule, show_all:
     return ss["queue"]
 
 
-def window_ui(img: np.ndarray) -> tuple[float | None, float | None]:
-    """Level/width sliders for images that are not 8-bit (or when asked); returns (level, width)."""
+def window_ui(img: np.ndarray, stored: dict | None = None) -> tuple[float | None, float | None]:
+    """Level/width sliders for images that are not 8-bit (or when asked); returns (level, width).
+
+    ``stored`` (:func:`mining.review.stored_window`): the file's own window, the default when not manual.
+    """
     wide = img.dtype != np.uint8
     with st.expander("Window (level / width)", expanded=False):
         use = st.checkbox("Manual window", key="manual_window", value=False)
         if not use:
+            if stored is not None:
+                st.caption(stored["source"])
+                return stored["level"], stored["width"]
             st.caption("automatic: 0.5–99.5 percentiles" if wide else "8-bit image shown as stored")
             return None, None
         lo, hi = rv.value_range(img)
-        lvl0, wid0 = rv.auto_window(img)
+        lvl0, wid0 = (stored["level"], stored["width"]) if stored is not None else rv.auto_window(img)
         step = 1.0 if np.issubdtype(img.dtype, np.integer) else (hi - lo) / 1000
         level = st.slider("Level", lo, hi, float(np.clip(lvl0, lo, hi)), step=step, key="level")
         width = st.slider("Width", step, hi - lo, float(np.clip(wid0, step, hi - lo)), step=step, key="width")
@@ -492,8 +498,9 @@ def queue_view(ctx: Ctx) -> None:
     scores = rv.item_scores(ctx.store, item)
     left, right = st.columns([3, 2])
     with left:
-        level, width = window_ui(raw)
-        picture = rv.display_image(raw, level, width)
+        stored = rv.stored_window(ctx.store, item.image_id)  # the file's own window (DICOM), if any
+        level, width = window_ui(raw, stored)
+        picture = rv.display_image(raw, level, width, invert=bool(stored and stored["invert"]))
         maps = {s["scorer"]: s["map_path"] for s in scores if s["map_path"]}
         shown = picture
         if maps:
