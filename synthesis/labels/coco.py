@@ -108,7 +108,9 @@ def read_coco(path: str | os.PathLike, *, classes=None, image_root: str | os.Pat
         try:
             fname = str(im["file_name"])
             w, h = int(im["width"]), int(im["height"])
-            objs = [_read_ann(a, cats, cmap, w, h) for a in by_image.get(im["id"], [])]
+            skipped: list[dict] = []
+            objs = [_read_ann(a, cats, cmap, w, h, skipped) for a in by_image.get(im["id"], [])]
+            objs = [o for o in objs if o is not None]
         except LabelFormatError as err:
             errors.append(
                 LabelError(path, err.reason, err.detail, image=im.get("file_name") if isinstance(im, dict) else None)
@@ -121,7 +123,7 @@ def read_coco(path: str | os.PathLike, *, classes=None, image_root: str | os.Pat
             )
             continue
         image = fname if os.path.isabs(fname) else os.path.normpath(os.path.join(root, fname))
-        items.append(ImageLabels(image=image, width=w, height=h, objects=objs, source=path))
+        items.append(ImageLabels(image=image, width=w, height=h, objects=objs, source=path, skipped=skipped))
     known = {i.get("id") for i in images if isinstance(i, dict)}
     orphans = [k for k in by_image if k not in known]
     if orphans:
@@ -131,7 +133,7 @@ def read_coco(path: str | os.PathLike, *, classes=None, image_root: str | os.Pat
     return LabelSet(items, errors, names)
 
 
-def _read_ann(a: dict, cats: dict[int, str], cmap, w: int, h: int) -> LabelObject:
+def _read_ann(a: dict, cats: dict[int, str], cmap, w: int, h: int, skipped: list) -> LabelObject | None:
     cid = int(a["category_id"])
     if cid not in cats:
         raise LabelFormatError("unknown_class", f"category_id {cid} is not among the file's categories {sorted(cats)}")
@@ -144,12 +146,16 @@ def _read_ann(a: dict, cats: dict[int, str], cmap, w: int, h: int) -> LabelObjec
     seg = a.get("segmentation")
     if isinstance(seg, list) and seg:
         polys = []
-        for flat in seg:
+        for part, flat in enumerate(seg):
             p = np.asarray(flat, np.float64)
-            if p.ndim != 1 or len(p) < 6 or len(p) % 2:
-                raise LabelFormatError("malformed", f"polygon needs >= 3 flat x, y pairs, got {len(p)} values")
+            if p.ndim != 1 or len(p) % 2:
+                raise LabelFormatError("malformed", f"polygon must be a flat list of x, y pairs, got shape {p.shape}")
+            if len(p) < 6:  # some exporters write points or lines as 1- or 2-point polygons
+                reason = f"polygon part {part} has {len(p) // 2} points (3 needed)"
+                skipped.append({"annotation": a.get("id"), "label": name, "reason": reason})
+                continue
             polys.append(check_polygon(p.reshape(-1, 2) - EDGE_SHIFT, w, h) + EDGE_SHIFT)
-        if not (obj.box is not None and len(polys) == 1 and _is_box_rectangle(polys[0], obj.box)):
+        if polys and not (obj.box is not None and len(polys) == 1 and _is_box_rectangle(polys[0], obj.box)):
             obj.mask = coco_polygon_mask(polys, h, w)
     elif isinstance(seg, dict):
         size = [int(v) for v in seg.get("size", [])]
@@ -160,6 +166,8 @@ def _read_ann(a: dict, cats: dict[int, str], cmap, w: int, h: int) -> LabelObjec
             rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
         obj.mask = mask_utils.decode(rle).astype(bool)
     if obj.box is None and not obj.polygons and obj.mask is None:
+        if skipped and skipped[-1].get("annotation") == a.get("id"):
+            return None  # nothing usable left; reported in skipped
         raise LabelFormatError("malformed", "annotation has neither bbox nor segmentation")
     return obj
 

@@ -180,11 +180,17 @@ class ImageLabels:
 
 @dataclass
 class LabelSet:
-    """What a reader returns: the images' labels, the rejected files, and the class map used."""
+    """What a reader returns: the images' labels, the rejected files, the class map used, parts not read.
+
+    ``skipped`` lists parts of files not read that belong to no one image
+    (CVAT ``<track>`` s), each a dict with a ``reason``; parts of one image's
+    labels are in that item's ``skipped``.
+    """
 
     items: list[ImageLabels]
     errors: list[LabelError]
     classes: list[str]
+    skipped: list[dict] = field(default_factory=list)
 
 
 # -- class maps ---------------------------------------------------------------------------------

@@ -111,6 +111,8 @@ def _read_one(path: str, cmap) -> ImageLabels:
     w, h = data.get("imageWidth"), data.get("imageHeight")
     w = int(w) if w is not None else None
     h = int(h) if h is not None else None
+    if (w is None or h is None) and data.get("imageData"):  # labelme 3.x: no size fields, the image embedded
+        w, h = _embedded_size(data["imageData"])
     groups: dict[tuple, LabelObject] = {}
     objs: list[LabelObject] = []
     skipped: list[dict] = []
@@ -129,7 +131,8 @@ def _read_one(path: str, cmap) -> ImageLabels:
             obj = LabelObject(label)
         if kind == "polygon":
             if len(pts) < 3:
-                raise LabelFormatError("malformed", f"shape {k}: a polygon needs 3 or more points, got {len(pts)}")
+                skipped.append({"shape": k, "shape_type": kind, "label": label, "reason": f"{len(pts)} points"})
+                continue
             obj.polygons = [*(obj.polygons or []), check_polygon(pts, w, h)]
             if w is not None and h is not None:
                 m = labelme_shape_mask("polygon", pts, h, w)
@@ -177,6 +180,17 @@ def _read_one(path: str, cmap) -> ImageLabels:
             skipped.append({"flag": f, "reason": "image flag not in the class map (pass --classes naming it)"})
     it.skipped = skipped
     return it
+
+
+def _embedded_size(b64: str) -> tuple[int, int]:
+    """``(width, height)`` of the image embedded as base64 ``imageData``."""
+    try:
+        img = cv2.imdecode(np.frombuffer(base64.b64decode(b64), np.uint8), cv2.IMREAD_UNCHANGED)
+    except (ValueError, TypeError) as err:
+        raise LabelFormatError("malformed", f"imageData is not base64: {err}") from None
+    if img is None:
+        raise LabelFormatError("malformed", "imageData is not an image OpenCV can decode")
+    return int(img.shape[1]), int(img.shape[0])
 
 
 def labelme_shape_mask(kind: str, points, height: int, width: int) -> np.ndarray:
