@@ -57,6 +57,7 @@ DICOM_META_KEYS = (
     "modality",
     "body_part",
     "acquisition_time",
+    "acquisition_date",
     "manufacturer",
     "series_uid",
     "series_description",
@@ -563,7 +564,9 @@ def _dicom_meta(ds) -> dict:
 
     put("modality", ds.get("Modality"))
     put("body_part", ds.get("BodyPartExamined"))
-    put("acquisition_time", _dicom_time(ds))
+    when = _dicom_time(ds)
+    put("acquisition_time", when)
+    put("acquisition_date", when[:10] if when else None)  # a slice of days, for slice evaluation
     put("manufacturer", ds.get("Manufacturer"))
     put("series_uid", ds.get("SeriesInstanceUID"))
     put("series_description", ds.get("SeriesDescription"))

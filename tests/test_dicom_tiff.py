@@ -77,7 +77,7 @@ def test_16_bit_dicom_with_rescale_keeps_hounsfield_units_and_its_window(tmp_pat
     assert (info.width, info.height, info.frames, info.dtype) == (48, 40, 1, "int16")
     assert info.meta["window_center"] == "40" and info.meta["window_width"] == "400"
     assert info.meta["modality"] == "CT" and info.meta["body_part"] == "CHEST"
-    assert info.meta["acquisition_time"] == "2026-03-14T09:30:15"
+    assert info.meta["acquisition_time"] == "2026-03-14T09:30:15" and info.meta["acquisition_date"] == "2026-03-14"
     g = to_float_gray(img)  # scoring sees every grey level (signed: min-max per image)
     assert len(np.unique(g)) == len(np.unique(img))
 

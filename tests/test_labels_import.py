@@ -73,7 +73,7 @@ def test_labelme_files_from_another_team_3x_to_5x(cat, tmp_path):
         "shapes": [{"label": "crack", "line_color": None, "fill_color": None, "points": crack}],
         "lineColor": [0, 255, 0, 128],
         "fillColor": [255, 0, 0, 128],
-        "imagePath": "..\\\\images\\\\a0.png",
+        "imagePath": "..\\images\\a0.png",
         "imageData": png,
     }
     part1, part2 = [[2, 25], [10, 25], [10, 33], [2, 33]], [[14, 28], [20, 28], [17, 36]]
