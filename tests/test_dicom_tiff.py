@@ -106,6 +106,28 @@ def test_rle_compressed_dicom_decodes_and_jpeg_lossless_is_unsupported_with_a_re
     assert e.value.reason == "unsupported" and "JPEG Lossless" in e.value.detail and "pylibjpeg" in e.value.detail
 
 
+def test_jpeg_baseline_dicom_decodes_through_pillow(tmp_path):
+    """An 8-bit JPEG baseline DICOM (a compressed syntax pydicom reads through Pillow) indexes."""
+    import io
+
+    from PIL import Image
+    from pydicom.uid import JPEGBaseline8Bit
+
+    img = np.zeros((40, 48), np.uint8)
+    img[10:30, 12:36] = 200
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=100)
+    p = write_dicom(tmp_path / "jpeg.dcm", img.astype(np.uint16))
+    ds = pydicom.dcmread(p)
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = pydicom.encaps.encapsulate([buf.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(p, enforce_file_format=True)
+    got = read_image(p)
+    assert got.dtype == np.uint8 and got.shape == (40, 48) and np.abs(got.astype(int) - img).max() <= 3
+
+
 def test_multi_frame_dicom_and_tiff_stacks_are_volumes_of_slices(tmp_path):
     rng = np.random.default_rng(3)
     frames = np.stack([ct_slice(rng) for _ in range(5)])
