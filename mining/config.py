@@ -238,6 +238,9 @@ class PixelFeaturesConfig(_Section):
     border_scale: float = Field(32.0, gt=0)
     normalize: Literal["none", "image", "log", "log_centered"] = "log_centered"
     fast_scales: bool = True
+    families: list[Literal["gauss", "log", "gradmag", "dog", "st", "hess"]] = Field(
+        default_factory=lambda: ["gauss", "log", "gradmag", "dog", "st", "hess"], min_length=1
+    )
 
 
 class PixelConfig(_Section):
@@ -257,6 +260,8 @@ class PixelConfig(_Section):
     )
     n_jobs: int = Field(1, ge=1)
     random_state: int = 0
+    tune: bool = Field(True, description="choose scales, families, normalisation, border, score rule by CV")
+    tune_seconds: float = Field(120.0, gt=0, description="time the tuning aims to stay within")
 
 
 class Config(_Section):

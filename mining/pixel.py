@@ -51,6 +51,9 @@ BANKS = ("basic", "ilastik")
 PADDINGS = {"reflect": cv2.BORDER_REFLECT_101, "nearest": cv2.BORDER_REPLICATE, "constant": cv2.BORDER_CONSTANT}
 METHODS = ("xgboost", "random_forest")
 NORMALIZE = ("none", "image", "log", "log_centered")
+#: Channel families of the ilastik bank, in channel order within a scale ("gauss" includes the raw intensity).
+FAMILIES = ("gauss", "log", "gradmag", "dog", "st", "hess")
+_FAMILY_CHANNELS = {"gauss": (0,), "log": (1,), "gradmag": (2,), "dog": (3,), "st": (4, 5), "hess": (6, 7)}
 LOG_OFFSET = 1.0 / 64  # normalize="log": log(gray + LOG_OFFSET), so black stays finite
 FORMAT_VERSION = 1
 
@@ -113,6 +116,11 @@ class FeatureSpec:
         differ from the full-resolution ones by a few percent of their
         range; the bank costs about a third. Models stored without this key
         were trained with ``False``.
+    families : tuple of str, default=FAMILIES
+        Ilastik bank: the channel families kept, any of ``"gauss"`` (the
+        intensity and its Gaussian smoothings), ``"log"``, ``"gradmag"``,
+        ``"dog"``, ``"st"`` (structure-tensor eigenvalues), ``"hess"``
+        (Hessian eigenvalues). Models stored without this key keep all.
     """
 
     bank: str = "ilastik"
@@ -129,6 +137,7 @@ class FeatureSpec:
     border_scale: float = 32.0
     normalize: str = "none"
     fast_scales: bool = False
+    families: tuple[str, ...] = FAMILIES
 
     def __post_init__(self):
         if self.bank not in BANKS:
@@ -136,6 +145,9 @@ class FeatureSpec:
         if self.padding not in PADDINGS:
             raise ValueError(f"features.padding must be one of {tuple(PADDINGS)}, got {self.padding!r}")
         object.__setattr__(self, "sigmas", tuple(float(s) for s in self.sigmas))
+        if isinstance(self.families, str) or not self.families or set(self.families) - set(FAMILIES):
+            raise ValueError(f"features.families must be a non-empty list from {FAMILIES}, got {self.families!r}")
+        object.__setattr__(self, "families", tuple(f for f in FAMILIES if f in set(self.families)))
         if not self.sigmas or min(self.sigmas) <= 0:
             raise ValueError(f"features.sigmas must be a non-empty list of positive numbers, got {self.sigmas!r}")
         if not 0 < self.sigma_min <= self.sigma_max:
@@ -158,14 +170,16 @@ class FeatureSpec:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown feature keys {sorted(unknown)}; allowed: {sorted(cls.__dataclass_fields__)}")
-        if "sigmas" in data:
-            data["sigmas"] = tuple(data["sigmas"])
+        for key in ("sigmas", "families"):
+            if key in data and not isinstance(data[key], str):
+                data[key] = tuple(data[key])
         return cls(**data)
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
         d = asdict(self)
         d["sigmas"] = list(self.sigmas)
+        d["families"] = list(self.families)
         return d
 
     def fingerprint(self) -> str:
@@ -183,6 +197,10 @@ class FeatureSpec:
         """Tiles must start at multiples of this (feature-grid px) to see the whole image's shrunk grids."""
         return 4 if self.fast_scales and self.bank == "ilastik" else 1
 
+    def channel_indices(self) -> tuple[int, ...]:
+        """Ilastik bank: positions (0..7) of the kept channels within one scale's eight."""
+        return tuple(sorted(i for f in self.families for i in _FAMILY_CHANNELS[f]))
+
     def feature_names(self) -> list[str]:
         """One name per feature channel, in order."""
         if self.bank == "basic":
@@ -196,18 +214,11 @@ class FeatureSpec:
                 if self.texture:
                     names += [f"hess_e1_{s:g}", f"hess_e2_{s:g}"]
         else:
-            names = ["intensity"]
+            per_scale = ["gauss", "log", "gradmag", "dog", "st_e1", "st_e2", "hess_e1", "hess_e2"]
+            keep = self.channel_indices()
+            names = ["intensity"] if "gauss" in self.families else []
             for s in self.sigmas:
-                names += [
-                    f"gauss_{s:g}",
-                    f"log_{s:g}",
-                    f"gradmag_{s:g}",
-                    f"dog_{s:g}",
-                    f"st_e1_{s:g}",
-                    f"st_e2_{s:g}",
-                    f"hess_e1_{s:g}",
-                    f"hess_e2_{s:g}",
-                ]
+                names += [f"{per_scale[i]}_{s:g}" for i in keep]
         if self.border_feature:
             names.append("border_distance")
         return names
@@ -353,9 +364,11 @@ def _ilastik_bank(gray: np.ndarray, spec: FeatureSpec, stride: int = 1) -> list[
     those channels hold no detail finer than the shrunk grid, at a fraction of the cost.
     """
     border = PADDINGS[spec.padding]
-    out = [gray[::stride, ::stride]]
+    keep = spec.channel_indices()
+    out = [gray[::stride, ::stride]] if "gauss" in spec.families else []
     for s in spec.sigmas:
-        out += _scale_channels(gray, s, border, _shrink_factor(spec, s, gray.shape), stride)
+        chans = _scale_channels(gray, s, border, _shrink_factor(spec, s, gray.shape), stride)
+        out += [chans[i] for i in keep]
     return out
 
 
@@ -1117,7 +1130,15 @@ def models_dir(store_path: str | os.PathLike) -> str:
 
 
 def fit_pixel(
-    store, images_dir: str | os.PathLike, labels_dir: str | os.PathLike, config=None, *, base: dict | None = None
+    store,
+    images_dir: str | os.PathLike,
+    labels_dir: str | os.PathLike,
+    config=None,
+    *,
+    base: dict | None = None,
+    tune: bool | None = None,
+    reuse: dict | None = None,
+    progress=None,
 ) -> dict:
     """Train a pixel model from a folder of images and label images; save it and register it in the catalogue.
 
@@ -1137,11 +1158,21 @@ def fit_pixel(
     base : dict, optional
         ``{"images": DIR, "labels": DIR}`` of the user's own training set
         when these folders add painted masks to it (default: these folders).
+    tune : bool, optional
+        Choose the features, the scorer's border and score rule by cross-validation over the
+        labelled images (:mod:`mining.pixel_tune`); default ``config.tune``. Tuned models use
+        the tuner's XGBoost; untuned ones the config's features and classifier.
+    reuse : dict, optional
+        A previous model's ``metrics["tuning"]``: train with its choice without tuning again
+        (:func:`mining.learn.learn` between two tunings); its estimate is kept and marked reused.
+    progress : callable(done, total), optional
+        Called after each tuning candidate.
 
     Returns
     -------
     dict
-        ``model_id``, ``path`` (metadata JSON), ``format``, ``classes`` and the training ``metrics``.
+        ``model_id``, ``path`` (metadata JSON), ``format``, ``classes`` and the training
+        ``metrics`` (with ``tuning``: the choice and the cross-validated estimate, when tuned).
 
     Raises
     ------
@@ -1165,16 +1196,56 @@ def fit_pixel(
         random_state=cfg.random_state,
     )
     pairs = load_training_pairs(images_dir, labels_dir, classes=[1, *cfg.class_names])
-    model = fit_pixel_model(
-        pairs,
-        spec=spec,
-        classifier=clf,
-        budget=cfg.budget,
-        hard_rounds=cfg.hard_rounds,
-        sampling=cfg.sampling,
-        class_names=dict(cfg.class_names),
-        random_state=cfg.random_state,
-    )
+    tune = cfg.tune if tune is None else tune
+    skipped = None
+    if tune and reuse is None and sum(1 for _, lab, _ in pairs if np.any(lab)) < 2:
+        skipped = (
+            f"only {sum(1 for _, lab, _ in pairs if np.any(lab))} labelled image: tuning needs 2 or more to hold "
+            "one out; trained with the fixed settings and no estimate"
+        )
+        logger.warning(skipped)
+        tune = False
+    if reuse is not None or tune:
+        from mining import pixel_tune as pt
+
+        if reuse is not None:
+            prev = reuse
+            result = pt.TuneResult(
+                spec=FeatureSpec.from_dict(prev["features"]),
+                scorer=dict(prev["scorer"]),
+                estimate={**prev["estimate"], "reused": True},
+                candidates=prev.get("candidates", []),
+                sizes=prev.get("sizes", {}),
+                warnings=list(prev.get("warnings", [])),
+                seconds=0.0,
+            )
+            pt.check_labels([p for p in pairs if np.any(p[1])])
+        else:
+            result = pt.tune_pixel_model(
+                pairs,
+                base=spec,
+                time_budget=cfg.tune_seconds,
+                n_jobs=cfg.n_jobs,
+                random_state=cfg.random_state,
+                progress=progress,
+            )
+        model = pt.fit_tuned(
+            pairs, result, class_names=dict(cfg.class_names), n_jobs=cfg.n_jobs, random_state=cfg.random_state
+        )
+        spec, clf = model.spec, model.classifier
+    else:
+        model = fit_pixel_model(
+            pairs,
+            spec=spec,
+            classifier=clf,
+            budget=cfg.budget,
+            hard_rounds=cfg.hard_rounds,
+            sampling=cfg.sampling,
+            class_names=dict(cfg.class_names),
+            random_state=cfg.random_state,
+        )
+    if skipped:
+        model.metrics["tuning_skipped"] = skipped
     meta_path, fmt = model.save(os.path.join(models_dir(store.path), "pixel"), name="pixel")
     classes = [model.class_names.get(int(c), f"class_{int(c)}") for c in model.classes]
     model_id = store.add_model(
@@ -1188,6 +1259,7 @@ def fit_pixel(
             "budget": cfg.budget,
             "hard_rounds": cfg.hard_rounds,
             "sampling": cfg.sampling,
+            "tuned": "tuning" in model.metrics,
             "training": {
                 "images": os.path.abspath(images_dir),
                 "labels": os.path.abspath(labels_dir),
@@ -1198,7 +1270,14 @@ def fit_pixel(
         classes=classes,
         metrics=model.metrics,
     )
-    return {"model_id": model_id, "path": meta_path, "format": fmt, "classes": classes, "metrics": model.metrics}
+    return {
+        "model_id": model_id,
+        "path": meta_path,
+        "format": fmt,
+        "method": clf.method,
+        "classes": classes,
+        "metrics": model.metrics,
+    }
 
 
 def fit_demo_pixel(store, out_dir: str | os.PathLike, *, n_train: int = 12, seed: int = 0, config=None) -> dict:
@@ -1244,6 +1323,7 @@ def fit_demo_pixel(store, out_dir: str | os.PathLike, *, n_train: int = 12, seed
 
         # few, small images with tiny defects: balanced classes and a quick XGBoost
         config = PixelConfig(
+            tune=False,
             method="xgboost",
             n_estimators=60,
             max_depth=6,

@@ -445,3 +445,143 @@ def test_demo_pixel_model_is_registered_and_scores(tmp_path):
     truth = read_truth(build_demo_archive(tmp_path / "check", n_images=6, rate=0.5, seed=7))
     scores = {p: scorer.score_image(cv2.imread(p, cv2.IMREAD_UNCHANGED)).score for p in truth}
     assert all(0 <= s <= 1 for s in scores.values())
+
+
+# -- self-tuning (mining.pixel_tune) ---------------------------------------------------------------------
+def _dips(radius, seed, n_def=5, n_norm=3, size=128):
+    """Noisy images; a defect is a smooth dark dip of scale ``radius``; background has bright bumps of that scale."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    pairs = []
+    for i in range(n_def + n_norm):
+        img = rng.normal(128, 25, (size, size))
+        lab = np.ones((size, size), np.uint8)
+        for k in range(3):
+            c = rng.integers(2 * radius + 2, size - 2 * radius - 2, 2)
+            d2 = (yy - c[0]) ** 2 + (xx - c[1]) ** 2
+            if i < n_def and k == 0:
+                img -= 40 * np.exp(-d2 / (2 * radius**2))
+                lab[d2 <= (1.2 * radius) ** 2] = 2
+            else:
+                img += 40 * np.exp(-d2 / (2 * radius**2))
+        pairs.append((np.clip(img, 0, 255).astype(np.uint8), lab, f"im{i}.png"))
+    return pairs
+
+
+@pytest.fixture
+def quick_tuner(monkeypatch):
+    import mining.pixel_tune as pt
+
+    monkeypatch.setattr(pt, "TUNE_CLASSIFIER", {**pt.TUNE_CLASSIFIER, "n_estimators": 20, "max_depth": 4})
+    monkeypatch.setattr(pt, "ROWS_PER_CLASS", 400)
+    return pt
+
+
+@pytest.mark.parametrize(("radius", "right"), [(2, (0.5, 1.0)), (7, (4.0, 8.0))])
+def test_tuner_picks_the_scale_of_the_defects(quick_tuner, radius, right):
+    pt = quick_tuner
+    pairs = _dips(radius, seed=0)
+    windows = [(0.5, 1.0), (4.0, 8.0), (16.0, 32.0)]
+    res = pt.tune_pixel_model(
+        pairs, windows=windows, normalizations=None, families=None, base=FeatureSpec(fast_scales=True, normalize="none")
+    )
+    assert pt.window_of(res.spec) == right
+    objectives = {tuple(c["scales"]): c["objective"] for c in res.candidates}
+    assert objectives[right] == max(objectives.values())
+    # the window proposed from the masks' sizes covers the defects' scale, whatever the candidates given
+    first = pt.scale_windows(pt.defect_sizes(pairs))[0]
+    assert min(first) <= radius <= max(first)
+
+
+def test_defect_sizes_measure_width_and_diameter():
+    import mining.pixel_tune as pt
+
+    disc = np.ones((100, 100), np.uint8)
+    cv2.circle(disc, (30, 30), 10, 2, -1)  # width = diameter = 21 px
+    line = np.ones((100, 100), np.uint8)
+    line[70:73, 10:90] = 2  # 3 px wide, 80 long: equivalent diameter sqrt(4 * 240 / pi) = 17.5
+    blank = np.zeros((100, 100), np.uint8)
+    s = pt.defect_sizes([(blank, disc, "a")])
+    assert s["components"] == 1 and 19 <= s["width"] <= 23 and 20 <= s["diameter"] <= 22
+    s = pt.defect_sizes([(blank, line, "b")])
+    assert 3 <= s["width"] <= 5 and 17 <= s["diameter"] <= 18
+
+
+def test_tuned_choice_is_stored_reloaded_and_used_by_the_scorer(tmp_path, quick_tuner):
+    from mining.config import PixelConfig
+    from mining.pixel import fit_pixel
+    from mining.store import Store
+
+    pairs = _dips(3, seed=2, n_def=3, n_norm=2, size=64)
+    imgs, labs = tmp_path / "images", tmp_path / "labels"
+    imgs.mkdir()
+    labs.mkdir()
+    for img, lab, name in pairs:
+        cv2.imwrite(str(imgs / name), img)
+        cv2.imwrite(str(labs / name), lab)
+    with Store(tmp_path / "c.db") as store:
+        res = fit_pixel(store, imgs, labs, PixelConfig(), progress=None)
+    tuning = res["metrics"]["tuning"]
+    assert res["method"] == "xgboost"
+    assert tuning["estimate"]["pairs"] == 3 * 2 and tuning["estimate"]["folds"] == 5
+    model = load_pixel_model(res["path"])
+    assert model.metrics["tuning"]["scorer"] == tuning["scorer"]
+    assert model.spec.to_dict() == tuning["features"]
+    scorer = get_scorer("pixel").set_model(model)
+    assert (scorer._score_rule, scorer._border) == (tuning["scorer"]["score_rule"], tuning["scorer"]["border"])
+    explicit = get_scorer("pixel", border=5, score_rule="area").set_model(model)
+    assert (explicit._score_rule, explicit._border) == ("area", 5)
+    untuned = get_scorer("pixel").set_model(fit_pixel_model(pairs, classifier=FAST, budget=2000))
+    assert (untuned._score_rule, untuned._border) == ("max", 12)
+
+
+def test_bad_labels_for_tuning_say_what_is_needed(quick_tuner):
+    pt = quick_tuner
+    pairs = _dips(3, seed=1, n_def=2, n_norm=2, size=64)
+    only_bg = [(img, np.ones_like(lab), name) for img, lab, name in pairs]
+    with pytest.raises(pt.TuningError, match=r"im0\.png.*only background is labelled.*class 2"):
+        pt.tune_pixel_model(only_bg)
+    only_defect = [(img, np.where(lab == 2, 2, 0).astype(np.uint8), name) for img, lab, name in pairs]
+    with pytest.raises(pt.TuningError, match=r"no label image .*im0\.png.* marks background \(class id 1\)"):
+        pt.tune_pixel_model(only_defect)
+    with pytest.raises(pt.TuningError, match=r"at least 2 labelled images.*im0\.png.*--no-tune"):
+        pt.tune_pixel_model(pairs[:1])
+    _, _, warnings = pt.check_labels(pairs[:2])  # two defect images, no normal one
+    assert any("only 2 labelled defect image" in w for w in warnings)
+    assert any("no normal image" in w for w in warnings)
+
+
+def test_feature_families_select_channels():
+    spec = FeatureSpec(sigmas=(1.0, 2.0), families=("log", "hess"))
+    assert spec.feature_names() == ["log_1", "hess_e1_1", "hess_e2_1", "log_2", "hess_e1_2", "hess_e2_2"]
+    img = make_texture(np.random.default_rng(0))
+    full = compute_features(img, FeatureSpec(sigmas=(1.0, 2.0)))
+    names = FeatureSpec(sigmas=(1.0, 2.0)).feature_names()
+    sub = compute_features(img, spec)
+    np.testing.assert_array_equal(sub, full[..., [names.index(n) for n in spec.feature_names()]])
+    assert FeatureSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match=r"features.families must be a non-empty list from .*'edges'"):
+        FeatureSpec(families=("edges",))
+
+
+def test_cli_fit_pixel_prints_the_estimate_and_no_tune_keeps_defaults(tmp_path, quick_tuner):
+    from typer.testing import CliRunner
+
+    from raremine.cli import app
+
+    pairs = _dips(3, seed=3, n_def=3, n_norm=2, size=64)
+    imgs, labs = tmp_path / "images", tmp_path / "labels"
+    imgs.mkdir()
+    labs.mkdir()
+    for img, lab, name in pairs:
+        cv2.imwrite(str(imgs / name), img)
+        cv2.imwrite(str(labs / name), lab)
+    args = ["fit-pixel", "--db", str(tmp_path / "c.db"), "--images", str(imgs), "--labels", str(labs)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "held-out defect images ranked above held-out normal ones in" in res.output
+    assert "of 6 pairs" in res.output and "held-out pixel AP" in res.output
+    assert "warning: only 3 labelled defect image" not in res.output
+    res = CliRunner().invoke(app, [*args, "--no-tune"])
+    assert res.exit_code == 0, res.output
+    assert "random_forest" in res.output and "no cross-validated estimate" in res.output

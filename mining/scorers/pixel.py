@@ -46,8 +46,9 @@ class PixelScorer(Scorer):
     smooth_sigma : float, default=2.0
         Gaussian sigma (original px) applied to the defect map before the
         statistics (isolated pixels do not make a score).
-    score_rule : {"topk_mean", "max", "area", "largest_component"}, default="max"
-        Image score: mean of the ``top_k`` highest smoothed defect
+    score_rule : {"topk_mean", "max", "area", "largest_component"} or None, default=None
+        None: the rule the model's tuning chose (``raremine fit-pixel``), or
+        ``"max"`` for a model trained without tuning. Image score: mean of the ``top_k`` highest smoothed defect
         probabilities; their maximum; the fraction of the valid region above
         ``threshold``; or the size (px) of the largest connected region above
         ``threshold``.
@@ -55,8 +56,9 @@ class PixelScorer(Scorer):
         Pixels (original resolution) averaged by ``topk_mean``.
     threshold : float, default=0.5
         Probability above which a pixel counts for area and components.
-    border : int, default=12
-        Pixels at the image border left out of the image score and the
+    border : int or None, default=None
+        None: the margin the model's tuning chose, or 12 for a model trained
+        without tuning. Pixels at the image border left out of the image score and the
         statistics (valid-region mask); the map keeps them. On magnetic
         tiles most false alarms sit on and near the cut edge, while frayed
         or broken edges reach further in than 12 px; 12 ranked every
@@ -79,10 +81,10 @@ class PixelScorer(Scorer):
         stride: int = 2,
         tile_size: int | None = 1024,
         smooth_sigma: float = 2.0,
-        score_rule: str = "max",
+        score_rule: str | None = None,
         top_k: int = 30,
         threshold: float = 0.5,
-        border: int = 12,
+        border: int | None = None,
         uncertainty_kind: str = "margin",
     ):
         self.model = model
@@ -99,7 +101,7 @@ class PixelScorer(Scorer):
         self._model: PixelModel | None = None
 
     def _validate(self) -> None:
-        if self.score_rule not in SCORE_RULES:
+        if self.score_rule is not None and self.score_rule not in SCORE_RULES:
             raise ValueError(f"scorers.pixel.score_rule must be one of {SCORE_RULES}, got {self.score_rule!r}")
         if self.stride < 1:
             raise ValueError(f"scorers.pixel.stride must be >= 1, got {self.stride}")
@@ -111,7 +113,7 @@ class PixelScorer(Scorer):
             raise ValueError(f"scorers.pixel.top_k must be >= 1, got {self.top_k}")
         if not 0 <= self.threshold <= 1:
             raise ValueError(f"scorers.pixel.threshold must be in [0, 1], got {self.threshold}")
-        if self.border < 0:
+        if self.border is not None and self.border < 0:
             raise ValueError(f"scorers.pixel.border must be >= 0, got {self.border}")
         if self.uncertainty_kind not in ("margin", "entropy"):
             raise ValueError(
@@ -142,14 +144,24 @@ class PixelScorer(Scorer):
         except PixelModelError as err:
             raise ValueError(str(err)) from err
         self._model.classifier.n_jobs = 1
-        logger.info("pixel scorer uses model %s", path)
+        self._resolve()
+        logger.info("pixel scorer uses model %s (score_rule %s, border %d px)", path, self._score_rule, self._border)
         return self
+
+    def _resolve(self) -> None:
+        """The score rule and border in use: the scorer's own, else the model's tuned ones, else max / 12."""
+        tuned = (self._model.metrics.get("tuning") or {}).get("scorer") or {}
+        self._score_rule = self.score_rule or tuned.get("score_rule") or "max"
+        self._border = int(self.border if self.border is not None else tuned.get("border", 12))
+        if self._score_rule not in SCORE_RULES:
+            raise ValueError(f"the pixel model's tuned score_rule {self._score_rule!r} is not one of {SCORE_RULES}")
 
     def set_model(self, model: PixelModel) -> PixelScorer:
         """Use an in-memory model instead of loading one (tests, benchmarks); returns self."""
         self._validate()
         model.check_spec(self.features)
         self._model = model
+        self._resolve()
         return self
 
     def score_image(self, image: np.ndarray) -> ScoreResult:
@@ -172,7 +184,7 @@ class PixelScorer(Scorer):
         classes = [int(c) for c in m.classes]
         bg = classes.index(1) if 1 in classes else None
         defect = 1.0 - proba[..., bg] if bg is not None else proba.max(axis=-1)
-        mask = valid_mask(defect.shape, int(np.ceil(self.border / cell)))
+        mask = valid_mask(defect.shape, int(np.ceil(self._border / cell)))
         kw = {"mask": mask, "top_k": self.top_k, "threshold": self.threshold, "pixel_area": cell * cell}
         stats: dict[str, float] = {}
         for k, c in enumerate(classes):
@@ -190,7 +202,7 @@ class PixelScorer(Scorer):
             "max": st["max"],
             "area": st["area"],
             "largest_component": st["largest"],
-        }[self.score_rule]
+        }[self._score_rule]
         full = cv2.resize(defect.astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
         return ScoreResult(score=float(score), stats=stats, map=full)
 
