@@ -323,6 +323,13 @@ def _learn_pixel(store, decided, report, run_id, cfg, progress) -> None:
     (the function behind ``raremine fit-pixel``, with the config's ``pixel:``
     section) trains, saves and registers the model, so the next
     ``raremine mine --scorers pixel --rescore`` uses it.
+
+    Image-level verdicts train too: whole images decided as normal (``reject``) become normal
+    training images (label images all 1, background), at most as many as the defect images
+    plus :data:`MAX_EXTRA_NORMALS` (newest first), so a few verdicts retrain the model even without a
+    new mask. The pixel tuning (``pixel.tune``) reruns only when the labelled images have grown
+    by half (:data:`RETUNE_GROWTH`) since the model was last tuned; otherwise the previous
+    choice is kept and the model retrained with it.
     """
     import shutil
 
@@ -333,7 +340,11 @@ def _learn_pixel(store, decided, report, run_id, cfg, progress) -> None:
         paths = dict(store.query(f"SELECT id, path FROM images WHERE id IN ({','.join('?' * len(ids))})", ids))
     # newest mask of each image first, then the earlier ones (used when the newest cannot be read)
     masks = [(i, paths[i], m) for i in sorted(with_masks) if i in paths for m in reversed(with_masks[i])]
-    if not masks:
+    normal_ids = sorted(
+        (image_id for (image_id, tile), lab in decided.items() if tile == -1 and lab.target == 0), reverse=True
+    )
+    base_row = store.latest_model("pixel")
+    if not masks and not (normal_ids and base_row is not None):
         report.pixel_skipped = "no painted masks on images decided as defects"
         return
     try:
@@ -371,17 +382,69 @@ def _learn_pixel(store, decided, report, run_id, cfg, progress) -> None:
         used.add(image_id)
         shutil.copyfile(path, os.path.join(images_dir, f"{image_id}{os.path.splitext(path)[1].lower()}"))
         cv2.imwrite(os.path.join(labels_dir, f"{image_id}.png"), np.where(mask > 0, 2, 1).astype(np.uint8))
-    if not used:
+    n_defect = len(used) + sum(1 for _, lab in base_pairs if _has_defect(lab))
+    if not used and not n_defect:
         report.pixel_skipped = f"none of the {len(masks)} painted masks could be used"
         return
+    normals_used = 0
+    if normal_ids:
+        npaths = dict(
+            store.query(f"SELECT id, path FROM images WHERE id IN ({','.join('?' * len(normal_ids))})", normal_ids)
+        )
+        for image_id in normal_ids[: n_defect + MAX_EXTRA_NORMALS]:
+            path = npaths.get(image_id)
+            if path is None or image_id in used:
+                continue
+            try:
+                shape = read_image(path).shape[:2]
+            except UnreadableImage as err:
+                logger.warning("normal image %d skipped: %s", image_id, err)
+                continue
+            shutil.copyfile(path, os.path.join(images_dir, f"{image_id}{os.path.splitext(path)[1].lower()}"))
+            cv2.imwrite(os.path.join(labels_dir, f"{image_id}.png"), np.ones(shape, np.uint8))
+            normals_used += 1
+    if not used and not normals_used:
+        report.pixel_skipped = f"none of the {len(masks)} painted masks could be used"
+        return
+    reuse = _previous_tuning(base_row, len(base_pairs) + len(used) + normals_used) if cfg.pixel.tune else None
     if progress:
         progress("pixel", 0, 1)
-    res = px.fit_pixel(store, images_dir, labels_dir, config=cfg.pixel, base=base)
+    res = px.fit_pixel(store, images_dir, labels_dir, config=cfg.pixel, base=base, reuse=reuse)
     if progress:
         progress("pixel", 1, 1)
     report.pixel = {
         "model_id": res["model_id"],
         "path": res["path"],
         "images": len(used),
+        "normal_images": normals_used,
         "base_images": len(base_pairs),
+        "tuned": reuse is None and "tuning" in res["metrics"],
     }
+
+
+#: Normal images (decided ``reject``) beyond the number of defect images that a retraining takes.
+MAX_EXTRA_NORMALS = 5
+#: The pixel tuning reruns once the labelled images number this many times those it was tuned on.
+RETUNE_GROWTH = 1.5
+
+
+def _has_defect(label_path: str) -> bool:
+    import cv2
+
+    lab = cv2.imread(label_path, cv2.IMREAD_UNCHANGED)
+    return lab is not None and bool((lab >= 2).any())
+
+
+def _previous_tuning(row, n_images: int) -> dict | None:
+    """The current pixel model's tuning, to reuse while the labels have grown by less than half; else None."""
+    if row is None:
+        return None
+    metrics = json.loads(row["metrics"] or "{}") if isinstance(row["metrics"], str) else (row["metrics"] or {})
+    tuning = metrics.get("tuning")
+    if not tuning:
+        return None
+    tuned_on = int(tuning.get("estimate", {}).get("images", 0))  # a reused tuning keeps its own count
+    if n_images >= RETUNE_GROWTH * max(1, tuned_on):
+        logger.info("pixel labels grew from %d to %d images: tuning again", tuned_on, n_images)
+        return None
+    return tuning

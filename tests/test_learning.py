@@ -540,3 +540,47 @@ def test_simulate_mixed_supervision_paints_masks_and_rescores_with_the_new_pixel
     assert len(store.scored_ids("pixel")) == 40  # the archive was scored again with the new pixel model
     assert store.query("SELECT COUNT(*) FROM reviews WHERE mask_path IS NOT NULL")[0][0] == 1
     store.close()
+
+
+@pytest.mark.slow
+def test_pixel_retraining_takes_normal_verdicts_and_retunes_on_growth(tmp_path, tiny_archive, monkeypatch):
+    pytest.importorskip("mining.pixel")
+    import cv2
+
+    import mining.pixel_tune as pt
+    from mining.index import index_archive
+    from mining.pixel import fit_pixel, load_pixel_model, load_training_pairs
+    from tests.conftest import add_blob, make_texture
+
+    monkeypatch.setattr(pt, "TUNE_CLASSIFIER", {**pt.TUNE_CLASSIFIER, "n_estimators": 10, "max_depth": 3})
+    monkeypatch.setattr(pt, "ROWS_PER_CLASS", 300)
+    base = {"images": str(tmp_path / "base" / "images"), "labels": str(tmp_path / "base" / "labels")}
+    for d in base.values():
+        os.makedirs(d)
+    rng = np.random.default_rng(6)
+    for i in range(3):
+        img = add_blob(make_texture(rng), (20 + 8 * i, 32))
+        lab = np.ones((64, 64), np.uint8)
+        cv2.circle(lab, (20 + 8 * i, 32), 4, 2, -1)
+        cv2.imwrite(os.path.join(base["images"], f"train{i}.png"), img)
+        cv2.imwrite(os.path.join(base["labels"], f"train{i}.png"), lab)
+    store = Store(tmp_path / "c.db")
+    index_archive(store, [tiny_archive["root"]])
+    first = fit_pixel(store, base["images"], base["labels"])
+    assert first["metrics"]["tuning"]["estimate"]["images"] == 3
+    normals = [r for r in store.images() if not tiny_archive["truth"].get(r["path"])][:4]
+    store.add_review(normals[0]["id"], "t", "reject", source="t")  # an image-level verdict only, no mask painted
+    rep = learn(store, rerank=False, pixel=True)
+    assert rep.pixel["images"] == 0 and rep.pixel["normal_images"] == 1 and rep.pixel["base_images"] == 3
+    assert not rep.pixel["tuned"]  # 4 labelled images < 1.5 x 3: the first tuning is kept
+    training = json.loads(store.latest_model("pixel")["config"])["training"]
+    pairs = load_training_pairs(training["images"], training["labels"])
+    assert sum(1 for _, lab, _ in pairs if lab.max() == 1) == 1
+    model = load_pixel_model(rep.pixel["path"])
+    assert model.metrics["tuning"]["estimate"]["reused"] is True
+    for row in normals[1:]:
+        store.add_review(row["id"], "t", "reject", source="t")
+    rep = learn(store, rerank=False, pixel=True)
+    assert rep.pixel["normal_images"] == 4 and rep.pixel["tuned"]  # 7 >= 1.5 x 3: tuned again
+    assert load_pixel_model(rep.pixel["path"]).metrics["tuning"]["estimate"]["images"] == 7
+    store.close()
