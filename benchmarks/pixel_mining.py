@@ -19,9 +19,19 @@ Both sides run single-threaded in this one process (``n_jobs=1``), so the
 ratio of images per second is a fair per-core comparison on a CPU shared with
 other jobs; absolute numbers move with the machine's load.
 
+``--auto`` (issue 20): per category and seed, ours tuned by ``fit-pixel``'s cross-validation
+(``pixel.tune: true``; its ``train_s`` is tuning plus training) against ours with the fixed
+defaults (``pixel.tune: false``) and the peer. ``--mosaic N`` adds an archive of N large images
+(4 x 4 magnetic tiles of the archive, each resized to 354 px: 1416 x 1416, 2.0 MP), one in
+eight holding one defective tile, trained on 5 defective and 3 normal mosaics built from other
+tiles; both sides score each whole image (ours: tiles of ``tile_size`` with a halo, memory flat;
+the peer: at once), timed in turn on the same images. The peer trains on every defect pixel and
+a seeded 5 % of the background pixels there (all of them would need ~3 GB of features).
+
 usage: python benchmarks/pixel_mining.py [--categories Blowhole Crack] [--seeds 0]
        [--normals N (subsample for quick runs)] [--ablation] [--work DIR]
        [--speed-chunks K [--chunk-size N]] (also time both sides in turn on K chunks; median ratio)
+       [--auto [--mosaic N]] (tuned vs fixed vs peer; N large mosaic images)
 """
 
 from __future__ import annotations
@@ -147,7 +157,7 @@ def run_ours(folder: Path, truth: dict[str, int], tag: str, overrides: list[str]
     return m
 
 
-def run_peer(folder: Path, truth: dict[str, int], seed: int) -> dict:
+def run_peer(folder: Path, truth: dict[str, int], seed: int, background_fraction: float = 1.0) -> dict:
     """scikit-image's fit_segmenter / multiscale_basic_features + RandomForest; image score = max smoothed P."""
     from functools import partial
 
@@ -163,7 +173,12 @@ def run_peer(folder: Path, truth: dict[str, int], seed: int) -> dict:
     for p in sorted((folder / "train" / "images").glob("*.png")):
         img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
         lab = cv2.imread(str(folder / "train" / "labels" / p.name), cv2.IMREAD_GRAYSCALE)
+        if background_fraction < 1:
+            rng = np.random.default_rng(seed)
+            lab = np.where((lab == 1) & (rng.random(lab.shape) > background_fraction), 0, lab).astype(np.uint8)
         f = feat(img)
+        keep = lab.ravel() > 0  # fit_segmenter uses the labelled pixels only; keeping only them saves memory
+        f, lab = f.reshape(-1, f.shape[-1])[keep], lab.ravel()[keep]
         feats.append(f.reshape(-1, 1, f.shape[-1]))
         labs.append(lab.reshape(-1, 1))
     clf = RandomForestClassifier(n_estimators=50, max_depth=10, max_samples=0.05, n_jobs=1, random_state=seed)
@@ -210,11 +225,101 @@ def interleaved_speed(ours: dict, peer: dict, paths: list[str], chunks: int, siz
     }
 
 
+MOSAIC_GRID, MOSAIC_TILE = 4, 354  # 4 x 4 tiles of 354 px: 1416 x 1416 = 2.0 MP
+
+
+def build_mosaics(folder: Path, n: int, seed: int) -> Path:
+    """An archive of ``n`` 2 MP mosaics of the archive's tiles (one in eight defective) plus 5 + 3 training mosaics.
+
+    Training mosaics use the archive's training images (5 defective, 3 normal) and normal tiles that
+    no archive mosaic uses; masks follow their tile. Returns the mosaic folder (with its truth.csv).
+    """
+    out = folder / f"mosaic-{n}"
+    if (out / "truth.csv").exists():
+        return out
+    rng = np.random.default_rng(seed)
+    with open(folder / "truth.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    normals = [r["path"] for r in rows if r["label"] == "0"]
+    defects = [(r["path"], r["mask"]) for r in rows if r["label"] == "1"]
+    rng.shuffle(normals)
+    cells = MOSAIC_GRID * MOSAIC_GRID
+    n_def = max(1, round(n / 8))
+    need = n * cells + 8 * cells
+    pool = iter(normals * (need // len(normals) + 1))
+    train_imgs = sorted((folder / "train" / "images").glob("*.png"))
+
+    def tile(path, mask_path=None):
+        img = cv2.resize(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE), (MOSAIC_TILE, MOSAIC_TILE), cv2.INTER_AREA)
+        if mask_path is None:
+            return img, np.zeros_like(img)
+        m = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
+        return img, cv2.resize(m, (MOSAIC_TILE, MOSAIC_TILE), interpolation=cv2.INTER_NEAREST)
+
+    def mosaic(special):
+        side = MOSAIC_GRID * MOSAIC_TILE
+        img, mask = np.zeros((side, side), np.uint8), np.zeros((side, side), np.uint8)
+        at = int(rng.integers(cells))
+        for k in range(cells):
+            t, m = tile(*special) if (special and k == at) else tile(next(pool))
+            y, x = (k // MOSAIC_GRID) * MOSAIC_TILE, (k % MOSAIC_GRID) * MOSAIC_TILE
+            img[y : y + MOSAIC_TILE, x : x + MOSAIC_TILE] = t
+            mask[y : y + MOSAIC_TILE, x : x + MOSAIC_TILE] = m
+        return img, mask
+
+    for d in ("archive", "train/images", "train/labels", "masks"):
+        (out / d).mkdir(parents=True, exist_ok=True)
+    for i, p in enumerate(train_imgs):  # the training tile at a random cell, its label there, background elsewhere
+        lab_path = folder / "train" / "labels" / p.name
+        img, _ = mosaic(None)
+        t, m = tile(p, lab_path)
+        k = int(rng.integers(cells))
+        y, x = (k // MOSAIC_GRID) * MOSAIC_TILE, (k % MOSAIC_GRID) * MOSAIC_TILE
+        label = np.ones_like(img)
+        img[y : y + MOSAIC_TILE, x : x + MOSAIC_TILE] = t
+        label[y : y + MOSAIC_TILE, x : x + MOSAIC_TILE] = np.where(m >= 2, 2, 1)
+        cv2.imwrite(str(out / "train" / "images" / f"train{i}.png"), img)
+        cv2.imwrite(str(out / "train" / "labels" / f"train{i}.png"), label)
+    lines = ["path,label,category,mask"]
+    picks = rng.choice(len(defects), min(n_def, len(defects)), replace=False)
+    for i in range(n):
+        special = defects[picks[i]] if i < len(picks) else None
+        img, mask = mosaic(special)
+        path = out / "archive" / f"mosaic{i:03d}.png"
+        cv2.imwrite(str(path), img)
+        mpath = ""
+        if special:
+            mpath = str(out / "masks" / f"mosaic{i:03d}.png")
+            cv2.imwrite(mpath, (mask > 0).astype(np.uint8) * 255)
+        lines.append(f"{path},{int(bool(special))},{'defect' if special else ''},{mpath}")
+    (out / "truth.csv").write_text("\n".join(lines) + "\n")
+    return out
+
+
 VARIANTS = {
     "ours": [],
+    "tuned": ["pixel.tune=true"],
+    "fixed": ["pixel.tune=false"],
     # border ablation: no distance-to-border feature and no valid-region margin in the image score
     "ours-noborder": ["pixel.features.border_feature=false", "scorers.pixel.border=0"],
 }
+
+
+def run_mosaic(folder: Path, truth: dict[str, int], cat: str, seed: int, overrides: list[str], results: dict) -> None:
+    """Tuned, fixed and the peer on the 2 MP mosaics; both sides timed in turn on the same images."""
+    cols = ["AP", "R@5%", "R@10%", "train_s", "img_s"]
+    runs = {v: run_ours(folder, truth, v, VARIANTS[v] + overrides) for v in ("tuned", "fixed")}
+    runs["skimage-peer"] = run_peer(folder, truth, seed, background_fraction=0.05)
+    sp = interleaved_speed(runs["tuned"], runs["skimage-peer"], sorted(truth), 3, 4, seed)
+    runs["tuned"]["img_s"], runs["skimage-peer"]["img_s"] = sp["ours_img_s"], sp["peer_img_s"]
+    for name, m in runs.items():
+        results.setdefault((f"{cat}-2MP", name), []).append(m)
+        print(f"{cat + '-2MP':<9} {seed:>4} {name:<14} " + " ".join(f"{m[c]:>8.3f}" for c in cols), flush=True)
+    print(
+        f"{'':<9} {'':>4} {'2MP speed':<14} tuned / peer = {sp['ratio_median']:.2f}x (median of 3 chunks of 4 "
+        f"images timed in turn; min {sp['ratio_min']:.2f}, max {sp['ratio_max']:.2f})",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -233,6 +338,8 @@ def main() -> None:
         "and print the median ratio (robust to a changing load)",
     )
     ap.add_argument("--chunk-size", type=int, default=40)
+    ap.add_argument("--auto", action="store_true", help="ours tuned (pixel.tune) vs ours fixed vs the peer")
+    ap.add_argument("--mosaic", type=int, default=0, help="with --auto: also an archive of N 2 MP mosaics")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override for ours")
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "raremine-pixel-bench")
     a = ap.parse_args()
@@ -240,6 +347,8 @@ def main() -> None:
     if not DATA.is_dir() or not TOOL.exists():
         sys.exit(f"needs {DATA} and {TOOL} (development data, not bundled)")
     variants = ["ours", "ours-noborder"] if a.ablation else ["ours"]
+    if a.auto:
+        variants = ["tuned", "fixed"]
     cols = ["AP", "R@5%", "R@10%", "train_s", "img_s"]
     results: dict[tuple[str, str], list[dict]] = {}
     header = f"{'category':<9} {'seed':>4} {'method':<14} " + " ".join(f"{c:>8}" for c in cols)
@@ -248,21 +357,25 @@ def main() -> None:
         for seed in a.seeds:
             folder = build_archive(a.work, cat, seed)
             truth = read_truth(folder, a.normals, seed)
+            if a.auto and a.mosaic:
+                mos = build_mosaics(folder, a.mosaic, seed)
+                run_mosaic(mos, read_truth(mos, None, seed), cat, seed, a.overrides, results)
             runs = {} if a.peer_only else {v: run_ours(folder, truth, v, VARIANTS[v] + a.overrides) for v in variants}
             if not a.no_peer:
                 runs["skimage-peer"] = run_peer(folder, truth, seed)
             for name, m in runs.items():
                 results.setdefault((cat, name), []).append(m)
                 print(f"{cat:<9} {seed:>4} {name:<14} " + " ".join(f"{m[c]:>8.3f}" for c in cols), flush=True)
-            if "skimage-peer" in runs and "ours" in runs:
+            mine_side = "tuned" if a.auto else "ours"
+            if "skimage-peer" in runs and mine_side in runs:
                 print(
-                    f"{'':<9} {'':>4} {'speed ratio':<14} ours / peer = "
-                    f"{runs['ours']['img_s'] / runs['skimage-peer']['img_s']:.2f}x",
+                    f"{'':<9} {'':>4} {'speed ratio':<14} {mine_side} / peer = "
+                    f"{runs[mine_side]['img_s'] / runs['skimage-peer']['img_s']:.2f}x",
                     flush=True,
                 )
                 if a.speed_chunks:
                     sp = interleaved_speed(
-                        runs["ours"], runs["skimage-peer"], sorted(truth), a.speed_chunks, a.chunk_size, seed
+                        runs[mine_side], runs["skimage-peer"], sorted(truth), a.speed_chunks, a.chunk_size, seed
                     )
                     print(
                         f"{'':<9} {'':>4} {'interleaved':<14} {a.speed_chunks} chunks of {a.chunk_size} images: "

@@ -261,7 +261,7 @@ class PixelConfig(_Section):
     n_jobs: int = Field(1, ge=1)
     random_state: int = 0
     tune: bool = Field(True, description="choose scales, families, normalisation, border, score rule by CV")
-    tune_seconds: float = Field(120.0, gt=0, description="time the tuning aims to stay within")
+    tune_seconds: float = Field(120.0, gt=0, description="CPU seconds the tuning aims to stay within")
 
 
 class Config(_Section):
