@@ -15,9 +15,12 @@ which chooses the settings that matter on *these* labels, by rules that hold for
 
 Each candidate is scored by cross-validation over images (leave one image out up to
 :data:`LOO_MAX` images, else :data:`K_FOLDS` folds): a model trained on the other images maps each
-held-out image. The objective is the fraction of (held-out defect image, held-out normal image)
-pairs ranked the right way plus the mean pixel average precision of held-out defect images; with
-no normal image only the pixel AP counts. Candidates are tried in a fixed order under a time
+held-out image. The objective is the fraction of (held-out defect image, held-out negative) pairs
+ranked the right way plus the mean pixel average precision of held-out defect images; negatives
+are the normal images and each defect image's own background (its map with the defect, widened
+by the smoothing, blanked), so that false alarms in real background count even with few or no
+normal images. The estimate reported to the user counts defect against normal images only.
+Candidates are tried in a fixed order under a time
 budget; the tuned model is then trained on every image with the choice.
 
 The CV estimate is stored in the model (``metrics["tuning"]``) and printed by ``fit-pixel``, so
@@ -580,34 +583,37 @@ def _summarise(maps, data, defect, normal, sizes) -> dict:
     }
     side = sizes["min_side"]
     borders = sorted({round(f * side) for f in BORDER_FRACTIONS})
+    # each defect image's own background (its map with the defect, widened by the smoothing, set to 0)
+    # is one more normal example for choosing the rule and margin: false alarms in real background
+    backgrounds = {}
+    for i in defect:
+        d = data[i]
+        r = int(np.ceil((3 * SMOOTH_SIGMA + 2) / d.cell))
+        grown = cv2.dilate((d.lab >= 2).astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)) > 0
+        backgrounds[("bg", i)] = np.where(grown, 0.0, maps[i]).astype(np.float32)
+    negatives = [*normal, *backgrounds]
+    best = None
+    for rule in SCORE_RULES:
+        for b in borders:
+            sc = {i: image_score(maps[i], data[i].cell, rule, b) for i in (*defect, *normal)}
+            sc.update({k: image_score(m, data[k[1]].cell, rule, b) for k, m in backgrounds.items()})
+            right_all, n_all = _pairs(sc, defect, negatives)
+            key = (right_all / n_all, _separation(sc, defect, negatives))
+            if best is None or key > best[0]:
+                best = (key, rule, b, sc)
+    (frac_all, _), rule, b, sc = best
+    out.update(scorer={"score_rule": rule, "border": b}, objective=frac_all + pixel_ap)
+    out["pairs_with_backgrounds"] = round(frac_all, 4)
     if normal:
-        best = None
-        for rule in SCORE_RULES:
-            for b in borders:
-                sc = {i: image_score(maps[i], data[i].cell, rule, b) for i in (*defect, *normal)}
-                right, n = _pairs(sc, defect, normal)
-                key = (right, _separation(sc, defect, normal))
-                if best is None or key > best[0]:
-                    best = (key, rule, b, right, n)
-        (_, _), rule, b, right, n = best
-        frac = right / n
+        right, n = _pairs(sc, defect, normal)
         out.update(
             pairs_right=right,
             pairs=n,
-            pair_fraction=round(frac, 4),
+            pair_fraction=round(right / n, 4),
             pair_fraction_ci=_wilson(right, n),
-            scorer={"score_rule": rule, "border": b},
-            objective=frac + pixel_ap,
         )
     else:
-        out.update(
-            pairs_right=None,
-            pairs=0,
-            pair_fraction=None,
-            pair_fraction_ci=None,
-            scorer={"score_rule": "max", "border": borders[1] if len(borders) > 1 else 0},
-            objective=pixel_ap,
-        )
+        out.update(pairs_right=None, pairs=0, pair_fraction=None, pair_fraction_ci=None)
     return out
 
 
