@@ -340,6 +340,7 @@ def main() -> None:
     ap.add_argument("--chunk-size", type=int, default=40)
     ap.add_argument("--auto", action="store_true", help="ours tuned (pixel.tune) vs ours fixed vs the peer")
     ap.add_argument("--mosaic", type=int, default=0, help="with --auto: also an archive of N 2 MP mosaics")
+    ap.add_argument("--mosaic-only", action="store_true", help="with --mosaic: skip the tile archives themselves")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override for ours")
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "raremine-pixel-bench")
     a = ap.parse_args()
@@ -360,6 +361,8 @@ def main() -> None:
             if a.auto and a.mosaic:
                 mos = build_mosaics(folder, a.mosaic, seed)
                 run_mosaic(mos, read_truth(mos, None, seed), cat, seed, a.overrides, results)
+                if a.mosaic_only:
+                    continue
             runs = {} if a.peer_only else {v: run_ours(folder, truth, v, VARIANTS[v] + a.overrides) for v in variants}
             if not a.no_peer:
                 runs["skimage-peer"] = run_peer(folder, truth, seed)
