@@ -59,6 +59,9 @@ ROWS_PER_CLASS = 3000  # training pixels per class and image (feature grid), for
 EVAL_PIXELS = 40_000  # held-out prediction grid per image (about; stride chosen per image)
 SCORE_RULES = ("max", "topk_mean", "largest_component", "area")
 BORDER_FRACTIONS = (0.0, 0.01, 0.025, 0.05)  # border margins tried, as fractions of the images' shorter side
+#: Largest border margin tried (px): half the index's default tile overlap (64), so that on images split
+#: into tiles the margins of two neighbouring tiles leave no band of the image unscored.
+MAX_BORDER = 32
 NORMALIZE_CANDIDATES = ("log_centered", "image", "none")
 FAMILY_CANDIDATES = (FAMILIES, tuple(f for f in FAMILIES if f != "gauss"))
 MIN_DEFECT_IMAGES = 3  # fewer: a warning that the estimate is rough
@@ -582,7 +585,7 @@ def _summarise(maps, data, defect, normal, sizes) -> dict:
         "pixel_ap_per_image": [round(v, 3) if v is not None else None for v in aps.values()],
     }
     side = sizes["min_side"]
-    borders = sorted({round(f * side) for f in BORDER_FRACTIONS})
+    borders = sorted({min(MAX_BORDER, round(f * side)) for f in BORDER_FRACTIONS})
     # each defect image's own background (its map with the defect, widened by the smoothing, set to 0)
     # is one more normal example for choosing the rule and margin: false alarms in real background
     backgrounds = {}
