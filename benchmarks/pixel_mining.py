@@ -300,6 +300,7 @@ VARIANTS = {
     "ours": [],
     "tuned": ["pixel.tune=true"],
     "fixed": ["pixel.tune=false"],
+    "tuned-cfgclf": ["pixel.tune=true", "pixel.tune_final=config"],
     # border ablation: no distance-to-border feature and no valid-region margin in the image score
     "ours-noborder": ["pixel.features.border_feature=false", "scorers.pixel.border=0"],
 }
@@ -339,6 +340,7 @@ def main() -> None:
     )
     ap.add_argument("--chunk-size", type=int, default=40)
     ap.add_argument("--auto", action="store_true", help="ours tuned (pixel.tune) vs ours fixed vs the peer")
+    ap.add_argument("--variants", nargs="+", default=None, choices=sorted(VARIANTS), help="with --auto: these")
     ap.add_argument("--mosaic", type=int, default=0, help="with --auto: also an archive of N 2 MP mosaics")
     ap.add_argument("--mosaic-only", action="store_true", help="with --mosaic: skip the tile archives themselves")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override for ours")
@@ -349,7 +351,7 @@ def main() -> None:
         sys.exit(f"needs {DATA} and {TOOL} (development data, not bundled)")
     variants = ["ours", "ours-noborder"] if a.ablation else ["ours"]
     if a.auto:
-        variants = ["tuned", "fixed"]
+        variants = a.variants or ["tuned", "fixed"]
     cols = ["AP", "R@5%", "R@10%", "train_s", "img_s"]
     results: dict[tuple[str, str], list[dict]] = {}
     header = f"{'category':<9} {'seed':>4} {'method':<14} " + " ".join(f"{c:>8}" for c in cols)

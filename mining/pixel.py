@@ -1229,9 +1229,22 @@ def fit_pixel(
                 random_state=cfg.random_state,
                 progress=progress,
             )
-        model = pt.fit_tuned(
-            pairs, result, class_names=dict(cfg.class_names), n_jobs=cfg.n_jobs, random_state=cfg.random_state
-        )
+        if cfg.tune_final == "config":  # the tuned features, this section's classifier, budget and sampling
+            model = fit_pixel_model(
+                pairs,
+                spec=result.spec,
+                classifier=clf,
+                budget=cfg.budget,
+                hard_rounds=cfg.hard_rounds,
+                sampling=cfg.sampling,
+                class_names=dict(cfg.class_names),
+                random_state=cfg.random_state,
+            )
+            model.metrics["tuning"] = result.to_dict()
+        else:
+            model = pt.fit_tuned(
+                pairs, result, class_names=dict(cfg.class_names), n_jobs=cfg.n_jobs, random_state=cfg.random_state
+            )
         spec, clf = model.spec, model.classifier
     else:
         model = fit_pixel_model(
