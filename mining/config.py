@@ -262,8 +262,8 @@ class PixelConfig(_Section):
     random_state: int = 0
     tune: bool = Field(True, description="choose scales, families, normalisation, border, score rule by CV")
     tune_seconds: float = Field(120.0, gt=0, description="CPU seconds the tuning aims to stay within")
-    tune_final: Literal["tuner", "config"] = Field(
-        "tuner", description="estimator of the tuned model: the CV's own, or this section's classifier and budget"
+    tune_final: Literal["config", "tuner"] = Field(
+        "config", description="estimator of the tuned model: this section's classifier and budget, or the CV's own"
     )
 
 

@@ -1160,8 +1160,10 @@ def fit_pixel(
         when these folders add painted masks to it (default: these folders).
     tune : bool, optional
         Choose the features, the scorer's border and score rule by cross-validation over the
-        labelled images (:mod:`mining.pixel_tune`); default ``config.tune``. Tuned models use
-        the tuner's XGBoost; untuned ones the config's features and classifier.
+        labelled images (:mod:`mining.pixel_tune`); default ``config.tune``. The tuned model
+        is trained with the chosen features and the config's classifier, budget and sampling
+        (``config.tune_final: "config"``, the default) or with the tuner's own XGBoost on the
+        CV's pixels (``"tuner"``); untuned ones with the config's features and classifier.
     reuse : dict, optional
         A previous model's ``metrics["tuning"]``: train with its choice without tuning again
         (:func:`mining.learn.learn` between two tunings); its estimate is kept and marked reused.

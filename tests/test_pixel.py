@@ -520,9 +520,12 @@ def test_tuned_choice_is_stored_reloaded_and_used_by_the_scorer(tmp_path, quick_
         cv2.imwrite(str(imgs / name), img)
         cv2.imwrite(str(labs / name), lab)
     with Store(tmp_path / "c.db") as store:
-        res = fit_pixel(store, imgs, labs, PixelConfig(), progress=None)
+        res = fit_pixel(store, imgs, labs, PixelConfig(tune_final="tuner", n_estimators=10), progress=None)
+        assert res["method"] == "xgboost"  # the tuner's own estimator
+        own = fit_pixel(store, imgs, labs, PixelConfig(n_estimators=10), progress=None)
+        assert own["method"] == "random_forest"  # the section's classifier on the tuned features
+        assert own["metrics"]["tuning"]["features"] == res["metrics"]["tuning"]["features"]
     tuning = res["metrics"]["tuning"]
-    assert res["method"] == "xgboost"
     assert tuning["estimate"]["pairs"] == 3 * 2 and tuning["estimate"]["folds"] == 5
     model = load_pixel_model(res["path"])
     assert model.metrics["tuning"]["scorer"] == tuning["scorer"]
