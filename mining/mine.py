@@ -61,7 +61,7 @@ import numpy as np
 from mining.io import DEFAULT_MAX_PIXELS, UnreadableImage, read_image
 from mining.joblog import interrupt_on_sigterm
 from mining.scorers import Scorer
-from mining.store import Store, process_alive
+from mining.store import PATCH_SET_SUFFIX, Store, pack_patch_set, process_alive
 from mining.tiling import stitch_max
 
 logger = logging.getLogger(__name__)
@@ -324,7 +324,7 @@ def _combine(results: list, image_shape: tuple, tiles: list, whole: bool = False
     """
     if whole or not tiles:
         r = results[0]
-        return {"score": r.score, "stats": r.stats, "map": r.map, "embedding": r.embedding}, []
+        return {"score": r.score, "stats": r.stats, "map": r.map, "embedding": r.embedding, "patches": r.patches}, []
     per_tile, maps, boxes = [], [], []
     for (idx, y, x, h, w), r in zip(tiles, results, strict=True):
         per_tile.append({"tile": idx, "score": r.score, "stats": r.stats, "embedding": r.embedding})
@@ -335,7 +335,7 @@ def _combine(results: list, image_shape: tuple, tiles: list, whole: bool = False
     full = stitch_max(maps, boxes, image_shape[:2]) if maps and len(maps) == len(tiles) else None
     stats = dict(best["stats"])
     stats["best_tile"] = best["tile"]
-    return {"score": best["score"], "stats": stats, "map": full, "embedding": None}, per_tile
+    return {"score": best["score"], "stats": stats, "map": full, "embedding": None, "patches": None}, per_tile
 
 
 def _score_units(scorer: Scorer, units: list[np.ndarray]) -> list:
@@ -437,6 +437,10 @@ def _score_batch(batch: list[tuple[dict, np.ndarray | None, dict]], scorers: dic
             if scorer.embedding_name is not None:
                 if whole["embedding"] is not None:
                     res["embeddings"].append((scorer.embedding_name, -1, _vec(whole["embedding"])))
+                if whole["patches"] is not None:
+                    res["embeddings"].append(
+                        (scorer.embedding_name + PATCH_SET_SUFFIX, -1, pack_patch_set(whole["patches"]))
+                    )
                 for t in tiles:
                     if t["embedding"] is not None:
                         res["embeddings"].append((scorer.embedding_name, t["tile"], _vec(t["embedding"])))

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from mining.store import Store
+from mining.store import Store, is_patch_set
 from mining.verdicts import (  # noqa: F401 (re-exported: the app and older code import them from here)
     LEFT_OUT,
     ON_DISAGREEMENT,
@@ -640,7 +640,8 @@ def embeddings(store: Store, name: str | None = None) -> tuple[str | None, np.nd
     ``name`` defaults to the embedding with most rows; empty arrays when none.
     """
     if name is None:
-        row = store.query("SELECT name, COUNT(*) n FROM embeddings WHERE tile = -1 GROUP BY name ORDER BY n DESC")
+        counts = store.query("SELECT name, COUNT(*) n FROM embeddings WHERE tile = -1 GROUP BY name ORDER BY n DESC")
+        row = [r for r in counts if not is_patch_set(r["name"])]
         if not row:
             return None, np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
         name = row[0]["name"]

@@ -33,6 +33,7 @@ import numpy as np
 
 from mining.rank import STRATEGIES, FusedScores
 from mining.rerank import RERANK_SCORER
+from mining.store import PATCH_SET_SUFFIX, is_patch_set, unpack_patch_set
 
 logger = logging.getLogger(__name__)
 
@@ -335,7 +336,7 @@ def _embedding_spaces(store, fs: FusedScores, components: int = 32) -> dict[str,
     pos = {int(iid): r for r, iid in enumerate(fs.image_ids)}
     vectors: dict[str, dict[int, np.ndarray]] = {}
     for image_id, name, blob in store.query("SELECT image_id, name, vector FROM embeddings WHERE tile = -1"):
-        if image_id in pos:
+        if image_id in pos and not is_patch_set(name):
             vectors.setdefault(name, {})[pos[image_id]] = np.frombuffer(blob, dtype=np.float32)
     spaces = {}
     for name in sorted(vectors):
@@ -350,6 +351,79 @@ def _embedding_spaces(store, fs: FusedScores, components: int = 32) -> dict[str,
         out[rows] = Z
         spaces[name] = out
     return spaces
+
+
+def _patch_sets(store, fs: FusedScores) -> dict[str, np.ndarray]:
+    """Every stored patch set per row of ``fs``, shape (n, K, D) (NaN rows: missing).
+
+    K is the most common number of patches of a set's rows; a row with
+    another shape (an image smaller than K patches, another configuration) is
+    left out.
+    """
+    pos = {int(iid): r for r, iid in enumerate(fs.image_ids)}
+    sets: dict[str, dict[int, np.ndarray]] = {}
+    for image_id, name, blob in store.query(
+        "SELECT image_id, name, vector FROM embeddings WHERE tile = -1 AND name LIKE ?", ("%" + PATCH_SET_SUFFIX,)
+    ):
+        if image_id in pos and is_patch_set(name):
+            P = unpack_patch_set(blob)
+            if P is not None:
+                sets.setdefault(name, {})[pos[image_id]] = P
+    out = {}
+    for name in sorted(sets):
+        shapes = [v.shape for v in sets[name].values()]
+        shape = max(set(shapes), key=shapes.count)
+        P = np.full((len(fs.image_ids), *shape), np.nan, dtype=np.float32)
+        for r, v in sets[name].items():
+            if v.shape == shape:
+                P[r] = v
+        out[name] = P
+    return out
+
+
+def like_confirmed_patches(P: np.ndarray, confirmed: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Patch-level "more like this": closeness of every row's patches to a confirmed row's hottest patch.
+
+    A defect a few pixels wide barely moves an image's global vector, but its
+    patch is where the image differs most from the archive: the first patch
+    of a confirmed row's set. Every row is scored by the distance of its
+    nearest patch (of its set) to the nearest such confirmed patch; features
+    are standardised by the spread of all stored patches. As in
+    :func:`like_confirmed`, a confirmed row is compared with the *other*
+    confirmed rows only.
+
+    Parameters
+    ----------
+    P : ndarray of shape (n, K, D)
+        Patch sets, hottest patch first (rows with NaN get NaN).
+    confirmed : ndarray of int
+        Rows confirmed as rare events.
+    chunk : int, default=4096
+        Rows per block (bounds memory).
+
+    Returns
+    -------
+    ndarray of shape (n,)
+        Minus the distance; NaN without a usable confirmed row.
+    """
+    out = np.full(len(P), np.nan)
+    good = ~np.isnan(P).any(axis=(1, 2))
+    confirmed = np.array([c for c in np.asarray(confirmed, dtype=np.int64) if good[c]], dtype=np.int64)
+    if len(confirmed) == 0:
+        return out
+    flat = P[good].reshape(-1, P.shape[2]).astype(np.float64)
+    mu, sd = flat.mean(axis=0), flat.std(axis=0)
+    sd = np.where(sd > 0, sd, 1)
+    Q = (P[confirmed, 0, :] - mu) / sd  # (c, D): each confirmed row's hottest patch
+    rows = np.flatnonzero(good)
+    for s in range(0, len(rows), chunk):
+        r = rows[s : s + chunk]
+        X = (P[r] - mu) / sd  # (m, K, D)
+        d2 = ((X[:, :, None, :] - Q[None, None, :, :]) ** 2).sum(axis=3).min(axis=1)  # (m, c)
+        d2[r[:, None] == confirmed[None, :]] = np.inf
+        best = d2.min(axis=1)
+        out[r] = np.where(np.isfinite(best), -np.sqrt(best), np.nan)
+    return out
 
 
 def like_confirmed(V: np.ndarray, confirmed: np.ndarray) -> np.ndarray:
@@ -405,6 +479,8 @@ def adaptive_arms(fs: FusedScores, store=None, labels: dict[int, int] | None = N
         if len(confirmed):
             for name, V in _embedding_spaces(store, fs).items():
                 arms[f"like:{name}"] = like_confirmed(V, confirmed)
+            for name, P in _patch_sets(store, fs).items():
+                arms[f"like:{name}"] = like_confirmed_patches(P, confirmed)
     return arms
 
 
