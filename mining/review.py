@@ -857,3 +857,446 @@ def save_label_image(labels: np.ndarray, store_path: str | os.PathLike, image_id
     if bad:
         raise ValueError(f"label values must be 0, 1 or 2; got {sorted(bad)}")
     return _write_painted(labels_dir(store_path), image_id, tile, labels, "label image")
+
+
+# -- several reviewers: claims, what others decided ------------------------------------------------
+#: Seconds a claim on a shown image lasts unless renewed (a reviewer who leaves lets it lapse).
+CLAIM_SECONDS = 120.0
+
+_CLAIM = "review.claim."
+_PREF = "review.pref."
+
+
+def _claim_key(key: tuple[int, int]) -> str:
+    return f"{_CLAIM}{int(key[0])}.{int(key[1])}"
+
+
+def claims(store: Store, *, now: float | None = None) -> dict[tuple[int, int], tuple[str, float]]:
+    """Unexpired claims: ``(image_id, tile)`` to ``(reviewer, expires)``.
+
+    A claim says a reviewer is looking at an image; it lives in the
+    catalogue's ``meta`` table (key ``review.claim.<image_id>.<tile>``), so
+    every app session on the catalogue sees it, and it lapses after
+    :data:`CLAIM_SECONDS` unless renewed.
+
+    Parameters
+    ----------
+    store : Store
+    now : float, optional
+        The time to compare expiry with (default ``time.time()``).
+
+    Returns
+    -------
+    dict of (image_id, tile) to (str, float)
+    """
+    now = time.time() if now is None else now
+    out = {}
+    for k, v in store.query("SELECT key, value FROM meta WHERE key LIKE ?", (_CLAIM + "%",)):
+        try:
+            iid, tile = (int(x) for x in k[len(_CLAIM) :].split("."))
+            data = json.loads(v)
+            who, until = str(data["reviewer"]), float(data["expires"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if until > now:
+            out[(iid, tile)] = (who, until)
+    return out
+
+
+def claim(store: Store, item: Item, reviewer: str, *, seconds: float = CLAIM_SECONDS) -> bool:
+    """Claim an item for ``reviewer`` for ``seconds``; False when another reviewer holds an unexpired claim.
+
+    Claiming again renews the reviewer's own claim. Expired claims of anyone are replaced.
+
+    Parameters
+    ----------
+    store : Store
+    item : Item
+    reviewer : str
+    seconds : float, default=CLAIM_SECONDS
+
+    Returns
+    -------
+    bool
+        Whether ``reviewer`` holds the claim now.
+    """
+    now = time.time()
+    key = _claim_key(item.key)
+    with store.transaction() as con:
+        row = con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is not None:
+            try:
+                data = json.loads(row[0])
+                if data["reviewer"] != reviewer and float(data["expires"]) > now:
+                    return False
+            except (ValueError, KeyError, TypeError):
+                pass
+        con.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            (key, json.dumps({"reviewer": reviewer, "expires": now + seconds})),
+        )
+    return True
+
+
+def release(store: Store, reviewer: str, item: Item | None = None) -> int:
+    """Drop ``reviewer``'s claim on ``item`` (on every item when None) and expired claims; return rows gone."""
+    now = time.time()
+    gone = 0
+    with store.transaction() as con:
+        rows = con.execute("SELECT key, value FROM meta WHERE key LIKE ?", (_CLAIM + "%",)).fetchall()
+        for k, v in rows:
+            try:
+                data = json.loads(v)
+                mine = data["reviewer"] == reviewer and (item is None or k == _claim_key(item.key))
+                expired = float(data["expires"]) <= now
+            except (ValueError, KeyError, TypeError):
+                mine, expired = False, True
+            if mine or expired:
+                gone += con.execute("DELETE FROM meta WHERE key = ?", (k,)).rowcount
+    return gone
+
+
+def needs_vote(
+    store: Store, item: Item, reviewer: str, rule: ConsensusRule = ConsensusRule(), *, include_done: bool = False
+) -> tuple[bool, str]:
+    """Whether ``reviewer`` should be shown ``item`` now, and why not.
+
+    Not when the reviewer already voted on it, the consensus rule has decided
+    or dropped it, or another reviewer holds an unexpired claim on it (unless
+    ``include_done``, which only skips others' claims).
+
+    Returns
+    -------
+    (bool, str)
+        The answer and, when False, a short reason (``"decided confirm by bob"``, ``"bob is looking at it"``).
+    """
+    c = claims(store).get(item.key)
+    if c and c[0] != reviewer:
+        return False, f"{c[0]} is looking at it"
+    if include_done:
+        return True, ""
+    d = decisions(store, rule, [item.key])[item.key]
+    if any(v.reviewer == reviewer for v in d.votes):
+        return False, "you already voted on it"
+    if d.status in ("decided", "dropped"):
+        who = ", ".join(f"{v.reviewer}: {v.verdict}" for v in d.votes)
+        what = f"decided {d.verdict}" if d.status == "decided" else "dropped"
+        return False, f"{what} ({who})"
+    return True, ""
+
+
+def others_decided(
+    store: Store, items: Sequence[Item], reviewer: str, since_review_id: int, rule: ConsensusRule = ConsensusRule()
+) -> list[dict]:
+    """Items of a queue that other reviewers voted on after review ``since_review_id``, with their decision.
+
+    Returns
+    -------
+    list of dict
+        ``image_id, tile, path, status, verdict, votes`` (``reviewer: verdict`` strings) per item.
+    """
+    keys = {it.key: it for it in items}
+    if not keys:
+        return []
+    rows = store.query(
+        "SELECT DISTINCT image_id, tile FROM reviews WHERE id > ? AND reviewer != ?", (int(since_review_id), reviewer)
+    )
+    touched = [(r[0], r[1]) for r in rows if (r[0], r[1]) in keys]
+    if not touched:
+        return []
+    dec = decisions(store, rule, touched)
+    out = []
+    for k in touched:
+        d = dec[k]
+        out.append(
+            {
+                "image_id": k[0],
+                "tile": k[1],
+                "path": keys[k].path,
+                "status": d.status,
+                "verdict": d.verdict,
+                "votes": "; ".join(f"{v.reviewer}: {v.verdict}" for v in d.votes),
+            }
+        )
+    return out
+
+
+def last_review_id(store: Store) -> int:
+    """The id of the newest vote (0 when none)."""
+    return int(store.query("SELECT COALESCE(MAX(id), 0) FROM reviews")[0][0])
+
+
+def earlier_votes(store: Store, items: Sequence[Item]) -> dict[tuple[int, int], list[Vote]]:
+    """Every reviewer's latest vote on each item (items without votes are left out)."""
+    return latest_votes(store, [it.key for it in items])
+
+
+# -- per-reviewer preferences ------------------------------------------------------------------------
+def get_pref(store: Store, reviewer: str, name: str, default=None):
+    """A reviewer's saved display preference (JSON value in ``meta``), or ``default``."""
+    rows = store.query("SELECT value FROM meta WHERE key = ?", (f"{_PREF}{reviewer}.{name}",))
+    if not rows:
+        return default
+    try:
+        return json.loads(rows[0][0])
+    except ValueError:
+        return default
+
+
+def set_pref(store: Store, reviewer: str, name: str, value) -> None:
+    """Save a reviewer's display preference (e.g. the overlay opacity) in the catalogue's ``meta`` table."""
+    with store.transaction() as con:
+        con.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (f"{_PREF}{reviewer}.{name}", json.dumps(value))
+        )
+
+
+# -- why it was picked, in words --------------------------------------------------------------------
+def ordinal(n: int) -> str:
+    """``1st``, ``2nd``, ``3rd``, ``4th``, ``11th``, ``22nd`` ..."""
+    n = int(n)
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def percent(fraction: float | None) -> str:
+    """A fraction as a percentage for people (``0.997`` -> ``"99.7 %"``, ``1`` -> ``"100 %"``)."""
+    if fraction is None or not np.isfinite(fraction):
+        return "-"
+    p = 100.0 * float(fraction)
+    text = f"{p:.1f}".rstrip("0").rstrip(".") if p < 99.95 or p == 100 else f"{p:.2f}".rstrip("0").rstrip(".")
+    return f"{text} %"
+
+
+def scorer_ranks(store: Store, item: Item) -> dict[str, tuple[int, int]]:
+    """Per scorer: the item's place by score (1 = highest) and how many images (or tiles) it scored."""
+    rows = store.query(
+        "SELECT s.scorer,"
+        " (SELECT COUNT(*) FROM scores o WHERE o.scorer = s.scorer AND (o.tile = -1) = (s.tile = -1)"
+        "  AND o.score > s.score) + 1,"
+        " (SELECT COUNT(*) FROM scores o WHERE o.scorer = s.scorer AND (o.tile = -1) = (s.tile = -1)"
+        "  AND o.score IS NOT NULL)"
+        " FROM scores s WHERE s.image_id = ? AND s.tile = ? AND s.score IS NOT NULL",
+        (item.image_id, item.tile),
+    )
+    return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
+
+def why_sentences(store: Store, item: Item) -> list[str]:
+    """One sentence per scorer on why an item was picked.
+
+    E.g. ``"contrast: top 0.3 % (3rd highest of 959)"``; the strategy and
+    fused score come first when known.
+
+    Returns
+    -------
+    list of str
+    """
+    out = []
+    why = item.why or {}
+    pick = why.get("strategy") or item.strategy
+    head = []
+    if pick:
+        head.append(f"picked by {pick}")
+    if item.rank is not None:
+        head.append(f"rank {item.rank} of the round")
+    fused = why.get("fused", item.score)
+    if fused is not None:
+        head.append(f"fused score {float(fused):.3f}")
+    if head:
+        out.append("; ".join(head))
+    pct = why.get("scorers") or {}
+    ranks = scorer_ranks(store, item)
+    for name in sorted(set(pct) | set(ranks)):
+        parts = []
+        if name in ranks:
+            r, n = ranks[name]
+            top = 100.0 * r / max(n, 1)
+            parts.append(f"top {top:.2g} % ({ordinal(r)} highest of {n})")
+        if pct.get(name) is not None and name not in ranks:
+            parts.append(f"percentile {percent(pct[name])}")
+        out.append(f"{name}: " + "; ".join(parts))
+    return out
+
+
+# -- neighbours and a normal reference ----------------------------------------------------------------
+def raw_embeddings(store: Store, name: str | None = None) -> tuple[str | None, np.ndarray, np.ndarray]:
+    """Whole-image embeddings as stored (not normalised): ``(name, image_ids, vectors float32)``."""
+    if name is None:
+        row = store.query("SELECT name, COUNT(*) n FROM embeddings WHERE tile = -1 GROUP BY name ORDER BY n DESC")
+        if not row:
+            return None, np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        name = row[0]["name"]
+    rows = store.query(
+        "SELECT image_id, vector FROM embeddings WHERE tile = -1 AND name = ? ORDER BY image_id", (name,)
+    )
+    if not rows:
+        return name, np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    ids = np.array([r[0] for r in rows], dtype=np.int64)
+    return name, ids, np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+
+
+def nearest(
+    ids: np.ndarray, vectors: np.ndarray, image_id: int, k: int = 6, *, among: Sequence[int] | None = None
+) -> list[tuple[int, float]]:
+    """The ``k`` images nearest ``image_id`` by Euclidean distance between embeddings (itself excluded).
+
+    Parameters
+    ----------
+    ids : ndarray of shape (n,)
+    vectors : ndarray of shape (n, d)
+        Embeddings as stored (see :func:`raw_embeddings`).
+    image_id : int
+    k : int, default=6
+    among : sequence of int, optional
+        Only these images (e.g. those decided normal).
+
+    Returns
+    -------
+    list of (image_id, distance), nearest first; empty when the image has no embedding.
+    """
+    where = np.flatnonzero(ids == image_id)
+    if where.size == 0 or len(ids) < 2:
+        return []
+    d = np.linalg.norm(vectors.astype(np.float64) - vectors[where[0]].astype(np.float64), axis=1)
+    d[where[0]] = np.inf
+    if among is not None:
+        allowed = np.isin(ids, np.asarray(list(among), dtype=np.int64))
+        d[~allowed] = np.inf
+    ok = np.flatnonzero(np.isfinite(d))
+    if ok.size == 0:
+        return []
+    k = min(k, ok.size)
+    top = ok[np.argsort(d[ok], kind="stable")[:k]]
+    return [(int(ids[i]), float(d[i])) for i in top]
+
+
+def normal_pool(store: Store, rule: ConsensusRule = ConsensusRule()) -> tuple[list[int], str]:
+    """Images that look normal, for a reference: decided ``reject``, else the lower half by fused score.
+
+    Returns
+    -------
+    (list of int, str)
+        Image ids and how they were chosen.
+    """
+    rejected = [k[0] for k, lab in image_labels(store, rule).items() if lab.target == 0]
+    if len(rejected) >= 3:
+        return rejected, "decided normal by reviewers"
+    from mining.rank import fused_scores
+
+    try:
+        fs = fused_scores(store)
+    except ValueError:
+        return rejected, "decided normal by reviewers"
+    fused = np.nan_to_num(fs.fused, nan=np.inf)
+    low = fs.image_ids[fused <= np.median(fused)].tolist()
+    return sorted(set(low) | set(rejected)), "decided normal, or in the lower half by fused score"
+
+
+def reference_image(
+    store: Store, item: Item, rule: ConsensusRule = ConsensusRule(), embeddings=None
+) -> tuple[int, float, str] | None:
+    """The nearest normal-looking image to an item by embedding: ``(image_id, distance, how chosen)`` or None."""
+    _, ids, vecs = embeddings if embeddings is not None else raw_embeddings(store)
+    pool, how = normal_pool(store, rule)
+    near = nearest(ids, vecs, item.image_id, 1, among=[i for i in pool if i != item.image_id])
+    if not near:
+        return None
+    return near[0][0], near[0][1], how
+
+
+# -- what the viewer is sent ---------------------------------------------------------------------------
+def view_rendering(picture: np.ndarray, max_side: int = 2048) -> tuple[np.ndarray, float]:
+    """A screen-sized copy of a picture (never larger than ``max_side``) and its scale to the original."""
+    h, w = picture.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    if s >= 1.0:
+        return picture, 1.0
+    out = cv2.resize(picture, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return out, s
+
+
+def hot_region(score_map: np.ndarray, shape: tuple[int, int], *, level: float = 0.5, max_regions: int = 12) -> dict:
+    """The hot region of a score map in the image's pixel coordinates.
+
+    The map (any size, uint8 or float) is thresholded half-way (``level``)
+    between its median and its peak at its own resolution; the outlines of the
+    largest regions above are returned, scaled to the image's ``shape``, with
+    the peak.
+
+    Parameters
+    ----------
+    score_map : ndarray of shape (h, w)
+    shape : (H, W)
+        The image's shape.
+    level : float, default=0.5
+        Where between the median (0) and the peak (1) the threshold lies.
+    max_regions : int, default=12
+        The largest regions kept.
+
+    Returns
+    -------
+    dict
+        ``contours``: list of point lists ``[[x, y], ...]`` (image pixels),
+        ``peak``: ``[x, y]`` of the maximum (image pixels), ``threshold`` and
+        ``peak_value`` (map units), ``fraction``: share of the map above the threshold.
+    """
+    m = np.asarray(score_map)
+    if m.ndim == 3:
+        m = m[:, :, 0]
+    m = np.nan_to_num(m.astype(np.float32))
+    H, W = int(shape[0]), int(shape[1])
+    mh, mw = m.shape
+    sx, sy = W / mw, H / mh
+    peak_value = float(m.max())
+    med = float(np.median(m))
+    py, px = np.unravel_index(int(np.argmax(m)), m.shape)
+    peak = [int(min(W - 1, (px + 0.5) * sx)), int(min(H - 1, (py + 0.5) * sy))]
+    if peak_value <= med:
+        return {"contours": [], "peak": peak, "threshold": peak_value, "peak_value": peak_value, "fraction": 0.0}
+    thr = med + level * (peak_value - med)
+    mask = (m >= thr).astype(np.uint8)
+    found, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    found = sorted(found, key=lambda c: -cv2.contourArea(c) - len(c))[:max_regions]
+    contours = []
+    for c in found:
+        pts = c.reshape(-1, 2).astype(np.float64)
+        if len(pts) == 1:  # a single map pixel: its square
+            x, y = pts[0]
+            pts = np.array([[x, y], [x + 1, y], [x + 1, y + 1], [x, y + 1]])
+        else:
+            pts = pts + 0.5
+        contours.append(np.round(pts * [sx, sy], 1).tolist())
+    return {
+        "contours": contours,
+        "peak": peak,
+        "threshold": thr,
+        "peak_value": peak_value,
+        "fraction": float(mask.mean()),
+    }
+
+
+def crop_around(picture: np.ndarray, centre: tuple[int, int], size: int = 192) -> tuple[np.ndarray, tuple[int, int]]:
+    """A full-resolution ``size`` x ``size`` crop of a picture centred on ``(x, y)`` (shifted to stay inside).
+
+    Returns
+    -------
+    (ndarray, (x0, y0))
+        The crop and its top-left corner in the picture.
+    """
+    h, w = picture.shape[:2]
+    cw, ch = min(size, w), min(size, h)
+    x0 = int(np.clip(centre[0] - cw // 2, 0, w - cw))
+    y0 = int(np.clip(centre[1] - ch // 2, 0, h - ch))
+    return picture[y0 : y0 + ch, x0 : x0 + cw], (x0, y0)
+
+
+def heat_colours(score_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A score map as an RGB colour map (inferno) at ``shape`` (H, W), for showing beside the image."""
+    m = score_map if score_map.ndim == 2 else score_map[:, :, 0]
+    m = m.astype(np.float32)
+    lo, hi = float(m.min()), float(m.max())
+    m8 = np.zeros(m.shape, np.uint8) if hi <= lo else ((m - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    if m8.shape != tuple(shape[:2]):
+        m8 = cv2.resize(m8, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_LINEAR)
+    return cv2.cvtColor(cv2.applyColorMap(m8, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)

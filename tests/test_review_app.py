@@ -55,18 +55,35 @@ def votes(db: str) -> list[tuple]:
         return [tuple(r) for r in s.query("SELECT image_id, reviewer, verdict, category FROM reviews ORDER BY id")]
 
 
+def viewer(at: AppTest) -> dict | None:
+    """The data the zoomable viewer component was sent (None when no candidate is shown)."""
+    import json
+
+    for e in at.get("bidi_component"):
+        if e.key == "viewer":
+            return json.loads(e.proto.json)
+    return None
+
+
 def view(at: AppTest, name: str) -> AppTest:
     at.sidebar.radio(key="view").set_value(name).run()
     assert not at.exception, at.exception
     return at
 
 
-def test_asks_for_a_reviewer_name_first(cat):
+def test_asks_for_a_reviewer_name_once_then_shows_it(cat):
     at = session(None)
     assert any("reviewer" in w.value for w in at.warning)
-    assert not at.button
-    at.sidebar.text_input(key="reviewer").input("alice").run()
+    assert not [b for b in at.button if b.key and b.key.startswith("btn_")]
+    at.sidebar.text_input(key="reviewer_name").input("alice").run()
     assert "reviewer **alice**" in header(at)
+    # set once: no text field is left to type into by accident (a "Y" cannot make "alicey")
+    assert not [t for t in at.sidebar.text_input if t.key == "reviewer_name"]
+    assert any("Reviewer: **alice**" in m.value for m in at.sidebar.markdown)
+    assert at.query_params["reviewer"] in ("alice", ["alice"])
+    at.sidebar.button(key="change_reviewer").click().run()
+    at.sidebar.text_input(key="reviewer_name").input("bob").run()
+    assert "reviewer **bob**" in header(at)
 
 
 def test_a_verdict_is_written_and_the_queue_moves_on(cat):
@@ -178,7 +195,8 @@ def test_missing_image_shows_a_message_and_the_queue_moves_on(cat):
     assert any(
         "skipped" in w.value and os.path.basename(items[0].path) in w.value and "missing" in w.value for w in at.warning
     )
-    assert os.path.basename(items[1].path) in header(at) and len(at.get("image")) >= 1
+    assert os.path.basename(items[1].path) in header(at)
+    assert viewer(at)["img"].startswith("data:image/png;base64,")
 
 
 def test_a_file_outside_the_archive_roots_is_never_shown(cat):
@@ -207,16 +225,27 @@ def test_missing_catalogue_is_refused(tmp_path, monkeypatch):
     assert at.error and "does not exist" in at.error[0].value
 
 
-def test_grid_mode_takes_verdicts_on_many_thumbnails(cat):
+def test_grid_records_only_the_verdicts_chosen_and_shows_earlier_votes(cat):
     at = view(session(), "Grid")
     queue = at.session_state["queue"]
-    assert len(at.get("image")) >= 1
+    assert len(at.get("image")) == len(queue) == 6
+    assert not [r for r in at.radio if r.key == "grid_default"]  # no default verdict for unmarked thumbnails
     at.segmented_control(key=f"grid_{queue[1].image_id}_-1").set_value("confirm").run()
+    at.segmented_control(key=f"grid_{queue[3].image_id}_-1").set_value("unsure").run()
     at.button(key="grid_submit").click().run()
     got = {v[0]: v[2] for v in votes(cat["db"])}
-    assert got == {it.image_id: ("confirm" if i == 1 else "reject") for i, it in enumerate(queue)}
+    assert got == {queue[1].image_id: "confirm", queue[3].image_id: "unsure"}  # unmarked = skipped
     at.button(key="btn_undo_end").click().run()
     assert votes(cat["db"]) == []
+    # with "show items I already voted on", an earlier confirm is shown and kept by a submit that leaves it alone
+    with Store(cat["db"]) as s:
+        rv.record_verdict(s, queue[0], "alice", "confirm", category="defect")
+    at.session_state["show_all"] = True
+    at.session_state["queue"] = None
+    at.run()
+    assert any("earlier: alice confirm" in c.value for c in at.caption)
+    at.button(key="grid_submit").click().run()
+    assert [v[2] for v in votes(cat["db"])] == ["confirm"]
 
 
 def test_map_view_and_a_selection_queue(cat):
@@ -240,19 +269,24 @@ def test_progress_view_counts_and_learn(cat):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Images reviewed"] == "2" and metrics["Confirmed"] == "1" and metrics["Votes"] == "2"
     assert at.get("plotly_chart")
-    import app
-
-    if app.learn_function() is None:
-        assert any("not available yet" in i.value for i in at.info)
-    else:
-        assert at.button(key="learn")
+    assert at.button(key="learn") and not at.button(key="learn").disabled
+    assert at.button(key="rank_next") and not at.button(key="rank_next").disabled
 
 
 def test_learn_reports_when_not_built(cat, monkeypatch):
     import app
 
-    monkeypatch.setattr(app.importlib.util, "find_spec", lambda name: None)
+    import importlib.machinery
+    import sys
+    import types
+
+    stub = types.ModuleType("mining.learn")  # a module without learn()
+    stub.__spec__ = importlib.machinery.ModuleSpec("mining.learn", None)
+    monkeypatch.setitem(sys.modules, "mining.learn", stub)
     assert app.learn_function() is None
+    at = view(session(), "Progress")
+    assert any("not available yet" in i.value for i in at.info)
+    assert at.button(key="learn").disabled and not at.button(key="rank_next").disabled
 
 
 def test_sixteen_bit_window_sliders(cat):
