@@ -274,11 +274,11 @@ def test_progress_view_counts_and_learn(cat):
 
 
 def test_learn_reports_when_not_built(cat, monkeypatch):
-    import app
-
     import importlib.machinery
     import sys
     import types
+
+    import app
 
     stub = types.ModuleType("mining.learn")  # a module without learn()
     stub.__spec__ = importlib.machinery.ModuleSpec("mining.learn", None)
