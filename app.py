@@ -356,6 +356,7 @@ def current_queue(store: Store, reviewer: str, rule: rv.ConsensusRule, show_all:
         kind, payload = ss["source"]
         items = rv.round_items(store) if kind == "round" else rv.image_items(store, payload[1])
         ss["queue"] = rv.reviewer_queue(store, items, reviewer, rule, include_done=show_all)
+        ss["queue_built"] = list(ss["queue"])  # as built: a refresh reports on these
         ss["queue_for"] = signature
         ss["pos"] = 0
         ss["undo"] = []
@@ -369,7 +370,7 @@ def act_refresh_queue() -> None:
     """Build the queue again and say what other reviewers decided since it was built."""
     ss = st.session_state
     store: Store = ss["store"]
-    old = list(ss["queue"] or [])
+    old = list(ss.get("queue_built") or ss["queue"] or [])
     since = ss.get("since_id", 0)
     rule = ss.get("rule")
     changed = rv.others_decided(store, old, ss["reviewer"], since, rule) if rule else []
@@ -433,20 +434,16 @@ def category_note_ui(categories: list[str]) -> None:
                 type="primary" if ss["category"] == cat else "tertiary",
             )
         st.caption(f"category for a confirm: **{ss['category']}**")
-    st.text_input("Note", key="note", placeholder="optional; Enter keeps it for your next vote")
+    st.text_input("Note", key="note", placeholder="optional", help="stored with your next vote; Enter keeps it")
 
 
-def details_ui(ctx: Ctx, item: rv.Item, scores: list[dict]) -> None:
+def details_ui(ctx: Ctx, item: rv.Item) -> None:
     """Why it was picked (a sentence per scorer), earlier votes, neighbours, a normal reference, path, metadata."""
     store = ctx.store
     st.markdown(f"**{os.path.basename(item.path)}**" + (f" · tile {item.tile}" if item.tile >= 0 else ""))
     sentences = rv.why_sentences(store, item)
     if sentences:
         st.markdown("**Why picked**\n" + "\n".join(f"- {x}" for x in sentences))
-    if scores:  # a markdown table: much lighter to draw than a data grid on every candidate
-        pct = (item.why or {}).get("scorers") or {}
-        rows = "".join(f"| {s['scorer']} | {s['score']:.4g} | {rv.percent(pct.get(s['scorer']))} |\n" for s in scores)
-        st.markdown("| scorer | score | percentile |\n|---|---:|---:|\n" + rows)
     votes = rv.earlier_votes(store, [item]).get(item.key)
     if votes:
         st.caption("votes so far: " + "; ".join(f"{v.reviewer}: {v.verdict}" for v in votes))
@@ -639,13 +636,19 @@ def queue_header(ctx: Ctx, queue: list[rv.Item], item: rv.Item | None = None) ->
         f"**{src}** · item {min(ss['pos'] + 1, len(queue))} of {len(queue)} · {left} left · "
         f"reviewer **{ctx.reviewer}**" + (f" · `{os.path.basename(item.path)}`" if item else "")
     )
-    c1, c2 = st.columns([4, 1], vertical_alignment="center")
+    c1, c2 = st.columns([3, 1], vertical_alignment="center")
     if kind == "round":
         done, total = round_progress(ctx)
         c1.progress(done / total if total else 0.0, text=f"round: {done} of {total} candidates decided")
     else:
         c1.button("Back to the round's candidates", on_click=act_round_queue, key="back_round")
-    c2.button("Refresh queue", key="refresh_queue", on_click=act_refresh_queue, help="see what others decided")
+    c2.button(
+        "Refresh",
+        key="refresh_queue",
+        on_click=act_refresh_queue,
+        width="stretch",
+        help="build your queue again and see what other reviewers decided meanwhile",
+    )
     report = ss.pop("refresh_report", None)
     if report is not None:
         if report:
@@ -766,16 +769,17 @@ def queue_view(ctx: Ctx) -> None:
         if maps:
             if "opacity" not in ss:
                 ss["opacity"] = float(rv.get_pref(ctx.store, ctx.reviewer, "opacity", 0.0))
-            m1, m2 = st.columns(2)
-            which = m1.selectbox("Score map", list(maps), key="map_scorer") if len(maps) > 1 else next(iter(maps))
+            m1, m2 = st.columns(2) if len(maps) > 1 else (None, st.container())
+            which = m1.selectbox("Score map", list(maps), key="map_scorer") if m1 else next(iter(maps))
             m2.slider(
-                "Tint opacity (O: overlay on / off)",
+                "Map tint",
                 0.0,
                 1.0,
                 step=0.05,
                 key="opacity",
                 on_change=act_opacity,
-                help="the outline of the hot region is always drawn; a tint of the whole map is added above 0",
+                help="opacity of the score map's colours over the image (remembered for you); the outline of the "
+                "hot region is drawn whenever the overlay is on (key O)",
             )
             try:
                 map_real = rv.check_path(maps[which], [ctx.maps_root])
@@ -795,15 +799,32 @@ def queue_view(ctx: Ctx) -> None:
         paint_ui(ctx.store, item, rv.display_image(raw, level, width))
     with right:
         category_note_ui(categories)
-        details_ui(ctx, item, scores)
+        details_ui(ctx, item)
 
 
 def grid_view(ctx: Ctx) -> None:
     """Thumbnails of the next page of the queue; a verdict only where one is chosen, earlier votes shown."""
     ss = st.session_state
     queue = current_queue(ctx.store, ctx.reviewer, ctx.rule, ctx.show_all)
+    size = ctx.cfg.review.grid_size
+    seen = ss.setdefault("seen", set())
+    i = ss["pos"]
+    while i < min(len(queue), ss["pos"] + size):  # decided by others, or being looked at: not offered again
+        it = queue[i]
+        if it.key not in seen:
+            ok, why = rv.needs_vote(ctx.store, it, ctx.reviewer, ctx.rule, include_done=ctx.show_all)
+            if not ok:
+                deferred = ss.setdefault("deferred", set())
+                if "looking at it" in why and it.key not in deferred:
+                    deferred.add(it.key)
+                    queue.append(it)  # back of the queue: their claim may lapse
+                ss["passed"].append(f"passed over {os.path.basename(it.path)}: {why}")
+                del queue[i]
+                continue
+            seen.add(it.key)
+        i += 1
     queue_header(ctx, queue)
-    page = queue[ss["pos"] : ss["pos"] + ctx.cfg.review.grid_size]
+    page = queue[ss["pos"] : ss["pos"] + size]
     if not page:
         empty_queue(ctx, queue)
         return

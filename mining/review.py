@@ -1085,7 +1085,7 @@ def scorer_ranks(store: Store, item: Item) -> dict[str, tuple[int, int]]:
 def why_sentences(store: Store, item: Item) -> list[str]:
     """One sentence per scorer on why an item was picked.
 
-    E.g. ``"contrast: top 0.3 % (3rd highest of 959)"``; the strategy and
+    E.g. ``"contrast: score 0.52; top 0.3 % (3rd highest of 959)"``; the strategy and
     fused score come first when known.
 
     Returns
@@ -1107,8 +1107,16 @@ def why_sentences(store: Store, item: Item) -> list[str]:
         out.append("; ".join(head))
     pct = why.get("scorers") or {}
     ranks = scorer_ranks(store, item)
+    raw = {
+        r[0]: r[1]
+        for r in store.query(
+            "SELECT scorer, score FROM scores WHERE image_id = ? AND tile = ?", (item.image_id, item.tile)
+        )
+    }
     for name in sorted(set(pct) | set(ranks)):
         parts = []
+        if raw.get(name) is not None:
+            parts.append(f"score {raw[name]:.4g}")
         if name in ranks:
             r, n = ranks[name]
             top = 100.0 * r / max(n, 1)

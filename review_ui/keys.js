@@ -3,6 +3,17 @@
 
 let current = null;
 
+// our own element inside the component's root: Streamlit keeps the component's <style> there too
+function host(parent) {
+  let h = Array.from(parent.children).find((e) => e.classList && e.classList.contains("rm-host"));
+  if (!h) {
+    h = document.createElement("div");
+    h.className = "rm-host";
+    parent.appendChild(h);
+  }
+  return h;
+}
+
 function textField(e) {
   const el = e.target;
   if (!el || !el.tagName) return null;
@@ -43,7 +54,7 @@ export default function (component) {
   card.appendChild(p);
   box.appendChild(card);
   box.addEventListener("click", (e) => { if (e.target === box) box.hidden = true; });
-  parentElement.replaceChildren(box);
+  host(parentElement).replaceChildren(box);
 
   const onKey = (e) => {
     const field = textField(e);

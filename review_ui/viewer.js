@@ -88,7 +88,18 @@ function makePane(d, src, label) {
   return pane;
 }
 
-let current = null; // the mounted viewer (one per page)
+let current = null;
+
+// our own element inside the component's root: Streamlit keeps the component's <style> there too
+function host(parent) {
+  let h = Array.from(parent.children).find((e) => e.classList && e.classList.contains("rm-host"));
+  if (!h) {
+    h = document.createElement("div");
+    h.className = "rm-host";
+    parent.appendChild(h);
+  }
+  return h;
+} // the mounted viewer (one per page)
 
 export default function (component) {
   const { data, parentElement } = component;
@@ -97,7 +108,7 @@ export default function (component) {
   const root = document.createElement("div");
   root.className = "rm-viewer";
   root.dataset.zoom = "1";
-  parentElement.replaceChildren(root);
+  host(parentElement).replaceChildren(root);
   const pref = prefs(d.reviewer || "");
   const state = {
     zoom: 1, // relative to the whole image fitted into the column
@@ -160,19 +171,21 @@ export default function (component) {
     body.appendChild(cropBox);
   }
 
-  function paneWidth() {
-    const total = panes.clientWidth || parentElement.host?.clientWidth || 600;
-    return state.side && heatPane ? Math.floor((total - 8) / 2) : total;
-  }
-
   function layout() {
-    body.classList.toggle("rm-with-crop", state.hot && !!cropBox);
-    if (cropBox) cropBox.style.display = state.hot ? "" : "none";
-    if (heatPane) heatPane.style.display = state.side ? "" : "none";
-    const pw = Math.max(120, paneWidth());
+    const total = Math.max(160, body.clientWidth || parentElement.host?.clientWidth || 600);
+    const showCrop = state.hot && !!cropBox;
     const maxH = Math.max(220, Math.round(window.innerHeight * (d.height_share || 0.6)));
+    // the crop goes beside the image in a wide column, below it in a narrow one (the image keeps its size)
+    const beside = showCrop && total >= 640;
+    const cropW = showCrop ? Math.round(Math.min(beside ? total * 0.3 : total, 2 * d.crop_size[0], maxH * 0.6)) : 0;
+    body.style.flexWrap = beside ? "nowrap" : "wrap";
+    if (cropBox) cropBox.style.display = showCrop ? "" : "none";
+    if (heatPane) heatPane.style.display = state.side ? "" : "none";
+    const avail = beside ? total - cropW - 8 : total;
+    const pw = Math.max(80, state.side && heatPane ? Math.floor((avail - 8) / 2) : avail);
+    panes.style.width = avail + "px";
     state.fit = Math.min(pw / d.w, maxH / d.h);
-    const ph = Math.max(60, Math.round(d.h * state.fit));
+    const ph = Math.max(40, Math.round(d.h * state.fit));
     for (const p of [main, heatPane]) {
       if (!p) continue;
       p.style.width = (state.side && heatPane ? pw : Math.min(pw, Math.round(d.w * state.fit))) + "px";
@@ -180,9 +193,9 @@ export default function (component) {
     }
     if (cropBox) {
       const ci = cropBox.querySelector("img");
-      const cs = Math.min(ph, Math.max(96, Math.round(pw * 0.45)));
-      ci.style.width = cs + "px";
-      ci.style.height = Math.round((cs * d.crop_size[1]) / d.crop_size[0]) + "px";
+      ci.style.width = cropW + "px";
+      ci.style.height = Math.round((cropW * d.crop_size[1]) / d.crop_size[0]) + "px";
+      cropBox.style.width = cropW + "px";
     }
     draw();
   }
@@ -288,7 +301,7 @@ export default function (component) {
   };
   document.addEventListener("keydown", onKey, true);
   const ro = new ResizeObserver(() => layout());
-  ro.observe(panes);
+  ro.observe(body);
   window.addEventListener("resize", layout);
   layout();
 

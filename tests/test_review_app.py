@@ -7,6 +7,8 @@ import os
 import sqlite3
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -63,6 +65,11 @@ def viewer(at: AppTest) -> dict | None:
         if e.key == "viewer":
             return json.loads(e.proto.json)
     return None
+
+
+def image_captions(at: AppTest) -> list[str]:
+    """Captions of the images drawn with st.image."""
+    return [c for e in at.get("image") for c in e.captions]
 
 
 def view(at: AppTest, name: str) -> AppTest:
@@ -360,3 +367,113 @@ def test_export_writes_only_beside_the_catalogue(cat):
     at.button(key="export_write").click().run()
     rows = list(csv.DictReader(open(os.path.join(os.path.dirname(cat["db"]), "round1.csv"), encoding="utf-8")))
     assert len(rows) == 1 and rows[0]["label"] == "1" and rows[0]["votes"] == "alice:confirm:defect"
+
+
+# -- several reviewers ------------------------------------------------------------------------------
+def _captions(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.caption)
+
+
+def test_an_image_another_reviewer_is_looking_at_is_not_served(cat):
+    alice = session("alice")
+    first = alice.session_state["queue"][0]
+    assert first.path.endswith(header(alice).rsplit("`", 2)[-2])
+    bob = session("bob")
+    assert os.path.basename(first.path) not in header(bob)  # alice's claim: bob gets the next one
+    assert "alice is looking at it" in _captions(bob)
+    assert bob.session_state["queue"][-1] == first  # moved to the end of bob's queue, not lost
+    with Store(cat["db"], readonly=True) as s:
+        assert rv.claims(s)[first.key][0] == "alice"
+    alice.button(key="btn_reject").click().run()  # a vote releases the claim; agree=1 decides
+    with Store(cat["db"], readonly=True) as s:
+        assert first.key not in rv.claims(s)
+
+
+def test_an_image_decided_meanwhile_is_passed_over_and_refresh_says_so(cat):
+    bob = session("bob")
+    queue = list(bob.session_state["queue"])
+    alice = session("alice")  # bob looks at queue[0]; alice gets queue[1] and decides it
+    assert os.path.basename(queue[1].path) in header(alice)
+    alice.button(key="btn_confirm").click().run()
+    bob.button(key="btn_reject").click().run()  # bob's next would be queue[1]: decided meanwhile
+    # queue[1] is decided (passed over), alice now looks at queue[2] (moved to the end): bob gets queue[3]
+    assert os.path.basename(queue[3].path) in header(bob)
+    assert "decided confirm (alice: confirm)" in _captions(bob) and "alice is looking at it" in _captions(bob)
+    bob.button(key="refresh_queue").click().run()
+    report = "\n".join(i.value for i in bob.info)
+    assert "other reviewers voted on 1 of its images" in report and os.path.basename(queue[1].path) in report
+    assert queue[1] not in bob.session_state["queue"] and queue[0] not in bob.session_state["queue"]
+    assert [v[2] for v in votes(cat["db"])] == ["confirm", "reject"]
+
+
+def test_consensus_that_needs_another_vote_serves_the_image_again(cat, tmp_path, monkeypatch):
+    rule_config(tmp_path, monkeypatch, agree=2)
+    alice = session("alice")
+    first = alice.session_state["queue"][0]
+    alice.button(key="btn_confirm").click().run()  # pending: one more vote needed
+    bob = session("bob")
+    assert os.path.basename(first.path) in header(bob)
+    assert any("votes so far: alice: confirm" in c.value for c in bob.caption)
+
+
+# -- what the screen shows ----------------------------------------------------------------------------
+def test_why_in_sentences_and_neighbours_with_real_distances(cat):
+    at = session()
+    text = "\n".join(m.value for m in at.markdown)
+    assert "picked by top; rank 1 of the round" in text
+    assert "contrast: score " in text and "top 17 % (1st highest of 6)" in text
+    at.toggle(key="show_neighbours").set_value(True).run()
+    dists = [c.rsplit("(d = ", 1)[-1].rstrip(")") for c in image_captions(at) if "(d = " in c]
+    assert len(dists) >= 3 and len(set(dists)) >= 2  # real distances, not all "(1.00)"
+    with Store(cat["db"], readonly=True) as s:
+        _, ids, vecs = rv.raw_embeddings(s)
+    want = rv.nearest(ids, vecs, at.session_state["queue"][0].image_id, k=6)
+    assert sorted(dists, key=float) == [f"{d:.3g}" for _, d in want]  # Euclidean, nearest first in the library
+    at.toggle(key="show_reference").set_value(True).run()
+    assert any(c.startswith("reference: ") and "nearest normal-looking" in c for c in image_captions(at))
+
+
+def test_the_viewer_gets_a_view_sized_8_bit_rendering_and_the_hot_region(cat):
+    import base64
+
+    at = session()
+    at.session_state["show_all"] = True
+    at.run()
+    for _ in range(6):
+        item = at.session_state["queue"][at.session_state["pos"]]
+        d = viewer(at)
+        png = np.frombuffer(base64.b64decode(d["img"].split(",", 1)[1]), np.uint8)
+        shown = cv2.imdecode(png, cv2.IMREAD_UNCHANGED)
+        assert shown.dtype == np.uint8 and shown.shape[:2] == (d["h"], d["w"]) == (96, 96)  # 16-bit too
+        assert d["contours"] and d["crop"].startswith("data:image/png")
+        if item.path in cat["blobs"]:  # the outline surrounds the blob, the peak is on it
+            bx, by = cat["blobs"][item.path]
+            assert abs(d["peak"][0] - bx) <= 8 and abs(d["peak"][1] - by) <= 8
+            xy = np.array([p for c in d["contours"] for p in c])
+            assert xy[:, 0].min() <= bx <= xy[:, 0].max() and np.ptp(xy[:, 0]) < 48
+        at.button(key="btn_next").click().run()
+
+
+def test_overlay_opacity_is_remembered_per_reviewer(cat):
+    at = session("alice")
+    assert at.slider(key="opacity").value == 0.0  # outline only by default, no tint
+    at.slider(key="opacity").set_value(0.4).run()
+    assert viewer(at)["opacity"] == pytest.approx(0.4)
+    assert session("alice").slider(key="opacity").value == pytest.approx(0.4)
+    assert session("bob").slider(key="opacity").value == 0.0
+
+
+def test_rank_the_next_round_from_the_app(cat):
+    import app
+
+    at = session()
+    for _ in range(6):
+        at.button(key="btn_reject").click().run()
+    assert at.button(key="rank_next") and not at.button(key="rank_next").disabled  # offered at the end
+    with Store(cat["db"]) as s, s.transaction() as con:  # three of them not reviewed after all
+        con.execute("DELETE FROM reviews WHERE id IN (SELECT id FROM reviews ORDER BY id DESC LIMIT 3)")
+    job = app.LearnJob(started=0.0, kind="rank")
+    app._run_learn(job, app.rank_round, cat["db"], None)  # what the button runs in its thread
+    assert job.error is None and job.result == "round 2: 3 candidates"
+    at = session("carol")
+    assert "**round 2** · item 1 of 3" in header(at)
