@@ -18,6 +18,7 @@ import dataclasses
 import importlib
 import importlib.util
 import inspect
+import logging
 import os
 import sys
 import tempfile
@@ -34,6 +35,8 @@ from mining import review as rv
 from mining.config import ConfigError, load_config
 from mining.io import UnreadableImage, read_image
 from mining.store import SchemaVersionError, Store
+
+logger = logging.getLogger(__name__)
 
 VIEWS = ("Queue", "Grid", "Map", "Disagreements", "Progress", "Export")
 VERDICT_KEYS = {"confirm": "Y", "reject": "N", "unsure": "U"}
@@ -112,6 +115,7 @@ def init_state(reviewer_default: str) -> None:
         "category": None,
         "masks": {},
         "view": "Queue",
+        "show_all": False,
     }
     for k, v in defaults.items():
         if k not in st.session_state:
@@ -395,13 +399,16 @@ def window_ui(img: np.ndarray) -> tuple[float | None, float | None]:
         return level, width
 
 
-def verdict_ui(item: rv.Item, categories: list[str]) -> None:
-    """Verdict and navigation buttons (two full-width rows above the image) with their keyboard shortcuts."""
+def verdict_ui(item: rv.Item, categories: list[str], bar=None) -> None:
+    """Verdict and navigation buttons (two full-width rows above the image) with their keyboard shortcuts.
+
+    ``bar`` is the container they go in (made before the image, filled after it).
+    """
     ss = st.session_state
     if ss.get("category") not in categories:
         ss["category"] = categories[0] if categories else None
     cat = f" · {ss['category']}" if categories and ss.get("category") else ""
-    with st.container(key="verdict_bar"):
+    with bar if bar is not None else st.container(key="verdict_bar"):
         cols = st.columns(3)
         for col, (verdict, key) in zip(cols, VERDICT_KEYS.items(), strict=True):
             col.button(
@@ -698,16 +705,37 @@ def empty_queue(ctx: Ctx, queue: list[rv.Item]) -> None:
         loop_ui(ctx)
 
 
-@st.cache_data(max_entries=48, show_spinner=False)
+@st.cache_resource
+def payload_cache() -> dict:
+    """Recent viewer payloads shared by the sessions of this server (and filled ahead by :func:`prefetch`)."""
+    return {"lock": threading.Lock(), "items": {}}
+
+
 def viewer_payload(
     real: str, mtime: int, box: tuple | None, level, width, map_real: str | None, map_mtime: int, reviewer: str
 ) -> dict:
-    """What the viewer component is sent for one candidate (cached: moving back is free).
+    """What the viewer component is sent for one candidate (cached: moving back or on is free).
 
     A view-sized 8-bit rendering (never the original of a large or 16-bit
     image), the score map's colours, the outline of its hot region and a
     full-resolution crop around its peak.
     """
+    cache = payload_cache()
+    key = (real, mtime, box, level, width, map_real, map_mtime, reviewer)
+    with cache["lock"]:
+        hit = cache["items"].pop(key, None)
+        if hit is not None:
+            cache["items"][key] = hit  # most recent last
+            return hit
+    out = _viewer_payload(real, mtime, box, level, width, map_real, map_mtime, reviewer)
+    with cache["lock"]:
+        cache["items"][key] = out
+        while len(cache["items"]) > 48:
+            cache["items"].pop(next(iter(cache["items"])))
+    return out
+
+
+def _viewer_payload(real, mtime, box, level, width, map_real, map_mtime, reviewer) -> dict:
     raw = load_image(real, mtime)
     if box is not None:
         y, x, h, w = box
@@ -759,7 +787,7 @@ def queue_view(ctx: Ctx) -> None:
         empty_queue(ctx, queue)
         return
     categories = list(ctx.cfg.review.categories)
-    verdict_ui(item, categories)
+    bar = st.container(key="verdict_bar")  # above the image; filled once the image is on its way
     scores = rv.item_scores(ctx.store, item)
     left, right = st.columns([3, 2])
     with left:
@@ -792,14 +820,47 @@ def queue_view(ctx: Ctx) -> None:
         data = viewer_payload(
             real, os.stat(real).st_mtime_ns, tile_box(ctx.store, item), level, width, map_real, map_mtime, ctx.reviewer
         )
-        data = {**data, "opacity": float(ss.get("opacity", 0.0)) if map_real else 0.0}
+        opacity = float(ss.get("opacity", 0.0)) if map_real else 0.0
+        data = {**data, "opacity": opacity, "name": os.path.basename(item.path)}
         with slot:
             ui_components()["viewer"](data=data, key="viewer")
             st.caption(item.path)
+        verdict_ui(item, categories, bar)
         paint_ui(ctx.store, item, rv.display_image(raw, level, width))
     with right:
         category_note_ui(categories)
         details_ui(ctx, item)
+    prefetch(ctx, queue, ss["pos"] + 1, level, width)
+
+
+def prefetch(ctx: Ctx, queue: list[rv.Item], pos: int, level, width) -> None:
+    """Prepare the next candidate's viewer data in the background, so the next key finds it ready."""
+    if pos >= len(queue):
+        return
+    item = queue[pos]
+    scorer = st.session_state.get("map_scorer")
+    threading.Thread(
+        target=_prefetch,
+        args=(ctx.store.path, item, ctx.roots, ctx.maps_root, scorer, level, width, ctx.reviewer),
+        daemon=True,
+    ).start()
+
+
+def _prefetch(db: str, item: rv.Item, roots, maps_root, scorer, level, width, reviewer) -> None:
+    try:
+        real = rv.check_path(item.path, roots)
+        map_real, map_mtime = None, 0
+        with Store(db, readonly=True) as store:
+            scores = rv.item_scores(store, item)
+            box = tile_box(store, item)
+        for s in scores:
+            if s["map_path"] and s["scorer"] == (scorer or s["scorer"]):
+                map_real = rv.check_path(s["map_path"], [maps_root])
+                map_mtime = os.stat(map_real).st_mtime_ns
+                break
+        viewer_payload(real, os.stat(real).st_mtime_ns, box, level, width, map_real, map_mtime, reviewer)
+    except Exception as err:  # a prefetch never breaks the page; the item shows its own message in its turn
+        logger.debug("prefetch of %s failed: %s", item.path, err)
 
 
 def grid_view(ctx: Ctx) -> None:
@@ -1208,17 +1269,23 @@ def main(argv: list[str] | None = None) -> None:
         st.stop()
     store = open_store(args.db)
     init_state(st.query_params.get("reviewer", "").strip())
-    reviewer, view, show_all = sidebar_ui(cfg)
-    keys_ui()
+    ss = st.session_state
+    reviewer = ss.get("reviewer") or ""
     if not reviewer:
+        sidebar_ui(cfg)
+        keys_ui()
         st.warning("Enter your name as reviewer in the sidebar to start (once); every vote is stored under it.")
         st.stop()
-    if "roots" not in st.session_state:
-        st.session_state["roots"] = (rv.archive_roots(store), rv.maps_root(store))
-    roots, maps_root = st.session_state["roots"]
-    ctx = Ctx(store, cfg, rule_of(cfg), reviewer, show_all, roots, maps_root)
-    st.session_state["rule"] = ctx.rule
-    PAGES[view](ctx)
+    if "roots" not in ss:
+        ss["roots"] = (rv.archive_roots(store), rv.maps_root(store))
+    roots, maps_root = ss["roots"]
+    ctx = Ctx(store, cfg, rule_of(cfg), reviewer, bool(ss.get("show_all")), roots, maps_root)
+    ss["rule"] = ctx.rule
+    PAGES[ss.get("view") or VIEWS[0]](ctx)
+    # the sidebar (its widgets' values are read from the session state above) and the keyboard help are
+    # drawn after the page, so that the candidate reaches the browser first
+    sidebar_ui(cfg)
+    keys_ui()
 
 
 if __name__ == "__main__":

@@ -108,6 +108,7 @@ export default function (component) {
   const root = document.createElement("div");
   root.className = "rm-viewer";
   root.dataset.zoom = "1";
+  root.dataset.item = d.name || "";
   host(parentElement).replaceChildren(root);
   const pref = prefs(d.reviewer || "");
   const state = {
@@ -153,6 +154,11 @@ export default function (component) {
   panes.className = "rm-panes";
   body.appendChild(panes);
   const main = makePane(d, d.img, "image");
+  const mainImg = main.querySelector(".rm-img");
+  // "drawn" marks (for tests and the latency benchmark) that this candidate's picture is on the screen
+  const shown = () => { root.dataset.drawn = "1"; document.documentElement.dataset.rmDrawn = d.name || ""; };
+  if (mainImg.complete && mainImg.naturalWidth) shown();
+  else mainImg.addEventListener("load", shown, { once: true });
   panes.appendChild(main);
   const heatPane = d.heat ? makePane(d, d.heat, "map") : null;
   if (heatPane) panes.appendChild(heatPane);

@@ -126,13 +126,23 @@ def header(page) -> str | None:
     return page.evaluate(HEADER_JS)
 
 
-def press_and_wait(page, key: str, timeout: float = 15_000) -> float:
-    """Press a key and wait until the next candidate's header shows; return the seconds it took."""
+def press_and_wait(page, key: str, timeout: float = 15_000, *, image: bool = False) -> float:
+    """Press a key and wait until the next candidate's header shows; return the seconds it took.
+
+    With ``image``, also until the viewer has drawn the next candidate's picture.
+    """
     wait_idle(page)  # a key pressed while the page is still being redrawn may be dropped by the browser side
     before = header(page)
     t0 = time.perf_counter()
     page.keyboard.press(key)
     page.wait_for_function(f"b => {{ const h = ({HEADER_JS})(); return h !== b; }}", arg=before, timeout=timeout)
+    if image:
+        now = header(page) or ""
+        if now.count("·") >= 4:  # a candidate is shown (its file name is the header's last part)
+            name = now.rsplit("· ", 1)[-1].strip().strip("`")
+            page.wait_for_function(
+                "n => document.documentElement.dataset.rmDrawn === n", arg=name, timeout=timeout, polling="raf"
+            )
     return time.perf_counter() - t0
 
 
