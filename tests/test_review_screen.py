@@ -233,3 +233,26 @@ def test_two_reviewers_are_not_shown_the_same_image(catalogue, app_url, chromium
     assert name_a != name_b
     a.context.close()
     b.context.close()
+
+
+def test_rank_the_next_round_from_the_app_and_the_buttons_come_back(catalogue, app_url, chromium):
+    page = rb.open_queue(chromium, app_url, "rex", width=1440, height=900)
+    _go(page, "Progress")
+    rank = page.get_by_role("button", name="Rank the next round")
+    learn = page.get_by_role("button", name="Learn from the verdicts")
+    assert rank.is_enabled() and learn.is_enabled()
+    rank.click()
+    done = page.get_by_text("rank finished in")
+    done.wait_for(timeout=60_000)
+    # the job's end redraws the page: both buttons usable again, without a click or a reload
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('button')].filter(b => /Rank the next round|Learn from the/.test(
+            b.innerText)).every(b => !b.disabled)""",
+        timeout=15_000,
+    )
+    assert "round 2:" in done.inner_text()
+    with Store(catalogue["db"], readonly=True) as s:
+        assert s.query("SELECT COUNT(*) FROM candidates WHERE round = 2")[0][0] > 0
+    _go(page, "Queue")
+    assert "round 2 ·" in rb.header(page)
+    page.context.close()
