@@ -44,6 +44,7 @@ GRID_LABELS = {"confirm": "✓", "reject": "✗", "unsure": "?"}
 PAINT_COLOURS = {"defect": "#ff0000", "background": "#00ff00"}
 VIEW_MAX_SIDE = 2048  # px: the viewer gets a copy no larger than this, never the original of a large image
 HOT_CROP = 160  # px: the full-resolution crop around the score map's peak
+HOT_SPOTS = 3  # hot regions H steps through, hottest first
 UI_DIR = Path(__file__).resolve().parent / "review_ui"
 #: Every shortcut, as the "?" help lists them.
 SHORTCUTS = (
@@ -56,7 +57,7 @@ SHORTCUTS = (
     ("Enter", "Grid: submit the page (unmarked thumbnails are skipped)"),
     ("+ / - / 0", "zoom in / out / whole image (also the mouse wheel; double-click zooms in)"),
     ("arrows", "pan the zoomed image (also drag it)"),
-    ("H", "jump to the hot spot: the score map's peak, with a full-resolution crop beside"),
+    ("H", "jump to the hot spot (the score map's peak) with a full-resolution crop; again: the next hot spot"),
     ("O", "overlay (outline of the hot region) on / off"),
     ("S", "raw image and score map side by side"),
     ("?", "this help"),
@@ -749,14 +750,22 @@ def _viewer_payload(real, mtime, box, level, width, map_real, map_mtime, reviewe
         smap = load_image(map_real, map_mtime)
         smap = smap if smap.ndim == 2 else smap[:, :, 0]
         hot = rv.hot_region(smap, (h, w))
-        crop, (x0, y0) = rv.crop_around(picture, hot["peak"], HOT_CROP)
+        spots = []
+        for region in hot["regions"][:HOT_SPOTS] or [{"peak": hot["peak"]}]:
+            crop, (x0, y0) = rv.crop_around(picture, region["peak"], HOT_CROP)
+            spots.append(
+                {
+                    "peak": region["peak"],
+                    "crop": png_url(crop),
+                    "crop_xy": [x0, y0],
+                    "crop_size": [int(crop.shape[1]), int(crop.shape[0])],
+                }
+            )
         out.update(
             contours=hot["contours"],
-            peak=hot["peak"],
             heat=png_url(rv.heat_colours(smap, smap.shape)),
-            crop=png_url(crop),
-            crop_xy=[x0, y0],
-            crop_size=[int(crop.shape[1]), int(crop.shape[0])],
+            spots=spots,
+            **{k: spots[0][k] for k in ("peak", "crop", "crop_xy", "crop_size")},
         )
     return out
 

@@ -1246,8 +1246,10 @@ def hot_region(score_map: np.ndarray, shape: tuple[int, int], *, level: float = 
     -------
     dict
         ``contours``: list of point lists ``[[x, y], ...]`` (image pixels),
-        ``peak``: ``[x, y]`` of the maximum (image pixels), ``threshold`` and
-        ``peak_value`` (map units), ``fraction``: share of the map above the threshold.
+        ``peak``: ``[x, y]`` of the maximum (image pixels), ``regions``: per
+        hot region (hottest first) its ``peak`` (image pixels), ``value`` and
+        ``area`` (map pixels), ``threshold`` and ``peak_value`` (map units),
+        ``fraction``: share of the map above the threshold.
     """
     m = np.asarray(score_map)
     if m.ndim == 3:
@@ -1261,7 +1263,14 @@ def hot_region(score_map: np.ndarray, shape: tuple[int, int], *, level: float = 
     py, px = np.unravel_index(int(np.argmax(m)), m.shape)
     peak = [int(min(W - 1, (px + 0.5) * sx)), int(min(H - 1, (py + 0.5) * sy))]
     if peak_value <= med:
-        return {"contours": [], "peak": peak, "threshold": peak_value, "peak_value": peak_value, "fraction": 0.0}
+        return {
+            "contours": [],
+            "peak": peak,
+            "regions": [],
+            "threshold": peak_value,
+            "peak_value": peak_value,
+            "fraction": 0.0,
+        }
     thr = med + level * (peak_value - med)
     mask = (m >= thr).astype(np.uint8)
     found, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -1275,9 +1284,23 @@ def hot_region(score_map: np.ndarray, shape: tuple[int, int], *, level: float = 
         else:
             pts = pts + 0.5
         contours.append(np.round(pts * [sx, sy], 1).tolist())
+    n, labels = cv2.connectedComponents(mask, connectivity=8)
+    regions = []
+    for lab in range(1, n):
+        ys, xs = np.nonzero(labels == lab)
+        j = int(np.argmax(m[ys, xs]))
+        regions.append(
+            {
+                "peak": [int(min(W - 1, (xs[j] + 0.5) * sx)), int(min(H - 1, (ys[j] + 0.5) * sy))],
+                "value": float(m[ys[j], xs[j]]),
+                "area": len(xs),
+            }
+        )
+    regions.sort(key=lambda r: (-r["value"], -r["area"]))
     return {
         "contours": contours,
         "peak": peak,
+        "regions": regions[:max_regions],
         "threshold": thr,
         "peak_value": peak_value,
         "fraction": float(mask.mean()),

@@ -39,18 +39,16 @@ function svgOutline(d) {
   for (const c of d.contours || []) {
     const poly = document.createElementNS(ns, c.length > 2 ? "polygon" : "polyline");
     poly.setAttribute("points", c.map((p) => `${p[0]},${p[1]}`).join(" "));
-    poly.setAttribute("vector-effect", "non-scaling-stroke");
     svg.appendChild(poly);
   }
-  if (d.peak) {
+  (d.spots || []).forEach((spot, i) => {
     const m = document.createElementNS(ns, "circle");
-    m.setAttribute("cx", d.peak[0] + 0.5);
-    m.setAttribute("cy", d.peak[1] + 0.5);
-    m.setAttribute("r", Math.max(d.w, d.h) / 60);
+    m.setAttribute("cx", spot.peak[0] + 0.5);
+    m.setAttribute("cy", spot.peak[1] + 0.5);
     m.setAttribute("class", "rm-peak");
-    m.setAttribute("vector-effect", "non-scaling-stroke");
+    m.dataset.spot = String(i);
     svg.appendChild(m);
-  }
+  });
   return svg;
 }
 
@@ -117,7 +115,8 @@ export default function (component) {
     cy: d.h / 2,
     overlay: pref.get("overlay", true),
     side: pref.get("side", false) && !!d.heat,
-    hot: pref.get("hot", false) && !!d.crop,
+    hot: pref.get("hot", false) && !!(d.spots && d.spots.length),
+    spot: 0, // which hot spot (hottest first)
     fit: 1,
   };
 
@@ -139,7 +138,10 @@ export default function (component) {
   bar.appendChild(zl);
   btn("+", "zoom in (+, wheel)", () => zoomBy(STEP), "zoom-in");
   btn("fit", "whole image (0)", () => reset(), "fit");
-  const bHot = d.peak ? btn("hot spot", "jump to the score map's peak, full-resolution crop beside (H)", () => toggleHot(), "hot") : null;
+  const spots = d.spots || [];
+  const bHot = spots.length
+    ? btn("hot spot", "jump to the score map's peak with a full-resolution crop; again: the next hot spot (H)", () => toggleHot(), "hot")
+    : null;
   const bOv = d.contours ? btn("overlay", "outline of the hot region on / off (O)", () => toggleOverlay(), "overlay") : null;
   const bSide = d.heat ? btn("side by side", "raw image and score map side by side (S)", () => toggleSide(), "side") : null;
   const info = document.createElement("span");
@@ -163,27 +165,35 @@ export default function (component) {
   const heatPane = d.heat ? makePane(d, d.heat, "map") : null;
   if (heatPane) panes.appendChild(heatPane);
   let cropBox = null;
-  if (d.crop) {
+  if (spots.length) {
     cropBox = document.createElement("figure");
     cropBox.className = "rm-crop";
     const ci = document.createElement("img");
-    ci.src = d.crop;
     ci.alt = "hot spot at full resolution";
     ci.draggable = false;
     cropBox.appendChild(ci);
-    const cap = document.createElement("figcaption");
-    cap.textContent = `hot spot, full resolution (${d.crop_size[0]}×${d.crop_size[1]} px at x ${d.crop_xy[0]}, y ${d.crop_xy[1]})`;
-    cropBox.appendChild(cap);
+    cropBox.appendChild(document.createElement("figcaption"));
     body.appendChild(cropBox);
   }
+  function showSpot() {
+    if (!cropBox) return;
+    const sp = spots[state.spot];
+    cropBox.querySelector("img").src = sp.crop;
+    cropBox.querySelector("figcaption").textContent =
+      `hot spot ${state.spot + 1} of ${spots.length}, full resolution (${sp.crop_size[0]}×${sp.crop_size[1]} px at x ${sp.crop_xy[0]}, y ${sp.crop_xy[1]})`;
+    cropBox.dataset.spot = String(state.spot);
+  }
+  showSpot();
 
   function layout() {
     const total = Math.max(160, body.clientWidth || parentElement.host?.clientWidth || 600);
     const showCrop = state.hot && !!cropBox;
-    const maxH = Math.max(220, Math.round(window.innerHeight * (d.height_share || 0.6)));
+    // the whole image fits below the viewer's top on the screen (the page scrolls for the rest)
+    const top = main.getBoundingClientRect().top + window.scrollY;
+    const maxH = Math.max(220, Math.round(window.innerHeight - top - 24));
     // the crop goes beside the image in a wide column, below it in a narrow one (the image keeps its size)
     const beside = showCrop && total >= 640;
-    const cropW = showCrop ? Math.round(Math.min(beside ? total * 0.3 : total, 2 * d.crop_size[0], maxH * 0.6)) : 0;
+    const cropW = showCrop ? Math.round(Math.min(beside ? total * 0.3 : total, 2 * spots[0].crop_size[0], maxH * 0.6)) : 0;
     body.style.flexWrap = beside ? "nowrap" : "wrap";
     if (cropBox) cropBox.style.display = showCrop ? "" : "none";
     if (heatPane) heatPane.style.display = state.side ? "" : "none";
@@ -200,7 +210,8 @@ export default function (component) {
     if (cropBox) {
       const ci = cropBox.querySelector("img");
       ci.style.width = cropW + "px";
-      ci.style.height = Math.round((cropW * d.crop_size[1]) / d.crop_size[0]) + "px";
+      const cs = spots[state.spot].crop_size;
+      ci.style.height = Math.round((cropW * cs[1]) / cs[0]) + "px";
       cropBox.style.width = cropW + "px";
     }
     draw();
@@ -210,8 +221,9 @@ export default function (component) {
     const pw = main.clientWidth, ph = main.clientHeight;
     const s = state.fit * state.zoom;
     const hw = pw / (2 * s), hh = ph / (2 * s);
-    state.cx = hw * 2 >= d.w ? d.w / 2 : Math.min(Math.max(state.cx, hw), d.w - hw);
-    state.cy = hh * 2 >= d.h ? d.h / 2 : Math.min(Math.max(state.cy, hh), d.h - hh);
+    // zoomed in, any image point (an edge's too) can be brought to the centre; at fit the image is centred
+    state.cx = hw * 2 >= d.w ? d.w / 2 : Math.min(Math.max(state.cx, 0), d.w);
+    state.cy = hh * 2 >= d.h ? d.h / 2 : Math.min(Math.max(state.cy, 0), d.h);
   }
 
   function draw() {
@@ -225,7 +237,15 @@ export default function (component) {
       stage.style.transform = `translate(${tx}px, ${ty}px) scale(${s})`;
       p.classList.toggle("rm-pixelated", s >= 3);
       const outline = stage.querySelector(".rm-outline");
-      if (outline) outline.style.display = state.overlay ? "" : "none";
+      if (outline) {
+        outline.style.display = state.overlay ? "" : "none";
+        // lines and marks keep their size on the screen whatever the zoom (the stage is scaled by CSS)
+        outline.style.setProperty("--rm-line", `${2 / s}px`);
+        for (const c of outline.querySelectorAll(".rm-peak")) {
+          c.setAttribute("r", String(9 / s));
+          c.classList.toggle("rm-current", state.hot && c.dataset.spot === String(state.spot));
+        }
+      }
       const tint = stage.querySelector(".rm-tint");
       if (tint) tint.style.opacity = state.overlay ? String(d.opacity || 0) : "0";
     }
@@ -234,6 +254,7 @@ export default function (component) {
     root.dataset.overlay = state.overlay ? "on" : "off";
     root.dataset.side = state.side ? "on" : "off";
     root.dataset.hot = state.hot ? "on" : "off";
+    root.dataset.spot = String(state.spot);
     zl.textContent = `${state.zoom < 10 ? state.zoom.toFixed(1) : Math.round(state.zoom)}×`;
     zl.title = `${s.toFixed(2)} screen px per image px`;
     info.textContent = `${d.w}×${d.h}${d.scale < 1 ? " (shown from a " + Math.round(d.w * d.scale) + " px copy)" : ""} · ? keys`;
@@ -260,10 +281,17 @@ export default function (component) {
   function toggleOverlay() { state.overlay = !state.overlay; pref.set("overlay", state.overlay); draw(); }
   function toggleSide() { if (!heatPane) return; state.side = !state.side; pref.set("side", state.side); layout(); }
   function toggleHot() {
-    if (!d.peak) return;
-    state.hot = !state.hot;
+    if (!spots.length) return;
+    // off -> the hottest spot -> the next ... -> off
+    if (!state.hot) { state.hot = true; state.spot = 0; }
+    else if (state.spot + 1 < spots.length) state.spot += 1;
+    else { state.hot = false; state.spot = 0; }
     pref.set("hot", state.hot);
-    if (state.hot) { state.cx = d.peak[0] + 0.5; state.cy = d.peak[1] + 0.5; state.zoom = Math.max(state.zoom, 4); }
+    showSpot();
+    if (state.hot) {
+      const p = spots[state.spot].peak;
+      state.cx = p[0] + 0.5; state.cy = p[1] + 0.5; state.zoom = Math.max(state.zoom, 4);
+    }
     layout();
   }
 

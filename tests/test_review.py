@@ -385,6 +385,9 @@ def test_hot_region_outlines_a_small_blob_in_image_pixels():
     xy = np.array(contour)
     assert xy[:, 0].min() >= 158 and xy[:, 0].max() <= 178 and xy[:, 1].min() >= 78 and xy[:, 1].max() <= 98
     assert rv.hot_region(np.full((8, 8), 7, np.uint8), (16, 16))["contours"] == []  # flat map: nothing hot
+    smap[50:52, 10:12] = 200  # a second, cooler region: H visits the hottest first
+    hot = rv.hot_region(smap, (256, 256))
+    assert [r["peak"] for r in hot["regions"]] == [[162, 82], [42, 202]] and len(hot["contours"]) == 2
 
 
 def test_a_large_16_bit_image_is_sent_as_a_view_sized_8_bit_copy_with_a_full_resolution_crop():

@@ -2,7 +2,7 @@
 
 Starts the app on a free loopback port over a small catalogue, reviews with
 the keyboard and checks the store; two sessions vote at once and lose
-nothing; screenshots of the queue, the grid and the map are taken (into
+nothing; screenshots of the queue, inspecting a candidate, the grid and the map are taken (into
 ``$RAREMINE_SCREENSHOTS`` when set, e.g. ``docs/``; a catalogue of your own
 can be shown with ``$RAREMINE_SCREENSHOT_DB``).
 """
@@ -150,6 +150,14 @@ def test_screenshots_of_the_queue_grid_and_map(catalogue, app_url, chromium, tmp
         page.wait_for_timeout(400)
         drawn["review_queue.png"] = page.locator(".rm-pane").first.bounding_box()
         page.screenshot(path=os.path.join(out, "review_queue.png"))
+        # inspecting: the hot spot's full-resolution crop, the map beside the image, zoomed in
+        for key in ("h", "s", "+", "+"):
+            page.keyboard.press(key)
+        page.wait_for_timeout(400)
+        drawn["review_inspect.png"] = page.locator(".rm-crop img").first.bounding_box()
+        page.screenshot(path=os.path.join(out, "review_inspect.png"))
+        for key in ("0", "s", "h"):
+            page.keyboard.press(key)
         for view, name in (("Grid", "review_grid.png"), ("Map", "review_map.png")):
             page.get_by_test_id("stSidebar").get_by_text(view, exact=True).click()
             rb.wait_idle(page)
