@@ -635,7 +635,8 @@ def advance_to_readable(ctx: Ctx, queue: list[rv.Item]) -> tuple[rv.Item | None,
     return None, None
 
 
-def queue_header(ctx: Ctx, queue: list[rv.Item], item: rv.Item | None = None) -> None:
+def queue_header(ctx: Ctx, queue: list[rv.Item], item: rv.Item | None = None, rest=None) -> None:
+    """The header line, then (in ``rest`` when given: a container filled later) progress, refresh and messages."""
     ss = st.session_state
     kind, payload = ss["source"]
     src = f"round {ctx.store.current_round()}" if kind == "round" else payload[0]
@@ -644,6 +645,14 @@ def queue_header(ctx: Ctx, queue: list[rv.Item], item: rv.Item | None = None) ->
         f"**{src}** · item {min(ss['pos'] + 1, len(queue))} of {len(queue)} · {left} left · "
         f"reviewer **{ctx.reviewer}**" + (f" · `{os.path.basename(item.path)}`" if item else "")
     )
+    if rest is None:
+        queue_status(ctx)
+
+
+def queue_status(ctx: Ctx) -> None:
+    """The round's progress bar, Refresh and what it found, the last action and skipped items."""
+    ss = st.session_state
+    kind, _ = ss["source"]
     c1, c2 = st.columns([3, 1], vertical_alignment="center")
     if kind == "round":
         done, total = round_progress(ctx)
@@ -763,9 +772,9 @@ def _viewer_payload(real, mtime, box, level, width, map_real, map_mtime, reviewe
             )
         out.update(
             contours=hot["contours"],
-            heat=png_url(rv.heat_colours(smap, smap.shape)),
+            heat=png_url(rv.heat_colours(smap, smap.shape), quality=85),  # a smooth colour map: JPEG is exact enough
             spots=spots,
-            **{k: spots[0][k] for k in ("peak", "crop", "crop_xy", "crop_size")},
+            peak=spots[0]["peak"],
         )
     return out
 
@@ -791,23 +800,46 @@ def queue_view(ctx: Ctx) -> None:
     ss = st.session_state
     queue = current_queue(ctx.store, ctx.reviewer, ctx.rule, ctx.show_all)
     item, raw = advance_to_readable(ctx, queue)
-    queue_header(ctx, queue, item)
+    status = st.container()  # filled after the viewer: the picture is sent to the browser early
+    queue_header(ctx, queue, item, rest=status)
     if item is None:
+        with status:
+            queue_status(ctx)
         empty_queue(ctx, queue)
         return
     categories = list(ctx.cfg.review.categories)
     bar = st.container(key="verdict_bar")  # above the image; filled once the image is on its way
     scores = rv.item_scores(ctx.store, item)
+    maps = {s["scorer"]: s["map_path"] for s in scores if s["map_path"]}
+    which = ss.get("map_scorer") if ss.get("map_scorer") in maps else next(iter(maps), None)
+    map_real, map_mtime = None, 0
+    if which:
+        try:
+            map_real = rv.check_path(maps[which], [ctx.maps_root])
+            map_mtime = os.stat(map_real).st_mtime_ns
+        except (rv.PathOutsideRoots, OSError):
+            map_real = None
+        if "opacity" not in ss:
+            ss["opacity"] = float(rv.get_pref(ctx.store, ctx.reviewer, "opacity", 0.0))
+    level, width = window_of(raw)
     left, right = st.columns([3, 2])
     with left:
-        slot = st.container(key="viewer_slot")
-        maps = {s["scorer"]: s["map_path"] for s in scores if s["map_path"]}
-        which, map_real, map_mtime = None, None, 0
+        real = rv.check_path(item.path, ctx.roots)
+        data = viewer_payload(
+            real, os.stat(real).st_mtime_ns, tile_box(ctx.store, item), level, width, map_real, map_mtime, ctx.reviewer
+        )
+        opacity = float(ss.get("opacity", 0.0)) if map_real else 0.0
+        data = {**data, "opacity": opacity, "name": os.path.basename(item.path)}
+        ui_components()["viewer"](data=data, key="viewer")
+        st.caption(item.path)
+    verdict_ui(item, categories, bar)
+    with status:
+        queue_status(ctx)
+    with left:
         if maps:
-            if "opacity" not in ss:
-                ss["opacity"] = float(rv.get_pref(ctx.store, ctx.reviewer, "opacity", 0.0))
             m1, m2 = st.columns(2) if len(maps) > 1 else (None, st.container())
-            which = m1.selectbox("Score map", list(maps), key="map_scorer") if m1 else next(iter(maps))
+            if m1:
+                m1.selectbox("Score map", list(maps), key="map_scorer")
             m2.slider(
                 "Map tint",
                 0.0,
@@ -818,28 +850,22 @@ def queue_view(ctx: Ctx) -> None:
                 help="opacity of the score map's colours over the image (remembered for you); the outline of the "
                 "hot region is drawn whenever the overlay is on (key O)",
             )
-            try:
-                map_real = rv.check_path(maps[which], [ctx.maps_root])
-                map_mtime = os.stat(map_real).st_mtime_ns
-            except (rv.PathOutsideRoots, OSError):
-                map_real = None
+            if map_real is None:
                 st.caption(f"score map of {which} not available")
-        level, width = window_ui(raw)
-        real = rv.check_path(item.path, ctx.roots)
-        data = viewer_payload(
-            real, os.stat(real).st_mtime_ns, tile_box(ctx.store, item), level, width, map_real, map_mtime, ctx.reviewer
-        )
-        opacity = float(ss.get("opacity", 0.0)) if map_real else 0.0
-        data = {**data, "opacity": opacity, "name": os.path.basename(item.path)}
-        with slot:
-            ui_components()["viewer"](data=data, key="viewer")
-            st.caption(item.path)
-        verdict_ui(item, categories, bar)
+        window_ui(raw)
         paint_ui(ctx.store, item, rv.display_image(raw, level, width))
     with right:
         category_note_ui(categories)
         details_ui(ctx, item)
     prefetch(ctx, queue, ss["pos"] + 1, level, width)
+
+
+def window_of(raw: np.ndarray) -> tuple[float | None, float | None]:
+    """The level / width the window sliders hold (None, None: the automatic window), read before they are drawn."""
+    ss = st.session_state
+    if not ss.get("manual_window") or ss.get("level") is None or ss.get("width") is None:
+        return None, None
+    return float(ss["level"]), float(ss["width"])
 
 
 def prefetch(ctx: Ctx, queue: list[rv.Item], pos: int, level, width) -> None:

@@ -64,14 +64,15 @@ function makePane(d, src, label) {
   img.className = "rm-img";
   img.alt = label;
   img.draggable = false;
-  img.src = src;
+  if (label === "image") img.src = src;
+  else img.dataset.src = src; // the score map beside the image: decoded only when shown
   img.style.width = d.w + "px";
   img.style.height = d.h + "px";
   stage.appendChild(img);
   if (label === "image" && d.heat) {
     const tint = document.createElement("img");
     tint.className = "rm-tint";
-    tint.src = d.heat;
+    tint.dataset.src = d.heat; // decoded only when a tint is asked for
     tint.draggable = false;
     tint.style.width = d.w + "px";
     tint.style.height = d.h + "px";
@@ -103,6 +104,7 @@ export default function (component) {
   const { data, parentElement } = component;
   if (current) current.destroy();
   const d = data || {};
+  performance.mark("rm-mount");
   const root = document.createElement("div");
   root.className = "rm-viewer";
   root.dataset.zoom = "1";
@@ -158,7 +160,7 @@ export default function (component) {
   const main = makePane(d, d.img, "image");
   const mainImg = main.querySelector(".rm-img");
   // "drawn" marks (for tests and the latency benchmark) that this candidate's picture is on the screen
-  const shown = () => { root.dataset.drawn = "1"; document.documentElement.dataset.rmDrawn = d.name || ""; };
+  const shown = () => { performance.mark("rm-drawn"); root.dataset.drawn = "1"; document.documentElement.dataset.rmDrawn = d.name || ""; };
   if (mainImg.complete && mainImg.naturalWidth) shown();
   else mainImg.addEventListener("load", shown, { once: true });
   panes.appendChild(main);
@@ -178,7 +180,7 @@ export default function (component) {
   function showSpot() {
     if (!cropBox) return;
     const sp = spots[state.spot];
-    cropBox.querySelector("img").src = sp.crop;
+    cropBox.querySelector("img").dataset.src = sp.crop; // decoded only when the crop is shown
     cropBox.querySelector("figcaption").textContent =
       `hot spot ${state.spot + 1} of ${spots.length}, full resolution (${sp.crop_size[0]}×${sp.crop_size[1]} px at x ${sp.crop_xy[0]}, y ${sp.crop_xy[1]})`;
     cropBox.dataset.spot = String(state.spot);
@@ -249,6 +251,10 @@ export default function (component) {
       const tint = stage.querySelector(".rm-tint");
       if (tint) tint.style.opacity = state.overlay ? String(d.opacity || 0) : "0";
     }
+    const want = (el, on) => { if (on && el && el.dataset.src && el.src !== el.dataset.src) el.src = el.dataset.src; };
+    want(main.querySelector(".rm-tint"), state.overlay && (d.opacity || 0) > 0);
+    if (heatPane) want(heatPane.querySelector(".rm-img"), state.side);
+    if (cropBox) want(cropBox.querySelector("img"), state.hot);
     root.dataset.zoom = state.zoom.toFixed(3);
     root.dataset.scale = s.toFixed(4);
     root.dataset.overlay = state.overlay ? "on" : "off";

@@ -131,11 +131,22 @@ def press_and_wait(page, key: str, timeout: float = 15_000, *, image: bool = Fal
 
     With ``image``, also until the viewer has drawn the next candidate's picture.
     """
+    header_s, drawn_s = press_and_measure(page, key, timeout, image=image)
+    return drawn_s if image and drawn_s is not None else header_s
+
+
+def press_and_measure(page, key: str, timeout: float = 15_000, *, image: bool = True) -> tuple[float, float | None]:
+    """Press a key; seconds until the next candidate's header shows and (``image``) until its picture is drawn.
+
+    The picture time is None when no candidate follows (the end of the queue).
+    """
     wait_idle(page)  # a key pressed while the page is still being redrawn may be dropped by the browser side
     before = header(page)
     t0 = time.perf_counter()
     page.keyboard.press(key)
     page.wait_for_function(f"b => {{ const h = ({HEADER_JS})(); return h !== b; }}", arg=before, timeout=timeout)
+    header_s = time.perf_counter() - t0
+    drawn_s = None
     if image:
         now = header(page) or ""
         if now.count("·") >= 4:  # a candidate is shown (its file name is the header's last part)
@@ -143,7 +154,8 @@ def press_and_wait(page, key: str, timeout: float = 15_000, *, image: bool = Fal
             page.wait_for_function(
                 "n => document.documentElement.dataset.rmDrawn === n", arg=name, timeout=timeout, polling="raf"
             )
-    return time.perf_counter() - t0
+            drawn_s = time.perf_counter() - t0
+    return header_s, drawn_s
 
 
 #: Controls an image must never cover: buttons, text fields, sliders, choices.

@@ -304,10 +304,13 @@ def test_sixteen_bit_window_sliders(cat):
         order = [it.path for it in rv.round_items(s)]
     at.session_state["pos"] = order.index(cat["paths"][1])
     at.run()
+    auto = viewer(at)["img"]
     at.checkbox(key="manual_window").check().run()
     assert at.slider(key="level").max == 65535.0
+    assert viewer(at)["img"] == auto  # the sliders start at the automatic window
     at.slider(key="width").set_value(1000.0).run()
     assert not at.exception
+    assert viewer(at)["img"] != auto  # the viewer shows the narrower window
 
 
 def test_learn_job_runs_in_the_background_with_progress(cat):
@@ -445,7 +448,8 @@ def test_the_viewer_gets_a_view_sized_8_bit_rendering_and_the_hot_region(cat):
         png = np.frombuffer(base64.b64decode(d["img"].split(",", 1)[1]), np.uint8)
         shown = cv2.imdecode(png, cv2.IMREAD_UNCHANGED)
         assert shown.dtype == np.uint8 and shown.shape[:2] == (d["h"], d["w"]) == (96, 96)  # 16-bit too
-        assert d["contours"] and d["crop"].startswith("data:image/png")
+        assert d["contours"] and d["spots"][0]["crop"].startswith("data:image/png")  # lossless crops
+        assert d["peak"] == d["spots"][0]["peak"]
         if item.path in cat["blobs"]:  # the outline surrounds the blob, the peak is on it
             bx, by = cat["blobs"][item.path]
             assert abs(d["peak"][0] - bx) <= 8 and abs(d["peak"][1] - by) <= 8
