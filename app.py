@@ -608,9 +608,8 @@ def advance_to_readable(ctx: Ctx, queue: list[rv.Item]) -> tuple[rv.Item | None,
         item = queue[ss["pos"]]
         if item.key not in seen:
             ok, why = rv.needs_vote(ctx.store, item, ctx.reviewer, ctx.rule, include_done=ctx.show_all)
-            if ok:
-                ok = rv.claim(ctx.store, item, ctx.reviewer)
-                why = why or "another reviewer is looking at it"
+            if ok:  # (several reviewers share a claim only when consensus needs their votes)
+                rv.claim(ctx.store, item, ctx.reviewer, share=True)
             if not ok:
                 if "looking at it" in why and item.key not in deferred:
                     deferred.add(item.key)
@@ -621,7 +620,7 @@ def advance_to_readable(ctx: Ctx, queue: list[rv.Item]) -> tuple[rv.Item | None,
                 del queue[ss["pos"]]
                 continue
         else:
-            rv.claim(ctx.store, item, ctx.reviewer)
+            rv.claim(ctx.store, item, ctx.reviewer, share=True)
         try:
             pic = picture_of(ctx.store, item, ctx.roots)
         except (UnreadableImage, rv.PathOutsideRoots) as err:

@@ -871,13 +871,25 @@ def _claim_key(key: tuple[int, int]) -> str:
     return f"{_CLAIM}{int(key[0])}.{int(key[1])}"
 
 
-def claims(store: Store, *, now: float | None = None) -> dict[tuple[int, int], tuple[str, float]]:
-    """Unexpired claims: ``(image_id, tile)`` to ``(reviewer, expires)``.
+def _holders(value: str) -> dict[str, float]:
+    """The reviewers of a claim row and when their claims expire (older rows: one ``reviewer``)."""
+    try:
+        data = json.loads(value)
+        if "by" in data:
+            return {str(k): float(v) for k, v in data["by"].items()}
+        return {str(data["reviewer"]): float(data["expires"])}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def claims(store: Store, *, now: float | None = None) -> dict[tuple[int, int], list[tuple[str, float]]]:
+    """Unexpired claims: ``(image_id, tile)`` to the ``(reviewer, expires)`` looking at it, earliest first.
 
     A claim says a reviewer is looking at an image; it lives in the
     catalogue's ``meta`` table (key ``review.claim.<image_id>.<tile>``), so
     every app session on the catalogue sees it, and it lapses after
-    :data:`CLAIM_SECONDS` unless renewed.
+    :data:`CLAIM_SECONDS` unless renewed. Several reviewers hold one only when
+    consensus needs their votes (see :func:`needs_vote`).
 
     Parameters
     ----------
@@ -887,26 +899,25 @@ def claims(store: Store, *, now: float | None = None) -> dict[tuple[int, int], t
 
     Returns
     -------
-    dict of (image_id, tile) to (str, float)
+    dict of (image_id, tile) to list of (str, float)
     """
     now = time.time() if now is None else now
     out = {}
     for k, v in store.query("SELECT key, value FROM meta WHERE key LIKE ?", (_CLAIM + "%",)):
         try:
             iid, tile = (int(x) for x in k[len(_CLAIM) :].split("."))
-            data = json.loads(v)
-            who, until = str(data["reviewer"]), float(data["expires"])
-        except (ValueError, KeyError, TypeError):
+        except ValueError:
             continue
-        if until > now:
-            out[(iid, tile)] = (who, until)
+        live = sorted(((who, t) for who, t in _holders(v).items() if t > now), key=lambda x: x[1])
+        if live:
+            out[(iid, tile)] = live
     return out
 
 
-def claim(store: Store, item: Item, reviewer: str, *, seconds: float = CLAIM_SECONDS) -> bool:
-    """Claim an item for ``reviewer`` for ``seconds``; False when another reviewer holds an unexpired claim.
+def claim(store: Store, item: Item, reviewer: str, *, seconds: float = CLAIM_SECONDS, share: bool = False) -> bool:
+    """Claim an item for ``reviewer`` for ``seconds``; False when another reviewer holds it (unless ``share``).
 
-    Claiming again renews the reviewer's own claim. Expired claims of anyone are replaced.
+    Claiming again renews the reviewer's own claim; expired claims are dropped.
 
     Parameters
     ----------
@@ -914,46 +925,55 @@ def claim(store: Store, item: Item, reviewer: str, *, seconds: float = CLAIM_SEC
     item : Item
     reviewer : str
     seconds : float, default=CLAIM_SECONDS
+    share : bool, default=False
+        Hold it beside other reviewers (consensus needs several votes).
 
     Returns
     -------
     bool
-        Whether ``reviewer`` holds the claim now.
+        Whether ``reviewer`` holds a claim on it now.
     """
     now = time.time()
     key = _claim_key(item.key)
     with store.transaction() as con:
         row = con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        if row is not None:
-            try:
-                data = json.loads(row[0])
-                if data["reviewer"] != reviewer and float(data["expires"]) > now:
-                    return False
-            except (ValueError, KeyError, TypeError):
-                pass
-        con.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-            (key, json.dumps({"reviewer": reviewer, "expires": now + seconds})),
-        )
+        held = {who: t for who, t in (_holders(row[0]) if row else {}).items() if t > now and who != reviewer}
+        if held and not share:
+            return False
+        held[reviewer] = now + seconds
+        con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps({"by": held})))
     return True
 
 
 def release(store: Store, reviewer: str, item: Item | None = None) -> int:
-    """Drop ``reviewer``'s claim on ``item`` (on every item when None) and expired claims; return rows gone."""
+    """Drop ``reviewer``'s claim on ``item`` (on every item when None) and expired claims; return claims gone."""
     now = time.time()
     gone = 0
     with store.transaction() as con:
         rows = con.execute("SELECT key, value FROM meta WHERE key LIKE ?", (_CLAIM + "%",)).fetchall()
         for k, v in rows:
-            try:
-                data = json.loads(v)
-                mine = data["reviewer"] == reviewer and (item is None or k == _claim_key(item.key))
-                expired = float(data["expires"]) <= now
-            except (ValueError, KeyError, TypeError):
-                mine, expired = False, True
-            if mine or expired:
-                gone += con.execute("DELETE FROM meta WHERE key = ?", (k,)).rowcount
+            holders = _holders(v)
+            mine = item is None or k == _claim_key(item.key)
+            keep = {who: t for who, t in holders.items() if t > now and not (mine and who == reviewer)}
+            if len(keep) == len(holders):
+                continue
+            gone += len(holders) - len(keep)
+            if keep:
+                con.execute("UPDATE meta SET value = ? WHERE key = ?", (json.dumps({"by": keep}), k))
+            else:
+                con.execute("DELETE FROM meta WHERE key = ?", (k,))
     return gone
+
+
+def votes_needed(decision: Decision, rule: ConsensusRule = ConsensusRule()) -> int:
+    """The fewest further votes that can decide an image (0 when decided or dropped)."""
+    if decision.status in ("decided", "dropped"):
+        return 0
+    if decision.status == "open":
+        return rule.agree
+    if decision.status == "pending":
+        return max(1, rule.agree - len(decision.votes))
+    return 1  # a disagreement waiting for a tie-break
 
 
 def needs_vote(
@@ -961,27 +981,29 @@ def needs_vote(
 ) -> tuple[bool, str]:
     """Whether ``reviewer`` should be shown ``item`` now, and why not.
 
-    Not when the reviewer already voted on it, the consensus rule has decided
-    or dropped it, or another reviewer holds an unexpired claim on it (unless
-    ``include_done``, which only skips others' claims).
+    Not when the reviewer already voted on it or the consensus rule has
+    decided or dropped it (both unless ``include_done``), nor when another
+    reviewer holds an unexpired claim on it, unless consensus needs more
+    votes than those reviewers can give (two agreeing votes and nobody has
+    voted yet: two reviewers may look at it at once).
 
     Returns
     -------
     (bool, str)
-        The answer and, when False, a short reason (``"decided confirm by bob"``, ``"bob is looking at it"``).
+        The answer and, when False, a short reason (``"decided confirm (bob: confirm)"``,
+        ``"bob is looking at it"``).
     """
-    c = claims(store).get(item.key)
-    if c and c[0] != reviewer:
-        return False, f"{c[0]} is looking at it"
-    if include_done:
-        return True, ""
     d = decisions(store, rule, [item.key])[item.key]
-    if any(v.reviewer == reviewer for v in d.votes):
-        return False, "you already voted on it"
-    if d.status in ("decided", "dropped"):
-        who = ", ".join(f"{v.reviewer}: {v.verdict}" for v in d.votes)
-        what = f"decided {d.verdict}" if d.status == "decided" else "dropped"
-        return False, f"{what} ({who})"
+    if not include_done:
+        if any(v.reviewer == reviewer for v in d.votes):
+            return False, "you already voted on it"
+        if d.status in ("decided", "dropped"):
+            who = ", ".join(f"{v.reviewer}: {v.verdict}" for v in d.votes)
+            what = f"decided {d.verdict}" if d.status == "decided" else "dropped"
+            return False, f"{what} ({who})"
+    others = [who for who, _ in claims(store).get(item.key, []) if who != reviewer]
+    if others and votes_needed(d, rule) <= len(others):
+        return False, f"{', '.join(others)} {'is' if len(others) == 1 else 'are'} looking at it"
     return True, ""
 
 

@@ -311,6 +311,23 @@ def test_a_claim_keeps_other_reviewers_off_until_it_lapses_or_is_released(cat):
     assert rv.release(store, "bob") == 2 and rv.claims(store) == {}
 
 
+def test_a_claim_is_shared_while_consensus_needs_more_votes(cat):
+    store = cat["store"]
+    item = rv.round_items(store)[0]
+    two = rv.ConsensusRule(agree=2)
+    assert rv.claim(store, item, "alice")
+    assert rv.needs_vote(store, item, "bob", two) == (True, "")  # two votes needed, one reviewer looking
+    assert rv.claim(store, item, "bob", share=True)
+    assert [who for who, _ in rv.claims(store)[item.key]] == ["alice", "bob"]
+    ok, why = rv.needs_vote(store, item, "carol", two)
+    assert not ok and why == "alice, bob are looking at it"  # enough reviewers for the votes needed
+    assert not rv.needs_vote(store, item, "carol")[0]  # one vote decides: alice alone is enough
+    rv.record_verdict(store, item, "alice", "confirm")
+    rv.release(store, "alice", item)
+    assert rv.needs_vote(store, item, "carol", two)[0] is False  # bob may give the one vote still needed
+    assert rv.release(store, "bob", item) == 1 and rv.needs_vote(store, item, "carol", two) == (True, "")
+
+
 def test_needs_vote_follows_the_consensus_rule(cat):
     store = cat["store"]
     item = rv.round_items(store)[0]
