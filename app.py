@@ -634,8 +634,8 @@ def advance_to_readable(ctx: Ctx, queue: list[rv.Item]) -> tuple[rv.Item | None,
     return None, None
 
 
-def queue_header(ctx: Ctx, queue: list[rv.Item], item: rv.Item | None = None, rest=None) -> None:
-    """The header line, then (in ``rest`` when given: a container filled later) progress, refresh and messages."""
+def queue_header(ctx: Ctx, queue: list[rv.Item], item: rv.Item | None = None, *, later: bool = False):
+    """The header line, then progress, refresh and messages (``later``: a container for them is returned)."""
     ss = st.session_state
     kind, payload = ss["source"]
     src = f"round {ctx.store.current_round()}" if kind == "round" else payload[0]
@@ -644,8 +644,10 @@ def queue_header(ctx: Ctx, queue: list[rv.Item], item: rv.Item | None = None, re
         f"**{src}** · item {min(ss['pos'] + 1, len(queue))} of {len(queue)} · {left} left · "
         f"reviewer **{ctx.reviewer}**" + (f" · `{os.path.basename(item.path)}`" if item else "")
     )
-    if rest is None:
-        queue_status(ctx)
+    if later:
+        return st.container()
+    queue_status(ctx)
+    return None
 
 
 def queue_status(ctx: Ctx) -> None:
@@ -799,8 +801,7 @@ def queue_view(ctx: Ctx) -> None:
     ss = st.session_state
     queue = current_queue(ctx.store, ctx.reviewer, ctx.rule, ctx.show_all)
     item, raw = advance_to_readable(ctx, queue)
-    status = st.container()  # filled after the viewer: the picture is sent to the browser early
-    queue_header(ctx, queue, item, rest=status)
+    status = queue_header(ctx, queue, item, later=True)  # filled after the viewer: the picture is sent early
     if item is None:
         with status:
             queue_status(ctx)

@@ -110,6 +110,8 @@ def test_painting_a_mask_saves_a_label_image_with_the_vote(catalogue, app_url, c
 def test_two_sessions_voting_at_once_lose_nothing(catalogue, app_url, chromium):
     a = rb.open_queue(chromium, app_url, "ann")
     b = rb.open_queue(chromium, app_url, "ben")
+    # ann is looking at her first candidate: ben is shown another one
+    assert rb.header(a).rsplit("· ", 1)[-1] != rb.header(b).rsplit("· ", 1)[-1]
     n = 3
     for _ in range(n):
         rb.wait_idle(a)
