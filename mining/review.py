@@ -939,6 +939,7 @@ def claim(store: Store, item: Item, reviewer: str, *, seconds: float = CLAIM_SEC
         row = con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         held = {who: t for who, t in (_holders(row[0]) if row else {}).items() if t > now and who != reviewer}
         if held and not share:
+            logger.debug("%s is not claimed for %s: held by %s", item.path, reviewer, ", ".join(held))
             return False
         held[reviewer] = now + seconds
         con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps({"by": held})))
@@ -946,7 +947,20 @@ def claim(store: Store, item: Item, reviewer: str, *, seconds: float = CLAIM_SEC
 
 
 def release(store: Store, reviewer: str, item: Item | None = None) -> int:
-    """Drop ``reviewer``'s claim on ``item`` (on every item when None) and expired claims; return claims gone."""
+    """Drop ``reviewer``'s claim on ``item`` (on every item when None) and every expired claim.
+
+    Parameters
+    ----------
+    store : Store
+    reviewer : str
+    item : Item, optional
+        The item to release; all of the reviewer's claims when None.
+
+    Returns
+    -------
+    int
+        Claims removed (the reviewer's and expired ones).
+    """
     now = time.time()
     gone = 0
     with store.transaction() as con:
@@ -962,11 +976,26 @@ def release(store: Store, reviewer: str, item: Item | None = None) -> int:
                 con.execute("UPDATE meta SET value = ? WHERE key = ?", (json.dumps({"by": keep}), k))
             else:
                 con.execute("DELETE FROM meta WHERE key = ?", (k,))
+    if gone:
+        logger.debug("released %d claim(s) of %s and expired ones", gone, reviewer)
     return gone
 
 
 def votes_needed(decision: Decision, rule: ConsensusRule = ConsensusRule()) -> int:
-    """The fewest further votes that can decide an image (0 when decided or dropped)."""
+    """The fewest further votes that can decide an image.
+
+    Parameters
+    ----------
+    decision : Decision
+        The image's current decision.
+    rule : ConsensusRule
+
+    Returns
+    -------
+    int
+        0 when decided or dropped; ``agree`` for an image without votes; what
+        is left to ``agree`` for agreeing votes; 1 for a disagreement.
+    """
     if decision.status in ("decided", "dropped"):
         return 0
     if decision.status == "open":
@@ -1044,18 +1073,54 @@ def others_decided(
 
 
 def last_review_id(store: Store) -> int:
-    """The id of the newest vote (0 when none)."""
+    """The id of the newest vote, to report later what was voted after it.
+
+    Parameters
+    ----------
+    store : Store
+
+    Returns
+    -------
+    int
+        0 when the catalogue has no vote.
+    """
     return int(store.query("SELECT COALESCE(MAX(id), 0) FROM reviews")[0][0])
 
 
 def earlier_votes(store: Store, items: Sequence[Item]) -> dict[tuple[int, int], list[Vote]]:
-    """Every reviewer's latest vote on each item (items without votes are left out)."""
+    """Every reviewer's latest vote on each item.
+
+    Parameters
+    ----------
+    store : Store
+    items : sequence of Item
+
+    Returns
+    -------
+    dict of (image_id, tile) to list of Vote
+        Items without votes are left out.
+    """
     return latest_votes(store, [it.key for it in items])
 
 
 # -- per-reviewer preferences ------------------------------------------------------------------------
 def get_pref(store: Store, reviewer: str, name: str, default=None):
-    """A reviewer's saved display preference (JSON value in ``meta``), or ``default``."""
+    """A reviewer's saved display preference, or ``default``.
+
+    Parameters
+    ----------
+    store : Store
+    reviewer : str
+    name : str
+        E.g. ``"opacity"``.
+    default : object, optional
+        Returned when none was saved.
+
+    Returns
+    -------
+    object
+        The JSON value saved by :func:`set_pref`.
+    """
     rows = store.query("SELECT value FROM meta WHERE key = ?", (f"{_PREF}{reviewer}.{name}",))
     if not rows:
         return default
@@ -1066,7 +1131,17 @@ def get_pref(store: Store, reviewer: str, name: str, default=None):
 
 
 def set_pref(store: Store, reviewer: str, name: str, value) -> None:
-    """Save a reviewer's display preference (e.g. the overlay opacity) in the catalogue's ``meta`` table."""
+    """Save a reviewer's display preference in the catalogue's ``meta`` table (key ``review.pref.<reviewer>.<name>``).
+
+    Parameters
+    ----------
+    store : Store
+    reviewer : str
+    name : str
+        E.g. ``"opacity"``.
+    value : object
+        Anything JSON can hold.
+    """
     with store.transaction() as con:
         con.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (f"{_PREF}{reviewer}.{name}", json.dumps(value))
@@ -1075,14 +1150,34 @@ def set_pref(store: Store, reviewer: str, name: str, value) -> None:
 
 # -- why it was picked, in words --------------------------------------------------------------------
 def ordinal(n: int) -> str:
-    """``1st``, ``2nd``, ``3rd``, ``4th``, ``11th``, ``22nd`` ..."""
+    """An ordinal number in English.
+
+    Parameters
+    ----------
+    n : int
+
+    Returns
+    -------
+    str
+        ``1st``, ``2nd``, ``3rd``, ``4th``, ``11th``, ``22nd`` ...
+    """
     n = int(n)
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
 
 
 def percent(fraction: float | None) -> str:
-    """A fraction as a percentage for people (``0.997`` -> ``"99.7 %"``, ``1`` -> ``"100 %"``)."""
+    """A fraction as a percentage for people.
+
+    Parameters
+    ----------
+    fraction : float or None
+
+    Returns
+    -------
+    str
+        ``0.997`` -> ``"99.7 %"``, ``1`` -> ``"100 %"``, None -> ``"-"``.
+    """
     if fraction is None or not np.isfinite(fraction):
         return "-"
     p = 100.0 * float(fraction)
@@ -1091,7 +1186,19 @@ def percent(fraction: float | None) -> str:
 
 
 def scorer_ranks(store: Store, item: Item) -> dict[str, tuple[int, int]]:
-    """Per scorer: the item's place by score (1 = highest) and how many images (or tiles) it scored."""
+    """The item's place among everything each scorer scored.
+
+    Parameters
+    ----------
+    store : Store
+    item : Item
+
+    Returns
+    -------
+    dict of str to (int, int)
+        Per scorer: the place by score (1 = highest) and how many images (or
+        tiles, for a tile) it scored.
+    """
     rows = store.query(
         "SELECT s.scorer,"
         " (SELECT COUNT(*) FROM scores o WHERE o.scorer = s.scorer AND (o.tile = -1) = (s.tile = -1)"
@@ -1151,7 +1258,19 @@ def why_sentences(store: Store, item: Item) -> list[str]:
 
 # -- neighbours and a normal reference ----------------------------------------------------------------
 def raw_embeddings(store: Store, name: str | None = None) -> tuple[str | None, np.ndarray, np.ndarray]:
-    """Whole-image embeddings as stored (not normalised): ``(name, image_ids, vectors float32)``."""
+    """Whole-image embeddings as stored (not normalised).
+
+    Parameters
+    ----------
+    store : Store
+    name : str, optional
+        The embedding (default: the one with most rows).
+
+    Returns
+    -------
+    (str or None, ndarray of shape (n,), ndarray of shape (n, d) float32)
+        Name, image ids and vectors; empty arrays when none.
+    """
     if name is None:
         row = store.query("SELECT name, COUNT(*) n FROM embeddings WHERE tile = -1 GROUP BY name ORDER BY n DESC")
         if not row:
@@ -1226,7 +1345,22 @@ def normal_pool(store: Store, rule: ConsensusRule = ConsensusRule()) -> tuple[li
 def reference_image(
     store: Store, item: Item, rule: ConsensusRule = ConsensusRule(), embeddings=None
 ) -> tuple[int, float, str] | None:
-    """The nearest normal-looking image to an item by embedding: ``(image_id, distance, how chosen)`` or None."""
+    """The nearest normal-looking image to an item by embedding (see :func:`normal_pool`).
+
+    Parameters
+    ----------
+    store : Store
+    item : Item
+    rule : ConsensusRule
+    embeddings : tuple, optional
+        ``(name, ids, vectors)`` as :func:`raw_embeddings` returns them (read when None).
+
+    Returns
+    -------
+    (int, float, str) or None
+        The image id, its Euclidean distance and how the pool was chosen;
+        None when the item or the pool has no embedding.
+    """
     _, ids, vecs = embeddings if embeddings is not None else raw_embeddings(store)
     pool, how = normal_pool(store, rule)
     near = nearest(ids, vecs, item.image_id, 1, among=[i for i in pool if i != item.image_id])
@@ -1237,7 +1371,19 @@ def reference_image(
 
 # -- what the viewer is sent ---------------------------------------------------------------------------
 def view_rendering(picture: np.ndarray, max_side: int = 2048) -> tuple[np.ndarray, float]:
-    """A screen-sized copy of a picture (never larger than ``max_side``) and its scale to the original."""
+    """A screen-sized copy of a picture, for the viewer.
+
+    Parameters
+    ----------
+    picture : ndarray of shape (H, W) or (H, W, 3), uint8
+    max_side : int, default=2048
+
+    Returns
+    -------
+    (ndarray, float)
+        The picture itself when it is small enough, else a copy whose longer
+        side is ``max_side`` (area interpolation), and its scale (<= 1).
+    """
     h, w = picture.shape[:2]
     s = min(1.0, max_side / max(h, w))
     if s >= 1.0:
@@ -1345,7 +1491,19 @@ def crop_around(picture: np.ndarray, centre: tuple[int, int], size: int = 192) -
 
 
 def heat_colours(score_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A score map as an RGB colour map (inferno) at ``shape`` (H, W), for showing beside the image."""
+    """A score map as an RGB colour map (inferno), for showing beside the image.
+
+    Parameters
+    ----------
+    score_map : ndarray of shape (h, w) or (h, w, c)
+        Stretched to its own minimum and maximum.
+    shape : (H, W)
+        The size of the result.
+
+    Returns
+    -------
+    ndarray of shape (H, W, 3), uint8
+    """
     m = score_map if score_map.ndim == 2 else score_map[:, :, 0]
     m = m.astype(np.float32)
     lo, hi = float(m.min()), float(m.max())
