@@ -1016,6 +1016,15 @@ def needs_vote(
     votes than those reviewers can give (two agreeing votes and nobody has
     voted yet: two reviewers may look at it at once).
 
+    Parameters
+    ----------
+    store : Store
+    item : Item
+    reviewer : str
+    rule : ConsensusRule
+    include_done : bool, default=False
+        Show items this reviewer voted on and decided items too (other reviewers' claims still count).
+
     Returns
     -------
     (bool, str)
@@ -1040,6 +1049,17 @@ def others_decided(
     store: Store, items: Sequence[Item], reviewer: str, since_review_id: int, rule: ConsensusRule = ConsensusRule()
 ) -> list[dict]:
     """Items of a queue that other reviewers voted on after review ``since_review_id``, with their decision.
+
+    Parameters
+    ----------
+    store : Store
+    items : sequence of Item
+        The queue as it was built.
+    reviewer : str
+        Whose own votes are not reported.
+    since_review_id : int
+        Votes with a larger id count (see :func:`last_review_id`).
+    rule : ConsensusRule
 
     Returns
     -------
@@ -1217,6 +1237,11 @@ def why_sentences(store: Store, item: Item) -> list[str]:
     E.g. ``"contrast: score 0.52; top 0.3 % (3rd highest of 959)"``; the strategy and
     fused score come first when known.
 
+    Parameters
+    ----------
+    store : Store
+    item : Item
+
     Returns
     -------
     list of str
@@ -1322,6 +1347,14 @@ def nearest(
 
 def normal_pool(store: Store, rule: ConsensusRule = ConsensusRule()) -> tuple[list[int], str]:
     """Images that look normal, for a reference: decided ``reject``, else the lower half by fused score.
+
+    Three images decided ``reject`` are enough; with fewer, the images in the
+    lower half by fused score are added.
+
+    Parameters
+    ----------
+    store : Store
+    rule : ConsensusRule
 
     Returns
     -------
@@ -1477,6 +1510,14 @@ def hot_region(score_map: np.ndarray, shape: tuple[int, int], *, level: float = 
 
 def crop_around(picture: np.ndarray, centre: tuple[int, int], size: int = 192) -> tuple[np.ndarray, tuple[int, int]]:
     """A full-resolution ``size`` x ``size`` crop of a picture centred on ``(x, y)`` (shifted to stay inside).
+
+    Parameters
+    ----------
+    picture : ndarray of shape (H, W) or (H, W, C)
+    centre : (int, int)
+        ``(x, y)`` in the picture's pixels.
+    size : int, default=192
+        Smaller pictures give their whole extent.
 
     Returns
     -------
