@@ -233,24 +233,31 @@ def test_zoom_reaches_8x_on_a_small_defect_and_the_overlay_toggles(catalogue, ap
     page.context.close()
 
 
-def test_rank_the_next_round_from_the_app_and_the_buttons_come_back(catalogue, app_url, chromium):
-    page = rb.open_queue(chromium, app_url, "rex", width=1440, height=900)
-    _go(page, "Progress")
-    rank = page.get_by_role("button", name="Rank the next round")
-    learn = page.get_by_role("button", name="Learn from the verdicts")
-    assert rank.is_enabled() and learn.is_enabled()
-    rank.click()
-    done = page.get_by_text("rank finished in")
-    done.wait_for(timeout=60_000)
-    # the job's end redraws the page: both buttons usable again, without a click or a reload
-    page.wait_for_function(
-        """() => [...document.querySelectorAll('button')].filter(b => /Rank the next round|Learn from the/.test(
-            b.innerText)).every(b => !b.disabled)""",
-        timeout=15_000,
-    )
-    assert "round 2:" in done.inner_text()
-    with Store(catalogue["db"], readonly=True) as s:
-        assert s.query("SELECT COUNT(*) FROM candidates WHERE round = 2")[0][0] > 0
-    _go(page, "Queue")
-    assert "round 2 ·" in rb.header(page)
-    page.context.close()
+def test_learn_and_rank_from_the_app_and_the_buttons_come_back(tmp_path, chromium):
+    from mining import review as rv
+
+    cat = build_catalogue(tmp_path, n=24, size=128)
+    with Store(cat["db"]) as s:  # 16 verdicts, so that learning has something to learn from
+        for it in rv.round_items(s)[:16]:
+            rv.record_verdict(s, it, "qa", "confirm" if it.path in cat["blobs"] else "reject")
+    busy = "() => [...document.querySelectorAll('button')].some(b => /Learn from the/.test(b.innerText) && b.disabled)"
+    usable = """() => [...document.querySelectorAll('button')].filter(b => /Rank the next round|Learn from the/.test(
+        b.innerText)).every(b => !b.disabled)"""
+    with rb.run_app(cat["db"]) as url:
+        page = rb.open_queue(chromium, url, "rex", width=1440, height=900)
+        _go(page, "Progress")
+        page.get_by_role("button", name="Learn from the verdicts").click()
+        page.wait_for_function(busy, timeout=30_000)  # drawn disabled while the job runs (seconds)
+        # the job's end redraws the page: both buttons usable again, without a click or a reload
+        page.wait_for_function(usable, timeout=120_000)
+        assert "learn finished in" in page.get_by_text("learn finished in").inner_text()
+        page.get_by_role("button", name="Rank the next round").click()
+        done = page.get_by_text("rank finished in")
+        done.wait_for(timeout=60_000)
+        page.wait_for_function(usable, timeout=15_000)
+        assert "round 2: 8 candidates" in done.inner_text()  # the 8 images nobody reviewed yet
+        with Store(cat["db"], readonly=True) as s:
+            assert s.query("SELECT COUNT(*) FROM candidates WHERE round = 2")[0][0] == 8
+        _go(page, "Queue")
+        assert "round 2 · item 1 of 8" in rb.header(page)
+        page.context.close()
