@@ -384,16 +384,22 @@ def act_refresh_queue() -> None:
     ss["queue"] = None
 
 
-def window_ui(img: np.ndarray) -> tuple[float | None, float | None]:
-    """Level/width sliders for images that are not 8-bit (or when asked); returns (level, width)."""
+def window_ui(img: np.ndarray, stored: dict | None = None) -> tuple[float | None, float | None]:
+    """Level/width sliders for images that are not 8-bit (or when asked); returns (level, width).
+
+    ``stored`` (:func:`mining.review.stored_window`): the file's own window, the default when not manual.
+    """
     wide = img.dtype != np.uint8
     with st.expander("Window (level / width)", expanded=False):
         use = st.checkbox("Manual window", key="manual_window", value=False)
         if not use:
+            if stored is not None:
+                st.caption(stored["source"])
+                return stored["level"], stored["width"]
             st.caption("automatic: 0.5–99.5 percentiles" if wide else "8-bit image shown as stored")
             return None, None
         lo, hi = rv.value_range(img)
-        lvl0, wid0 = rv.auto_window(img)
+        lvl0, wid0 = (stored["level"], stored["width"]) if stored is not None else rv.auto_window(img)
         step = 1.0 if np.issubdtype(img.dtype, np.integer) else (hi - lo) / 1000
         level = st.slider("Level", lo, hi, float(np.clip(lvl0, lo, hi)), step=step, key="level")
         width = st.slider("Width", step, hi - lo, float(np.clip(wid0, step, hi - lo)), step=step, key="width")
@@ -723,7 +729,15 @@ def payload_cache() -> dict:
 
 
 def viewer_payload(
-    real: str, mtime: int, box: tuple | None, level, width, map_real: str | None, map_mtime: int, reviewer: str
+    real: str,
+    mtime: int,
+    box: tuple | None,
+    level,
+    width,
+    map_real: str | None,
+    map_mtime: int,
+    reviewer: str,
+    invert: bool = False,
 ) -> dict:
     """What the viewer component is sent for one candidate (cached: moving back or on is free).
 
@@ -732,13 +746,13 @@ def viewer_payload(
     full-resolution crop around its peak.
     """
     cache = payload_cache()
-    key = (real, mtime, box, level, width, map_real, map_mtime, reviewer)
+    key = (real, mtime, box, level, width, map_real, map_mtime, reviewer, invert)
     with cache["lock"]:
         hit = cache["items"].pop(key, None)
         if hit is not None:
             cache["items"][key] = hit  # most recent last
             return hit
-    out = _viewer_payload(real, mtime, box, level, width, map_real, map_mtime, reviewer)
+    out = _viewer_payload(real, mtime, box, level, width, map_real, map_mtime, reviewer, invert)
     with cache["lock"]:
         cache["items"][key] = out
         while len(cache["items"]) > 48:
@@ -746,12 +760,12 @@ def viewer_payload(
     return out
 
 
-def _viewer_payload(real, mtime, box, level, width, map_real, map_mtime, reviewer) -> dict:
+def _viewer_payload(real, mtime, box, level, width, map_real, map_mtime, reviewer, invert=False) -> dict:
     raw = load_image(real, mtime)
     if box is not None:
         y, x, h, w = box
         raw = raw[y : y + h, x : x + w]
-    picture = rv.display_image(raw, level, width)
+    picture = rv.display_image(raw, level, width, invert=invert)
     h, w = picture.shape[:2]
     view, scale = rv.view_rendering(picture, VIEW_MAX_SIDE)
     big = view.shape[0] * view.shape[1] > 1_000_000
@@ -821,12 +835,22 @@ def queue_view(ctx: Ctx) -> None:
             map_real = None
         if "opacity" not in ss:
             ss["opacity"] = float(rv.get_pref(ctx.store, ctx.reviewer, "opacity", 0.0))
-    level, width = window_of(raw)
+    stored = rv.stored_window(ctx.store, item.image_id)  # the file's own window (DICOM), if any
+    level, width = window_of(raw, stored)
+    invert = bool(stored and stored["invert"])
     left, right = st.columns([3, 2])
     with left:
         real = rv.check_path(item.path, ctx.roots)
         data = viewer_payload(
-            real, os.stat(real).st_mtime_ns, tile_box(ctx.store, item), level, width, map_real, map_mtime, ctx.reviewer
+            real,
+            os.stat(real).st_mtime_ns,
+            tile_box(ctx.store, item),
+            level,
+            width,
+            map_real,
+            map_mtime,
+            ctx.reviewer,
+            invert,
         )
         opacity = float(ss.get("opacity", 0.0)) if map_real else 0.0
         data = {**data, "opacity": opacity, "name": os.path.basename(item.path)}
@@ -852,48 +876,58 @@ def queue_view(ctx: Ctx) -> None:
             )
             if map_real is None:
                 st.caption(f"score map of {which} not available")
-        window_ui(raw)
-        paint_ui(ctx.store, item, rv.display_image(raw, level, width))
+        window_ui(raw, stored)
+        paint_ui(ctx.store, item, rv.display_image(raw, level, width, invert=invert))
     with right:
         category_note_ui(categories)
         details_ui(ctx, item)
-    prefetch(ctx, queue, ss["pos"] + 1, level, width)
+    prefetch(ctx, queue, ss["pos"] + 1, (level, width) if ss.get("manual_window") else None)
 
 
-def window_of(raw: np.ndarray) -> tuple[float | None, float | None]:
-    """The level / width the window sliders hold (None, None: the automatic window), read before they are drawn."""
+def window_of(raw: np.ndarray, stored: dict | None = None) -> tuple[float | None, float | None]:
+    """The level / width :func:`window_ui` will give, read from the session before its sliders are drawn.
+
+    The sliders' values when the window is manual; else the file's own window
+    (``stored``, :func:`mining.review.stored_window`) or (None, None), the automatic one.
+    """
     ss = st.session_state
     if not ss.get("manual_window") or ss.get("level") is None or ss.get("width") is None:
-        return None, None
+        return (stored["level"], stored["width"]) if stored is not None else (None, None)
     return float(ss["level"]), float(ss["width"])
 
 
-def prefetch(ctx: Ctx, queue: list[rv.Item], pos: int, level, width) -> None:
-    """Prepare the next candidate's viewer data in the background, so the next key finds it ready."""
+def prefetch(ctx: Ctx, queue: list[rv.Item], pos: int, manual: tuple | None) -> None:
+    """Prepare the next candidate's viewer data in the background, so the next key finds it ready.
+
+    ``manual``: the manual window's (level, width), else None (the next image's own or automatic window).
+    """
     if pos >= len(queue):
         return
     item = queue[pos]
     scorer = st.session_state.get("map_scorer")
     threading.Thread(
         target=_prefetch,
-        args=(ctx.store.path, item, ctx.roots, ctx.maps_root, scorer, level, width, ctx.reviewer),
+        args=(ctx.store.path, item, ctx.roots, ctx.maps_root, scorer, manual, ctx.reviewer),
         daemon=True,
     ).start()
 
 
-def _prefetch(db: str, item: rv.Item, roots, maps_root, scorer, level, width, reviewer) -> None:
+def _prefetch(db: str, item: rv.Item, roots, maps_root, scorer, manual, reviewer) -> None:
     try:
         real = rv.check_path(item.path, roots)
         map_real, map_mtime = None, 0
         with Store(db, readonly=True) as store:
             scores = rv.item_scores(store, item)
             box = tile_box(store, item)
+            stored = rv.stored_window(store, item.image_id)
+        level, width = manual or ((stored["level"], stored["width"]) if stored else (None, None))
         for s in scores:
             if s["map_path"] and s["scorer"] == (scorer or s["scorer"]):
                 map_real = rv.check_path(s["map_path"], [maps_root])
                 map_mtime = os.stat(map_real).st_mtime_ns
                 break
-        viewer_payload(real, os.stat(real).st_mtime_ns, box, level, width, map_real, map_mtime, reviewer)
+        invert = bool(stored and stored["invert"])
+        viewer_payload(real, os.stat(real).st_mtime_ns, box, level, width, map_real, map_mtime, reviewer, invert)
     except Exception as err:  # a prefetch never breaks the page; the item shows its own message in its turn
         logger.debug("prefetch of %s failed: %s", item.path, err)
 

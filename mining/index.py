@@ -4,6 +4,14 @@ Incremental: a file whose size and modification time are unchanged is not
 read again. Unreadable files are recorded with their reason and the job goes
 on. Decoding runs in a thread pool (OpenCV and hashlib release the GIL); the
 calling thread is the one writer.
+
+Volumes (see :mod:`mining.io`): a multi-frame DICOM file or multi-page TIFF
+is one image whose tiles are its frames (:func:`volume_tiles`, each frame
+tiled further when it is larger than ``tile_size``); single-frame DICOM files
+of one series are one image each, ordered into a volume after the walk
+(``image_meta`` ``volume``, ``slice_index``, ``volume_slices``).
+:func:`volumes` lists every volume's slices as ``(image_id, tile)`` units,
+the units that get scores.
 """
 
 from __future__ import annotations
@@ -16,7 +24,15 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from mining.io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageInfo, UnreadableImage, inspect_image
+from mining.io import (
+    DEFAULT_MAX_PIXELS,
+    DICOM_META_KEYS,
+    IMAGE_EXTENSIONS,
+    VOLUME_META_KEYS,
+    ImageInfo,
+    UnreadableImage,
+    inspect_image,
+)
 from mining.store import Store
 from mining.tiling import needs_tiling, tile_grid
 
@@ -272,6 +288,7 @@ def index_archive(
             if progress is not None:
                 progress(done, len(todo))
     summary.missing = _mark_missing(store, roots, known, seen, tuple(e.lower() for e in extensions))
+    order_series(store)
     summary.seconds = time.perf_counter() - t0
     store.finish_run(run_id, summary.as_dict())
     logger.info("indexed %s", summary.as_dict())
@@ -342,13 +359,154 @@ def _write_batch(store, paths, results, known, roots, tile_size, tile_overlap, s
                 # the content may differ: what was computed from the old file is stale
                 for table in ("tiles", "scores", "embeddings", "map_coords"):
                     con.execute(f"DELETE FROM {table} WHERE image_id = ?", (image_id,))
-            if isinstance(res, ImageInfo) and needs_tiling(res.height, res.width, tile_size):
+            _write_meta(con, image_id, res.meta if isinstance(res, ImageInfo) else {}, path)
+            if isinstance(res, ImageInfo) and res.frames > 1:
+                con.execute("DELETE FROM tiles WHERE image_id = ?", (image_id,))
+                grid = volume_tiles(res.frames, res.height // res.frames, res.width, tile_size, tile_overlap)
+                con.executemany(
+                    "INSERT INTO tiles (image_id, idx, y, x, h, w) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(image_id, i, *t) for i, t in enumerate(grid)],
+                )
+                summary.tiled += 1
+            elif isinstance(res, ImageInfo) and needs_tiling(res.height, res.width, tile_size):
                 grid = tile_grid(res.height, res.width, tile_size, tile_overlap)
                 con.executemany(
                     "INSERT INTO tiles (image_id, idx, y, x, h, w) VALUES (?, ?, ?, ?, ?, ?)",
                     [(image_id, i, *t) for i, t in enumerate(grid)],
                 )
                 summary.tiled += 1
+
+
+_INDEX_KEYS = (*DICOM_META_KEYS, *VOLUME_META_KEYS)
+
+
+def _write_meta(con, image_id: int, meta: dict, path: str) -> None:
+    """Replace the ``image_meta`` keys indexing writes (DICOM and volume keys); other keys are left alone."""
+    con.execute(
+        f"DELETE FROM image_meta WHERE image_id = ? AND key IN ({', '.join('?' * len(_INDEX_KEYS))})",
+        (image_id, *_INDEX_KEYS),
+    )
+    meta = dict(meta)
+    if int(meta.get("frames", 1)) > 1:  # a multi-frame file is a volume by itself
+        meta.setdefault("volume", meta.get("series_uid") or path)
+        meta["volume_slices"] = meta["frames"]
+    if meta:
+        con.executemany(
+            "INSERT INTO image_meta (image_id, key, value) VALUES (?, ?, ?)",
+            [(image_id, k, str(v)) for k, v in meta.items()],
+        )
+
+
+def volume_tiles(
+    frames: int, frame_height: int, width: int, tile_size: int, overlap: int = 0
+) -> list[tuple[int, int, int, int]]:
+    """Tiles of a volume stored as frames stacked top to bottom: each frame's own tile grid, frame by frame.
+
+    A frame no larger than ``tile_size`` is one tile, so tile ``k`` is slice
+    ``k``; a larger frame is tiled like any image and never shares a tile
+    with its neighbours.
+
+    Parameters
+    ----------
+    frames, frame_height, width : int
+        Number of frames and the size of one frame.
+    tile_size, overlap : int
+        As for :func:`mining.tiling.tile_grid`.
+
+    Returns
+    -------
+    list of (y, x, h, w)
+        In the stacked image's coordinates; slice of a tile = ``y // frame_height``.
+    """
+    grid = tile_grid(frame_height, width, tile_size, overlap)
+    return [(y + k * frame_height, x, h, w) for k in range(frames) for y, x, h, w in grid]
+
+
+def _float_or_none(v) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def order_series(store: Store) -> int:
+    """Make each DICOM series of single-frame files a volume: ``volume``, ``slice_index``, ``volume_slices``.
+
+    Slices are ordered by their position along the slice normal
+    (``ImagePositionPatient`` on ``ImageOrientationPatient``) when every
+    slice has one, else by ``InstanceNumber``, else by path. A series of one
+    readable file is not a volume.
+
+    Returns
+    -------
+    int
+        Number of series volumes.
+    """
+    rows = store.query(
+        "SELECT m.image_id, m.value AS series, i.path,"
+        " (SELECT value FROM image_meta WHERE image_id = m.image_id AND key = 'slice_position') AS pos,"
+        " (SELECT value FROM image_meta WHERE image_id = m.image_id AND key = 'instance_number') AS inst,"
+        " (SELECT value FROM image_meta WHERE image_id = m.image_id AND key = 'frames') AS frames"
+        " FROM image_meta m JOIN images i ON i.id = m.image_id"
+        " WHERE m.key = 'series_uid' AND i.status = 'ok'"
+    )
+    series: dict[str, list] = {}
+    for r in rows:
+        if r["frames"] is None or int(r["frames"]) <= 1:
+            series.setdefault(r["series"], []).append(r)
+    n = 0
+    with store.transaction() as con:
+        con.execute(
+            "DELETE FROM image_meta WHERE key IN ('slice_index', 'volume_slices', 'volume') AND image_id NOT IN"
+            " (SELECT image_id FROM image_meta WHERE key = 'frames' AND CAST(value AS INTEGER) > 1)"
+        )
+        for uid, members in series.items():
+            if len(members) < 2:
+                continue
+            if all(_float_or_none(m["pos"]) is not None for m in members):
+                members.sort(key=lambda m: (float(m["pos"]), m["path"]))
+            elif all(_float_or_none(m["inst"]) is not None for m in members):
+                members.sort(key=lambda m: (float(m["inst"]), m["path"]))
+            else:
+                members.sort(key=lambda m: m["path"])
+            con.executemany(
+                "INSERT OR REPLACE INTO image_meta (image_id, key, value) VALUES (?, ?, ?)",
+                [
+                    (m["image_id"], k, v)
+                    for i, m in enumerate(members)
+                    for k, v in (("volume", uid), ("slice_index", str(i)), ("volume_slices", str(len(members))))
+                ],
+            )
+            n += 1
+    return n
+
+
+def volumes(store: Store) -> dict[str, list[tuple[int, int]]]:
+    """Every volume's slices in order, as the ``(image_id, tile)`` units that are scored.
+
+    A multi-frame image gives ``(its id, tile)`` per frame (all tiles of a
+    frame, when frames are tiled further); a series of files gives
+    ``(image id, -1)`` per file, by ``slice_index``.
+
+    Returns
+    -------
+    dict of str to list of (int, int)
+        Volume key (series UID, or the file path of a multi-frame file
+        without one) to its slices.
+    """
+    out: dict[str, list] = {}
+    rows = store.query(
+        "SELECT m.image_id, m.value AS volume,"
+        " (SELECT value FROM image_meta WHERE image_id = m.image_id AND key = 'slice_index') AS idx,"
+        " (SELECT value FROM image_meta WHERE image_id = m.image_id AND key = 'frames') AS frames"
+        " FROM image_meta m JOIN images i ON i.id = m.image_id WHERE m.key = 'volume' AND i.status = 'ok'"
+    )
+    for r in sorted(rows, key=lambda r: (r["volume"], int(r["idx"] or 0), r["image_id"])):
+        if r["frames"] is not None and int(r["frames"]) > 1:
+            out.setdefault(r["volume"], []).extend((int(r["image_id"]), t[0]) for t in store.tiles(int(r["image_id"])))
+        else:
+            out.setdefault(r["volume"], []).append((int(r["image_id"]), -1))
+    return out
 
 
 def _lstat(path: str) -> tuple[int | None, int | None]:

@@ -5,6 +5,30 @@ Every image in raremine passes through :func:`read_image` (or
 mining see the same pixels. A file that cannot be read raises
 :class:`UnreadableImage` carrying a short machine-readable ``reason`` from
 :data:`REASONS` and a human-readable ``detail``; callers record it and go on.
+
+Volumes
+-------
+A multi-frame DICOM file or a multi-page TIFF stack (pages of one size) is
+a *volume*: :func:`read_image` returns its frames stacked top to bottom, one
+``(frames * H, W)`` array, and indexing makes each frame a tile of that
+image (:func:`mining.index.volume_tiles`), so every slice is scored on its
+own and shown on its own in the review app. A series of single-frame DICOM
+files (one ``SeriesInstanceUID``) is a volume too: each file is one image
+and ``image_meta`` records the series and the slice order.
+
+DICOM
+-----
+Read with pydicom (Part 10 files: ``DICM`` at byte 128). Pixel data that
+pydicom decodes (uncompressed, deflated, RLE lossless; JPEG baseline and
+JPEG 2000 through Pillow) is read; another transfer syntax (JPEG lossless,
+JPEG-LS...) is ``unsupported``, naming it and the plugin that would decode
+it. ``RescaleSlope`` / ``RescaleIntercept`` (or a modality LUT) are applied:
+CT values come out in Hounsfield units, kept as 16-bit integers (``int16``
+or ``uint16``) when they are whole numbers that fit, float32 otherwise,
+never squeezed to 8 bits. The DICOM window (``WindowCenter`` /
+``WindowWidth``, first value, in those same units), modality, body part,
+acquisition time and series are returned by :func:`inspect_image` as
+``ImageInfo.meta`` (see :data:`DICOM_META_KEYS`).
 """
 
 from __future__ import annotations
@@ -14,7 +38,7 @@ import io
 import logging
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import cv2
@@ -23,7 +47,47 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 #: File extensions that are indexed (lower case, with the dot).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy", ".dcm", ".dicom")
+#: Extensions read as DICOM (Part 10 files).
+DICOM_EXTENSIONS = (".dcm", ".dicom")
+_TIFF_EXTENSIONS = (".tif", ".tiff")
+
+#: ``image_meta`` keys that :func:`inspect_image` fills from DICOM headers (and ``frames`` for volumes).
+DICOM_META_KEYS = (
+    "modality",
+    "body_part",
+    "acquisition_time",
+    "acquisition_date",
+    "manufacturer",
+    "series_uid",
+    "series_description",
+    "instance_number",
+    "slice_position",
+    "window_center",
+    "window_width",
+    "photometric",
+    "rescale_slope",
+    "rescale_intercept",
+    "transfer_syntax",
+)
+#: ``image_meta`` keys of volumes: frames stacked in the image (multi-frame files), or slice order in a series.
+VOLUME_META_KEYS = ("frames", "frame_height", "volume", "slice_index", "volume_slices")
+#: Keys that describe how to read or show pixels, not where an image comes from (slice evaluation skips them).
+TECHNICAL_META_KEYS = (
+    "window_center",
+    "window_width",
+    "photometric",
+    "rescale_slope",
+    "rescale_intercept",
+    "transfer_syntax",
+    "instance_number",
+    "slice_position",
+    "frames",
+    "frame_height",
+    "slice_index",
+    "volume_slices",
+    "series_uid",
+)
 
 #: Reasons an image can be unreadable, as stored in the catalogue.
 REASONS = (
@@ -61,6 +125,9 @@ _MAGIC = {
     ".tiff": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),
     ".npy": (b"\x93NUMPY",),
 }
+#: DICOM Part 10: a 128-byte preamble, then ``DICM``.
+_DICOM_MAGIC_AT, _DICOM_MAGIC = 128, b"DICM"
+_HEAD_BYTES = _DICOM_MAGIC_AT + len(_DICOM_MAGIC)
 _SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float32, np.float64, np.int16, np.int32)
 
 
@@ -98,6 +165,8 @@ class ImageInfo:
     height: int
     channels: int
     dtype: str
+    frames: int = 1
+    meta: dict = field(default_factory=dict)
 
 
 def max_file_bytes(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
@@ -181,9 +250,9 @@ def _read_file(path: str, max_pixels: int) -> tuple[bytes, os.stat_result]:
             fst = os.fstat(fh.fileno())
             _check_regular(path, fst)  # replaced between stat and open
             _check_file_size(path, fst.st_size, max_pixels)
-            head = fh.read(16)
+            head = fh.read(_HEAD_BYTES)
             _check_magic(path, ext, head)
-            if ext != ".npy":
+            if ext != ".npy" and ext not in DICOM_EXTENSIONS:  # DICOM: checked from its header in decode_bytes
                 fh.seek(0)
                 _check_declared_size(path, ext, fh, max_pixels)
             fh.seek(0)
@@ -202,6 +271,12 @@ def _read_file(path: str, max_pixels: int) -> tuple[bytes, os.stat_result]:
 
 
 def _check_magic(path: str, ext: str, data: bytes) -> None:
+    if ext in DICOM_EXTENSIONS:
+        if data[_DICOM_MAGIC_AT:_HEAD_BYTES] != _DICOM_MAGIC:
+            raise UnreadableImage(
+                path, "not_an_image", "content is not a DICOM Part 10 file (no 'DICM' after the 128-byte preamble)"
+            )
+        return
     magics = _MAGIC.get(ext)
     if magics is None:
         raise UnreadableImage(path, "unsupported", f"extension {ext!r} not in {IMAGE_EXTENSIONS}")
@@ -353,16 +428,27 @@ def decode_bytes(path: str, data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS
     UnreadableImage
         With one of :data:`REASONS`.
     """
+    return _decode(path, data, max_pixels, verify)[0]
+
+
+def _decode(path: str, data: bytes, max_pixels: int, verify: bool) -> tuple[np.ndarray, int, dict]:
+    """Pixels, frames (1, or the frames stacked top to bottom) and metadata of a file's bytes."""
     ext = os.path.splitext(path)[1].lower()
     if not data:
         raise UnreadableImage(path, "empty", "file has 0 bytes")
     _check_magic(path, ext, data)
     if ext == ".npy":
-        return _decode_npy(path, data, max_pixels)
+        return _decode_npy(path, data, max_pixels), 1, {}
+    if ext in DICOM_EXTENSIONS:
+        return _decode_dicom(path, data, max_pixels)
     _check_complete(path, ext, data)
     _check_declared_size(path, ext, io.BytesIO(data), max_pixels)
     if verify and ext in (".jpg", ".jpeg"):
         _verify_jpeg(path, data)
+    if ext in _TIFF_EXTENSIONS:
+        stack = _decode_tiff_stack(path, data, max_pixels)
+        if stack is not None:
+            return stack
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise UnreadableImage(path, "truncated", "OpenCV could not decode the pixel data")
@@ -373,7 +459,209 @@ def decode_bytes(path: str, data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS
             img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
     if img.shape[0] * img.shape[1] > max_pixels:
         raise UnreadableImage(path, "too_large", f"{img.shape[1]}x{img.shape[0]} px exceeds max_pixels={max_pixels}")
-    return img
+    return img, 1, {}
+
+
+def _stack(frames: np.ndarray) -> np.ndarray:
+    """``(N, H, W[, C])`` frames as one ``(N * H, W[, C])`` image, top to bottom (a view when possible)."""
+    return frames.reshape(frames.shape[0] * frames.shape[1], *frames.shape[2:])
+
+
+def _decode_tiff_stack(path: str, data: bytes, max_pixels: int) -> tuple[np.ndarray, int, dict] | None:
+    """A multi-page TIFF or a BigTIFF through tifffile; None for a classic single-page TIFF (OpenCV reads it).
+
+    The first series is read: its pages (of one size) are the frames of a
+    volume. A compression tifffile cannot decode without imagecodecs (LZW,
+    JPEG...) is tried with OpenCV's libtiff (``imdecodemulti``); when that
+    fails too the file is ``unsupported``.
+    """
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            if not tif.is_bigtiff and len(tif.pages) == 1:
+                return None
+            series = tif.series[0]
+            shape, axes = tuple(series.shape), series.axes
+            if axes.endswith("SYX") and shape[-3] in (3, 4):  # planar colour: samples last, as everywhere else
+                order = "YXS"
+            else:
+                order = axes[-3:] if axes.endswith("YXS") else axes[-2:]
+            h, w = (shape[-3], shape[-2]) if order == "YXS" else (shape[-2], shape[-1])
+            n = int(np.prod(shape[: len(shape) - len(order)], dtype=np.int64)) if len(shape) > len(order) else 1
+            if n * h * w > max_pixels:
+                raise UnreadableImage(
+                    path, "too_large", f"{n} frames of {w}x{h} px exceed max_pixels={max_pixels} together"
+                )
+            try:
+                arr = series.asarray()
+            except (KeyError, ValueError, NotImplementedError, ImportError) as err:
+                arr = _tiff_with_opencv(path, data, err)
+    except UnreadableImage:
+        raise
+    except Exception as err:
+        raise UnreadableImage(path, "corrupt", f"TIFF cannot be read: {type(err).__name__}: {err}") from err
+    if order == "YXS" and axes.endswith("SYX") and arr.shape[-3] in (3, 4):
+        arr = np.moveaxis(arr, -3, -1)
+    tail = 3 if arr.ndim >= 3 and order == "YXS" else 2
+    frames = arr.reshape(-1, *arr.shape[arr.ndim - tail :])
+    if frames.dtype.type not in _SUPPORTED_DTYPES:
+        allowed = ", ".join(np.dtype(t).name for t in _SUPPORTED_DTYPES)
+        raise UnreadableImage(path, "unsupported", f"TIFF sample type {frames.dtype}; allowed {allowed}")
+    if len(frames) == 1:
+        return np.ascontiguousarray(frames[0]), 1, {}
+    return np.ascontiguousarray(_stack(frames)), len(frames), {"frames": len(frames), "frame_height": h}
+
+
+def _tiff_with_opencv(path: str, data: bytes, err: BaseException) -> np.ndarray:
+    ok, pages = cv2.imdecodemulti(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if not ok or not pages or len({p.shape for p in pages}) != 1:
+        raise UnreadableImage(
+            path, "unsupported", f"TIFF compression not decodable here ({err}); install imagecodecs for tifffile"
+        ) from err
+    pages = [cv2.cvtColor(p, cv2.COLOR_BGR2RGB) if p.ndim == 3 and p.shape[2] == 3 else p for p in pages]
+    return np.stack(pages)
+
+
+def _first(value) -> float | None:
+    """The first number of a DICOM value (single or multi-valued), or None."""
+    if value is None or value == "":
+        return None
+    try:
+        v = value[0] if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue" else value
+        return float(v)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _dicom_time(ds) -> str | None:
+    """Acquisition date-time as ISO 8601 text (AcquisitionDateTime, else acquisition, content or study date + time)."""
+    dt = str(ds.get("AcquisitionDateTime", "") or "")
+    if not dt:
+        for d, t in (
+            ("AcquisitionDate", "AcquisitionTime"),
+            ("ContentDate", "ContentTime"),
+            ("StudyDate", "StudyTime"),
+        ):
+            if ds.get(d):
+                dt = str(ds.get(d)) + str(ds.get(t, "") or "")
+                break
+    if len(dt) < 8 or not dt[:8].isdigit():
+        return None
+    out = f"{dt[0:4]}-{dt[4:6]}-{dt[6:8]}"
+    clock = dt[8:].split("+")[0].split("-")[0]
+    if len(clock) >= 4 and clock[:4].isdigit():
+        out += f"T{clock[0:2]}:{clock[2:4]}" + (f":{clock[4:6]}" if len(clock) >= 6 and clock[4:6].isdigit() else "")
+    return out
+
+
+def _dicom_meta(ds) -> dict:
+    meta: dict = {}
+
+    def put(key, value):
+        if value is not None and str(value).strip() != "":
+            meta[key] = str(value).strip()
+
+    put("modality", ds.get("Modality"))
+    put("body_part", ds.get("BodyPartExamined"))
+    when = _dicom_time(ds)
+    put("acquisition_time", when)
+    put("acquisition_date", when[:10] if when else None)  # a slice of days, for slice evaluation
+    put("manufacturer", ds.get("Manufacturer"))
+    put("series_uid", ds.get("SeriesInstanceUID"))
+    put("series_description", ds.get("SeriesDescription"))
+    put("instance_number", ds.get("InstanceNumber"))
+    pos, ori = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
+    if pos is not None and ori is not None and len(pos) == 3 and len(ori) == 6:
+        normal = np.cross(np.asarray(ori[:3], float), np.asarray(ori[3:], float))
+        put("slice_position", f"{float(np.dot(normal, np.asarray(pos, float))):.6g}")
+    elif ds.get("SliceLocation") is not None:
+        put("slice_position", f"{float(ds.SliceLocation):.6g}")
+    center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
+    if center is not None and width is not None and width > 0:
+        put("window_center", f"{center:g}")
+        put("window_width", f"{width:g}")
+    put("photometric", ds.get("PhotometricInterpretation"))
+    put("rescale_slope", ds.get("RescaleSlope"))
+    put("rescale_intercept", ds.get("RescaleIntercept"))
+    put("transfer_syntax", getattr(ds.file_meta, "TransferSyntaxUID", None))
+    return meta
+
+
+def _compact(values: np.ndarray, stored: np.dtype) -> np.ndarray:
+    """Rescaled values in the narrowest dtype that holds them exactly: the stored one, (u)int16, int32, else float32."""
+    if not np.isfinite(values).all() or not np.equal(np.mod(values, 1), 0).all():
+        return values.astype(np.float32)
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    for t in (stored, np.uint16, np.int16, np.int32):
+        info = np.iinfo(t) if np.issubdtype(t, np.integer) else None
+        if info is not None and info.min <= lo and hi <= info.max:
+            return values.astype(t)
+    return values.astype(np.float32)
+
+
+def _decode_dicom(path: str, data: bytes, max_pixels: int) -> tuple[np.ndarray, int, dict]:
+    """A DICOM file's pixels with the modality rescale applied, its frames and its metadata (see module notes)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+    except InvalidDicomError as err:
+        raise UnreadableImage(path, "not_an_image", f"not a DICOM file: {err}") from err
+    except (EOFError, OSError) as err:
+        raise UnreadableImage(path, "truncated", f"DICOM header ends early: {type(err).__name__}: {err}") from err
+    except Exception as err:
+        raise UnreadableImage(path, "corrupt", f"DICOM header cannot be read: {type(err).__name__}: {err}") from err
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        sop = ds.get("SOPClassUID")
+        if not sop:  # no SOP class either: what follows the preamble is not a dataset
+            raise UnreadableImage(path, "corrupt", "DICOM file has neither a SOP class nor pixel data")
+        raise UnreadableImage(
+            path, "unsupported", f"DICOM file holds no image (no pixel data; {getattr(sop, 'name', sop)})"
+        )
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames") or 1)
+    except (AttributeError, TypeError, ValueError) as err:
+        raise UnreadableImage(path, "corrupt", f"DICOM Rows / Columns / NumberOfFrames missing or bad: {err}") from err
+    if rows <= 0 or cols <= 0 or frames <= 0:
+        raise UnreadableImage(path, "corrupt", f"DICOM declares {frames} frames of {cols}x{rows} px")
+    if rows * cols * frames > max_pixels:
+        raise UnreadableImage(
+            path, "too_large", f"{frames} frames of {cols}x{rows} px exceed max_pixels={max_pixels} together"
+        )
+    ts = getattr(ds.file_meta, "TransferSyntaxUID", None)
+    ts_name = f"{getattr(ts, 'name', ts)} ({ts})" if ts else "no transfer syntax"
+    try:
+        arr = ds.pixel_array
+    except (RuntimeError, NotImplementedError) as err:
+        first = str(err).splitlines()[0]
+        raise UnreadableImage(
+            path,
+            "unsupported",
+            f"DICOM transfer syntax {ts_name} is not decodable here: {first} (pydicom reads uncompressed, deflated"
+            " and RLE data, JPEG baseline and JPEG 2000 through Pillow; others need pylibjpeg-libjpeg or"
+            " python-gdcm)",
+        ) from err
+    except (ValueError, AttributeError, KeyError, TypeError, EOFError) as err:
+        msg = f"{type(err).__name__}: {err}"
+        reason = "truncated" if "less than expected" in str(err) or isinstance(err, EOFError) else "corrupt"
+        raise UnreadableImage(path, reason, f"DICOM pixel data cannot be decoded ({ts_name}): {msg}"[:500]) from err
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    slope, intercept = _first(ds.get("RescaleSlope")), _first(ds.get("RescaleIntercept"))
+    rescale = (slope not in (None, 1.0)) or (intercept not in (None, 0.0)) or "ModalityLUTSequence" in ds
+    if samples == 1 and rescale:
+        from pydicom.pixels import apply_modality_lut
+
+        arr = _compact(np.asarray(apply_modality_lut(arr, ds), dtype=np.float64), arr.dtype)
+    if arr.dtype.type not in _SUPPORTED_DTYPES:
+        arr = arr.astype(np.int32 if np.issubdtype(arr.dtype, np.signedinteger) else np.float32)
+    meta = _dicom_meta(ds)
+    if frames > 1:  # (frames, rows, cols[, samples]) -> frames stacked top to bottom
+        arr = np.ascontiguousarray(arr.reshape(frames * rows, cols, *arr.shape[3:]))
+        meta.update(frames=str(frames), frame_height=str(rows))
+    return arr, frames, meta
 
 
 def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -426,7 +714,7 @@ def inspect_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXE
     """
     path = os.fspath(path)
     data, st = _read_file(path, max_pixels)
-    img = decode_bytes(path, data, max_pixels=max_pixels, verify=True)
+    img, frames, meta = _decode(path, data, max_pixels, True)
     return ImageInfo(
         path=path,
         sha256=hashlib.sha256(data).hexdigest(),
@@ -436,6 +724,8 @@ def inspect_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXE
         height=int(img.shape[0]),
         channels=1 if img.ndim == 2 else int(img.shape[2]),
         dtype=img.dtype.name,
+        frames=frames,
+        meta=meta,
     )
 
 

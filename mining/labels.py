@@ -66,6 +66,7 @@ from mining.store import Store
 from mining.verdicts import ConsensusRule, describe_left_out, image_labels, left_out_counts
 from synthesis.labels import (
     FORMATS,
+    IMPORT_FORMATS,
     ImageLabels,
     LabelError,
     LabelFormatError,
@@ -98,7 +99,14 @@ _BATCH = 200
 
 @dataclass
 class ImportSummary:
-    """What :func:`import_labels` did."""
+    """What :func:`import_labels` did.
+
+    ``errors`` are files (or images in them) not imported, with the reason;
+    ``skipped`` are parts of imported files left out, each a dict with
+    ``file``, ``image`` and ``reason`` (a labelme ``line``, a CVAT
+    ``polyline``, a COCO polygon part of fewer than 3 points, an image flag
+    outside the class map).
+    """
 
     format: str
     path: str
@@ -111,11 +119,13 @@ class ImportSummary:
     annotations: int = 0
     masks: int = 0
     errors: list[LabelError] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
         """JSON-ready form (errors as dicts)."""
-        d = {k: v for k, v in self.__dict__.items() if k != "errors"}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("errors", "skipped")}
+        d["skipped"] = [dict(p) for p in self.skipped]
         d["errors"] = [e.as_dict() for e in self.errors]
         return d
 
@@ -202,7 +212,7 @@ def import_labels(
     store : Store
         An open, writable catalogue holding the images.
     fmt : str
-        One of :data:`synthesis.labels.FORMATS`.
+        One of :data:`synthesis.labels.IMPORT_FORMATS` (the written formats and ``cvat``).
     path : str or path-like
         The label file or folder.
     source : str or None
@@ -219,13 +229,13 @@ def import_labels(
     mask_dir : path or None
         Where the per-class mask PNGs go (default :func:`default_mask_dir`).
     image_root : path or None
-        COCO: folder that relative ``file_name`` s are relative to.
+        COCO and CVAT: folder that relative image names are relative to.
 
     Returns
     -------
     ImportSummary
     """
-    check_format(fmt)
+    check_format(fmt, IMPORT_FORMATS)
     t0 = time.perf_counter()
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -239,12 +249,15 @@ def import_labels(
         opts.update(default=default_category, read=read_image)
     elif fmt == "yolo":
         opts.update(size_of=cat.size_of_stem)
-    elif fmt == "coco" and image_root is not None:
+    elif fmt in ("coco", "cvat") and image_root is not None:
         opts.update(image_root=image_root)
     if fmt in ("csv", "folders") and cmap is not None:
         opts["classes"] = ClassMap(tuple(dict.fromkeys([*cmap.names, *(n for n in negative)])))
     labels = read_labels(fmt, path, **opts)
     summary = ImportSummary(format=fmt, path=os.path.abspath(path), source=source, errors=list(labels.errors))
+    summary.skipped = list(labels.skipped) + [
+        {"file": it.source or path, "image": it.image, **part} for it in labels.items for part in it.skipped
+    ]
     merged: dict[int, ImageLabels] = {}
     for it in labels.items:
         try:
@@ -537,13 +550,18 @@ def export_labels(
 ) -> LabelExport:
     """Export the catalogue's labels in format ``fmt`` into the folder ``out`` (class map alongside).
 
+    ``out`` may also name the file of a single-file format (``x.json`` for
+    COCO, ``x.csv`` for CSV); a file name for a folder format is refused
+    with ValueError.
+
     Parameters
     ----------
     store : Store
     fmt : str
         One of :data:`synthesis.labels.FORMATS`.
     out : path
-        Output folder; each file is written atomically, ``classes.json`` last.
+        Output folder (or COCO / CSV file); each file is written atomically,
+        the class map last.
     reviewers : sequence of str or None
         Count only these reviewers or import sources.
     classes : ClassMap, list, class-map file or None

@@ -502,11 +502,51 @@ def window(image: np.ndarray, level: float, width: float) -> np.ndarray:
     return np.rint(np.clip(np.nan_to_num(a), 0, 255)).astype(np.uint8)
 
 
-def display_image(image: np.ndarray, level: float | None = None, width: float | None = None) -> np.ndarray:
+def stored_window(store: Store, image_id: int) -> dict | None:
+    """The default display window an image's file carries (DICOM ``WindowCenter`` / ``WindowWidth``), or None.
+
+    Indexing stores it in ``image_meta`` (``window_center``,
+    ``window_width``, in the pixel values :func:`mining.io.read_image`
+    gives, i.e. after the DICOM rescale); ``photometric`` ``MONOCHROME1``
+    (low values white, as many X-ray files) asks for inverted grey.
+
+    Returns
+    -------
+    dict or None
+        ``{"level": float, "width": float, "invert": bool, "source": str}``;
+        None when the image has no stored window (the app then uses
+        :func:`auto_window`).
+    """
+    meta = {
+        r[0]: r[1]
+        for r in store.query(
+            "SELECT key, value FROM image_meta WHERE image_id = ? AND key IN"
+            " ('window_center', 'window_width', 'photometric')",
+            (int(image_id),),
+        )
+    }
+    try:
+        level, width = float(meta["window_center"]), float(meta["window_width"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not (np.isfinite(level) and np.isfinite(width) and width > 0):
+        return None
+    return {
+        "level": level,
+        "width": width,
+        "invert": meta.get("photometric") == "MONOCHROME1",
+        "source": f"DICOM window: level {level:g}, width {width:g}",
+    }
+
+
+def display_image(
+    image: np.ndarray, level: float | None = None, width: float | None = None, *, invert: bool = False
+) -> np.ndarray:
     """An 8-bit grey or RGB picture of an image for the screen.
 
     uint8 images are shown as they are unless a window is given; other
     dtypes use the window (the automatic one when none is given).
+    ``invert`` shows low values white (DICOM ``MONOCHROME1``).
     """
     img = np.asarray(image)
     if img.ndim == 3 and img.shape[2] == 1:
@@ -521,6 +561,8 @@ def display_image(image: np.ndarray, level: float | None = None, width: float | 
         out = window(img, level, width)
     if out.ndim == 3:
         out = cv2.cvtColor(out, cv2.COLOR_BGR2RGB)  # read_image gives OpenCV's BGR order
+    if invert:
+        out = 255 - out
     return out
 
 

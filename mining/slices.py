@@ -26,6 +26,7 @@ import os
 import numpy as np
 from scipy.stats import fisher_exact
 
+from mining.io import TECHNICAL_META_KEYS
 from mining.metrics import auroc
 from mining.store import Store
 
@@ -122,7 +123,10 @@ def read_metadata(store: Store, csv_path: str | os.PathLike | None = None) -> tu
     """Metadata per readable image: ``(image_ids, {key: [value per image]})``.
 
     From ``csv_path`` (a ``path`` column and one column per key; paths matched
-    as real paths) when given, else from the ``image_meta`` table.
+    as real paths) when given, else from the ``image_meta`` table (where
+    indexing puts DICOM modality, body part, acquisition time, series and
+    volume; keys about reading or showing pixels,
+    :data:`mining.io.TECHNICAL_META_KEYS`, are not slices).
 
     Raises
     ------
@@ -150,7 +154,7 @@ def read_metadata(store: Store, csv_path: str | os.PathLike | None = None) -> tu
                         meta[k][pos[iid]] = row[k]
         return ids, meta
     for image_id, key, value in store.query("SELECT image_id, key, value FROM image_meta"):
-        if image_id in pos:
+        if image_id in pos and key not in TECHNICAL_META_KEYS:
             meta.setdefault(key, [None] * len(ids))[pos[image_id]] = value
     return ids, meta
 

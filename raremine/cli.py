@@ -35,7 +35,8 @@ DbOpt = Annotated[Path, typer.Option("--db", help="catalogue file (SQLite)")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config key: section.key=value")]
 LabelFormatOpt = Annotated[
-    str | None, typer.Option("--format", help="label format: csv, folders, masks, coco, yolo, voc, labelme")
+    str | None,
+    typer.Option("--format", help="label format: csv, folders, masks, coco, yolo, voc, labelme; cvat (import only)"),
 ]
 ClassesOpt = Annotated[Path | None, typer.Option(help="class map file (classes.json, classes.txt, data.yaml)")]
 
@@ -426,7 +427,7 @@ def learn_cmd(
 def export(
     db: DbOpt,
     what: Annotated[str, typer.Option(help="scores, candidates or labels")],
-    out: Annotated[Path, typer.Option(help="output file (a folder for --what labels)")],
+    out: Annotated[Path, typer.Option(help="output file; labels: a folder, or a .json file for coco (.csv for csv)")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
     format_: LabelFormatOpt = None,
@@ -542,14 +543,14 @@ def import_cmd(
     source: Annotated[str | None, typer.Option(help="reviewer name the labels are stored under")] = None,
     negative: Annotated[list[str] | None, typer.Option(help="class name meaning no defect (repeatable)")] = None,
     default_category: Annotated[str, typer.Option(help="masks: class of non-zero pixels")] = "defect",
-    image_root: Annotated[Path | None, typer.Option(help="coco: folder of relative file_name")] = None,
+    image_root: Annotated[Path | None, typer.Option(help="coco, cvat: folder of relative image names")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as one JSON object")] = False,
 ) -> None:
-    """Import labels (csv, folders, masks, coco, yolo, voc, labelme) as reviews and annotations."""
+    """Import labels (csv, folders, masks, coco, yolo, voc, labelme, cvat) as reviews and annotations."""
     from mining.labels import DEFAULT_NEGATIVE, import_labels
-    from synthesis.labels import FORMATS
+    from synthesis.labels import IMPORT_FORMATS
 
-    fmt = _check_label_format(format_, FORMATS)
+    fmt = _check_label_format(format_, IMPORT_FORMATS)
     if not path.exists():
         fail(f"label path {str(path)!r} does not exist")
     with open_store(db) as store:
@@ -572,10 +573,17 @@ def import_cmd(
     typer.echo(
         f"imported {fmt} labels of {s.images} images as reviewer {s.source!r} in {s.seconds:.1f}s: "
         f"{s.positives} with defects, {s.negatives} normal; {s.reviews} reviews, {s.annotations} annotations, "
-        f"{s.masks} masks; rejected: {len(s.errors)}"
+        f"{s.masks} masks; rejected: {len(s.errors)}; parts skipped: {len(s.skipped)}"
     )
     for e in s.errors:
         typer.echo(f"  rejected {e.file}" + (f" [{e.image}]" if e.image else "") + f": {e.reason}: {e.detail}")
+    for p in s.skipped:
+        what = " ".join(str(p[k]) for k in ("shape_type", "label", "flag", "count") if p.get(k) is not None)
+        typer.echo(
+            f"  skipped in {p.get('file')}"
+            + (f" [{p['image']}]" if p.get("image") else "")
+            + f": {what}: {p['reason']}"
+        )
 
 
 @app.command()
@@ -590,9 +598,9 @@ def convert(
     link: Annotated[str, typer.Option(help="folders: copy, hardlink or symlink")] = "copy",
 ) -> None:
     """Convert labels between formats without a catalogue (e.g. VOC to YOLO, synthesis outputs to COCO)."""
-    from synthesis.labels import FORMATS, class_map_from, read_labels, write_labels
+    from synthesis.labels import FORMATS, IMPORT_FORMATS, class_map_from, read_labels, write_labels
 
-    src = _check_label_format(from_, (*FORMATS, "synth"))
+    src = _check_label_format(from_, (*IMPORT_FORMATS, "synth"))
     dst = _check_label_format(to, FORMATS)
     if not path.exists():
         fail(f"label path {str(path)!r} does not exist")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from synthesis.labels._files import CLASS_MAP_FILE, WriteResult
+from synthesis.labels._files import CLASS_MAP_FILE, WriteResult, resolve_output
 from synthesis.labels.coco import read_coco, write_coco
 from synthesis.labels.core import (
     REASONS,
@@ -41,6 +41,7 @@ from synthesis.labels.core import (
     xyxy_to_yolo,
     yolo_to_xyxy,
 )
+from synthesis.labels.cvat import read_cvat
 from synthesis.labels.labelme import read_labelme, write_labelme
 from synthesis.labels.masks import read_masks, write_masks
 from synthesis.labels.synth import read_synth
@@ -50,6 +51,9 @@ from synthesis.labels.yolo import read_yolo, write_yolo
 
 #: Format names accepted by :func:`read_labels` and :func:`write_labels`.
 FORMATS = ("csv", "folders", "masks", "coco", "yolo", "voc", "labelme")
+
+#: Formats that can be read (imported or converted from): every written format, and CVAT for images 1.1 XML.
+IMPORT_FORMATS = (*FORMATS, "cvat")
 
 #: Formats that carry geometry (boxes, polygons or masks), not only image-level classes.
 GEOMETRY_FORMATS = ("masks", "coco", "yolo", "voc", "labelme")
@@ -62,6 +66,7 @@ _READERS = {
     "yolo": read_yolo,
     "voc": read_voc,
     "labelme": read_labelme,
+    "cvat": read_cvat,
     "synth": read_synth,
 }
 _WRITERS = {
@@ -87,18 +92,27 @@ def read_labels(fmt: str, path: str | os.PathLike, **options) -> LabelSet:
 
     Options go to that format's reader.
     """
-    return _READERS[check_format(fmt, (*FORMATS, "synth"))](path, **options)
+    return _READERS[check_format(fmt, (*IMPORT_FORMATS, "synth"))](path, **options)
 
 
 def write_labels(fmt: str, items: Sequence[ImageLabels], out: str | os.PathLike, **options) -> WriteResult:
-    """Write ``items`` in format ``fmt`` into the folder ``out``; options go to that format's writer."""
-    return _WRITERS[check_format(fmt)](items, out, **options)
+    """Write ``items`` in format ``fmt`` into the folder ``out``; options go to that format's writer.
+
+    ``out`` may name the file of a single-file format (``x.json`` for COCO,
+    ``x.csv`` for CSV); a file name for a folder format raises ValueError
+    (:func:`~synthesis.labels._files.resolve_output`).
+    """
+    folder, name = resolve_output(check_format(fmt), out)
+    if name is not None:
+        options["file_name"] = name
+    return _WRITERS[fmt](items, folder, **options)
 
 
 __all__ = [
     "CLASS_MAP_FILE",
     "FORMATS",
     "GEOMETRY_FORMATS",
+    "IMPORT_FORMATS",
     "REASONS",
     "ClassMap",
     "ImageLabels",

@@ -66,12 +66,53 @@ def write_png(path: str, array: np.ndarray) -> str:
     return path
 
 
-def write_class_map(out: str, classes: ClassMap, extra: dict | None = None) -> str:
-    """Write ``classes.json`` (the explicit class map) into ``out``; written last by every writer."""
+def write_class_map(out: str, classes: ClassMap, extra: dict | None = None, *, name: str = CLASS_MAP_FILE) -> str:
+    """Write ``classes.json`` (the explicit class map, or ``name``) into ``out``; written last by every writer."""
     data = classes.to_json()
     if extra:
         data.update(extra)
-    return write_json(os.path.join(out, CLASS_MAP_FILE), data, indent=2)
+    return write_json(os.path.join(out, name), data, indent=2)
+
+
+def class_map_name(file_name: str | None) -> str:
+    """The class map's file name beside an export: ``classes.json``, or ``<stem>.classes.json`` beside a file."""
+    return CLASS_MAP_FILE if not file_name else os.path.splitext(file_name)[0] + ".classes.json"
+
+
+#: Formats that can write one file, and that file's extension.
+SINGLE_FILE = {"coco": ".json", "csv": ".csv"}
+#: Extensions that make an output path name a file rather than a folder.
+FILE_EXTENSIONS = (".json", ".csv", ".txt", ".xml", ".yaml", ".yml", ".zip")
+
+
+def resolve_output(fmt: str, out: str | os.PathLike) -> tuple[str, str | None]:
+    """Where a writer of ``fmt`` writes for the output path ``out``: ``(folder, file name or None)``.
+
+    A path ending in the format's own file extension (``.json`` for COCO,
+    ``.csv`` for CSV) that is not an existing folder is that file (the class
+    map goes beside it as ``<stem>.classes.json``); any other path is a
+    folder.
+
+    Raises
+    ------
+    ValueError
+        When ``out`` names a file (an existing one, or a name ending in
+        ``.json``, ``.csv``, ``.txt``, ...) that the format cannot write
+        into: naming the path, the format and what it writes.
+    """
+    out = os.fspath(out)
+    ext = os.path.splitext(out)[1].lower()
+    if os.path.isdir(out):
+        return out, None
+    if SINGLE_FILE.get(fmt) == ext:
+        return os.path.dirname(os.path.abspath(out)), os.path.basename(out)
+    if os.path.exists(out) or ext in FILE_EXTENSIONS:
+        what = f"one {SINGLE_FILE[fmt]} file or a folder" if fmt in SINGLE_FILE else "a folder of files"
+        raise ValueError(
+            f"output {out!r} names a file, but the {fmt} format writes {what}: give a folder"
+            + (f" or a path ending in {SINGLE_FILE[fmt]}" if fmt in SINGLE_FILE else "")
+        )
+    return out, None
 
 
 def read_mask_file(path: str) -> np.ndarray:

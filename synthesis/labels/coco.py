@@ -8,16 +8,25 @@ w], "counts": ...}``, compressed string or uncompressed list) are decoded
 and encoded with pycocotools. Category ids are 1-based in class-map order.
 
 Writing: ``OUT/annotations.json`` and ``OUT/classes.json``. With
-``segmentation="polygon"`` masks are written as their OpenCV outlines, each
-hole joined to its outline by a zero-width cut (pycocotools fills such a
-polygon with the hole kept; ``holes=False`` writes outer outlines only) and
-``area`` is the polygon area as pycocotools rasterises it; an object whose outline has fewer than 3 points
-(one pixel, a one-pixel line) is written as RLE. With ``"rle"`` every mask is
-compressed RLE and ``area`` is its exact pixel count. A box-only object
+``segmentation="polygon"`` each mask is written as its outline along the
+pixel edges (:func:`~synthesis.labels.core.mask_to_edge_polygons`; each
+hole joined to its outline by a zero-width cut, ``holes=False`` writes outer
+outlines only), which pycocotools' rasteriser (``frPyObjects``, behind
+``annToMask`` and ``COCOeval``) fills back to exactly the mask. Every
+polygon is decoded with pycocotools before it is written; an object whose
+polygon would not give its mask back (none among the magnetic-tile masks)
+is written as RLE instead, and ``classes.json`` lists it under
+``segmentation.rle_fallback``. ``area`` is the pixel count pycocotools
+decodes. With ``"rle"`` every mask is compressed RLE. A box-only object
 gets its box as a 4-corner polygon (so COCO's segmentation tools, e.g.
 ``COCOeval`` with ``iouType="segm"``, can decode every annotation) and
 ``area = w * h``; on reading, a single polygon that is exactly the
 annotation's ``bbox`` rectangle is read back as that box alone.
+
+Reading: polygons (one or several parts, as other exporters write them)
+are decoded with pycocotools, the rasteriser COCO's own tools use, so an
+object is the pixels COCO tools see; crowd RLE (compressed or not) is
+decoded likewise.
 """
 
 from __future__ import annotations
@@ -29,8 +38,9 @@ from collections.abc import Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
+from scipy import ndimage as ndi
 
-from synthesis.labels._files import WriteResult, write_class_map, write_json
+from synthesis.labels._files import WriteResult, class_map_name, write_class_map, write_json
 from synthesis.labels.core import (
     ImageLabels,
     LabelError,
@@ -43,9 +53,9 @@ from synthesis.labels.core import (
     class_map_from,
     coco_to_xyxy,
     collect_classes,
+    mask_to_edge_polygons,
     object_box,
     object_mask,
-    object_polygons,
     xyxy_to_coco,
 )
 
@@ -98,7 +108,9 @@ def read_coco(path: str | os.PathLike, *, classes=None, image_root: str | os.Pat
         try:
             fname = str(im["file_name"])
             w, h = int(im["width"]), int(im["height"])
-            objs = [_read_ann(a, cats, cmap, w, h) for a in by_image.get(im["id"], [])]
+            skipped: list[dict] = []
+            objs = [_read_ann(a, cats, cmap, w, h, skipped) for a in by_image.get(im["id"], [])]
+            objs = [o for o in objs if o is not None]
         except LabelFormatError as err:
             errors.append(
                 LabelError(path, err.reason, err.detail, image=im.get("file_name") if isinstance(im, dict) else None)
@@ -111,7 +123,7 @@ def read_coco(path: str | os.PathLike, *, classes=None, image_root: str | os.Pat
             )
             continue
         image = fname if os.path.isabs(fname) else os.path.normpath(os.path.join(root, fname))
-        items.append(ImageLabels(image=image, width=w, height=h, objects=objs, source=path))
+        items.append(ImageLabels(image=image, width=w, height=h, objects=objs, source=path, skipped=skipped))
     known = {i.get("id") for i in images if isinstance(i, dict)}
     orphans = [k for k in by_image if k not in known]
     if orphans:
@@ -121,7 +133,7 @@ def read_coco(path: str | os.PathLike, *, classes=None, image_root: str | os.Pat
     return LabelSet(items, errors, names)
 
 
-def _read_ann(a: dict, cats: dict[int, str], cmap, w: int, h: int) -> LabelObject:
+def _read_ann(a: dict, cats: dict[int, str], cmap, w: int, h: int, skipped: list) -> LabelObject | None:
     cid = int(a["category_id"])
     if cid not in cats:
         raise LabelFormatError("unknown_class", f"category_id {cid} is not among the file's categories {sorted(cats)}")
@@ -134,13 +146,17 @@ def _read_ann(a: dict, cats: dict[int, str], cmap, w: int, h: int) -> LabelObjec
     seg = a.get("segmentation")
     if isinstance(seg, list) and seg:
         polys = []
-        for flat in seg:
+        for part, flat in enumerate(seg):
             p = np.asarray(flat, np.float64)
-            if p.ndim != 1 or len(p) < 6 or len(p) % 2:
-                raise LabelFormatError("malformed", f"polygon needs >= 3 flat x, y pairs, got {len(p)} values")
-            polys.append(check_polygon(p.reshape(-1, 2) - EDGE_SHIFT, w, h))
-        if not (obj.box is not None and len(polys) == 1 and _is_box_rectangle(polys[0] + EDGE_SHIFT, obj.box)):
-            obj.polygons = polys
+            if p.ndim != 1 or len(p) % 2:
+                raise LabelFormatError("malformed", f"polygon must be a flat list of x, y pairs, got shape {p.shape}")
+            if len(p) < 6:  # some exporters write points or lines as 1- or 2-point polygons
+                reason = f"polygon part {part} has {len(p) // 2} points (3 needed)"
+                skipped.append({"annotation": a.get("id"), "label": name, "reason": reason})
+                continue
+            polys.append(check_polygon(p.reshape(-1, 2) - EDGE_SHIFT, w, h) + EDGE_SHIFT)
+        if polys and not (obj.box is not None and len(polys) == 1 and _is_box_rectangle(polys[0], obj.box)):
+            obj.mask = coco_polygon_mask(polys, h, w)
     elif isinstance(seg, dict):
         size = [int(v) for v in seg.get("size", [])]
         if size != [h, w]:
@@ -150,8 +166,22 @@ def _read_ann(a: dict, cats: dict[int, str], cmap, w: int, h: int) -> LabelObjec
             rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
         obj.mask = mask_utils.decode(rle).astype(bool)
     if obj.box is None and not obj.polygons and obj.mask is None:
+        if skipped and skipped[-1].get("annotation") == a.get("id"):
+            return None  # nothing usable left; reported in skipped
         raise LabelFormatError("malformed", "annotation has neither bbox nor segmentation")
     return obj
+
+
+def coco_polygon_mask(polygons, height: int, width: int) -> np.ndarray:
+    """Pixels of COCO polygons (pixel edges, flat lists or ``(N, 2)``) as pycocotools rasterises them.
+
+    The union of the parts, decoded by ``frPyObjects`` / ``decode`` as
+    ``COCO.annToMask`` does; bool ``(height, width)``.
+    """
+    flat = [[float(v) for v in np.asarray(p, np.float64).ravel()] for p in polygons]
+    if not flat:
+        return np.zeros((int(height), int(width)), bool)
+    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(flat, int(height), int(width)))).astype(bool)
 
 
 def _is_box_rectangle(poly: np.ndarray, box) -> bool:
@@ -170,6 +200,7 @@ def write_coco(
     segmentation: str = "polygon",
     image_root: str | os.PathLike | None = None,
     holes: bool = True,
+    file_name: str | None = None,
 ) -> WriteResult:
     """Write ``OUT/annotations.json`` (COCO) and ``OUT/classes.json``.
 
@@ -190,13 +221,17 @@ def write_coco(
         (one self-touching polygon per part, which even-odd rasterisers such
         as OpenCV ``fillPoly``, pycocotools and PIL fill with the hole kept);
         False writes outer outlines only (holes come back filled).
+    file_name : str or None
+        Write this file in ``out`` instead of ``annotations.json``, with the
+        class map beside it as ``<stem>.classes.json`` (``--out x.json``).
     """
     if segmentation not in ("polygon", "rle"):
         raise ValueError(f"segmentation must be 'polygon' or 'rle', got {segmentation!r}")
     out = os.fspath(out)
     cmap = class_map_from(classes) or collect_classes(items)
     res = WriteResult()
-    images, anns = [], []
+    images, anns, fallback = [], [], []
+    n_poly = 0
     for it in items:
         try:
             w, h = it.size()
@@ -212,6 +247,11 @@ def write_coco(
             if a is None:
                 continue
             a.update(id=len(anns) + 1, image_id=image_id)
+            why = a.pop("_fallback", None)
+            if why:
+                fallback.append({"image": fname, "annotation_id": a["id"], "reason": why})
+            elif segmentation == "polygon" and isinstance(a["segmentation"], list):
+                n_poly += 1
             anns.append(a)
         res.images += 1
     data = {
@@ -221,8 +261,18 @@ def write_coco(
         "annotations": anns,
         "categories": [{"id": cmap.coco_id(n), "name": n, "supercategory": "defect"} for n in cmap.names],
     }
-    res.files.append(write_json(os.path.join(out, COCO_FILE), data))
-    res.class_map = write_class_map(out, cmap)
+    res.files.append(write_json(os.path.join(out, file_name or COCO_FILE), data))
+    extra = {
+        "segmentation": {
+            "written": segmentation,
+            "polygon_convention": "pixel edges, checked with pycocotools frPyObjects (annToMask)",
+            "polygons_exact": n_poly,
+            "rle_fallback": fallback,
+        }
+    }
+    if fallback:
+        logger.info("%d objects written as RLE: their polygon would not decode to their mask", len(fallback))
+    res.class_map = write_class_map(out, cmap, extra, name=class_map_name(file_name))
     return res
 
 
@@ -241,14 +291,20 @@ def _ann(obj: LabelObject, cmap, w: int, h: int, segmentation: str, holes: bool)
         ann["segmentation"] = [[x0, y0, x1, y0, x1, y1, x0, y1]]
         ann["area"] = float(ann["bbox"][2] * ann["bbox"][3])
         return ann
-    polys = object_polygons(obj, h, w, holes=holes)
-    if segmentation == "polygon" and polys and all(len(p) >= 3 for p in polys):
-        flat = [[float(v) for v in (p + EDGE_SHIFT).ravel()] for p in polys]
-        rle = mask_utils.merge(mask_utils.frPyObjects(flat, h, w))
-        ann["segmentation"], ann["area"] = flat, float(mask_utils.area(rle))
-        return ann
-    m = np.asfortranarray(object_mask(obj, h, w).astype(np.uint8))
-    rle = mask_utils.encode(m)
+    m = object_mask(obj, h, w)
+    if segmentation == "polygon":
+        target = m if holes else ndi.binary_fill_holes(m)
+        polys = mask_to_edge_polygons(m, holes=holes)
+        if polys and all(len(p) >= 3 for p in polys):
+            got = coco_polygon_mask(polys, h, w)
+            if np.array_equal(got, target):
+                ann["segmentation"] = [[float(v) for v in p.ravel()] for p in polys]
+                ann["area"] = float(got.sum())
+                return ann
+            ann["_fallback"] = f"polygon decodes to {int((got != target).sum())} differing pixels"
+        else:
+            ann["_fallback"] = "no outline of 3 or more vertices"
+    rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
     ann["segmentation"] = {"size": [h, w], "counts": rle["counts"].decode("ascii")}
     ann["area"] = float(mask_utils.area(rle))
     return ann

@@ -147,6 +147,10 @@ class ImageLabels:
         The label file these labels came from (for messages).
     channels : int or None
         Colour channels when known (VOC writes it as ``depth``).
+    skipped : list of dict
+        Parts of the label file not imported, each with a ``reason`` (a
+        labelme ``line`` shape, a CVAT polyline, an image flag outside the
+        class map); the file itself is imported.
     """
 
     image: str
@@ -156,6 +160,7 @@ class ImageLabels:
     objects: list[LabelObject] = field(default_factory=list)
     source: str = ""
     channels: int | None = None
+    skipped: list[dict] = field(default_factory=list)
 
     def categories(self) -> list[str]:
         """Image-level labels and object classes, unique, in first-seen order."""
@@ -175,11 +180,17 @@ class ImageLabels:
 
 @dataclass
 class LabelSet:
-    """What a reader returns: the images' labels, the rejected files, and the class map used."""
+    """What a reader returns: the images' labels, the rejected files, the class map used, parts not read.
+
+    ``skipped`` lists parts of files not read that belong to no one image
+    (CVAT ``<track>`` s), each a dict with a ``reason``; parts of one image's
+    labels are in that item's ``skipped``.
+    """
 
     items: list[ImageLabels]
     errors: list[LabelError]
     classes: list[str]
+    skipped: list[dict] = field(default_factory=list)
 
 
 # -- class maps ---------------------------------------------------------------------------------
@@ -489,6 +500,51 @@ def _simplify(poly: np.ndarray) -> np.ndarray:
     return poly[keep] if keep.sum() >= 3 else poly
 
 
+def mask_to_edge_polygons(mask: np.ndarray, *, holes: bool = True) -> list[np.ndarray]:
+    """Outlines of a mask's parts along the pixel *edges* (pixel-edge coordinates).
+
+    Pixel ``(r, c)`` is the square ``[c, c + 1) x [r, r + 1)``; the outline
+    runs along the edges between mask and background pixels, so every mask
+    pixel's centre lies half a pixel inside it and every other centre half
+    a pixel outside. Rasterisers that test pixel centres (pycocotools'
+    ``frPyObjects``, which COCO tools decode polygons with) give the mask
+    back exactly, where the pixel-centre outlines of :func:`mask_to_polygons`
+    lose the boundary pixels. Parts touching only at a corner share that
+    corner; holes are joined by a zero-width cut as in :func:`mask_to_polygons`.
+
+    Parameters
+    ----------
+    mask : ndarray of shape (H, W)
+        Non-zero pixels are the object.
+    holes : bool
+        Keep holes (True) or write outer outlines only.
+
+    Returns
+    -------
+    list of ndarray of shape (N, 2), float64
+        ``(x, y)`` vertices in pixel-edge coordinates, integers.
+    """
+    m = np.asarray(mask) != 0
+    box = mask_box(m)
+    if box is None:
+        return []
+    x0, y0, x1, y1 = (int(v) for v in box)
+    # 2x nearest upsampling: the centre outline of the doubled mask, mapped back with (u + 1) // 2, runs
+    # along the original pixel edges (u = 2c -> c on the left side, u = 2c + 1 -> c + 1 on the right side)
+    crop = np.pad(m[y0:y1, x0:x1], 1)
+    up = np.kron(crop.astype(np.uint8), np.ones((2, 2), np.uint8))
+    out = []
+    for p in mask_to_polygons(up, holes=holes):
+        q = (p.astype(np.int64) + 1) // 2 + [x0 - 1, y0 - 1]
+        keep = np.r_[True, (np.diff(q, axis=0) != 0).any(axis=1)]
+        q = q[keep]
+        if len(q) > 1 and (q[0] == q[-1]).all():
+            q = q[:-1]
+        out.append(_simplify(q).astype(np.float64))
+    out.sort(key=lambda p: (-len(p), p[:, 1].min(), p[:, 0].min()))
+    return out
+
+
 #: Sub-pixel bits used when rasterising polygons with fractional vertices.
 _FILL_SHIFT = 4
 
@@ -556,14 +612,16 @@ def object_box(obj: LabelObject, height: int | None = None, width: int | None = 
 def object_polygons(
     obj: LabelObject, height: int | None = None, width: int | None = None, *, holes: bool = False
 ) -> list[np.ndarray]:
-    """An object's outlines: its own polygons, else those of its mask, else its box's corners.
+    """An object's outlines (pixel centres): those of its mask, else its own polygons, else its box's corners.
 
-    ``holes`` is passed to :func:`mask_to_polygons` for mask objects.
+    The mask comes first: an object read with both (a labelme polygon with
+    the pixels labelme's rule gives it) is those pixels. ``holes`` is passed
+    to :func:`mask_to_polygons` for mask objects.
     """
-    if obj.polygons:
-        return [np.asarray(p, np.float64) for p in obj.polygons]
     if obj.mask is not None:
         return mask_to_polygons(obj.mask, holes=holes)
+    if obj.polygons:
+        return [np.asarray(p, np.float64) for p in obj.polygons]
     if obj.box is not None:
         x0, y0, x1, y1 = obj.box
         # the centres of the box's outermost pixels (those of box_to_mask), so filling gives them back

@@ -27,7 +27,7 @@ import shutil
 from collections.abc import Sequence
 
 from synthesis.atomic import atomic_write
-from synthesis.labels._files import IMAGE_EXTENSIONS, WriteResult, write_class_map
+from synthesis.labels._files import IMAGE_EXTENSIONS, WriteResult, class_map_name, write_class_map
 from synthesis.labels.core import (
     ImageLabels,
     LabelError,
@@ -129,7 +129,9 @@ def read_csv(path: str | os.PathLike, *, classes=None, sep: str = ";") -> LabelS
     return LabelSet(items, errors, names)
 
 
-def write_csv(items: Sequence[ImageLabels], out: str | os.PathLike, *, classes=None, sep: str = ";") -> WriteResult:
+def write_csv(
+    items: Sequence[ImageLabels], out: str | os.PathLike, *, classes=None, sep: str = ";", file_name: str | None = None
+) -> WriteResult:
     """Write ``OUT/labels.csv`` (``path,labels,<one 0/1 column per class>``) and ``OUT/classes.json``.
 
     Parameters
@@ -140,6 +142,9 @@ def write_csv(items: Sequence[ImageLabels], out: str | os.PathLike, *, classes=N
         Output folder (created).
     classes : ClassMap, list of str or None
         The class map (default: every category in ``items``, sorted).
+    file_name : str or None
+        Write this file in ``out`` instead of ``labels.csv``, with the class
+        map beside it as ``<stem>.classes.json``.
     """
     out = os.fspath(out)
     cmap = class_map_from(classes) or collect_classes(items)
@@ -154,13 +159,13 @@ def write_csv(items: Sequence[ImageLabels], out: str | os.PathLike, *, classes=N
             )
             continue
         rows.append([it.image, sep.join(cats), *("1" if n in cats else "0" for n in cmap.names)])
-    target = os.path.join(out, CSV_FILE)
+    target = os.path.join(out, file_name or CSV_FILE)
     with atomic_write(target, newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["path", "labels", *cmap.names])
         w.writerows(rows)
     res.images, res.files = len(rows), [target]
-    res.class_map = write_class_map(out, cmap)
+    res.class_map = write_class_map(out, cmap, name=class_map_name(file_name))
     return res
 
 

@@ -5,7 +5,18 @@ One ``<image stem>.txt`` per image under ``labels/``; one object per line:
 - box: ``class cx cy w h``: centre and size divided by the image width and
   height (:func:`~synthesis.labels.core.xyxy_to_yolo`);
 - segment: ``class x1 y1 x2 y2 ...`` (at least 3 points): polygon vertices
-  in pixel centres divided by the width and height.
+  in pixel-edge coordinates (as boxes, and as COCO polygons converted to
+  YOLO by Ultralytics) divided by the width and height. raremine writes the
+  outline through the boundary pixels' centres, ``(c + 0.5) / W``:
+  Ultralytics rasterises a segment by scaling it to pixels in float32,
+  truncating to integers and filling with OpenCV ``fillPoly``
+  (``ultralytics.data.utils.polygon2mask``), and a vertex half a pixel
+  from every pixel edge truncates to its own pixel whatever the float32
+  rounding (and so do the points its ``resample_segments`` puts between
+  vertices). Each object is checked with that rule when written; one that
+  would not come back exactly is listed in ``classes.json``
+  (``segments.inexact``, with its IoU). Reading subtracts the half pixel
+  (raremine polygons are in pixel centres).
 
 ``class`` is the 0-based index in the class map (``classes.txt``, one name a
 line, or ``data.yaml`` ``names``). An empty file marks an image with no
@@ -21,7 +32,9 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 
+import cv2
 import numpy as np
+from scipy import ndimage as ndi
 
 from synthesis.labels._files import (
     WriteResult,
@@ -46,6 +59,7 @@ from synthesis.labels.core import (
     fmt_number,
     load_class_map,
     object_box,
+    object_mask,
     object_polygons,
     stem,
     xyxy_to_yolo,
@@ -55,6 +69,8 @@ from synthesis.labels.core import (
 logger = logging.getLogger(__name__)
 
 SizeOf = Callable[[str], "tuple[int, int] | None"]
+#: Segment vertices are written in pixel edges: a raremine (pixel-centre) vertex plus half a pixel.
+EDGE_SHIFT = 0.5
 _CLASS_FILES = ("classes.json", "classes.txt", "data.yaml", "dataset.yaml", "obj.names")
 
 
@@ -177,7 +193,7 @@ def _parse(path: str, cmap, width: int, height: int) -> list[LabelObject]:
             p = np.asarray(vals, np.float64).reshape(-1, 2)
             if (p < -eps).any() or (p > 1 + eps).any():
                 raise LabelFormatError("out_of_bounds", f"{where}: segment points outside [0, 1]")
-            poly = np.round(p * [width, height], PIXEL_DECIMALS) + 0.0
+            poly = np.round(p * [width, height] - EDGE_SHIFT, PIXEL_DECIMALS) + 0.0
             objs.append(LabelObject(name, polygons=[poly]))
         else:
             raise LabelFormatError(
@@ -221,12 +237,14 @@ def write_yolo(
     res = WriteResult()
     names, dups = unique_names(items, lambda it: stem(it.image))
     res.skipped += duplicate_errors(items, dups)
+    inexact, n_seg = [], 0
     for i, name in names.items():
         it = items[i]
         try:
             w, h = it.size()
             check_exportable(it, cmap)
             lines = []
+            checks = []
             for obj in it.objects:
                 cid = cmap.yolo_id(obj.category)
                 if task == "detect":
@@ -236,14 +254,27 @@ def write_yolo(
                     vals = xyxy_to_yolo(check_box(box, w, h), w, h)
                     lines.append(" ".join([str(cid), *(fmt_number(v) for v in vals)]))
                 else:
+                    texts = []
                     for p in object_polygons(obj, h, w, holes=holes):
                         if len(p) < 3:  # YOLO segments need 3 points; repeat the last one
                             p = np.vstack([p, np.repeat(p[-1:], 3 - len(p), axis=0)])
-                        norm = (p / [w, h]).ravel()
-                        lines.append(" ".join([str(cid), *(fmt_number(v) for v in norm)]))
+                        texts.append([fmt_number(v) for v in ((p + EDGE_SHIFT) / [w, h]).ravel()])
+                        lines.append(" ".join([str(cid), *texts[-1]]))
+                    if texts and obj.geometry() != "box":
+                        checks.append((obj, texts))
         except LabelFormatError as err:
             res.skipped.append(LabelError(it.source or it.image, err.reason, err.detail, image=it.image))
             continue
+        for obj, texts in checks:
+            n_seg += 1
+            ref = object_mask(obj, h, w)
+            ref = ref if holes else ndi.binary_fill_holes(ref)
+            got = np.zeros_like(ref)
+            for t in texts:
+                got |= yolo_segment_mask(t, w, h)
+            if not np.array_equal(got, ref):
+                iou = float((got & ref).sum() / max((got | ref).sum(), 1))
+                inexact.append({"image": it.image, "category": obj.category, "iou": round(iou, 4)})
         res.files.append(write_text(os.path.join(out, "labels", name + ".txt"), "".join(s + "\n" for s in lines)))
         res.images += 1
     write_text(os.path.join(out, "classes.txt"), "".join(n + "\n" for n in cmap.names))
@@ -253,5 +284,37 @@ def write_yolo(
         os.path.join(out, "data.yaml"),
         yaml.safe_dump({"names": dict(enumerate(cmap.names)), "nc": len(cmap)}, sort_keys=False),
     )
-    res.class_map = write_class_map(out, cmap, {"yolo_task": task})
+    extra: dict = {"yolo_task": task}
+    if task == "segment":
+        extra["segments"] = {
+            "convention": "pixel edges / image size; checked with Ultralytics' rule (float32, int32, cv2.fillPoly)",
+            "objects": n_seg,
+            "inexact": inexact,
+        }
+        if inexact:
+            logger.warning("%d objects do not come back exactly through YOLO segments", len(inexact))
+    res.class_map = write_class_map(out, cmap, extra)
     return res
+
+
+def yolo_segment_mask(values, width: int, height: int) -> np.ndarray:
+    """The pixels of one YOLO segment line as Ultralytics rasterises it for training.
+
+    As ``ultralytics.data.utils.polygon2mask`` (at full resolution): the
+    normalised numbers are parsed as float32, scaled by the image size in
+    float32, truncated to int32 and filled with ``cv2.fillPoly``.
+
+    Parameters
+    ----------
+    values : sequence of str or float
+        ``x1 y1 x2 y2 ...`` normalised, as written after the class id.
+    width, height : int
+
+    Returns
+    -------
+    ndarray of shape (height, width), bool
+    """
+    pts = np.asarray(values, dtype=np.float32).reshape(-1, 2) * np.array([width, height], np.float32)
+    out = np.zeros((int(height), int(width)), np.uint8)
+    cv2.fillPoly(out, [pts.astype(np.int32)], 1)
+    return out.astype(bool)
