@@ -484,3 +484,31 @@ def test_rank_the_next_round_from_the_app(cat):
     assert job.error is None and job.result == "round 2: 3 candidates"
     at = session("carol")
     assert "**round 2** · item 1 of 3" in header(at)
+
+
+def test_the_viewer_shows_the_files_own_window_and_the_manual_one(cat):
+    import base64
+
+    from mining.io import read_image
+
+    path = cat["paths"][1]  # 16-bit
+    with Store(cat["db"]) as s, s.transaction() as con:  # as indexing a DICOM with WindowCenter/Width stores it
+        con.executemany(
+            "INSERT INTO image_meta (image_id, key, value) VALUES (?, ?, ?)",
+            [(cat["ids"][path], "window_center", "30000"), (cat["ids"][path], "window_width", "8000")],
+        )
+    at = session()
+    at.session_state["show_all"] = True
+    at.run()
+    at.session_state["pos"] = [it.path for it in at.session_state["queue"]].index(path)
+    at.run()
+
+    def shown():
+        d = viewer(at)
+        return cv2.imdecode(np.frombuffer(base64.b64decode(d["img"].split(",", 1)[1]), np.uint8), cv2.IMREAD_UNCHANGED)
+
+    raw = read_image(path)
+    np.testing.assert_array_equal(shown(), rv.display_image(raw, 30000, 8000))
+    at.checkbox(key="manual_window").check().run()
+    at.slider(key="width").set_value(2000.0).run()
+    np.testing.assert_array_equal(shown(), rv.display_image(raw, 30000, 2000))
