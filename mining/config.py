@@ -31,6 +31,7 @@ from mining.configfile import (
     signature_params,
     unknown_key_error,
 )
+from mining.io import IMAGE_EXTENSIONS
 
 __all__ = ["ConfigError", "apply_override", "load_config", "scorer_arguments", "scorer_params"]
 
@@ -47,7 +48,7 @@ class IndexConfig(_Section):
     max_pixels: int = Field(200_000_000, gt=0, description="larger images are recorded as too_large")
     workers: int | None = Field(None, ge=1, description="decoding threads (default: CPU count)")
     extensions: list[str] = Field(
-        default_factory=lambda: [".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy"],
+        default_factory=lambda: list(IMAGE_EXTENSIONS),  # the reader's list: one source (DICOM included)
         description="file extensions indexed (lower case, with the dot)",
     )
 
