@@ -52,3 +52,11 @@ def test_the_tree_builds_a_graph():
     assert {"mining.config", "mining.configfile", "synthesis.config", "raremine.cli", "app"} <= set(modules)
     arrows = {(e.src, e.dst) for e in edges}
     assert ("synthesis.config", "mining.configfile") in arrows and ("mining.configfile", "mining.config") not in arrows
+
+
+def test_synthesis_reaches_mining_only_through_the_config_machinery():
+    """``synthesis/`` imports nothing from ``mining/`` but :mod:`mining.configfile`, which imports no module of ours."""
+    _, edges = import_graph.build_graph()
+    into_mining = {e.dst for e in edges if e.src.startswith("synthesis") and e.dst.startswith("mining")}
+    assert into_mining <= {"mining.configfile"}, into_mining
+    assert not [e for e in edges if e.src == "mining.configfile"]
