@@ -696,12 +696,14 @@ def synth(
     out: Annotated[Path, typer.Option(help="output folder")],
     seed: Annotated[int | None, typer.Option(help="override the config's seed")] = None,
     n_images: Annotated[int | None, typer.Option(help="override the config's n_images")] = None,
+    set_: SetOpt = None,
 ) -> None:
     """Synthesize training images with exact masks and a manifest (same config + seed = same bytes)."""
     from synthesis.config import SynthConfigError, load_synth_config
     from synthesis.pipeline import synthesize
 
-    overrides = {k: v for k, v in (("seed", seed), ("n_images", n_images)) if v is not None}
+    overrides = list(set_ or [])
+    overrides += [f"{k}={v}" for k, v in (("seed", seed), ("n_images", n_images)) if v is not None]
     try:
         cfg = load_synth_config(config, overrides=overrides)
     except SynthConfigError as err:

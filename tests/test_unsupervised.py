@@ -330,7 +330,8 @@ def umap_map(numba_fits):
     return numba_fits[0]
 
 
-@pytest.mark.timeout(900)  # the session's one numba compile (UMAP + pynndescent) on a busy shared CPU
+@pytest.mark.slow  # the session's one numba compile (UMAP + pynndescent): 94 s cold on a busy 2-core machine
+@pytest.mark.timeout(900)
 def test_approximate_neighbours_agree_with_exact(numba_fits):
     _, exact, approx = numba_fits
     overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(exact, approx, strict=True)])
@@ -339,12 +340,12 @@ def test_approximate_neighbours_agree_with_exact(numba_fits):
     assert not (approx == np.arange(len(approx))[:, None]).any()
 
 
-@pytest.mark.parametrize("method", ["tsne", "umap"])
-def test_map_quality(clustered, umap_map, method):
+@pytest.mark.parametrize("method", ["tsne", pytest.param("umap", marks=pytest.mark.slow)])  # umap: numba_fits
+def test_map_quality(clustered, request, method):
     from sklearn.manifold import trustworthiness
 
     X, _ = clustered
-    emap = umap_map if method == "umap" else EmbeddingMap(method="tsne").fit(X)
+    emap = request.getfixturevalue("umap_map") if method == "umap" else EmbeddingMap(method="tsne").fit(X)
     assert emap.method_ == method
     Z = emap.embedding_
     assert Z.shape == (len(X), 2) and np.isfinite(Z).all()
@@ -356,6 +357,7 @@ def test_map_quality(clustered, umap_map, method):
             emap.transform(X[:5])
 
 
+@pytest.mark.slow  # numba_fits
 def test_large_map_regime_keeps_quality(clustered, umap_map):
     """From ``large`` points on: PCA start and fewer epochs (here forced on 160 points)."""
     from sklearn.manifold import trustworthiness
@@ -476,6 +478,7 @@ def test_backbone_archs_match_the_config():
         ] == list(spec.channels)
 
 
+@pytest.mark.slow  # 19 s: index + mine with three scorers
 @requires_weights
 def test_mine_end_to_end(tiny_archive, tmp_path, monkeypatch):
     """index + mine (autoencoder, embedding, backbone) on the tiny archive; the blobs rank high."""
