@@ -31,7 +31,7 @@ import re
 
 import numpy as np
 
-from mining.rank import STRATEGIES, FusedScores
+from mining.rank import STRATEGIES, FusedScores, rank_normalize
 from mining.rerank import RERANK_SCORER
 from mining.store import PATCH_SET_SUFFIX, is_patch_set, unpack_patch_set
 
@@ -353,8 +353,8 @@ def _embedding_spaces(store, fs: FusedScores, components: int = 32) -> dict[str,
     return spaces
 
 
-def _patch_sets(store, fs: FusedScores) -> dict[str, np.ndarray]:
-    """Every stored patch set per row of ``fs``, shape (n, K, D) (NaN rows: missing).
+def patch_sets(store, fs: FusedScores) -> dict[str, np.ndarray]:
+    """Every stored patch set (name -> array of shape (n, K, D)) per row of ``fs`` (NaN rows: missing).
 
     K is the most common number of patches of a set's rows; a row with
     another shape (an image smaller than K patches, another configuration) is
@@ -464,8 +464,14 @@ def adaptive_arms(fs: FusedScores, store=None, labels: dict[int, int] | None = N
 
     Arms: every scorer with a positive fusion weight; the fused score (with
     two scorers or more); the re-ranker's probability once it exists; and,
-    once an image is confirmed, "more like this" in every stored embedding
-    (:func:`like_confirmed`).
+    once an image is confirmed, one "more like this" arm, ``like``: an
+    image's best percentile of closeness to a confirmed image over every
+    stored embedding (:func:`like_confirmed`) and every patch set
+    (:func:`like_confirmed_patches`). Which space finds a defect's kin
+    differs by archive (the patch sets on small local defects, the whole-image
+    vectors on defects that change the whole image); one arm over all of
+    them takes each space's nearest in turn without adding an arm, and so
+    exploration, per space.
     """
     w = np.ones(len(fs.scorers)) if fs.weights is None else np.asarray(fs.weights, float)
     arms = {name: fs.raw[:, j] for j, name in enumerate(fs.scorers) if name != RERANK_SCORER and w[j] > 0}
@@ -477,10 +483,12 @@ def adaptive_arms(fs: FusedScores, store=None, labels: dict[int, int] | None = N
         pos = {int(iid): r for r, iid in enumerate(fs.image_ids)}
         confirmed = np.array(sorted(pos[i] for i, y in labels.items() if y == 1 and i in pos), dtype=np.int64)
         if len(confirmed):
-            for name, V in _embedding_spaces(store, fs).items():
-                arms[f"like:{name}"] = like_confirmed(V, confirmed)
-            for name, P in _patch_sets(store, fs).items():
-                arms[f"like:{name}"] = like_confirmed_patches(P, confirmed)
+            like = [like_confirmed(V, confirmed) for V in _embedding_spaces(store, fs).values()]
+            like += [like_confirmed_patches(P, confirmed) for P in patch_sets(store, fs).values()]
+            like = [v for v in like if not np.isnan(v).all()]
+            if like:
+                # one arm, whichever space an image is close in: its best percentile over the spaces
+                arms["like"] = np.fmax.reduce(np.column_stack([rank_normalize(v) for v in like]), axis=1)
     return arms
 
 

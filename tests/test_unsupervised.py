@@ -498,7 +498,7 @@ def test_mine_end_to_end(tiny_archive, tmp_path, monkeypatch):
         st = store.status()
         assert st["scores_by_scorer"] == {"autoencoder": 40, "backbone": 40, "embedding": 40, "patchcore": 40}
         names = {r[0]: r[1] for r in store.query("SELECT name, COUNT(*) FROM embeddings GROUP BY name")}
-        assert names == {"autoencoder": 40, "backbone": 40, "descriptors": 40}
+        assert names == {"autoencoder": 40, "backbone": 40, "backbone.patches": 40, "descriptors": 40}
         coords = store.query("SELECT method, x, y FROM map_coords")
         assert len(coords) == 40 and coords[0][0] == "tsne:backbone"
         assert all(np.isfinite([r[1], r[2]]).all() for r in coords)
@@ -705,12 +705,15 @@ def test_patch_score_finds_and_locates_a_local_defect(tmp_path):
         # each image's 4 hottest patch features are stored; confirming one pit finds the other first
         from mining.rank import fused_scores
         from mining.store import unpack_patch_set
-        from mining.strategies import adaptive_arms
+        from mining.strategies import adaptive_arms, like_confirmed_patches, patch_sets
 
         sets = store.query("SELECT vector FROM embeddings WHERE name = 'backbone.patches' AND tile = -1")
         assert len(sets) == 40 and all(unpack_patch_set(r[0]).shape[0] == 4 for r in sets)
         ids = {v: k for k, v in paths.items()}
         fs = fused_scores(store)
-        arm = adaptive_arms(fs, store, {ids["t17.png"]: 1})["like:backbone.patches"]
-        order = [paths[int(fs.image_ids[r])] for r in np.argsort(-np.nan_to_num(arm, nan=-np.inf))]
+        confirmed = np.flatnonzero(fs.image_ids == ids["t17.png"])
+        near = like_confirmed_patches(patch_sets(store, fs)["backbone.patches"], confirmed)
+        order = [paths[int(fs.image_ids[r])] for r in np.argsort(-np.nan_to_num(near, nan=-np.inf))]
         assert order[0] == "t30.png", order[:3]
+        arm = adaptive_arms(fs, store, {ids["t17.png"]: 1})["like"]  # the loop's one "more like this" arm
+        assert paths[int(fs.image_ids[np.nanargmax(arm)])] == "t30.png"
