@@ -65,9 +65,18 @@ def _go(page, view):
     page.wait_for_timeout(600)
 
 
-def _check_layout(page, what):
-    images = rb.boxes(page, rb.IMAGE_SELECTORS)
-    controls = rb.boxes(page, rb.CONTROL_SELECTORS)
+def _check_layout(page, what, settle_s: float = 10.0):
+    """No image over a control once the page has settled (images still loading on a busy machine
+    move the controls below them: the boxes are read again until they stop moving, up to ``settle_s``)."""
+    before = None
+    for _ in range(int(settle_s / 0.5)):
+        images = rb.boxes(page, rb.IMAGE_SELECTORS)
+        controls = rb.boxes(page, rb.CONTROL_SELECTORS)
+        now = [(b["x"], b["y"], b["width"], b["height"]) for b in images + controls]
+        if now == before:
+            break
+        before = now
+        page.wait_for_timeout(500)
     assert images and controls, what
     bad = [(i["what"], c["what"], c["text"]) for i in images for c in controls if rb.overlaps(i, c)]
     assert not bad, f"{what}: images over controls: {bad}"
