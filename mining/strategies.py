@@ -1,9 +1,9 @@
 """Selection strategies for the next batch of review candidates.
 
-Importing this module registers every strategy in :data:`mining.rank.STRATEGIES`
-(``raremine rank --strategy S`` and :func:`mining.rank.rank` find them there);
-mixtures such as ``"top:0.8,least_confidence:0.2"`` are built by
-:func:`mixture_strategy`.
+Every strategy is registered in :data:`STRATEGIES` (``raremine rank
+--strategy S`` and :func:`mining.rank.rank` find them there through
+:func:`get_strategy`); mixtures such as ``"top:0.8,least_confidence:0.2"``
+are built by :func:`mixture_strategy`.
 
 Each strategy is ``f(fs, candidates, n, *, store=None, **kwargs)`` and returns
 ``(row, info)`` pairs in order; ``info["strategy"]`` names the strategy that
@@ -28,10 +28,11 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 
 import numpy as np
 
-from mining.rank import STRATEGIES, FusedScores, rank_normalize
+from mining.fusion import FusedScores, rank_normalize
 from mining.rerank import RERANK_SCORER
 from mining.store import PATCH_SET_SUFFIX, is_patch_set, unpack_patch_set
 
@@ -653,7 +654,11 @@ def mixture_strategy(spec: str):
     return select
 
 
-STRATEGIES.update(
+#: strategy name -> function(fused_scores, candidate_rows, n, **kwargs) -> row indices or
+#: ``(row, info)`` pairs: ``info["strategy"]`` (when given) is recorded as the candidate's
+#: strategy and the rest of ``info`` is added to its ``why``. Mixtures such as
+#: ``"top:0.8,least_confidence:0.2"`` are built by :func:`get_strategy`.
+STRATEGIES: dict[str, Callable[..., list]] = dict(
     {
         "top": select_top,
         "least_confidence": select_least_confidence,
@@ -665,3 +670,21 @@ STRATEGIES.update(
         "adaptive": select_adaptive,
     }
 )
+
+
+def get_strategy(name: str) -> Callable[..., list]:
+    """The selection function for a strategy name or a mixture spec.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name; the message lists the valid ones.
+    """
+    if name in STRATEGIES:
+        return STRATEGIES[name]
+    if ":" in name or "," in name:
+        return mixture_strategy(name)
+    raise ValueError(
+        f"unknown strategy {name!r}; valid strategies: {', '.join(sorted(STRATEGIES))}"
+        " (or a mixture such as 'top:0.8,least_confidence:0.2')"
+    )
