@@ -728,7 +728,7 @@ def review(
     address: Annotated[str, typer.Option(help="address to bind (loopback unless told otherwise)")] = "127.0.0.1",
 ) -> None:
     """Run the review app for a catalogue (Streamlit, headless, in the foreground until stopped)."""
-    app_file = Path(__file__).resolve().parents[1] / "app.py"
+    app_file = Path(__file__).resolve().parent / "app.py"  # raremine/app.py, shipped in the wheel
     if not app_file.is_file():
         fail(f"the review app {str(app_file)!r} is missing from this installation")
     read_catalogue(db, lambda store: None)  # refuses a missing, foreign, damaged or other-version file

@@ -127,7 +127,7 @@ def test_next_previous_and_a_stale_key_press(cat):
     at.button(key="btn_prev").click().run()
     assert "item 1 of 6" in header(at)
     # a verdict for an item that is no longer shown (key pressed twice) is ignored
-    from app import act_verdict  # noqa: F401  (the module imports without running the page)
+    from raremine.app import act_verdict  # noqa: F401  (the module imports without running the page)
 
     stale = at.session_state["queue"][0]
     at.session_state["pos"] = 1
@@ -258,7 +258,7 @@ def test_grid_records_only_the_verdicts_chosen_and_shows_earlier_votes(cat):
 def test_map_view_and_a_selection_queue(cat):
     at = view(session(), "Map")
     assert at.get("plotly_chart")
-    import app
+    import raremine.app as app
 
     ids = app.selected_ids({"selection": {"points": [{"customdata": [3]}, {"customdata": [5]}, {"customdata": [3]}]}})
     assert ids == [3, 5]
@@ -285,7 +285,7 @@ def test_learn_reports_when_not_built(cat, monkeypatch):
     import sys
     import types
 
-    import app
+    import raremine.app as app
 
     stub = types.ModuleType("mining.learn")  # a module without learn()
     stub.__spec__ = importlib.machinery.ModuleSpec("mining.learn", None)
@@ -314,7 +314,7 @@ def test_sixteen_bit_window_sliders(cat):
 
 
 def test_learn_job_runs_in_the_background_with_progress(cat):
-    import app
+    import raremine.app as app
 
     seen = {}
 
@@ -471,7 +471,7 @@ def test_overlay_opacity_is_remembered_per_reviewer(cat):
 
 
 def test_rank_the_next_round_from_the_app(cat):
-    import app
+    import raremine.app as app
 
     at = session()
     for _ in range(6):
