@@ -4,8 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.raremine-installed
 EXTRAS ?= cpu,dev
+# One numba cache for tests, the demo and the benchmarks (the tests' conftest uses the same folder):
+# UMAP's and pynndescent's cached functions compile once per checkout, not once per process.
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 
-.PHONY: setup weights demo test lint format bench clean chromium test-weights bench-unsupervised
+.PHONY: setup weights demo test test-fast lint format bench clean chromium test-weights bench-unsupervised
 
 setup: $(STAMP) weights
 
@@ -21,6 +24,10 @@ demo: setup
 
 test: setup chromium
 	$(BIN)/python -m pytest -q
+
+# The inner loop: leaves out the tests marked slow (over ~15 s each) and realdata (../shared data).
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not realdata"
 
 # Debian's chromium for the review app's browser tests (Playwright drives it; no
 # browser is ever downloaded). Skipped when present; when it cannot be installed

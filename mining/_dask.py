@@ -14,7 +14,7 @@ import uuid
 import dask
 from distributed import Client, KilledWorker, LocalCluster, WorkerPlugin, wait
 
-from mining import mine as _mine
+from mining import worker as _worker
 
 logger = logging.getLogger(__name__)
 
@@ -48,19 +48,19 @@ class ScorerPlugin(WorkerPlugin):
 
     def setup(self, worker) -> None:
         """Unpickle and keep the scorers on this worker."""
-        _mine._WORKER_BY_TOKEN[self.token] = _mine._worker_state(*self.initargs)
+        _worker._WORKER_BY_TOKEN[self.token] = _worker._worker_state(*self.initargs)
 
     def teardown(self, worker) -> None:
         """Drop them when the job ends."""
-        _mine._WORKER_BY_TOKEN.pop(self.token, None)
+        _worker._WORKER_BY_TOKEN.pop(self.token, None)
 
 
 def score_shard_task(shard: list[dict], token: str) -> list[dict]:
     """Task run on a dask worker: score with the scorers its plugin loaded once."""
-    state = _mine._WORKER_BY_TOKEN.get(token)
+    state = _worker._WORKER_BY_TOKEN.get(token)
     if state is None:
         raise RuntimeError(f"raremine scorers {token!r} are not loaded on this worker (plugin missing)")
-    return _mine.score_shard(shard, state)
+    return _worker.score_shard(shard, state)
 
 
 def _restore_environ(saved: dict[str, str | None]) -> None:
@@ -121,7 +121,7 @@ class DaskExecutor:
                 for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
                 if k != "MALLOC_TRIM_THRESHOLD_"
             }
-            env.update(_mine.WORKER_MALLOC_ENV)
+            env.update(_worker.WORKER_MALLOC_ENV)
             # each nanny does os.environ.update(env) in this process before it spawns its worker
             self._environ = {k: os.environ.get(k) for k in env}
             with dask.config.set(
@@ -154,7 +154,7 @@ class DaskExecutor:
         try:
             return fut.result()
         except KilledWorker as err:
-            raise _mine.WorkerDied(f"dask workers died running this shard ({err})", attributed=True) from err
+            raise _worker.WorkerDied(f"dask workers died running this shard ({err})", attributed=True) from err
         finally:
             fut.release()
 

@@ -2,22 +2,38 @@
 
 Every error names the offending key (dotted), the value given and what is
 allowed. ``section.key=value`` overrides (from ``--set`` on the command line)
-are applied before validation, their values parsed as YAML scalars.
-Scorer sections use the scorer's constructor arguments as keys.
+are applied before validation, their values parsed as YAML scalars. Reading,
+overrides and messages are :mod:`mining.configfile`'s, shared with
+:mod:`synthesis.config`.
+
+Scorer sections (``autoencoder``, ``embedding``, ``backbone`` and each
+``scorers.<name>``) take their keys and defaults from the scorer's constructor
+signature (read from its source, so no scorer module is imported); this module
+only narrows types and adds bounds and descriptions.
 """
 
 from __future__ import annotations
 
-import difflib
+import functools
 import os
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from mining.configfile import (
+    ConfigError,
+    apply_override,
+    apply_overrides,
+    invalid,
+    nested_error,
+    params_model,
+    read_yaml,
+    signature_params,
+    unknown_key_error,
+)
+from mining.io import IMAGE_EXTENSIONS
 
-class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message names key, value and what is allowed."""
+__all__ = ["ConfigError", "apply_override", "load_config", "scorer_arguments", "scorer_params"]
 
 
 class _Section(BaseModel):
@@ -32,7 +48,7 @@ class IndexConfig(_Section):
     max_pixels: int = Field(200_000_000, gt=0, description="larger images are recorded as too_large")
     workers: int | None = Field(None, ge=1, description="decoding threads (default: CPU count)")
     extensions: list[str] = Field(
-        default_factory=lambda: [".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy"],
+        default_factory=lambda: list(IMAGE_EXTENSIONS),  # the reader's list: one source (DICOM included)
         description="file extensions indexed (lower case, with the dot)",
     )
 
@@ -127,51 +143,59 @@ class ReviewConfig(_Section):
     grid_size: int = Field(12, ge=1, le=60, description="thumbnails per page in grid mode")
 
 
-class AutoencoderConfig(_Section):
-    """``autoencoder:`` section (the ``autoencoder`` scorer's constructor arguments)."""
+def _scorer_section(name: str, constraints: dict, doc: str, base: type[BaseModel] | None = None) -> type[BaseModel]:
+    """A section whose keys and defaults are scorer ``name``'s constructor arguments (read without importing it)."""
+    from mining.scorers import SCORERS
 
-    kind: Literal["auto", "features", "pixels"] = Field(
-        "auto", description="auto: reconstruct MobileNetV2 patch features when the weights are found, else pixels"
+    return params_model(
+        f"{name.capitalize()}Config", signature_params(SCORERS[name]), constraints, base=base or _Section, doc=doc
     )
-    backbone_weights: str | None = Field(None, description="mobilenet_v2 state_dict; null = as the backbone scorer")
-    layers: list[int] = Field(default_factory=lambda: [6, 13], description="MobileNetV2 blocks (features kind)")
-    feature_size: int = Field(224, ge=32, description="the archive's median image is resized to ~this**2 px")
-    size: int = Field(64, ge=16, multiple_of=8, description="pixels kind: input side (px) or training crop side")
-    resize: Literal["resize", "crop"] = Field("resize", description="squash whole images, or train on crops")
-    sample_size: int = Field(256, ge=1, description="catalogue images drawn (seeded) to train on")
-    epochs: int | None = Field(None, ge=1, description="null: pixels 30, features 10")
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(2e-3, gt=0)
-    trim: float = Field(0.1, ge=0, lt=1, description="fraction of each batch's highest losses left out")
-    error: Literal["l2", "ssim"] = "l2"
-    smooth_sigma: float = Field(1.0, ge=0)
-    score: Literal["topk", "max"] = "topk"
-    top_fraction: float = Field(0.01, gt=0, le=1)
-    base_channels: int = Field(16, ge=1)
-    latent_channels: int | None = Field(None, ge=1, description="null: pixels 16; features chosen by `explained`")
-    explained: float = Field(0.9, gt=0, lt=1, description="features kind: variance kept by the chosen latent size")
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = Field("cpu", description="where training runs")
-    weights: str | None = Field(None, description="a saved autoencoder to load instead of training")
 
 
-class EmbeddingConfig(_Section):
-    """``embedding:`` section (cheap descriptors, outlier scores, 2-D map)."""
+AutoencoderConfig = _scorer_section(
+    "autoencoder",
+    {
+        "kind": {
+            "type": Literal["auto", "features", "pixels"],
+            "description": "auto: reconstruct MobileNetV2 patch features when the weights are found, else pixels",
+        },
+        "backbone_weights": {"description": "mobilenet_v2 state_dict; null = as the backbone scorer"},
+        "layers": {"description": "MobileNetV2 blocks (features kind)"},
+        "feature_size": {"ge": 32, "description": "the archive's median image is resized to ~this**2 px"},
+        "size": {"ge": 16, "multiple_of": 8, "description": "pixels kind: input side (px) or training crop side"},
+        "resize": {"type": Literal["resize", "crop"], "description": "squash whole images, or train on crops"},
+        "sample_size": {"ge": 1, "description": "catalogue images drawn (seeded) to train on"},
+        "epochs": {"ge": 1, "description": "null: pixels 30, features 10"},
+        "batch_size": {"ge": 1},
+        "lr": {"gt": 0},
+        "trim": {"ge": 0, "lt": 1, "description": "fraction of each batch's highest losses left out"},
+        "error": {"type": Literal["l2", "ssim"]},
+        "smooth_sigma": {"ge": 0},
+        "score": {"type": Literal["topk", "max"]},
+        "top_fraction": {"gt": 0, "le": 1},
+        "base_channels": {"ge": 1},
+        "latent_channels": {"ge": 1, "description": "null: pixels 16; features chosen by `explained`"},
+        "explained": {"gt": 0, "lt": 1, "description": "features kind: variance kept by the chosen latent size"},
+        "device": {"type": Literal["auto", "cpu", "cuda"], "description": "where training runs"},
+        "weights": {"description": "a saved autoencoder to load instead of training"},
+    },
+    "``autoencoder:`` section (the ``autoencoder`` scorer's constructor arguments and defaults).",
+)
 
-    size: int = Field(64, ge=16)
-    bins: int = Field(16, ge=2)
-    lbp_radii: list[int] = Field(default_factory=lambda: [1])
-    glcm_distances: list[int] = Field(default_factory=lambda: [1, 3])
-    levels: int = Field(32, ge=2, le=256)
-    embeddings: list[str] = Field(
-        default_factory=lambda: ["descriptors", "autoencoder"], description="stored embeddings the outlier scores use"
-    )
-    methods: list[Literal["knn", "lof", "iforest"]] = Field(default_factory=lambda: ["knn", "lof", "iforest"])
-    k: int = Field(10, ge=1)
-    approx_threshold: int = Field(20_000, ge=2, description="from this many images on, kNN uses pynndescent")
-    map_method: Literal["auto", "umap", "tsne", "none"] = "auto"
-    map_embeddings: list[str] = Field(default_factory=lambda: ["backbone", "descriptors", "autoencoder"])
-    random_state: int = 0
+EmbeddingConfig = _scorer_section(
+    "embedding",
+    {
+        "size": {"ge": 16},
+        "bins": {"ge": 2},
+        "levels": {"ge": 2, "le": 256},
+        "embeddings": {"description": "stored embeddings the outlier scores use"},
+        "methods": {"type": tuple[Literal["knn", "lof", "iforest"], ...]},
+        "k": {"ge": 1},
+        "approx_threshold": {"ge": 2, "description": "from this many images on, kNN uses pynndescent"},
+        "map_method": {"type": Literal["auto", "umap", "tsne", "none"]},
+    },
+    "``embedding:`` section (the ``embedding`` scorer: cheap descriptors, outlier scores, 2-D map).",
+)
 
 
 #: stages of each ``backbone.arch`` (kept here so that reading a config never imports torch;
@@ -179,46 +203,61 @@ class EmbeddingConfig(_Section):
 BACKBONE_STAGES = {"mobilenet_v2": 19, "efficientnet_lite0": 18}
 
 
-class BackboneConfig(_Section):
-    """``backbone:`` section (pretrained ImageNet CNN, PatchCore-style patches + global kNN)."""
-
-    weights: str | None = Field(
-        None,
-        description="a state_dict file of `arch` (default: $RAREMINE_BACKBONE_WEIGHTS, else the file of the "
-        "installed weights package, SHA-256 checked; none: the scorer is skipped)",
-    )
-    arch: Literal["mobilenet_v2", "efficientnet_lite0"] = Field(
-        "mobilenet_v2", description="network (docs/benchmarks/backbones.md compares them)"
-    )
-    size: int = Field(224, ge=32, multiple_of=32, description="short side of the input (aspect kept)")
-    max_aspect: float = Field(3.0, ge=1, description="long side at most max_aspect x size (1: square input)")
-    patches: bool = Field(True, description="patch bank and the patchcore score (with its map)")
-    bank_images: int = Field(256, ge=2)
-    coreset_fraction: float = Field(0.1, gt=0, le=1)
-    bank_trim: float = Field(0.01, ge=0, lt=0.5)
-    k: int = Field(5, ge=1)
-    global_layers: list[int] | None = Field(
-        None,
-        min_length=1,
-        description="stages average-pooled into the global vector (null: the arch's default, "
-        "mobilenet_v2 [13, 18] of 0-18, efficientnet_lite0 [11, 17] of 0-17)",
-    )
-    patch_weight: float = Field(
-        0.0, ge=0, le=1, description="weight of the patch percentile in the backbone score (patchcore is separate)"
-    )
-    seed: int = 0
-
-    @field_validator("global_layers")
+class _BackboneChecks(_Section):
+    @field_validator("global_layers", check_fields=False)
     @classmethod
-    def _blocks(cls, layers: list[int] | None, info: ValidationInfo) -> list[int] | None:
+    def _blocks(cls, layers: tuple[int, ...] | None, info: ValidationInfo) -> tuple[int, ...] | None:
         if layers is None:
             return layers
-        arch = info.data.get("arch", "mobilenet_v2")
+        arch = info.data.get("arch") or "mobilenet_v2"
         last = BACKBONE_STAGES.get(arch, 19) - 1
         bad = [v for v in layers if not 0 <= v <= last]
         if bad or len(set(layers)) != len(layers):
-            raise ValueError(f"got {layers}; allowed: distinct {arch} block numbers 0 to {last}")
+            raise ValueError(f"got {list(layers)}; allowed: distinct {arch} block numbers 0 to {last}")
         return layers
+
+
+BackboneConfig = _scorer_section(
+    "backbone",
+    {
+        "weights": {
+            "description": "a state_dict file of `arch` (default: $RAREMINE_BACKBONE_WEIGHTS, else the file of the "
+            "installed weights package, SHA-256 checked; none: the scorer is skipped)"
+        },
+        "arch": {
+            "type": Literal["mobilenet_v2", "efficientnet_lite0"],
+            # BackboneScorer(arch=None) resolves to mining.backbone.DEFAULT_ARCH; a test checks they agree
+            "default": "mobilenet_v2",
+            "description": "network (docs/benchmarks/backbones.md compares them)",
+        },
+        "size": {"ge": 32, "multiple_of": 32, "description": "short side of the input (aspect kept)"},
+        "max_aspect": {"ge": 1, "description": "long side at most max_aspect x size (1: square input)"},
+        "patches": {"description": "patch bank and the patchcore score (with its map)"},
+        "bank_images": {"ge": 2},
+        "coreset_fraction": {"gt": 0, "le": 1},
+        "bank_trim": {"ge": 0, "lt": 0.5},
+        "k": {"ge": 1},
+        "global_layers": {
+            "min_length": 1,
+            "description": "stages average-pooled into the global vector (null: the arch's default, "
+            "mobilenet_v2 [13, 18] of 0-18, efficientnet_lite0 [11, 17] of 0-17)",
+        },
+        "patch_weight": {
+            "ge": 0,
+            "le": 1,
+            "description": "weight of the patch percentile in the backbone score (patchcore is separate)",
+        },
+    },
+    "``backbone:`` section (pretrained ImageNet CNN, PatchCore-style patches + global kNN).",
+    base=_BackboneChecks,
+)
+
+#: scorers whose constructor arguments have a typed section of their own
+SCORER_SECTIONS: dict[str, type[BaseModel]] = {
+    "autoencoder": AutoencoderConfig,
+    "embedding": EmbeddingConfig,
+    "backbone": BackboneConfig,
+}
 
 
 class PixelFeaturesConfig(_Section):
@@ -283,101 +322,21 @@ class Config(_Section):
         default_factory=dict, description="per scorer name: its constructor arguments"
     )
 
+    @field_validator("scorers")
+    @classmethod
+    def _scorer_arguments(cls, scorers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Each ``scorers.<name>`` names a scorer and holds only its constructor's arguments (values as given)."""
+        from mining.scorers import available_scorers
 
-def _format_errors(err: ValidationError, data: dict, source: str) -> str:
-    lines = []
-    for e in err.errors():
-        loc = tuple(p for p in e["loc"] if not isinstance(p, int))  # list positions name no key
-        key = ".".join(str(p) for p in e["loc"])
-        if e["type"] == "extra_forbidden":
-            section = _get(Config, loc[:-1])
-            names = sorted(section.model_fields) if section else []
-            close = difflib.get_close_matches(str(loc[-1]), names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            lines.append(
-                f"unknown key {key!r} (value {e['input']!r}){hint}; allowed keys here: {', '.join(names) or '?'}"
-            )
-        elif e["type"] == "value_error":  # the validator's message says what is allowed
-            lines.append(f"key {key!r}: value {e.get('input')!r} is not allowed: {e.get('ctx', {}).get('error')}")
-        else:
-            lines.append(f"key {key!r}: value {e.get('input')!r} is not allowed; allowed: {_allowed(e, loc)}")
-    return f"invalid configuration in {source}:\n  " + "\n  ".join(lines)
-
-
-_ALLOWED_BY_TYPE = {
-    "int_parsing": "an integer",
-    "int_type": "an integer",
-    "int_from_float": "an integer",
-    "float_parsing": "a number",
-    "float_type": "a number",
-    "bool_parsing": "true or false",
-    "bool_type": "true or false",
-    "string_type": "a string",
-    "list_type": "a list",
-    "dict_type": "a mapping",
-    "missing": "a value (the key is required)",
-}
-_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
-
-
-def _allowed(e: dict, loc: tuple) -> str:
-    """What a failed key accepts, in words (from pydantic's error type and context)."""
-    typ, ctx = e["type"], e.get("ctx") or {}
-    if typ in _BOUNDS:
-        bound = next(iter(v for k, v in ctx.items() if k in ("ge", "gt", "le", "lt")), "?")
-        return f"a number {_BOUNDS[typ]} {bound}"
-    if typ == "literal_error":
-        return f"one of {ctx.get('expected')}"
-    if typ == "string_pattern_mismatch":
-        return f"a string matching {ctx.get('pattern')}"
-    if typ == "too_short":
-        return f"at least {ctx.get('min_length')} item(s)"
-    if typ == "too_long":
-        return f"at most {ctx.get('max_length')} item(s)"
-    if typ == "model_type":
-        section = _get(Config, loc)
-        return f"a mapping with keys {', '.join(sorted(section.model_fields))}" if section else "a mapping"
-    return _ALLOWED_BY_TYPE.get(typ, e["msg"])
-
-
-def _get(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            return None
-        model = field.annotation
-    return model
-
-
-def apply_override(data: dict, assignment: str) -> None:
-    """Apply one ``section.key=value`` override to a raw config dict, in place.
-
-    Raises
-    ------
-    ConfigError
-        If the assignment has no ``=``, an empty key or a value that is not YAML.
-    """
-    if "=" not in assignment:
-        raise ConfigError(f"override {assignment!r} must look like section.key=value")
-    key, _, raw = assignment.partition("=")
-    parts = key.strip().split(".")
-    if not all(parts):
-        raise ConfigError(f"override {assignment!r} has an empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as err:
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(
-            f"override {assignment!r}: the value {raw!r} of key {key.strip()!r} is not a valid YAML value "
-            f"({problem}); allowed: a scalar (3, 0.5, true, text) or a flow list/mapping such as [a, b] or {{k: v}}"
-        ) from None
-    node = data
-    for p in parts[:-1]:
-        nxt = node.setdefault(p, {})
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"override {assignment!r}: {p!r} is not a section")
-        node = nxt
-    node[parts[-1]] = value
+        for name, params in scorers.items():
+            if name not in available_scorers():
+                raise unknown_key_error(name, params, available_scorers())
+            model = scorer_model(name)
+            try:
+                model.model_validate(params)
+            except ValidationError as err:
+                raise nested_error(err, model, prefix=name) from None
+        return scorers
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
@@ -388,7 +347,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     path : path, optional
         YAML file; None for the built-in defaults.
     overrides : list of str, optional
-        ``section.key=value`` assignments applied after the file.
+        ``section.key=value`` assignments applied after the file
+        (:func:`mining.configfile.apply_override`).
 
     Returns
     -------
@@ -399,38 +359,14 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     ConfigError
         Naming the file, key, value and what is allowed.
     """
-    data: dict = {}
-    source = "defaults"
-    if path is not None:
-        source = os.fspath(path)
-        try:
-            with open(path, encoding="utf-8") as fh:
-                loaded = yaml.safe_load(fh)
-        except FileNotFoundError as err:
-            raise ConfigError(f"config file {source!r} does not exist") from err
-        except IsADirectoryError as err:
-            raise ConfigError(f"config file {source!r} is a folder: give a YAML file") from err
-        except PermissionError as err:
-            raise ConfigError(f"config file {source!r} cannot be read: permission denied") from err
-        except UnicodeDecodeError as err:
-            raise ConfigError(
-                f"config file {source!r} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}):"
-                " save it as UTF-8"
-            ) from err
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {source!r} is not valid YAML: {err}") from err
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {source!r} must hold a mapping of sections, got {type(loaded).__name__}")
-        data = loaded
-    for o in overrides or []:
-        apply_override(data, o)
+    data = read_yaml(path) if path is not None else {}
+    source = os.fspath(path) if path is not None else "defaults"
+    for o in apply_overrides(data, overrides):
         source += f" + --set {o}"
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, data, source)) from err
+        raise ConfigError(invalid(err, Config, source)) from err
 
 
 def scorer_params(config: Config, name: str) -> dict[str, Any]:
@@ -438,52 +374,46 @@ def scorer_params(config: Config, name: str) -> dict[str, Any]:
 
     Scorers with their own typed section (``autoencoder``, ``embedding``,
     ``backbone``) get that section's values, updated by ``scorers.<name>``.
+    The keys of ``scorers.<name>`` are checked when the config is loaded.
 
     Raises
     ------
     ConfigError
-        For ``scorers.<name>`` that is not a mapping, or holds a key the
-        scorer does not accept (the accepted keys are listed).
+        For ``scorers.<name>`` that is not a mapping.
     """
     params = config.scorers.get(name) or {}
     if not isinstance(params, dict):
         raise ConfigError(f"key 'scorers.{name}': value {params!r} must be a mapping of arguments")
-    accepted = scorer_arguments(name)
-    if accepted is not None:
-        for key, value in params.items():
-            if key not in accepted:
-                close = difflib.get_close_matches(str(key), accepted, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConfigError(
-                    f"unknown key 'scorers.{name}.{key}' (value {value!r}){hint}; "
-                    f"scorer {name!r} accepts: {', '.join(accepted)}"
-                )
-    section = getattr(config, name, None) if name in _SCORER_SECTIONS else None
+    section = getattr(config, name, None) if name in SCORER_SECTIONS else None
     return {**(section.model_dump() if section is not None else {}), **params}
+
+
+@functools.cache
+def scorer_model(name: str) -> type[BaseModel]:
+    """The model of scorer ``name``'s arguments: its typed section, or one derived from its constructor.
+
+    Raises
+    ------
+    KeyError
+        For a name that is not a registered scorer.
+    """
+    from mining.scorers import SCORERS
+
+    if name in SCORER_SECTIONS:
+        return SCORER_SECTIONS[name]
+    return params_model(f"{name}_params", signature_params(SCORERS[name]), base=_Section)
 
 
 def scorer_arguments(name: str) -> list[str] | None:
     """The keyword arguments scorer ``name`` accepts (the keys of ``scorers.<name>``).
 
+    Read from the constructor's source: no scorer module is imported.
+
     Returns
     -------
     list of str or None
-        In the constructor's order; None for an unknown scorer or one that
-        takes any keyword.
+        In the constructor's order; None for an unknown scorer.
     """
-    import importlib
-    import inspect
-
     from mining.scorers import SCORERS
 
-    if name not in SCORERS:
-        return None
-    module, cls = SCORERS[name].split(":")
-    params = list(inspect.signature(getattr(importlib.import_module(module), cls).__init__).parameters.values())[1:]
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return None
-    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-
-
-#: scorers whose constructor arguments have a typed section of their own
-_SCORER_SECTIONS = ("autoencoder", "embedding", "backbone")
+    return list(scorer_model(name).model_fields) if name in SCORERS else None

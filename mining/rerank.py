@@ -32,7 +32,7 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import precision_recall_curve
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from mining.store import Store
+from mining.store import Store, is_patch_set
 from mining.verdicts import image_labels
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def build_features(
     if embedding_components:
         vectors: dict[str, dict[int, np.ndarray]] = {}
         for image_id, name, blob in store.query("SELECT image_id, name, vector FROM embeddings WHERE tile = -1"):
-            if image_id in pos and (embeddings is None or name in embeddings):
+            if image_id in pos and not is_patch_set(name) and (embeddings is None or name in embeddings):
                 vectors.setdefault(name, {})[pos[image_id]] = np.frombuffer(blob, dtype=np.float32)
         for name in sorted(vectors):
             rows = np.array(sorted(vectors[name]))

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from mining.store import Store
+from mining.store import Store, is_patch_set
 from mining.verdicts import (  # noqa: F401 (re-exported: the app and older code import them from here)
     LEFT_OUT,
     ON_DISAGREEMENT,
@@ -640,7 +640,8 @@ def embeddings(store: Store, name: str | None = None) -> tuple[str | None, np.nd
     ``name`` defaults to the embedding with most rows; empty arrays when none.
     """
     if name is None:
-        row = store.query("SELECT name, COUNT(*) n FROM embeddings WHERE tile = -1 GROUP BY name ORDER BY n DESC")
+        counts = store.query("SELECT name, COUNT(*) n FROM embeddings WHERE tile = -1 GROUP BY name ORDER BY n DESC")
+        row = [r for r in counts if not is_patch_set(r["name"])]
         if not row:
             return None, np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
         name = row[0]["name"]
@@ -899,3 +900,698 @@ def save_label_image(labels: np.ndarray, store_path: str | os.PathLike, image_id
     if bad:
         raise ValueError(f"label values must be 0, 1 or 2; got {sorted(bad)}")
     return _write_painted(labels_dir(store_path), image_id, tile, labels, "label image")
+
+
+# -- several reviewers: claims, what others decided ------------------------------------------------
+#: Seconds a claim on a shown image lasts unless renewed (a reviewer who leaves lets it lapse).
+CLAIM_SECONDS = 120.0
+
+_CLAIM = "review.claim."
+_PREF = "review.pref."
+
+
+def _claim_key(key: tuple[int, int]) -> str:
+    return f"{_CLAIM}{int(key[0])}.{int(key[1])}"
+
+
+def _holders(value: str) -> dict[str, float]:
+    """The reviewers of a claim row and when their claims expire (older rows: one ``reviewer``)."""
+    try:
+        data = json.loads(value)
+        if "by" in data:
+            return {str(k): float(v) for k, v in data["by"].items()}
+        return {str(data["reviewer"]): float(data["expires"])}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def claims(store: Store, *, now: float | None = None) -> dict[tuple[int, int], list[tuple[str, float]]]:
+    """Unexpired claims: ``(image_id, tile)`` to the ``(reviewer, expires)`` looking at it, earliest first.
+
+    A claim says a reviewer is looking at an image; it lives in the
+    catalogue's ``meta`` table (key ``review.claim.<image_id>.<tile>``), so
+    every app session on the catalogue sees it, and it lapses after
+    :data:`CLAIM_SECONDS` unless renewed. Several reviewers hold one only when
+    consensus needs their votes (see :func:`needs_vote`).
+
+    Parameters
+    ----------
+    store : Store
+    now : float, optional
+        The time to compare expiry with (default ``time.time()``).
+
+    Returns
+    -------
+    dict of (image_id, tile) to list of (str, float)
+    """
+    now = time.time() if now is None else now
+    out = {}
+    for k, v in store.query("SELECT key, value FROM meta WHERE key LIKE ?", (_CLAIM + "%",)):
+        try:
+            iid, tile = (int(x) for x in k[len(_CLAIM) :].split("."))
+        except ValueError:
+            continue
+        live = sorted(((who, t) for who, t in _holders(v).items() if t > now), key=lambda x: x[1])
+        if live:
+            out[(iid, tile)] = live
+    return out
+
+
+def claim(store: Store, item: Item, reviewer: str, *, seconds: float = CLAIM_SECONDS, share: bool = False) -> bool:
+    """Claim an item for ``reviewer`` for ``seconds``; False when another reviewer holds it (unless ``share``).
+
+    Claiming again renews the reviewer's own claim; expired claims are dropped.
+
+    Parameters
+    ----------
+    store : Store
+    item : Item
+    reviewer : str
+    seconds : float, default=CLAIM_SECONDS
+    share : bool, default=False
+        Hold it beside other reviewers (consensus needs several votes).
+
+    Returns
+    -------
+    bool
+        Whether ``reviewer`` holds a claim on it now.
+    """
+    now = time.time()
+    key = _claim_key(item.key)
+    with store.transaction() as con:
+        row = con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        held = {who: t for who, t in (_holders(row[0]) if row else {}).items() if t > now and who != reviewer}
+        if held and not share:
+            logger.debug("%s is not claimed for %s: held by %s", item.path, reviewer, ", ".join(held))
+            return False
+        held[reviewer] = now + seconds
+        con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps({"by": held})))
+    return True
+
+
+def release(store: Store, reviewer: str, item: Item | None = None) -> int:
+    """Drop ``reviewer``'s claim on ``item`` (on every item when None) and every expired claim.
+
+    Parameters
+    ----------
+    store : Store
+    reviewer : str
+    item : Item, optional
+        The item to release; all of the reviewer's claims when None.
+
+    Returns
+    -------
+    int
+        Claims removed (the reviewer's and expired ones).
+    """
+    now = time.time()
+    gone = 0
+    with store.transaction() as con:
+        rows = con.execute("SELECT key, value FROM meta WHERE key LIKE ?", (_CLAIM + "%",)).fetchall()
+        for k, v in rows:
+            holders = _holders(v)
+            mine = item is None or k == _claim_key(item.key)
+            keep = {who: t for who, t in holders.items() if t > now and not (mine and who == reviewer)}
+            if len(keep) == len(holders):
+                continue
+            gone += len(holders) - len(keep)
+            if keep:
+                con.execute("UPDATE meta SET value = ? WHERE key = ?", (json.dumps({"by": keep}), k))
+            else:
+                con.execute("DELETE FROM meta WHERE key = ?", (k,))
+    if gone:
+        logger.debug("released %d claim(s) of %s and expired ones", gone, reviewer)
+    return gone
+
+
+def votes_needed(decision: Decision, rule: ConsensusRule = ConsensusRule()) -> int:
+    """The fewest further votes that can decide an image.
+
+    Parameters
+    ----------
+    decision : Decision
+        The image's current decision.
+    rule : ConsensusRule
+
+    Returns
+    -------
+    int
+        0 when decided or dropped; ``agree`` for an image without votes; what
+        is left to ``agree`` for agreeing votes; 1 for a disagreement.
+    """
+    if decision.status in ("decided", "dropped"):
+        return 0
+    if decision.status == "open":
+        return rule.agree
+    if decision.status == "pending":
+        return max(1, rule.agree - len(decision.votes))
+    return 1  # a disagreement waiting for a tie-break
+
+
+def needs_vote(
+    store: Store, item: Item, reviewer: str, rule: ConsensusRule = ConsensusRule(), *, include_done: bool = False
+) -> tuple[bool, str]:
+    """Whether ``reviewer`` should be shown ``item`` now, and why not.
+
+    Not when the reviewer already voted on it or the consensus rule has
+    decided or dropped it (both unless ``include_done``), nor when another
+    reviewer holds an unexpired claim on it, unless consensus needs more
+    votes than those reviewers can give (two agreeing votes and nobody has
+    voted yet: two reviewers may look at it at once).
+
+    Parameters
+    ----------
+    store : Store
+    item : Item
+    reviewer : str
+    rule : ConsensusRule
+    include_done : bool, default=False
+        Show items this reviewer voted on and decided items too (other reviewers' claims still count).
+
+    Returns
+    -------
+    (bool, str)
+        The answer and, when False, a short reason (``"decided confirm (bob: confirm)"``,
+        ``"bob is looking at it"``).
+    """
+    d = decisions(store, rule, [item.key])[item.key]
+    if not include_done:
+        if any(v.reviewer == reviewer for v in d.votes):
+            return False, "you already voted on it"
+        if d.status in ("decided", "dropped"):
+            who = ", ".join(f"{v.reviewer}: {v.verdict}" for v in d.votes)
+            what = f"decided {d.verdict}" if d.status == "decided" else "dropped"
+            return False, f"{what} ({who})"
+    others = [who for who, _ in claims(store).get(item.key, []) if who != reviewer]
+    if others and votes_needed(d, rule) <= len(others):
+        return False, f"{', '.join(others)} {'is' if len(others) == 1 else 'are'} looking at it"
+    return True, ""
+
+
+def others_decided(
+    store: Store, items: Sequence[Item], reviewer: str, since_review_id: int, rule: ConsensusRule = ConsensusRule()
+) -> list[dict]:
+    """Items of a queue that other reviewers voted on after review ``since_review_id``, with their decision.
+
+    Parameters
+    ----------
+    store : Store
+    items : sequence of Item
+        The queue as it was built.
+    reviewer : str
+        Whose own votes are not reported.
+    since_review_id : int
+        Votes with a larger id count (see :func:`last_review_id`).
+    rule : ConsensusRule
+
+    Returns
+    -------
+    list of dict
+        ``image_id, tile, path, status, verdict, votes`` (``reviewer: verdict`` strings) per item.
+    """
+    keys = {it.key: it for it in items}
+    if not keys:
+        return []
+    rows = store.query(
+        "SELECT DISTINCT image_id, tile FROM reviews WHERE id > ? AND reviewer != ?", (int(since_review_id), reviewer)
+    )
+    touched = [(r[0], r[1]) for r in rows if (r[0], r[1]) in keys]
+    if not touched:
+        return []
+    dec = decisions(store, rule, touched)
+    out = []
+    for k in touched:
+        d = dec[k]
+        out.append(
+            {
+                "image_id": k[0],
+                "tile": k[1],
+                "path": keys[k].path,
+                "status": d.status,
+                "verdict": d.verdict,
+                "votes": "; ".join(f"{v.reviewer}: {v.verdict}" for v in d.votes),
+            }
+        )
+    return out
+
+
+def last_review_id(store: Store) -> int:
+    """The id of the newest vote, to report later what was voted after it.
+
+    Parameters
+    ----------
+    store : Store
+
+    Returns
+    -------
+    int
+        0 when the catalogue has no vote.
+    """
+    return int(store.query("SELECT COALESCE(MAX(id), 0) FROM reviews")[0][0])
+
+
+def earlier_votes(store: Store, items: Sequence[Item]) -> dict[tuple[int, int], list[Vote]]:
+    """Every reviewer's latest vote on each item.
+
+    Parameters
+    ----------
+    store : Store
+    items : sequence of Item
+
+    Returns
+    -------
+    dict of (image_id, tile) to list of Vote
+        Items without votes are left out.
+    """
+    return latest_votes(store, [it.key for it in items])
+
+
+# -- per-reviewer preferences ------------------------------------------------------------------------
+def get_pref(store: Store, reviewer: str, name: str, default=None):
+    """A reviewer's saved display preference, or ``default``.
+
+    Parameters
+    ----------
+    store : Store
+    reviewer : str
+    name : str
+        E.g. ``"opacity"``.
+    default : object, optional
+        Returned when none was saved.
+
+    Returns
+    -------
+    object
+        The JSON value saved by :func:`set_pref`.
+    """
+    rows = store.query("SELECT value FROM meta WHERE key = ?", (f"{_PREF}{reviewer}.{name}",))
+    if not rows:
+        return default
+    try:
+        return json.loads(rows[0][0])
+    except ValueError:
+        return default
+
+
+def set_pref(store: Store, reviewer: str, name: str, value) -> None:
+    """Save a reviewer's display preference in the catalogue's ``meta`` table (key ``review.pref.<reviewer>.<name>``).
+
+    Parameters
+    ----------
+    store : Store
+    reviewer : str
+    name : str
+        E.g. ``"opacity"``.
+    value : object
+        Anything JSON can hold.
+    """
+    with store.transaction() as con:
+        con.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (f"{_PREF}{reviewer}.{name}", json.dumps(value))
+        )
+
+
+# -- why it was picked, in words --------------------------------------------------------------------
+def ordinal(n: int) -> str:
+    """An ordinal number in English.
+
+    Parameters
+    ----------
+    n : int
+
+    Returns
+    -------
+    str
+        ``1st``, ``2nd``, ``3rd``, ``4th``, ``11th``, ``22nd`` ...
+    """
+    n = int(n)
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def percent(fraction: float | None) -> str:
+    """A fraction as a percentage for people.
+
+    Parameters
+    ----------
+    fraction : float or None
+
+    Returns
+    -------
+    str
+        ``0.997`` -> ``"99.7 %"``, ``1`` -> ``"100 %"``, None -> ``"-"``.
+    """
+    if fraction is None or not np.isfinite(fraction):
+        return "-"
+    p = 100.0 * float(fraction)
+    text = f"{p:.1f}".rstrip("0").rstrip(".") if p < 99.95 or p == 100 else f"{p:.2f}".rstrip("0").rstrip(".")
+    return f"{text} %"
+
+
+def scorer_ranks(store: Store, item: Item) -> dict[str, tuple[int, int]]:
+    """The item's place among everything each scorer scored.
+
+    Parameters
+    ----------
+    store : Store
+    item : Item
+
+    Returns
+    -------
+    dict of str to (int, int)
+        Per scorer: the place by score (1 = highest) and how many images (or
+        tiles, for a tile) it scored.
+    """
+    rows = store.query(
+        "SELECT s.scorer,"
+        " (SELECT COUNT(*) FROM scores o WHERE o.scorer = s.scorer AND (o.tile = -1) = (s.tile = -1)"
+        "  AND o.score > s.score) + 1,"
+        " (SELECT COUNT(*) FROM scores o WHERE o.scorer = s.scorer AND (o.tile = -1) = (s.tile = -1)"
+        "  AND o.score IS NOT NULL)"
+        " FROM scores s WHERE s.image_id = ? AND s.tile = ? AND s.score IS NOT NULL",
+        (item.image_id, item.tile),
+    )
+    return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
+
+def why_sentences(store: Store, item: Item) -> list[str]:
+    """One sentence per scorer on why an item was picked.
+
+    E.g. ``"contrast: score 0.52; top 0.3 % (3rd highest of 959)"``; the strategy and
+    fused score come first when known.
+
+    Parameters
+    ----------
+    store : Store
+    item : Item
+
+    Returns
+    -------
+    list of str
+    """
+    out = []
+    why = item.why or {}
+    pick = why.get("strategy") or item.strategy
+    head = []
+    if pick:
+        head.append(f"picked by {pick}")
+    if item.rank is not None:
+        head.append(f"rank {item.rank} of the round")
+    fused = why.get("fused", item.score)
+    if fused is not None:
+        head.append(f"fused score {float(fused):.3f}")
+    if head:
+        out.append("; ".join(head))
+    pct = why.get("scorers") or {}
+    ranks = scorer_ranks(store, item)
+    raw = {
+        r[0]: r[1]
+        for r in store.query(
+            "SELECT scorer, score FROM scores WHERE image_id = ? AND tile = ?", (item.image_id, item.tile)
+        )
+    }
+    for name in sorted(set(pct) | set(ranks)):
+        parts = []
+        if raw.get(name) is not None:
+            parts.append(f"score {raw[name]:.4g}")
+        if name in ranks:
+            r, n = ranks[name]
+            top = 100.0 * r / max(n, 1)
+            parts.append(f"top {top:.2g} % ({ordinal(r)} highest of {n})")
+        if pct.get(name) is not None and name not in ranks:
+            parts.append(f"percentile {percent(pct[name])}")
+        out.append(f"{name}: " + "; ".join(parts))
+    return out
+
+
+# -- neighbours and a normal reference ----------------------------------------------------------------
+def raw_embeddings(store: Store, name: str | None = None) -> tuple[str | None, np.ndarray, np.ndarray]:
+    """Whole-image embeddings as stored (not normalised).
+
+    Parameters
+    ----------
+    store : Store
+    name : str, optional
+        The embedding (default: the one with most rows).
+
+    Returns
+    -------
+    (str or None, ndarray of shape (n,), ndarray of shape (n, d) float32)
+        Name, image ids and vectors; empty arrays when none.
+    """
+    if name is None:
+        row = store.query("SELECT name, COUNT(*) n FROM embeddings WHERE tile = -1 GROUP BY name ORDER BY n DESC")
+        if not row:
+            return None, np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        name = row[0]["name"]
+    rows = store.query(
+        "SELECT image_id, vector FROM embeddings WHERE tile = -1 AND name = ? ORDER BY image_id", (name,)
+    )
+    if not rows:
+        return name, np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    ids = np.array([r[0] for r in rows], dtype=np.int64)
+    return name, ids, np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+
+
+def nearest(
+    ids: np.ndarray, vectors: np.ndarray, image_id: int, k: int = 6, *, among: Sequence[int] | None = None
+) -> list[tuple[int, float]]:
+    """The ``k`` images nearest ``image_id`` by Euclidean distance between embeddings (itself excluded).
+
+    Parameters
+    ----------
+    ids : ndarray of shape (n,)
+    vectors : ndarray of shape (n, d)
+        Embeddings as stored (see :func:`raw_embeddings`).
+    image_id : int
+    k : int, default=6
+    among : sequence of int, optional
+        Only these images (e.g. those decided normal).
+
+    Returns
+    -------
+    list of (image_id, distance), nearest first; empty when the image has no embedding.
+    """
+    where = np.flatnonzero(ids == image_id)
+    if where.size == 0 or len(ids) < 2:
+        return []
+    d = np.linalg.norm(vectors.astype(np.float64) - vectors[where[0]].astype(np.float64), axis=1)
+    d[where[0]] = np.inf
+    if among is not None:
+        allowed = np.isin(ids, np.asarray(list(among), dtype=np.int64))
+        d[~allowed] = np.inf
+    ok = np.flatnonzero(np.isfinite(d))
+    if ok.size == 0:
+        return []
+    k = min(k, ok.size)
+    top = ok[np.argsort(d[ok], kind="stable")[:k]]
+    return [(int(ids[i]), float(d[i])) for i in top]
+
+
+def normal_pool(store: Store, rule: ConsensusRule = ConsensusRule()) -> tuple[list[int], str]:
+    """Images that look normal, for a reference: decided ``reject``, else the lower half by fused score.
+
+    Three images decided ``reject`` are enough; with fewer, the images in the
+    lower half by fused score are added.
+
+    Parameters
+    ----------
+    store : Store
+    rule : ConsensusRule
+
+    Returns
+    -------
+    (list of int, str)
+        Image ids and how they were chosen.
+    """
+    rejected = [k[0] for k, lab in image_labels(store, rule).items() if lab.target == 0]
+    if len(rejected) >= 3:
+        return rejected, "decided normal by reviewers"
+    from mining.rank import fused_scores
+
+    try:
+        fs = fused_scores(store)
+    except ValueError:
+        return rejected, "decided normal by reviewers"
+    fused = np.nan_to_num(fs.fused, nan=np.inf)
+    low = fs.image_ids[fused <= np.median(fused)].tolist()
+    return sorted(set(low) | set(rejected)), "decided normal, or in the lower half by fused score"
+
+
+def reference_image(
+    store: Store, item: Item, rule: ConsensusRule = ConsensusRule(), embeddings=None
+) -> tuple[int, float, str] | None:
+    """The nearest normal-looking image to an item by embedding (see :func:`normal_pool`).
+
+    Parameters
+    ----------
+    store : Store
+    item : Item
+    rule : ConsensusRule
+    embeddings : tuple, optional
+        ``(name, ids, vectors)`` as :func:`raw_embeddings` returns them (read when None).
+
+    Returns
+    -------
+    (int, float, str) or None
+        The image id, its Euclidean distance and how the pool was chosen;
+        None when the item or the pool has no embedding.
+    """
+    _, ids, vecs = embeddings if embeddings is not None else raw_embeddings(store)
+    pool, how = normal_pool(store, rule)
+    near = nearest(ids, vecs, item.image_id, 1, among=[i for i in pool if i != item.image_id])
+    if not near:
+        return None
+    return near[0][0], near[0][1], how
+
+
+# -- what the viewer is sent ---------------------------------------------------------------------------
+def view_rendering(picture: np.ndarray, max_side: int = 2048) -> tuple[np.ndarray, float]:
+    """A screen-sized copy of a picture, for the viewer.
+
+    Parameters
+    ----------
+    picture : ndarray of shape (H, W) or (H, W, 3), uint8
+    max_side : int, default=2048
+
+    Returns
+    -------
+    (ndarray, float)
+        The picture itself when it is small enough, else a copy whose longer
+        side is ``max_side`` (area interpolation), and its scale (<= 1).
+    """
+    h, w = picture.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    if s >= 1.0:
+        return picture, 1.0
+    out = cv2.resize(picture, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return out, s
+
+
+def hot_region(score_map: np.ndarray, shape: tuple[int, int], *, level: float = 0.5, max_regions: int = 12) -> dict:
+    """The hot region of a score map in the image's pixel coordinates.
+
+    The map (any size, uint8 or float) is thresholded half-way (``level``)
+    between its median and its peak at its own resolution; the outlines of the
+    largest regions above are returned, scaled to the image's ``shape``, with
+    the peak.
+
+    Parameters
+    ----------
+    score_map : ndarray of shape (h, w)
+    shape : (H, W)
+        The image's shape.
+    level : float, default=0.5
+        Where between the median (0) and the peak (1) the threshold lies.
+    max_regions : int, default=12
+        The largest regions kept.
+
+    Returns
+    -------
+    dict
+        ``contours``: list of point lists ``[[x, y], ...]`` (image pixels),
+        ``peak``: ``[x, y]`` of the maximum (image pixels), ``regions``: per
+        hot region (hottest first) its ``peak`` (image pixels), ``value`` and
+        ``area`` (map pixels), ``threshold`` and ``peak_value`` (map units),
+        ``fraction``: share of the map above the threshold.
+    """
+    m = np.asarray(score_map)
+    if m.ndim == 3:
+        m = m[:, :, 0]
+    m = np.nan_to_num(m.astype(np.float32))
+    H, W = int(shape[0]), int(shape[1])
+    mh, mw = m.shape
+    sx, sy = W / mw, H / mh
+    peak_value = float(m.max())
+    med = float(np.median(m))
+    py, px = np.unravel_index(int(np.argmax(m)), m.shape)
+    peak = [int(min(W - 1, (px + 0.5) * sx)), int(min(H - 1, (py + 0.5) * sy))]
+    if peak_value <= med:
+        return {
+            "contours": [],
+            "peak": peak,
+            "regions": [],
+            "threshold": peak_value,
+            "peak_value": peak_value,
+            "fraction": 0.0,
+        }
+    thr = med + level * (peak_value - med)
+    mask = (m >= thr).astype(np.uint8)
+    found, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    found = sorted(found, key=lambda c: -cv2.contourArea(c) - len(c))[:max_regions]
+    contours = []
+    for c in found:
+        pts = c.reshape(-1, 2).astype(np.float64)
+        if len(pts) == 1:  # a single map pixel: its square
+            x, y = pts[0]
+            pts = np.array([[x, y], [x + 1, y], [x + 1, y + 1], [x, y + 1]])
+        else:
+            pts = pts + 0.5
+        contours.append(np.round(pts * [sx, sy], 1).tolist())
+    n, labels = cv2.connectedComponents(mask, connectivity=8)
+    regions = []
+    for lab in range(1, n):
+        ys, xs = np.nonzero(labels == lab)
+        j = int(np.argmax(m[ys, xs]))
+        regions.append(
+            {
+                "peak": [int(min(W - 1, (xs[j] + 0.5) * sx)), int(min(H - 1, (ys[j] + 0.5) * sy))],
+                "value": float(m[ys[j], xs[j]]),
+                "area": len(xs),
+            }
+        )
+    regions.sort(key=lambda r: (-r["value"], -r["area"]))
+    return {
+        "contours": contours,
+        "peak": peak,
+        "regions": regions[:max_regions],
+        "threshold": thr,
+        "peak_value": peak_value,
+        "fraction": float(mask.mean()),
+    }
+
+
+def crop_around(picture: np.ndarray, centre: tuple[int, int], size: int = 192) -> tuple[np.ndarray, tuple[int, int]]:
+    """A full-resolution ``size`` x ``size`` crop of a picture centred on ``(x, y)`` (shifted to stay inside).
+
+    Parameters
+    ----------
+    picture : ndarray of shape (H, W) or (H, W, C)
+    centre : (int, int)
+        ``(x, y)`` in the picture's pixels.
+    size : int, default=192
+        Smaller pictures give their whole extent.
+
+    Returns
+    -------
+    (ndarray, (x0, y0))
+        The crop and its top-left corner in the picture.
+    """
+    h, w = picture.shape[:2]
+    cw, ch = min(size, w), min(size, h)
+    x0 = int(np.clip(centre[0] - cw // 2, 0, w - cw))
+    y0 = int(np.clip(centre[1] - ch // 2, 0, h - ch))
+    return picture[y0 : y0 + ch, x0 : x0 + cw], (x0, y0)
+
+
+def heat_colours(score_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A score map as an RGB colour map (inferno), for showing beside the image.
+
+    Parameters
+    ----------
+    score_map : ndarray of shape (h, w) or (h, w, c)
+        Stretched to its own minimum and maximum.
+    shape : (H, W)
+        The size of the result.
+
+    Returns
+    -------
+    ndarray of shape (H, W, 3), uint8
+    """
+    m = score_map if score_map.ndim == 2 else score_map[:, :, 0]
+    m = m.astype(np.float32)
+    lo, hi = float(m.min()), float(m.max())
+    m8 = np.zeros(m.shape, np.uint8) if hi <= lo else ((m - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    if m8.shape != tuple(shape[:2]):
+        m8 = cv2.resize(m8, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_LINEAR)
+    return cv2.cvtColor(cv2.applyColorMap(m8, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)

@@ -30,6 +30,37 @@ logger = logging.getLogger(__name__)
 #: Schema version this code writes and expects.
 SCHEMA_VERSION = 2
 
+#: Suffix of the ``embeddings`` names that hold a *patch set* (several local feature
+#: vectors of one image, hottest first, flattened) rather than one whole-image vector;
+#: readers of whole-image embeddings skip them (:func:`is_patch_set`).
+PATCH_SET_SUFFIX = ".patches"
+
+
+def is_patch_set(name: str) -> bool:
+    """Whether the embedding ``name`` holds a patch set (see :data:`PATCH_SET_SUFFIX`)."""
+    return name.endswith(PATCH_SET_SUFFIX)
+
+
+def pack_patch_set(patches) -> bytes:
+    """A patch set of shape (K, D) as an ``embeddings`` vector: D, then the K x D values (float32)."""
+    import numpy as np
+
+    P = np.asarray(patches, dtype=np.float32)
+    if P.ndim != 2 or P.shape[1] == 0:
+        raise ValueError(f"a patch set must have shape (K, D) with D > 0, got {P.shape}")
+    return np.concatenate([[np.float32(P.shape[1])], P.ravel()]).astype(np.float32).tobytes()
+
+
+def unpack_patch_set(blob: bytes):
+    """The (K, D) float32 array of :func:`pack_patch_set`; None for a malformed vector."""
+    import numpy as np
+
+    v = np.frombuffer(blob, dtype=np.float32)
+    if v.size < 2 or not float(v[0]).is_integer() or v[0] < 1 or (v.size - 1) % int(v[0]):
+        return None
+    return v[1:].reshape(-1, int(v[0]))
+
+
 _SCHEMA_V1 = """
 CREATE TABLE images (
     id INTEGER PRIMARY KEY,

@@ -1,9 +1,9 @@
 """Selection strategies for the next batch of review candidates.
 
-Importing this module registers every strategy in :data:`mining.rank.STRATEGIES`
-(``raremine rank --strategy S`` and :func:`mining.rank.rank` find them there);
-mixtures such as ``"top:0.8,least_confidence:0.2"`` are built by
-:func:`mixture_strategy`.
+Every strategy is registered in :data:`STRATEGIES` (``raremine rank
+--strategy S`` and :func:`mining.rank.rank` find them there through
+:func:`get_strategy`); mixtures such as ``"top:0.8,least_confidence:0.2"``
+are built by :func:`mixture_strategy`.
 
 Each strategy is ``f(fs, candidates, n, *, store=None, **kwargs)`` and returns
 ``(row, info)`` pairs in order; ``info["strategy"]`` names the strategy that
@@ -28,11 +28,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 
 import numpy as np
 
-from mining.rank import STRATEGIES, FusedScores
+from mining.fusion import FusedScores, rank_normalize
 from mining.rerank import RERANK_SCORER
+from mining.store import PATCH_SET_SUFFIX, is_patch_set, unpack_patch_set
 
 logger = logging.getLogger(__name__)
 
@@ -335,7 +337,7 @@ def _embedding_spaces(store, fs: FusedScores, components: int = 32) -> dict[str,
     pos = {int(iid): r for r, iid in enumerate(fs.image_ids)}
     vectors: dict[str, dict[int, np.ndarray]] = {}
     for image_id, name, blob in store.query("SELECT image_id, name, vector FROM embeddings WHERE tile = -1"):
-        if image_id in pos:
+        if image_id in pos and not is_patch_set(name):
             vectors.setdefault(name, {})[pos[image_id]] = np.frombuffer(blob, dtype=np.float32)
     spaces = {}
     for name in sorted(vectors):
@@ -350,6 +352,79 @@ def _embedding_spaces(store, fs: FusedScores, components: int = 32) -> dict[str,
         out[rows] = Z
         spaces[name] = out
     return spaces
+
+
+def patch_sets(store, fs: FusedScores) -> dict[str, np.ndarray]:
+    """Every stored patch set (name -> array of shape (n, K, D)) per row of ``fs`` (NaN rows: missing).
+
+    K is the most common number of patches of a set's rows; a row with
+    another shape (an image smaller than K patches, another configuration) is
+    left out.
+    """
+    pos = {int(iid): r for r, iid in enumerate(fs.image_ids)}
+    sets: dict[str, dict[int, np.ndarray]] = {}
+    for image_id, name, blob in store.query(
+        "SELECT image_id, name, vector FROM embeddings WHERE tile = -1 AND name LIKE ?", ("%" + PATCH_SET_SUFFIX,)
+    ):
+        if image_id in pos and is_patch_set(name):
+            P = unpack_patch_set(blob)
+            if P is not None:
+                sets.setdefault(name, {})[pos[image_id]] = P
+    out = {}
+    for name in sorted(sets):
+        shapes = [v.shape for v in sets[name].values()]
+        shape = max(set(shapes), key=shapes.count)
+        P = np.full((len(fs.image_ids), *shape), np.nan, dtype=np.float32)
+        for r, v in sets[name].items():
+            if v.shape == shape:
+                P[r] = v
+        out[name] = P
+    return out
+
+
+def like_confirmed_patches(P: np.ndarray, confirmed: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Patch-level "more like this": closeness of every row's patches to a confirmed row's hottest patch.
+
+    A defect a few pixels wide barely moves an image's global vector, but its
+    patch is where the image differs most from the archive: the first patch
+    of a confirmed row's set. Every row is scored by the distance of its
+    nearest patch (of its set) to the nearest such confirmed patch; features
+    are standardised by the spread of all stored patches. As in
+    :func:`like_confirmed`, a confirmed row is compared with the *other*
+    confirmed rows only.
+
+    Parameters
+    ----------
+    P : ndarray of shape (n, K, D)
+        Patch sets, hottest patch first (rows with NaN get NaN).
+    confirmed : ndarray of int
+        Rows confirmed as rare events.
+    chunk : int, default=4096
+        Rows per block (bounds memory).
+
+    Returns
+    -------
+    ndarray of shape (n,)
+        Minus the distance; NaN without a usable confirmed row.
+    """
+    out = np.full(len(P), np.nan)
+    good = ~np.isnan(P).any(axis=(1, 2))
+    confirmed = np.array([c for c in np.asarray(confirmed, dtype=np.int64) if good[c]], dtype=np.int64)
+    if len(confirmed) == 0:
+        return out
+    flat = P[good].reshape(-1, P.shape[2]).astype(np.float64)
+    mu, sd = flat.mean(axis=0), flat.std(axis=0)
+    sd = np.where(sd > 0, sd, 1)
+    Q = (P[confirmed, 0, :] - mu) / sd  # (c, D): each confirmed row's hottest patch
+    rows = np.flatnonzero(good)
+    for s in range(0, len(rows), chunk):
+        r = rows[s : s + chunk]
+        X = (P[r] - mu) / sd  # (m, K, D)
+        d2 = ((X[:, :, None, :] - Q[None, None, :, :]) ** 2).sum(axis=3).min(axis=1)  # (m, c)
+        d2[r[:, None] == confirmed[None, :]] = np.inf
+        best = d2.min(axis=1)
+        out[r] = np.where(np.isfinite(best), -np.sqrt(best), np.nan)
+    return out
 
 
 def like_confirmed(V: np.ndarray, confirmed: np.ndarray) -> np.ndarray:
@@ -390,8 +465,14 @@ def adaptive_arms(fs: FusedScores, store=None, labels: dict[int, int] | None = N
 
     Arms: every scorer with a positive fusion weight; the fused score (with
     two scorers or more); the re-ranker's probability once it exists; and,
-    once an image is confirmed, "more like this" in every stored embedding
-    (:func:`like_confirmed`).
+    once an image is confirmed, one "more like this" arm, ``like``: an
+    image's best percentile of closeness to a confirmed image over every
+    stored embedding (:func:`like_confirmed`) and every patch set
+    (:func:`like_confirmed_patches`). Which space finds a defect's kin
+    differs by archive (the patch sets on small local defects, the whole-image
+    vectors on defects that change the whole image); one arm over all of
+    them takes each space's nearest in turn without adding an arm, and so
+    exploration, per space.
     """
     w = np.ones(len(fs.scorers)) if fs.weights is None else np.asarray(fs.weights, float)
     arms = {name: fs.raw[:, j] for j, name in enumerate(fs.scorers) if name != RERANK_SCORER and w[j] > 0}
@@ -403,8 +484,12 @@ def adaptive_arms(fs: FusedScores, store=None, labels: dict[int, int] | None = N
         pos = {int(iid): r for r, iid in enumerate(fs.image_ids)}
         confirmed = np.array(sorted(pos[i] for i, y in labels.items() if y == 1 and i in pos), dtype=np.int64)
         if len(confirmed):
-            for name, V in _embedding_spaces(store, fs).items():
-                arms[f"like:{name}"] = like_confirmed(V, confirmed)
+            like = [like_confirmed(V, confirmed) for V in _embedding_spaces(store, fs).values()]
+            like += [like_confirmed_patches(P, confirmed) for P in patch_sets(store, fs).values()]
+            like = [v for v in like if not np.isnan(v).all()]
+            if like:
+                # one arm, whichever space an image is close in: its best percentile over the spaces
+                arms["like"] = np.fmax.reduce(np.column_stack([rank_normalize(v) for v in like]), axis=1)
     return arms
 
 
@@ -569,7 +654,11 @@ def mixture_strategy(spec: str):
     return select
 
 
-STRATEGIES.update(
+#: strategy name -> function(fused_scores, candidate_rows, n, **kwargs) -> row indices or
+#: ``(row, info)`` pairs: ``info["strategy"]`` (when given) is recorded as the candidate's
+#: strategy and the rest of ``info`` is added to its ``why``. Mixtures such as
+#: ``"top:0.8,least_confidence:0.2"`` are built by :func:`get_strategy`.
+STRATEGIES: dict[str, Callable[..., list]] = dict(
     {
         "top": select_top,
         "least_confidence": select_least_confidence,
@@ -581,3 +670,21 @@ STRATEGIES.update(
         "adaptive": select_adaptive,
     }
 )
+
+
+def get_strategy(name: str) -> Callable[..., list]:
+    """The selection function for a strategy name or a mixture spec.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name; the message lists the valid ones.
+    """
+    if name in STRATEGIES:
+        return STRATEGIES[name]
+    if ":" in name or "," in name:
+        return mixture_strategy(name)
+    raise ValueError(
+        f"unknown strategy {name!r}; valid strategies: {', '.join(sorted(STRATEGIES))}"
+        " (or a mixture such as 'top:0.8,least_confidence:0.2')"
+    )

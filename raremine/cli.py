@@ -713,12 +713,14 @@ def synth(
     out: Annotated[Path, typer.Option(help="output folder")],
     seed: Annotated[int | None, typer.Option(help="override the config's seed")] = None,
     n_images: Annotated[int | None, typer.Option(help="override the config's n_images")] = None,
+    set_: SetOpt = None,
 ) -> None:
     """Synthesize training images with exact masks and a manifest (same config + seed = same bytes)."""
     from synthesis.config import SynthConfigError, load_synth_config
     from synthesis.pipeline import synthesize
 
-    overrides = {k: v for k, v in (("seed", seed), ("n_images", n_images)) if v is not None}
+    overrides = list(set_ or [])
+    overrides += [f"{k}={v}" for k, v in (("seed", seed), ("n_images", n_images)) if v is not None]
     try:
         cfg = load_synth_config(config, overrides=overrides)
     except SynthConfigError as err:
@@ -743,7 +745,7 @@ def review(
     address: Annotated[str, typer.Option(help="address to bind (loopback unless told otherwise)")] = "127.0.0.1",
 ) -> None:
     """Run the review app for a catalogue (Streamlit, headless, in the foreground until stopped)."""
-    app_file = Path(__file__).resolve().parents[1] / "app.py"
+    app_file = Path(__file__).resolve().parent / "app.py"  # raremine/app.py, shipped in the wheel
     if not app_file.is_file():
         fail(f"the review app {str(app_file)!r} is missing from this installation")
     read_catalogue(db, lambda store: None)  # refuses a missing, foreign, damaged or other-version file

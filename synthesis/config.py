@@ -7,15 +7,23 @@ against the function's signature, so the YAML and the code cannot drift.
 
 from __future__ import annotations
 
-import inspect
+import copy
 import os
-import typing
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mining.configfile import (
+    ConfigError,
+    apply_overrides,
+    function_params,
+    invalid,
+    nested_error,
+    params_model,
+    read_yaml,
+)
 from synthesis.augment import classic, cutout, gridmask
 from synthesis.paste import paste
 from synthesis.procedural import SIMULATORS
@@ -24,7 +32,7 @@ SKIMAGE_TEXTURES = ("brick", "gravel", "grass", "camera", "moon", "coins", "text
 GENERATOR_KINDS = (*SIMULATORS, "paste")
 
 
-class SynthConfigError(ValueError):
+class SynthConfigError(ConfigError):
     """A synthesis config is invalid; the message names the key, the value and what is allowed."""
 
 
@@ -32,15 +40,10 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _params_model(name: str, fn, skip: tuple[str, ...]) -> type[BaseModel]:
-    """A pydantic model whose fields are ``fn``'s keyword arguments (minus ``skip``), defaults included."""
-    hints = typing.get_type_hints(fn)
-    fields: dict[str, Any] = {}
-    for p in inspect.signature(fn).parameters.values():
-        if p.kind is not inspect.Parameter.KEYWORD_ONLY or p.name in skip or "ndarray" in str(hints.get(p.name)):
-            continue
-        fields[p.name] = (hints.get(p.name, Any), p.default)
-    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+def _params_model(name: str, fn: Callable, skip: Iterable[str]) -> type[BaseModel]:
+    """A pydantic model whose fields are ``fn``'s keyword arguments (minus ``skip`` and arrays), defaults included."""
+    params = [p for p in function_params(fn, skip=skip) if "ndarray" not in str(p.annotation)]
+    return params_model(name, params, base=_Section)
 
 
 _SKIP = ("rng",)
@@ -104,7 +107,7 @@ class GeneratorConfig(_Section):
         try:
             model.model_validate(self.params)
         except ValidationError as err:
-            raise ValueError(_describe(err, model, prefix="params")) from None
+            raise nested_error(err, model, prefix="params") from None
         return self
 
 
@@ -126,7 +129,7 @@ class AugmentConfig(_Section):
             try:
                 model.model_validate(params)
             except ValidationError as err:
-                raise ValueError(_describe(err, model, prefix=name)) from None
+                raise nested_error(err, model, prefix=name) from None
         return self
 
 
@@ -157,54 +160,11 @@ class SynthConfig(_Section):
         return self
 
 
-def _allowed_here(model: type[BaseModel] | None) -> str:
-    return ", ".join(model.model_fields) if model is not None else "?"
-
-
-def _submodel(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        f = model.model_fields.get(str(part))
-        if f is None:
-            return None
-        ann = f.annotation
-        args = typing.get_args(ann)
-        cands = [a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
-        for a in args:  # list[Model]
-            cands += [b for b in typing.get_args(a) if isinstance(b, type) and issubclass(b, BaseModel)]
-        if not cands:
-            return None
-        model = cands[0]
-    return model
-
-
-def _describe(err: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
-    lines = []
-    for e in err.errors():
-        loc = tuple(e["loc"])
-        key = ".".join(str(p) for p in ((prefix,) if prefix else ()) + loc)
-        value = e.get("input")
-        if e["type"] == "extra_forbidden":
-            allowed = _allowed_here(_submodel(model, loc[:-1]))
-            lines.append(f"unknown key {key!r} (value {value!r}); allowed keys: {allowed}")
-        elif e["type"] in ("literal_error", "enum"):
-            lines.append(f"key {key!r}: value {value!r} is not allowed; allowed values: {e['ctx']['expected']}")
-        elif e["type"] == "missing":
-            lines.append(f"key {key!r} is missing (required)")
-        elif e["type"] == "value_error":
-            msg = str(e.get("ctx", {}).get("error", e["msg"]))
-            if "key '" in msg:  # a nested description: put this location in front of its keys
-                lines.append(msg.replace("key '", f"key '{key}." if key else "key '"))
-            else:
-                lines.append(f"key {key or '(top level)'!r}: {msg}")
-        else:
-            lines.append(f"key {key!r}: value {value!r} is invalid: {e['msg']}")
-    return "; ".join(lines) if prefix else "\n  ".join(lines)
-
-
 def load_synth_config(
-    path: str | os.PathLike | None = None, *, data: dict | None = None, overrides: dict[str, Any] | None = None
+    path: str | os.PathLike | None = None,
+    *,
+    data: dict | None = None,
+    overrides: Iterable[str] | Mapping[str, Any] | None = None,
 ) -> SynthConfig:
     """Read and validate a synthesis YAML file (or a dict).
 
@@ -214,8 +174,10 @@ def load_synth_config(
         YAML file.
     data : dict, optional
         The parsed config instead of a file.
-    overrides : dict, optional
-        Top-level keys replaced after reading (e.g. ``{"seed": 3}``).
+    overrides : list of str or mapping, optional
+        ``--set`` assignments (``key.sub=value``, the same syntax as the mining
+        config's) or a mapping of dotted key to value (e.g. ``{"seed": 3}``),
+        applied after reading.
 
     Raises
     ------
@@ -225,20 +187,16 @@ def load_synth_config(
     source = "config"
     if path is not None:
         source = os.fspath(path)
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = yaml.safe_load(fh)
-        except FileNotFoundError as err:
-            raise SynthConfigError(f"synthesis config {source!r} does not exist") from err
-        except yaml.YAMLError as err:
-            raise SynthConfigError(f"synthesis config {source!r} is not valid YAML: {err}") from err
+        data = read_yaml(path, what="synthesis config", error=SynthConfigError)
     if not isinstance(data, dict):
         raise SynthConfigError(f"synthesis config {source!r} must be a mapping, got {type(data).__name__}")
-    data = {**data, **(overrides or {})}
+    data = copy.deepcopy(data)
+    for o in apply_overrides(data, overrides, error=SynthConfigError):
+        source += f" + --set {o}"
     try:
         return SynthConfig.model_validate(data)
     except ValidationError as err:
-        raise SynthConfigError(f"invalid synthesis config {source}:\n  " + _describe(err, SynthConfig)) from err
+        raise SynthConfigError(invalid(err, SynthConfig, source, what="synthesis config")) from err
 
 
 def generator_params(gen: GeneratorConfig) -> dict[str, Any]:

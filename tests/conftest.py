@@ -10,6 +10,14 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
+# One numba cache for the whole session and every process it starts (pool workers, dask workers, the CLI run
+# by subprocess), set before anything imports numba: pynndescent's and UMAP's cached functions compile once per
+# checkout, not once per process. The Makefile exports the same folder; an outer NUMBA_CACHE_DIR wins.
+NUMBA_CACHE_DIR = os.environ.setdefault(
+    "NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba")
+)
+os.makedirs(NUMBA_CACHE_DIR, exist_ok=True)
+
 # The machines are shared and noisy: no per-example deadlines, a modest number of examples.
 settings.register_profile("raremine", deadline=None, max_examples=50)
 settings.load_profile("raremine")
@@ -17,10 +25,15 @@ settings.load_profile("raremine")
 #: The magnetic-tile development data, beside the project (never bundled).
 MAGNETIC_TILE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "magnetic-tile"
 
-requires_magnetic_tile = pytest.mark.skipif(
+_skip_without_magnetic_tile = pytest.mark.skipif(
     not MAGNETIC_TILE.is_dir(),
     reason=f"real data not found at {MAGNETIC_TILE} (development data, not bundled with raremine)",
 )
+
+
+def requires_magnetic_tile(test):
+    """Mark a test ``realdata`` and skip it when the magnetic-tile data is absent (``-m "not realdata"``: left out)."""
+    return pytest.mark.realdata(_skip_without_magnetic_tile(test))
 
 
 def make_texture(rng: np.random.Generator, size: int = 64) -> np.ndarray:
@@ -58,7 +71,3 @@ def chdir_tmp(tmp_path, monkeypatch):
     """Run a test inside its own temporary folder."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def pytest_configure(config):
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(config.rootpath) / ".cache" / "numba"))

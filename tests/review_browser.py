@@ -126,11 +126,96 @@ def header(page) -> str | None:
     return page.evaluate(HEADER_JS)
 
 
-def press_and_wait(page, key: str, timeout: float = 15_000) -> float:
-    """Press a key and wait until the next candidate's header shows; return the seconds it took."""
+def press_and_wait(page, key: str, timeout: float = 15_000, *, image: bool = False) -> float:
+    """Press a key and wait until the next candidate's header shows; return the seconds it took.
+
+    With ``image``, also until the viewer has drawn the next candidate's picture.
+    """
+    header_s, drawn_s = press_and_measure(page, key, timeout, image=image)
+    return drawn_s if image and drawn_s is not None else header_s
+
+
+def press_and_measure(page, key: str, timeout: float = 15_000, *, image: bool = True) -> tuple[float, float | None]:
+    """Press a key; seconds until the next candidate's header shows and (``image``) until its picture is drawn.
+
+    The picture time is None when no candidate follows (the end of the queue).
+    """
     wait_idle(page)  # a key pressed while the page is still being redrawn may be dropped by the browser side
     before = header(page)
     t0 = time.perf_counter()
     page.keyboard.press(key)
     page.wait_for_function(f"b => {{ const h = ({HEADER_JS})(); return h !== b; }}", arg=before, timeout=timeout)
-    return time.perf_counter() - t0
+    header_s = time.perf_counter() - t0
+    drawn_s = None
+    if image:
+        now = header(page) or ""
+        if now.count("·") >= 4:  # a candidate is shown (its file name is the header's last part)
+            name = now.rsplit("· ", 1)[-1].strip().strip("`")
+            page.wait_for_function(
+                "n => document.documentElement.dataset.rmDrawn === n", arg=name, timeout=timeout, polling="raf"
+            )
+            drawn_s = time.perf_counter() - t0
+    return header_s, drawn_s
+
+
+#: Controls an image must never cover: buttons, text fields, sliders, choices.
+CONTROL_SELECTORS = (
+    '[data-testid="stButton"] button',
+    '[data-testid="stTextInput"] input',
+    '[data-testid="stSlider"]',
+    '[data-testid="stSelectbox"]',
+    '[data-testid="stCheckbox"]',
+    '[data-testid="stButtonGroup"]',
+    '[data-testid="stExpander"] summary',
+)
+
+#: What is shown as a picture: the viewer's panes and crop, and Streamlit's images.
+IMAGE_SELECTORS = (".rm-pane", ".rm-crop img", '[data-testid="stImage"] img')
+
+
+def boxes(page, selectors) -> list[dict]:
+    """Bounding boxes (page coordinates) of the visible elements matching any selector (shadow roots included)."""
+    out = []
+    for sel in selectors:
+        loc = page.locator(sel)
+        for i in range(loc.count()):
+            el = loc.nth(i)
+            if not el.is_visible():
+                continue
+            b = el.bounding_box()
+            if b and b["width"] > 1 and b["height"] > 1:
+                out.append({**b, "what": sel, "text": (el.inner_text() if "button" in sel else "")[:40]})
+    return out
+
+
+def overlaps(a: dict, b: dict, margin: float = 0.5) -> bool:
+    """Whether two boxes intersect by more than ``margin`` px."""
+    return (
+        min(a["x"] + a["width"], b["x"] + b["width"]) - max(a["x"], b["x"]) > margin
+        and min(a["y"] + a["height"], b["y"] + b["height"]) - max(a["y"], b["y"]) > margin
+    )
+
+
+def viewer_state(page) -> dict:
+    """The viewer's state (zoom relative to the whole image, screen px per image px, overlay, side, hot)."""
+    v = page.locator(".rm-viewer").first
+    v.wait_for(timeout=20_000)
+    return {
+        "zoom": float(v.get_attribute("data-zoom")),
+        "scale": float(v.get_attribute("data-scale")),
+        "overlay": v.get_attribute("data-overlay"),
+        "side": v.get_attribute("data-side"),
+        "hot": v.get_attribute("data-hot"),
+    }
+
+
+def truncated(page, selector: str) -> list[str]:
+    """Texts of the matching elements whose text is cut (wider than the element) or that leave the window."""
+    return page.evaluate(
+        """sel => [...document.querySelectorAll(sel)].filter(b => {
+            const r = b.getBoundingClientRect();
+            const cut = [...b.querySelectorAll('p, div, span')].some(t => t.scrollWidth > t.clientWidth + 1);
+            return cut || b.scrollWidth > b.clientWidth + 1 || r.left < 0 || r.right > window.innerWidth + 0.5;
+        }).map(b => b.innerText)""",
+        selector,
+    )

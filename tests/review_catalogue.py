@@ -31,6 +31,7 @@ def build_catalogue(
     missing: tuple[int, ...] = (),
     sixteen_bit: tuple[int, ...] = (),
     with_map: bool = True,
+    width: int | None = None,
 ) -> dict:
     """Write ``n`` PNGs (every fourth with a bright blob), index, score and rank them.
 
@@ -47,21 +48,27 @@ def build_catalogue(
         Indices written as 16-bit PNGs.
     with_map : bool
         Write embeddings and 2-D map coordinates.
+    width : int, optional
+        Image width (default ``size``: square images); the blobs are 15 px wide whatever the size.
 
     Returns
     -------
     dict
-        ``db`` (path), ``root``, ``paths`` (list, by index), ``ids`` (image id by path).
+        ``db`` (path), ``root``, ``paths`` (list, by index), ``ids`` (image id by path),
+        ``blobs`` (the centre (x, y) of the bright blob by path, for images that have one).
     """
     folder = Path(folder)
     root = folder / "archive"
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     paths = []
+    width = width or size
+    blobs = {}
     for i in range(n):
-        img = np.clip(cv2.GaussianBlur(rng.normal(120, 25, (size, size)).astype(np.float32), (0, 0), 2), 0, 255)
+        img = np.clip(cv2.GaussianBlur(rng.normal(120, 25, (size, width)).astype(np.float32), (0, 0), 2), 0, 255)
         if i % 4 == 0:
-            cv2.circle(img, (int(rng.integers(20, size - 20)), int(rng.integers(20, size - 20))), 7, 250, -1)
+            blobs[i] = (int(rng.integers(20, width - 20)), int(rng.integers(20, size - 20)))
+            cv2.circle(img, blobs[i], 7, 250, -1)
         p = root / f"img_{i:03d}.png"
         if i in sixteen_bit:
             cv2.imwrite(str(p), (img * 257).astype(np.uint16))
@@ -96,7 +103,7 @@ def build_catalogue(
         rank(store, n=n_candidates or n)
     for i in missing:
         os.unlink(paths[i])
-    return {"db": db, "root": str(root), "paths": paths, "ids": ids}
+    return {"db": db, "root": str(root), "paths": paths, "ids": ids, "blobs": {paths[i]: xy for i, xy in blobs.items()}}
 
 
 def clone_catalogue(cat: dict, folder: str | os.PathLike) -> dict:
@@ -124,4 +131,5 @@ def clone_catalogue(cat: dict, folder: str | os.PathLike) -> dict:
         "root": cat["root"].replace(src, dst, 1),
         "paths": paths,
         "ids": {p.replace(src, dst, 1): i for p, i in cat["ids"].items()},
+        "blobs": {p.replace(src, dst, 1): xy for p, xy in cat.get("blobs", {}).items()},
     }

@@ -82,3 +82,33 @@ def test_an_arm_is_judged_by_its_own_picks_read_back_from_the_catalogue(tmp_path
         assert beta_hits > alpha_hits  # beta carries the signal in make_store; alpha's score is noise
         assert by_beta > by_alpha, whys
         assert all("arm_hits" in w for w in whys)
+
+
+def test_patch_level_more_like_this_finds_the_image_with_the_same_small_defect():
+    """A defect patch hidden among ordinary patches: the whole-image vector cannot see it, the patch set can."""
+    from mining.strategies import like_confirmed_patches
+
+    rng = np.random.default_rng(0)
+    P = rng.normal(size=(50, 4, 8)).astype(np.float32)  # 50 images, 4 hot patches each, 8 features
+    defect = np.full(8, 6.0, np.float32)
+    # the same kind of defect in 3 images, at any place of their sets; the confirmed row 3 has it first
+    for r, slot in [(3, 0), (17, 2), (41, 3)]:
+        P[r, slot] = defect + rng.normal(scale=0.1, size=8)
+    closeness = like_confirmed_patches(P, np.array([3]))
+    order = np.argsort(-np.nan_to_num(closeness, nan=-np.inf))
+    assert set(order[:2]) == {17, 41}
+    assert np.isnan(closeness[3])  # never matches itself
+    P[8] = np.nan  # a row without a patch set gets no value
+    assert np.isnan(like_confirmed_patches(P, np.array([3]))[8])
+
+
+def test_patch_sets_round_trip_through_the_catalogue_vector():
+    import pytest
+
+    from mining.store import pack_patch_set, unpack_patch_set
+
+    P = np.arange(24, dtype=np.float32).reshape(4, 6)
+    assert np.array_equal(unpack_patch_set(pack_patch_set(P)), P)
+    assert unpack_patch_set(np.ones(7, np.float32)[:1].tobytes()) is None  # no values: malformed
+    with pytest.raises(ValueError, match=r"shape \(K, D\)"):
+        pack_patch_set(np.ones(5))

@@ -374,13 +374,13 @@ def invoke(*args):
     [
         ("mine:\n  workers: 0\n", ["'mine.workers'", "value 0", "allowed: a number >= 1"]),
         ("mine:\n  backend: spark\n", ["'mine.backend'", "'spark'", "'inline', 'process' or 'dask'"]),
-        ("mine:\n  wrokers: 2\n", ["'mine.wrokers'", "did you mean 'workers'", "allowed keys here: backend"]),
+        ("mine:\n  wrokers: 2\n", ["'mine.wrokers'", "did you mean 'workers'", "allowed keys: scorers, backend"]),
         ("mine:\n  scorers: [contrast, nosuch]\n", ["'mine.scorers'", "unknown scorer 'nosuch'", "allowed: "]),
         ("mine:\n  scheduler: tcp://h:8786\n", ["'mine.scheduler'", "'tcp://h:8786'", "only with backend 'dask'"]),
         ("mine:\n  scheduler: localhost\n  backend: dask\n", ["'mine.scheduler'", "'localhost'", "matching"]),
         ("mine:\n  save_maps: maybe\n", ["'mine.save_maps'", "'maybe'", "allowed: true or false"]),
-        ("mine: 3\n", ["key 'mine'", "value 3", "a mapping with keys backend"]),
-        ("minе:\n  workers: 2\n", ["unknown key", "did you mean 'mine'", "allowed keys here: ", " mine, "]),
+        ("mine: 3\n", ["key 'mine'", "value 3", "a mapping with keys scorers, backend"]),
+        ("minе:\n  workers: 2\n", ["unknown key", "did you mean 'mine'", "allowed keys: index, mine, "]),
         ("mine: [unclosed\n", ["not valid YAML"]),
     ],
 )

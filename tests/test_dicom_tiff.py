@@ -275,3 +275,19 @@ def test_a_16_bit_dicom_opens_in_the_review_app_with_its_own_window(tmp_path, mo
     at.checkbox(key="manual_window").check().run()
     assert at.slider(key="level").value == 40.0 and at.slider(key="width").value == 400.0
     assert at.slider(key="level").min == -32768.0  # int16 Hounsfield units, the 16-bit range kept
+
+
+def test_the_cli_indexes_dicom_with_the_default_config(tmp_path):
+    """``index.extensions`` defaults to the reader's list: the default config once left DICOM out."""
+    from typer.testing import CliRunner
+
+    from raremine.cli import app
+
+    rng = np.random.default_rng(5)
+    (tmp_path / "arch").mkdir()
+    write_dicom(tmp_path / "arch" / "a.dcm", ct_slice(rng))
+    write_dicom(tmp_path / "arch" / "b.dicom", ct_slice(rng))
+    res = CliRunner().invoke(app, ["index", str(tmp_path / "arch"), "--db", str(tmp_path / "c.db")])
+    assert res.exit_code == 0, res.output
+    with Store(tmp_path / "c.db", readonly=True) as store:
+        assert sorted(os.path.basename(r["path"]) for r in store.images()) == ["a.dcm", "b.dicom"]

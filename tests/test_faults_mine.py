@@ -29,7 +29,7 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-import mining.mine as mine_mod
+import mining.worker as worker_mod
 from mining.index import index_archive
 from mining.mine import MAP_UNWRITABLE, CatalogueBusy, catalogue_lock, lock_path, maps_dir, mine
 from mining.scorers import get_scorer
@@ -194,7 +194,7 @@ def test_full_disk_keeps_scores_leaves_no_partial_png_and_warns(db, monkeypatch,
                 return FullDisk(f)
         return f
 
-    monkeypatch.setattr(mine_mod, "open", every_other_map_fails, raising=False)
+    monkeypatch.setattr(worker_mod, "open", every_other_map_fails, raising=False)
     with Store(db) as store, caplog.at_level("WARNING", logger="mining"):
         s = mine(store, [get_scorer("contrast")], backend="inline", shard_size=8)
     assert s.done == N_IMAGES and not s.failed and s.maps_unwritable == N_IMAGES // 2

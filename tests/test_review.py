@@ -294,3 +294,126 @@ def test_mask_annotation_goes_with_its_vote(cat):
     assert kind == "mask" and json.loads(data)["path"] == "/l.png" and json.loads(data)["mask"] == "/m.png"
     rv.undo_review(store, rid, "alice")
     assert store.query("SELECT COUNT(*) FROM annotations")[0][0] == 0
+
+
+# -- several reviewers: claims ------------------------------------------------------------------------
+def test_a_claim_keeps_other_reviewers_off_until_it_lapses_or_is_released(cat):
+    store = cat["store"]
+    a, b = rv.round_items(store)[:2]
+    assert rv.claim(store, a, "alice") and not rv.claim(store, a, "bob")
+    assert rv.claim(store, a, "alice")  # renewing one's own claim
+    ok, why = rv.needs_vote(store, a, "bob")
+    assert not ok and why == "alice is looking at it"
+    assert rv.needs_vote(store, a, "alice") == (True, "")
+    assert rv.release(store, "alice", a) == 1 and rv.claim(store, a, "bob")
+    assert rv.claim(store, b, "carol", seconds=-1)  # already lapsed
+    assert b.key not in rv.claims(store) and rv.claim(store, b, "bob")
+    assert rv.release(store, "bob") == 2 and rv.claims(store) == {}
+
+
+def test_a_claim_is_shared_while_consensus_needs_more_votes(cat):
+    store = cat["store"]
+    item = rv.round_items(store)[0]
+    two = rv.ConsensusRule(agree=2)
+    assert rv.claim(store, item, "alice")
+    assert rv.needs_vote(store, item, "bob", two) == (True, "")  # two votes needed, one reviewer looking
+    assert rv.claim(store, item, "bob", share=True)
+    assert [who for who, _ in rv.claims(store)[item.key]] == ["alice", "bob"]
+    ok, why = rv.needs_vote(store, item, "carol", two)
+    assert not ok and why == "alice, bob are looking at it"  # enough reviewers for the votes needed
+    assert not rv.needs_vote(store, item, "carol")[0]  # one vote decides: alice alone is enough
+    rv.record_verdict(store, item, "alice", "confirm")
+    rv.release(store, "alice", item)
+    assert rv.needs_vote(store, item, "carol", two)[0] is False  # bob may give the one vote still needed
+    assert rv.release(store, "bob", item) == 1 and rv.needs_vote(store, item, "carol", two) == (True, "")
+
+
+def test_needs_vote_follows_the_consensus_rule(cat):
+    store = cat["store"]
+    item = rv.round_items(store)[0]
+    rv.record_verdict(store, item, "alice", "confirm")
+    assert rv.needs_vote(store, item, "alice", rv.ConsensusRule(agree=2)) == (False, "you already voted on it")
+    assert rv.needs_vote(store, item, "bob", rv.ConsensusRule(agree=2)) == (True, "")  # one more vote needed
+    ok, why = rv.needs_vote(store, item, "bob", rv.ConsensusRule())
+    assert not ok and why == "decided confirm (alice: confirm)"
+    assert rv.needs_vote(store, item, "bob", rv.ConsensusRule(), include_done=True) == (True, "")
+
+
+def test_others_decided_reports_only_other_reviewers_after_a_vote_id(cat):
+    store = cat["store"]
+    items = rv.round_items(store)
+    rv.record_verdict(store, items[0], "bob", "reject")
+    since = rv.last_review_id(store)
+    rv.record_verdict(store, items[1], "bob", "confirm")
+    rv.record_verdict(store, items[2], "alice", "confirm")
+    got = rv.others_decided(store, items, "alice", since)
+    assert [(r["image_id"], r["status"], r["verdict"], r["votes"]) for r in got] == [
+        (items[1].image_id, "decided", "confirm", "bob: confirm")
+    ]
+
+
+def test_preferences_are_per_reviewer(cat):
+    store = cat["store"]
+    rv.set_pref(store, "alice", "opacity", 0.4)
+    assert rv.get_pref(store, "alice", "opacity", 0.0) == 0.4 and rv.get_pref(store, "bob", "opacity", 0.0) == 0.0
+
+
+# -- why, neighbours, reference -------------------------------------------------------------------------
+def test_percent_and_ordinal_for_people():
+    assert [rv.percent(x) for x in (0.997, 1, 0.5, 0.12345, None)] == ["99.7 %", "100 %", "50 %", "12.3 %", "-"]
+    assert [rv.ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 103)] == [
+        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "103rd"
+    ]  # fmt: skip
+
+
+def test_why_sentences_name_each_scorer_with_its_place(cat):
+    store = cat["store"]
+    items = rv.round_items(store)
+    text = rv.why_sentences(store, items[2])
+    assert text[0].startswith("picked by top; rank 3 of the round; fused score ")
+    assert text[1].startswith("contrast: score ") and text[1].endswith("; top 38 % (3rd highest of 8)")
+
+
+def test_nearest_by_distance_and_the_normal_reference(cat):
+    ids = np.array([1, 2, 3, 4])
+    vecs = np.array([[0, 0], [3, 4], [1, 0], [10, 0]], np.float32)
+    assert rv.nearest(ids, vecs, 1, k=2) == [(3, 1.0), (2, 5.0)]
+    assert rv.nearest(ids, vecs, 1, k=2, among=[2, 4]) == [(2, 5.0), (4, 10.0)]
+    assert rv.nearest(ids, vecs, 99) == []
+    store = cat["store"]
+    items = rv.round_items(store)
+    for it in items[-3:]:  # three decided normal: the reference is the nearest of them
+        rv.record_verdict(store, it, "alice", "reject")
+    pool, how = rv.normal_pool(store)
+    assert sorted(pool) == sorted(it.image_id for it in items[-3:]) and how == "decided normal by reviewers"
+    _, ids, vecs = rv.raw_embeddings(store)
+    ref = rv.reference_image(store, items[0])
+    want = rv.nearest(ids, vecs, items[0].image_id, 1, among=pool)[0]
+    assert ref == (want[0], want[1], how)
+
+
+# -- what the viewer is sent --------------------------------------------------------------------------
+def test_hot_region_outlines_a_small_blob_in_image_pixels():
+    smap = np.zeros((64, 64), np.uint8)
+    smap[20:24, 40:44] = 255  # a 4 x 4 map blob; the image is 4x larger
+    hot = rv.hot_region(smap, (256, 256))
+    assert hot["peak"] == [162, 82]
+    (contour,) = hot["contours"]
+    xy = np.array(contour)
+    assert xy[:, 0].min() >= 158 and xy[:, 0].max() <= 178 and xy[:, 1].min() >= 78 and xy[:, 1].max() <= 98
+    assert rv.hot_region(np.full((8, 8), 7, np.uint8), (16, 16))["contours"] == []  # flat map: nothing hot
+    smap[50:52, 10:12] = 200  # a second, cooler region: H visits the hottest first
+    hot = rv.hot_region(smap, (256, 256))
+    assert [r["peak"] for r in hot["regions"]] == [[162, 82], [42, 202]] and len(hot["contours"]) == 2
+
+
+def test_a_large_16_bit_image_is_sent_as_a_view_sized_8_bit_copy_with_a_full_resolution_crop():
+    big = np.random.default_rng(0).integers(0, 65535, (3000, 4000), dtype=np.uint16)
+    shown = rv.display_image(big)
+    view, scale = rv.view_rendering(shown, 2048)
+    assert view.dtype == np.uint8 and max(view.shape) == 2048 and scale == pytest.approx(2048 / 4000)
+    crop, (x0, y0) = rv.crop_around(shown, (3990, 10), 160)
+    assert crop.shape == (160, 160) and (x0, y0) == (3840, 0)
+    np.testing.assert_array_equal(crop, shown[:160, 3840:])  # full resolution, not the view copy
+    small = np.zeros((50, 60), np.uint8)
+    assert rv.view_rendering(small)[0] is small and rv.crop_around(small, (0, 0), 160)[0].shape == (50, 60)

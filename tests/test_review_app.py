@@ -7,6 +7,8 @@ import os
 import sqlite3
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -55,18 +57,40 @@ def votes(db: str) -> list[tuple]:
         return [tuple(r) for r in s.query("SELECT image_id, reviewer, verdict, category FROM reviews ORDER BY id")]
 
 
+def viewer(at: AppTest) -> dict | None:
+    """The data the zoomable viewer component was sent (None when no candidate is shown)."""
+    import json
+
+    for e in at.get("bidi_component"):
+        if e.key == "viewer":
+            return json.loads(e.proto.json)
+    return None
+
+
+def image_captions(at: AppTest) -> list[str]:
+    """Captions of the images drawn with st.image."""
+    return [c for e in at.get("image") for c in e.captions]
+
+
 def view(at: AppTest, name: str) -> AppTest:
     at.sidebar.radio(key="view").set_value(name).run()
     assert not at.exception, at.exception
     return at
 
 
-def test_asks_for_a_reviewer_name_first(cat):
+def test_asks_for_a_reviewer_name_once_then_shows_it(cat):
     at = session(None)
     assert any("reviewer" in w.value for w in at.warning)
-    assert not at.button
-    at.sidebar.text_input(key="reviewer").input("alice").run()
+    assert not [b for b in at.button if b.key and b.key.startswith("btn_")]
+    at.sidebar.text_input(key="reviewer_name").input("alice").run()
     assert "reviewer **alice**" in header(at)
+    # set once: no text field is left to type into by accident (a "Y" cannot make "alicey")
+    assert not [t for t in at.sidebar.text_input if t.key == "reviewer_name"]
+    assert any("Reviewer: **alice**" in m.value for m in at.sidebar.markdown)
+    assert at.query_params["reviewer"] in ("alice", ["alice"])
+    at.sidebar.button(key="change_reviewer").click().run()
+    at.sidebar.text_input(key="reviewer_name").input("bob").run()
+    assert "reviewer **bob**" in header(at)
 
 
 def test_a_verdict_is_written_and_the_queue_moves_on(cat):
@@ -103,7 +127,7 @@ def test_next_previous_and_a_stale_key_press(cat):
     at.button(key="btn_prev").click().run()
     assert "item 1 of 6" in header(at)
     # a verdict for an item that is no longer shown (key pressed twice) is ignored
-    from app import act_verdict  # noqa: F401  (the module imports without running the page)
+    from raremine.app import act_verdict  # noqa: F401  (the module imports without running the page)
 
     stale = at.session_state["queue"][0]
     at.session_state["pos"] = 1
@@ -178,7 +202,8 @@ def test_missing_image_shows_a_message_and_the_queue_moves_on(cat):
     assert any(
         "skipped" in w.value and os.path.basename(items[0].path) in w.value and "missing" in w.value for w in at.warning
     )
-    assert os.path.basename(items[1].path) in header(at) and len(at.get("image")) >= 1
+    assert os.path.basename(items[1].path) in header(at)
+    assert viewer(at)["img"].startswith("data:image/png;base64,")
 
 
 def test_a_file_outside_the_archive_roots_is_never_shown(cat):
@@ -207,22 +232,33 @@ def test_missing_catalogue_is_refused(tmp_path, monkeypatch):
     assert at.error and "does not exist" in at.error[0].value
 
 
-def test_grid_mode_takes_verdicts_on_many_thumbnails(cat):
+def test_grid_records_only_the_verdicts_chosen_and_shows_earlier_votes(cat):
     at = view(session(), "Grid")
     queue = at.session_state["queue"]
-    assert len(at.get("image")) >= 1
+    assert len(at.get("image")) == len(queue) == 6
+    assert not [r for r in at.radio if r.key == "grid_default"]  # no default verdict for unmarked thumbnails
     at.segmented_control(key=f"grid_{queue[1].image_id}_-1").set_value("confirm").run()
+    at.segmented_control(key=f"grid_{queue[3].image_id}_-1").set_value("unsure").run()
     at.button(key="grid_submit").click().run()
     got = {v[0]: v[2] for v in votes(cat["db"])}
-    assert got == {it.image_id: ("confirm" if i == 1 else "reject") for i, it in enumerate(queue)}
+    assert got == {queue[1].image_id: "confirm", queue[3].image_id: "unsure"}  # unmarked = skipped
     at.button(key="btn_undo_end").click().run()
     assert votes(cat["db"]) == []
+    # with "show items I already voted on", an earlier confirm is shown and kept by a submit that leaves it alone
+    with Store(cat["db"]) as s:
+        rv.record_verdict(s, queue[0], "alice", "confirm", category="defect")
+    at.session_state["show_all"] = True
+    at.session_state["queue"] = None
+    at.run()
+    assert any("earlier: alice confirm" in c.value for c in at.caption)
+    at.button(key="grid_submit").click().run()
+    assert [v[2] for v in votes(cat["db"])] == ["confirm"]
 
 
 def test_map_view_and_a_selection_queue(cat):
     at = view(session(), "Map")
     assert at.get("plotly_chart")
-    import app
+    import raremine.app as app
 
     ids = app.selected_ids({"selection": {"points": [{"customdata": [3]}, {"customdata": [5]}, {"customdata": [3]}]}})
     assert ids == [3, 5]
@@ -240,19 +276,24 @@ def test_progress_view_counts_and_learn(cat):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Images reviewed"] == "2" and metrics["Confirmed"] == "1" and metrics["Votes"] == "2"
     assert at.get("plotly_chart")
-    import app
-
-    if app.learn_function() is None:
-        assert any("not available yet" in i.value for i in at.info)
-    else:
-        assert at.button(key="learn")
+    assert at.button(key="learn") and not at.button(key="learn").disabled
+    assert at.button(key="rank_next") and not at.button(key="rank_next").disabled
 
 
 def test_learn_reports_when_not_built(cat, monkeypatch):
-    import app
+    import importlib.machinery
+    import sys
+    import types
 
-    monkeypatch.setattr(app.importlib.util, "find_spec", lambda name: None)
+    import raremine.app as app
+
+    stub = types.ModuleType("mining.learn")  # a module without learn()
+    stub.__spec__ = importlib.machinery.ModuleSpec("mining.learn", None)
+    monkeypatch.setitem(sys.modules, "mining.learn", stub)
     assert app.learn_function() is None
+    at = view(session(), "Progress")
+    assert any("not available yet" in i.value for i in at.info)
+    assert at.button(key="learn").disabled and not at.button(key="rank_next").disabled
 
 
 def test_sixteen_bit_window_sliders(cat):
@@ -263,14 +304,17 @@ def test_sixteen_bit_window_sliders(cat):
         order = [it.path for it in rv.round_items(s)]
     at.session_state["pos"] = order.index(cat["paths"][1])
     at.run()
+    auto = viewer(at)["img"]
     at.checkbox(key="manual_window").check().run()
     assert at.slider(key="level").max == 65535.0
+    assert viewer(at)["img"] == auto  # the sliders start at the automatic window
     at.slider(key="width").set_value(1000.0).run()
     assert not at.exception
+    assert viewer(at)["img"] != auto  # the viewer shows the narrower window
 
 
 def test_learn_job_runs_in_the_background_with_progress(cat):
-    import app
+    import raremine.app as app
 
     seen = {}
 
@@ -326,3 +370,145 @@ def test_export_writes_only_beside_the_catalogue(cat):
     at.button(key="export_write").click().run()
     rows = list(csv.DictReader(open(os.path.join(os.path.dirname(cat["db"]), "round1.csv"), encoding="utf-8")))
     assert len(rows) == 1 and rows[0]["label"] == "1" and rows[0]["votes"] == "alice:confirm:defect"
+
+
+# -- several reviewers ------------------------------------------------------------------------------
+def _captions(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.caption)
+
+
+def test_an_image_another_reviewer_is_looking_at_is_not_served(cat):
+    alice = session("alice")
+    first = alice.session_state["queue"][0]
+    assert first.path.endswith(header(alice).rsplit("`", 2)[-2])
+    bob = session("bob")
+    assert os.path.basename(first.path) not in header(bob)  # alice's claim: bob gets the next one
+    assert "alice is looking at it" in _captions(bob)
+    assert bob.session_state["queue"][-1] == first  # moved to the end of bob's queue, not lost
+    with Store(cat["db"], readonly=True) as s:
+        assert [who for who, _ in rv.claims(s)[first.key]] == ["alice"]
+    alice.button(key="btn_reject").click().run()  # a vote releases the claim; agree=1 decides
+    with Store(cat["db"], readonly=True) as s:
+        assert first.key not in rv.claims(s)
+
+
+def test_an_image_decided_meanwhile_is_passed_over_and_refresh_says_so(cat):
+    bob = session("bob")
+    queue = list(bob.session_state["queue"])
+    alice = session("alice")  # bob looks at queue[0]; alice gets queue[1] and decides it
+    assert os.path.basename(queue[1].path) in header(alice)
+    alice.button(key="btn_confirm").click().run()
+    bob.button(key="btn_reject").click().run()  # bob's next would be queue[1]: decided meanwhile
+    # queue[1] is decided (passed over), alice now looks at queue[2] (moved to the end): bob gets queue[3]
+    assert os.path.basename(queue[3].path) in header(bob)
+    assert "decided confirm (alice: confirm)" in _captions(bob) and "alice is looking at it" in _captions(bob)
+    bob.button(key="refresh_queue").click().run()
+    report = "\n".join(i.value for i in bob.info)
+    assert "other reviewers voted on 1 of its images" in report and os.path.basename(queue[1].path) in report
+    assert queue[1] not in bob.session_state["queue"] and queue[0] not in bob.session_state["queue"]
+    assert [v[2] for v in votes(cat["db"])] == ["confirm", "reject"]
+
+
+def test_consensus_that_needs_another_vote_serves_the_image_again(cat, tmp_path, monkeypatch):
+    rule_config(tmp_path, monkeypatch, agree=2)
+    alice = session("alice")
+    first = alice.session_state["queue"][0]
+    dan = session("dan")
+    assert os.path.basename(first.path) in header(dan)  # two votes needed: served to two reviewers at once
+    dan.button(key="btn_next").click().run()  # dan moves on without a vote: his claim goes
+    alice.button(key="btn_confirm").click().run()  # pending: one more vote needed
+    bob = session("bob")
+    assert os.path.basename(first.path) in header(bob)
+    assert any("votes so far: alice: confirm" in c.value for c in bob.caption)
+
+
+# -- what the screen shows ----------------------------------------------------------------------------
+def test_why_in_sentences_and_neighbours_with_real_distances(cat):
+    at = session()
+    text = "\n".join(m.value for m in at.markdown)
+    assert "picked by top; rank 1 of the round" in text
+    assert "contrast: score " in text and "top 17 % (1st highest of 6)" in text
+    at.toggle(key="show_neighbours").set_value(True).run()
+    dists = [c.rsplit("(d = ", 1)[-1].rstrip(")") for c in image_captions(at) if "(d = " in c]
+    assert len(dists) >= 3 and len(set(dists)) >= 2  # real distances, not all "(1.00)"
+    with Store(cat["db"], readonly=True) as s:
+        _, ids, vecs = rv.raw_embeddings(s)
+    want = rv.nearest(ids, vecs, at.session_state["queue"][0].image_id, k=6)
+    assert sorted(dists, key=float) == [f"{d:.3g}" for _, d in want]  # Euclidean, nearest first in the library
+    at.toggle(key="show_reference").set_value(True).run()
+    assert any(c.startswith("reference: ") and "nearest normal-looking" in c for c in image_captions(at))
+
+
+def test_the_viewer_gets_a_view_sized_8_bit_rendering_and_the_hot_region(cat):
+    import base64
+
+    at = session()
+    at.session_state["show_all"] = True
+    at.run()
+    for _ in range(6):
+        item = at.session_state["queue"][at.session_state["pos"]]
+        d = viewer(at)
+        png = np.frombuffer(base64.b64decode(d["img"].split(",", 1)[1]), np.uint8)
+        shown = cv2.imdecode(png, cv2.IMREAD_UNCHANGED)
+        assert shown.dtype == np.uint8 and shown.shape[:2] == (d["h"], d["w"]) == (96, 96)  # 16-bit too
+        assert d["contours"] and d["spots"][0]["crop"].startswith("data:image/png")  # lossless crops
+        assert d["peak"] == d["spots"][0]["peak"]
+        if item.path in cat["blobs"]:  # the outline surrounds the blob, the peak is on it
+            bx, by = cat["blobs"][item.path]
+            assert abs(d["peak"][0] - bx) <= 8 and abs(d["peak"][1] - by) <= 8
+            xy = np.array([p for c in d["contours"] for p in c])
+            assert xy[:, 0].min() <= bx <= xy[:, 0].max() and np.ptp(xy[:, 0]) < 48
+        at.button(key="btn_next").click().run()
+
+
+def test_overlay_opacity_is_remembered_per_reviewer(cat):
+    at = session("alice")
+    assert at.slider(key="opacity").value == 0.0  # outline only by default, no tint
+    at.slider(key="opacity").set_value(0.4).run()
+    assert viewer(at)["opacity"] == pytest.approx(0.4)
+    assert session("alice").slider(key="opacity").value == pytest.approx(0.4)
+    assert session("bob").slider(key="opacity").value == 0.0
+
+
+def test_rank_the_next_round_from_the_app(cat):
+    import raremine.app as app
+
+    at = session()
+    for _ in range(6):
+        at.button(key="btn_reject").click().run()
+    assert at.button(key="rank_next") and not at.button(key="rank_next").disabled  # offered at the end
+    with Store(cat["db"]) as s, s.transaction() as con:  # three of them not reviewed after all
+        con.execute("DELETE FROM reviews WHERE id IN (SELECT id FROM reviews ORDER BY id DESC LIMIT 3)")
+    job = app.LearnJob(started=0.0, kind="rank")
+    app._run_learn(job, app.rank_round, cat["db"], None)  # what the button runs in its thread
+    assert job.error is None and job.result == "round 2: 3 candidates"
+    at = session("carol")
+    assert "**round 2** · item 1 of 3" in header(at)
+
+
+def test_the_viewer_shows_the_files_own_window_and_the_manual_one(cat):
+    import base64
+
+    from mining.io import read_image
+
+    path = cat["paths"][1]  # 16-bit
+    with Store(cat["db"]) as s, s.transaction() as con:  # as indexing a DICOM with WindowCenter/Width stores it
+        con.executemany(
+            "INSERT INTO image_meta (image_id, key, value) VALUES (?, ?, ?)",
+            [(cat["ids"][path], "window_center", "30000"), (cat["ids"][path], "window_width", "8000")],
+        )
+    at = session()
+    at.session_state["show_all"] = True
+    at.run()
+    at.session_state["pos"] = [it.path for it in at.session_state["queue"]].index(path)
+    at.run()
+
+    def shown():
+        d = viewer(at)
+        return cv2.imdecode(np.frombuffer(base64.b64decode(d["img"].split(",", 1)[1]), np.uint8), cv2.IMREAD_UNCHANGED)
+
+    raw = read_image(path)
+    np.testing.assert_array_equal(shown(), rv.display_image(raw, 30000, 8000))
+    at.checkbox(key="manual_window").check().run()
+    at.slider(key="width").set_value(2000.0).run()
+    np.testing.assert_array_equal(shown(), rv.display_image(raw, 30000, 2000))

@@ -2,7 +2,7 @@
 
 Starts the app on a free loopback port over a small catalogue, reviews with
 the keyboard and checks the store; two sessions vote at once and lose
-nothing; screenshots of the queue, the grid and the map are taken (into
+nothing; screenshots of the queue, inspecting a candidate, the grid and the map are taken (into
 ``$RAREMINE_SCREENSHOTS`` when set, e.g. ``docs/``; a catalogue of your own
 can be shown with ``$RAREMINE_SCREENSHOT_DB``).
 """
@@ -110,6 +110,8 @@ def test_painting_a_mask_saves_a_label_image_with_the_vote(catalogue, app_url, c
 def test_two_sessions_voting_at_once_lose_nothing(catalogue, app_url, chromium):
     a = rb.open_queue(chromium, app_url, "ann")
     b = rb.open_queue(chromium, app_url, "ben")
+    # ann is looking at her first candidate: ben is shown another one
+    assert rb.header(a).rsplit("· ", 1)[-1] != rb.header(b).rsplit("· ", 1)[-1]
     n = 3
     for _ in range(n):
         rb.wait_idle(a)
@@ -138,14 +140,26 @@ def _screenshot_app(app_url):
         yield url
 
 
-def test_screenshots_of_the_queue_grid_and_map(app_url, chromium, tmp_path):
+def test_screenshots_of_the_queue_grid_and_map(catalogue, app_url, chromium, tmp_path):
     out = os.environ.get("RAREMINE_SCREENSHOTS") or str(tmp_path)
     os.makedirs(out, exist_ok=True)
+    with Store(catalogue["db"]) as s, s.transaction() as con:  # the earlier tests' sessions are gone
+        con.execute("DELETE FROM meta WHERE key LIKE 'review.claim.%'")
+    drawn = {}
     with _screenshot_app(app_url) as url:
         page = rb.open_queue(chromium, url, "screenshot", width=1500, height=1000)
         assert rb.header(page)
         page.wait_for_timeout(400)
+        drawn["review_queue.png"] = page.locator(".rm-pane").first.bounding_box()
         page.screenshot(path=os.path.join(out, "review_queue.png"))
+        # inspecting: the hot spot's full-resolution crop, the map beside the image, zoomed in
+        for key in ("h", "s", "+", "+"):
+            page.keyboard.press(key)
+        page.wait_for_timeout(400)
+        drawn["review_inspect.png"] = page.locator(".rm-crop img").first.bounding_box()
+        page.screenshot(path=os.path.join(out, "review_inspect.png"))
+        for key in ("0", "s", "h"):
+            page.keyboard.press(key)
         for view, name in (("Grid", "review_grid.png"), ("Map", "review_map.png")):
             page.get_by_test_id("stSidebar").get_by_text(view, exact=True).click()
             rb.wait_idle(page)
@@ -154,6 +168,8 @@ def test_screenshots_of_the_queue_grid_and_map(app_url, chromium, tmp_path):
             else:
                 page.locator('[data-testid="stImage"]').first.wait_for(timeout=20_000)
             page.wait_for_timeout(800)
+            picture = ".js-plotly-plot" if view == "Map" else '[data-testid="stImage"] img'
+            drawn[name] = page.locator(picture).first.bounding_box()
             page.screenshot(path=os.path.join(out, name), full_page=view == "Grid")
         # a lasso around the whole map becomes the queue
         area = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
@@ -171,6 +187,11 @@ def test_screenshots_of_the_queue_grid_and_map(app_url, chromium, tmp_path):
         page.get_by_role("button", name="Review the").click()
         page.locator("p", has_text="map selection").first.wait_for(timeout=30_000)
         page.context.close()
-    for name in ("review_queue.png", "review_grid.png", "review_map.png"):
-        with open(os.path.join(out, name), "rb") as fh:
-            assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    import cv2
+
+    for name, box in drawn.items():  # each screenshot has its picture drawn where the page put it
+        shot = cv2.imread(os.path.join(out, name), cv2.IMREAD_GRAYSCALE)
+        assert shot is not None and shot.shape[1] == 1500 and shot.shape[0] >= 1000, name
+        x, y, w, h = (round(box[k]) for k in ("x", "y", "width", "height"))
+        assert w > 50 and h > 50, (name, box)
+        assert float(shot[y : y + h, x : x + w].std()) > 3.0, f"{name}: nothing drawn at {box}"

@@ -2,6 +2,7 @@
 
 import sqlite3
 import threading
+import time
 
 import pytest
 
@@ -132,6 +133,9 @@ def test_readers_during_many_writes(tmp_path):
     threads = [threading.Thread(target=read_loop, args=(c,)) for c in counts]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + 60
+    while not all(counts) and time.monotonic() < deadline:  # every reader is reading (a loaded machine is slow)
+        time.sleep(0.01)
     for i in range(200):
         _add_image(writer, f"/a/{i}.png")
     stop.set()

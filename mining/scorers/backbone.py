@@ -64,9 +64,9 @@ from mining.backbone import (
     preprocess,
     resolve_weights,
 )
+from mining.fusion import rank_normalize
 from mining.io import UnreadableImage, read_image, to_float
 from mining.outliers import outlier_scores
-from mining.rank import rank_normalize
 from mining.scorers._whole import load_embeddings, write_scores
 from mining.scorers.base import Scorer, ScoreResult
 
@@ -221,6 +221,11 @@ class BackboneScorer(Scorer):
         Weight of the patch percentile in the ``backbone`` score (the global
         percentile weighs ``1 - patch_weight``); the ``patchcore`` score is
         written either way.
+    hot_patches : int, default=4
+        Patch features kept per image (its most distant from the bank, hottest
+        first) as the patch set ``backbone.patches``: the review loop's
+        patch-level "more like this" (:func:`mining.strategies.like_confirmed_patches`).
+        0 keeps none.
     seed : int, default=0
     """
 
@@ -243,6 +248,7 @@ class BackboneScorer(Scorer):
         k: int = 5,
         global_layers: tuple[int, ...] | None = None,
         patch_weight: float = 0.0,
+        hot_patches: int = 4,
         seed: int = 0,
     ):
         self.weights = weights
@@ -256,6 +262,7 @@ class BackboneScorer(Scorer):
         self.k = k
         self.global_layers = tuple(get_arch(arch).global_layers if global_layers is None else global_layers)
         self.patch_weight = patch_weight
+        self.hot_patches = hot_patches
         self.seed = seed
 
     @property
@@ -281,6 +288,12 @@ class BackboneScorer(Scorer):
                 f"distinct block numbers 0 to {last}",
             ),
             (0 <= self.patch_weight <= 1, "patch_weight", self.patch_weight, "in [0, 1]"),
+            (
+                isinstance(self.hot_patches, int) and self.hot_patches >= 0,
+                "hot_patches",
+                self.hot_patches,
+                "an integer >= 0",
+            ),
         ]
         for ok, key, value, allowed in checks:
             if not ok:
@@ -478,12 +491,14 @@ class BackboneScorer(Scorer):
             start += p.shape[0]
             h, w = im.shape[:2]
             peak = float(d.max())
+            hot = np.argsort(-d, axis=None, kind="stable")[: self.hot_patches]
             out.append(
                 ScoreResult(
                     score=peak,
                     stats={"patch_max": peak, "patch_mean": float(d.mean())},
                     map=cv2.resize(d, (w, h), interpolation=cv2.INTER_LINEAR),
                     embedding=g.numpy(),
+                    patches=p[torch.from_numpy(hot)].numpy() if self.hot_patches else None,
                 )
             )
         return out

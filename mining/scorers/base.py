@@ -39,12 +39,18 @@ class ScoreResult:
         None when the scorer has no map.
     embedding : ndarray of shape (D,), float32, optional
         A per-image vector, stored under ``embedding_name``.
+    patches : ndarray of shape (K, D), float32, optional
+        Local feature vectors of the image's most anomalous places, hottest
+        first, stored as the patch set ``embedding_name + ".patches"``
+        (:data:`mining.store.PATCH_SET_SUFFIX`): the review loop's "more like
+        this" compares a confirmed defect's hottest patch with them.
     """
 
     score: float
     stats: dict[str, float] = field(default_factory=dict)
     map: np.ndarray | None = None
     embedding: np.ndarray | None = None
+    patches: np.ndarray | None = None
 
 
 class Scorer:

@@ -19,8 +19,8 @@ import logging
 import numpy as np
 
 from mining.descriptors import describe
+from mining.fusion import rank_normalize
 from mining.outliers import METHODS, outlier_scores, small_clusters
-from mining.rank import rank_normalize
 from mining.scorers._whole import load_embeddings, write_map, write_scores
 from mining.scorers.base import Scorer, ScoreResult
 
