@@ -1,13 +1,14 @@
 """The review app from a checkout: ``streamlit run app.py -- --db CATALOGUE``.
 
 The app is the module :mod:`raremine.app`, shipped in the wheel with its
-browser components (``raremine review`` runs it after ``pip install``). This
-file runs it afresh on every rerun, as Streamlit runs a script.
+browser components (``raremine review`` runs it after ``pip install``).
+Streamlit runs this file as ``__main__`` afresh on every rerun, and each run
+builds the page with :func:`raremine.app.main`. The guard matters: Streamlit
+leaves this script in ``sys.modules["__main__"]``, and ``multiprocessing``
+re-imports it (as ``__mp_main__``) in every process it spawns afterwards.
 """
 
-import runpy
-from pathlib import Path
+from raremine.app import main
 
-import raremine
-
-runpy.run_path(str(Path(raremine.__file__).resolve().parent / "app.py"), run_name="__main__")
+if __name__ == "__main__":
+    main()

@@ -13,10 +13,13 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from mining.io import read_image
+from mining.pixel_fit import fit_pixel
 from synthesis.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -175,7 +178,6 @@ def run_demo(
     with Store(db) as store:
         cb = (lambda stage: lambda d, t: progress(stage, d, t)) if progress else (lambda stage: None)
         index_archive(store, [os.path.join(out_dir, "archive")], progress=cb("index"))
-        from mining.pixel import fit_demo_pixel
 
         fit_demo_pixel(store, out_dir, seed=seed)  # the pixel scorer, trained on a few labelled demo images
         # the defaults a user gets: every scorer that can run (the pixel model just trained among them)
@@ -206,3 +208,61 @@ def run_demo(
     return DemoResult(
         db=db, truth=truth_path, round=round_, top=top, n_defects=n_def, found_in_top=sum(t["defect"] for t in top)
     )
+
+
+def fit_demo_pixel(store, out_dir: str | os.PathLike, *, n_train: int = 12, seed: int = 0, config=None) -> dict:
+    """Train the demo's pixel model on a few labelled demo images kept out of the archive.
+
+    A second, tiny demo archive (``out_dir/pixel-train``, another seed, half of
+    its images defective) is written with :func:`mining.demo.build_demo_archive`;
+    its masks become label images (1 background, 2 defect) in
+    ``pixel-train/labels`` and :func:`fit_pixel` trains and registers the model.
+
+    Parameters
+    ----------
+    store : mining.store.Store
+    out_dir : path
+        The demo's working folder.
+    n_train : int, default=12
+        Training images (about half carry a defect).
+    seed : int, default=0
+        The demo's seed (the training images use ``seed + 1000``).
+    config : mining.config.PixelConfig, optional
+        Default: XGBoost (60 trees, depth 6) on a balanced 20 000-pixel budget
+        with one hard-example round, ilastik bank at sigmas 1-8.
+
+    Returns
+    -------
+    dict
+        As :func:`fit_pixel`.
+    """
+
+    folder = os.path.join(os.fspath(out_dir), "pixel-train")
+    truth = read_truth(build_demo_archive(folder, n_images=max(2, n_train), rate=0.5, seed=seed + 1000))
+    labels = os.path.join(folder, "labels")
+    os.makedirs(labels, exist_ok=True)
+    for path, row in truth.items():
+        img = read_image(path)
+        lab = np.ones(img.shape[:2], np.uint8)
+        if row.get("mask"):
+            lab[read_image(row["mask"]) > 0] = 2
+        cv2.imwrite(os.path.join(labels, Path(path).stem + ".png"), lab)
+    if config is None:
+        from mining.config import PixelConfig
+
+        # few, small images with tiny defects: balanced classes and a quick XGBoost
+        config = PixelConfig(
+            tune=False,
+            method="xgboost",
+            n_estimators=60,
+            max_depth=6,
+            sampling="balanced",
+            class_weight="balanced",
+            hard_rounds=1,
+            budget=20_000,
+            features={"sigmas": [1.0, 2.0, 4.0, 8.0]},
+        )
+    return fit_pixel(store, os.path.join(folder, "archive"), labels, config)
+
+
+# -- maps and statistics ----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ What it does:
    previous one, and registers the fold models (XGBoost JSON) in ``models``;
 3. when the confirming votes of images decided as defects carry painted masks
    (``reviews.mask_path``) and the pixel model is available, retrains it
-   through :func:`mining.pixel.fit_pixel`, the function behind ``raremine
+   through :func:`mining.pixel_fit.fit_pixel`, the function behind ``raremine
    fit-pixel`` (the masks become its label images, beside
    the training set of ``raremine fit-pixel``, which every retraining keeps).
 
@@ -319,7 +319,7 @@ def _learn_pixel(store, decided, report, run_id, cfg, progress) -> None:
     training folder beside the catalogue, beside a copy of the training set
     the current model came from (the folders given to ``raremine
     fit-pixel``, kept through every retraining), so painted masks add to
-    what the model knew instead of replacing it. :func:`mining.pixel.fit_pixel`
+    what the model knew instead of replacing it. :func:`mining.pixel_fit.fit_pixel`
     (the function behind ``raremine fit-pixel``, with the config's ``pixel:``
     section) trains, saves and registers the model, so the next
     ``raremine mine --scorers pixel --rescore`` uses it.
@@ -348,7 +348,7 @@ def _learn_pixel(store, decided, report, run_id, cfg, progress) -> None:
         report.pixel_skipped = "no painted masks on images decided as defects"
         return
     try:
-        import mining.pixel as px
+        from mining.pixel_fit import fit_pixel
     except ImportError:
         report.pixel_skipped = f"{len(masks)} painted masks, but the pixel model (mining.pixel) is not available"
         return
@@ -409,7 +409,7 @@ def _learn_pixel(store, decided, report, run_id, cfg, progress) -> None:
     reuse = _previous_tuning(base_row, len(base_pairs) + len(used) + normals_used) if cfg.pixel.tune else None
     if progress:
         progress("pixel", 0, 1)
-    res = px.fit_pixel(store, images_dir, labels_dir, config=cfg.pixel, base=base, reuse=reuse)
+    res = fit_pixel(store, images_dir, labels_dir, config=cfg.pixel, base=base, reuse=reuse)
     if progress:
         progress("pixel", 1, 1)
     report.pixel = {
@@ -418,7 +418,7 @@ def _learn_pixel(store, decided, report, run_id, cfg, progress) -> None:
         "images": len(used),
         "normal_images": normals_used,
         "base_images": len(base_pairs),
-        "tuned": reuse is None and "tuning" in res["metrics"],
+        "tuned": reuse is None and "tuning" in res.get("metrics", {}),
     }
 
 

@@ -220,7 +220,7 @@ def fit_pixel(
     ] = None,
 ) -> None:
     """Train the pixel classifier from scribbles or masks (label images: 0 unlabelled, 1 background, 2..K classes)."""
-    from mining.pixel import fit_pixel as fit_pixel_fn
+    from mining.pixel_fit import fit_pixel as fit_pixel_fn
     from mining.pixel_tune import describe
 
     cfg = load_config_or_fail(config, set_)

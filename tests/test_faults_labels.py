@@ -280,12 +280,12 @@ def test_export_and_learn_agree_on_every_images_label(voted, tmp_path):
 
 def test_the_pixel_model_learns_only_from_images_decided_as_defects(voted, monkeypatch):
     """``learn``'s pixel step trains on the masks of images decided as defects, not of every confirm vote."""
-    px = pytest.importorskip("mining.pixel")
+    px = pytest.importorskip("mining.pixel_fit")
     seen = {}
 
-    def fit_pixel(store, images_dir, labels_dir, config=None, base=None):
+    def fit_pixel(store, images_dir, labels_dir, config=None, base=None, reuse=None):
         seen.update({int(Path(p).stem): cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in Path(labels_dir).iterdir()})
-        return {"model_id": 0, "path": str(labels_dir)}
+        return {"model_id": 0, "path": str(labels_dir), "metrics": {}}
 
     monkeypatch.setattr(px, "fit_pixel", fit_pixel)
     with Store(voted["db"]) as s:
@@ -293,11 +293,16 @@ def test_the_pixel_model_learns_only_from_images_decided_as_defects(voted, monke
     assert rep.pixel is not None, rep.pixel_skipped
     names = {i: name for name, i in voted["ids"].items()}
     # confirm_reject holds a painted mask too, but the reviewers disagree: it trains nothing
-    assert sorted(names[i] for i in seen) == sorted(
+    defects = {i for i, lab in seen.items() if (lab == 2).any()}
+    assert sorted(names[i] for i in defects) == sorted(
         ["one_confirm.png", "two_confirms.png", "confirm_old_mask.png", "majority.png"]
     )
-    for i, lab in seen.items():
-        np.testing.assert_array_equal(lab == 2, _mask(names[i]), err_msg=names[i])
+    for i in defects:
+        np.testing.assert_array_equal(seen[i] == 2, _mask(names[i]), err_msg=names[i])
+    # images decided normal train too, as background everywhere (mixed supervision); never a disputed one
+    normals = {names[i] for i in set(seen) - defects}
+    assert all((seen[i] == 1).all() for i in set(seen) - defects)
+    assert "confirm_reject.png" not in normals and "reject.png" in normals, normals
 
 
 def test_export_follows_the_configs_consensus_rule_as_learn_does(voted, tmp_path):

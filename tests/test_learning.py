@@ -474,7 +474,8 @@ def test_pixel_retraining_keeps_the_fit_pixel_training_set(tmp_path, tiny_archiv
     import cv2
 
     from mining.index import index_archive
-    from mining.pixel import fit_pixel, load_training_pairs
+    from mining.pixel import load_training_pairs
+    from mining.pixel_fit import fit_pixel
     from tests.conftest import add_blob, make_texture
 
     base = {"images": str(tmp_path / "base" / "images"), "labels": str(tmp_path / "base" / "labels")}
@@ -549,7 +550,8 @@ def test_pixel_retraining_takes_normal_verdicts_and_retunes_on_growth(tmp_path, 
 
     import mining.pixel_tune as pt
     from mining.index import index_archive
-    from mining.pixel import fit_pixel, load_pixel_model, load_training_pairs
+    from mining.pixel import load_pixel_model, load_training_pairs
+    from mining.pixel_fit import fit_pixel
     from tests.conftest import add_blob, make_texture
 
     monkeypatch.setattr(pt, "TUNE_CLASSIFIER", {**pt.TUNE_CLASSIFIER, "n_estimators": 10, "max_depth": 3})

@@ -434,8 +434,7 @@ def test_scorer_without_model_says_what_to_do(tmp_path):
 
 
 def test_demo_pixel_model_is_registered_and_scores(tmp_path):
-    from mining.demo import build_demo_archive, read_truth
-    from mining.pixel import fit_demo_pixel
+    from mining.demo import build_demo_archive, fit_demo_pixel, read_truth
     from mining.store import Store
 
     with Store(tmp_path / "catalogue.db") as store:
@@ -509,7 +508,7 @@ def test_defect_sizes_measure_width_and_diameter():
 
 def test_tuned_choice_is_stored_reloaded_and_used_by_the_scorer(tmp_path, quick_tuner):
     from mining.config import PixelConfig
-    from mining.pixel import fit_pixel
+    from mining.pixel_fit import fit_pixel
     from mining.store import Store
 
     pairs = _dips(3, seed=2, n_def=3, n_norm=2, size=64)
