@@ -460,19 +460,118 @@ def like_confirmed(V: np.ndarray, confirmed: np.ndarray) -> np.ndarray:
     return out
 
 
-def adaptive_arms(fs: FusedScores, store=None, labels: dict[int, int] | None = None) -> dict[str, np.ndarray]:
+def like_features(store, fs: FusedScores, spaces=None, sets=None) -> np.ndarray | None:
+    """One standardised feature row per row of ``fs`` for learning what confirmed images have in common.
+
+    Columns: every stored whole-image embedding (:func:`_embedding_spaces`),
+    the hottest patch of every patch set (:func:`patch_sets`) and each
+    scorer's percentile (not the re-ranker's: it is trained on the same
+    verdicts); each column z-scored, missing values 0 (the mean). None when
+    nothing is stored.
+    """
+    spaces = _embedding_spaces(store, fs) if spaces is None else spaces
+    sets = patch_sets(store, fs) if sets is None else sets
+    parts = list(spaces.values()) + [P[:, 0, :] for P in sets.values()]
+    own = [j for j, name in enumerate(fs.scorers) if name != RERANK_SCORER]
+    if own:
+        parts.append(fs.percentiles[:, own])
+    parts = [np.asarray(p, dtype=np.float64) for p in parts if p.size]
+    if not parts:
+        return None
+    return _standardise(np.column_stack(parts))
+
+
+def confirmed_vs_rest(
+    F: np.ndarray,
+    confirmed: np.ndarray,
+    *,
+    folds: int = 5,
+    max_rest: int = 20000,
+    random_state=None,
+) -> np.ndarray:
+    """How much each row looks like the confirmed rows and unlike the rest (a learned "more like this").
+
+    Rare events are rare: almost every image without a verdict is normal, so
+    a linear classifier of the confirmed rows against every other row
+    (rejected or not yet reviewed; positive-unlabelled learning with the
+    unlabelled as negatives) learns which directions of the feature space
+    set the confirmed images apart, where :func:`like_confirmed` weighs every
+    direction alike. It is out of fold: the rows are split into ``folds``
+    random folds and each fold is scored by a model that did not train on
+    it, so an image's own label never lifts its own score. Settings are
+    scikit-learn's defaults for logistic regression (C = 1 on standardised
+    features) with balanced class weights: a rule for any archive, nothing
+    tuned on one.
+
+    Parameters
+    ----------
+    F : ndarray of shape (n, d)
+        Standardised features (:func:`like_features`).
+    confirmed : ndarray of int
+        Rows confirmed as rare events.
+    folds : int, default=5
+    max_rest : int, default=20000
+        At most this many other rows train each fold's model (a seeded sample;
+        bounds the time on large archives). Every row is scored.
+    random_state : int or numpy.random.Generator, optional
+
+    Returns
+    -------
+    ndarray of shape (n,)
+        The decision value (higher = more like the confirmed rows); NaN
+        without a confirmed row.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    F = np.asarray(F, dtype=np.float64)
+    n = len(F)
+    out = np.full(n, np.nan)
+    confirmed = np.unique(np.asarray(confirmed, dtype=np.int64))
+    if len(confirmed) == 0 or n < 3:
+        return out
+    y = np.zeros(n, dtype=np.int64)
+    y[confirmed] = 1
+    if y.sum() == n:
+        return out
+    rng = np.random.default_rng(random_state)
+    fold = rng.integers(0, max(2, folds), n)
+    for f in np.unique(fold):
+        test = fold == f
+        train = np.flatnonzero(~test)
+        if y[train].sum() == 0:  # every confirmed row is in this fold: learn from all of them
+            train = np.arange(n)
+        rest = train[y[train] == 0]
+        if len(rest) > max_rest:
+            rest = rng.choice(rest, max_rest, replace=False)
+        train = np.concatenate([train[y[train] == 1], rest])
+        if len(np.unique(y[train])) < 2:
+            continue
+        model = LogisticRegression(class_weight="balanced", max_iter=1000)
+        model.fit(F[train], y[train])
+        out[test] = model.decision_function(F[test])
+    return out
+
+
+def adaptive_arms(
+    fs: FusedScores, store=None, labels: dict[int, int] | None = None, random_state=None
+) -> dict[str, np.ndarray]:
     """The rankings the adaptive strategy chooses between, as one value column per arm (higher = pick first).
 
     Arms: every scorer with a positive fusion weight; the fused score (with
     two scorers or more); the re-ranker's probability once it exists; and,
-    once an image is confirmed, one "more like this" arm, ``like``: an
-    image's best percentile of closeness to a confirmed image over every
-    stored embedding (:func:`like_confirmed`) and every patch set
-    (:func:`like_confirmed_patches`). Which space finds a defect's kin
-    differs by archive (the patch sets on small local defects, the whole-image
-    vectors on defects that change the whole image); one arm over all of
-    them takes each space's nearest in turn without adding an arm, and so
-    exploration, per space.
+    once an image is confirmed, two "more like this" arms:
+
+    - ``like``: an image's best percentile of closeness to a confirmed image
+      over every stored embedding (:func:`like_confirmed`) and every patch
+      set (:func:`like_confirmed_patches`). Which space finds a defect's kin
+      differs by archive (the patch sets on small local defects, the
+      whole-image vectors on defects that change the whole image); one arm
+      over all of them takes each space's nearest in turn without adding an
+      arm, and so exploration, per space;
+    - ``learned``: a linear classifier of the confirmed images against all
+      the others over the same spaces and the scorers' percentiles
+      (:func:`confirmed_vs_rest`), which learns the directions that set the
+      confirmed images apart instead of weighing every direction alike.
     """
     w = np.ones(len(fs.scorers)) if fs.weights is None else np.asarray(fs.weights, float)
     arms = {name: fs.raw[:, j] for j, name in enumerate(fs.scorers) if name != RERANK_SCORER and w[j] > 0}
@@ -484,12 +583,18 @@ def adaptive_arms(fs: FusedScores, store=None, labels: dict[int, int] | None = N
         pos = {int(iid): r for r, iid in enumerate(fs.image_ids)}
         confirmed = np.array(sorted(pos[i] for i, y in labels.items() if y == 1 and i in pos), dtype=np.int64)
         if len(confirmed):
-            like = [like_confirmed(V, confirmed) for V in _embedding_spaces(store, fs).values()]
-            like += [like_confirmed_patches(P, confirmed) for P in patch_sets(store, fs).values()]
+            spaces, sets = _embedding_spaces(store, fs), patch_sets(store, fs)
+            like = [like_confirmed(V, confirmed) for V in spaces.values()]
+            like += [like_confirmed_patches(P, confirmed) for P in sets.values()]
             like = [v for v in like if not np.isnan(v).all()]
             if like:
                 # one arm, whichever space an image is close in: its best percentile over the spaces
                 arms["like"] = np.fmax.reduce(np.column_stack([rank_normalize(v) for v in like]), axis=1)
+            F = like_features(store, fs, spaces, sets)
+            if F is not None:
+                learned = confirmed_vs_rest(F, confirmed, random_state=random_state)
+                if not np.isnan(learned).all():
+                    arms["learned"] = learned
     return arms
 
 
@@ -529,7 +634,7 @@ def select_adaptive(
     candidate of the arm that drew highest. Before any verdict every arm
     draws from the same prior, so the first round takes each scorer's best in
     turn; from then on the picks follow the arms that find defects, including
-    "more like this" from confirmed images and the re-ranker.
+    "more like this" from confirmed images (nearest and learned) and the re-ranker.
 
     ``labels`` (image id -> 1 / 0) overrides the catalogue's consensus
     verdicts and ``history`` ((image id, arm) pairs) the catalogue's record
@@ -543,7 +648,7 @@ def select_adaptive(
             labels = {i: y for i, (y, _cat) in consensus_labels(store).items()}
     if history is None:
         history = pick_history(store) if store is not None else []
-    arms = adaptive_arms(fs, store, labels)
+    arms = adaptive_arms(fs, store, labels, random_state=random_state)
     if not arms:
         return [(int(i), {"strategy": "adaptive", "by": "fused"}) for i in _order(fs.fused, candidates)[:n]]
     y = np.full(len(fs.image_ids), -1)

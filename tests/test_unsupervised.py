@@ -715,5 +715,7 @@ def test_patch_score_finds_and_locates_a_local_defect(tmp_path):
         near = like_confirmed_patches(patch_sets(store, fs)["backbone.patches"], confirmed)
         order = [paths[int(fs.image_ids[r])] for r in np.argsort(-np.nan_to_num(near, nan=-np.inf))]
         assert order[0] == "t30.png", order[:3]
-        arm = adaptive_arms(fs, store, {ids["t17.png"]: 1})["like"]  # the loop's one "more like this" arm
+        arms = adaptive_arms(fs, store, {ids["t17.png"]: 1})
+        arm = arms["like"]  # the loop's nearest-neighbour "more like this" arm
         assert paths[int(fs.image_ids[np.nanargmax(arm)])] == "t30.png"
+        assert np.isfinite(arms["learned"]).all()  # and the learned one, over the same spaces
