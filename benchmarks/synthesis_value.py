@@ -16,7 +16,7 @@ setting trained on. Reported: pixel AP over all test pixels (defect = mask),
 image AP (max probability per image) and images/s of synthesis (median of
 three timings of the same work, same run).
 
-The model is ``mining.pixel`` (``fit_pixel_model``, default features and
+The model is ``mining.models.pixel`` (``fit_pixel_model``, default features and
 XGBoost) when it imports, else scikit-image's ``multiscale_basic_features`` +
 RandomForest; the output says which.
 
@@ -96,18 +96,20 @@ def gray01(path: str) -> np.ndarray:
     return img.astype(np.float32) / 255.0
 
 
-# -- the pixel model: mining.pixel when present, else scikit-image + RandomForest -----------------
+# -- the pixel model: mining.models.pixel when present, else scikit-image + RandomForest -----------------
 class Model:
     def __init__(self, seed: int):
         self.seed = seed
         try:
-            from mining import pixel
+            from mining.models import pixel
 
             self.pixel = pixel
-            self.name = "mining.pixel (fit_pixel_model: default FeatureSpec, PixelClassifier default = XGBoost)"
+            self.name = "mining.models.pixel (fit_pixel_model: default FeatureSpec, PixelClassifier default = XGBoost)"
         except Exception as err:  # any import failure: fall back, and say so
             self.pixel = None
-            self.name = f"skimage multiscale_basic_features + RandomForest(100, depth 12) (mining.pixel: {err!r})"
+            self.name = (
+                f"skimage multiscale_basic_features + RandomForest(100, depth 12) (mining.models.pixel: {err!r})"
+            )
 
     def fit(self, pairs: list[tuple[np.ndarray, np.ndarray]]):
         """pairs: (image float [0, 1], labels 1 bg / 2 defect)."""

@@ -261,7 +261,7 @@ SCORER_SECTIONS: dict[str, type[BaseModel]] = {
 
 
 class PixelFeaturesConfig(_Section):
-    """``pixel.features:`` the filter bank of the pixel classifier (keys = :class:`mining.pixel.FeatureSpec`)."""
+    """``pixel.features:`` the filter bank of the pixel classifier (keys = :class:`mining.models.pixel.FeatureSpec`)."""
 
     bank: Literal["ilastik", "basic"] = "ilastik"
     sigmas: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0, 16.0], min_length=1)

@@ -292,7 +292,7 @@ def _learn_rerank(
 
 def _base_pairs(store) -> tuple[dict | None, list[tuple[str, str]]]:
     """The user's own training set of the current pixel model (``raremine fit-pixel``'s folders), if still there."""
-    import mining.pixel as px
+    import mining.models.pixel as px
 
     row = store.latest_model("pixel")
     if row is None:
@@ -350,7 +350,7 @@ def _learn_pixel(store, decided, report, run_id, cfg, progress) -> None:
     try:
         from mining.pixel_fit import fit_pixel
     except ImportError:
-        report.pixel_skipped = f"{len(masks)} painted masks, but the pixel model (mining.pixel) is not available"
+        report.pixel_skipped = f"{len(masks)} painted masks, but the pixel model (mining.models.pixel) is not available"
         return
     import cv2
 

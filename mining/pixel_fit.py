@@ -2,7 +2,7 @@
 
 :func:`fit_pixel` reads the image and label folders, tunes the settings by
 cross-validation over the labelled images (:mod:`mining.pixel_tune`, unless
-told not to), trains the model (:mod:`mining.pixel`) and registers it in the
+told not to), trains the model (:mod:`mining.models.pixel`) and registers it in the
 catalogue (the demo's few labelled images go the same way,
 :func:`mining.demo.fit_demo_pixel`). This module sits above the filter bank,
 the classifier and the tuner (it imports them; none of them imports it).
@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from mining.pixel import FeatureSpec, PixelClassifier, fit_pixel_model, load_training_pairs, models_dir
+from mining.models.pixel import FeatureSpec, PixelClassifier, fit_pixel_model, load_training_pairs, models_dir
 
 logger = logging.getLogger(__name__)
 

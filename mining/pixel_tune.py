@@ -39,7 +39,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from mining.pixel import (
+from mining.models.pixel import (
     FAMILIES,
     FeatureSpec,
     PixelClassifier,
@@ -321,7 +321,7 @@ def _to_eval(p: np.ndarray, d: _ImageData) -> np.ndarray:
     """A held-out map on the feature grid, resampled to the common evaluation grid."""
     if p.shape == d.lab.shape and d.grid == d.cell:
         return p.astype(np.float32)
-    from mining.pixel import _sample_at
+    from mining.models.pixel_features import _sample_at
 
     # evaluation pixel i is original px i * cell; _sample_at places it on the grid of spacing d.grid
     ys = np.arange(d.lab.shape[0]) * d.cell

@@ -445,7 +445,7 @@ def test_simulate_cli_writes_summary_csv_and_plots(tmp_path):
 
 
 def test_learn_retrains_the_pixel_model_from_painted_masks(tmp_path, tiny_archive):
-    pytest.importorskip("mining.pixel")
+    pytest.importorskip("mining.models.pixel")
     import cv2
 
     from mining.index import index_archive
@@ -470,11 +470,11 @@ def test_learn_retrains_the_pixel_model_from_painted_masks(tmp_path, tiny_archiv
 
 
 def test_pixel_retraining_keeps_the_fit_pixel_training_set(tmp_path, tiny_archive):
-    pytest.importorskip("mining.pixel")
+    pytest.importorskip("mining.models.pixel")
     import cv2
 
     from mining.index import index_archive
-    from mining.pixel import load_training_pairs
+    from mining.models.pixel import load_training_pairs
     from mining.pixel_fit import fit_pixel
     from tests.conftest import add_blob, make_texture
 
@@ -510,7 +510,7 @@ def test_pixel_retraining_keeps_the_fit_pixel_training_set(tmp_path, tiny_archiv
 
 
 def test_simulate_mixed_supervision_paints_masks_and_rescores_with_the_new_pixel_model(tmp_path, tiny_archive):
-    pytest.importorskip("mining.pixel")
+    pytest.importorskip("mining.models.pixel")
     import cv2
 
     from mining.index import index_archive
@@ -545,12 +545,12 @@ def test_simulate_mixed_supervision_paints_masks_and_rescores_with_the_new_pixel
 
 @pytest.mark.slow
 def test_pixel_retraining_takes_normal_verdicts_and_retunes_on_growth(tmp_path, tiny_archive, monkeypatch):
-    pytest.importorskip("mining.pixel")
+    pytest.importorskip("mining.models.pixel")
     import cv2
 
     import mining.pixel_tune as pt
     from mining.index import index_archive
-    from mining.pixel import load_pixel_model, load_training_pairs
+    from mining.models.pixel import load_pixel_model, load_training_pairs
     from mining.pixel_fit import fit_pixel
     from tests.conftest import add_blob, make_texture
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from mining.pixel import (
+from mining.models.pixel import (
     FeatureSpec,
     PixelClassifier,
     PixelModelError,
@@ -253,7 +253,7 @@ def test_forest_probabilities_and_feature_layout_match_the_libraries():
     spec = FeatureSpec(sigmas=(1.0, 4.0), fast_scales=True, border_feature=True)
     f = features_from_gray(gray, spec, stride=2)
     assert f.flags.c_contiguous and f.dtype == np.float32
-    from mining.pixel import _ilastik_bank, _interleave
+    from mining.models.pixel_features import _ilastik_bank, _interleave
 
     chans = _ilastik_bank(gray, spec, 2)
     np.testing.assert_array_equal(_interleave(chans), np.stack(chans, axis=-1))

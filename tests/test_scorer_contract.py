@@ -64,7 +64,7 @@ def _prepared(name: str, store, tmp_path, monkeypatch):
             pytest.skip("MobileNetV2 weights absent")
         monkeypatch.setenv("RAREMINE_BACKBONE_WEIGHTS", _weights())
     if name == "pixel":
-        from mining.pixel import fit_pixel_model
+        from mining.models.pixel import fit_pixel_model
         from tests.test_pixel import FAST, _blob_pair
 
         rng = np.random.default_rng(1)
