@@ -11,6 +11,10 @@ Conventions kept in every table:
   ``tiles``;
 - scores: higher means more likely rare;
 - JSON columns hold small dicts (configs, statistics, counts).
+
+The schema and its migrations live in :mod:`mining.catalogue.schema`, the SQLite
+connections and error messages in :mod:`mining.catalogue.sqlite`; their names
+are importable from here.
 """
 
 from __future__ import annotations
@@ -21,14 +25,27 @@ import os
 import socket
 import sqlite3
 import time
-import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+
+from mining.catalogue.schema import (  # noqa: F401 (re-exported: callers import them from here)
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    SchemaVersionError,
+    migrate,
+    schema_version,
+)
+from mining.catalogue.sqlite import (  # noqa: F401 (re-exported: callers import them from here)
+    _check_catalogue,
+    _connect,
+    _file_stamp,
+    describe_sqlite_error,
+    process_alive,
+    process_start_time,
+)
 
 logger = logging.getLogger(__name__)
 
-#: Schema version this code writes and expects.
-SCHEMA_VERSION = 2
 
 #: Suffix of the ``embeddings`` names that hold a *patch set* (several local feature
 #: vectors of one image, hottest first, flattened) rather than one whole-image vector;
@@ -59,296 +76,6 @@ def unpack_patch_set(blob: bytes):
     if v.size < 2 or not float(v[0]).is_integer() or v[0] < 1 or (v.size - 1) % int(v[0]):
         return None
     return v[1:].reshape(-1, int(v[0]))
-
-
-_SCHEMA_V1 = """
-CREATE TABLE images (
-    id INTEGER PRIMARY KEY,
-    path TEXT NOT NULL UNIQUE,
-    root TEXT,
-    sha256 TEXT,
-    bytes INTEGER,
-    mtime_ns INTEGER,
-    width INTEGER,
-    height INTEGER,
-    channels INTEGER,
-    dtype TEXT,
-    status TEXT NOT NULL CHECK (status IN ('ok', 'unreadable')),
-    reason TEXT,
-    detail TEXT,
-    indexed_at REAL NOT NULL
-);
-CREATE INDEX images_status ON images(status);
-CREATE INDEX images_sha ON images(sha256);
-
-CREATE TABLE tiles (
-    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-    idx INTEGER NOT NULL,
-    y INTEGER NOT NULL, x INTEGER NOT NULL, h INTEGER NOT NULL, w INTEGER NOT NULL,
-    PRIMARY KEY (image_id, idx)
-);
-
-CREATE TABLE runs (
-    id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL,
-    config TEXT,
-    versions TEXT,
-    started_at REAL NOT NULL,
-    finished_at REAL,
-    status TEXT NOT NULL DEFAULT 'running',
-    counts TEXT
-);
-
-CREATE TABLE models (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    path TEXT NOT NULL,
-    format TEXT NOT NULL,
-    config TEXT,
-    classes TEXT,
-    metrics TEXT,
-    created_at REAL NOT NULL
-);
-
-CREATE TABLE scores (
-    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-    tile INTEGER NOT NULL DEFAULT -1,
-    scorer TEXT NOT NULL,
-    score REAL NOT NULL,
-    stats TEXT,
-    map_path TEXT,
-    model_id INTEGER REFERENCES models(id),
-    run_id INTEGER REFERENCES runs(id),
-    created_at REAL NOT NULL,
-    PRIMARY KEY (image_id, tile, scorer)
-);
-CREATE INDEX scores_scorer ON scores(scorer, score);
-
-CREATE TABLE embeddings (
-    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-    tile INTEGER NOT NULL DEFAULT -1,
-    name TEXT NOT NULL,
-    vector BLOB NOT NULL,
-    run_id INTEGER REFERENCES runs(id),
-    PRIMARY KEY (image_id, tile, name)
-);
-
-CREATE TABLE map_coords (
-    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-    tile INTEGER NOT NULL DEFAULT -1,
-    method TEXT NOT NULL,
-    x REAL NOT NULL,
-    y REAL NOT NULL,
-    run_id INTEGER REFERENCES runs(id),
-    PRIMARY KEY (image_id, tile, method)
-);
-
-CREATE TABLE failures (
-    id INTEGER PRIMARY KEY,
-    run_id INTEGER REFERENCES runs(id),
-    image_id INTEGER REFERENCES images(id) ON DELETE CASCADE,
-    tile INTEGER NOT NULL DEFAULT -1,
-    scorer TEXT,
-    reason TEXT NOT NULL,
-    detail TEXT,
-    created_at REAL NOT NULL
-);
-CREATE INDEX failures_image ON failures(image_id, scorer);
-
-CREATE TABLE candidates (
-    id INTEGER PRIMARY KEY,
-    round INTEGER NOT NULL,
-    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-    tile INTEGER NOT NULL DEFAULT -1,
-    rank INTEGER NOT NULL,
-    strategy TEXT NOT NULL,
-    score REAL,
-    why TEXT,
-    run_id INTEGER REFERENCES runs(id),
-    created_at REAL NOT NULL,
-    UNIQUE (round, image_id, tile)
-);
-CREATE INDEX candidates_round ON candidates(round, rank);
-
-CREATE TABLE reviews (
-    id INTEGER PRIMARY KEY,
-    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-    tile INTEGER NOT NULL DEFAULT -1,
-    candidate_id INTEGER REFERENCES candidates(id) ON DELETE SET NULL,
-    reviewer TEXT NOT NULL,
-    verdict TEXT NOT NULL CHECK (verdict IN ('confirm', 'reject', 'unsure')),
-    category TEXT,
-    note TEXT,
-    mask_path TEXT,
-    source TEXT NOT NULL DEFAULT 'app',
-    created_at REAL NOT NULL
-);
-CREATE INDEX reviews_image ON reviews(image_id, tile);
-
-CREATE TABLE annotations (
-    id INTEGER PRIMARY KEY,
-    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-    review_id INTEGER REFERENCES reviews(id) ON DELETE CASCADE,
-    category TEXT,
-    kind TEXT NOT NULL CHECK (kind IN ('box', 'polygon', 'mask')),
-    data TEXT NOT NULL,
-    source TEXT NOT NULL DEFAULT 'app',
-    created_at REAL NOT NULL
-);
-CREATE INDEX annotations_image ON annotations(image_id);
-
-CREATE TABLE image_meta (
-    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-    key TEXT NOT NULL,
-    value TEXT,
-    PRIMARY KEY (image_id, key)
-);
-
-CREATE TABLE meta (
-    key TEXT PRIMARY KEY,
-    value TEXT
-);
-"""
-
-
-def _run_script(con: sqlite3.Connection, script: str) -> None:
-    # executescript() would commit the open transaction first; run statement by statement.
-    for statement in script.split(";"):
-        if statement.strip():
-            con.execute(statement)
-
-
-def _migrate_0_to_1(con: sqlite3.Connection) -> None:
-    _run_script(con, _SCHEMA_V1)
-
-
-def _migrate_1_to_2(con: sqlite3.Connection) -> None:
-    # The process that owns a run (pid, host, the process's start time against pid reuse), so a
-    # later command can mark a run whose process is gone as interrupted.
-    for column in ("pid INTEGER", "host TEXT", "process_started REAL"):
-        con.execute(f"ALTER TABLE runs ADD COLUMN {column}")
-    # mine runs of version 1 kept their pid and host in the config
-    con.execute(
-        "UPDATE runs SET pid = json_extract(config, '$.job.pid'), host = json_extract(config, '$.job.host')"
-        " WHERE kind = 'mine' AND json_valid(config)"
-    )
-
-
-#: ``MIGRATIONS[v]`` moves a catalogue from version ``v`` to ``v + 1``.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _migrate_0_to_1, 1: _migrate_1_to_2}
-
-
-class SchemaVersionError(RuntimeError):
-    """The catalogue was written by another version of raremine."""
-
-
-def schema_version(con: sqlite3.Connection) -> int:
-    """The schema version stored in a catalogue (0 for a new, empty file)."""
-    return int(con.execute("PRAGMA user_version").fetchone()[0])
-
-
-def migrate(con: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
-    """Apply forward migrations up to ``target``; return the version reached.
-
-    Each step runs in its own transaction together with the version bump, so
-    a crash leaves the catalogue at a whole version.
-
-    Raises
-    ------
-    SchemaVersionError
-        If the catalogue is newer than ``target``.
-    """
-    version = schema_version(con)
-    if version > target:
-        raise SchemaVersionError(
-            f"catalogue has schema version {version}, this raremine expects {target}: upgrade raremine to open it"
-        )
-    while version < target:
-        step = MIGRATIONS.get(version)
-        if step is None:
-            raise SchemaVersionError(f"no migration from schema version {version}")
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            step(con)
-            con.execute(f"PRAGMA user_version = {version + 1}")
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        version += 1
-    return version
-
-
-#: SQLite errors of a read-only connection that cannot create the -shm (wal-index) or -wal file beside the
-#: catalogue (a read-only folder, or -wal/-shm files it may not open).
-_NO_WAL_INDEX = {"SQLITE_READONLY_DIRECTORY", "SQLITE_CANTOPEN", "SQLITE_READONLY_CANTINIT", "SQLITE_READONLY_RECOVERY"}
-
-
-def _file_stamp(path: str) -> tuple[int, int, int, int]:
-    st = os.stat(path)
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
-
-
-def _open_ro(path: str, timeout: float, immutable: bool) -> sqlite3.Connection:
-    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro" + ("&immutable=1" if immutable else "")
-    return sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False)
-
-
-def _connect_readonly(path: str, timeout: float, snapshot: bool) -> tuple[sqlite3.Connection, bool]:
-    """A read-only connection that writes nothing; returns it and whether it reads an immutable snapshot.
-
-    SQLite's WAL mode lets a reader in only through the wal-index (the -shm
-    file), which a ``mode=ro`` connection creates, with an empty -wal, when
-    nobody has the catalogue open, and leaves behind; in a read-only folder it
-    cannot create them and fails. Both cases are answered with ``immutable=1``
-    when no -wal file holds changes (nothing lives outside the main file then):
-    SQLite reads the main file without locks or side files.
-    """
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"catalogue {path!r} does not exist")
-    wal, journal = path + "-wal", path + "-journal"
-    if snapshot and not os.path.exists(wal) and not os.path.exists(journal):
-        logger.debug("catalogue %r: nobody has it open; reading the file as a snapshot (no -wal/-shm created)", path)
-        return _open_ro(path, timeout, immutable=True), True
-    con = _open_ro(path, timeout, immutable=False)
-    try:
-        con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # the first read opens the WAL
-        return con, False
-    except sqlite3.OperationalError as err:
-        con.close()
-        if getattr(err, "sqlite_errorname", "") not in _NO_WAL_INDEX:
-            raise
-        wal_bytes = os.path.getsize(wal) if os.path.exists(wal) else 0
-        if wal_bytes or os.path.exists(journal):
-            raise ValueError(
-                f"catalogue {path!r} cannot be read here: its "
-                + (f"-wal file holds {wal_bytes} bytes of recent changes" if wal_bytes else "-journal file is there")
-                + f" and SQLite needs write access to the folder {os.path.dirname(os.path.abspath(path))!r} to read "
-                f"them ({err}); run a raremine command that writes (e.g. `raremine index`) once with write access, "
-                "which folds them into the main file, or copy the catalogue with its -wal file to a writable folder"
-            ) from None
-        logger.log(
-            logging.INFO if snapshot else logging.WARNING,
-            "catalogue %r is in a read-only place (%s): reading the file as a snapshot; "
-            "changes made while it is open are not seen",
-            path,
-            err,
-        )
-        return _open_ro(path, timeout, immutable=True), True
-
-
-def _connect(path: str, readonly: bool, timeout: float, snapshot: bool = False) -> tuple[sqlite3.Connection, bool]:
-    if readonly:
-        con, immutable = _connect_readonly(path, timeout, snapshot)
-    else:
-        parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, exist_ok=True)
-        con, immutable = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False), False
-    con.row_factory = sqlite3.Row
-    con.execute("PRAGMA foreign_keys = ON")
-    con.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-    return con, immutable
 
 
 class Store:
@@ -732,90 +459,3 @@ class Store:
             "reviews": int(q("SELECT COUNT(*) FROM reviews").fetchone()[0]),
             "reviews_by_verdict": {k: int(v) for k, v in verdicts.items()},
         }
-
-
-def _check_catalogue(con: sqlite3.Connection, path: str) -> None:
-    """Refuse a file that is not an SQLite database, or an SQLite database of another program."""
-    try:
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.DatabaseError as err:
-        raise ValueError(describe_sqlite_error(path, err)) from None
-    if tables and schema_version(con) == 0:
-        raise ValueError(
-            f"{path!r} is not a raremine catalogue: an SQLite database of another program"
-            f" (tables {', '.join(sorted(tables)[:5])}); give a new file name or a raremine catalogue"
-        )
-
-
-def _boot_time() -> float | None:
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("btime"):
-                    return float(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def process_start_time(pid: int) -> float | None:
-    """When a process started (seconds since the epoch), from ``/proc``; None where unknown.
-
-    Kept with a run beside its pid, so a pid reused by another process is not
-    mistaken for the run's owner.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-        ticks = int(data[data.rindex(b")") + 2 :].split()[19])  # field 22, starttime
-        boot = _boot_time()
-        return None if boot is None else boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def process_alive(pid: int, started: float | None = None) -> bool:
-    """Whether process ``pid`` of this host runs (and is the one that started at ``started``)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    if started is not None:
-        now = process_start_time(pid)
-        if now is not None and abs(now - float(started)) > 2.0:
-            return False  # the pid was reused
-    return True
-
-
-def describe_sqlite_error(path: str | os.PathLike, err: sqlite3.Error) -> str:
-    """A message for an SQLite error met on the catalogue ``path``: what it means and what to do.
-
-    Parameters
-    ----------
-    path : path
-        The catalogue.
-    err : sqlite3.Error
-        The error (its ``sqlite_errorname`` decides the wording).
-
-    Returns
-    -------
-    str
-    """
-    path = os.fspath(path)
-    name = getattr(err, "sqlite_errorname", "") or ""
-    if name == "SQLITE_NOTADB" or "not a database" in str(err):
-        return f"{path!r} is not a raremine catalogue (not an SQLite database: {err})"
-    if name.startswith("SQLITE_CORRUPT") or "malformed" in str(err):
-        return (
-            f"catalogue {path!r} is damaged ({err}): check it with "
-            f"`sqlite3 {path} 'PRAGMA integrity_check'` and restore it from a backup"
-        )
-    if name.startswith("SQLITE_READONLY"):
-        return f"catalogue {path!r} cannot be written ({err}): this command needs write access to it and its folder"
-    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-        return f"catalogue {path!r} is locked by another process ({err}): try again when it is done"
-    if name.startswith(("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")):
-        return f"catalogue {path!r} cannot be opened ({err}): check that it is a readable file"
-    return f"catalogue {path!r}: SQLite error {name or type(err).__name__} ({err})"
