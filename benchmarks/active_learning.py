@@ -39,12 +39,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mining.index import index_archive  # noqa: E402
+from mining.catalogue.index import index_archive  # noqa: E402
+from mining.catalogue.store import Store  # noqa: E402
 from mining.learn import learn  # noqa: E402
 from mining.rerank import RERANK_SCORER  # noqa: E402
 from mining.scorers import available_scorers, get_scorer  # noqa: E402
 from mining.simulate import copy_catalogue, model_scores, plot_curves, plot_recall, read_truth, simulate  # noqa: E402
-from mining.store import Store  # noqa: E402
 
 log = logging.getLogger("active_learning")
 

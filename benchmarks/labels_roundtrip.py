@@ -35,9 +35,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mining.index import index_archive
-from mining.labels import catalogue_labels, export_labels, import_labels
-from mining.store import Store
+from mining.catalogue.index import index_archive
+from mining.catalogue.labels import catalogue_labels, export_labels, import_labels
+from mining.catalogue.store import Store
 from synthesis.labels import ClassMap, category_masks
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "magnetic-tile"

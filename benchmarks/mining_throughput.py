@@ -102,7 +102,7 @@ def _decode_chunk(paths: list[str]) -> int:
 
 def child_decode(db: str, workers: int) -> dict:
     """Plain decoding of every catalogued file with ``workers`` processes (paths streamed in chunks)."""
-    from mining.store import Store
+    from mining.catalogue.store import Store
 
     def chunks():
         with Store(db, readonly=True) as store:
@@ -143,9 +143,9 @@ def child_mine(
     start_method: str = "forkserver",
 ) -> dict:
     """One mining job, as ``raremine mine`` would run it."""
+    from mining.catalogue.store import Store
     from mining.mine import mine
     from mining.scorers import get_scorer
-    from mining.store import Store
 
     with Store(db) as store:
         s = mine(
@@ -213,8 +213,8 @@ PLAN = (("decode", 2), ("process", 2), ("dask", 2), ("decode", 1), ("process", 1
 def run_size(
     n: int, tmp: str, scorers: list[str], save_maps: bool, shard_size: int | None, log, checkpoint=None, only=None
 ) -> dict:
-    from mining.index import index_archive
-    from mining.store import Store
+    from mining.catalogue.index import index_archive
+    from mining.catalogue.store import Store
 
     root = os.path.join(tmp, f"archive_{n}")
     res: dict = {"images": n, "scorers": scorers, "save_maps": save_maps, "shard_size": shard_size}

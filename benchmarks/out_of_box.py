@@ -57,9 +57,9 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
 
+from mining.catalogue.store import Store  # noqa: E402
 from mining.metrics import average_precision, recall_at_fraction  # noqa: E402
 from mining.outliers import outlier_scores  # noqa: E402
-from mining.store import Store  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "magnetic-tile"
 TOOL = REPO.parent / "shared" / "tools" / "make_rare_archive.py"

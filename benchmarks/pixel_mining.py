@@ -125,13 +125,13 @@ def link_archive(folder: Path, truth: dict[str, int], dest: Path) -> Path:
 
 def run_ours(folder: Path, truth: dict[str, int], tag: str, overrides: list[str]) -> dict:
     """fit-pixel + mine through a real catalogue; return metrics and timings."""
+    from mining.catalogue.index import index_archive
+    from mining.catalogue.store import Store
     from mining.config import load_config, scorer_params
-    from mining.index import index_archive
     from mining.io import read_image
     from mining.mine import mine
     from mining.pixel_fit import fit_pixel
     from mining.scorers import get_scorer
-    from mining.store import Store
 
     cfg = load_config(None, overrides)
     db = folder / f"ours-{tag}.db"

@@ -43,7 +43,7 @@ def build_magnetic(folder: Path, n_images: int, seed: int = 0) -> str:
     import cv2
     import numpy as np
 
-    from mining.store import Store
+    from mining.catalogue.store import Store
 
     if not MAGNETIC.is_dir():
         sys.exit(f"magnetic-tile data not found at {MAGNETIC}")

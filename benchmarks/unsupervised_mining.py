@@ -45,14 +45,14 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
 
+from mining.catalogue.index import index_archive  # noqa: E402
+from mining.catalogue.store import Store  # noqa: E402
 from mining.config import Config, load_config, scorer_params  # noqa: E402
-from mining.index import index_archive  # noqa: E402
 from mining.mine import mine  # noqa: E402
 from mining.outliers import outlier_scores  # noqa: E402
 from mining.rank import fuse  # noqa: E402
 from mining.scorers import get_scorer  # noqa: E402
 from mining.scorers._whole import load_embeddings  # noqa: E402
-from mining.store import Store  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "magnetic-tile"
 TOOL = REPO.parent / "shared" / "tools" / "make_rare_archive.py"

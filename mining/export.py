@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from mining.catalogue.store import Store
 from mining.rank import fused_scores
-from mining.store import Store
 from synthesis.atomic import atomic_write
 
 logger = logging.getLogger(__name__)

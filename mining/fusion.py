@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import rankdata
 
-from mining.store import Store
+from mining.catalogue.store import Store
 
 
 @dataclass

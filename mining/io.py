@@ -11,7 +11,7 @@ Volumes
 A multi-frame DICOM file or a multi-page TIFF stack (pages of one size) is
 a *volume*: :func:`read_image` returns its frames stacked top to bottom, one
 ``(frames * H, W)`` array, and indexing makes each frame a tile of that
-image (:func:`mining.index.volume_tiles`), so every slice is scored on its
+image (:func:`mining.catalogue.index.volume_tiles`), so every slice is scored on its
 own and shown on its own in the review app. A series of single-frame DICOM
 files (one ``SeriesInstanceUID``) is a volume too: each file is one image
 and ``image_meta`` records the series and the slice order.

@@ -10,7 +10,7 @@
 
 What it does:
 
-1. reads the labels the consensus rule decides (:func:`mining.verdicts.image_labels`,
+1. reads the labels the consensus rule decides (:func:`mining.catalogue.verdicts.image_labels`,
    through :func:`mining.rerank.consensus_labels`): the one definition of a
    label that the review app and every label export share; undecided images
    (pending, disagreeing, dropped, unsure, neutral) train nothing and the
@@ -45,6 +45,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from mining.catalogue.store import Store
+from mining.catalogue.verdicts import ConsensusRule, image_labels, left_out_counts
 from mining.metrics import auroc, average_precision
 from mining.rerank import (
     CALIBRATIONS,
@@ -54,8 +56,6 @@ from mining.rerank import (
     consensus_labels,
     monotone_constraints,
 )
-from mining.store import Store
-from mining.verdicts import ConsensusRule, image_labels, left_out_counts
 
 logger = logging.getLogger(__name__)
 
@@ -311,7 +311,7 @@ def _learn_pixel(store, decided, report, run_id, cfg, progress) -> None:
     """Retrain the pixel model from every image decided as a defect with a painted mask, as ``raremine fit-pixel``.
 
     The masks are those of the image's confirming votes
-    (:attr:`mining.verdicts.ImageLabel.masks`, the newest one used), so an
+    (:attr:`mining.catalogue.verdicts.ImageLabel.masks`, the newest one used), so an
     image the consensus rule does not decide as a defect trains nothing here
     either.
 

@@ -50,6 +50,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 
+from mining.catalogue.joblog import interrupt_on_sigterm
+from mining.catalogue.store import Store
 from mining.io import DEFAULT_MAX_PIXELS
 from mining.job.executors import _InlineExecutor, _ProcessExecutor, _run_shards
 from mining.job.lock import CatalogueBusy, catalogue_lock, lock_path  # noqa: F401 (re-exported)
@@ -63,9 +65,7 @@ from mining.job.work import (  # noqa: F401 (re-exported: callers import them fr
     pending_work,
     write_shard,
 )
-from mining.joblog import interrupt_on_sigterm
 from mining.scorers import Scorer
-from mining.store import Store
 from mining.worker import (  # noqa: F401 (the worker's names, re-exported: callers import them from here)
     _WORKER_BY_TOKEN,
     BATCH_IMAGES,
@@ -212,7 +212,7 @@ def mine(
     CatalogueBusy
         At once, when another mine job holds the catalogue.
     KeyboardInterrupt
-        On Ctrl+C, or SIGTERM (:class:`mining.joblog.JobInterrupted`): the
+        On Ctrl+C, or SIGTERM (:class:`mining.catalogue.joblog.JobInterrupted`): the
         run is recorded as ``interrupted`` with what was written so far kept;
         running the job again resumes it.
     """

@@ -40,7 +40,7 @@ def fit_pixel(
 
     Parameters
     ----------
-    store : mining.store.Store
+    store : mining.catalogue.store.Store
     images_dir, labels_dir : path
         Images and label images of the same stem (0 unlabelled, 1 background,
         2..K the classes named in ``config.class_names``).

@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from mining.catalogue.store import Store
 from mining.fusion import PRIMARY_SCORERS, FusedScores, fuse, fused_scores, rank_normalize
-from mining.store import Store
 from mining.strategies import STRATEGIES, get_strategy, select_top
 
 __all__ = [

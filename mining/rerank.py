@@ -32,8 +32,8 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import precision_recall_curve
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from mining.store import Store, is_patch_set
-from mining.verdicts import image_labels
+from mining.catalogue.store import Store, is_patch_set
+from mining.catalogue.verdicts import image_labels
 
 logger = logging.getLogger(__name__)
 

@@ -30,11 +30,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mining.catalogue.store import Store
 from mining.learn import learn
 from mining.metrics import auroc, average_precision
 from mining.rank import fused_scores, rank
 from mining.rerank import RERANK_SCORER
-from mining.store import Store
 
 logger = logging.getLogger(__name__)
 

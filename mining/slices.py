@@ -26,9 +26,9 @@ import os
 import numpy as np
 from scipy.stats import fisher_exact
 
+from mining.catalogue.store import Store
 from mining.io import TECHNICAL_META_KEYS
 from mining.metrics import auroc
-from mining.store import Store
 
 logger = logging.getLogger(__name__)
 

@@ -32,9 +32,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from mining.catalogue.store import PATCH_SET_SUFFIX, is_patch_set, unpack_patch_set
 from mining.fusion import FusedScores, rank_normalize
 from mining.rerank import RERANK_SCORER
-from mining.store import PATCH_SET_SUFFIX, is_patch_set, unpack_patch_set
 
 logger = logging.getLogger(__name__)
 

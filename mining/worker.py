@@ -30,9 +30,9 @@ from collections.abc import Iterator, Sequence
 import cv2
 import numpy as np
 
+from mining.catalogue.store import PATCH_SET_SUFFIX, pack_patch_set, process_alive
 from mining.io import UnreadableImage, read_image
 from mining.scorers import Scorer
-from mining.store import PATCH_SET_SUFFIX, pack_patch_set, process_alive
 from mining.tiling import stitch_max
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ unless told otherwise (``raremine review --address``).
 
 A thin shell: the queue, consensus, progress and export logic lives in
 :mod:`mining.review`; every read and write goes through
-:class:`mining.store.Store`. Navigation is built in :func:`main`; widgets are
+:class:`mining.catalogue.store.Store`. Navigation is built in :func:`main`; widgets are
 drawn by small ``*_ui()`` functions that return values, one module a screen in
 :mod:`raremine.screens` (queue, grid, map, disagreements, progress, export; the
 loop's background jobs in :mod:`raremine.screens.loop`).
@@ -21,8 +21,8 @@ import sys
 import streamlit as st
 
 from mining import review as rv
+from mining.catalogue.store import SchemaVersionError, Store
 from mining.config import ConfigError, load_config
-from mining.store import SchemaVersionError, Store
 from raremine.screens.disagreements import disagreements_view
 from raremine.screens.export import export_view
 from raremine.screens.grid import grid_view

@@ -15,10 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mining.index import index_archive
+from mining.catalogue.index import index_archive
+from mining.catalogue.store import Store
 from mining.mine import maps_dir, save_map_png
 from mining.rank import rank
-from mining.store import Store
 
 
 def build_catalogue(

@@ -105,7 +105,7 @@ def test_patch_level_more_like_this_finds_the_image_with_the_same_small_defect()
 def test_patch_sets_round_trip_through_the_catalogue_vector():
     import pytest
 
-    from mining.store import pack_patch_set, unpack_patch_set
+    from mining.catalogue.store import pack_patch_set, unpack_patch_set
 
     P = np.arange(24, dtype=np.float32).reshape(4, 6)
     assert np.array_equal(unpack_patch_set(pack_patch_set(P)), P)

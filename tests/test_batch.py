@@ -20,8 +20,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from mining.catalogue.index import index_archive
+from mining.catalogue.store import Store
 from mining.config import Config, load_config
-from mining.index import index_archive
 from mining.mine import (
     BATCH_IMAGES,
     SHARD_SIZE,
@@ -35,7 +36,6 @@ from mining.mine import (
     score_shard,
 )
 from mining.scorers import get_scorer
-from mining.store import Store
 from raremine.cli import app
 from tests import batch_helpers
 

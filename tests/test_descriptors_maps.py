@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
+from mining.catalogue.store import Store
 from mining.descriptors import GLCM_PROPS, describe, descriptor_names, glcm_properties
 from mining.embedmap import EmbeddingMap
 from mining.outliers import knn_indices, outlier_scores, small_clusters
 from mining.rank import fuse, rank_normalize
-from mining.store import Store
 
 
 def test_descriptors_shape_and_signal():
@@ -85,7 +85,7 @@ def test_fused_scores_trust_no_scorer_by_default_and_primary_stays_an_option(tmp
         for i in range(4):
             p = tmp_path / f"{i}.png"
             cv2.imwrite(str(p), np.full((8, 8), i * 40, np.uint8))
-        from mining.index import index_archive
+        from mining.catalogue.index import index_archive
 
         index_archive(store, [str(tmp_path)])
         ids = sorted(r["id"] for r in store.images())

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from mining.index import index_archive, volumes
+from mining.catalogue.index import index_archive, volumes
+from mining.catalogue.store import Store
 from mining.io import UnreadableImage, inspect_image, read_image, to_float_gray
-from mining.store import Store
 
 pydicom = pytest.importorskip("pydicom")
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402

@@ -1,4 +1,4 @@
-"""Labels in and out of the catalogue (mining.labels) and through the CLI; the magnetic-tile round trip."""
+"""Labels in and out of the catalogue (mining.catalogue.labels) and through the CLI; the magnetic-tile round trip."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mining.index import index_archive
-from mining.labels import catalogue_labels, export_labels, import_labels
-from mining.store import Store
+from mining.catalogue.index import index_archive
+from mining.catalogue.labels import catalogue_labels, export_labels, import_labels
+from mining.catalogue.store import Store
 from raremine.cli import app
 from synthesis.labels import ClassMap, category_masks, object_box, read_labels, write_labels
 from tests.conftest import MAGNETIC_TILE, requires_magnetic_tile

@@ -12,11 +12,11 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from mining import metrics
+from mining.catalogue.store import Store
 from mining.learn import learn
 from mining.rank import STRATEGIES, FusedScores, fuse, get_strategy, rank
 from mining.rerank import RERANK_SCORER, ReRanker, best_threshold, build_features, consensus_labels, threshold_map
 from mining.slices import slice_report, slice_table
-from mining.store import Store
 from mining.strategies import k_center_greedy, mixture_counts, parse_mixture
 
 
@@ -448,7 +448,7 @@ def test_learn_retrains_the_pixel_model_from_painted_masks(tmp_path, tiny_archiv
     pytest.importorskip("mining.models.pixel")
     import cv2
 
-    from mining.index import index_archive
+    from mining.catalogue.index import index_archive
 
     store = Store(tmp_path / "c.db")
     index_archive(store, [tiny_archive["root"]])
@@ -473,7 +473,7 @@ def test_pixel_retraining_keeps_the_fit_pixel_training_set(tmp_path, tiny_archiv
     pytest.importorskip("mining.models.pixel")
     import cv2
 
-    from mining.index import index_archive
+    from mining.catalogue.index import index_archive
     from mining.models.pixel import load_training_pairs
     from mining.pixel_fit import fit_pixel
     from tests.conftest import add_blob, make_texture
@@ -513,7 +513,7 @@ def test_simulate_mixed_supervision_paints_masks_and_rescores_with_the_new_pixel
     pytest.importorskip("mining.models.pixel")
     import cv2
 
-    from mining.index import index_archive
+    from mining.catalogue.index import index_archive
     from mining.mine import mine
     from mining.scorers import get_scorer
     from mining.simulate import read_truth, simulate
@@ -549,7 +549,7 @@ def test_pixel_retraining_takes_normal_verdicts_and_retunes_on_growth(tmp_path, 
     import cv2
 
     import mining.pixel_tune as pt
-    from mining.index import index_archive
+    from mining.catalogue.index import index_archive
     from mining.models.pixel import load_pixel_model, load_training_pairs
     from mining.pixel_fit import fit_pixel
     from tests.conftest import add_blob, make_texture

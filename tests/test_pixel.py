@@ -393,7 +393,7 @@ def test_cli_fit_mine_export(tmp_path, tiny_archive, label_dirs):
     )
     assert res.exit_code == 0, res.output
     assert "failed: truncated 1" in res.output or "failed: decode_error 1" in res.output, res.output
-    from mining.store import Store
+    from mining.catalogue.store import Store
 
     with Store(db) as store:
         rows = store.query(
@@ -425,7 +425,7 @@ def test_cli_fit_pixel_bad_labels_exit_2(tmp_path, label_dirs):
 
 
 def test_scorer_without_model_says_what_to_do(tmp_path):
-    from mining.store import Store
+    from mining.catalogue.store import Store
 
     with Store(tmp_path / "c.db") as store, pytest.raises(ValueError, match="fit-pixel"):
         get_scorer("pixel").prepare(store)
@@ -434,8 +434,8 @@ def test_scorer_without_model_says_what_to_do(tmp_path):
 
 
 def test_demo_pixel_model_is_registered_and_scores(tmp_path):
+    from mining.catalogue.store import Store
     from mining.demo import build_demo_archive, fit_demo_pixel, read_truth
-    from mining.store import Store
 
     with Store(tmp_path / "catalogue.db") as store:
         res = fit_demo_pixel(store, tmp_path, n_train=6, seed=3)
@@ -507,9 +507,9 @@ def test_defect_sizes_measure_width_and_diameter():
 
 
 def test_tuned_choice_is_stored_reloaded_and_used_by_the_scorer(tmp_path, quick_tuner):
+    from mining.catalogue.store import Store
     from mining.config import PixelConfig
     from mining.pixel_fit import fit_pixel
-    from mining.store import Store
 
     pairs = _dips(3, seed=2, n_def=3, n_norm=2, size=64)
     imgs, labs = tmp_path / "images", tmp_path / "labels"

@@ -13,7 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from mining import review as rv
-from mining.store import SCHEMA_VERSION, Store
+from mining.catalogue.store import SCHEMA_VERSION, Store
 from tests.review_catalogue import build_catalogue, clone_catalogue
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")

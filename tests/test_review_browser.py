@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import pytest
 
 from mining import review as rv
-from mining.store import Store
+from mining.catalogue.store import Store
 from tests import review_browser as rb
 from tests.review_catalogue import build_catalogue
 

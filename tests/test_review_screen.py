@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mining.store import Store
+from mining.catalogue.store import Store
 from tests import review_browser as rb
 from tests.review_catalogue import build_catalogue
 

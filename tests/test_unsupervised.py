@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from mining.autoencoder import ConvAutoencoder, error_map, trimmed_mean
+from mining.catalogue.store import Store
 from mining.scorers import get_scorer
 from mining.scorers.autoencoder import AutoencoderScorer
-from mining.store import Store
 
 
 def _weights_file() -> str | None:
@@ -167,7 +167,7 @@ def test_feature_autoencoder_finds_local_defect(monkeypatch):
 
 @requires_weights
 def test_feature_autoencoder_model_saved_and_reused_when_settings_match(tmp_path, monkeypatch, caplog):
-    from mining.index import index_archive
+    from mining.catalogue.index import index_archive
 
     monkeypatch.setenv("RAREMINE_BACKBONE_WEIGHTS", WEIGHTS)
     images, _ = _texture_archive(12, 1, size=64)
@@ -222,7 +222,7 @@ def test_backbone_skipped_without_weights(tmp_path, monkeypatch, caplog):
 
 def test_mine_goes_on_without_backbone_weights(tiny_archive, tmp_path, monkeypatch, caplog):
     """No weights anywhere: one warning, and mine scores every image with the other scorers."""
-    from mining.index import index_archive
+    from mining.catalogue.index import index_archive
     from mining.mine import mine
 
     _no_packaged_weights(monkeypatch)
@@ -312,7 +312,7 @@ def test_backbone_archs_match_the_config():
 @requires_weights
 def test_mine_end_to_end(tiny_archive, tmp_path, monkeypatch):
     """index + mine (autoencoder, embedding, backbone) on the tiny archive; the blobs rank high."""
-    from mining.index import index_archive
+    from mining.catalogue.index import index_archive
     from mining.mine import mine
     from mining.rank import fused_scores
 
@@ -400,7 +400,7 @@ def test_backbone_global_layers_are_validated():
 @requires_weights
 def test_backbone_global_vector_and_stale_embeddings(tiny_archive, tmp_path):
     """patches=False: no patch bank, no map, the embedding concatenates blocks 13 and 18; a mismatch is refused."""
-    from mining.index import index_archive
+    from mining.catalogue.index import index_archive
     from mining.mine import mine
 
     with Store(tmp_path / "c.db") as store:
@@ -462,7 +462,7 @@ def test_backbone_input_keeps_aspect(any_weights):
 
 def test_tiled_image_scored_whole(tmp_path, any_weights):
     """An image the catalogue tiles gets one real backbone score, patch score and embedding; no tile rows."""
-    from mining.index import index_archive
+    from mining.catalogue.index import index_archive
     from mining.mine import _combine, _units, mine
     from mining.scorers.base import ScoreResult
 
@@ -502,7 +502,7 @@ def test_patch_score_finds_and_locates_a_local_defect(tmp_path):
     (On these synthetic textures the global kNN finds the pit too; the archives where the two part ways
     are measured in ``docs/benchmarks/patch_scale.md``.)
     """
-    from mining.index import index_archive
+    from mining.catalogue.index import index_archive
     from mining.mine import mine
 
     rng = np.random.default_rng(1)
@@ -533,8 +533,8 @@ def test_patch_score_finds_and_locates_a_local_defect(tmp_path):
         assert abs(y - 89) <= 16 and abs(x - 237) <= 16, (y, x)
         assert len(store.query("SELECT 1 FROM scores WHERE scorer = 'backbone' AND tile = -1")) == 40
         # each image's 4 hottest patch features are stored; confirming one pit finds the other first
+        from mining.catalogue.store import unpack_patch_set
         from mining.rank import fused_scores
-        from mining.store import unpack_patch_set
         from mining.strategies import adaptive_arms, like_confirmed_patches, patch_sets
 
         sets = store.query("SELECT vector FROM embeddings WHERE name = 'backbone.patches' AND tile = -1")

@@ -10,7 +10,7 @@ import socket
 import time
 from collections.abc import Iterator
 
-from mining.store import Store
+from mining.catalogue.store import Store
 
 logger = logging.getLogger(__name__)
 

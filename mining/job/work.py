@@ -8,8 +8,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from mining.catalogue.store import Store
 from mining.scorers import Scorer
-from mining.store import Store
 from mining.worker import (
     MAP_UNWRITABLE,
 )

@@ -1,6 +1,6 @@
 """Review logic behind the Streamlit app: queues, verdicts, consensus, progress, export.
 
-Everything here is plain Python over :class:`mining.store.Store` (no
+Everything here is plain Python over :class:`mining.catalogue.store.Store` (no
 streamlit), so the app stays a thin shell and this module is tested on its
 own. The app reads candidates and writes verdicts only through these
 functions.
@@ -15,7 +15,7 @@ Conventions
   enough yet), ``disagreement`` (waiting for a tie-breaking vote),
   ``decided`` (verdict ``confirm``, ``reject``, ``unsure`` or ``neutral``) or
   ``dropped`` (ambiguous, left out of the labels). Votes, the rule and the
-  labels it gives live in :mod:`mining.verdicts` (re-exported here), the one
+  labels it gives live in :mod:`mining.catalogue.verdicts` (re-exported here), the one
   definition of a label that learning and every export share.
 - Label images painted in the app use 0 = unlabelled, 1 = background,
   2 = defect, the format ``raremine fit-pixel`` reads; the vote itself
@@ -37,6 +37,23 @@ Modules
 Every public name is importable from :mod:`mining.review` itself.
 """
 
+from mining.catalogue.verdicts import (
+    LEFT_OUT,
+    ON_DISAGREEMENT,
+    STATUSES,
+    VERDICTS,
+    Confirmed,
+    ConsensusRule,
+    Decision,
+    ImageLabel,
+    Vote,
+    decide,
+    decisions,
+    describe_left_out,
+    image_labels,
+    latest_votes,
+    left_out_counts,
+)
 from mining.review.display import (
     auto_window,
     crop_around,
@@ -107,23 +124,6 @@ from mining.review.views import (
     reference_image,
     scorer_ranks,
     why_sentences,
-)
-from mining.verdicts import (
-    LEFT_OUT,
-    ON_DISAGREEMENT,
-    STATUSES,
-    VERDICTS,
-    Confirmed,
-    ConsensusRule,
-    Decision,
-    ImageLabel,
-    Vote,
-    decide,
-    decisions,
-    describe_left_out,
-    image_labels,
-    latest_votes,
-    left_out_counts,
 )
 
 __all__ = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from mining.store import Store
+from mining.catalogue.store import Store
 
 
 # -- pixels -------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ import logging
 import os
 from collections.abc import Sequence
 
-from mining.store import Store
-from mining.verdicts import (
+from mining.catalogue.store import Store
+from mining.catalogue.verdicts import (
     VERDICTS,
     ConsensusRule,
     describe_left_out,
@@ -32,7 +32,7 @@ def export_labels(
 ) -> int:
     """Write the decided labels as a CSV metadata table; return the number of rows.
 
-    The labels are :func:`mining.verdicts.image_labels` (tiles included), the
+    The labels are :func:`mining.catalogue.verdicts.image_labels` (tiles included), the
     definition the learn step and ``raremine export --what labels`` use.
     Columns: ``path, tile, label, category, verdict, votes, mask_path``
     (``label`` 1 for confirm, 0 otherwise; ``votes`` as

@@ -8,12 +8,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from mining.review.painting import BACKGROUND, DEFECT, UNLABELLED
-from mining.store import Store
-from mining.verdicts import (
+from mining.catalogue.store import Store
+from mining.catalogue.verdicts import (
     ConsensusRule,
     decisions,
 )
+from mining.review.painting import BACKGROUND, DEFECT, UNLABELLED
 
 
 # -- queue items ------------------------------------------------------------------------------

@@ -7,15 +7,15 @@ import logging
 import time
 from collections.abc import Sequence
 
-from mining.review.queue import Item
-from mining.store import Store
-from mining.verdicts import (
+from mining.catalogue.store import Store
+from mining.catalogue.verdicts import (
     ConsensusRule,
     Decision,
     Vote,
     decisions,
     latest_votes,
 )
+from mining.review.queue import Item
 
 logger = logging.getLogger(__name__)
 

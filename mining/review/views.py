@@ -6,13 +6,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mining.review.queue import Item, _loads
-from mining.store import Store, is_patch_set
-from mining.verdicts import (
+from mining.catalogue.store import Store, is_patch_set
+from mining.catalogue.verdicts import (
     ConsensusRule,
     decisions,
     image_labels,
 )
+from mining.review.queue import Item, _loads
 
 
 # -- scores, neighbours, map ----------------------------------------------------------------------

@@ -42,7 +42,7 @@ class ScoreResult:
     patches : ndarray of shape (K, D), float32, optional
         Local feature vectors of the image's most anomalous places, hottest
         first, stored as the patch set ``embedding_name + ".patches"``
-        (:data:`mining.store.PATCH_SET_SUFFIX`): the review loop's "more like
+        (:data:`mining.catalogue.store.PATCH_SET_SUFFIX`): the review loop's "more like
         this" compares a confirmed defect's hottest patch with them.
     """
 

@@ -38,7 +38,7 @@ def main() -> None:
     try:
         app()
     except sqlite3.Error as err:
-        from mining.store import describe_sqlite_error
+        from mining.catalogue.store import describe_sqlite_error
 
         log.debug("SQLite error", exc_info=True)
         where = _CATALOGUE[-1] if _CATALOGUE else Path("?")

@@ -76,11 +76,11 @@ def open_store(db: Path, *, must_exist: bool = True, readonly: bool = False, sna
     readonly : bool
         Open for reading only: nothing is written, no file is created.
     snapshot : bool
-        With ``readonly``: read an idle catalogue as a snapshot (see :class:`mining.store.Store`).
+        With ``readonly``: read an idle catalogue as a snapshot (see :class:`mining.catalogue.store.Store`).
     """
     import sqlite3
 
-    from mining.store import SchemaVersionError, Store, describe_sqlite_error
+    from mining.catalogue.store import SchemaVersionError, Store, describe_sqlite_error
 
     _CATALOGUE[:] = [db]
     if (must_exist or readonly) and not db.exists():

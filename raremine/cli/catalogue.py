@@ -34,8 +34,8 @@ def index(
     ext: Annotated[list[str] | None, typer.Option("--ext", help="only these extensions, e.g. --ext .jpg")] = None,
 ) -> None:
     """Index image files (PNG, JPEG, BMP, TIFF, .npy) under ROOTS into the catalogue."""
-    from mining.index import index_archive
-    from mining.joblog import exit_code, interrupt_on_sigterm
+    from mining.catalogue.index import index_archive
+    from mining.catalogue.joblog import exit_code, interrupt_on_sigterm
 
     cfg = load_config_or_fail(config, set_)
     for r in roots:

@@ -105,8 +105,8 @@ def export_labels_cmd(
     cfg=None,
 ) -> None:
     """``raremine export --what labels``: the labels the consensus rule (``review:``) decides, as ``learn`` uses."""
-    from mining.labels import export_labels
-    from mining.verdicts import ConsensusRule
+    from mining.catalogue.labels import export_labels
+    from mining.catalogue.verdicts import ConsensusRule
     from synthesis.labels import FORMATS
 
     fmt = _check_label_format(fmt, FORMATS)
@@ -146,7 +146,7 @@ def import_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as one JSON object")] = False,
 ) -> None:
     """Import labels (csv, folders, masks, coco, yolo, voc, labelme, cvat) as reviews and annotations."""
-    from mining.labels import DEFAULT_NEGATIVE, import_labels
+    from mining.catalogue.labels import DEFAULT_NEGATIVE, import_labels
     from synthesis.labels import IMPORT_FORMATS
 
     fmt = _check_label_format(format_, IMPORT_FORMATS)

@@ -28,8 +28,8 @@ def mine(
     log_json: Annotated[Path | None, typer.Option(help="append structured logs (JSON lines) to this file")] = None,
 ) -> None:
     """Run the configured scorers over every readable image; resumable (run it again after a kill)."""
+    from mining.catalogue.joblog import exit_code, json_log_handler
     from mining.config import scorer_params
-    from mining.joblog import exit_code, json_log_handler
     from mining.mine import CatalogueBusy
     from mining.mine import mine as mine_fn
     from mining.scorers import get_scorer, resolve_scorers

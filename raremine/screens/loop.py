@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from mining.catalogue.store import Store
 from mining.config import load_config
-from mining.store import Store
 from raremine.screens.state import Ctx
 
 

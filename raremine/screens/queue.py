@@ -10,8 +10,8 @@ import numpy as np
 import streamlit as st
 
 from mining import review as rv
+from mining.catalogue.store import Store
 from mining.io import UnreadableImage
-from mining.store import Store
 from raremine.screens.loop import loop_ui
 from raremine.screens.state import (
     HOT_CROP,

@@ -12,8 +12,8 @@ import numpy as np
 import streamlit as st
 
 from mining import review as rv
+from mining.catalogue.store import Store
 from mining.io import UnreadableImage, read_image
-from mining.store import Store
 
 VIEWS = ("Queue", "Grid", "Map", "Disagreements", "Progress", "Export")
 VERDICT_KEYS = {"confirm": "Y", "reject": "N", "unsure": "U"}

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from mining.catalogue.store import Store
 from mining.io import (
     DEFAULT_MAX_PIXELS,
     DICOM_META_KEYS,
@@ -33,7 +34,6 @@ from mining.io import (
     UnreadableImage,
     inspect_image,
 )
-from mining.store import Store
 from mining.tiling import needs_tiling, tile_grid
 
 logger = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from mining.store import Store
+from mining.catalogue.store import Store
 
 logger = logging.getLogger(__name__)
 

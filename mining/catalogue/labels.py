@@ -61,9 +61,9 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from mining.catalogue.store import Store
+from mining.catalogue.verdicts import ConsensusRule, describe_left_out, image_labels, left_out_counts
 from mining.io import UnreadableImage, read_image
-from mining.store import Store
-from mining.verdicts import ConsensusRule, describe_left_out, image_labels, left_out_counts
 from synthesis.labels import (
     FORMATS,
     IMPORT_FORMATS,
