@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 
 from mining.backbone import ARCHS, DEFAULT_ARCH, block_channels, packaged_weights  # noqa: E402
 from mining.io import read_image  # noqa: E402
-from mining.outliers import outlier_scores  # noqa: E402
+from mining.models.outliers import outlier_scores  # noqa: E402
 from mining.scorers import get_scorer  # noqa: E402
 from mining.scorers.backbone import scale_blocks  # noqa: E402
 

@@ -59,7 +59,7 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
 
 from mining.catalogue.store import Store  # noqa: E402
 from mining.metrics import average_precision, recall_at_fraction  # noqa: E402
-from mining.outliers import outlier_scores  # noqa: E402
+from mining.models.outliers import outlier_scores  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "magnetic-tile"
 TOOL = REPO.parent / "shared" / "tools" / "make_rare_archive.py"
@@ -276,7 +276,7 @@ def run_archive(folder: str, seed: int, net) -> dict:
     rng = np.random.default_rng(seed)
     res["peer_random"] = _metrics(y, rng.permutation(n).astype(float))
     if len(d_ids):
-        from mining.outliers import standardize
+        from mining.models.outliers import standardize
 
         dpos = {int(i): k for k, i in enumerate(d_ids)}
         dk = outlier_scores(standardize(D), "knn", k=5, standardize_features=False)

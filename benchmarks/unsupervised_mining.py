@@ -49,7 +49,7 @@ from mining.catalogue.index import index_archive  # noqa: E402
 from mining.catalogue.store import Store  # noqa: E402
 from mining.config import Config, load_config, scorer_params  # noqa: E402
 from mining.mine import mine  # noqa: E402
-from mining.outliers import outlier_scores  # noqa: E402
+from mining.models.outliers import outlier_scores  # noqa: E402
 from mining.rank import fuse  # noqa: E402
 from mining.scorers import get_scorer  # noqa: E402
 from mining.scorers._whole import load_embeddings  # noqa: E402
@@ -147,7 +147,7 @@ def run_archive(category: str, seed: int, workdir: str, weights: str | None, wor
             from pyod.models.ecod import ECOD
             from pyod.models.iforest import IForest
 
-            from mining.outliers import standardize
+            from mining.models.outliers import standardize
 
             Z = standardize(D)
             res["peer_pyod_ecod"] = metrics(ECOD().fit(Z).decision_scores_, dy)
@@ -308,8 +308,8 @@ def throughput(workdir: str, n: int = 640, workers: int = 2, repeats: int = 3) -
 
 def umap_seconds(n: int, dim: int | None = None, seed: int = 0) -> dict:
     """Seconds of one UMAP fit on ``n`` clustered vectors of the descriptor's length (default)."""
-    from mining.descriptors import descriptor_names
-    from mining.embedmap import EmbeddingMap
+    from mining.models.descriptors import descriptor_names
+    from mining.models.embedmap import EmbeddingMap
 
     dim = dim or len(descriptor_names())
     rng = np.random.default_rng(seed)

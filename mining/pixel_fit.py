@@ -1,7 +1,7 @@
 """Training the pixel model of a catalogue from the user's labelled folders (``raremine fit-pixel``).
 
 :func:`fit_pixel` reads the image and label folders, tunes the settings by
-cross-validation over the labelled images (:mod:`mining.pixel_tune`, unless
+cross-validation over the labelled images (:mod:`mining.models.pixel_tune`, unless
 told not to), trains the model (:mod:`mining.models.pixel`) and registers it in the
 catalogue (the demo's few labelled images go the same way,
 :func:`mining.demo.fit_demo_pixel`). This module sits above the filter bank,
@@ -51,7 +51,7 @@ def fit_pixel(
         when these folders add painted masks to it (default: these folders).
     tune : bool, optional
         Choose the features, the scorer's border and score rule by cross-validation over the
-        labelled images (:mod:`mining.pixel_tune`); default ``config.tune``. The tuned model
+        labelled images (:mod:`mining.models.pixel_tune`); default ``config.tune``. The tuned model
         is trained with the chosen features and the config's classifier, budget and sampling
         (``config.tune_final: "config"``, the default) or with the tuner's own XGBoost on the
         CV's pixels (``"tuner"``); untuned ones with the config's features and classifier.
@@ -99,7 +99,7 @@ def fit_pixel(
         logger.warning(skipped)
         tune = False
     if reuse is not None or tune:
-        from mining import pixel_tune as pt
+        from mining.models import pixel_tune as pt
 
         if reuse is not None:
             prev = reuse

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from mining.catalogue.store import Store
-from mining.descriptors import GLCM_PROPS, describe, descriptor_names, glcm_properties
-from mining.embedmap import EmbeddingMap
-from mining.outliers import knn_indices, outlier_scores, small_clusters
+from mining.models.descriptors import GLCM_PROPS, describe, descriptor_names, glcm_properties
+from mining.models.embedmap import EmbeddingMap
+from mining.models.outliers import knn_indices, outlier_scores, small_clusters
 from mining.rank import fuse, rank_normalize
 
 

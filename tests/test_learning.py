@@ -548,7 +548,7 @@ def test_pixel_retraining_takes_normal_verdicts_and_retunes_on_growth(tmp_path, 
     pytest.importorskip("mining.models.pixel")
     import cv2
 
-    import mining.pixel_tune as pt
+    import mining.models.pixel_tune as pt
     from mining.catalogue.index import index_archive
     from mining.models.pixel import load_pixel_model, load_training_pairs
     from mining.pixel_fit import fit_pixel

@@ -446,7 +446,7 @@ def test_demo_pixel_model_is_registered_and_scores(tmp_path):
     assert all(0 <= s <= 1 for s in scores.values())
 
 
-# -- self-tuning (mining.pixel_tune) ---------------------------------------------------------------------
+# -- self-tuning (mining.models.pixel_tune) ---------------------------------------------------------------------
 def _dips(radius, seed, n_def=5, n_norm=3, size=128):
     """Noisy images; a defect is a smooth dark dip of scale ``radius``; background has bright bumps of that scale."""
     rng = np.random.default_rng(seed)
@@ -469,7 +469,7 @@ def _dips(radius, seed, n_def=5, n_norm=3, size=128):
 
 @pytest.fixture
 def quick_tuner(monkeypatch):
-    import mining.pixel_tune as pt
+    import mining.models.pixel_tune as pt
 
     monkeypatch.setattr(pt, "TUNE_CLASSIFIER", {**pt.TUNE_CLASSIFIER, "n_estimators": 20, "max_depth": 4})
     monkeypatch.setattr(pt, "ROWS_PER_CLASS", 400)
@@ -493,7 +493,7 @@ def test_tuner_picks_the_scale_of_the_defects(quick_tuner, radius, right):
 
 
 def test_defect_sizes_measure_width_and_diameter():
-    import mining.pixel_tune as pt
+    import mining.models.pixel_tune as pt
 
     disc = np.ones((100, 100), np.uint8)
     cv2.circle(disc, (30, 30), 10, 2, -1)  # width = diameter = 21 px

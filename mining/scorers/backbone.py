@@ -66,7 +66,7 @@ from mining.backbone import (
 )
 from mining.fusion import rank_normalize
 from mining.io import UnreadableImage, read_image, to_float
-from mining.outliers import outlier_scores
+from mining.models.outliers import outlier_scores
 from mining.scorers._whole import load_embeddings, write_scores
 from mining.scorers.base import Scorer, ScoreResult
 

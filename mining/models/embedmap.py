@@ -95,7 +95,7 @@ class EmbeddingMap:
             raise ValueError(f"need at least 4 points for a map, got {n}")
 
     def _prep(self, X: np.ndarray) -> np.ndarray:
-        from mining.outliers import _as_2d
+        from mining.models.outliers import _as_2d
 
         X = _as_2d(X)
         if self.standardize:
