@@ -21,9 +21,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import rankdata
 
 from mining.catalogue.store import Store
+from mining.metrics import rank_normalize
 
 
 @dataclass
@@ -57,25 +57,6 @@ class FusedScores:
         pairs = zip(self.scorers, self.percentiles[i], strict=True)
         per = {s: round(float(p), 4) for s, p in pairs if not np.isnan(p)}
         return dict(sorted(per.items(), key=lambda kv: -kv[1]))
-
-
-def rank_normalize(scores: np.ndarray) -> np.ndarray:
-    """Percentile ranks in (0, 1] of the finite values (ties share their mean rank; NaN stays NaN).
-
-    Parameters
-    ----------
-    scores : ndarray of shape (n,)
-
-    Returns
-    -------
-    ndarray of shape (n,), float64
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    out = np.full(scores.shape, np.nan)
-    ok = np.isfinite(scores)
-    if ok.any():
-        out[ok] = rankdata(scores[ok], method="average") / ok.sum()
-    return out
 
 
 #: Scorers that alone decide the fused score of every image they scored (``rank.primary``).

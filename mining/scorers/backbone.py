@@ -64,8 +64,8 @@ from mining.backbone import (
     preprocess,
     resolve_weights,
 )
-from mining.fusion import rank_normalize
 from mining.io import UnreadableImage, read_image, to_float
+from mining.metrics import rank_normalize
 from mining.models.outliers import outlier_scores
 from mining.scorers._whole import load_embeddings, write_scores
 from mining.scorers.base import Scorer, ScoreResult

@@ -18,7 +18,7 @@ import logging
 
 import numpy as np
 
-from mining.fusion import rank_normalize
+from mining.metrics import rank_normalize
 from mining.models.descriptors import describe
 from mining.models.outliers import METHODS, outlier_scores, small_clusters
 from mining.scorers._whole import load_embeddings, write_map, write_scores
