@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from mining.catalogue.index import index_archive  # noqa: E402
 from mining.catalogue.store import Store  # noqa: E402
 from mining.learn import learn  # noqa: E402
-from mining.rerank import RERANK_SCORER  # noqa: E402
+from mining.ranking.rerank import RERANK_SCORER  # noqa: E402
 from mining.scorers import available_scorers, get_scorer  # noqa: E402
 from mining.simulate import copy_catalogue, model_scores, plot_curves, plot_recall, read_truth, simulate  # noqa: E402
 
@@ -171,7 +171,7 @@ def mined_catalogue(archive: Path, wanted: list[str] | None, workers: int) -> tu
 def scorer_alone_ap(db: Path, truth_csv: Path) -> dict[str, float]:
     """AP of each scorer's own score over the archive (no labels used), for reference."""
     from mining.metrics import average_precision
-    from mining.rank import fused_scores
+    from mining.ranking.rank import fused_scores
 
     with Store(db) as store:
         t = read_truth(truth_csv, store)
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             log.info("no MobileNetV2 weights (make test-weights): the backbone scorer is skipped")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for name in ("mining.learn", "mining.rank", "mining.simulate", "mining.mine"):
+    for name in ("mining.learn", "mining.ranking.rank", "mining.simulate", "mining.mine"):
         logging.getLogger(name).setLevel(logging.WARNING)
     if not DATA.is_dir():
         print(f"magnetic-tile data not found at {DATA}; nothing to measure", file=sys.stderr)

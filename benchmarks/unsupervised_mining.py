@@ -50,7 +50,7 @@ from mining.catalogue.store import Store  # noqa: E402
 from mining.config import Config, load_config, scorer_params  # noqa: E402
 from mining.mine import mine  # noqa: E402
 from mining.models.outliers import outlier_scores  # noqa: E402
-from mining.rank import fuse  # noqa: E402
+from mining.ranking.rank import fuse  # noqa: E402
 from mining.scorers import get_scorer  # noqa: E402
 from mining.scorers._whole import load_embeddings  # noqa: E402
 

@@ -168,7 +168,7 @@ def run_demo(
     from mining.catalogue.store import Store
     from mining.config import load_config, scorer_params
     from mining.mine import mine
-    from mining.rank import rank
+    from mining.ranking.rank import rank
     from mining.scorers import get_scorer, resolve_scorers
 
     out_dir = os.path.abspath(os.fspath(out_dir))

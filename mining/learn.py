@@ -11,12 +11,12 @@
 What it does:
 
 1. reads the labels the consensus rule decides (:func:`mining.catalogue.verdicts.image_labels`,
-   through :func:`mining.rerank.consensus_labels`): the one definition of a
+   through :func:`mining.ranking.rerank.consensus_labels`): the one definition of a
    label that the review app and every label export share; undecided images
    (pending, disagreeing, dropped, unsure, neutral) train nothing and the
    report's ``left_out`` counts them per reason;
 2. trains the K-fold XGBoost re-ranker on the image scores, map statistics and
-   embeddings (:func:`mining.rerank.build_features`; monotone increasing in
+   embeddings (:func:`mining.ranking.rerank.build_features`; monotone increasing in
    every scorer's score, which by contract rises with rarity) and writes its
    probability for every readable image into the ``scores`` table under the
    scorer name ``rerank`` (out-of-fold for images with a verdict; ``stats``
@@ -48,7 +48,7 @@ import numpy as np
 from mining.catalogue.store import Store
 from mining.catalogue.verdicts import ConsensusRule, image_labels, left_out_counts
 from mining.metrics import auroc, average_precision
-from mining.rerank import (
+from mining.ranking.rerank import (
     CALIBRATIONS,
     RERANK_SCORER,
     ReRanker,
@@ -123,7 +123,7 @@ def learn(
     n_folds : int, optional
         Folds for out-of-fold probabilities (default ``learn.n_folds``, 5).
     calibration : {None, "none", "threshold", "isotonic", "sigmoid"}, optional
-        See :mod:`mining.rerank` (default ``learn.calibration``, "threshold").
+        See :mod:`mining.ranking.rerank` (default ``learn.calibration``, "threshold").
     embedding_components : int, optional
         Principal components kept per embedding (default ``learn.embedding_components``, 16).
     random_state : int, default=0

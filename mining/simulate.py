@@ -3,7 +3,7 @@
 A simulated reviewer answers from a truth CSV (columns ``path,label`` and
 optionally ``category`` and ``mask``; label 1 = rare event). Each round:
 
-1. :func:`mining.rank.rank` picks ``batch`` candidates with the strategy;
+1. :func:`mining.ranking.rank.rank` picks ``batch`` candidates with the strategy;
 2. the reviewer confirms or rejects each one (``reviews.source = "simulate"``)
    and, for mixed supervision, paints the truth mask of up to
    ``masks_per_round`` confirmed images (``reviews.mask_path``);
@@ -33,8 +33,8 @@ import numpy as np
 from mining.catalogue.store import Store
 from mining.learn import learn
 from mining.metrics import auroc, average_precision
-from mining.rank import fused_scores, rank
-from mining.rerank import RERANK_SCORER
+from mining.ranking.rank import fused_scores, rank
+from mining.ranking.rerank import RERANK_SCORER
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def simulate(
     truth : Truth
         From :func:`read_truth`.
     strategy : str, default="top"
-        A selection strategy or mixture (see :mod:`mining.strategies`).
+        A selection strategy or mixture (see :mod:`mining.ranking.strategies`).
     batch : int, default=24
         Images reviewed per round.
     rounds : int, default=4
@@ -161,7 +161,7 @@ def simulate(
         Confirmed images per round whose truth mask is painted (mixed supervision).
     reviewer : str, default="simulator"
     learn_kwargs, rank_kwargs : dict, optional
-        Passed to :func:`mining.learn.learn` and :func:`mining.rank.rank`.
+        Passed to :func:`mining.learn.learn` and :func:`mining.ranking.rank.rank`.
     random_state : int, default=0
         Seeds the strategies (round r uses ``random_state + r``) and the re-ranker.
     rescore_pixel : bool, default=True

@@ -172,8 +172,8 @@ def slice_report(
     ValueError
         When ``keys`` names a key the metadata lacks, or there is no metadata.
     """
-    from mining.rank import fused_scores
-    from mining.rerank import RERANK_SCORER, consensus_labels
+    from mining.ranking.rank import fused_scores
+    from mining.ranking.rerank import RERANK_SCORER, consensus_labels
 
     ids, meta = read_metadata(store, csv_path)
     if not meta:

@@ -10,7 +10,7 @@ from mining.catalogue.store import Store
 from mining.models.descriptors import GLCM_PROPS, describe, descriptor_names, glcm_properties
 from mining.models.embedmap import EmbeddingMap
 from mining.models.outliers import knn_indices, outlier_scores, small_clusters
-from mining.rank import fuse, rank_normalize
+from mining.ranking.rank import fuse, rank_normalize
 
 
 def test_descriptors_shape_and_signal():
@@ -78,7 +78,7 @@ def test_fusion_arithmetic():
 
 def test_fused_scores_trust_no_scorer_by_default_and_primary_stays_an_option(tmp_path):
     """The stored scores of two scorers: by default every scorer counts; rank.primary lets one decide alone."""
-    from mining.rank import fused_scores
+    from mining.ranking.rank import fused_scores
 
     with Store(tmp_path / "c.db") as store:
         ids = []

@@ -232,7 +232,7 @@ def test_a_16_bit_dicom_opens_in_the_review_app_with_its_own_window(tmp_path, mo
 
     from mining import review as rv
     from mining.mine import mine
-    from mining.rank import rank
+    from mining.ranking.rank import rank
     from mining.scorers import get_scorer
 
     rng = np.random.default_rng(7)

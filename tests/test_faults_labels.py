@@ -27,8 +27,8 @@ from mining import review as rv
 from mining.catalogue.index import index_archive
 from mining.catalogue.store import Store
 from mining.learn import learn
-from mining.rank import rank
-from mining.rerank import consensus_labels
+from mining.ranking.rank import rank
+from mining.ranking.rerank import consensus_labels
 from mining.review import ConsensusRule
 from raremine.cli import app as cli
 from synthesis.labels import category_masks, read_labels

@@ -14,10 +14,17 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from mining import metrics
 from mining.catalogue.store import Store
 from mining.learn import learn
-from mining.rank import STRATEGIES, FusedScores, fuse, get_strategy, rank
-from mining.rerank import RERANK_SCORER, ReRanker, best_threshold, build_features, consensus_labels, threshold_map
+from mining.ranking.rank import STRATEGIES, FusedScores, fuse, get_strategy, rank
+from mining.ranking.rerank import (
+    RERANK_SCORER,
+    ReRanker,
+    best_threshold,
+    build_features,
+    consensus_labels,
+    threshold_map,
+)
+from mining.ranking.strategies import k_center_greedy, mixture_counts, parse_mixture
 from mining.slices import slice_report, slice_table
-from mining.strategies import k_center_greedy, mixture_counts, parse_mixture
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -106,7 +113,7 @@ def test_top_cold_start_round_robin_takes_each_scorers_best_in_turn():
 
 
 def test_fused_scores_keep_the_weights_and_rank_honours_them_in_the_cold_start(tmp_path):
-    from mining.rank import fused_scores
+    from mining.ranking.rank import fused_scores
 
     store, _ = make_store(tmp_path / "w.db")
     with store:

@@ -1,7 +1,7 @@
 from mining.catalogue.index import index_archive
 from mining.catalogue.store import Store
 from mining.mine import mine
-from mining.rank import rank
+from mining.ranking.rank import rank
 from mining.scorers import get_scorer
 
 

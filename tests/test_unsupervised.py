@@ -314,7 +314,7 @@ def test_mine_end_to_end(tiny_archive, tmp_path, monkeypatch):
     """index + mine (autoencoder, embedding, backbone) on the tiny archive; the blobs rank high."""
     from mining.catalogue.index import index_archive
     from mining.mine import mine
-    from mining.rank import fused_scores
+    from mining.ranking.rank import fused_scores
 
     monkeypatch.setenv("RAREMINE_BACKBONE_WEIGHTS", WEIGHTS)
     scorers = [
@@ -534,8 +534,8 @@ def test_patch_score_finds_and_locates_a_local_defect(tmp_path):
         assert len(store.query("SELECT 1 FROM scores WHERE scorer = 'backbone' AND tile = -1")) == 40
         # each image's 4 hottest patch features are stored; confirming one pit finds the other first
         from mining.catalogue.store import unpack_patch_set
-        from mining.rank import fused_scores
-        from mining.strategies import adaptive_arms, like_confirmed_patches, patch_sets
+        from mining.ranking.rank import fused_scores
+        from mining.ranking.strategies import adaptive_arms, like_confirmed_patches, patch_sets
 
         sets = store.query("SELECT vector FROM embeddings WHERE name = 'backbone.patches' AND tile = -1")
         assert len(sets) == 40 and all(unpack_patch_set(r[0]).shape[0] == 4 for r in sets)

@@ -2,7 +2,7 @@
 
 Every place that reads what reviewers said goes through this module: the
 review app (:mod:`mining.review` re-exports these names), the learn step and
-the re-ranker's training labels (:func:`mining.rerank.consensus_labels`), the
+the re-ranker's training labels (:func:`mining.ranking.rerank.consensus_labels`), the
 pixel model's painted masks (:mod:`mining.learn`), ``raremine export --what
 labels`` in every format (:mod:`mining.labels`) and the app's CSV export. So an
 image that trains nothing is exported as nothing, and the reverse.
@@ -397,7 +397,7 @@ def image_labels(
 ) -> dict[tuple[int, int], ImageLabel]:
     """Each reviewed image's label under the consensus rule: THE definition of a label.
 
-    Learning (:func:`mining.rerank.consensus_labels`, the pixel model's masks)
+    Learning (:func:`mining.ranking.rerank.consensus_labels`, the pixel model's masks)
     and every label export (``raremine export --what labels``, the app's
     export) read labels only through this function.
 

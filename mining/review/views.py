@@ -96,7 +96,7 @@ def map_table(store: Store, rule: ConsensusRule = ConsensusRule(), method: str |
     rows = store.query(
         "SELECT image_id, x, y FROM map_coords WHERE tile = -1 AND method = ? ORDER BY image_id", (method,)
     )
-    from mining.rank import fused_scores
+    from mining.ranking.rank import fused_scores
 
     try:
         fs = fused_scores(store)
@@ -317,7 +317,7 @@ def normal_pool(store: Store, rule: ConsensusRule = ConsensusRule()) -> tuple[li
     rejected = [k[0] for k, lab in image_labels(store, rule).items() if lab.target == 0]
     if len(rejected) >= 3:
         return rejected, "decided normal by reviewers"
-    from mining.rank import fused_scores
+    from mining.ranking.rank import fused_scores
 
     try:
         fs = fused_scores(store)

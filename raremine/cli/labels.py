@@ -38,7 +38,7 @@ def export(
     link: Annotated[str, typer.Option(help="labels, folders: copy, hardlink or symlink")] = "copy",
 ) -> None:
     """Export scores or candidates as CSV, or labels in a label format (--what labels --format F)."""
-    from mining.export import export_candidates, export_scores
+    from mining.ranking.export import export_candidates, export_scores
 
     allowed = ("scores", "candidates", "labels")
     if what not in allowed:

@@ -1,4 +1,4 @@
-"""``raremine rank``: choose the next round of candidates (:func:`mining.rank.rank`)."""
+"""``raremine rank``: choose the next round of candidates (:func:`mining.ranking.rank.rank`)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def rank_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Choose the next round of candidates for review."""
-    from mining.rank import rank
+    from mining.ranking.rank import rank
 
     cfg = load_config_or_fail(config, set_)
     with open_store(db) as store:

@@ -48,7 +48,7 @@ def learn_function():
 
 def rank_round(store: Store, *, config=None, progress=None) -> str:
     """Rank the next round as ``raremine rank`` does (the config's ``rank:`` and ``learn:`` sections)."""
-    from mining.rank import rank
+    from mining.ranking.rank import rank
 
     cfg = config if config is not None else load_config(None)
     if progress:

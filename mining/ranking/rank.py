@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from mining.catalogue.store import Store
-from mining.fusion import PRIMARY_SCORERS, FusedScores, fuse, fused_scores, rank_normalize
-from mining.strategies import STRATEGIES, get_strategy, select_top
+from mining.ranking.fusion import PRIMARY_SCORERS, FusedScores, fuse, fused_scores, rank_normalize
+from mining.ranking.strategies import STRATEGIES, get_strategy, select_top
 
 __all__ = [
     "PRIMARY_SCORERS",

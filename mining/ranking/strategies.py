@@ -33,8 +33,8 @@ from collections.abc import Callable
 import numpy as np
 
 from mining.catalogue.store import PATCH_SET_SUFFIX, is_patch_set, unpack_patch_set
-from mining.fusion import FusedScores, rank_normalize
-from mining.rerank import RERANK_SCORER
+from mining.ranking.fusion import FusedScores, rank_normalize
+from mining.ranking.rerank import RERANK_SCORER
 
 logger = logging.getLogger(__name__)
 
@@ -187,11 +187,11 @@ def row_vectors(fs: FusedScores, store=None, embedding: str | None = None) -> tu
             raise ValueError(f"unknown embedding {embedding!r}; stored embeddings: {names}")
         if names:
             name = embedding or names[0]
-            from mining.rerank import build_features
+            from mining.ranking.rerank import build_features
 
             ft = build_features(store, embeddings=[name], scorers=[], embedding_components=32)
             return _standardise(ft.X[ft.rows(fs.image_ids)]), f"embedding {name}"
-        from mining.rerank import build_features
+        from mining.ranking.rerank import build_features
 
         ft = build_features(store, embedding_components=0)
         if ft.X.shape[1]:
@@ -295,7 +295,7 @@ def select_balanced(
     if categories is None:
         categories = {}
         if store is not None:
-            from mining.rerank import consensus_labels
+            from mining.ranking.rerank import consensus_labels
 
             pos = {int(iid): r for r, iid in enumerate(fs.image_ids)}
             for iid, (label, cat) in consensus_labels(store).items():
@@ -538,7 +538,7 @@ def select_adaptive(
     if labels is None:
         labels = {}
         if store is not None:
-            from mining.rerank import consensus_labels
+            from mining.ranking.rerank import consensus_labels
 
             labels = {i: y for i, (y, _cat) in consensus_labels(store).items()}
     if history is None:

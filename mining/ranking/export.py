@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from mining.catalogue.store import Store
-from mining.rank import fused_scores
+from mining.ranking.rank import fused_scores
 from synthesis.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
