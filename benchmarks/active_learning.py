@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             log.info("no MobileNetV2 weights (make test-weights): the backbone scorer is skipped")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for name in ("mining.learn", "mining.ranking.rank", "mining.simulate", "mining.mine"):
+    for name in ("mining.learn", "mining.ranking.rank", "mining.simulate", "mining.job.mine"):
         logging.getLogger(name).setLevel(logging.WARNING)
     if not DATA.is_dir():
         print(f"magnetic-tile data not found at {DATA}; nothing to measure", file=sys.stderr)

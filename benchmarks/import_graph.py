@@ -62,7 +62,7 @@ def find_modules(root: Path, sources: Iterable[str]) -> dict[str, Path]:
 
 
 def _resolve(name: str, known: set[str]) -> str | None:
-    """The longest known module that ``name`` is or lies inside (``mining.mine.mine`` -> ``mining.mine``)."""
+    """The longest known module that ``name`` is or lies inside (``mining.job.mine.mine`` -> ``mining.job.mine``)."""
     parts = name.split(".")
     for i in range(len(parts), 0, -1):
         cand = ".".join(parts[:i])
@@ -103,7 +103,7 @@ def imports_of(module: str, path: Path, known: set[str], root: Path) -> list[Edg
                 pkg = module.split(".") if is_package else module.split(".")[:-1]
                 pkg = pkg[: len(pkg) - (node.level - 1)]
                 base = ".".join([*pkg, base] if base else pkg)
-            for alias in node.names:  # `from mining import mine` imports the module mining.mine
+            for alias in node.names:  # `from mining import mine` imports the module mining.job.mine
                 full = f"{base}.{alias.name}"
                 add(full if full in known else base, node, local)
         elif (

@@ -9,7 +9,7 @@ a temporary folder that is removed afterwards) this script
 2. indexes it into a catalogue;
 3. measures, each in a fresh subprocess and interleaved so that the machine's
    load hits peers alike: plain decoding (``mining.io.read_image`` of every
-   file, with 1 and 2 processes), then ``mining.mine.mine`` with the cheap
+   file, with 1 and 2 processes), then ``mining.job.mine.mine`` with the cheap
    unsupervised scorers on a copy of the catalogue for process/1,
    process/2 and dask/2;
 4. samples the resident memory (RSS) of the measured process (the writer)
@@ -144,7 +144,7 @@ def child_mine(
 ) -> dict:
     """One mining job, as ``raremine mine`` would run it."""
     from mining.catalogue.store import Store
-    from mining.mine import mine
+    from mining.job.mine import mine
     from mining.scorers import get_scorer
 
     with Store(db) as store:

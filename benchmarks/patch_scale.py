@@ -175,8 +175,8 @@ def run_one(data: Path, name: str, overrides: list[str], old: bool) -> dict:
     from mining.catalogue.index import index_archive
     from mining.catalogue.store import Store
     from mining.config import load_config, scorer_params
+    from mining.job.mine import mine
     from mining.metrics import average_precision, recall_at_fraction
-    from mining.mine import mine
     from mining.scorers import get_scorer
 
     cfg = load_config(overrides=[*overrides, *(["backbone.patch_weight=0.5"] if old else [])])

@@ -8,7 +8,7 @@ and score every archive image; we report AP, recall after reviewing 5 % and
 10 % of the archive, training seconds and images per second, side by side.
 
 - ours: ``raremine fit-pixel`` (mining.pixel_fit.fit_pixel with the default
-  ``pixel:`` config) then ``mining.mine.mine`` with the ``pixel`` scorer
+  ``pixel:`` config) then ``mining.job.mine.mine`` with the ``pixel`` scorer
   (inline backend, one process, map PNGs off) through a real catalogue.
 - peer: ``skimage.future.fit_segmenter`` with ``RandomForestClassifier(
   n_estimators=50, max_depth=10, max_samples=0.05)`` (scikit-image's example)
@@ -129,7 +129,7 @@ def run_ours(folder: Path, truth: dict[str, int], tag: str, overrides: list[str]
     from mining.catalogue.store import Store
     from mining.config import load_config, scorer_params
     from mining.io import read_image
-    from mining.mine import mine
+    from mining.job.mine import mine
     from mining.pixel_fit import fit_pixel
     from mining.scorers import get_scorer
 

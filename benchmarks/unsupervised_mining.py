@@ -11,7 +11,7 @@ PyOD ECOD and IsolationForest on the same cheap descriptors, random order,
 MobileNetV2 global-average-pooled features + kNN (k=5), and a plain
 PatchCore-style patch scorer (the backbone's patch part with its own bank, no global part).
 
-Then throughput: the mining worker's own code (``mining.mine.score_shard``:
+Then throughput: the mining worker's own code (``mining.job.mine.score_shard``:
 decode, batches of 32, autoencoder map + bottleneck embedding and the
 descriptor embedding) on 256x256 PNGs in a 2-process pool, without and with
 the map PNGs; the per-stage milliseconds; and UMAP seconds for 100k embeddings.
@@ -48,7 +48,7 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
 from mining.catalogue.index import index_archive  # noqa: E402
 from mining.catalogue.store import Store  # noqa: E402
 from mining.config import Config, load_config, scorer_params  # noqa: E402
-from mining.mine import mine  # noqa: E402
+from mining.job.mine import mine  # noqa: E402
 from mining.models.outliers import outlier_scores  # noqa: E402
 from mining.ranking.rank import fuse  # noqa: E402
 from mining.scorers import get_scorer  # noqa: E402
@@ -211,7 +211,7 @@ def _tp_scorers(ae_state: dict, ae_cfg: dict) -> list:
 def _tp_init(ae_state: dict, ae_cfg: dict, maps_root: str | None) -> None:
     import torch
 
-    from mining.mine import _worker_state
+    from mining.job.mine import _worker_state
 
     torch.set_num_threads(1)
     _TP["state"] = _worker_state(_tp_scorers(ae_state, ae_cfg), maps_root, 10**9)
@@ -219,7 +219,7 @@ def _tp_init(ae_state: dict, ae_cfg: dict, maps_root: str | None) -> None:
 
 def _tp_work(shard: list[dict]) -> int:
     """The mining worker's own code: decode, batch, score with both scorers, (save maps)."""
-    from mining.mine import score_shard
+    from mining.job.mine import score_shard
 
     res = score_shard(shard, _TP["state"])
     assert all(not r["failures"] and len(r["scores"]) == 2 for r in res), res[:1]

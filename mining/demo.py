@@ -167,7 +167,7 @@ def run_demo(
     from mining.catalogue.index import index_archive
     from mining.catalogue.store import Store
     from mining.config import load_config, scorer_params
-    from mining.mine import mine
+    from mining.job.mine import mine
     from mining.ranking.rank import rank
     from mining.scorers import get_scorer, resolve_scorers
 

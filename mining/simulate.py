@@ -277,7 +277,7 @@ def simulate(
 
 
 def _rescore_pixel(store: Store, workers: int = 1) -> None:
-    from mining.mine import mine
+    from mining.job.mine import mine
     from mining.scorers import get_scorer
 
     try:

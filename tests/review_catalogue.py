@@ -17,7 +17,7 @@ import numpy as np
 
 from mining.catalogue.index import index_archive
 from mining.catalogue.store import Store
-from mining.mine import maps_dir, save_map_png
+from mining.job.mine import maps_dir, save_map_png
 from mining.ranking.rank import rank
 
 

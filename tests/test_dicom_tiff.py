@@ -152,7 +152,7 @@ def test_multi_frame_dicom_and_tiff_stacks_are_volumes_of_slices(tmp_path):
             assert [t[1] for t in tiles] == [0, 40, 80, 120, 160] and all(t[3:] == (40, 48) for t in tiles)
         vols = volumes(store)
         assert len(vols) == 2 and all(len(v) == 5 for v in vols.values())
-        from mining.mine import mine
+        from mining.job.mine import mine
         from mining.scorers import get_scorer
 
         mine(store, [get_scorer("contrast")], backend="inline", save_maps=False)
@@ -231,7 +231,7 @@ def test_a_16_bit_dicom_opens_in_the_review_app_with_its_own_window(tmp_path, mo
     from streamlit.testing.v1 import AppTest
 
     from mining import review as rv
-    from mining.mine import mine
+    from mining.job.mine import mine
     from mining.ranking.rank import rank
     from mining.scorers import get_scorer
 

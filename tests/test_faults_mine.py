@@ -29,10 +29,10 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-import mining.worker as worker_mod
+import mining.job.worker as worker_mod
 from mining.catalogue.index import index_archive
 from mining.catalogue.store import Store, process_start_time
-from mining.mine import MAP_UNWRITABLE, CatalogueBusy, catalogue_lock, lock_path, maps_dir, mine
+from mining.job.mine import MAP_UNWRITABLE, CatalogueBusy, catalogue_lock, lock_path, maps_dir, mine
 from mining.scorers import get_scorer
 from raremine.cli import EXIT_BUSY, app
 
@@ -267,11 +267,11 @@ time.sleep(60)
     "lifeline",
     [
         pytest.param(
-            "from mining.mine import die_with_parent\nassert die_with_parent()\n",
+            "from mining.job.mine import die_with_parent\nassert die_with_parent()\n",
             marks=pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's"),
             id="pdeathsig",
         ),
-        pytest.param("import os\nfrom mining.mine import _watch_job\n_watch_job(os.getppid(), 0.05)\n", id="watch"),
+        pytest.param("import os\nfrom mining.job.mine import _watch_job\n_watch_job(os.getppid(), 0.05)\n", id="watch"),
     ],
 )
 def test_worker_lifeline_ends_it_with_its_parent(lifeline):

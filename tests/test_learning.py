@@ -521,7 +521,7 @@ def test_simulate_mixed_supervision_paints_masks_and_rescores_with_the_new_pixel
     import cv2
 
     from mining.catalogue.index import index_archive
-    from mining.mine import mine
+    from mining.job.mine import mine
     from mining.scorers import get_scorer
     from mining.simulate import read_truth, simulate
 

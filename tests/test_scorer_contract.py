@@ -20,7 +20,7 @@ import pytest
 from mining.catalogue.index import index_archive
 from mining.catalogue.store import Store
 from mining.io import read_image
-from mining.mine import mine
+from mining.job.mine import mine
 from mining.scorers import SCORERS, get_scorer
 from tests.conftest import add_blob, make_texture
 

@@ -1,6 +1,6 @@
 from mining.catalogue.index import index_archive
 from mining.catalogue.store import Store
-from mining.mine import mine
+from mining.job.mine import mine
 from mining.ranking.rank import rank
 from mining.scorers import get_scorer
 

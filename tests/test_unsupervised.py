@@ -223,7 +223,7 @@ def test_backbone_skipped_without_weights(tmp_path, monkeypatch, caplog):
 def test_mine_goes_on_without_backbone_weights(tiny_archive, tmp_path, monkeypatch, caplog):
     """No weights anywhere: one warning, and mine scores every image with the other scorers."""
     from mining.catalogue.index import index_archive
-    from mining.mine import mine
+    from mining.job.mine import mine
 
     _no_packaged_weights(monkeypatch)
     with Store(tmp_path / "c.db") as store, caplog.at_level(logging.INFO):
@@ -313,7 +313,7 @@ def test_backbone_archs_match_the_config():
 def test_mine_end_to_end(tiny_archive, tmp_path, monkeypatch):
     """index + mine (autoencoder, embedding, backbone) on the tiny archive; the blobs rank high."""
     from mining.catalogue.index import index_archive
-    from mining.mine import mine
+    from mining.job.mine import mine
     from mining.ranking.rank import fused_scores
 
     monkeypatch.setenv("RAREMINE_BACKBONE_WEIGHTS", WEIGHTS)
@@ -401,7 +401,7 @@ def test_backbone_global_layers_are_validated():
 def test_backbone_global_vector_and_stale_embeddings(tiny_archive, tmp_path):
     """patches=False: no patch bank, no map, the embedding concatenates blocks 13 and 18; a mismatch is refused."""
     from mining.catalogue.index import index_archive
-    from mining.mine import mine
+    from mining.job.mine import mine
 
     with Store(tmp_path / "c.db") as store:
         index_archive(store, [tiny_archive["root"]])
@@ -463,7 +463,7 @@ def test_backbone_input_keeps_aspect(any_weights):
 def test_tiled_image_scored_whole(tmp_path, any_weights):
     """An image the catalogue tiles gets one real backbone score, patch score and embedding; no tile rows."""
     from mining.catalogue.index import index_archive
-    from mining.mine import _combine, _units, mine
+    from mining.job.mine import _combine, _units, mine
     from mining.scorers.base import ScoreResult
 
     im = np.zeros((100, 300), np.uint8)
@@ -503,7 +503,7 @@ def test_patch_score_finds_and_locates_a_local_defect(tmp_path):
     are measured in ``docs/benchmarks/patch_scale.md``.)
     """
     from mining.catalogue.index import index_archive
-    from mining.mine import mine
+    from mining.job.mine import mine
 
     rng = np.random.default_rng(1)
     root = tmp_path / "arch"

@@ -13,7 +13,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from mining.job.work import MineSummary
-from mining.worker import (
+from mining.job.worker import (
     WorkerDied,
     _init_pool_worker,
     score_shard,
@@ -62,10 +62,10 @@ class _ProcessExecutor:
         if start_method == "forkserver":
             # the server imports the heavy modules once; each worker forks from it, clean of the
             # writer's threads (OpenMP pools started by XGBoost or torch in prepare() hang forked children).
-            # mining._forkserver_preload makes the server die with the job; it ends by itself anyway once
+            # mining.job._forkserver_preload makes the server die with the job; it ends by itself anyway once
             # the job and its workers are gone, and the resource tracker once every process that holds
             # its pipe is.
-            self.context.set_forkserver_preload(["mining.mine", "mining._forkserver_preload"])
+            self.context.set_forkserver_preload(["mining.job.mine", "mining.job._forkserver_preload"])
         self.pool = self._make()
 
     def _make(self) -> ProcessPoolExecutor:

@@ -9,10 +9,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from mining.catalogue.store import Store
-from mining.scorers import Scorer
-from mining.worker import (
+from mining.job.worker import (
     MAP_UNWRITABLE,
 )
+from mining.scorers import Scorer
 
 #: Images read from the catalogue per query while listing the work.
 LIST_CHUNK = 2000

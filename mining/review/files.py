@@ -98,8 +98,8 @@ def archive_roots(store: Store) -> list[str]:
 
 
 def maps_root(store: Store) -> str:
-    """The folder of the catalogue's score-map overlays (see :func:`mining.mine.maps_dir`)."""
-    from mining.mine import maps_dir
+    """The folder of the catalogue's score-map overlays (see :func:`mining.job.mine.maps_dir`)."""
+    from mining.job.mine import maps_dir
 
     return os.path.realpath(maps_dir(store.path))
 

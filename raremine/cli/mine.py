@@ -1,4 +1,4 @@
-"""``raremine mine``: run the scorers over the catalogue (:func:`mining.mine.mine`)."""
+"""``raremine mine``: run the scorers over the catalogue (:func:`mining.job.mine.mine`)."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ def mine(
     """Run the configured scorers over every readable image; resumable (run it again after a kill)."""
     from mining.catalogue.joblog import exit_code, json_log_handler
     from mining.config import scorer_params
-    from mining.mine import CatalogueBusy
-    from mining.mine import mine as mine_fn
+    from mining.job.mine import CatalogueBusy
+    from mining.job.mine import mine as mine_fn
     from mining.scorers import get_scorer, resolve_scorers
 
     if scheduler is not None and dask_local is not None:

@@ -14,7 +14,7 @@ import uuid
 import dask
 from distributed import Client, KilledWorker, LocalCluster, WorkerPlugin, wait
 
-from mining import worker as _worker
+from mining.job import worker as _worker
 
 logger = logging.getLogger(__name__)
 

@@ -65,8 +65,7 @@ from mining.job.work import (  # noqa: F401 (re-exported: callers import them fr
     pending_work,
     write_shard,
 )
-from mining.scorers import Scorer
-from mining.worker import (  # noqa: F401 (the worker's names, re-exported: callers import them from here)
+from mining.job.worker import (  # noqa: F401 (the worker's names, re-exported: callers import them from here)
     _WORKER_BY_TOKEN,
     BATCH_IMAGES,
     BATCH_PIXELS,
@@ -87,6 +86,7 @@ from mining.worker import (  # noqa: F401 (the worker's names, re-exported: call
     score_shard,
     tune_worker_malloc,
 )
+from mining.scorers import Scorer
 
 logger = logging.getLogger(__name__)
 
@@ -358,7 +358,7 @@ def _mine_locked(
             elif backend == "process":
                 ex = _ProcessExecutor(workers, initargs, start_method)
             else:
-                from mining._dask import DaskExecutor
+                from mining.job._dask import DaskExecutor
 
                 ex = DaskExecutor(initargs, scheduler=scheduler, local_workers=workers)
                 summary.workers = ex.slots

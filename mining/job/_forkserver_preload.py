@@ -6,6 +6,6 @@ from it, set the same for themselves (:func:`mining.mine.die_with_parent`), so
 nothing of a killed job is left running. Do not import it elsewhere.
 """
 
-from mining.worker import die_with_parent
+from mining.job.worker import die_with_parent
 
 die_with_parent()
