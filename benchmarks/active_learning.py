@@ -5,7 +5,7 @@ For each seed, a rare archive is built exactly like ``../shared/tools/make_rare_
 registered scorer that can run here (the mined catalogue is cached in the work
 folder and reused: features are computed once per archive). Then, per
 strategy, a copy of that catalogue goes through simulated rounds of
-``--batch`` reviews (:func:`mining.simulate.simulate`), starting from no labels.
+``--batch`` reviews (:func:`mining.learning.simulate.simulate`), starting from no labels.
 
 Reported per strategy (mean and std over seeds): recall after each of the
 first ``--rounds`` rounds, and the number of labels at which the re-ranker's AP
@@ -41,10 +41,10 @@ sys.path.insert(0, str(ROOT))
 
 from mining.catalogue.index import index_archive  # noqa: E402
 from mining.catalogue.store import Store  # noqa: E402
-from mining.learn import learn  # noqa: E402
+from mining.learning.learn import learn  # noqa: E402
+from mining.learning.simulate import copy_catalogue, model_scores, plot_curves, plot_recall, read_truth, simulate  # noqa: E402
 from mining.ranking.rerank import RERANK_SCORER  # noqa: E402
 from mining.scorers import available_scorers, get_scorer  # noqa: E402
-from mining.simulate import copy_catalogue, model_scores, plot_curves, plot_recall, read_truth, simulate  # noqa: E402
 
 log = logging.getLogger("active_learning")
 
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             log.info("no MobileNetV2 weights (make test-weights): the backbone scorer is skipped")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for name in ("mining.learn", "mining.ranking.rank", "mining.simulate", "mining.job.mine"):
+    for name in ("mining.learning.learn", "mining.ranking.rank", "mining.learning.simulate", "mining.job.mine"):
         logging.getLogger(name).setLevel(logging.WARNING)
     if not DATA.is_dir():
         print(f"magnetic-tile data not found at {DATA}; nothing to measure", file=sys.stderr)

@@ -37,8 +37,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 from mining.catalogue.store import Store  # noqa: E402
+from mining.learning.simulate import read_truth  # noqa: E402
 from mining.metrics import average_precision, recall_at_fraction  # noqa: E402
-from mining.simulate import read_truth  # noqa: E402
 
 DEFAULT_VARIANTS = ("old=autoencoder.kind=pixels", "new=")
 

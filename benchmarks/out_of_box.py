@@ -245,8 +245,8 @@ def _metrics(y: np.ndarray, s: np.ndarray) -> dict:
 
 def run_archive(folder: str, seed: int, net) -> dict:
     from mining.config import load_config
+    from mining.learning.simulate import read_truth
     from mining.ranking.rank import fused_scores
-    from mining.simulate import read_truth
 
     db = os.path.join(folder, "catalogue.db")
     for suffix in ("", "-wal", "-shm"):

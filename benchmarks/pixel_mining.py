@@ -7,7 +7,7 @@ in the archive, for training). Both sides train on the same 8 label images
 and score every archive image; we report AP, recall after reviewing 5 % and
 10 % of the archive, training seconds and images per second, side by side.
 
-- ours: ``raremine fit-pixel`` (mining.pixel_fit.fit_pixel with the default
+- ours: ``raremine fit-pixel`` (mining.learning.pixel_fit.fit_pixel with the default
   ``pixel:`` config) then ``mining.job.mine.mine`` with the ``pixel`` scorer
   (inline backend, one process, map PNGs off) through a real catalogue.
 - peer: ``skimage.future.fit_segmenter`` with ``RandomForestClassifier(
@@ -130,7 +130,7 @@ def run_ours(folder: Path, truth: dict[str, int], tag: str, overrides: list[str]
     from mining.config import load_config, scorer_params
     from mining.io import read_image
     from mining.job.mine import mine
-    from mining.pixel_fit import fit_pixel
+    from mining.learning.pixel_fit import fit_pixel
     from mining.scorers import get_scorer
 
     cfg = load_config(None, overrides)

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from mining.io import read_image
-from mining.pixel_fit import fit_pixel
+from mining.learning.pixel_fit import fit_pixel
 from synthesis.atomic import atomic_write
 
 logger = logging.getLogger(__name__)

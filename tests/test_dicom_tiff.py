@@ -190,7 +190,7 @@ def test_a_ct_series_of_files_indexes_as_one_volume_in_slice_order(tmp_path):
         assert [by_id[i] for i, _ in vol] == ["IM0001.dcm", "IM0003.dcm", "IM0002.dcm", "IM0004.dcm", "IM0000.dcm"]
         meta = dict(store.query("SELECT key, value FROM image_meta WHERE image_id = ?", (vol[0][0],)))
         assert meta["volume"] == series and meta["volume_slices"] == "5" and meta["slice_index"] == "0"
-        from mining.slices import read_metadata
+        from mining.learning.slices import read_metadata
 
         _, m = read_metadata(store)
         assert "modality" in m and "body_part" in m and "volume" in m

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from mining import review as rv
 from mining.catalogue.index import index_archive
 from mining.catalogue.store import Store
-from mining.learn import learn
+from mining.learning.learn import learn
 from mining.ranking.rank import rank
 from mining.ranking.rerank import consensus_labels
 from mining.review import ConsensusRule
@@ -280,7 +280,7 @@ def test_export_and_learn_agree_on_every_images_label(voted, tmp_path):
 
 def test_the_pixel_model_learns_only_from_images_decided_as_defects(voted, monkeypatch):
     """``learn``'s pixel step trains on the masks of images decided as defects, not of every confirm vote."""
-    px = pytest.importorskip("mining.pixel_fit")
+    px = pytest.importorskip("mining.learning.pixel_fit")
     seen = {}
 
     def fit_pixel(store, images_dir, labels_dir, config=None, base=None, reuse=None):

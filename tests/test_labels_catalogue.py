@@ -55,7 +55,7 @@ def test_import_masks_makes_reviews_annotations_and_mask_files(catalogue, datase
     assert all(r["mask_path"] and Path(r["mask_path"]).is_file() for r in confirms)
     kinds = catalogue.query("SELECT kind, COUNT(*) n FROM annotations GROUP BY kind")
     assert {r["kind"]: r["n"] for r in kinds} == {"mask": len(confirms)}
-    # the mask file of each review is the class's union, 0 / 255 (mining.learn reads non-zero as defect)
+    # the mask file of each review is the class's union, 0 / 255 (mining.learning.learn reads non-zero as defect)
     got = catalogue_masks(catalogue, "legacy")
     for it in dataset:
         ref = class_masks(it)

@@ -13,7 +13,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from mining import metrics
 from mining.catalogue.store import Store
-from mining.learn import learn
+from mining.learning.learn import learn
+from mining.learning.slices import slice_report, slice_table
 from mining.ranking.rank import STRATEGIES, FusedScores, fuse, get_strategy, rank
 from mining.ranking.rerank import (
     RERANK_SCORER,
@@ -24,7 +25,6 @@ from mining.ranking.rerank import (
     threshold_map,
 )
 from mining.ranking.strategies import k_center_greedy, mixture_counts, parse_mixture
-from mining.slices import slice_report, slice_table
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -481,8 +481,8 @@ def test_pixel_retraining_keeps_the_fit_pixel_training_set(tmp_path, tiny_archiv
     import cv2
 
     from mining.catalogue.index import index_archive
+    from mining.learning.pixel_fit import fit_pixel
     from mining.models.pixel import load_training_pairs
-    from mining.pixel_fit import fit_pixel
     from tests.conftest import add_blob, make_texture
 
     base = {"images": str(tmp_path / "base" / "images"), "labels": str(tmp_path / "base" / "labels")}
@@ -522,8 +522,8 @@ def test_simulate_mixed_supervision_paints_masks_and_rescores_with_the_new_pixel
 
     from mining.catalogue.index import index_archive
     from mining.job.mine import mine
+    from mining.learning.simulate import read_truth, simulate
     from mining.scorers import get_scorer
-    from mining.simulate import read_truth, simulate
 
     store = Store(tmp_path / "c.db")
     index_archive(store, [tiny_archive["root"]])
@@ -557,8 +557,8 @@ def test_pixel_retraining_takes_normal_verdicts_and_retunes_on_growth(tmp_path, 
 
     import mining.models.pixel_tune as pt
     from mining.catalogue.index import index_archive
+    from mining.learning.pixel_fit import fit_pixel
     from mining.models.pixel import load_pixel_model, load_training_pairs
-    from mining.pixel_fit import fit_pixel
     from tests.conftest import add_blob, make_texture
 
     monkeypatch.setattr(pt, "TUNE_CLASSIFIER", {**pt.TUNE_CLASSIFIER, "n_estimators": 10, "max_depth": 3})

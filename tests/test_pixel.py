@@ -509,7 +509,7 @@ def test_defect_sizes_measure_width_and_diameter():
 def test_tuned_choice_is_stored_reloaded_and_used_by_the_scorer(tmp_path, quick_tuner):
     from mining.catalogue.store import Store
     from mining.config import PixelConfig
-    from mining.pixel_fit import fit_pixel
+    from mining.learning.pixel_fit import fit_pixel
 
     pairs = _dips(3, seed=2, n_def=3, n_norm=2, size=64)
     imgs, labs = tmp_path / "images", tmp_path / "labels"

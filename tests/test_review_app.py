@@ -289,9 +289,9 @@ def test_learn_reports_when_not_built(cat, monkeypatch):
 
     from raremine.screens import loop
 
-    stub = types.ModuleType("mining.learn")  # a module without learn()
-    stub.__spec__ = importlib.machinery.ModuleSpec("mining.learn", None)
-    monkeypatch.setitem(sys.modules, "mining.learn", stub)
+    stub = types.ModuleType("mining.learning.learn")  # a module without learn()
+    stub.__spec__ = importlib.machinery.ModuleSpec("mining.learning.learn", None)
+    monkeypatch.setitem(sys.modules, "mining.learning.learn", stub)
     assert loop.learn_function() is None
     at = view(session(), "Progress")
     assert any("not available yet" in i.value for i in at.info)

@@ -17,7 +17,7 @@ verdicts for learning like any reviewer's:
   compressed RLE of masks), linked to its class's review;
 - the union of each class's masks and polygons is written as a binary mask
   PNG (0 background, 255 defect) for the pixel model (``reviews.mask_path``;
-  ``mining.learn`` retrains the pixel model from these, non-zero = defect).
+  ``mining.learning.learn`` retrains the pixel model from these, non-zero = defect).
   Boxes are not pixel-exact and get no mask file.
 
 Importing again with the same source name replaces that source's earlier
@@ -90,7 +90,7 @@ DEFAULT_NEGATIVE = ("normal", "good", "ok", "none", "background", "negative", "f
 
 _HASH_FORMATS = ("folders", "csv")
 
-#: Pixel values of the mask files written for the pixel model (``mining.learn`` reads non-zero as defect).
+#: Pixel values of the mask files written for the pixel model (``mining.learning.learn`` reads non-zero as defect).
 BACKGROUND, DEFECT = 0, 255
 #: In a review's label image painted in the app (0 unlabelled, 1 background, 2.. classes), the defect values.
 _PAINTED_DEFECT_MIN = 2

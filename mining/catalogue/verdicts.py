@@ -3,7 +3,7 @@
 Every place that reads what reviewers said goes through this module: the
 review app (:mod:`mining.review` re-exports these names), the learn step and
 the re-ranker's training labels (:func:`mining.ranking.rerank.consensus_labels`), the
-pixel model's painted masks (:mod:`mining.learn`), ``raremine export --what
+pixel model's painted masks (:mod:`mining.learning.learn`), ``raremine export --what
 labels`` in every format (:mod:`mining.labels`) and the app's CSV export. So an
 image that trains nothing is exported as nothing, and the reverse.
 

@@ -1,4 +1,4 @@
-"""``raremine fit-pixel``: train the pixel model from images and label images (:func:`mining.pixel_fit.fit_pixel`)."""
+"""``raremine fit-pixel``: train the pixel model from label images (:func:`mining.learning.pixel_fit.fit_pixel`)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ def fit_pixel(
     ] = None,
 ) -> None:
     """Train the pixel classifier from scribbles or masks (label images: 0 unlabelled, 1 background, 2..K classes)."""
+    from mining.learning.pixel_fit import fit_pixel as fit_pixel_fn
     from mining.models.pixel_tune import describe
-    from mining.pixel_fit import fit_pixel as fit_pixel_fn
 
     cfg = load_config_or_fail(config, set_)
     with open_store(db, must_exist=False) as store, progress_bar("tune", unit="candidate") as cb:

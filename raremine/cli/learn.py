@@ -1,4 +1,4 @@
-"""``raremine learn``: learn from the verdicts (:func:`mining.learn.learn`)."""
+"""``raremine learn``: learn from the verdicts (:func:`mining.learning.learn.learn`)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def learn_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Retrain the re-ranker (and the pixel model) from the verdicts; the next `rank` uses it."""
-    from mining.learn import learn
+    from mining.learning.learn import learn
 
     overrides = list(set_ or [])
     if calibration is not None:

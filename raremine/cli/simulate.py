@@ -1,4 +1,4 @@
-"""``raremine simulate``: review rounds played from known labels (:func:`mining.simulate.simulate`)."""
+"""``raremine simulate``: review rounds played from known labels (:func:`mining.learning.simulate.simulate`)."""
 
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ def simulate(
     set_: SetOpt = None,
 ) -> None:
     """Simulated review rounds with known truth, on a copy of the catalogue (DB is not changed)."""
-    from mining.simulate import read_truth, write_outputs
-    from mining.simulate import simulate as simulate_fn
+    from mining.learning.simulate import read_truth, write_outputs
+    from mining.learning.simulate import simulate as simulate_fn
 
     cfg = load_config_or_fail(config, set_)
     if not db.exists():

@@ -39,10 +39,10 @@ class LearnJob:
 
 
 def learn_function():
-    """``mining.learn.learn`` when it exists (issue 5), else None."""
-    if importlib.util.find_spec("mining.learn") is None:
+    """``mining.learning.learn.learn`` when it exists (issue 5), else None."""
+    if importlib.util.find_spec("mining.learning.learn") is None:
         return None
-    fn = getattr(importlib.import_module("mining.learn"), "learn", None)
+    fn = getattr(importlib.import_module("mining.learning.learn"), "learn", None)
     return fn if callable(fn) else None
 
 
@@ -121,7 +121,7 @@ def loop_ui(ctx: Ctx) -> None:
         help="as `raremine learn`: retrain the re-ranker (and the pixel model); rank afterwards to use it",
     )
     if fn is None:
-        st.info("The learn step is not available yet (mining.learn.learn is not built).")
+        st.info("The learn step is not available yet (mining.learning.learn.learn is not built).")
     st.session_state["jobs_drawn_busy"] = busy
     jobs_status(ctx.store.path)
 

@@ -3,7 +3,7 @@
 ``raremine learn`` and the review app's *learn* button both call
 :func:`learn`::
 
-    from mining.learn import learn
+    from mining.learning.learn import learn
     report = learn(store)                     # defaults: 5 folds, threshold calibration
     report = learn(store, config=cfg)         # the learn: and review: sections of a Config
     report.as_dict()                          # JSON-ready summary for the shell / the app
@@ -348,7 +348,7 @@ def _learn_pixel(store, decided, report, run_id, cfg, progress) -> None:
         report.pixel_skipped = "no painted masks on images decided as defects"
         return
     try:
-        from mining.pixel_fit import fit_pixel
+        from mining.learning.pixel_fit import fit_pixel
     except ImportError:
         report.pixel_skipped = f"{len(masks)} painted masks, but the pixel model (mining.models.pixel) is not available"
         return

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mining.catalogue.store import Store
-from mining.learn import learn
+from mining.learning.learn import learn
 from mining.metrics import auroc, average_precision
 from mining.ranking.rank import fused_scores, rank
 from mining.ranking.rerank import RERANK_SCORER
