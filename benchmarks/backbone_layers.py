@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from mining.backbone import block_channels, load_mobilenet_v2, preprocess  # noqa: E402
+from mining.models.backbone import block_channels, load_mobilenet_v2, preprocess  # noqa: E402
 from mining.models.outliers import outlier_scores  # noqa: E402
 from mining.scorers.backbone import scale_blocks  # noqa: E402
 

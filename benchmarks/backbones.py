@@ -1,6 +1,6 @@
 """Which pretrained backbone to ship: accuracy of the no-label score and CPU milliseconds per image.
 
-For each network of :data:`mining.backbone.ARCHS` whose weights package is
+For each network of :data:`mining.models.backbone.ARCHS` whose weights package is
 installed, the ``backbone`` scorer's own code computes the global vector of
 every image (:meth:`~mining.scorers.backbone.BackboneScorer.features`: resize
 to 224, the arch's default stages average-pooled) and scores it the way its
@@ -44,8 +44,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from mining.backbone import ARCHS, DEFAULT_ARCH, block_channels, packaged_weights  # noqa: E402
 from mining.io import read_image  # noqa: E402
+from mining.models.backbone import ARCHS, DEFAULT_ARCH, block_channels, packaged_weights  # noqa: E402
 from mining.models.outliers import outlier_scores  # noqa: E402
 from mining.scorers import get_scorer  # noqa: E402
 from mining.scorers.backbone import scale_blocks  # noqa: E402

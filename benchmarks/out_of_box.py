@@ -144,7 +144,7 @@ def build_kind(kind: str, category: str, seed: int, work: str) -> str:
 # -- peers --------------------------------------------------------------------------------------
 def _weights_path() -> str | None:
     try:
-        from mining.backbone import resolve_weights
+        from mining.models.backbone import resolve_weights
 
         found = resolve_weights(None)
         if found:
@@ -160,7 +160,7 @@ def _weights_path() -> str | None:
 
 
 def _net():
-    from mining.backbone import load_mobilenet_v2
+    from mining.models.backbone import load_mobilenet_v2
 
     path = _weights_path()
     return None if path is None else load_mobilenet_v2(path)

@@ -224,7 +224,7 @@ def speed(overrides: list[str], old: bool) -> dict:
     torch.set_num_threads(1)
     cfg = load_config(overrides=[*overrides, *(["backbone.patch_weight=0.5"] if old else [])])
     s = get_scorer("backbone", **scorer_params(cfg, "backbone"))
-    from mining.backbone import load_mobilenet_v2, resolve_weights
+    from mining.models.backbone import load_mobilenet_v2, resolve_weights
 
     rng = np.random.default_rng(0)
     s.net_ = load_mobilenet_v2(resolve_weights(s.weights))

@@ -182,8 +182,8 @@ def patchcore_peer(store: Store, ids: np.ndarray, weights: str, seed: int) -> np
     from 256 seeded images, greedy coreset 10 %, own image excluded) with no
     bank trimming and no global part.
     """
-    from mining.backbone import load_mobilenet_v2
     from mining.io import read_image
+    from mining.models.backbone import load_mobilenet_v2
 
     peer = get_scorer("backbone", weights=weights, patch_weight=1.0, bank_trim=0.0, seed=seed)
     peer.net_ = load_mobilenet_v2(weights)
@@ -199,7 +199,7 @@ _TP: dict = {}
 
 
 def _tp_scorers(ae_state: dict, ae_cfg: dict) -> list:
-    from mining.autoencoder import ConvAutoencoder
+    from mining.models.autoencoder import ConvAutoencoder
 
     ae = get_scorer("autoencoder", **ae_cfg)
     net = ConvAutoencoder(ae.base_channels, ae.latent_channels)

@@ -199,7 +199,7 @@ EmbeddingConfig = _scorer_section(
 
 
 #: stages of each ``backbone.arch`` (kept here so that reading a config never imports torch;
-#: tests check it against ``mining.backbone.ARCHS``)
+#: tests check it against ``mining.models.backbone.ARCHS``)
 BACKBONE_STAGES = {"mobilenet_v2": 19, "efficientnet_lite0": 18}
 
 
@@ -226,7 +226,7 @@ BackboneConfig = _scorer_section(
         },
         "arch": {
             "type": Literal["mobilenet_v2", "efficientnet_lite0"],
-            # BackboneScorer(arch=None) resolves to mining.backbone.DEFAULT_ARCH; a test checks they agree
+            # BackboneScorer(arch=None) resolves to mining.models.backbone.DEFAULT_ARCH; a test checks they agree
             "default": "mobilenet_v2",
             "description": "network (docs/benchmarks/backbones.md compares them)",
         },

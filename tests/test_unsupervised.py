@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from mining.autoencoder import ConvAutoencoder, error_map, trimmed_mean
 from mining.catalogue.store import Store
+from mining.models.autoencoder import ConvAutoencoder, error_map, trimmed_mean
 from mining.scorers import get_scorer
 from mining.scorers.autoencoder import AutoencoderScorer
 
 
 def _weights_file() -> str | None:
     """torchvision's MobileNetV2 file: $RAREMINE_BACKBONE_WEIGHTS, else the installed weights package's file."""
-    from mining.backbone import packaged_weights
+    from mining.models.backbone import packaged_weights
 
     env = os.environ.get("RAREMINE_BACKBONE_WEIGHTS")
     if env and os.path.isfile(env):
@@ -36,10 +36,10 @@ requires_weights = pytest.mark.skipif(
 
 def _no_packaged_weights(monkeypatch):
     """As on an install without any weights package: no environment variable, no packaged file."""
-    import mining.backbone
+    import mining.models.backbone
 
     monkeypatch.delenv("RAREMINE_BACKBONE_WEIGHTS", raising=False)
-    monkeypatch.setattr(mining.backbone, "packaged_weights", lambda arch=None: None)
+    monkeypatch.setattr(mining.models.backbone, "packaged_weights", lambda arch=None: None)
 
 
 def _stripes(rng: np.random.Generator, n: int, size: int = 32) -> list[np.ndarray]:
@@ -195,9 +195,9 @@ def test_feature_autoencoder_model_saved_and_reused_when_settings_match(tmp_path
 
 
 def test_autoencoder_falls_back_to_pixels_without_weights(tmp_path, monkeypatch, caplog):
-    import mining.backbone
+    import mining.models.backbone
 
-    monkeypatch.setattr(mining.backbone, "resolve_weights", lambda path, arch=None: None)
+    monkeypatch.setattr(mining.models.backbone, "resolve_weights", lambda path, arch=None: None)
     images = _stripes(np.random.default_rng(0), 8)
     with caplog.at_level(logging.WARNING, logger="mining.scorers.autoencoder"):
         ae = AutoencoderScorer(size=32, epochs=1).fit(images)
@@ -239,7 +239,7 @@ def test_mine_goes_on_without_backbone_weights(tiny_archive, tmp_path, monkeypat
 @pytest.mark.parametrize("arch", ["mobilenet_v2", "efficientnet_lite0"])
 def test_default_backbone_loads_with_no_config(arch, tmp_path, monkeypatch, caplog):
     """With the weights package installed, the backbone finds its file alone (no key, no environment)."""
-    from mining.backbone import ARCHS, DEFAULT_ARCH, packaged_weights
+    from mining.models.backbone import ARCHS, DEFAULT_ARCH, packaged_weights
 
     path = packaged_weights(arch)
     if path is None:
@@ -260,13 +260,13 @@ def test_default_backbone_loads_with_no_config(arch, tmp_path, monkeypatch, capl
 
 def test_packaged_weights_with_wrong_sha256_are_refused(tmp_path, monkeypatch):
     """A packaged file whose SHA-256 differs is never loaded, even when it is a valid state_dict."""
-    import mining.backbone
-    from mining.backbone import MobileNetV2, WeightsError
+    import mining.models.backbone
+    from mining.models.backbone import MobileNetV2, WeightsError
 
     fake = tmp_path / "mobilenet_v2-b0353104.pth"
     torch.save(MobileNetV2().state_dict(), fake)
     monkeypatch.delenv("RAREMINE_BACKBONE_WEIGHTS", raising=False)
-    monkeypatch.setattr(mining.backbone, "packaged_weights", lambda arch=None: str(fake))
+    monkeypatch.setattr(mining.models.backbone, "packaged_weights", lambda arch=None: str(fake))
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load before the SHA-256 check"))
     with Store(tmp_path / "c.db") as store, pytest.raises(WeightsError, match="SHA-256") as err:
         get_scorer("backbone").prepare(store, None)
@@ -275,7 +275,7 @@ def test_packaged_weights_with_wrong_sha256_are_refused(tmp_path, monkeypatch):
 
 def test_user_weights_file_is_checked_for_loadability(tmp_path):
     """backbone.weights overrides the package; a file that is not the arch's state_dict is refused by name."""
-    from mining.backbone import EfficientNetLite0, WeightsError
+    from mining.models.backbone import EfficientNetLite0, WeightsError
 
     junk = tmp_path / "junk.pth"
     junk.write_text("not a checkpoint")
@@ -291,8 +291,8 @@ def test_user_weights_file_is_checked_for_loadability(tmp_path):
 
 
 def test_backbone_archs_match_the_config():
-    from mining.backbone import ARCHS, DEFAULT_ARCH
     from mining.config import BACKBONE_STAGES, BackboneConfig, load_config
+    from mining.models.backbone import ARCHS, DEFAULT_ARCH
 
     assert {k: len(v.channels) for k, v in ARCHS.items()} == BACKBONE_STAGES
     assert BackboneConfig().arch == DEFAULT_ARCH
@@ -350,7 +350,7 @@ def test_backbone_patch_bank_excludes_own_image(tiny_archive):
     s = get_scorer(
         "backbone", weights=WEIGHTS, size=64, bank_images=40, bank_trim=0.0, coreset_fraction=1.0, patch_weight=0.5
     )
-    from mining.backbone import load_mobilenet_v2
+    from mining.models.backbone import load_mobilenet_v2
 
     s.net_ = load_mobilenet_v2(WEIGHTS)
     s.fit_bank(images)
@@ -384,8 +384,8 @@ def test_scale_blocks_gives_each_block_the_same_spread():
 
 
 def test_backbone_global_layers_are_validated():
-    from mining.backbone import block_channels
     from mining.config import load_config
+    from mining.models.backbone import block_channels
 
     assert [block_channels(v) for v in (0, 13, 18)] == [32, 96, 1280]
     with pytest.raises(ValueError, match="blocks 0 to 18"):
@@ -420,7 +420,7 @@ def any_weights(tmp_path_factory) -> str:
     """The ImageNet weights when installed, else a seeded random-weights MobileNetV2 file (mechanics only)."""
     if WEIGHTS is not None:
         return WEIGHTS
-    from mining.backbone import MobileNetV2
+    from mining.models.backbone import MobileNetV2
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "random_mobilenet_v2.pth"
@@ -430,7 +430,7 @@ def any_weights(tmp_path_factory) -> str:
 
 def test_backbone_input_keeps_aspect(any_weights):
     """Short side 224, long side by the aspect (multiple of 32, capped); mixed shapes in one batch."""
-    from mining.backbone import input_shape, load_mobilenet_v2, preprocess
+    from mining.models.backbone import input_shape, load_mobilenet_v2, preprocess
 
     assert input_shape(500, 1250) == (224, 576)
     assert input_shape(1250, 500) == (576, 224)
