@@ -25,7 +25,8 @@ demo: setup
 test: setup chromium
 	$(BIN)/python -m pytest -q
 
-# The inner loop: leaves out the tests marked slow (over ~15 s each) and realdata (../shared data).
+# The inner loop: leaves out the tests marked slow (over ~15 s each) and realdata (the magnetic-tile data,
+# $RAREMINE_MAGNETIC_TILE).
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow and not realdata"
 

@@ -1,6 +1,6 @@
 """Active-learning benchmark: simulated review rounds on magnetic-tile rare archives.
 
-For each seed, a rare archive is built exactly like ``../shared/tools/make_rare_archive.py``
+For each seed, a rare archive is built exactly like the archive builder (``$RAREMINE_ARCHIVE_TOOL``)
 (1 % prevalence, one defect category), indexed and mined ONCE with every
 registered scorer that can run here (the mined catalogue is cached in the work
 folder and reused: features are computed once per archive). Then, per
@@ -48,8 +48,9 @@ from mining.scorers import available_scorers, get_scorer  # noqa: E402
 
 log = logging.getLogger("active_learning")
 
-DATA = ROOT.parent / "shared" / "data" / "magnetic-tile"
-TOOL = ROOT.parent / "shared" / "tools" / "make_rare_archive.py"
+from rare_data import ARCHIVE_TOOL, MAGNETIC_TILE  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+
+DATA, TOOL = MAGNETIC_TILE, ARCHIVE_TOOL  # $RAREMINE_MAGNETIC_TILE, $RAREMINE_ARCHIVE_TOOL (benchmarks/rare_data.py)
 
 #: label -> (strategy, learn kwargs, rank kwargs)
 CONFIGS: dict[str, tuple[str, dict, dict]] = {

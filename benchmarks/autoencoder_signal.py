@@ -2,7 +2,7 @@
 
 Each archive directory holds ``archive/`` (the images) and ``truth.csv``
 (``path,label[,category,mask]``), as written by
-``../shared/tools/make_rare_archive.py``. For each archive and each variant the
+the archive builder (``$RAREMINE_ARCHIVE_TOOL``). For each archive and each variant the
 archive is indexed and mined through the command line with only the
 autoencoder scorer, then its image scores are compared with the truth
 (:func:`mining.metrics.recall_at_fraction`, :func:`mining.metrics.average_precision`).

@@ -8,7 +8,7 @@ to 224, the arch's default stages average-pooled) and scores it the way its
 No labels are used by the scores; the truth only measures them: AP and recall
 after reviewing 10 % of the archive.
 
-Archives: magnetic tiles built by ``../shared/tools/make_rare_archive.py``
+Archives: magnetic tiles built by the archive builder (``$RAREMINE_ARCHIVE_TOOL``)
 (MT_Free plus 1 % of one category, seed 0; to keep the run small, 400 of
 the 949 normal tiles, the same ones in every archive, and all 10 defective
 ones: 2.4 % defective), and one archive of another kind:
@@ -44,18 +44,15 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
+from rare_data import ARCHIVE_TOOL, MAGNETIC_TILE  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+
 from mining.io import read_image  # noqa: E402
 from mining.models.backbone import ARCHS, DEFAULT_ARCH, block_channels, packaged_weights  # noqa: E402
 from mining.models.outliers import outlier_scores  # noqa: E402
 from mining.scorers import get_scorer  # noqa: E402
 from mining.scorers.backbone import scale_blocks  # noqa: E402
 
-# ../shared next to the checkout (a git worktree under ../wt/NAME: two levels up)
-SHARED = next(
-    (p / "shared" for p in (REPO.parent, REPO.parent.parent) if (p / "shared").is_dir()), REPO.parent / "shared"
-)
-DATA = SHARED / "data" / "magnetic-tile"
-TOOL = SHARED / "tools" / "make_rare_archive.py"
+DATA, TOOL = MAGNETIC_TILE, ARCHIVE_TOOL  # $RAREMINE_MAGNETIC_TILE, $RAREMINE_ARCHIVE_TOOL (benchmarks/rare_data.py)
 
 
 def tile_archive(category: str, seed: int, work: Path, normals: int) -> list[tuple[str, int]]:

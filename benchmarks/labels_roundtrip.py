@@ -35,12 +35,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rare_data import MAGNETIC_TILE
+
 from mining.catalogue.index import index_archive
 from mining.catalogue.labels import catalogue_labels, export_labels, import_labels
 from mining.catalogue.store import Store
 from synthesis.labels import ClassMap, category_masks
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "magnetic-tile"
+DATA = MAGNETIC_TILE  # $RAREMINE_MAGNETIC_TILE (benchmarks/rare_data.py)
 
 
 def off_boundary(ref: np.ndarray, got: np.ndarray) -> int:

@@ -57,12 +57,13 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
 
+from rare_data import ARCHIVE_TOOL, MAGNETIC_TILE  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+
 from mining.catalogue.store import Store  # noqa: E402
 from mining.metrics import average_precision, recall_at_fraction  # noqa: E402
 from mining.models.outliers import outlier_scores  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "magnetic-tile"
-TOOL = REPO.parent / "shared" / "tools" / "make_rare_archive.py"
+DATA, TOOL = MAGNETIC_TILE, ARCHIVE_TOOL  # $RAREMINE_MAGNETIC_TILE, $RAREMINE_ARCHIVE_TOOL (benchmarks/rare_data.py)
 CATEGORIES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
 
 

@@ -43,9 +43,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from rare_data import ARCHIVE_TOOL, MAGNETIC_TILE
 
-ROOT_MT = Path("/work/shared/data/magnetic-tile")
-TOOL = Path("/work/shared/tools/make_rare_archive.py")
+ROOT_MT, TOOL = MAGNETIC_TILE, ARCHIVE_TOOL  # $RAREMINE_MAGNETIC_TILE, $RAREMINE_ARCHIVE_TOOL (benchmarks/rare_data.py)
 ARCHIVES = ("mt-Blowhole", "mt-Crack", "mt-Uneven", "mosaic", "mt-Crack-16", "texture")
 
 

@@ -1,7 +1,7 @@
 """Pixel-classifier mining on magnetic tiles: raremine's pixel scorer against scikit-image's fit_segmenter.
 
-For each category and seed, a rare archive is built with the shared tool
-``../shared/tools/make_rare_archive.py`` (all MT_Free images plus 1 % of the
+For each category and seed, a rare archive is built with
+the archive builder (``$RAREMINE_ARCHIVE_TOOL``) (all MT_Free images plus 1 % of the
 category; 5 masked images of the category and 3 normal images, none of them
 in the archive, for training). Both sides train on the same 8 label images
 and score every archive image; we report AP, recall after reviewing 5 % and
@@ -53,8 +53,9 @@ from sklearn.metrics import average_precision_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DATA = ROOT.parent / "shared" / "data" / "magnetic-tile"
-TOOL = ROOT.parent / "shared" / "tools" / "make_rare_archive.py"
+from rare_data import ARCHIVE_TOOL, MAGNETIC_TILE  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+
+DATA, TOOL = MAGNETIC_TILE, ARCHIVE_TOOL  # $RAREMINE_MAGNETIC_TILE, $RAREMINE_ARCHIVE_TOOL (benchmarks/rare_data.py)
 CATEGORIES = ("Blowhole", "Crack", "Fray", "Break", "Uneven")
 
 

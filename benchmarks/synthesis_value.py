@@ -1,7 +1,7 @@
 """Does synthesis help? Pixel-model AP on real magnetic-tile defects, trained on real, simulated or pasted defects.
 
 For each category (default Blowhole and Crack) the split of
-``/work/shared/tools/make_rare_archive.py`` (seed 0, 5 training defects and
+the archive builder (``$RAREMINE_ARCHIVE_TOOL``) (seed 0, 5 training defects and
 3 training normals) is rebuilt, then one pixel model is trained per setting:
 
 - (a) ``real``: the K = 5 real defect images (and the 3 training normals), as the archive tool gives them;
@@ -21,7 +21,7 @@ XGBoost) when it imports, else scikit-image's ``multiscale_basic_features`` +
 RandomForest; the output says which.
 
 usage: python benchmarks/synthesis_value.py [--categories Blowhole Crack] [--n-synth 60] [--n-test 40]
-       [--seed 0] [--data ../shared/data/magnetic-tile] [--out results.json]
+       [--seed 0] [--data $RAREMINE_MAGNETIC_TILE] [--out results.json]
 """
 
 from __future__ import annotations
@@ -43,11 +43,12 @@ from sklearn.metrics import average_precision_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from rare_data import ARCHIVE_TOOL, MAGNETIC_TILE  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+
 from synthesis.paste import crops_from_mask, paste  # noqa: E402
 from synthesis.procedural import simulate  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "magnetic-tile"
-TOOL = ROOT.parent / "shared" / "tools" / "make_rare_archive.py"
+DATA, TOOL = MAGNETIC_TILE, ARCHIVE_TOOL  # $RAREMINE_MAGNETIC_TILE, $RAREMINE_ARCHIVE_TOOL (benchmarks/rare_data.py)
 
 #: Simulator presets per category: (kind, params, weight). Chosen from the defect type and checked on the K = 5
 #: training images only (a model trained on simulated defects, validated on them); never on the test tiles.

@@ -45,6 +45,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
 
+from rare_data import ARCHIVE_TOOL, MAGNETIC_TILE  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+
 from mining.catalogue.index import index_archive  # noqa: E402
 from mining.catalogue.store import Store  # noqa: E402
 from mining.config import Config, load_config, scorer_params  # noqa: E402
@@ -54,8 +56,7 @@ from mining.ranking.rank import fuse  # noqa: E402
 from mining.scorers import get_scorer  # noqa: E402
 from mining.scorers._whole import load_embeddings  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "magnetic-tile"
-TOOL = REPO.parent / "shared" / "tools" / "make_rare_archive.py"
+DATA, TOOL = MAGNETIC_TILE, ARCHIVE_TOOL  # $RAREMINE_MAGNETIC_TILE, $RAREMINE_ARCHIVE_TOOL (benchmarks/rare_data.py)
 CATEGORIES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
 DEFAULT_CONFIG = REPO / "configs" / "magnetic-tile.yaml"
 logger = logging.getLogger("unsupervised_mining")
