@@ -6,7 +6,7 @@ the function does, and a circle through it is a circle. Imports under
 ``if TYPE_CHECKING:`` are left out (they never run), and so is the implicit
 import of a module's parent package. ``importlib.import_module("literal")``
 counts as an import of that module, and so does every module a lazy public face
-names (``_EXPORTS = {"name": "module"}`` in a package's ``__init__``, see
+names (the text table ``_EXPORTS``, ``module: name ...`` a line, in a package's ``__init__``, see
 ``mining/_lazy.py``).
 
 Prints every strongly connected component of more than one module (a circle:
@@ -157,16 +157,17 @@ def imports_of(module: str, path: Path, known: set[str], root: Path) -> list[Edg
             visit(child, inner)
 
     visit(tree, False)
-    if is_package:  # a lazy public face (mining/_lazy.py): _EXPORTS = {"name": "module", ...}
+    if is_package:  # a lazy public face (mining/_lazy.py): _EXPORTS = """module: name name ..."""
         for node in tree.body:
             if (
                 isinstance(node, ast.Assign)
                 and any(isinstance(t, ast.Name) and t.id == "_EXPORTS" for t in node.targets)
-                and isinstance(node.value, ast.Dict)
+                and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)
             ):
-                for value in node.value.values:
-                    if isinstance(value, ast.Constant) and isinstance(value.value, str):
-                        add(f"{module}.{value.value}", node, True)
+                for line in node.value.value.splitlines():
+                    if line.strip() and not line[0].isspace() and ":" in line:
+                        add(f"{module}.{line.split(':', 1)[0].strip()}", node, True)
     return list(dict.fromkeys(edges))  # `from m import a, b` is one arrow
 
 

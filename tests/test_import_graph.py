@@ -67,7 +67,7 @@ def test_an_import_running_back_up_the_floors_is_found(tmp_path):
     _write(
         tmp_path,
         {
-            "pkg/__init__.py": 'from mining._lazy import lazy_exports\n_EXPORTS = {"f": "low"}\n',
+            "pkg/__init__.py": 'from mining._lazy import lazy_exports\n_EXPORTS = """\nlow: f\n"""\n',
             "pkg/low.py": "def f():\n    from pkg import high\n",  # up, inside a function
             "pkg/high.py": "from pkg import low\n",  # down: allowed
             "pkg/side.py": "import pkg.low\n",  # on no floor: the package's own floor is "=pkg"

@@ -19,59 +19,17 @@ imported when the name is first asked for.
 
 from mining._lazy import lazy_exports
 
-#: public name -> the module that defines it (imported when the name is first asked for)
-_EXPORTS = {
-    "PATCH_SET_SUFFIX": "store",
-    "is_patch_set": "store",
-    "pack_patch_set": "store",
-    "unpack_patch_set": "store",
-    "Store": "store",
-    "SCHEMA_VERSION": "schema",
-    "MIGRATIONS": "schema",
-    "SchemaVersionError": "schema",
-    "schema_version": "schema",
-    "migrate": "schema",
-    "process_start_time": "sqlite",
-    "process_alive": "sqlite",
-    "describe_sqlite_error": "sqlite",
-    "IndexSummary": "index",
-    "walk_images": "index",
-    "catalogue_path": "index",
-    "index_archive": "index",
-    "volume_tiles": "index",
-    "order_series": "index",
-    "volumes": "index",
-    "VERDICTS": "verdicts",
-    "ON_DISAGREEMENT": "verdicts",
-    "STATUSES": "verdicts",
-    "LEFT_OUT": "verdicts",
-    "Confirmed": "verdicts",
-    "Vote": "verdicts",
-    "ConsensusRule": "verdicts",
-    "Decision": "verdicts",
-    "decide": "verdicts",
-    "latest_votes": "verdicts",
-    "decisions": "verdicts",
-    "ImageLabel": "verdicts",
-    "image_labels": "verdicts",
-    "left_out_counts": "verdicts",
-    "describe_left_out": "verdicts",
-    "DEFAULT_CATEGORY": "labels",
-    "DEFAULT_NEGATIVE": "labels",
-    "BACKGROUND": "labels",
-    "DEFECT": "labels",
-    "ImportSummary": "labels",
-    "default_mask_dir": "labels",
-    "import_labels": "labels",
-    "catalogue_labels": "labels",
-    "LabelExport": "labels",
-    "export_labels": "labels",
-    "JsonFormatter": "joblog",
-    "json_log_handler": "joblog",
-    "JobInterrupted": "joblog",
-    "interrupt_on_sigterm": "joblog",
-    "exit_code": "joblog",
-}
+#: module: the public names it defines (imported when one of them is first asked for)
+_EXPORTS = """
+store: PATCH_SET_SUFFIX is_patch_set pack_patch_set unpack_patch_set Store
+schema: SCHEMA_VERSION MIGRATIONS SchemaVersionError schema_version migrate
+sqlite: process_start_time process_alive describe_sqlite_error
+index: IndexSummary walk_images catalogue_path index_archive volume_tiles order_series volumes
+verdicts: VERDICTS ON_DISAGREEMENT STATUSES LEFT_OUT Confirmed Vote ConsensusRule Decision decide latest_votes
+    decisions ImageLabel image_labels left_out_counts describe_left_out
+labels: DEFAULT_CATEGORY DEFAULT_NEGATIVE BACKGROUND DEFECT ImportSummary default_mask_dir import_labels
+    catalogue_labels LabelExport export_labels
+joblog: JsonFormatter json_log_handler JobInterrupted interrupt_on_sigterm exit_code
+"""
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -18,34 +18,13 @@ when the name is first asked for.
 
 from mining._lazy import lazy_exports
 
-#: public name -> the module that defines it (imported when the name is first asked for)
-_EXPORTS = {
-    "BACKENDS": "mine",
-    "START_METHODS": "mine",
-    "SHARD_SIZE": "mine",
-    "LIST_CHUNK": "work",
-    "MineSummary": "work",
-    "iter_pending_work": "work",
-    "count_pending": "work",
-    "count_missing_maps": "work",
-    "pending_work": "work",
-    "write_shard": "work",
-    "CatalogueBusy": "lock",
-    "lock_path": "lock",
-    "catalogue_lock": "lock",
-    "MAP_MAX_SIDE": "worker",
-    "MAP_UNWRITABLE": "worker",
-    "maps_dir": "worker",
-    "save_map_png": "worker",
-    "WORKER_MALLOC": "worker",
-    "WORKER_MALLOC_ENV": "worker",
-    "tune_worker_malloc": "worker",
-    "die_with_parent": "worker",
-    "BATCH_IMAGES": "worker",
-    "BATCH_PIXELS": "worker",
-    "score_shard": "worker",
-    "WorkerDied": "worker",
-}
+#: module: the public names it defines (imported when one of them is first asked for)
+_EXPORTS = """
+mine: BACKENDS START_METHODS SHARD_SIZE
+work: LIST_CHUNK MineSummary iter_pending_work count_pending count_missing_maps pending_work write_shard
+lock: CatalogueBusy lock_path catalogue_lock
+worker: MAP_MAX_SIDE MAP_UNWRITABLE maps_dir save_map_png WORKER_MALLOC WORKER_MALLOC_ENV tune_worker_malloc
+    die_with_parent BATCH_IMAGES BATCH_PIXELS score_shard WorkerDied
+"""
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

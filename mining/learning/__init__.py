@@ -18,26 +18,12 @@ first asked for.
 
 from mining._lazy import lazy_exports
 
-#: public name -> the module that defines it (imported when the name is first asked for)
-_EXPORTS = {
-    "Progress": "learn",
-    "LearnReport": "learn",
-    "models_dir": "learn",
-    "FROM_CONFIG": "learn",
-    "MAX_EXTRA_NORMALS": "learn",
-    "RETUNE_GROWTH": "learn",
-    "fit_pixel": "pixel_fit",
-    "Truth": "simulate",
-    "read_truth": "simulate",
-    "copy_catalogue": "simulate",
-    "model_scores": "simulate",
-    "write_outputs": "simulate",
-    "plot_recall": "simulate",
-    "plot_curves": "simulate",
-    "slice_table": "slices",
-    "read_metadata": "slices",
-    "slice_report": "slices",
-}
+#: module: the public names it defines (imported when one of them is first asked for)
+_EXPORTS = """
+learn: Progress LearnReport models_dir FROM_CONFIG MAX_EXTRA_NORMALS RETUNE_GROWTH
+pixel_fit: fit_pixel
+simulate: Truth read_truth copy_catalogue model_scores write_outputs plot_recall plot_curves
+slices: slice_table read_metadata slice_report
+"""
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

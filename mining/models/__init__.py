@@ -23,104 +23,27 @@ backbone name is).
 
 from mining._lazy import lazy_exports
 
-#: public name -> the module that defines it (imported when the name is first asked for)
-_EXPORTS = {
-    "BANKS": "pixel_features",
-    "PADDINGS": "pixel_features",
-    "NORMALIZE": "pixel_features",
-    "FAMILIES": "pixel_features",
-    "LOG_OFFSET": "pixel_features",
-    "FeatureSpec": "pixel_features",
-    "preprocess": "pixel_features",
-    "grid_shape": "pixel_features",
-    "compute_features": "pixel_features",
-    "features_from_gray": "pixel_features",
-    "upsample": "pixel_features",
-    "downscale_labels": "pixel_data",
-    "read_label_image": "pixel_data",
-    "find_training_pairs": "pixel_data",
-    "TrainingSet": "pixel_data",
-    "labelled_features": "pixel_data",
-    "balanced_sample": "pixel_data",
-    "sample_training_pixels": "pixel_data",
-    "load_training_pairs": "pixel_data",
-    "PixelModelError": "pixel_classifier",
-    "PixelClassifier": "pixel_classifier",
-    "DEFAULT_CLASSIFIER": "pixel_classifier",
-    "FORMAT_VERSION": "pixel_model",
-    "PixelModel": "pixel_model",
-    "load_pixel_model": "pixel_model",
-    "fit_pixel_model": "pixel_model",
-    "models_dir": "pixel_model",
-    "uncertainty": "pixel_stats",
-    "valid_mask": "pixel_stats",
-    "map_stats": "pixel_stats",
-    "GLCM_PROPS": "descriptors",
-    "descriptor_names": "descriptors",
-    "glcm_properties": "descriptors",
-    "describe": "descriptors",
-    "standardize": "outliers",
-    "knn_indices": "outliers",
-    "outlier_scores": "outliers",
-    "small_clusters": "outliers",
-    "ensure_numba_cache": "embedmap",
-    "EmbeddingMap": "embedmap",
-    "LOO_MAX": "pixel_tune",
-    "K_FOLDS": "pixel_tune",
-    "ROWS_PER_CLASS": "pixel_tune",
-    "EVAL_PIXELS": "pixel_tune",
-    "SCORE_RULES": "pixel_tune",
-    "BORDER_FRACTIONS": "pixel_tune",
-    "MAX_BORDER": "pixel_tune",
-    "NORMALIZE_CANDIDATES": "pixel_tune",
-    "FAMILY_CANDIDATES": "pixel_tune",
-    "MIN_DEFECT_IMAGES": "pixel_tune",
-    "SMOOTH_SIGMA": "pixel_tune",
-    "TOP_K": "pixel_tune",
-    "THRESHOLD": "pixel_tune",
-    "TUNE_CLASSIFIER": "pixel_tune",
-    "TuningError": "pixel_tune",
-    "TuneResult": "pixel_tune",
-    "check_labels": "pixel_tune",
-    "defect_sizes": "pixel_tune",
-    "scale_windows": "pixel_tune",
-    "spec_for_window": "pixel_tune",
-    "window_of": "pixel_tune",
-    "image_score": "pixel_tune",
-    "tune_pixel_model": "pixel_tune",
-    "fit_tuned": "pixel_tune",
-    "ConvAutoencoder": "autoencoder",
-    "FeatureAutoencoder": "autoencoder",
-    "gaussian_blur": "autoencoder",
-    "error_map": "autoencoder",
-    "trimmed_mean": "autoencoder",
-    "WEIGHTS_ENV": "backbone",
-    "TORCHVISION_SHA256": "backbone",
-    "EFFICIENTNET_LITE0_SHA256": "backbone",
-    "IMAGENET_MEAN": "backbone",
-    "IMAGENET_STD": "backbone",
-    "LITE_MEAN": "backbone",
-    "LITE_STD": "backbone",
-    "WeightsError": "backbone",
-    "MobileNetV2": "backbone",
-    "EfficientNetLite0": "backbone",
-    "Arch": "backbone",
-    "ARCHS": "backbone",
-    "DEFAULT_ARCH": "backbone",
-    "get_arch": "backbone",
-    "MissingWeightsError": "backbone",
-    "block_channels": "backbone",
-    "packaged_weights": "backbone",
-    "sha256_of": "backbone",
-    "WeightsFile": "backbone",
-    "resolve_weights": "backbone",
-    "load_backbone": "backbone",
-    "short_error": "backbone",
-    "state_dict_mismatch": "backbone",
-    "load_mobilenet_v2": "backbone",
-    "input_shape": "backbone",
-    "prepare_threads": "backbone",
-}
+#: module: the public names it defines (imported when one of them is first asked for)
+_EXPORTS = """
+pixel_features: BANKS PADDINGS NORMALIZE FAMILIES LOG_OFFSET FeatureSpec preprocess grid_shape compute_features
+    features_from_gray upsample
+pixel_data: downscale_labels read_label_image find_training_pairs TrainingSet labelled_features balanced_sample
+    sample_training_pixels load_training_pairs
+pixel_classifier: PixelModelError PixelClassifier DEFAULT_CLASSIFIER
+pixel_model: FORMAT_VERSION PixelModel load_pixel_model fit_pixel_model models_dir
+pixel_stats: uncertainty valid_mask map_stats
+descriptors: GLCM_PROPS descriptor_names glcm_properties describe
+outliers: standardize knn_indices outlier_scores small_clusters
+embedmap: ensure_numba_cache EmbeddingMap
+pixel_tune: LOO_MAX K_FOLDS ROWS_PER_CLASS EVAL_PIXELS SCORE_RULES BORDER_FRACTIONS MAX_BORDER
+    NORMALIZE_CANDIDATES FAMILY_CANDIDATES MIN_DEFECT_IMAGES SMOOTH_SIGMA TOP_K THRESHOLD TUNE_CLASSIFIER
+    TuningError TuneResult check_labels defect_sizes scale_windows spec_for_window window_of image_score
+    tune_pixel_model fit_tuned
+autoencoder: ConvAutoencoder FeatureAutoencoder gaussian_blur error_map trimmed_mean
+backbone: WEIGHTS_ENV TORCHVISION_SHA256 EFFICIENTNET_LITE0_SHA256 IMAGENET_MEAN IMAGENET_STD LITE_MEAN LITE_STD
+    WeightsError MobileNetV2 EfficientNetLite0 Arch ARCHS DEFAULT_ARCH get_arch MissingWeightsError
+    block_channels packaged_weights sha256_of WeightsFile resolve_weights load_backbone short_error
+    state_dict_mismatch load_mobilenet_v2 input_shape prepare_threads
+"""
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -17,50 +17,17 @@ imported when the name is first asked for.
 
 from mining._lazy import lazy_exports
 
-#: public name -> the module that defines it (imported when the name is first asked for)
-_EXPORTS = {
-    "FusedScores": "fusion",
-    "PRIMARY_SCORERS": "fusion",
-    "fuse": "fusion",
-    "fused_scores": "fusion",
-    "class_proba": "strategies",
-    "uncertainty": "strategies",
-    "COLD_STARTS": "strategies",
-    "round_robin": "strategies",
-    "select_top": "strategies",
-    "select_least_confidence": "strategies",
-    "select_entropy": "strategies",
-    "select_margin": "strategies",
-    "select_random": "strategies",
-    "row_vectors": "strategies",
-    "k_center_greedy": "strategies",
-    "select_diversity": "strategies",
-    "select_balanced": "strategies",
-    "patch_sets": "strategies",
-    "like_confirmed_patches": "strategies",
-    "like_confirmed": "strategies",
-    "adaptive_arms": "strategies",
-    "pick_history": "strategies",
-    "select_adaptive": "strategies",
-    "parse_mixture": "strategies",
-    "mixture_counts": "strategies",
-    "mixture_strategy": "strategies",
-    "STRATEGIES": "strategies",
-    "get_strategy": "strategies",
-    "RERANK_SCORER": "rerank",
-    "CALIBRATIONS": "rerank",
-    "FeatureTable": "rerank",
-    "build_features": "rerank",
-    "monotone_constraints": "rerank",
-    "consensus_labels": "rerank",
-    "threshold_map": "rerank",
-    "best_threshold": "rerank",
-    "RerankResult": "rerank",
-    "ReRanker": "rerank",
-    "reviewed_ids": "rank",
-    "export_scores": "export",
-    "export_candidates": "export",
-}
+#: module: the public names it defines (imported when one of them is first asked for)
+_EXPORTS = """
+fusion: FusedScores PRIMARY_SCORERS fuse fused_scores
+strategies: class_proba uncertainty COLD_STARTS round_robin select_top select_least_confidence select_entropy
+    select_margin select_random row_vectors k_center_greedy select_diversity select_balanced patch_sets
+    like_confirmed_patches like_confirmed adaptive_arms pick_history select_adaptive parse_mixture
+    mixture_counts mixture_strategy STRATEGIES get_strategy
+rerank: RERANK_SCORER CALIBRATIONS FeatureTable build_features monotone_constraints consensus_labels threshold_map
+    best_threshold RerankResult ReRanker
+rank: reviewed_ids
+export: export_scores export_candidates
+"""
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
