@@ -43,9 +43,23 @@ def embeddings(store: Store, name: str | None = None) -> tuple[str | None, np.nd
 
     ``name`` defaults to the embedding with most rows; empty arrays when none.
     """
+    name, ids, vecs = _stored_embeddings(store, name, patch_sets=False)
+    if len(ids) == 0:
+        return name, ids, vecs
+    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+    return name, ids, (vecs / np.where(norms > 0, norms, 1)).astype(np.float32)
+
+
+def _stored_embeddings(
+    store: Store, name: str | None, *, patch_sets: bool
+) -> tuple[str | None, np.ndarray, np.ndarray]:
+    """``(name, image ids, vectors)`` of a whole-image embedding as stored; empty arrays when none.
+
+    ``name`` None: the embedding with most rows (a patch set only when ``patch_sets``).
+    """
     if name is None:
         counts = store.query("SELECT name, COUNT(*) n FROM embeddings WHERE tile = -1 GROUP BY name ORDER BY n DESC")
-        row = [r for r in counts if not is_patch_set(r["name"])]
+        row = [r for r in counts if patch_sets or not is_patch_set(r["name"])]
         if not row:
             return None, np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
         name = row[0]["name"]
@@ -55,9 +69,7 @@ def embeddings(store: Store, name: str | None = None) -> tuple[str | None, np.nd
     if not rows:
         return name, np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
     ids = np.array([r[0] for r in rows], dtype=np.int64)
-    vecs = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
-    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-    return name, ids, (vecs / np.where(norms > 0, norms, 1)).astype(np.float32)
+    return name, ids, np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
 
 
 def neighbours(ids: np.ndarray, unit_vectors: np.ndarray, image_id: int, k: int = 6) -> list[tuple[int, float]]:
@@ -249,18 +261,7 @@ def raw_embeddings(store: Store, name: str | None = None) -> tuple[str | None, n
     (str or None, ndarray of shape (n,), ndarray of shape (n, d) float32)
         Name, image ids and vectors; empty arrays when none.
     """
-    if name is None:
-        row = store.query("SELECT name, COUNT(*) n FROM embeddings WHERE tile = -1 GROUP BY name ORDER BY n DESC")
-        if not row:
-            return None, np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-        name = row[0]["name"]
-    rows = store.query(
-        "SELECT image_id, vector FROM embeddings WHERE tile = -1 AND name = ? ORDER BY image_id", (name,)
-    )
-    if not rows:
-        return name, np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-    ids = np.array([r[0] for r in rows], dtype=np.int64)
-    return name, ids, np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+    return _stored_embeddings(store, name, patch_sets=True)
 
 
 def nearest(

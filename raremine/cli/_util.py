@@ -1,4 +1,7 @@
-"""What every command shares: the typer app, options, exit codes, opening the catalogue and config, progress bars."""
+"""What every command shares: the typer app, exit codes, opening the catalogue and the config, progress bars.
+
+The options several commands take are in :mod:`raremine.cli._options`.
+"""
 
 from __future__ import annotations
 
@@ -21,16 +24,6 @@ app = typer.Typer(
 
 log = logging.getLogger("raremine")
 T = TypeVar("T")
-
-DbOpt = Annotated[Path, typer.Option("--db", help="catalogue file (SQLite)")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config key: section.key=value")]
-LabelFormatOpt = Annotated[
-    str | None,
-    typer.Option("--format", help="label format: csv, folders, masks, coco, yolo, voc, labelme; cvat (import only)"),
-]
-ClassesOpt = Annotated[Path | None, typer.Option(help="class map file (classes.json, classes.txt, data.yaml)")]
-
 
 #: exit status of ``mine`` when another mine job holds the catalogue
 EXIT_BUSY = 3

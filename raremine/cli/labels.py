@@ -8,18 +8,8 @@ from typing import Annotated
 
 import typer
 
-from raremine.cli._util import (
-    ClassesOpt,
-    ConfigOpt,
-    DbOpt,
-    LabelFormatOpt,
-    SetOpt,
-    app,
-    fail,
-    load_config_or_fail,
-    open_store,
-    read_catalogue,
-)
+from raremine.cli._options import ClassesOpt, ConfigOpt, DbOpt, LabelFormatOpt, SetOpt
+from raremine.cli._util import app, fail, load_config_or_fail, open_store, read_catalogue
 
 
 @app.command()

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from raremine.cli._util import ConfigOpt, DbOpt, SetOpt, app, fail, load_config_or_fail, open_store, progress_bar
+from raremine.cli._options import ConfigOpt, DbOpt, SetOpt
+from raremine.cli._util import app, fail, load_config_or_fail, open_store, progress_bar
 
 
 @app.command("learn")

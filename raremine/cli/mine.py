@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from raremine.cli._util import EXIT_BUSY, ConfigOpt, DbOpt, SetOpt, app, fail, load_config_or_fail, open_store
+from raremine.cli._options import ConfigOpt, DbOpt, SetOpt
+from raremine.cli._util import EXIT_BUSY, app, fail, load_config_or_fail, open_store
 
 
 @app.command()

@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from raremine.cli._util import ConfigOpt, DbOpt, app, fail, load_config_or_fail, read_catalogue
+from raremine.cli._options import ConfigOpt, DbOpt
+from raremine.cli._util import app, fail, load_config_or_fail, read_catalogue
 
 
 @app.command()

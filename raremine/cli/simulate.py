@@ -7,17 +7,8 @@ from typing import Annotated
 
 import typer
 
-from raremine.cli._util import (
-    ConfigOpt,
-    DbOpt,
-    SetOpt,
-    app,
-    fail,
-    load_config_or_fail,
-    open_store,
-    progress_bar,
-    read_catalogue,
-)
+from raremine.cli._options import ConfigOpt, DbOpt, SetOpt
+from raremine.cli._util import app, fail, load_config_or_fail, open_store, progress_bar, read_catalogue
 
 
 # -- not built yet ---------------------------------------------------------------------------

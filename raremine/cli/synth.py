@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from raremine.cli._util import SetOpt, app, fail, progress_bar
+from raremine.cli._options import SetOpt
+from raremine.cli._util import app, fail, progress_bar
 
 
 @app.command()

@@ -239,7 +239,7 @@ def write_coco(
             image_id = len(images) + 1
             new = [_ann(o, cmap, w, h, segmentation, holes) for o in it.objects]
         except LabelFormatError as err:
-            res.skipped.append(LabelError(it.source or it.image, err.reason, err.detail, image=it.image))
+            res.skip(it, err)
             continue
         fname = os.path.relpath(it.image, image_root) if image_root is not None else it.image
         images.append({"id": image_id, "file_name": fname, "width": w, "height": h})

@@ -26,9 +26,8 @@ import numpy as np
 from synthesis.atomic import atomic_write
 from synthesis.labels._files import (
     WriteResult,
-    duplicate_errors,
+    exportable,
     find_image,
-    unique_names,
     write_class_map,
     write_text,
 )
@@ -39,7 +38,6 @@ from synthesis.labels.core import (
     LabelObject,
     LabelSet,
     check_box,
-    check_exportable,
     class_map_from,
     collect_classes,
     fmt_number,
@@ -218,18 +216,13 @@ def write_voc(
         raise ValueError(f"VOC segmentation PNGs hold at most {VOID - 1} classes, the map has {len(cmap)}")
     palette = voc_palette()
     res = WriteResult()
-    names, dups = unique_names(items, lambda it: stem(it.image))
-    res.skipped += duplicate_errors(items, dups)
-    for i, name in names.items():
-        it = items[i]
+    for name, it, w, h in exportable(items, cmap, res):
         try:
-            w, h = it.size()
-            check_exportable(it, cmap)
             if len(it.objects) >= VOID:
                 raise LabelFormatError("malformed", f"{len(it.objects)} objects; VOC instance PNGs hold at most 254")
             xml, inst, cls = _build(it, name, cmap, w, h, masks)
         except LabelFormatError as err:
-            res.skipped.append(LabelError(it.source or it.image, err.reason, err.detail, image=it.image))
+            res.skip(it, err)
             continue
         if inst is not None:
             for sub, arr in (("SegmentationObject", inst), ("SegmentationClass", cls)):

@@ -38,10 +38,9 @@ from scipy import ndimage as ndi
 
 from synthesis.labels._files import (
     WriteResult,
-    duplicate_errors,
+    exportable,
     find_image,
     image_size,
-    unique_names,
     write_class_map,
     write_text,
 )
@@ -53,7 +52,6 @@ from synthesis.labels.core import (
     LabelObject,
     LabelSet,
     check_box,
-    check_exportable,
     class_map_from,
     collect_classes,
     fmt_number,
@@ -235,14 +233,9 @@ def write_yolo(
     out = os.fspath(out)
     cmap = class_map_from(classes) or collect_classes(items)
     res = WriteResult()
-    names, dups = unique_names(items, lambda it: stem(it.image))
-    res.skipped += duplicate_errors(items, dups)
     inexact, n_seg = [], 0
-    for i, name in names.items():
-        it = items[i]
+    for name, it, w, h in exportable(items, cmap, res):
         try:
-            w, h = it.size()
-            check_exportable(it, cmap)
             lines = []
             checks = []
             for obj in it.objects:
@@ -263,7 +256,7 @@ def write_yolo(
                     if texts and obj.geometry() != "box":
                         checks.append((obj, texts))
         except LabelFormatError as err:
-            res.skipped.append(LabelError(it.source or it.image, err.reason, err.detail, image=it.image))
+            res.skip(it, err)
             continue
         for obj, texts in checks:
             n_seg += 1
