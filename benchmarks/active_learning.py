@@ -48,9 +48,8 @@ from mining.scorers import available_scorers, get_scorer  # noqa: E402
 
 log = logging.getLogger("active_learning")
 
-from rare_data import ARCHIVE_TOOL, MAGNETIC_TILE  # noqa: E402 (benchmarks/rare_data.py, beside this script)
-
-DATA, TOOL = MAGNETIC_TILE, ARCHIVE_TOOL  # $RAREMINE_MAGNETIC_TILE, $RAREMINE_ARCHIVE_TOOL (benchmarks/rare_data.py)
+from rare_data import MAGNETIC_TILE as DATA  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+from rare_data import build_rare_archive  # noqa: E402
 
 #: label -> (strategy, learn kwargs, rank kwargs)
 CONFIGS: dict[str, tuple[str, dict, dict]] = {
@@ -72,23 +71,7 @@ def build_archive(work: Path, category: str, seed: int, rate: float) -> Path:
     """The rare archive of one seed (built once with the shared tool)."""
     out = work / f"mt-{category}-r{rate}-s{seed}"
     if not (out / "truth.csv").exists():
-        subprocess.run(
-            [
-                sys.executable,
-                str(TOOL),
-                "mt",
-                str(out),
-                "--root",
-                str(DATA),
-                "--category",
-                category,
-                "--rate",
-                str(rate),
-                "--seed",
-                str(seed),
-            ],
-            check=True,
-        )
+        build_rare_archive(out, category, "--rate", rate, "--seed", seed)
     return out
 
 

@@ -35,13 +35,12 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from rare_data import MAGNETIC_TILE  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+from rare_data import MAGNETIC_TILE as DATA  # noqa: E402 (benchmarks/rare_data.py, beside this script)
 
 from mining.models.backbone import block_channels, load_mobilenet_v2, preprocess  # noqa: E402
 from mining.models.outliers import outlier_scores  # noqa: E402
 from mining.scorers.backbone import scale_blocks  # noqa: E402
 
-DATA = MAGNETIC_TILE  # $RAREMINE_MAGNETIC_TILE (benchmarks/rare_data.py)
 CATEGORIES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
 BLOCKS = (6, 10, 13, 16, 17, 18)
 COMBOS = ((18,), (13,), (10,), (13, 18), (10, 13, 18), (13, 17, 18), (13, 16, 17, 18))

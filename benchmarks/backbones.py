@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,15 +43,15 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from rare_data import ARCHIVE_TOOL, MAGNETIC_TILE  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+from rare_data import ARCHIVE_TOOL as TOOL  # noqa: E402
+from rare_data import MAGNETIC_TILE as DATA  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+from rare_data import build_rare_archive  # noqa: E402
 
 from mining.io import read_image  # noqa: E402
 from mining.models.backbone import ARCHS, DEFAULT_ARCH, block_channels, packaged_weights  # noqa: E402
 from mining.models.outliers import outlier_scores  # noqa: E402
 from mining.scorers import get_scorer  # noqa: E402
 from mining.scorers.backbone import scale_blocks  # noqa: E402
-
-DATA, TOOL = MAGNETIC_TILE, ARCHIVE_TOOL  # $RAREMINE_MAGNETIC_TILE, $RAREMINE_ARCHIVE_TOOL (benchmarks/rare_data.py)
 
 
 def tile_archive(category: str, seed: int, work: Path, normals: int) -> list[tuple[str, int]]:
@@ -64,8 +63,7 @@ def tile_archive(category: str, seed: int, work: Path, normals: int) -> list[tup
     """
     out = work / f"mt_{category}_{seed}"
     if not (out / "truth.csv").exists():
-        cmd = [sys.executable, str(TOOL), "mt", str(out), "--root", str(DATA), "--category", category]
-        subprocess.run([*cmd, "--seed", str(seed)], check=True, capture_output=True)
+        build_rare_archive(out, category, "--seed", seed, capture_output=True)
     truth = {p for p in (out / "truth.txt").read_text().split() if p}
     items = [
         (os.path.realpath(p), int(os.path.realpath(p) in truth)) for p in sorted(map(str, (out / "archive").iterdir()))

@@ -35,14 +35,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rare_data import MAGNETIC_TILE
+from rare_data import MAGNETIC_TILE as DATA
 
 from mining.catalogue.index import index_archive
 from mining.catalogue.labels import catalogue_labels, export_labels, import_labels
 from mining.catalogue.store import Store
 from synthesis.labels import ClassMap, category_masks
-
-DATA = MAGNETIC_TILE  # $RAREMINE_MAGNETIC_TILE (benchmarks/rare_data.py)
 
 
 def off_boundary(ref: np.ndarray, got: np.ndarray) -> int:

@@ -57,13 +57,13 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
 
-from rare_data import ARCHIVE_TOOL, MAGNETIC_TILE  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+from rare_data import MAGNETIC_TILE as DATA  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+from rare_data import build_rare_archive  # noqa: E402
 
 from mining.catalogue.store import Store  # noqa: E402
 from mining.metrics import average_precision, recall_at_fraction  # noqa: E402
 from mining.models.outliers import outlier_scores  # noqa: E402
 
-DATA, TOOL = MAGNETIC_TILE, ARCHIVE_TOOL  # $RAREMINE_MAGNETIC_TILE, $RAREMINE_ARCHIVE_TOOL (benchmarks/rare_data.py)
 CATEGORIES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
 
 
@@ -79,11 +79,7 @@ def cli(*args: str, timeout: float = 3600) -> str:
 
 # -- archives -----------------------------------------------------------------------------------
 def build_mt(out: str, category: str, seed: int) -> None:
-    subprocess.run(
-        [sys.executable, str(TOOL), "mt", out, "--root", str(DATA), "--category", category, "--seed", str(seed)],
-        check=True,
-        capture_output=True,
-    )
+    build_rare_archive(out, category, "--seed", seed, capture_output=True)
 
 
 def read_truth_csv(path: str) -> list[dict]:

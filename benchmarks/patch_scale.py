@@ -35,17 +35,15 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-from rare_data import ARCHIVE_TOOL, MAGNETIC_TILE
+from rare_data import MAGNETIC_TILE as ROOT_MT
+from rare_data import build_rare_archive
 
-ROOT_MT, TOOL = MAGNETIC_TILE, ARCHIVE_TOOL  # $RAREMINE_MAGNETIC_TILE, $RAREMINE_ARCHIVE_TOOL (benchmarks/rare_data.py)
 ARCHIVES = ("mt-Blowhole", "mt-Crack", "mt-Uneven", "mosaic", "mt-Crack-16", "texture")
 
 
@@ -58,10 +56,7 @@ def build_mt(data: Path, category: str, normals: int) -> None:
     """The shared tool's archive (seed 0), then ``normals`` of its normal images drawn (seeded) beside every defect."""
     full, out = data / f"full-mt-{category}", data / f"mt-{category}"
     if not (full / "truth.txt").exists():
-        subprocess.run(
-            [sys.executable, str(TOOL), "mt", str(full), "--root", str(ROOT_MT), "--category", category, "--seed", "0"],
-            check=True,
-        )
+        build_rare_archive(full, category, "--seed", "0", root=ROOT_MT)
     if (out / "truth.txt").exists():
         return
     truth = set((full / "truth.txt").read_text().split())

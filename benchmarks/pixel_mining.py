@@ -53,9 +53,10 @@ from sklearn.metrics import average_precision_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rare_data import ARCHIVE_TOOL, MAGNETIC_TILE  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+from rare_data import ARCHIVE_TOOL as TOOL  # noqa: E402
+from rare_data import MAGNETIC_TILE as DATA  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+from rare_data import build_rare_archive  # noqa: E402
 
-DATA, TOOL = MAGNETIC_TILE, ARCHIVE_TOOL  # $RAREMINE_MAGNETIC_TILE, $RAREMINE_ARCHIVE_TOOL (benchmarks/rare_data.py)
 CATEGORIES = ("Blowhole", "Crack", "Fray", "Break", "Uneven")
 
 
@@ -65,22 +66,7 @@ def build_archive(work: Path, category: str, seed: int) -> Path:
     if not (out / "truth.csv").exists():
         if out.exists():
             shutil.rmtree(out)
-        subprocess.run(
-            [
-                sys.executable,
-                str(TOOL),
-                "mt",
-                str(out),
-                "--root",
-                str(DATA),
-                "--category",
-                category,
-                "--seed",
-                str(seed),
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        build_rare_archive(out, category, "--seed", seed, stdout=subprocess.DEVNULL)
     return out
 
 

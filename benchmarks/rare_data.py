@@ -16,6 +16,8 @@ without the data says so and measures nothing.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,3 +37,30 @@ def beside_checkout(*parts: str) -> Path:
 MAGNETIC_TILE = Path(os.environ.get(DATA_ENV) or beside_checkout("data", "magnetic-tile"))
 #: The archive builder: ``$RAREMINE_ARCHIVE_TOOL``, else the shared folder beside the checkout.
 ARCHIVE_TOOL = Path(os.environ.get(TOOL_ENV) or beside_checkout("tools", "make_rare_archive.py"))
+
+
+def build_rare_archive(
+    out: str | os.PathLike, category: str, *args: object, root: str | os.PathLike | None = None, **run
+) -> subprocess.CompletedProcess:
+    """Draw a rare archive: ``make_rare_archive.py mt OUT --root DATA --category C ARGS...``.
+
+    Parameters
+    ----------
+    out : path
+        The archive's folder (``archive/``, ``truth.csv``, ``truth.txt``).
+    category : str
+        The magnetic-tile defect class.
+    *args : object
+        More options of the builder (``"--seed", 0``...), as strings.
+    root : path, optional
+        The magnetic-tile data (default :data:`MAGNETIC_TILE`).
+    **run
+        Passed to :func:`subprocess.run` (``capture_output=True``...); the builder must succeed.
+
+    Returns
+    -------
+    subprocess.CompletedProcess
+    """
+    data = MAGNETIC_TILE if root is None else root
+    cmd = [sys.executable, str(ARCHIVE_TOOL), "mt", str(out), "--root", str(data), "--category", category]
+    return subprocess.run([*cmd, *map(str, args)], check=True, **run)

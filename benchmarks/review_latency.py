@@ -33,11 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rare_data import MAGNETIC_TILE  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+from rare_data import MAGNETIC_TILE as MAGNETIC  # noqa: E402 (benchmarks/rare_data.py, beside this script)
 
 from tests import review_browser as rb  # noqa: E402
-
-MAGNETIC = MAGNETIC_TILE  # $RAREMINE_MAGNETIC_TILE (benchmarks/rare_data.py)
 
 
 def build_magnetic(folder: Path, n_images: int, seed: int = 0) -> str:

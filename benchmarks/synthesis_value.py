@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,12 +42,11 @@ from sklearn.metrics import average_precision_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rare_data import ARCHIVE_TOOL, MAGNETIC_TILE  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+from rare_data import MAGNETIC_TILE as DATA  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+from rare_data import build_rare_archive  # noqa: E402
 
 from synthesis.paste import crops_from_mask, paste  # noqa: E402
 from synthesis.procedural import simulate  # noqa: E402
-
-DATA, TOOL = MAGNETIC_TILE, ARCHIVE_TOOL  # $RAREMINE_MAGNETIC_TILE, $RAREMINE_ARCHIVE_TOOL (benchmarks/rare_data.py)
 
 #: Simulator presets per category: (kind, params, weight). Chosen from the defect type and checked on the K = 5
 #: training images only (a model trained on simulated defects, validated on them); never on the test tiles.
@@ -162,26 +160,7 @@ class Model:
 # -- data ------------------------------------------------------------------------------------
 def split(category: str, seed: int, work: str, data: Path) -> dict:
     out = os.path.join(work, category)
-    subprocess.run(
-        [
-            sys.executable,
-            str(TOOL),
-            "mt",
-            out,
-            "--root",
-            str(data),
-            "--category",
-            category,
-            "--rate",
-            "0.01",
-            "--train",
-            "5",
-            "--seed",
-            str(seed),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    build_rare_archive(out, category, "--rate", "0.01", "--train", "5", "--seed", seed, root=data, capture_output=True)
     ti, tl = os.path.join(out, "train", "images"), os.path.join(out, "train", "labels")
     train = []
     for f in sorted(os.listdir(ti)):

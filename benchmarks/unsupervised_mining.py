@@ -29,7 +29,6 @@ import csv
 import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +44,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
 
-from rare_data import ARCHIVE_TOOL, MAGNETIC_TILE  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+from rare_data import MAGNETIC_TILE as DATA  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+from rare_data import build_rare_archive  # noqa: E402
 
 from mining.catalogue.index import index_archive  # noqa: E402
 from mining.catalogue.store import Store  # noqa: E402
@@ -56,7 +56,6 @@ from mining.ranking.rank import fuse  # noqa: E402
 from mining.scorers import get_scorer  # noqa: E402
 from mining.scorers._whole import load_embeddings  # noqa: E402
 
-DATA, TOOL = MAGNETIC_TILE, ARCHIVE_TOOL  # $RAREMINE_MAGNETIC_TILE, $RAREMINE_ARCHIVE_TOOL (benchmarks/rare_data.py)
 CATEGORIES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
 DEFAULT_CONFIG = REPO / "configs" / "magnetic-tile.yaml"
 logger = logging.getLogger("unsupervised_mining")
@@ -114,11 +113,7 @@ def rescore_report(report: dict, config: Config) -> dict:
 
 def run_archive(category: str, seed: int, workdir: str, weights: str | None, workers: int, config: Config) -> dict:
     out = os.path.join(workdir, f"{category}_s{seed}")
-    subprocess.run(
-        [sys.executable, str(TOOL), "mt", out, "--root", str(DATA), "--category", category, "--seed", str(seed)],
-        check=True,
-        capture_output=True,
-    )
+    build_rare_archive(out, category, "--seed", seed, capture_output=True)
     truth = {r["path"]: int(r["label"]) for r in csv.DictReader(open(os.path.join(out, "truth.csv")))}
     t0 = time.perf_counter()
     with Store(os.path.join(out, "c.db")) as store:

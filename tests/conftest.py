@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -75,3 +76,29 @@ def chdir_tmp(tmp_path, monkeypatch):
     """Run a test inside its own temporary folder."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def db(indexed, tmp_path) -> Path:
+    """A copy of the module's ``indexed`` catalogue, for a test that writes to it."""
+    out = tmp_path / "c.db"
+    shutil.copy(indexed, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def app_url(catalogue):
+    """The review app serving the module's ``catalogue`` (tests/review_browser.py); its URL."""
+    from tests import review_browser as rb
+
+    with rb.run_app(catalogue["db"]) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """A headless Chromium for the module's browser tests (tests/review_browser.py)."""
+    from tests import review_browser as rb
+
+    with rb.browser() as b:
+        yield b

@@ -63,13 +63,6 @@ def indexed(archive, tmp_path_factory) -> Path:
     return db
 
 
-@pytest.fixture
-def db(indexed, tmp_path) -> Path:
-    out = tmp_path / "c.db"
-    shutil.copy(indexed, out)
-    return out
-
-
 @pytest.fixture(autouse=True)
 def _test_scorers(monkeypatch):
     for cls in (

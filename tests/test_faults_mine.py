@@ -53,13 +53,6 @@ def indexed(tmp_path_factory) -> Path:
     return db
 
 
-@pytest.fixture
-def db(indexed, tmp_path) -> Path:
-    out = tmp_path / "c.db"
-    shutil.copy(indexed, out)
-    return out
-
-
 @pytest.fixture(autouse=True)
 def _test_scorers(monkeypatch):
     monkeypatch.setitem(__import__("mining.scorers").scorers.SCORERS, "slow", "tests.batch_helpers:SlowScorer")

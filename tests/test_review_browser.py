@@ -32,18 +32,6 @@ def catalogue(tmp_path_factory):
     return build_catalogue(tmp_path_factory.mktemp("browser"), n=12, size=128)
 
 
-@pytest.fixture(scope="module")
-def app_url(catalogue):
-    with rb.run_app(catalogue["db"]) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with rb.browser() as b:
-        yield b
-
-
 def _votes(db, reviewer):
     with Store(db, readonly=True) as s:
         return [

@@ -32,18 +32,6 @@ def catalogue(tmp_path_factory):
     return build_catalogue(tmp_path_factory.mktemp("screen"), n=12, size=400, width=1200)
 
 
-@pytest.fixture(scope="module")
-def app_url(catalogue):
-    with rb.run_app(catalogue["db"]) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with rb.browser() as b:
-        yield b
-
-
 @pytest.fixture
 def shots(tmp_path):
     out = os.environ.get("RAREMINE_SCREENSHOTS") or str(tmp_path)

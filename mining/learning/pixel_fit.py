@@ -98,6 +98,20 @@ def fit_pixel(
         )
         logger.warning(skipped)
         tune = False
+
+    def fit_configured(features: FeatureSpec):
+        """The model on ``features`` with this section's classifier, budget, sampling and seed."""
+        return fit_pixel_model(
+            pairs,
+            spec=features,
+            classifier=clf,
+            budget=cfg.budget,
+            hard_rounds=cfg.hard_rounds,
+            sampling=cfg.sampling,
+            class_names=dict(cfg.class_names),
+            random_state=cfg.random_state,
+        )
+
     if reuse is not None or tune:
         from mining.models import pixel_tune as pt
 
@@ -123,16 +137,7 @@ def fit_pixel(
                 progress=progress,
             )
         if cfg.tune_final == "config":  # the tuned features, this section's classifier, budget and sampling
-            model = fit_pixel_model(
-                pairs,
-                spec=result.spec,
-                classifier=clf,
-                budget=cfg.budget,
-                hard_rounds=cfg.hard_rounds,
-                sampling=cfg.sampling,
-                class_names=dict(cfg.class_names),
-                random_state=cfg.random_state,
-            )
+            model = fit_configured(result.spec)
             model.metrics["tuning"] = result.to_dict()
         else:
             model = pt.fit_tuned(
@@ -140,16 +145,7 @@ def fit_pixel(
             )
         spec, clf = model.spec, model.classifier
     else:
-        model = fit_pixel_model(
-            pairs,
-            spec=spec,
-            classifier=clf,
-            budget=cfg.budget,
-            hard_rounds=cfg.hard_rounds,
-            sampling=cfg.sampling,
-            class_names=dict(cfg.class_names),
-            random_state=cfg.random_state,
-        )
+        model = fit_configured(spec)
     if skipped:
         model.metrics["tuning_skipped"] = skipped
     meta_path, fmt = model.save(os.path.join(models_dir(store.path), "pixel"), name="pixel")

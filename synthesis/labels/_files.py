@@ -225,3 +225,38 @@ def exportable(
             res.skip(it, err)
             continue
         yield name, it, w, h
+
+
+#: Parameters the label writers share, as numpydoc text (indented for a function's docstring).
+WRITER_PARAMETERS = {
+    "items": "items : sequence of ImageLabels\n        Width and height must be known.",
+    "out": "out : str or path-like\n        Output folder.",
+    "classes": "classes : ClassMap, list or None\n        The class map (default: every category in ``items``).",
+    "holes": (
+        "holes : bool\n"
+        "        Masks with holes: join each hole to its outline by a zero-width cut\n"
+        "        (one self-touching polygon per part, which even-odd rasterisers such\n"
+        "        as OpenCV ``fillPoly``, pycocotools and PIL fill with the hole kept);\n"
+        "        False writes outer outlines only (holes come back filled)."
+    ),
+}
+
+
+def writer_doc(func: Callable) -> Callable:
+    """Fill ``{items}``, ``{out}``, ``{classes}`` and ``{holes}`` in a writer's docstring (:data:`WRITER_PARAMETERS`).
+
+    Parameters
+    ----------
+    func : callable
+        A label writer whose docstring names the shared parameters by ``{name}``.
+
+    Returns
+    -------
+    callable
+        ``func``, its docstring filled in.
+    """
+    doc = func.__doc__ or ""
+    for name, text in WRITER_PARAMETERS.items():
+        doc = doc.replace("{" + name + "}", text)
+    func.__doc__ = doc
+    return func

@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from synthesis.labels._files import WriteResult, exportable, write_class_map, write_json
+from synthesis.labels._files import WriteResult, exportable, write_class_map, write_json, writer_doc
 from synthesis.labels.core import (
     ImageLabels,
     LabelError,
@@ -236,6 +236,7 @@ def _decode_mask(b64, pts: np.ndarray, w: int, h: int, k: int) -> np.ndarray:
     return out
 
 
+@writer_doc
 def write_labelme(
     items: Sequence[ImageLabels], out: str | os.PathLike, *, classes=None, holes: bool = True
 ) -> WriteResult:
@@ -243,17 +244,10 @@ def write_labelme(
 
     Parameters
     ----------
-    items : sequence of ImageLabels
-        Width and height must be known.
-    out : str or path-like
-        Output folder.
-    classes : ClassMap, list or None
-        The class map (default: every category in ``items``).
-    holes : bool
-        Masks with holes: join each hole to its outline by a zero-width cut
-        (one self-touching polygon per part, which even-odd rasterisers such
-        as OpenCV ``fillPoly``, pycocotools and PIL fill with the hole kept);
-        False writes outer outlines only (holes come back filled).
+    {items}
+    {out}
+    {classes}
+    {holes}
     """
     out = os.fspath(out)
     cmap = class_map_from(classes) or collect_classes(items)

@@ -30,6 +30,7 @@ from synthesis.labels._files import (
     find_image,
     write_class_map,
     write_text,
+    writer_doc,
 )
 from synthesis.labels.core import (
     ImageLabels,
@@ -187,6 +188,7 @@ def _attach_masks(seg_path: str, objs: list[LabelObject], w: int, h: int) -> Non
             obj.mask = arr == i
 
 
+@writer_doc
 def write_voc(
     items: Sequence[ImageLabels],
     out: str | os.PathLike,
@@ -198,12 +200,10 @@ def write_voc(
 
     Parameters
     ----------
-    items : sequence of ImageLabels
-        Width and height must be known.
+    {items}
     out : str or path-like
         A VOC-style folder.
-    classes : ClassMap, list or None
-        The class map (default: every category in ``items``).
+    {classes}
     masks : bool
         Also write ``SegmentationObject`` and ``SegmentationClass`` PNGs for
         images with mask or polygon objects.

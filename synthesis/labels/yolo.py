@@ -43,6 +43,7 @@ from synthesis.labels._files import (
     image_size,
     write_class_map,
     write_text,
+    writer_doc,
 )
 from synthesis.labels.core import (
     PIXEL_DECIMALS,
@@ -201,6 +202,7 @@ def _parse(path: str, cmap, width: int, height: int) -> list[LabelObject]:
     return objs
 
 
+@writer_doc
 def write_yolo(
     items: Sequence[ImageLabels],
     out: str | os.PathLike,
@@ -213,20 +215,13 @@ def write_yolo(
 
     Parameters
     ----------
-    items : sequence of ImageLabels
-        Width and height must be known.
-    out : str or path-like
-        Output folder.
-    classes : ClassMap, list or None
-        The class map (default: every category in ``items``).
+    {items}
+    {out}
+    {classes}
     task : {"detect", "segment"}
         Boxes, or segments (one line per outline of each object; an object
         with only a box is written as its box's four corner pixels).
-    holes : bool
-        Masks with holes: join each hole to its outline by a zero-width cut
-        (one self-touching polygon per part, which even-odd rasterisers such
-        as OpenCV ``fillPoly``, pycocotools and PIL fill with the hole kept);
-        False writes outer outlines only (holes come back filled).
+    {holes}
     """
     if task not in ("detect", "segment"):
         raise ValueError(f"task must be 'detect' or 'segment', got {task!r}")
