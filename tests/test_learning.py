@@ -483,18 +483,8 @@ def test_pixel_retraining_keeps_the_fit_pixel_training_set(tmp_path, tiny_archiv
     from mining.catalogue.index import index_archive
     from mining.learning.pixel_fit import fit_pixel
     from mining.models.pixel import load_training_pairs
-    from tests.conftest import add_blob, make_texture
 
-    base = {"images": str(tmp_path / "base" / "images"), "labels": str(tmp_path / "base" / "labels")}
-    for d in base.values():
-        os.makedirs(d)
-    rng = np.random.default_rng(5)
-    for i in range(3):  # the user's own set: 3 images with a blob, fully labelled
-        img = add_blob(make_texture(rng), (20 + 8 * i, 32))
-        lab = np.ones((64, 64), np.uint8)
-        cv2.circle(lab, (20 + 8 * i, 32), 4, 2, -1)
-        cv2.imwrite(os.path.join(base["images"], f"train{i}.png"), img)
-        cv2.imwrite(os.path.join(base["labels"], f"train{i}.png"), lab)
+    base = _blob_training_set(tmp_path / "base", seed=5)  # the user's own set: 3 images with a blob
     store = Store(tmp_path / "c.db")
     index_archive(store, [tiny_archive["root"]])
     first = fit_pixel(store, base["images"], base["labels"])
@@ -553,26 +543,15 @@ def test_simulate_mixed_supervision_paints_masks_and_rescores_with_the_new_pixel
 @pytest.mark.slow
 def test_pixel_retraining_takes_normal_verdicts_and_retunes_on_growth(tmp_path, tiny_archive, monkeypatch):
     pytest.importorskip("mining.models.pixel")
-    import cv2
 
     import mining.models.pixel_tune as pt
     from mining.catalogue.index import index_archive
     from mining.learning.pixel_fit import fit_pixel
     from mining.models.pixel import load_pixel_model, load_training_pairs
-    from tests.conftest import add_blob, make_texture
 
     monkeypatch.setattr(pt, "TUNE_CLASSIFIER", {**pt.TUNE_CLASSIFIER, "n_estimators": 10, "max_depth": 3})
     monkeypatch.setattr(pt, "ROWS_PER_CLASS", 300)
-    base = {"images": str(tmp_path / "base" / "images"), "labels": str(tmp_path / "base" / "labels")}
-    for d in base.values():
-        os.makedirs(d)
-    rng = np.random.default_rng(6)
-    for i in range(3):
-        img = add_blob(make_texture(rng), (20 + 8 * i, 32))
-        lab = np.ones((64, 64), np.uint8)
-        cv2.circle(lab, (20 + 8 * i, 32), 4, 2, -1)
-        cv2.imwrite(os.path.join(base["images"], f"train{i}.png"), img)
-        cv2.imwrite(os.path.join(base["labels"], f"train{i}.png"), lab)
+    base = _blob_training_set(tmp_path / "base", seed=6)
     store = Store(tmp_path / "c.db")
     index_archive(store, [tiny_archive["root"]])
     first = fit_pixel(store, base["images"], base["labels"])
@@ -593,3 +572,22 @@ def test_pixel_retraining_takes_normal_verdicts_and_retunes_on_growth(tmp_path, 
     assert rep.pixel["normal_images"] == 4 and rep.pixel["tuned"]  # 7 >= 1.5 x 3: tuned again
     assert load_pixel_model(rep.pixel["path"]).metrics["tuning"]["estimate"]["images"] == 7
     store.close()
+
+
+def _blob_training_set(folder, seed: int) -> dict[str, str]:
+    """Three 64 x 64 textures with a blob each, fully labelled (1 background, 2 the blob), as fit-pixel reads them."""
+    import cv2
+
+    from tests.conftest import add_blob, make_texture
+
+    base = {"images": str(folder / "images"), "labels": str(folder / "labels")}
+    for d in base.values():
+        os.makedirs(d)
+    rng = np.random.default_rng(seed)
+    for i in range(3):
+        img = add_blob(make_texture(rng), (20 + 8 * i, 32))
+        lab = np.ones((64, 64), np.uint8)
+        cv2.circle(lab, (20 + 8 * i, 32), 4, 2, -1)
+        cv2.imwrite(os.path.join(base["images"], f"train{i}.png"), img)
+        cv2.imwrite(os.path.join(base["labels"], f"train{i}.png"), lab)
+    return base

@@ -512,12 +512,7 @@ def test_tuned_choice_is_stored_reloaded_and_used_by_the_scorer(tmp_path, quick_
     from mining.learning.pixel_fit import fit_pixel
 
     pairs = _dips(3, seed=2, n_def=3, n_norm=2, size=64)
-    imgs, labs = tmp_path / "images", tmp_path / "labels"
-    imgs.mkdir()
-    labs.mkdir()
-    for img, lab, name in pairs:
-        cv2.imwrite(str(imgs / name), img)
-        cv2.imwrite(str(labs / name), lab)
+    imgs, labs = _write_pairs(tmp_path, pairs)
     with Store(tmp_path / "c.db") as store:
         res = fit_pixel(store, imgs, labs, PixelConfig(tune_final="tuner", n_estimators=10), progress=None)
         assert res["method"] == "xgboost"  # the tuner's own estimator
@@ -572,12 +567,7 @@ def test_cli_fit_pixel_prints_the_estimate_and_no_tune_keeps_defaults(tmp_path, 
     from raremine.cli import app
 
     pairs = _dips(3, seed=3, n_def=3, n_norm=2, size=64)
-    imgs, labs = tmp_path / "images", tmp_path / "labels"
-    imgs.mkdir()
-    labs.mkdir()
-    for img, lab, name in pairs:
-        cv2.imwrite(str(imgs / name), img)
-        cv2.imwrite(str(labs / name), lab)
+    imgs, labs = _write_pairs(tmp_path, pairs)
     args = ["fit-pixel", "--db", str(tmp_path / "c.db"), "--images", str(imgs), "--labels", str(labs)]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
@@ -587,3 +577,14 @@ def test_cli_fit_pixel_prints_the_estimate_and_no_tune_keeps_defaults(tmp_path, 
     res = CliRunner().invoke(app, [*args, "--no-tune"])
     assert res.exit_code == 0, res.output
     assert "random_forest" in res.output and "no cross-validated estimate" in res.output
+
+
+def _write_pairs(folder, pairs):
+    """``folder/images/NAME`` and ``folder/labels/NAME`` for each (image, label image, NAME); the two folders."""
+    imgs, labs = folder / "images", folder / "labels"
+    imgs.mkdir()
+    labs.mkdir()
+    for img, lab, name in pairs:
+        cv2.imwrite(str(imgs / name), img)
+        cv2.imwrite(str(labs / name), lab)
+    return imgs, labs

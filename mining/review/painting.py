@@ -176,12 +176,8 @@ def save_label_image(labels: np.ndarray, store_path: str | os.PathLike, image_id
     Parameters
     ----------
     labels : ndarray of shape (H, W), uint8
-    store_path : path
-        The catalogue.
-    image_id : int
-        The catalogue id of the painted image.
-    tile : int, default=-1
-        The tile, -1 for the whole image.
+    store_path, image_id, tile
+        As in :func:`save_defect_mask`.
 
     Returns
     -------

@@ -316,10 +316,8 @@ def set_pref(store: Store, reviewer: str, name: str, value) -> None:
 
     Parameters
     ----------
-    store : Store
-    reviewer : str
-    name : str
-        E.g. ``"opacity"``.
+    store, reviewer, name
+        As in :func:`get_pref`.
     value : object
         Anything JSON can hold.
     """

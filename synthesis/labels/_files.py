@@ -232,6 +232,7 @@ WRITER_PARAMETERS = {
     "items": "items : sequence of ImageLabels\n        Width and height must be known.",
     "out": "out : str or path-like\n        Output folder.",
     "classes": "classes : ClassMap, list or None\n        The class map (default: every category in ``items``).",
+    "items_out_classes": "{items}\n    {out}\n    {classes}",
     "holes": (
         "holes : bool\n"
         "        Masks with holes: join each hole to its outline by a zero-width cut\n"
@@ -243,7 +244,7 @@ WRITER_PARAMETERS = {
 
 
 def writer_doc(func: Callable) -> Callable:
-    """Fill ``{items}``, ``{out}``, ``{classes}`` and ``{holes}`` in a writer's docstring (:data:`WRITER_PARAMETERS`).
+    """Fill ``{items}``, ``{out}``, ``{classes}``, ``{holes}`` (:data:`WRITER_PARAMETERS`) in a writer's docstring.
 
     Parameters
     ----------
@@ -256,7 +257,7 @@ def writer_doc(func: Callable) -> Callable:
         ``func``, its docstring filled in.
     """
     doc = func.__doc__ or ""
-    for name, text in WRITER_PARAMETERS.items():
+    for name, text in reversed(WRITER_PARAMETERS.items()):  # the combined entries first: they name the others
         doc = doc.replace("{" + name + "}", text)
     func.__doc__ = doc
     return func

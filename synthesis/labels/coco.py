@@ -207,9 +207,7 @@ def write_coco(
 
     Parameters
     ----------
-    {items}
-    {out}
-    {classes}
+    {items_out_classes}
     segmentation : {"polygon", "rle"}
         How masks are written (see the module notes).
     image_root : str or None

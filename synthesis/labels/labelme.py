@@ -244,9 +244,7 @@ def write_labelme(
 
     Parameters
     ----------
-    {items}
-    {out}
-    {classes}
+    {items_out_classes}
     {holes}
     """
     out = os.fspath(out)

@@ -215,9 +215,7 @@ def write_yolo(
 
     Parameters
     ----------
-    {items}
-    {out}
-    {classes}
+    {items_out_classes}
     task : {"detect", "segment"}
         Boxes, or segments (one line per outline of each object; an object
         with only a box is written as its box's four corner pixels).
