@@ -11,7 +11,8 @@ scorers, ranking, the job, review, learning).
 - :mod:`~mining.catalogue.verdicts`: votes and the consensus rule, the one
   definition of a label;
 - :mod:`~mining.catalogue.labels`: labels in and out (every label format);
-- :mod:`~mining.catalogue.joblog`: a job's run record, signals, JSON logs.
+- :mod:`~mining.catalogue.joblog`: a job's run record, signals, JSON logs;
+- :mod:`~mining.catalogue.paths`: the folders kept beside a catalogue (models, maps, labels, masks).
 
 Every name below is importable from :mod:`mining.catalogue`; its module is
 imported when the name is first asked for.
@@ -21,6 +22,7 @@ from mining._lazy import lazy_exports
 
 #: module: the public names it defines (imported when one of them is first asked for)
 _EXPORTS = """
+paths: sidecar_dir models_dir maps_dir labels_dir masks_dir
 store: PATCH_SET_SUFFIX is_patch_set pack_patch_set unpack_patch_set Store
 schema: SCHEMA_VERSION MIGRATIONS SchemaVersionError schema_version migrate
 sqlite: process_start_time process_alive describe_sqlite_error

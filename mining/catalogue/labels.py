@@ -61,6 +61,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from mining.catalogue.paths import labels_dir
 from mining.catalogue.store import Store
 from mining.catalogue.verdicts import ConsensusRule, describe_left_out, image_labels, left_out_counts
 from mining.io import UnreadableImage, read_image
@@ -187,10 +188,9 @@ def _safe(name: str) -> str:
 def default_mask_dir(store: Store, source: str) -> str:
     """Where imported label images go: ``<catalogue without extension>.labels/import-<source>``.
 
-    Beside the label images painted in the review app (``mining.review.labels_dir``).
+    Beside the label images painted in the review app (:func:`mining.catalogue.paths.labels_dir`).
     """
-    base = os.path.splitext(os.path.abspath(store.path))[0]
-    return os.path.join(base + ".labels", "import-" + _safe(source))
+    return os.path.join(labels_dir(store.path), "import-" + _safe(source))
 
 
 def import_labels(

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from mining.catalogue.paths import models_dir
 from mining.catalogue.store import Store
 from mining.catalogue.verdicts import ConsensusRule, image_labels, left_out_counts
 from mining.metrics import auroc, average_precision
@@ -82,12 +83,6 @@ class LearnReport:
     def as_dict(self) -> dict:
         """JSON-ready form."""
         return asdict(self)
-
-
-def models_dir(store_path: str) -> str:
-    """Folder where a catalogue's learned models are kept (beside the catalogue)."""
-    base, _ = os.path.splitext(os.path.abspath(store_path))
-    return base + ".models"
 
 
 #: Marks a parameter taken from ``config.learn`` (or its default when no config is given).

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from mining.catalogue.paths import models_dir  # noqa: F401 (re-exported: mining.models.pixel_model.models_dir)
 from mining.models.pixel_classifier import (
     DEFAULT_CLASSIFIER,
     PixelClassifier,
@@ -315,9 +316,3 @@ def fit_pixel_model(
     }
     logger.info("pixel model trained on %d pixels in %.1fs", len(keep), t2 - t0)
     return PixelModel(spec=spec, classifier=clf, class_names={int(k): v for k, v in names.items()}, metrics=metrics)
-
-
-def models_dir(store_path: str | os.PathLike) -> str:
-    """Folder beside a catalogue where its models are kept (``<catalogue stem>.models``)."""
-    base, _ = os.path.splitext(os.path.abspath(os.fspath(store_path)))
-    return base + ".models"

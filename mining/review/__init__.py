@@ -37,6 +37,7 @@ Modules
 Every public name is importable from :mod:`mining.review` itself.
 """
 
+from mining.catalogue.paths import labels_dir
 from mining.catalogue.verdicts import (
     LEFT_OUT,
     ON_DISAGREEMENT,
@@ -72,7 +73,6 @@ from mining.review.files import (
     archive_roots,
     check_path,
     export_labels,
-    labels_dir,
     maps_root,
 )
 from mining.review.painting import (

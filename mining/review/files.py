@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Sequence
 
+from mining.catalogue.paths import maps_dir
 from mining.catalogue.store import Store
 from mining.catalogue.verdicts import (
     VERDICTS,
@@ -98,16 +99,8 @@ def archive_roots(store: Store) -> list[str]:
 
 
 def maps_root(store: Store) -> str:
-    """The folder of the catalogue's score-map overlays (see :func:`mining.job.mine.maps_dir`)."""
-    from mining.job.mine import maps_dir
-
+    """The folder of the catalogue's score-map overlays (:func:`mining.catalogue.paths.maps_dir`), real path."""
     return os.path.realpath(maps_dir(store.path))
-
-
-def labels_dir(store_path: str | os.PathLike) -> str:
-    """Folder where label images painted in the app are saved (beside the catalogue)."""
-    base, _ = os.path.splitext(os.path.abspath(os.fspath(store_path)))
-    return base + ".labels"
 
 
 def check_path(path: str, roots: Sequence[str]) -> str:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import cv2
 import numpy as np
 
-from mining.review.files import labels_dir
+from mining.catalogue.paths import labels_dir, masks_dir
 
 #: Values of a painted label image.
 UNLABELLED, BACKGROUND, DEFECT = 0, 1, 2
@@ -84,12 +84,6 @@ def strokes_to_labels(
         else:
             cv2.polylines(labels, [arr], False, value, thick, lineType=cv2.LINE_8)
     return labels
-
-
-def masks_dir(store_path: str | os.PathLike) -> str:
-    """Folder where binary defect masks painted in the app are saved (beside the catalogue)."""
-    base, _ = os.path.splitext(os.path.abspath(os.fspath(store_path)))
-    return base + ".masks"
 
 
 def painted_name(image_id: int, tile: int, data: bytes) -> str:
