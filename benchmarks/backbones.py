@@ -1,6 +1,6 @@
 """Which pretrained backbone to ship: accuracy of the no-label score and CPU milliseconds per image.
 
-For each network of :data:`mining.backbone.ARCHS` whose weights package is
+For each network of :data:`mining.models.backbone.ARCHS` whose weights package is
 installed, the ``backbone`` scorer's own code computes the global vector of
 every image (:meth:`~mining.scorers.backbone.BackboneScorer.features`: resize
 to 224, the arch's default stages average-pooled) and scores it the way its
@@ -8,7 +8,7 @@ to 224, the arch's default stages average-pooled) and scores it the way its
 No labels are used by the scores; the truth only measures them: AP and recall
 after reviewing 10 % of the archive.
 
-Archives: magnetic tiles built by ``../shared/tools/make_rare_archive.py``
+Archives: magnetic tiles built by the archive builder (``$RAREMINE_ARCHIVE_TOOL``)
 (MT_Free plus 1 % of one category, seed 0; to keep the run small, 400 of
 the 949 normal tiles, the same ones in every archive, and all 10 defective
 ones: 2.4 % defective), and one archive of another kind:
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,18 +43,15 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from mining.backbone import ARCHS, DEFAULT_ARCH, block_channels, packaged_weights  # noqa: E402
+from rare_data import ARCHIVE_TOOL as TOOL  # noqa: E402
+from rare_data import MAGNETIC_TILE as DATA  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+from rare_data import build_rare_archive  # noqa: E402
+
 from mining.io import read_image  # noqa: E402
-from mining.outliers import outlier_scores  # noqa: E402
+from mining.models.backbone import ARCHS, DEFAULT_ARCH, block_channels, packaged_weights  # noqa: E402
+from mining.models.outliers import outlier_scores  # noqa: E402
 from mining.scorers import get_scorer  # noqa: E402
 from mining.scorers.backbone import scale_blocks  # noqa: E402
-
-# ../shared next to the checkout (a git worktree under ../wt/NAME: two levels up)
-SHARED = next(
-    (p / "shared" for p in (REPO.parent, REPO.parent.parent) if (p / "shared").is_dir()), REPO.parent / "shared"
-)
-DATA = SHARED / "data" / "magnetic-tile"
-TOOL = SHARED / "tools" / "make_rare_archive.py"
 
 
 def tile_archive(category: str, seed: int, work: Path, normals: int) -> list[tuple[str, int]]:
@@ -67,8 +63,7 @@ def tile_archive(category: str, seed: int, work: Path, normals: int) -> list[tup
     """
     out = work / f"mt_{category}_{seed}"
     if not (out / "truth.csv").exists():
-        cmd = [sys.executable, str(TOOL), "mt", str(out), "--root", str(DATA), "--category", category]
-        subprocess.run([*cmd, "--seed", str(seed)], check=True, capture_output=True)
+        build_rare_archive(out, category, "--seed", seed, capture_output=True)
     truth = {p for p in (out / "truth.txt").read_text().split() if p}
     items = [
         (os.path.realpath(p), int(os.path.realpath(p) in truth)) for p in sorted(map(str, (out / "archive").iterdir()))

@@ -21,8 +21,8 @@ import time
 import cv2
 import numpy as np
 
-from mining.index import index_archive
-from mining.store import Store
+from mining.catalogue.index import index_archive
+from mining.catalogue.store import Store
 
 
 def make_pngs(folder: str, n: int, seed: int = 0) -> list[str]:

@@ -35,12 +35,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mining.index import index_archive
-from mining.labels import catalogue_labels, export_labels, import_labels
-from mining.store import Store
-from synthesis.labels import ClassMap, category_masks
+from rare_data import MAGNETIC_TILE as DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "magnetic-tile"
+from mining.catalogue.index import index_archive
+from mining.catalogue.labels import catalogue_labels, export_labels, import_labels
+from mining.catalogue.store import Store
+from synthesis.labels import ClassMap, category_masks
 
 
 def off_boundary(ref: np.ndarray, got: np.ndarray) -> int:

@@ -9,7 +9,7 @@ a temporary folder that is removed afterwards) this script
 2. indexes it into a catalogue;
 3. measures, each in a fresh subprocess and interleaved so that the machine's
    load hits peers alike: plain decoding (``mining.io.read_image`` of every
-   file, with 1 and 2 processes), then ``mining.mine.mine`` with the cheap
+   file, with 1 and 2 processes), then ``mining.job.mine.mine`` with the cheap
    unsupervised scorers on a copy of the catalogue for process/1,
    process/2 and dask/2;
 4. samples the resident memory (RSS) of the measured process (the writer)
@@ -102,7 +102,7 @@ def _decode_chunk(paths: list[str]) -> int:
 
 def child_decode(db: str, workers: int) -> dict:
     """Plain decoding of every catalogued file with ``workers`` processes (paths streamed in chunks)."""
-    from mining.store import Store
+    from mining.catalogue.store import Store
 
     def chunks():
         with Store(db, readonly=True) as store:
@@ -143,9 +143,9 @@ def child_mine(
     start_method: str = "forkserver",
 ) -> dict:
     """One mining job, as ``raremine mine`` would run it."""
-    from mining.mine import mine
+    from mining.catalogue.store import Store
+    from mining.job.mine import mine
     from mining.scorers import get_scorer
-    from mining.store import Store
 
     with Store(db) as store:
         s = mine(
@@ -213,8 +213,8 @@ PLAN = (("decode", 2), ("process", 2), ("dask", 2), ("decode", 1), ("process", 1
 def run_size(
     n: int, tmp: str, scorers: list[str], save_maps: bool, shard_size: int | None, log, checkpoint=None, only=None
 ) -> dict:
-    from mining.index import index_archive
-    from mining.store import Store
+    from mining.catalogue.index import index_archive
+    from mining.catalogue.store import Store
 
     root = os.path.join(tmp, f"archive_{n}")
     res: dict = {"images": n, "scorers": scorers, "save_maps": save_maps, "shard_size": shard_size}

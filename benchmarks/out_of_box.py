@@ -57,12 +57,13 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
 
-from mining.metrics import average_precision, recall_at_fraction  # noqa: E402
-from mining.outliers import outlier_scores  # noqa: E402
-from mining.store import Store  # noqa: E402
+from rare_data import MAGNETIC_TILE as DATA  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+from rare_data import build_rare_archive  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "magnetic-tile"
-TOOL = REPO.parent / "shared" / "tools" / "make_rare_archive.py"
+from mining.catalogue.store import Store  # noqa: E402
+from mining.metrics import average_precision, recall_at_fraction  # noqa: E402
+from mining.models.outliers import outlier_scores  # noqa: E402
+
 CATEGORIES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
 
 
@@ -78,11 +79,7 @@ def cli(*args: str, timeout: float = 3600) -> str:
 
 # -- archives -----------------------------------------------------------------------------------
 def build_mt(out: str, category: str, seed: int) -> None:
-    subprocess.run(
-        [sys.executable, str(TOOL), "mt", out, "--root", str(DATA), "--category", category, "--seed", str(seed)],
-        check=True,
-        capture_output=True,
-    )
+    build_rare_archive(out, category, "--seed", seed, capture_output=True)
 
 
 def read_truth_csv(path: str) -> list[dict]:
@@ -144,7 +141,7 @@ def build_kind(kind: str, category: str, seed: int, work: str) -> str:
 # -- peers --------------------------------------------------------------------------------------
 def _weights_path() -> str | None:
     try:
-        from mining.backbone import resolve_weights
+        from mining.models.backbone import resolve_weights
 
         found = resolve_weights(None)
         if found:
@@ -160,7 +157,7 @@ def _weights_path() -> str | None:
 
 
 def _net():
-    from mining.backbone import load_mobilenet_v2
+    from mining.models.backbone import load_mobilenet_v2
 
     path = _weights_path()
     return None if path is None else load_mobilenet_v2(path)
@@ -245,8 +242,8 @@ def _metrics(y: np.ndarray, s: np.ndarray) -> dict:
 
 def run_archive(folder: str, seed: int, net) -> dict:
     from mining.config import load_config
-    from mining.rank import fused_scores
-    from mining.simulate import read_truth
+    from mining.learning.simulate import read_truth
+    from mining.ranking.rank import fused_scores
 
     db = os.path.join(folder, "catalogue.db")
     for suffix in ("", "-wal", "-shm"):
@@ -276,7 +273,7 @@ def run_archive(folder: str, seed: int, net) -> dict:
     rng = np.random.default_rng(seed)
     res["peer_random"] = _metrics(y, rng.permutation(n).astype(float))
     if len(d_ids):
-        from mining.outliers import standardize
+        from mining.models.outliers import standardize
 
         dpos = {int(i): k for k, i in enumerate(d_ids)}
         dk = outlier_scores(standardize(D), "knn", k=5, standardize_features=False)

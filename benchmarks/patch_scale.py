@@ -35,17 +35,15 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+from rare_data import MAGNETIC_TILE as ROOT_MT
+from rare_data import build_rare_archive
 
-ROOT_MT = Path("/work/shared/data/magnetic-tile")
-TOOL = Path("/work/shared/tools/make_rare_archive.py")
 ARCHIVES = ("mt-Blowhole", "mt-Crack", "mt-Uneven", "mosaic", "mt-Crack-16", "texture")
 
 
@@ -58,10 +56,7 @@ def build_mt(data: Path, category: str, normals: int) -> None:
     """The shared tool's archive (seed 0), then ``normals`` of its normal images drawn (seeded) beside every defect."""
     full, out = data / f"full-mt-{category}", data / f"mt-{category}"
     if not (full / "truth.txt").exists():
-        subprocess.run(
-            [sys.executable, str(TOOL), "mt", str(full), "--root", str(ROOT_MT), "--category", category, "--seed", "0"],
-            check=True,
-        )
+        build_rare_archive(full, category, "--seed", "0", root=ROOT_MT)
     if (out / "truth.txt").exists():
         return
     truth = set((full / "truth.txt").read_text().split())
@@ -172,12 +167,12 @@ def build(data: Path, normals: int = 250) -> None:
 
 # -- mining and metrics ---------------------------------------------------------------------------
 def run_one(data: Path, name: str, overrides: list[str], old: bool) -> dict:
+    from mining.catalogue.index import index_archive
+    from mining.catalogue.store import Store
     from mining.config import load_config, scorer_params
-    from mining.index import index_archive
+    from mining.job.mine import mine
     from mining.metrics import average_precision, recall_at_fraction
-    from mining.mine import mine
     from mining.scorers import get_scorer
-    from mining.store import Store
 
     cfg = load_config(overrides=[*overrides, *(["backbone.patch_weight=0.5"] if old else [])])
     truth = set((data / name / "truth.txt").read_text().split())
@@ -224,7 +219,7 @@ def speed(overrides: list[str], old: bool) -> dict:
     torch.set_num_threads(1)
     cfg = load_config(overrides=[*overrides, *(["backbone.patch_weight=0.5"] if old else [])])
     s = get_scorer("backbone", **scorer_params(cfg, "backbone"))
-    from mining.backbone import load_mobilenet_v2, resolve_weights
+    from mining.models.backbone import load_mobilenet_v2, resolve_weights
 
     rng = np.random.default_rng(0)
     s.net_ = load_mobilenet_v2(resolve_weights(s.weights))

@@ -1,14 +1,14 @@
 """Pixel-classifier mining on magnetic tiles: raremine's pixel scorer against scikit-image's fit_segmenter.
 
-For each category and seed, a rare archive is built with the shared tool
-``../shared/tools/make_rare_archive.py`` (all MT_Free images plus 1 % of the
+For each category and seed, a rare archive is built with
+the archive builder (``$RAREMINE_ARCHIVE_TOOL``) (all MT_Free images plus 1 % of the
 category; 5 masked images of the category and 3 normal images, none of them
 in the archive, for training). Both sides train on the same 8 label images
 and score every archive image; we report AP, recall after reviewing 5 % and
 10 % of the archive, training seconds and images per second, side by side.
 
-- ours: ``raremine fit-pixel`` (mining.pixel_fit.fit_pixel with the default
-  ``pixel:`` config) then ``mining.mine.mine`` with the ``pixel`` scorer
+- ours: ``raremine fit-pixel`` (mining.learning.pixel_fit.fit_pixel with the default
+  ``pixel:`` config) then ``mining.job.mine.mine`` with the ``pixel`` scorer
   (inline backend, one process, map PNGs off) through a real catalogue.
 - peer: ``skimage.future.fit_segmenter`` with ``RandomForestClassifier(
   n_estimators=50, max_depth=10, max_samples=0.05)`` (scikit-image's example)
@@ -53,8 +53,10 @@ from sklearn.metrics import average_precision_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DATA = ROOT.parent / "shared" / "data" / "magnetic-tile"
-TOOL = ROOT.parent / "shared" / "tools" / "make_rare_archive.py"
+from rare_data import ARCHIVE_TOOL as TOOL  # noqa: E402
+from rare_data import MAGNETIC_TILE as DATA  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+from rare_data import build_rare_archive  # noqa: E402
+
 CATEGORIES = ("Blowhole", "Crack", "Fray", "Break", "Uneven")
 
 
@@ -64,22 +66,7 @@ def build_archive(work: Path, category: str, seed: int) -> Path:
     if not (out / "truth.csv").exists():
         if out.exists():
             shutil.rmtree(out)
-        subprocess.run(
-            [
-                sys.executable,
-                str(TOOL),
-                "mt",
-                str(out),
-                "--root",
-                str(DATA),
-                "--category",
-                category,
-                "--seed",
-                str(seed),
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        build_rare_archive(out, category, "--seed", seed, stdout=subprocess.DEVNULL)
     return out
 
 
@@ -125,13 +112,13 @@ def link_archive(folder: Path, truth: dict[str, int], dest: Path) -> Path:
 
 def run_ours(folder: Path, truth: dict[str, int], tag: str, overrides: list[str]) -> dict:
     """fit-pixel + mine through a real catalogue; return metrics and timings."""
+    from mining.catalogue.index import index_archive
+    from mining.catalogue.store import Store
     from mining.config import load_config, scorer_params
-    from mining.index import index_archive
     from mining.io import read_image
-    from mining.mine import mine
-    from mining.pixel_fit import fit_pixel
+    from mining.job.mine import mine
+    from mining.learning.pixel_fit import fit_pixel
     from mining.scorers import get_scorer
-    from mining.store import Store
 
     cfg = load_config(None, overrides)
     db = folder / f"ours-{tag}.db"

@@ -33,9 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests import review_browser as rb  # noqa: E402
+from rare_data import MAGNETIC_TILE as MAGNETIC  # noqa: E402 (benchmarks/rare_data.py, beside this script)
 
-MAGNETIC = ROOT.parent / "shared" / "data" / "magnetic-tile"
+from tests import review_browser as rb  # noqa: E402
 
 
 def build_magnetic(folder: Path, n_images: int, seed: int = 0) -> str:
@@ -43,7 +43,7 @@ def build_magnetic(folder: Path, n_images: int, seed: int = 0) -> str:
     import cv2
     import numpy as np
 
-    from mining.store import Store
+    from mining.catalogue.store import Store
 
     if not MAGNETIC.is_dir():
         sys.exit(f"magnetic-tile data not found at {MAGNETIC}")

@@ -1,7 +1,7 @@
 """Does synthesis help? Pixel-model AP on real magnetic-tile defects, trained on real, simulated or pasted defects.
 
 For each category (default Blowhole and Crack) the split of
-``/work/shared/tools/make_rare_archive.py`` (seed 0, 5 training defects and
+the archive builder (``$RAREMINE_ARCHIVE_TOOL``) (seed 0, 5 training defects and
 3 training normals) is rebuilt, then one pixel model is trained per setting:
 
 - (a) ``real``: the K = 5 real defect images (and the 3 training normals), as the archive tool gives them;
@@ -16,12 +16,12 @@ setting trained on. Reported: pixel AP over all test pixels (defect = mask),
 image AP (max probability per image) and images/s of synthesis (median of
 three timings of the same work, same run).
 
-The model is ``mining.pixel`` (``fit_pixel_model``, default features and
+The model is ``mining.models.pixel`` (``fit_pixel_model``, default features and
 XGBoost) when it imports, else scikit-image's ``multiscale_basic_features`` +
 RandomForest; the output says which.
 
 usage: python benchmarks/synthesis_value.py [--categories Blowhole Crack] [--n-synth 60] [--n-test 40]
-       [--seed 0] [--data ../shared/data/magnetic-tile] [--out results.json]
+       [--seed 0] [--data $RAREMINE_MAGNETIC_TILE] [--out results.json]
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,11 +42,11 @@ from sklearn.metrics import average_precision_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from rare_data import MAGNETIC_TILE as DATA  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+from rare_data import build_rare_archive  # noqa: E402
+
 from synthesis.paste import crops_from_mask, paste  # noqa: E402
 from synthesis.procedural import simulate  # noqa: E402
-
-DATA = ROOT.parent / "shared" / "data" / "magnetic-tile"
-TOOL = ROOT.parent / "shared" / "tools" / "make_rare_archive.py"
 
 #: Simulator presets per category: (kind, params, weight). Chosen from the defect type and checked on the K = 5
 #: training images only (a model trained on simulated defects, validated on them); never on the test tiles.
@@ -96,18 +95,20 @@ def gray01(path: str) -> np.ndarray:
     return img.astype(np.float32) / 255.0
 
 
-# -- the pixel model: mining.pixel when present, else scikit-image + RandomForest -----------------
+# -- the pixel model: mining.models.pixel when present, else scikit-image + RandomForest -----------------
 class Model:
     def __init__(self, seed: int):
         self.seed = seed
         try:
-            from mining import pixel
+            from mining.models import pixel
 
             self.pixel = pixel
-            self.name = "mining.pixel (fit_pixel_model: default FeatureSpec, PixelClassifier default = XGBoost)"
+            self.name = "mining.models.pixel (fit_pixel_model: default FeatureSpec, PixelClassifier default = XGBoost)"
         except Exception as err:  # any import failure: fall back, and say so
             self.pixel = None
-            self.name = f"skimage multiscale_basic_features + RandomForest(100, depth 12) (mining.pixel: {err!r})"
+            self.name = (
+                f"skimage multiscale_basic_features + RandomForest(100, depth 12) (mining.models.pixel: {err!r})"
+            )
 
     def fit(self, pairs: list[tuple[np.ndarray, np.ndarray]]):
         """pairs: (image float [0, 1], labels 1 bg / 2 defect)."""
@@ -159,26 +160,7 @@ class Model:
 # -- data ------------------------------------------------------------------------------------
 def split(category: str, seed: int, work: str, data: Path) -> dict:
     out = os.path.join(work, category)
-    subprocess.run(
-        [
-            sys.executable,
-            str(TOOL),
-            "mt",
-            out,
-            "--root",
-            str(data),
-            "--category",
-            category,
-            "--rate",
-            "0.01",
-            "--train",
-            "5",
-            "--seed",
-            str(seed),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    build_rare_archive(out, category, "--rate", "0.01", "--train", "5", "--seed", seed, root=data, capture_output=True)
     ti, tl = os.path.join(out, "train", "images"), os.path.join(out, "train", "labels")
     train = []
     for f in sorted(os.listdir(ti)):

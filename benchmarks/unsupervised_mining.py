@@ -11,7 +11,7 @@ PyOD ECOD and IsolationForest on the same cheap descriptors, random order,
 MobileNetV2 global-average-pooled features + kNN (k=5), and a plain
 PatchCore-style patch scorer (the backbone's patch part with its own bank, no global part).
 
-Then throughput: the mining worker's own code (``mining.mine.score_shard``:
+Then throughput: the mining worker's own code (``mining.job.mine.score_shard``:
 decode, batches of 32, autoencoder map + bottleneck embedding and the
 descriptor embedding) on 256x256 PNGs in a 2-process pool, without and with
 the map PNGs; the per-stage milliseconds; and UMAP seconds for 100k embeddings.
@@ -29,7 +29,6 @@ import csv
 import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,17 +44,18 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
 
+from rare_data import MAGNETIC_TILE as DATA  # noqa: E402 (benchmarks/rare_data.py, beside this script)
+from rare_data import build_rare_archive  # noqa: E402
+
+from mining.catalogue.index import index_archive  # noqa: E402
+from mining.catalogue.store import Store  # noqa: E402
 from mining.config import Config, load_config, scorer_params  # noqa: E402
-from mining.index import index_archive  # noqa: E402
-from mining.mine import mine  # noqa: E402
-from mining.outliers import outlier_scores  # noqa: E402
-from mining.rank import fuse  # noqa: E402
+from mining.job.mine import mine  # noqa: E402
+from mining.models.outliers import outlier_scores  # noqa: E402
+from mining.ranking.rank import fuse  # noqa: E402
 from mining.scorers import get_scorer  # noqa: E402
 from mining.scorers._whole import load_embeddings  # noqa: E402
-from mining.store import Store  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "magnetic-tile"
-TOOL = REPO.parent / "shared" / "tools" / "make_rare_archive.py"
 CATEGORIES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
 DEFAULT_CONFIG = REPO / "configs" / "magnetic-tile.yaml"
 logger = logging.getLogger("unsupervised_mining")
@@ -113,11 +113,7 @@ def rescore_report(report: dict, config: Config) -> dict:
 
 def run_archive(category: str, seed: int, workdir: str, weights: str | None, workers: int, config: Config) -> dict:
     out = os.path.join(workdir, f"{category}_s{seed}")
-    subprocess.run(
-        [sys.executable, str(TOOL), "mt", out, "--root", str(DATA), "--category", category, "--seed", str(seed)],
-        check=True,
-        capture_output=True,
-    )
+    build_rare_archive(out, category, "--seed", seed, capture_output=True)
     truth = {r["path"]: int(r["label"]) for r in csv.DictReader(open(os.path.join(out, "truth.csv")))}
     t0 = time.perf_counter()
     with Store(os.path.join(out, "c.db")) as store:
@@ -147,7 +143,7 @@ def run_archive(category: str, seed: int, workdir: str, weights: str | None, wor
             from pyod.models.ecod import ECOD
             from pyod.models.iforest import IForest
 
-            from mining.outliers import standardize
+            from mining.models.outliers import standardize
 
             Z = standardize(D)
             res["peer_pyod_ecod"] = metrics(ECOD().fit(Z).decision_scores_, dy)
@@ -182,8 +178,8 @@ def patchcore_peer(store: Store, ids: np.ndarray, weights: str, seed: int) -> np
     from 256 seeded images, greedy coreset 10 %, own image excluded) with no
     bank trimming and no global part.
     """
-    from mining.backbone import load_mobilenet_v2
     from mining.io import read_image
+    from mining.models.backbone import load_mobilenet_v2
 
     peer = get_scorer("backbone", weights=weights, patch_weight=1.0, bank_trim=0.0, seed=seed)
     peer.net_ = load_mobilenet_v2(weights)
@@ -199,7 +195,7 @@ _TP: dict = {}
 
 
 def _tp_scorers(ae_state: dict, ae_cfg: dict) -> list:
-    from mining.autoencoder import ConvAutoencoder
+    from mining.models.autoencoder import ConvAutoencoder
 
     ae = get_scorer("autoencoder", **ae_cfg)
     net = ConvAutoencoder(ae.base_channels, ae.latent_channels)
@@ -211,7 +207,7 @@ def _tp_scorers(ae_state: dict, ae_cfg: dict) -> list:
 def _tp_init(ae_state: dict, ae_cfg: dict, maps_root: str | None) -> None:
     import torch
 
-    from mining.mine import _worker_state
+    from mining.job.mine import _worker_state
 
     torch.set_num_threads(1)
     _TP["state"] = _worker_state(_tp_scorers(ae_state, ae_cfg), maps_root, 10**9)
@@ -219,7 +215,7 @@ def _tp_init(ae_state: dict, ae_cfg: dict, maps_root: str | None) -> None:
 
 def _tp_work(shard: list[dict]) -> int:
     """The mining worker's own code: decode, batch, score with both scorers, (save maps)."""
-    from mining.mine import score_shard
+    from mining.job.mine import score_shard
 
     res = score_shard(shard, _TP["state"])
     assert all(not r["failures"] and len(r["scores"]) == 2 for r in res), res[:1]
@@ -308,8 +304,8 @@ def throughput(workdir: str, n: int = 640, workers: int = 2, repeats: int = 3) -
 
 def umap_seconds(n: int, dim: int | None = None, seed: int = 0) -> dict:
     """Seconds of one UMAP fit on ``n`` clustered vectors of the descriptor's length (default)."""
-    from mining.descriptors import descriptor_names
-    from mining.embedmap import EmbeddingMap
+    from mining.models.descriptors import descriptor_names
+    from mining.models.embedmap import EmbeddingMap
 
     dim = dim or len(descriptor_names())
     rng = np.random.default_rng(seed)

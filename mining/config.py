@@ -199,7 +199,7 @@ EmbeddingConfig = _scorer_section(
 
 
 #: stages of each ``backbone.arch`` (kept here so that reading a config never imports torch;
-#: tests check it against ``mining.backbone.ARCHS``)
+#: tests check it against ``mining.models.backbone.ARCHS``)
 BACKBONE_STAGES = {"mobilenet_v2": 19, "efficientnet_lite0": 18}
 
 
@@ -226,7 +226,7 @@ BackboneConfig = _scorer_section(
         },
         "arch": {
             "type": Literal["mobilenet_v2", "efficientnet_lite0"],
-            # BackboneScorer(arch=None) resolves to mining.backbone.DEFAULT_ARCH; a test checks they agree
+            # BackboneScorer(arch=None) resolves to mining.models.backbone.DEFAULT_ARCH; a test checks they agree
             "default": "mobilenet_v2",
             "description": "network (docs/benchmarks/backbones.md compares them)",
         },
@@ -261,7 +261,7 @@ SCORER_SECTIONS: dict[str, type[BaseModel]] = {
 
 
 class PixelFeaturesConfig(_Section):
-    """``pixel.features:`` the filter bank of the pixel classifier (keys = :class:`mining.pixel.FeatureSpec`)."""
+    """``pixel.features:`` the filter bank of the pixel classifier (keys = :class:`mining.models.pixel.FeatureSpec`)."""
 
     bank: Literal["ilastik", "basic"] = "ilastik"
     sigmas: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0, 16.0], min_length=1)

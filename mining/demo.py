@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from mining.io import read_image
-from mining.pixel_fit import fit_pixel
+from mining.learning.pixel_fit import fit_pixel
 from synthesis.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -164,12 +164,12 @@ def run_demo(
     -------
     DemoResult
     """
+    from mining.catalogue.index import index_archive
+    from mining.catalogue.store import Store
     from mining.config import load_config, scorer_params
-    from mining.index import index_archive
-    from mining.mine import mine
-    from mining.rank import rank
+    from mining.job.mine import mine
+    from mining.ranking.rank import rank
     from mining.scorers import get_scorer, resolve_scorers
-    from mining.store import Store
 
     out_dir = os.path.abspath(os.fspath(out_dir))
     truth_path = build_demo_archive(out_dir, n_images=n_images, seed=seed)
@@ -220,7 +220,7 @@ def fit_demo_pixel(store, out_dir: str | os.PathLike, *, n_train: int = 12, seed
 
     Parameters
     ----------
-    store : mining.store.Store
+    store : mining.catalogue.store.Store
     out_dir : path
         The demo's working folder.
     n_train : int, default=12

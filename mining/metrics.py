@@ -2,12 +2,14 @@
 
 AP and AUROC are scikit-learn's (returned as NaN, not an exception, when only
 one class is present, so a report over many rounds never stops on one); the
-review-budget metrics answer "how many events does a reviewer find".
+review-budget metrics answer "how many events does a reviewer find". :func:`rank_normalize`
+puts any scorer's scores on one scale (percentile ranks), for the scorers and the fusion alike.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 
@@ -91,3 +93,22 @@ def recall_curve(y_true, scores) -> np.ndarray:
     y, s = _check(y_true, scores)
     total = max(int(y.sum()), 1)
     return np.cumsum(y[np.argsort(-s, kind="stable")]) / total
+
+
+def rank_normalize(scores: np.ndarray) -> np.ndarray:
+    """Percentile ranks in (0, 1] of the finite values (ties share their mean rank; NaN stays NaN).
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n,)
+
+    Returns
+    -------
+    ndarray of shape (n,), float64
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    out = np.full(scores.shape, np.nan)
+    ok = np.isfinite(scores)
+    if ok.any():
+        out[ok] = rankdata(scores[ok], method="average") / ok.sum()
+    return out

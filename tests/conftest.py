@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -22,12 +23,16 @@ os.makedirs(NUMBA_CACHE_DIR, exist_ok=True)
 settings.register_profile("raremine", deadline=None, max_examples=50)
 settings.load_profile("raremine")
 
-#: The magnetic-tile development data, beside the project (never bundled).
-MAGNETIC_TILE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "magnetic-tile"
+#: The magnetic-tile development data (MVTec-style folders; never bundled): ``$RAREMINE_MAGNETIC_TILE``,
+#: else the team's shared folder beside the checkout (as benchmarks/rare_data.py).
+MAGNETIC_TILE = Path(
+    os.environ.get("RAREMINE_MAGNETIC_TILE")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "magnetic-tile"
+)
 
 _skip_without_magnetic_tile = pytest.mark.skipif(
     not MAGNETIC_TILE.is_dir(),
-    reason=f"real data not found at {MAGNETIC_TILE} (development data, not bundled with raremine)",
+    reason=f"real data not found at {MAGNETIC_TILE} (development data, not bundled: set $RAREMINE_MAGNETIC_TILE)",
 )
 
 
@@ -71,3 +76,29 @@ def chdir_tmp(tmp_path, monkeypatch):
     """Run a test inside its own temporary folder."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def db(indexed, tmp_path) -> Path:
+    """A copy of the module's ``indexed`` catalogue, for a test that writes to it."""
+    out = tmp_path / "c.db"
+    shutil.copy(indexed, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def app_url(catalogue):
+    """The review app serving the module's ``catalogue`` (tests/review_browser.py); its URL."""
+    from tests import review_browser as rb
+
+    with rb.run_app(catalogue["db"]) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """A headless Chromium for the module's browser tests (tests/review_browser.py)."""
+    from tests import review_browser as rb
+
+    with rb.browser() as b:
+        yield b

@@ -2,7 +2,7 @@
 
 Images are indexed by the real indexer; scores, overlay maps, embeddings and
 map coordinates are written directly (cheap and deterministic), and the round
-of candidates comes from the real ``mining.rank.rank``.
+of candidates comes from the real ``mining.ranking.rank.rank``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mining.index import index_archive
-from mining.mine import maps_dir, save_map_png
-from mining.rank import rank
-from mining.store import Store
+from mining.catalogue.index import index_archive
+from mining.catalogue.store import Store
+from mining.job.mine import maps_dir, save_map_png
+from mining.ranking.rank import rank
 
 
 def build_catalogue(

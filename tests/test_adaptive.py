@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mining.rank import STRATEGIES, FusedScores, fuse
-from mining.strategies import like_confirmed
+from mining.ranking.rank import STRATEGIES, FusedScores, fuse
+from mining.ranking.strategies import like_confirmed
 
 
 def _table(raw: np.ndarray, names: list[str]) -> FusedScores:
@@ -61,8 +61,8 @@ def test_more_like_this_ranks_neighbours_of_confirmed_rows_first_and_never_match
 
 def test_an_arm_is_judged_by_its_own_picks_read_back_from_the_catalogue(tmp_path):
     """Through rank(): the picks' arms are recorded in `why` and read back as the bandit's evidence."""
-    from mining.rank import rank
-    from mining.strategies import pick_history
+    from mining.ranking.rank import rank
+    from mining.ranking.strategies import pick_history
     from tests.test_learning import make_store, review_all
 
     store, truth = make_store(tmp_path / "c.db", n=200, n_pos=12, seed=3)
@@ -86,7 +86,7 @@ def test_an_arm_is_judged_by_its_own_picks_read_back_from_the_catalogue(tmp_path
 
 def test_patch_level_more_like_this_finds_the_image_with_the_same_small_defect():
     """A defect patch hidden among ordinary patches: the whole-image vector cannot see it, the patch set can."""
-    from mining.strategies import like_confirmed_patches
+    from mining.ranking.strategies import like_confirmed_patches
 
     rng = np.random.default_rng(0)
     P = rng.normal(size=(50, 4, 8)).astype(np.float32)  # 50 images, 4 hot patches each, 8 features
@@ -105,7 +105,7 @@ def test_patch_level_more_like_this_finds_the_image_with_the_same_small_defect()
 def test_patch_sets_round_trip_through_the_catalogue_vector():
     import pytest
 
-    from mining.store import pack_patch_set, unpack_patch_set
+    from mining.catalogue.store import pack_patch_set, unpack_patch_set
 
     P = np.arange(24, dtype=np.float32).reshape(4, 6)
     assert np.array_equal(unpack_patch_set(pack_patch_set(P)), P)

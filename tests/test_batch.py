@@ -20,9 +20,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from mining.catalogue.index import index_archive
+from mining.catalogue.store import Store
 from mining.config import Config, load_config
-from mining.index import index_archive
-from mining.mine import (
+from mining.job.mine import (
     BATCH_IMAGES,
     SHARD_SIZE,
     WORKER_MALLOC_ENV,
@@ -35,7 +36,6 @@ from mining.mine import (
     score_shard,
 )
 from mining.scorers import get_scorer
-from mining.store import Store
 from raremine.cli import app
 from tests import batch_helpers
 
@@ -61,13 +61,6 @@ def indexed(archive, tmp_path_factory) -> Path:
     with Store(db) as store:
         index_archive(store, [str(archive)])
     return db
-
-
-@pytest.fixture
-def db(indexed, tmp_path) -> Path:
-    out = tmp_path / "c.db"
-    shutil.copy(indexed, out)
-    return out
 
 
 @pytest.fixture(autouse=True)
@@ -189,7 +182,7 @@ def test_dask_job_keeps_no_message_logs_and_restores_config(db):
     """The LocalCluster's streams keep no sent batches (they held every shard: +50 KB per task)."""
     import dask
 
-    from mining import _dask
+    from mining.job import _dask
 
     seen = {}
     real_close = _dask.DaskExecutor.close
@@ -232,7 +225,7 @@ def test_worker_malloc_settings_reuse_image_buffers():
     256 x 256 float32 temporaries, counted in minor page faults.
     """
     code = (
-        "import resource, sys, numpy as np, mining.mine as m\n"
+        "import resource, sys, numpy as np, mining.job.mine as m\n"
         "ok = m.tune_worker_malloc() if sys.argv[1] == '1' else None\n"
         "f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
         "for _ in range(500):\n"
@@ -287,7 +280,7 @@ class _Recorder:
 
 
 def test_at_most_max_in_flight_shards_are_submitted():
-    from mining.mine import MineSummary
+    from mining.job.mine import MineSummary
 
     ex, got = _Recorder(), []
     shards = ([{"image_id": i * 10 + j} for j in range(10)] for i in range(50))

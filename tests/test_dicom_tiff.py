@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from mining.index import index_archive, volumes
+from mining.catalogue.index import index_archive, volumes
+from mining.catalogue.store import Store
 from mining.io import UnreadableImage, inspect_image, read_image, to_float_gray
-from mining.store import Store
 
 pydicom = pytest.importorskip("pydicom")
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
@@ -152,7 +152,7 @@ def test_multi_frame_dicom_and_tiff_stacks_are_volumes_of_slices(tmp_path):
             assert [t[1] for t in tiles] == [0, 40, 80, 120, 160] and all(t[3:] == (40, 48) for t in tiles)
         vols = volumes(store)
         assert len(vols) == 2 and all(len(v) == 5 for v in vols.values())
-        from mining.mine import mine
+        from mining.job.mine import mine
         from mining.scorers import get_scorer
 
         mine(store, [get_scorer("contrast")], backend="inline", save_maps=False)
@@ -190,7 +190,7 @@ def test_a_ct_series_of_files_indexes_as_one_volume_in_slice_order(tmp_path):
         assert [by_id[i] for i, _ in vol] == ["IM0001.dcm", "IM0003.dcm", "IM0002.dcm", "IM0004.dcm", "IM0000.dcm"]
         meta = dict(store.query("SELECT key, value FROM image_meta WHERE image_id = ?", (vol[0][0],)))
         assert meta["volume"] == series and meta["volume_slices"] == "5" and meta["slice_index"] == "0"
-        from mining.slices import read_metadata
+        from mining.learning.slices import read_metadata
 
         _, m = read_metadata(store)
         assert "modality" in m and "body_part" in m and "volume" in m
@@ -231,8 +231,8 @@ def test_a_16_bit_dicom_opens_in_the_review_app_with_its_own_window(tmp_path, mo
     from streamlit.testing.v1 import AppTest
 
     from mining import review as rv
-    from mining.mine import mine
-    from mining.rank import rank
+    from mining.job.mine import mine
+    from mining.ranking.rank import rank
     from mining.scorers import get_scorer
 
     rng = np.random.default_rng(7)

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from mining.store import Store
+from mining.catalogue.store import Store
 
 
 def _run_py(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -54,7 +54,7 @@ def test_votes_survive_other_connections_and_processes(tmp_path):
     app_b.add_review(1, "bob", "confirm")
     # a writer in another process (what `rank` does), then more votes
     r = _run_py(
-        "import sys; from mining.store import Store\n"
+        "import sys; from mining.catalogue.store import Store\n"
         "with Store(sys.argv[1]) as s, s.transaction() as c: c.execute(\"INSERT INTO meta VALUES ('k', 'v')\")",
         str(db),
     )

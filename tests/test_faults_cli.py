@@ -316,7 +316,7 @@ def test_read_only_folder_with_pending_wal_is_a_clear_error(read_only_copy, file
 
 def test_snapshot_notices_a_writer(files, tmp_path):
     """An idle catalogue is read as a snapshot (no side files); a writer's checkpoint meanwhile is noticed."""
-    from mining.store import Store
+    from mining.catalogue.store import Store
 
     db = tmp_path / "the.db"
     shutil.copy(files["good"], db)

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 import mining.io as io_mod
-from mining.index import index_archive
+from mining.catalogue.index import index_archive
+from mining.catalogue.store import Store
 from mining.io import UnreadableImage, decode_bytes, read_image
-from mining.store import Store
 
 #: Peak resident memory allowed to a command that meets a decompression bomb.
 PEAK_RSS_LIMIT = 500 * 2**20

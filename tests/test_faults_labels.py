@@ -24,12 +24,12 @@ from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
 from mining import review as rv
-from mining.index import index_archive
-from mining.learn import learn
-from mining.rank import rank
-from mining.rerank import consensus_labels
+from mining.catalogue.index import index_archive
+from mining.catalogue.store import Store
+from mining.learning.learn import learn
+from mining.ranking.rank import rank
+from mining.ranking.rerank import consensus_labels
 from mining.review import ConsensusRule
-from mining.store import Store
 from raremine.cli import app as cli
 from synthesis.labels import category_masks, read_labels
 
@@ -280,7 +280,7 @@ def test_export_and_learn_agree_on_every_images_label(voted, tmp_path):
 
 def test_the_pixel_model_learns_only_from_images_decided_as_defects(voted, monkeypatch):
     """``learn``'s pixel step trains on the masks of images decided as defects, not of every confirm vote."""
-    px = pytest.importorskip("mining.pixel_fit")
+    px = pytest.importorskip("mining.learning.pixel_fit")
     seen = {}
 
     def fit_pixel(store, images_dir, labels_dir, config=None, base=None, reuse=None):
@@ -318,7 +318,7 @@ def test_export_follows_the_configs_consensus_rule_as_learn_does(voted, tmp_path
         assert read(tmp_path / fmt) == learned, fmt
         assert "(review: agree 2, on_disagreement drop, max_votes 3)" in output, output
         assert "6 pending (not enough agreeing votes yet)" in output and "dropped" in output
-    from mining.verdicts import image_labels
+    from mining.catalogue.verdicts import image_labels
 
     with Store(db, readonly=True) as s:
         labels = image_labels(s, rule)

@@ -29,11 +29,11 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-import mining.worker as worker_mod
-from mining.index import index_archive
-from mining.mine import MAP_UNWRITABLE, CatalogueBusy, catalogue_lock, lock_path, maps_dir, mine
+import mining.job.worker as worker_mod
+from mining.catalogue.index import index_archive
+from mining.catalogue.store import Store, process_start_time
+from mining.job.mine import MAP_UNWRITABLE, CatalogueBusy, catalogue_lock, lock_path, maps_dir, mine
 from mining.scorers import get_scorer
-from mining.store import Store, process_start_time
 from raremine.cli import EXIT_BUSY, app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,13 +51,6 @@ def indexed(tmp_path_factory) -> Path:
     with Store(db) as store:
         index_archive(store, [str(root)])
     return db
-
-
-@pytest.fixture
-def db(indexed, tmp_path) -> Path:
-    out = tmp_path / "c.db"
-    shutil.copy(indexed, out)
-    return out
 
 
 @pytest.fixture(autouse=True)
@@ -267,11 +260,11 @@ time.sleep(60)
     "lifeline",
     [
         pytest.param(
-            "from mining.mine import die_with_parent\nassert die_with_parent()\n",
+            "from mining.job.mine import die_with_parent\nassert die_with_parent()\n",
             marks=pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's"),
             id="pdeathsig",
         ),
-        pytest.param("import os\nfrom mining.mine import _watch_job\n_watch_job(os.getppid(), 0.05)\n", id="watch"),
+        pytest.param("import os\nfrom mining.job.mine import _watch_job\n_watch_job(os.getppid(), 0.05)\n", id="watch"),
     ],
 )
 def test_worker_lifeline_ends_it_with_its_parent(lifeline):
@@ -297,7 +290,9 @@ def test_worker_lifeline_ends_it_with_its_parent(lifeline):
 # -- 9a. runs whose process is gone, Ctrl+C --------------------------------------------------------------
 def test_run_of_a_dead_process_is_marked_interrupted_by_the_next_command(db):
     # an index job killed without a chance to finish its run
-    code = "import os, sys\nfrom mining.store import Store\nStore(sys.argv[1]).start_run('index')\nos._exit(9)\n"
+    code = (
+        "import os, sys\nfrom mining.catalogue.store import Store\nStore(sys.argv[1]).start_run('index')\nos._exit(9)\n"
+    )
     subprocess.run([sys.executable, "-c", code, str(db)], timeout=60, check=False)
     store = Store(db)
     reused = store.start_run("index")  # a live pid whose process started after the run: another process
@@ -322,7 +317,7 @@ def test_run_of_a_dead_process_is_marked_interrupted_by_the_next_command(db):
 
 
 def test_ctrl_c_of_index_and_mine_marks_the_run_interrupted(db, tmp_path, monkeypatch):
-    import mining.index
+    import mining.catalogue.index
 
     def interrupted(*a, **kw):
         raise KeyboardInterrupt
@@ -330,7 +325,7 @@ def test_ctrl_c_of_index_and_mine_marks_the_run_interrupted(db, tmp_path, monkey
     archive = tmp_path / "more"
     archive.mkdir()
     cv2.imwrite(str(archive / "x.png"), np.zeros((8, 8), np.uint8))
-    monkeypatch.setattr(mining.index, "_inspect_chunk", interrupted)
+    monkeypatch.setattr(mining.catalogue.index, "_inspect_chunk", interrupted)
     res = CliRunner().invoke(app, ["index", str(archive), "--db", str(db)])
     assert res.exit_code == 130, res.output
     assert rows(db, "SELECT status FROM runs WHERE kind = 'index' ORDER BY id DESC LIMIT 1") == [("interrupted",)]
@@ -401,7 +396,7 @@ def test_lock_is_held_per_catalogue_and_released(db, tmp_path):
 
 
 def test_version_1_catalogue_migrates_and_keeps_its_mine_runs_owner(tmp_path):
-    from mining.store import SCHEMA_VERSION, migrate, schema_version
+    from mining.catalogue.store import SCHEMA_VERSION, migrate, schema_version
 
     path = tmp_path / "v1.db"
     con = sqlite3.connect(path, isolation_level=None)

@@ -61,3 +61,33 @@ def test_synthesis_reaches_mining_only_through_the_config_machinery():
     into_mining = {e.dst for e in edges if e.src.startswith("synthesis") and e.dst.startswith("mining")}
     assert into_mining <= {"mining.configfile"}, into_mining
     assert not [e for e in edges if e.src == "mining.configfile"]
+
+
+def test_an_import_running_back_up_the_floors_is_found(tmp_path):
+    _write(
+        tmp_path,
+        {
+            "pkg/__init__.py": 'from mining._lazy import lazy_exports\n_EXPORTS = """\nlow: f\n"""\n',
+            "pkg/low.py": "def f():\n    from pkg import high\n",  # up, inside a function
+            "pkg/high.py": "from pkg import low\n",  # down: allowed
+            "pkg/side.py": "import pkg.low\n",  # on no floor: the package's own floor is "=pkg"
+        },
+    )
+    layers = (("low", ("=pkg", "pkg.low")), ("high", ("pkg.high",)))
+    modules, edges = import_graph.build_graph(tmp_path, ["pkg"])
+    assert ("pkg", "pkg.low", True) in {(e.src, e.dst, e.local) for e in edges}  # the lazy face's module
+    assert import_graph.layer_of("pkg.high", layers) == 1 and import_graph.layer_of("pkg.side", layers) is None
+    up = import_graph.upward(edges, layers)
+    assert [(e.src, e.dst, e.local) for e in up] == [("pkg.low", "pkg.high", True)]
+    text, n = import_graph.layer_report(modules, edges, layers)
+    assert n == 1 and "pkg/low.py:2, local" in text and "modules on no floor: pkg.side" in text
+
+
+def test_the_tree_has_no_circles_and_no_import_running_back_up():
+    """The loop's floors (benchmarks/import_graph.py LAYERS) hold: every import goes down or sideways."""
+    modules, edges = import_graph.build_graph()
+    assert import_graph.strongly_connected(modules, edges) == []
+    assert [f"{e.src} -> {e.dst} ({e.path}:{e.line})" for e in import_graph.upward(edges)] == []
+    unplaced = [m for m in modules if import_graph.layer_of(m) is None]
+    assert unplaced == [], unplaced
+    assert import_graph.main(["--max-cycles", "0", "--max-upward", "0"]) == 0

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import tifffile
 
-import mining.index as index_mod
+import mining.catalogue.index as index_mod
 import mining.io as io_mod
-from mining.index import index_archive
+from mining.catalogue.index import index_archive
+from mining.catalogue.store import Store
 from mining.io import UnreadableImage, read_image, to_float_gray
-from mining.store import Store
 
 from .conftest import MAGNETIC_TILE, requires_magnetic_tile
 

@@ -1,4 +1,4 @@
-"""Labels in and out of the catalogue (mining.labels) and through the CLI; the magnetic-tile round trip."""
+"""Labels in and out of the catalogue (mining.catalogue.labels) and through the CLI; the magnetic-tile round trip."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mining.index import index_archive
-from mining.labels import catalogue_labels, export_labels, import_labels
-from mining.store import Store
+from mining.catalogue.index import index_archive
+from mining.catalogue.labels import catalogue_labels, export_labels, import_labels
+from mining.catalogue.store import Store
 from raremine.cli import app
 from synthesis.labels import ClassMap, category_masks, object_box, read_labels, write_labels
 from tests.conftest import MAGNETIC_TILE, requires_magnetic_tile
@@ -55,7 +55,7 @@ def test_import_masks_makes_reviews_annotations_and_mask_files(catalogue, datase
     assert all(r["mask_path"] and Path(r["mask_path"]).is_file() for r in confirms)
     kinds = catalogue.query("SELECT kind, COUNT(*) n FROM annotations GROUP BY kind")
     assert {r["kind"]: r["n"] for r in kinds} == {"mask": len(confirms)}
-    # the mask file of each review is the class's union, 0 / 255 (mining.learn reads non-zero as defect)
+    # the mask file of each review is the class's union, 0 / 255 (mining.learning.learn reads non-zero as defect)
     got = catalogue_masks(catalogue, "legacy")
     for it in dataset:
         ref = class_masks(it)

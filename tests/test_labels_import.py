@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mining.index import index_archive
-from mining.labels import catalogue_labels, import_labels
-from mining.store import Store
+from mining.catalogue.index import index_archive
+from mining.catalogue.labels import catalogue_labels, import_labels
+from mining.catalogue.store import Store
 from raremine.cli import app
 from synthesis.labels import category_masks, read_labels
 

@@ -12,12 +12,19 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from mining import metrics
-from mining.learn import learn
-from mining.rank import STRATEGIES, FusedScores, fuse, get_strategy, rank
-from mining.rerank import RERANK_SCORER, ReRanker, best_threshold, build_features, consensus_labels, threshold_map
-from mining.slices import slice_report, slice_table
-from mining.store import Store
-from mining.strategies import k_center_greedy, mixture_counts, parse_mixture
+from mining.catalogue.store import Store
+from mining.learning.learn import learn
+from mining.learning.slices import slice_report, slice_table
+from mining.ranking.rank import STRATEGIES, FusedScores, fuse, get_strategy, rank
+from mining.ranking.rerank import (
+    RERANK_SCORER,
+    ReRanker,
+    best_threshold,
+    build_features,
+    consensus_labels,
+    threshold_map,
+)
+from mining.ranking.strategies import k_center_greedy, mixture_counts, parse_mixture
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -106,7 +113,7 @@ def test_top_cold_start_round_robin_takes_each_scorers_best_in_turn():
 
 
 def test_fused_scores_keep_the_weights_and_rank_honours_them_in_the_cold_start(tmp_path):
-    from mining.rank import fused_scores
+    from mining.ranking.rank import fused_scores
 
     store, _ = make_store(tmp_path / "w.db")
     with store:
@@ -445,10 +452,10 @@ def test_simulate_cli_writes_summary_csv_and_plots(tmp_path):
 
 
 def test_learn_retrains_the_pixel_model_from_painted_masks(tmp_path, tiny_archive):
-    pytest.importorskip("mining.pixel")
+    pytest.importorskip("mining.models.pixel")
     import cv2
 
-    from mining.index import index_archive
+    from mining.catalogue.index import index_archive
 
     store = Store(tmp_path / "c.db")
     index_archive(store, [tiny_archive["root"]])
@@ -470,24 +477,14 @@ def test_learn_retrains_the_pixel_model_from_painted_masks(tmp_path, tiny_archiv
 
 
 def test_pixel_retraining_keeps_the_fit_pixel_training_set(tmp_path, tiny_archive):
-    pytest.importorskip("mining.pixel")
+    pytest.importorskip("mining.models.pixel")
     import cv2
 
-    from mining.index import index_archive
-    from mining.pixel import load_training_pairs
-    from mining.pixel_fit import fit_pixel
-    from tests.conftest import add_blob, make_texture
+    from mining.catalogue.index import index_archive
+    from mining.learning.pixel_fit import fit_pixel
+    from mining.models.pixel import load_training_pairs
 
-    base = {"images": str(tmp_path / "base" / "images"), "labels": str(tmp_path / "base" / "labels")}
-    for d in base.values():
-        os.makedirs(d)
-    rng = np.random.default_rng(5)
-    for i in range(3):  # the user's own set: 3 images with a blob, fully labelled
-        img = add_blob(make_texture(rng), (20 + 8 * i, 32))
-        lab = np.ones((64, 64), np.uint8)
-        cv2.circle(lab, (20 + 8 * i, 32), 4, 2, -1)
-        cv2.imwrite(os.path.join(base["images"], f"train{i}.png"), img)
-        cv2.imwrite(os.path.join(base["labels"], f"train{i}.png"), lab)
+    base = _blob_training_set(tmp_path / "base", seed=5)  # the user's own set: 3 images with a blob
     store = Store(tmp_path / "c.db")
     index_archive(store, [tiny_archive["root"]])
     first = fit_pixel(store, base["images"], base["labels"])
@@ -510,13 +507,13 @@ def test_pixel_retraining_keeps_the_fit_pixel_training_set(tmp_path, tiny_archiv
 
 
 def test_simulate_mixed_supervision_paints_masks_and_rescores_with_the_new_pixel_model(tmp_path, tiny_archive):
-    pytest.importorskip("mining.pixel")
+    pytest.importorskip("mining.models.pixel")
     import cv2
 
-    from mining.index import index_archive
-    from mining.mine import mine
+    from mining.catalogue.index import index_archive
+    from mining.job.mine import mine
+    from mining.learning.simulate import read_truth, simulate
     from mining.scorers import get_scorer
-    from mining.simulate import read_truth, simulate
 
     store = Store(tmp_path / "c.db")
     index_archive(store, [tiny_archive["root"]])
@@ -545,27 +542,16 @@ def test_simulate_mixed_supervision_paints_masks_and_rescores_with_the_new_pixel
 
 @pytest.mark.slow
 def test_pixel_retraining_takes_normal_verdicts_and_retunes_on_growth(tmp_path, tiny_archive, monkeypatch):
-    pytest.importorskip("mining.pixel")
-    import cv2
+    pytest.importorskip("mining.models.pixel")
 
-    import mining.pixel_tune as pt
-    from mining.index import index_archive
-    from mining.pixel import load_pixel_model, load_training_pairs
-    from mining.pixel_fit import fit_pixel
-    from tests.conftest import add_blob, make_texture
+    import mining.models.pixel_tune as pt
+    from mining.catalogue.index import index_archive
+    from mining.learning.pixel_fit import fit_pixel
+    from mining.models.pixel import load_pixel_model, load_training_pairs
 
     monkeypatch.setattr(pt, "TUNE_CLASSIFIER", {**pt.TUNE_CLASSIFIER, "n_estimators": 10, "max_depth": 3})
     monkeypatch.setattr(pt, "ROWS_PER_CLASS", 300)
-    base = {"images": str(tmp_path / "base" / "images"), "labels": str(tmp_path / "base" / "labels")}
-    for d in base.values():
-        os.makedirs(d)
-    rng = np.random.default_rng(6)
-    for i in range(3):
-        img = add_blob(make_texture(rng), (20 + 8 * i, 32))
-        lab = np.ones((64, 64), np.uint8)
-        cv2.circle(lab, (20 + 8 * i, 32), 4, 2, -1)
-        cv2.imwrite(os.path.join(base["images"], f"train{i}.png"), img)
-        cv2.imwrite(os.path.join(base["labels"], f"train{i}.png"), lab)
+    base = _blob_training_set(tmp_path / "base", seed=6)
     store = Store(tmp_path / "c.db")
     index_archive(store, [tiny_archive["root"]])
     first = fit_pixel(store, base["images"], base["labels"])
@@ -586,3 +572,22 @@ def test_pixel_retraining_takes_normal_verdicts_and_retunes_on_growth(tmp_path, 
     assert rep.pixel["normal_images"] == 4 and rep.pixel["tuned"]  # 7 >= 1.5 x 3: tuned again
     assert load_pixel_model(rep.pixel["path"]).metrics["tuning"]["estimate"]["images"] == 7
     store.close()
+
+
+def _blob_training_set(folder, seed: int) -> dict[str, str]:
+    """Three 64 x 64 textures with a blob each, fully labelled (1 background, 2 the blob), as fit-pixel reads them."""
+    import cv2
+
+    from tests.conftest import add_blob, make_texture
+
+    base = {"images": str(folder / "images"), "labels": str(folder / "labels")}
+    for d in base.values():
+        os.makedirs(d)
+    rng = np.random.default_rng(seed)
+    for i in range(3):
+        img = add_blob(make_texture(rng), (20 + 8 * i, 32))
+        lab = np.ones((64, 64), np.uint8)
+        cv2.circle(lab, (20 + 8 * i, 32), 4, 2, -1)
+        cv2.imwrite(os.path.join(base["images"], f"train{i}.png"), img)
+        cv2.imwrite(os.path.join(base["labels"], f"train{i}.png"), lab)
+    return base

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from mining.pixel import (
+from mining.models.pixel import (
     FeatureSpec,
     PixelClassifier,
     PixelModelError,
@@ -253,7 +253,7 @@ def test_forest_probabilities_and_feature_layout_match_the_libraries():
     spec = FeatureSpec(sigmas=(1.0, 4.0), fast_scales=True, border_feature=True)
     f = features_from_gray(gray, spec, stride=2)
     assert f.flags.c_contiguous and f.dtype == np.float32
-    from mining.pixel import _ilastik_bank, _interleave
+    from mining.models.pixel_features import _ilastik_bank, _interleave
 
     chans = _ilastik_bank(gray, spec, 2)
     np.testing.assert_array_equal(_interleave(chans), np.stack(chans, axis=-1))
@@ -393,7 +393,7 @@ def test_cli_fit_mine_export(tmp_path, tiny_archive, label_dirs):
     )
     assert res.exit_code == 0, res.output
     assert "failed: truncated 1" in res.output or "failed: decode_error 1" in res.output, res.output
-    from mining.store import Store
+    from mining.catalogue.store import Store
 
     with Store(db) as store:
         rows = store.query(
@@ -425,7 +425,7 @@ def test_cli_fit_pixel_bad_labels_exit_2(tmp_path, label_dirs):
 
 
 def test_scorer_without_model_says_what_to_do(tmp_path):
-    from mining.store import Store
+    from mining.catalogue.store import Store
 
     with Store(tmp_path / "c.db") as store, pytest.raises(ValueError, match="fit-pixel"):
         get_scorer("pixel").prepare(store)
@@ -434,8 +434,8 @@ def test_scorer_without_model_says_what_to_do(tmp_path):
 
 
 def test_demo_pixel_model_is_registered_and_scores(tmp_path):
+    from mining.catalogue.store import Store
     from mining.demo import build_demo_archive, fit_demo_pixel, read_truth
-    from mining.store import Store
 
     with Store(tmp_path / "catalogue.db") as store:
         res = fit_demo_pixel(store, tmp_path, n_train=6, seed=3)
@@ -446,7 +446,7 @@ def test_demo_pixel_model_is_registered_and_scores(tmp_path):
     assert all(0 <= s <= 1 for s in scores.values())
 
 
-# -- self-tuning (mining.pixel_tune) ---------------------------------------------------------------------
+# -- self-tuning (mining.models.pixel_tune) ---------------------------------------------------------------------
 def _dips(radius, seed, n_def=5, n_norm=3, size=128):
     """Noisy images; a defect is a smooth dark dip of scale ``radius``; background has bright bumps of that scale."""
     rng = np.random.default_rng(seed)
@@ -469,7 +469,7 @@ def _dips(radius, seed, n_def=5, n_norm=3, size=128):
 
 @pytest.fixture
 def quick_tuner(monkeypatch):
-    import mining.pixel_tune as pt
+    import mining.models.pixel_tune as pt
 
     monkeypatch.setattr(pt, "TUNE_CLASSIFIER", {**pt.TUNE_CLASSIFIER, "n_estimators": 20, "max_depth": 4})
     monkeypatch.setattr(pt, "ROWS_PER_CLASS", 400)
@@ -493,7 +493,7 @@ def test_tuner_picks_the_scale_of_the_defects(quick_tuner, radius, right):
 
 
 def test_defect_sizes_measure_width_and_diameter():
-    import mining.pixel_tune as pt
+    import mining.models.pixel_tune as pt
 
     disc = np.ones((100, 100), np.uint8)
     cv2.circle(disc, (30, 30), 10, 2, -1)  # width = diameter = 21 px
@@ -507,17 +507,12 @@ def test_defect_sizes_measure_width_and_diameter():
 
 
 def test_tuned_choice_is_stored_reloaded_and_used_by_the_scorer(tmp_path, quick_tuner):
+    from mining.catalogue.store import Store
     from mining.config import PixelConfig
-    from mining.pixel_fit import fit_pixel
-    from mining.store import Store
+    from mining.learning.pixel_fit import fit_pixel
 
     pairs = _dips(3, seed=2, n_def=3, n_norm=2, size=64)
-    imgs, labs = tmp_path / "images", tmp_path / "labels"
-    imgs.mkdir()
-    labs.mkdir()
-    for img, lab, name in pairs:
-        cv2.imwrite(str(imgs / name), img)
-        cv2.imwrite(str(labs / name), lab)
+    imgs, labs = _write_pairs(tmp_path, pairs)
     with Store(tmp_path / "c.db") as store:
         res = fit_pixel(store, imgs, labs, PixelConfig(tune_final="tuner", n_estimators=10), progress=None)
         assert res["method"] == "xgboost"  # the tuner's own estimator
@@ -572,12 +567,7 @@ def test_cli_fit_pixel_prints_the_estimate_and_no_tune_keeps_defaults(tmp_path, 
     from raremine.cli import app
 
     pairs = _dips(3, seed=3, n_def=3, n_norm=2, size=64)
-    imgs, labs = tmp_path / "images", tmp_path / "labels"
-    imgs.mkdir()
-    labs.mkdir()
-    for img, lab, name in pairs:
-        cv2.imwrite(str(imgs / name), img)
-        cv2.imwrite(str(labs / name), lab)
+    imgs, labs = _write_pairs(tmp_path, pairs)
     args = ["fit-pixel", "--db", str(tmp_path / "c.db"), "--images", str(imgs), "--labels", str(labs)]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
@@ -587,3 +577,14 @@ def test_cli_fit_pixel_prints_the_estimate_and_no_tune_keeps_defaults(tmp_path, 
     res = CliRunner().invoke(app, [*args, "--no-tune"])
     assert res.exit_code == 0, res.output
     assert "random_forest" in res.output and "no cross-validated estimate" in res.output
+
+
+def _write_pairs(folder, pairs):
+    """``folder/images/NAME`` and ``folder/labels/NAME`` for each (image, label image, NAME); the two folders."""
+    imgs, labs = folder / "images", folder / "labels"
+    imgs.mkdir()
+    labs.mkdir()
+    for img, lab, name in pairs:
+        cv2.imwrite(str(imgs / name), img)
+        cv2.imwrite(str(labs / name), lab)
+    return imgs, labs

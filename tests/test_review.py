@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mining import review as rv
-from mining.store import Store
+from mining.catalogue.store import Store
 from tests.review_catalogue import build_catalogue
 
 

@@ -13,7 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from mining import review as rv
-from mining.store import SCHEMA_VERSION, Store
+from mining.catalogue.store import SCHEMA_VERSION, Store
 from tests.review_catalogue import build_catalogue, clone_catalogue
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -127,7 +127,7 @@ def test_next_previous_and_a_stale_key_press(cat):
     at.button(key="btn_prev").click().run()
     assert "item 1 of 6" in header(at)
     # a verdict for an item that is no longer shown (key pressed twice) is ignored
-    from raremine.app import act_verdict  # noqa: F401  (the module imports without running the page)
+    from raremine.screens.state import act_verdict  # noqa: F401  (the module imports without running the page)
 
     stale = at.session_state["queue"][0]
     at.session_state["pos"] = 1
@@ -258,11 +258,13 @@ def test_grid_records_only_the_verdicts_chosen_and_shows_earlier_votes(cat):
 def test_map_view_and_a_selection_queue(cat):
     at = view(session(), "Map")
     assert at.get("plotly_chart")
-    import raremine.app as app
+    from raremine.screens import map as screen
 
-    ids = app.selected_ids({"selection": {"points": [{"customdata": [3]}, {"customdata": [5]}, {"customdata": [3]}]}})
+    ids = screen.selected_ids(
+        {"selection": {"points": [{"customdata": [3]}, {"customdata": [5]}, {"customdata": [3]}]}}
+    )
     assert ids == [3, 5]
-    assert app.selected_ids(None) == []
+    assert screen.selected_ids(None) == []
     at.session_state["source"] = ("images", ("map selection (2)", (3, 5)))
     view(at, "Queue")
     assert "map selection (2)" in header(at) and "item 1 of 2" in header(at)
@@ -285,12 +287,12 @@ def test_learn_reports_when_not_built(cat, monkeypatch):
     import sys
     import types
 
-    import raremine.app as app
+    from raremine.screens import loop
 
-    stub = types.ModuleType("mining.learn")  # a module without learn()
-    stub.__spec__ = importlib.machinery.ModuleSpec("mining.learn", None)
-    monkeypatch.setitem(sys.modules, "mining.learn", stub)
-    assert app.learn_function() is None
+    stub = types.ModuleType("mining.learning.learn")  # a module without learn()
+    stub.__spec__ = importlib.machinery.ModuleSpec("mining.learning.learn", None)
+    monkeypatch.setitem(sys.modules, "mining.learning.learn", stub)
+    assert loop.learn_function() is None
     at = view(session(), "Progress")
     assert any("not available yet" in i.value for i in at.info)
     assert at.button(key="learn").disabled and not at.button(key="rank_next").disabled
@@ -314,7 +316,7 @@ def test_sixteen_bit_window_sliders(cat):
 
 
 def test_learn_job_runs_in_the_background_with_progress(cat):
-    import raremine.app as app
+    from raremine.screens import loop
 
     seen = {}
 
@@ -324,16 +326,16 @@ def test_learn_job_runs_in_the_background_with_progress(cat):
         progress("rerank", 2, 2)
         return "2 models"
 
-    job = app.LearnJob(started=0.0)
-    app._run_learn(job, fake_learn, cat["db"], None)
+    job = loop.LearnJob(started=0.0)
+    loop._run_learn(job, fake_learn, cat["db"], None)
     assert (job.done, job.total, job.message, job.result, job.error) == (2, 2, "rerank", "2 models", None)
     assert seen["images"] == 6 and job.finished is not None
 
     def broken(store):
         raise ValueError("no verdicts yet")
 
-    job = app.LearnJob(started=0.0)
-    app._run_learn(job, broken, cat["db"], None)
+    job = loop.LearnJob(started=0.0)
+    loop._run_learn(job, broken, cat["db"], None)
     assert job.error == "ValueError: no verdicts yet"
 
 
@@ -471,7 +473,7 @@ def test_overlay_opacity_is_remembered_per_reviewer(cat):
 
 
 def test_rank_the_next_round_from_the_app(cat):
-    import raremine.app as app
+    from raremine.screens import loop
 
     at = session()
     for _ in range(6):
@@ -479,8 +481,8 @@ def test_rank_the_next_round_from_the_app(cat):
     assert at.button(key="rank_next") and not at.button(key="rank_next").disabled  # offered at the end
     with Store(cat["db"]) as s, s.transaction() as con:  # three of them not reviewed after all
         con.execute("DELETE FROM reviews WHERE id IN (SELECT id FROM reviews ORDER BY id DESC LIMIT 3)")
-    job = app.LearnJob(started=0.0, kind="rank")
-    app._run_learn(job, app.rank_round, cat["db"], None)  # what the button runs in its thread
+    job = loop.LearnJob(started=0.0, kind="rank")
+    loop._run_learn(job, loop.rank_round, cat["db"], None)  # what the button runs in its thread
     assert job.error is None and job.result == "round 2: 3 candidates"
     at = session("carol")
     assert "**round 2** · item 1 of 3" in header(at)

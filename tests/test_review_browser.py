@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import pytest
 
 from mining import review as rv
-from mining.store import Store
+from mining.catalogue.store import Store
 from tests import review_browser as rb
 from tests.review_catalogue import build_catalogue
 
@@ -30,18 +30,6 @@ if _REASON:
 @pytest.fixture(scope="module")
 def catalogue(tmp_path_factory):
     return build_catalogue(tmp_path_factory.mktemp("browser"), n=12, size=128)
-
-
-@pytest.fixture(scope="module")
-def app_url(catalogue):
-    with rb.run_app(catalogue["db"]) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with rb.browser() as b:
-        yield b
 
 
 def _votes(db, reviewer):

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mining.store import Store
+from mining.catalogue.store import Store
 from tests import review_browser as rb
 from tests.review_catalogue import build_catalogue
 
@@ -30,18 +30,6 @@ SIZES = [(1024, 768), (1440, 900)]
 @pytest.fixture(scope="module")
 def catalogue(tmp_path_factory):
     return build_catalogue(tmp_path_factory.mktemp("screen"), n=12, size=400, width=1200)
-
-
-@pytest.fixture(scope="module")
-def app_url(catalogue):
-    with rb.run_app(catalogue["db"]) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with rb.browser() as b:
-        yield b
 
 
 @pytest.fixture

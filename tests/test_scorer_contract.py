@@ -17,11 +17,11 @@ import pickle
 import numpy as np
 import pytest
 
-from mining.index import index_archive
+from mining.catalogue.index import index_archive
+from mining.catalogue.store import Store
 from mining.io import read_image
-from mining.mine import mine
+from mining.job.mine import mine
 from mining.scorers import SCORERS, get_scorer
-from mining.store import Store
 from tests.conftest import add_blob, make_texture
 
 #: small settings that keep each scorer fast (the defaults are used for every other argument)
@@ -64,7 +64,7 @@ def _prepared(name: str, store, tmp_path, monkeypatch):
             pytest.skip("MobileNetV2 weights absent")
         monkeypatch.setenv("RAREMINE_BACKBONE_WEIGHTS", _weights())
     if name == "pixel":
-        from mining.pixel import fit_pixel_model
+        from mining.models.pixel import fit_pixel_model
         from tests.test_pixel import FAST, _blob_pair
 
         rng = np.random.default_rng(1)

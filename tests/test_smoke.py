@@ -1,8 +1,8 @@
-from mining.index import index_archive
-from mining.mine import mine
-from mining.rank import rank
+from mining.catalogue.index import index_archive
+from mining.catalogue.store import Store
+from mining.job.mine import mine
+from mining.ranking.rank import rank
 from mining.scorers import get_scorer
-from mining.store import Store
 
 
 def test_index_mine_rank_finds_blobs(tiny_archive, tmp_path):

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from mining import store as store_mod
-from mining.store import SCHEMA_VERSION, SchemaVersionError, Store, migrate, schema_version
+from mining.catalogue import store as store_mod
+from mining.catalogue.store import SCHEMA_VERSION, SchemaVersionError, Store, migrate, schema_version
 
 EXPECTED_TABLES = {
     "images",

@@ -1,4 +1,4 @@
-"""Unsupervised scorers: autoencoder, descriptors, outlier scores, the 2-D map, fusion, backbone."""
+"""Unsupervised scorers: autoencoder, backbone (descriptors, outliers, fusion, the map: test_descriptors_maps.py)."""
 
 from __future__ import annotations
 
@@ -12,19 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from mining.autoencoder import ConvAutoencoder, error_map, trimmed_mean
-from mining.descriptors import GLCM_PROPS, describe, descriptor_names, glcm_properties
-from mining.embedmap import EmbeddingMap
-from mining.outliers import knn_indices, outlier_scores, small_clusters
-from mining.rank import fuse, rank_normalize
+from mining.catalogue.store import Store
+from mining.models.autoencoder import ConvAutoencoder, error_map, trimmed_mean
 from mining.scorers import get_scorer
 from mining.scorers.autoencoder import AutoencoderScorer
-from mining.store import Store
 
 
 def _weights_file() -> str | None:
     """torchvision's MobileNetV2 file: $RAREMINE_BACKBONE_WEIGHTS, else the installed weights package's file."""
-    from mining.backbone import packaged_weights
+    from mining.models.backbone import packaged_weights
 
     env = os.environ.get("RAREMINE_BACKBONE_WEIGHTS")
     if env and os.path.isfile(env):
@@ -40,10 +36,10 @@ requires_weights = pytest.mark.skipif(
 
 def _no_packaged_weights(monkeypatch):
     """As on an install without any weights package: no environment variable, no packaged file."""
-    import mining.backbone
+    import mining.models.backbone
 
     monkeypatch.delenv("RAREMINE_BACKBONE_WEIGHTS", raising=False)
-    monkeypatch.setattr(mining.backbone, "packaged_weights", lambda arch=None: None)
+    monkeypatch.setattr(mining.models.backbone, "packaged_weights", lambda arch=None: None)
 
 
 def _stripes(rng: np.random.Generator, n: int, size: int = 32) -> list[np.ndarray]:
@@ -171,7 +167,7 @@ def test_feature_autoencoder_finds_local_defect(monkeypatch):
 
 @requires_weights
 def test_feature_autoencoder_model_saved_and_reused_when_settings_match(tmp_path, monkeypatch, caplog):
-    from mining.index import index_archive
+    from mining.catalogue.index import index_archive
 
     monkeypatch.setenv("RAREMINE_BACKBONE_WEIGHTS", WEIGHTS)
     images, _ = _texture_archive(12, 1, size=64)
@@ -199,9 +195,9 @@ def test_feature_autoencoder_model_saved_and_reused_when_settings_match(tmp_path
 
 
 def test_autoencoder_falls_back_to_pixels_without_weights(tmp_path, monkeypatch, caplog):
-    import mining.backbone
+    import mining.models.backbone
 
-    monkeypatch.setattr(mining.backbone, "resolve_weights", lambda path, arch=None: None)
+    monkeypatch.setattr(mining.models.backbone, "resolve_weights", lambda path, arch=None: None)
     images = _stripes(np.random.default_rng(0), 8)
     with caplog.at_level(logging.WARNING, logger="mining.scorers.autoencoder"):
         ae = AutoencoderScorer(size=32, epochs=1).fit(images)
@@ -210,172 +206,6 @@ def test_autoencoder_falls_back_to_pixels_without_weights(tmp_path, monkeypatch,
     assert ae.score_image(images[0]).map.shape == images[0].shape
     with pytest.raises(ValueError, match="kind=features needs"):
         AutoencoderScorer(kind="features").fit(images)
-
-
-def test_descriptors_shape_and_signal():
-    rng = np.random.default_rng(0)
-    smooth = cv2.GaussianBlur(rng.normal(0.5, 0.1, (64, 64)).astype(np.float32), (0, 0), 3)
-    rough = rng.uniform(0, 1, (64, 64)).astype(np.float32)
-    a, b = describe(smooth), describe(rough)
-    assert a.shape == (len(descriptor_names()),) and a.dtype == np.float32
-    names = descriptor_names()
-    assert b[names.index("glcm_contrast_d1")] > a[names.index("glcm_contrast_d1")]
-    assert np.isfinite(describe(np.zeros((40, 30), np.uint16))).all()
-    with pytest.raises(ValueError, match="lbp_radii"):
-        describe(smooth, lbp_radii=(0,))
-
-
-def test_glcm_properties_equal_graycoprops_and_percentiles_match_numpy():
-    from skimage.feature import graycomatrix, graycoprops
-
-    rng = np.random.default_rng(4)
-    stripes = (np.arange(48)[None, :] // 3 * np.ones((48, 1))).astype(np.uint8) % 16
-    for q in (rng.integers(0, 16, (40, 40)).astype(np.uint8), np.full((20, 20), 5, np.uint8), stripes):
-        glcm = graycomatrix(q, [1, 3], [0, np.pi / 4, np.pi / 2, 3 * np.pi / 4], levels=16, symmetric=True, normed=True)
-        ours = glcm_properties(glcm)
-        assert ours.shape == (len(GLCM_PROPS), 2, 4)
-        for k, prop in enumerate(GLCM_PROPS):
-            np.testing.assert_allclose(ours[k], graycoprops(glcm, prop), rtol=1e-9, atol=1e-12, err_msg=prop)
-    g8 = (rng.beta(2, 5, (64, 64)) * 255).astype(np.uint8)  # uint8: to_float_gray is then g8 / 255
-    g, v = g8 / 255.0, describe(g8)
-    names = descriptor_names()
-    pct = [v[names.index(n)] for n in ("p01", "p10", "p50", "p90", "p99")]
-    np.testing.assert_allclose(pct, np.percentile(g, (1, 10, 50, 90, 99)), atol=1.5 / 255)
-    hist = v[[names.index(f"hist_{i}") for i in range(16)]]
-    assert hist.sum() == pytest.approx(1.0) and np.abs(hist - np.histogram(g, 16, (0, 1))[0] / g.size).max() < 0.02
-
-
-def test_outlier_scores_find_planted_point_and_cluster():
-    rng = np.random.default_rng(0)
-    X = rng.normal(0, 1, (300, 5))
-    X[7] = 8.0
-    for method in ("knn", "lof", "iforest"):
-        s = outlier_scores(X, method, k=10)
-        assert int(np.argmax(s)) == 7, method
-    Y = np.vstack([rng.normal(0, 1, (400, 4)), rng.normal(12, 0.2, (4, 4))])
-    flags = small_clusters(Y)
-    assert flags[-4:].all() and flags[:-4].mean() < 0.02
-    with pytest.raises(ValueError, match="method"):
-        outlier_scores(X, "svm")
-
-
-def test_fusion_arithmetic():
-    raw = np.array([[1.0, 10.0], [2.0, np.nan], [3.0, 30.0], [4.0, 20.0]])
-    np.testing.assert_allclose(rank_normalize(raw[:, 0]), [0.25, 0.5, 0.75, 1.0])
-    pct, fused = fuse(raw, np.array([1.0, 3.0]))
-    np.testing.assert_allclose(pct[:, 1], [1 / 3, np.nan, 1.0, 2 / 3])
-    np.testing.assert_allclose(fused, [(0.25 + 1.0) / 4, 0.5, (0.75 + 3.0) / 4, (1.0 + 2.0) / 4])
-    # column 1 primary: it alone decides where it scored; row 1 (no primary score) falls back to column 0
-    _, fused = fuse(raw, np.array([1.0, 3.0]), np.array([False, True]))
-    np.testing.assert_allclose(fused, [1 / 3, 0.5, 1.0, 2 / 3])
-    # a primary scorer with weight 0 does not take over
-    _, fused = fuse(raw, np.array([1.0, 0.0]), np.array([False, True]))
-    np.testing.assert_allclose(fused, [0.25, 0.5, 0.75, 1.0])
-    with pytest.raises(ValueError, match="primary must be 2 booleans"):
-        fuse(raw, None, np.array([True]))
-
-
-def test_fused_scores_trust_no_scorer_by_default_and_primary_stays_an_option(tmp_path):
-    """The stored scores of two scorers: by default every scorer counts; rank.primary lets one decide alone."""
-    from mining.rank import fused_scores
-
-    with Store(tmp_path / "c.db") as store:
-        ids = []
-        for i in range(4):
-            p = tmp_path / f"{i}.png"
-            cv2.imwrite(str(p), np.full((8, 8), i * 40, np.uint8))
-        from mining.index import index_archive
-
-        index_archive(store, [str(tmp_path)])
-        ids = sorted(r["id"] for r in store.images())
-        bb = dict(zip(ids, [0.1, 0.4, 0.3, 0.2], strict=True))
-        ae = dict(zip(ids, [9.0, 1.0, 2.0, 3.0], strict=True))
-        from mining.scorers._whole import write_scores
-
-        for name, table in (("backbone", bb), ("autoencoder", ae)):
-            write_scores(store, name, np.array(ids), np.array([table[i] for i in ids]), [{}] * 4, None)
-        default = fused_scores(store)
-        np.testing.assert_allclose(default.fused, fuse(default.raw)[1])  # no primary scorer: the plain mean
-        fs = fused_scores(store, primary=["backbone"])
-        assert fs.image_ids[int(np.argmax(fs.fused))] == ids[1]
-        assert set(fs.why(int(np.argmax(fs.fused)))) == {"autoencoder", "backbone"}
-        everything = fused_scores(store, primary=[])
-        np.testing.assert_allclose(everything.fused, fuse(everything.raw)[1])
-        # weight 0 may name a scorer that did not run (the tile config's embedding); a positive one may not
-        only_bb = fused_scores(store, {"autoencoder": 0, "embedding": 0}, primary=[])
-        assert only_bb.image_ids[int(np.argmax(only_bb.fused))] == ids[1]
-        with pytest.raises(ValueError, match="embedding"):
-            fused_scores(store, {"embedding": 1.0})
-
-
-@pytest.fixture(scope="session")
-def clustered():
-    rng = np.random.default_rng(0)
-    centres = rng.normal(0, 10, (4, 10))
-    X = np.vstack([c + rng.normal(0, 1, (40, 10)) for c in centres]).astype(np.float32)
-    return X, np.repeat(np.arange(4), 40)
-
-
-@pytest.fixture(scope="session")
-def numba_fits(clustered):
-    """The session's only numba work: one UMAP fit and one pynndescent graph (compiled once, cached)."""
-    X = clustered[0]
-    exact, _ = knn_indices(X, 5)
-    approx, _ = knn_indices(X, 5, approx_threshold=100)
-    return EmbeddingMap(method="umap", n_neighbors=10).fit(X), exact, approx
-
-
-@pytest.fixture(scope="session")
-def umap_map(numba_fits):
-    return numba_fits[0]
-
-
-@pytest.mark.slow  # the session's one numba compile (UMAP + pynndescent): 94 s cold on a busy 2-core machine
-@pytest.mark.timeout(900)
-def test_approximate_neighbours_agree_with_exact(numba_fits):
-    _, exact, approx = numba_fits
-    overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(exact, approx, strict=True)])
-    assert overlap > 0.9
-    assert not (exact == np.arange(len(exact))[:, None]).any()
-    assert not (approx == np.arange(len(approx))[:, None]).any()
-
-
-@pytest.mark.parametrize("method", ["tsne", pytest.param("umap", marks=pytest.mark.slow)])  # umap: numba_fits
-def test_map_quality(clustered, request, method):
-    from sklearn.manifold import trustworthiness
-
-    X, _ = clustered
-    emap = request.getfixturevalue("umap_map") if method == "umap" else EmbeddingMap(method="tsne").fit(X)
-    assert emap.method_ == method
-    Z = emap.embedding_
-    assert Z.shape == (len(X), 2) and np.isfinite(Z).all()
-    assert trustworthiness(X, Z, n_neighbors=10) > 0.9
-    if method == "umap":
-        assert np.isfinite(emap.transform(X[:5])).all()
-    else:
-        with pytest.raises(ValueError, match="t-SNE"):
-            emap.transform(X[:5])
-
-
-@pytest.mark.slow  # numba_fits
-def test_large_map_regime_keeps_quality(clustered, umap_map):
-    """From ``large`` points on: PCA start and fewer epochs (here forced on 160 points)."""
-    from sklearn.manifold import trustworthiness
-
-    X, _ = clustered
-    emap = EmbeddingMap(method="umap", n_neighbors=10, large=100, large_epochs=50).fit(X)
-    assert emap.model_.init == "pca" and emap.model_.n_epochs == 50
-    assert np.isfinite(emap.embedding_).all() and trustworthiness(X, emap.embedding_, n_neighbors=10) > 0.9
-    assert umap_map.model_.init == "spectral"  # below ``large``: umap-learn's defaults
-    with pytest.raises(ValueError, match="large_epochs must be >= 1"):
-        EmbeddingMap(large_epochs=0).fit(X)
-
-
-def test_map_rejects_bad_parameters():
-    with pytest.raises(ValueError, match="method"):
-        EmbeddingMap(method="pca").fit(np.zeros((10, 3)))
-    with pytest.raises(ValueError, match="at least 4"):
-        EmbeddingMap().fit(np.zeros((3, 3)))
 
 
 def test_backbone_skipped_without_weights(tmp_path, monkeypatch, caplog):
@@ -392,8 +222,8 @@ def test_backbone_skipped_without_weights(tmp_path, monkeypatch, caplog):
 
 def test_mine_goes_on_without_backbone_weights(tiny_archive, tmp_path, monkeypatch, caplog):
     """No weights anywhere: one warning, and mine scores every image with the other scorers."""
-    from mining.index import index_archive
-    from mining.mine import mine
+    from mining.catalogue.index import index_archive
+    from mining.job.mine import mine
 
     _no_packaged_weights(monkeypatch)
     with Store(tmp_path / "c.db") as store, caplog.at_level(logging.INFO):
@@ -409,7 +239,7 @@ def test_mine_goes_on_without_backbone_weights(tiny_archive, tmp_path, monkeypat
 @pytest.mark.parametrize("arch", ["mobilenet_v2", "efficientnet_lite0"])
 def test_default_backbone_loads_with_no_config(arch, tmp_path, monkeypatch, caplog):
     """With the weights package installed, the backbone finds its file alone (no key, no environment)."""
-    from mining.backbone import ARCHS, DEFAULT_ARCH, packaged_weights
+    from mining.models.backbone import ARCHS, DEFAULT_ARCH, packaged_weights
 
     path = packaged_weights(arch)
     if path is None:
@@ -430,13 +260,13 @@ def test_default_backbone_loads_with_no_config(arch, tmp_path, monkeypatch, capl
 
 def test_packaged_weights_with_wrong_sha256_are_refused(tmp_path, monkeypatch):
     """A packaged file whose SHA-256 differs is never loaded, even when it is a valid state_dict."""
-    import mining.backbone
-    from mining.backbone import MobileNetV2, WeightsError
+    import mining.models.backbone
+    from mining.models.backbone import MobileNetV2, WeightsError
 
     fake = tmp_path / "mobilenet_v2-b0353104.pth"
     torch.save(MobileNetV2().state_dict(), fake)
     monkeypatch.delenv("RAREMINE_BACKBONE_WEIGHTS", raising=False)
-    monkeypatch.setattr(mining.backbone, "packaged_weights", lambda arch=None: str(fake))
+    monkeypatch.setattr(mining.models.backbone, "packaged_weights", lambda arch=None: str(fake))
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load before the SHA-256 check"))
     with Store(tmp_path / "c.db") as store, pytest.raises(WeightsError, match="SHA-256") as err:
         get_scorer("backbone").prepare(store, None)
@@ -445,7 +275,7 @@ def test_packaged_weights_with_wrong_sha256_are_refused(tmp_path, monkeypatch):
 
 def test_user_weights_file_is_checked_for_loadability(tmp_path):
     """backbone.weights overrides the package; a file that is not the arch's state_dict is refused by name."""
-    from mining.backbone import EfficientNetLite0, WeightsError
+    from mining.models.backbone import EfficientNetLite0, WeightsError
 
     junk = tmp_path / "junk.pth"
     junk.write_text("not a checkpoint")
@@ -461,8 +291,8 @@ def test_user_weights_file_is_checked_for_loadability(tmp_path):
 
 
 def test_backbone_archs_match_the_config():
-    from mining.backbone import ARCHS, DEFAULT_ARCH
     from mining.config import BACKBONE_STAGES, BackboneConfig, load_config
+    from mining.models.backbone import ARCHS, DEFAULT_ARCH
 
     assert {k: len(v.channels) for k, v in ARCHS.items()} == BACKBONE_STAGES
     assert BackboneConfig().arch == DEFAULT_ARCH
@@ -482,9 +312,9 @@ def test_backbone_archs_match_the_config():
 @requires_weights
 def test_mine_end_to_end(tiny_archive, tmp_path, monkeypatch):
     """index + mine (autoencoder, embedding, backbone) on the tiny archive; the blobs rank high."""
-    from mining.index import index_archive
-    from mining.mine import mine
-    from mining.rank import fused_scores
+    from mining.catalogue.index import index_archive
+    from mining.job.mine import mine
+    from mining.ranking.rank import fused_scores
 
     monkeypatch.setenv("RAREMINE_BACKBONE_WEIGHTS", WEIGHTS)
     scorers = [
@@ -520,7 +350,7 @@ def test_backbone_patch_bank_excludes_own_image(tiny_archive):
     s = get_scorer(
         "backbone", weights=WEIGHTS, size=64, bank_images=40, bank_trim=0.0, coreset_fraction=1.0, patch_weight=0.5
     )
-    from mining.backbone import load_mobilenet_v2
+    from mining.models.backbone import load_mobilenet_v2
 
     s.net_ = load_mobilenet_v2(WEIGHTS)
     s.fit_bank(images)
@@ -554,8 +384,8 @@ def test_scale_blocks_gives_each_block_the_same_spread():
 
 
 def test_backbone_global_layers_are_validated():
-    from mining.backbone import block_channels
     from mining.config import load_config
+    from mining.models.backbone import block_channels
 
     assert [block_channels(v) for v in (0, 13, 18)] == [32, 96, 1280]
     with pytest.raises(ValueError, match="blocks 0 to 18"):
@@ -570,8 +400,8 @@ def test_backbone_global_layers_are_validated():
 @requires_weights
 def test_backbone_global_vector_and_stale_embeddings(tiny_archive, tmp_path):
     """patches=False: no patch bank, no map, the embedding concatenates blocks 13 and 18; a mismatch is refused."""
-    from mining.index import index_archive
-    from mining.mine import mine
+    from mining.catalogue.index import index_archive
+    from mining.job.mine import mine
 
     with Store(tmp_path / "c.db") as store:
         index_archive(store, [tiny_archive["root"]])
@@ -590,7 +420,7 @@ def any_weights(tmp_path_factory) -> str:
     """The ImageNet weights when installed, else a seeded random-weights MobileNetV2 file (mechanics only)."""
     if WEIGHTS is not None:
         return WEIGHTS
-    from mining.backbone import MobileNetV2
+    from mining.models.backbone import MobileNetV2
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "random_mobilenet_v2.pth"
@@ -600,7 +430,7 @@ def any_weights(tmp_path_factory) -> str:
 
 def test_backbone_input_keeps_aspect(any_weights):
     """Short side 224, long side by the aspect (multiple of 32, capped); mixed shapes in one batch."""
-    from mining.backbone import input_shape, load_mobilenet_v2, preprocess
+    from mining.models.backbone import input_shape, load_mobilenet_v2, preprocess
 
     assert input_shape(500, 1250) == (224, 576)
     assert input_shape(1250, 500) == (576, 224)
@@ -632,8 +462,8 @@ def test_backbone_input_keeps_aspect(any_weights):
 
 def test_tiled_image_scored_whole(tmp_path, any_weights):
     """An image the catalogue tiles gets one real backbone score, patch score and embedding; no tile rows."""
-    from mining.index import index_archive
-    from mining.mine import _combine, _units, mine
+    from mining.catalogue.index import index_archive
+    from mining.job.mine import _combine, _units, mine
     from mining.scorers.base import ScoreResult
 
     im = np.zeros((100, 300), np.uint8)
@@ -672,8 +502,8 @@ def test_patch_score_finds_and_locates_a_local_defect(tmp_path):
     (On these synthetic textures the global kNN finds the pit too; the archives where the two part ways
     are measured in ``docs/benchmarks/patch_scale.md``.)
     """
-    from mining.index import index_archive
-    from mining.mine import mine
+    from mining.catalogue.index import index_archive
+    from mining.job.mine import mine
 
     rng = np.random.default_rng(1)
     root = tmp_path / "arch"
@@ -703,9 +533,9 @@ def test_patch_score_finds_and_locates_a_local_defect(tmp_path):
         assert abs(y - 89) <= 16 and abs(x - 237) <= 16, (y, x)
         assert len(store.query("SELECT 1 FROM scores WHERE scorer = 'backbone' AND tile = -1")) == 40
         # each image's 4 hottest patch features are stored; confirming one pit finds the other first
-        from mining.rank import fused_scores
-        from mining.store import unpack_patch_set
-        from mining.strategies import adaptive_arms, like_confirmed_patches, patch_sets
+        from mining.catalogue.store import unpack_patch_set
+        from mining.ranking.rank import fused_scores
+        from mining.ranking.strategies import adaptive_arms, like_confirmed_patches, patch_sets
 
         sets = store.query("SELECT vector FROM embeddings WHERE name = 'backbone.patches' AND tile = -1")
         assert len(sets) == 40 and all(unpack_patch_set(r[0]).shape[0] == 4 for r in sets)

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from mining.store import Store
+from mining.catalogue.store import Store
 
 
 def load_embeddings(store: Store, name: str, tile: int = -1) -> tuple[np.ndarray, np.ndarray]:

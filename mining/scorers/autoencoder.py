@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from mining.autoencoder import ConvAutoencoder, FeatureAutoencoder, error_map, gaussian_blur, trimmed_mean
-from mining.backbone import prepare_threads, short_error, state_dict_mismatch
 from mining.io import UnreadableImage, read_image, to_float, to_float_gray
+from mining.models.autoencoder import ConvAutoencoder, FeatureAutoencoder, error_map, gaussian_blur, trimmed_mean
+from mining.models.backbone import prepare_threads, short_error, state_dict_mismatch
 from mining.scorers.base import Scorer, ScoreResult
 from synthesis.atomic import atomic_write
 
@@ -273,7 +273,7 @@ class AutoencoderScorer(Scorer):
         kind = self.kind
         path = None
         if kind in ("auto", "features"):
-            from mining.backbone import resolve_weights
+            from mining.models.backbone import resolve_weights
 
             found = resolve_weights(self.backbone_weights, "mobilenet_v2")
             path = found.path if found is not None else None
@@ -289,7 +289,7 @@ class AutoencoderScorer(Scorer):
                 )
             kind = "features" if path else "pixels"
         if kind == "features":
-            from mining.backbone import load_backbone
+            from mining.models.backbone import load_backbone
 
             self.backbone_ = load_backbone(found, "mobilenet_v2")  # a packaged file's SHA-256 is checked
             self.backbone_file_ = (os.path.basename(path), os.path.getsize(path))
@@ -601,7 +601,7 @@ class AutoencoderScorer(Scorer):
             net.load_state_dict(sd)
             state["net_"] = net.eval().requires_grad_(False)
         if isinstance(state.get("backbone_"), dict):
-            from mining.backbone import MobileNetV2
+            from mining.models.backbone import MobileNetV2
 
             bb = MobileNetV2()
             bb.load_state_dict({k: torch.from_numpy(v) for k, v in state["backbone_"].items()})

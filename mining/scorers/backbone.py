@@ -55,7 +55,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from mining.backbone import (
+from mining.io import UnreadableImage, read_image, to_float
+from mining.metrics import rank_normalize
+from mining.models.backbone import (
     block_channels,
     get_arch,
     input_shape,
@@ -64,9 +66,7 @@ from mining.backbone import (
     preprocess,
     resolve_weights,
 )
-from mining.fusion import rank_normalize
-from mining.io import UnreadableImage, read_image, to_float
-from mining.outliers import outlier_scores
+from mining.models.outliers import outlier_scores
 from mining.scorers._whole import load_embeddings, write_scores
 from mining.scorers.base import Scorer, ScoreResult
 

@@ -3,7 +3,7 @@
 A scorer turns one image into a score map and a few image statistics.
 Direction, stated once and kept everywhere: **higher means more likely rare.**
 
-Life cycle, driven by :func:`mining.mine.mine`:
+Life cycle, driven by :func:`mining.job.mine.mine`:
 
 1. ``prepare(store, run_id)`` in the main process, once per job: train on a
    sample of the catalogue, load a model, or do nothing. Afterwards the
@@ -42,7 +42,7 @@ class ScoreResult:
     patches : ndarray of shape (K, D), float32, optional
         Local feature vectors of the image's most anomalous places, hottest
         first, stored as the patch set ``embedding_name + ".patches"``
-        (:data:`mining.store.PATCH_SET_SUFFIX`): the review loop's "more like
+        (:data:`mining.catalogue.store.PATCH_SET_SUFFIX`): the review loop's "more like
         this" compares a confirmed defect's hottest patch with them.
     """
 
@@ -99,7 +99,7 @@ class Scorer:
     def score_batch(self, images: list[np.ndarray]) -> list[ScoreResult]:
         """Score several images (or tiles) at once; one result per image, in order.
 
-        The worker calls this with up to :data:`mining.mine.BATCH_IMAGES`
+        The worker calls this with up to :data:`mining.job.mine.BATCH_IMAGES`
         images. The default calls :meth:`score_image` on each; scorers with a
         network override it to run one forward pass per batch. When it raises,
         the worker scores the images one by one with :meth:`score_image`, so

@@ -1,6 +1,6 @@
 """The ``embedding`` scorer: cheap descriptors per image, outlier scores and the 2-D map over the archive.
 
-Streaming pass: :func:`mining.descriptors.describe` gives every image a
+Streaming pass: :func:`mining.models.descriptors.describe` gives every image a
 descriptor vector (stored as the ``descriptors`` embedding); no score is
 written then (``archive_stage``: the score needs the whole archive). ``finalize`` reads every stored embedding
 listed in ``embeddings`` (its own descriptors, the autoencoder's bottleneck,
@@ -18,9 +18,9 @@ import logging
 
 import numpy as np
 
-from mining.descriptors import describe
-from mining.fusion import rank_normalize
-from mining.outliers import METHODS, outlier_scores, small_clusters
+from mining.metrics import rank_normalize
+from mining.models.descriptors import describe
+from mining.models.outliers import METHODS, outlier_scores, small_clusters
 from mining.scorers._whole import load_embeddings, write_map, write_scores
 from mining.scorers.base import Scorer, ScoreResult
 
@@ -33,11 +33,11 @@ class EmbeddingScorer(Scorer):
     Parameters
     ----------
     size, bins, lbp_radii, glcm_distances, levels
-        Passed to :func:`mining.descriptors.describe`.
+        Passed to :func:`mining.models.descriptors.describe`.
     embeddings : list of str, default=["descriptors", "autoencoder"]
         Stored embeddings the outlier scores are computed over (missing ones are skipped).
     methods : list of str, default=["knn", "lof", "iforest"]
-        Outlier scores (:data:`mining.outliers.METHODS`).
+        Outlier scores (:data:`mining.models.outliers.METHODS`).
     k : int, default=10
         Neighbours of ``knn`` and ``lof``.
     approx_threshold : int, default=20000
@@ -145,7 +145,7 @@ class EmbeddingScorer(Scorer):
     def _write_map(self, store, run_id) -> None:
         if self.map_method == "none":
             return
-        from mining.embedmap import EmbeddingMap
+        from mining.models.embedmap import EmbeddingMap
 
         for name in self.map_embeddings:
             ids, X = load_embeddings(store, name)

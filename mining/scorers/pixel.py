@@ -17,7 +17,7 @@ import os
 import cv2
 import numpy as np
 
-from mining.pixel import PixelModel, PixelModelError, load_pixel_model, map_stats, uncertainty, valid_mask
+from mining.models.pixel import PixelModel, PixelModelError, load_pixel_model, map_stats, uncertainty, valid_mask
 from mining.scorers.base import Scorer, ScoreResult
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ the class map (``classes.json``) last. Coordinate conventions are defined
 once, in :mod:`synthesis.labels.core`.
 
 This package imports nothing from ``mining``: the catalogue side lives in
-``mining.labels``.
+``mining.catalogue.labels``.
 """
 
 from __future__ import annotations

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from synthesis.atomic import atomic_write
-from synthesis.labels.core import ClassMap, LabelError
+from synthesis.labels.core import ClassMap, ImageLabels, LabelError, LabelFormatError, check_exportable, stem
 
 #: Image file extensions recognised in folder layouts (lower case).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy")
@@ -30,6 +30,11 @@ class WriteResult:
     files: list[str] = field(default_factory=list)
     skipped: list[LabelError] = field(default_factory=list)
     class_map: str = ""
+
+    def skip(self, item, err: ValueError) -> None:
+        """Record ``item`` as skipped for ``err`` (its ``reason`` and ``detail``; a plain ValueError: ``malformed``)."""
+        reason, detail = getattr(err, "reason", "malformed"), getattr(err, "detail", str(err))
+        self.skipped.append(LabelError(item.source or item.image, reason, detail, image=item.image))
 
     def as_dict(self) -> dict:
         """JSON-ready form."""
@@ -180,3 +185,79 @@ def duplicate_errors(items, dups: list[int]) -> list[LabelError]:
             LabelError(it.source or it.image, "duplicate", f"another image is also named {name!r}", image=it.image)
         )
     return out
+
+
+def exportable(
+    items: Sequence[ImageLabels], cmap: ClassMap, res: WriteResult, *, catch: type[ValueError] = LabelFormatError
+) -> Iterator[tuple[str, ImageLabels, int, int]]:
+    """The items a writer writes, one file each named by the image's stem, with their size.
+
+    An item whose stem repeats an earlier one's is skipped as ``duplicate``;
+    one whose size is unknown or whose objects cannot be written
+    (:func:`~synthesis.labels.core.check_exportable`) is skipped with the
+    reason. Skipped items are recorded in ``res``, in the items' order.
+
+    Parameters
+    ----------
+    items : sequence of ImageLabels
+    cmap : ClassMap
+        The class map the writer writes.
+    res : WriteResult
+        Where the skipped items are recorded.
+    catch : type of ValueError, default=LabelFormatError
+        The errors that skip an item (others propagate).
+
+    Yields
+    ------
+    name : str
+        The output name (the image's stem).
+    item : ImageLabels
+    width, height : int
+    """
+    names, dups = unique_names(items, lambda it: stem(it.image))
+    res.skipped += duplicate_errors(items, dups)
+    for i, name in names.items():
+        it = items[i]
+        try:
+            w, h = it.size()
+            check_exportable(it, cmap)
+        except catch as err:
+            res.skip(it, err)
+            continue
+        yield name, it, w, h
+
+
+#: Parameters the label writers share, as numpydoc text (indented for a function's docstring).
+WRITER_PARAMETERS = {
+    "items": "items : sequence of ImageLabels\n        Width and height must be known.",
+    "out": "out : str or path-like\n        Output folder.",
+    "classes": "classes : ClassMap, list or None\n        The class map (default: every category in ``items``).",
+    "items_out_classes": "{items}\n    {out}\n    {classes}",
+    "holes": (
+        "holes : bool\n"
+        "        Masks with holes: join each hole to its outline by a zero-width cut\n"
+        "        (one self-touching polygon per part, which even-odd rasterisers such\n"
+        "        as OpenCV ``fillPoly``, pycocotools and PIL fill with the hole kept);\n"
+        "        False writes outer outlines only (holes come back filled)."
+    ),
+}
+
+
+def writer_doc(func: Callable) -> Callable:
+    """Fill ``{items}``, ``{out}``, ``{classes}``, ``{holes}`` (:data:`WRITER_PARAMETERS`) in a writer's docstring.
+
+    Parameters
+    ----------
+    func : callable
+        A label writer whose docstring names the shared parameters by ``{name}``.
+
+    Returns
+    -------
+    callable
+        ``func``, its docstring filled in.
+    """
+    doc = func.__doc__ or ""
+    for name, text in reversed(WRITER_PARAMETERS.items()):  # the combined entries first: they name the others
+        doc = doc.replace("{" + name + "}", text)
+    func.__doc__ = doc
+    return func

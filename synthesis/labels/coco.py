@@ -40,7 +40,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from scipy import ndimage as ndi
 
-from synthesis.labels._files import WriteResult, class_map_name, write_class_map, write_json
+from synthesis.labels._files import WriteResult, class_map_name, write_class_map, write_json, writer_doc
 from synthesis.labels.core import (
     ImageLabels,
     LabelError,
@@ -192,6 +192,7 @@ def _is_box_rectangle(poly: np.ndarray, box) -> bool:
     return {(float(x), float(y)) for x, y in poly} == {(x0, y0), (x1, y0), (x1, y1), (x0, y1)}
 
 
+@writer_doc
 def write_coco(
     items: Sequence[ImageLabels],
     out: str | os.PathLike,
@@ -206,21 +207,12 @@ def write_coco(
 
     Parameters
     ----------
-    items : sequence of ImageLabels
-        Width and height must be known.
-    out : str or path-like
-        Output folder.
-    classes : ClassMap, list or None
-        The class map (default: every category in ``items``).
+    {items_out_classes}
     segmentation : {"polygon", "rle"}
         How masks are written (see the module notes).
     image_root : str or None
         Write ``file_name`` relative to this folder (default: the path as given).
-    holes : bool
-        Masks with holes: join each hole to its outline by a zero-width cut
-        (one self-touching polygon per part, which even-odd rasterisers such
-        as OpenCV ``fillPoly``, pycocotools and PIL fill with the hole kept);
-        False writes outer outlines only (holes come back filled).
+    {holes}
     file_name : str or None
         Write this file in ``out`` instead of ``annotations.json``, with the
         class map beside it as ``<stem>.classes.json`` (``--out x.json``).
@@ -239,7 +231,7 @@ def write_coco(
             image_id = len(images) + 1
             new = [_ann(o, cmap, w, h, segmentation, holes) for o in it.objects]
         except LabelFormatError as err:
-            res.skipped.append(LabelError(it.source or it.image, err.reason, err.detail, image=it.image))
+            res.skip(it, err)
             continue
         fname = os.path.relpath(it.image, image_root) if image_root is not None else it.image
         images.append({"id": image_id, "file_name": fname, "width": w, "height": h})

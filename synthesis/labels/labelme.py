@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from synthesis.labels._files import WriteResult, duplicate_errors, unique_names, write_class_map, write_json
+from synthesis.labels._files import WriteResult, exportable, write_class_map, write_json, writer_doc
 from synthesis.labels.core import (
     ImageLabels,
     LabelError,
@@ -46,7 +46,6 @@ from synthesis.labels.core import (
     LabelObject,
     LabelSet,
     check_box,
-    check_exportable,
     check_polygon,
     class_map_from,
     collect_classes,
@@ -237,6 +236,7 @@ def _decode_mask(b64, pts: np.ndarray, w: int, h: int, k: int) -> np.ndarray:
     return out
 
 
+@writer_doc
 def write_labelme(
     items: Sequence[ImageLabels], out: str | os.PathLike, *, classes=None, holes: bool = True
 ) -> WriteResult:
@@ -244,29 +244,15 @@ def write_labelme(
 
     Parameters
     ----------
-    items : sequence of ImageLabels
-        Width and height must be known.
-    out : str or path-like
-        Output folder.
-    classes : ClassMap, list or None
-        The class map (default: every category in ``items``).
-    holes : bool
-        Masks with holes: join each hole to its outline by a zero-width cut
-        (one self-touching polygon per part, which even-odd rasterisers such
-        as OpenCV ``fillPoly``, pycocotools and PIL fill with the hole kept);
-        False writes outer outlines only (holes come back filled).
+    {items_out_classes}
+    {holes}
     """
     out = os.fspath(out)
     cmap = class_map_from(classes) or collect_classes(items)
     res = WriteResult()
-    names, dups = unique_names(items, lambda it: stem(it.image))
-    res.skipped += duplicate_errors(items, dups)
     fallback, n_obj = [], 0
-    for i, name in names.items():
-        it = items[i]
+    for name, it, w, h in exportable(items, cmap, res):
         try:
-            w, h = it.size()
-            check_exportable(it, cmap)
             shapes = []
             gid = 0
             for obj in it.objects:
@@ -296,7 +282,7 @@ def write_labelme(
                 for p in polys:
                     shapes.append(_shape(obj.category, p.tolist(), "polygon", group))
         except LabelFormatError as err:
-            res.skipped.append(LabelError(it.source or it.image, err.reason, err.detail, image=it.image))
+            res.skip(it, err)
             continue
         target = os.path.join(out, name + ".json")
         rel = os.path.relpath(os.path.abspath(it.image), os.path.dirname(os.path.abspath(target)))

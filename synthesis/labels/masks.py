@@ -25,9 +25,8 @@ import numpy as np
 from synthesis.labels._files import (
     MaskReader,
     WriteResult,
-    duplicate_errors,
+    exportable,
     read_mask_file,
-    unique_names,
     write_class_map,
     write_png,
 )
@@ -37,7 +36,6 @@ from synthesis.labels.core import (
     LabelError,
     LabelObject,
     LabelSet,
-    check_exportable,
     class_map_from,
     collect_classes,
     object_mask,
@@ -151,20 +149,13 @@ def write_masks(items: Sequence[ImageLabels], out: str | os.PathLike, *, classes
     values = cmap.value_map()
     dtype = np.uint8 if max(values, default=0) <= 255 else np.uint16
     res = WriteResult()
-    names, dups = unique_names(items, lambda it: stem(it.image))
-    res.skipped += duplicate_errors(items, dups)
-    for i, name in names.items():
-        it = items[i]
+    for name, it, w, h in exportable(items, cmap, res, catch=ValueError):
         try:
-            w, h = it.size()
-            check_exportable(it, cmap)
             arr = np.zeros((h, w), dtype)
             for obj in it.objects:
                 arr[object_mask(obj, h, w)] = cmap.mask_value(obj.category)
         except ValueError as err:
-            reason = getattr(err, "reason", "malformed")
-            detail = getattr(err, "detail", str(err))
-            res.skipped.append(LabelError(it.source or it.image, reason, detail, image=it.image))
+            res.skip(it, err)
             continue
         res.files.append(write_png(os.path.join(out, name + ".png"), arr))
         res.images += 1

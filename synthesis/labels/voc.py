@@ -26,11 +26,11 @@ import numpy as np
 from synthesis.atomic import atomic_write
 from synthesis.labels._files import (
     WriteResult,
-    duplicate_errors,
+    exportable,
     find_image,
-    unique_names,
     write_class_map,
     write_text,
+    writer_doc,
 )
 from synthesis.labels.core import (
     ImageLabels,
@@ -39,7 +39,6 @@ from synthesis.labels.core import (
     LabelObject,
     LabelSet,
     check_box,
-    check_exportable,
     class_map_from,
     collect_classes,
     fmt_number,
@@ -189,6 +188,7 @@ def _attach_masks(seg_path: str, objs: list[LabelObject], w: int, h: int) -> Non
             obj.mask = arr == i
 
 
+@writer_doc
 def write_voc(
     items: Sequence[ImageLabels],
     out: str | os.PathLike,
@@ -200,12 +200,10 @@ def write_voc(
 
     Parameters
     ----------
-    items : sequence of ImageLabels
-        Width and height must be known.
+    {items}
     out : str or path-like
         A VOC-style folder.
-    classes : ClassMap, list or None
-        The class map (default: every category in ``items``).
+    {classes}
     masks : bool
         Also write ``SegmentationObject`` and ``SegmentationClass`` PNGs for
         images with mask or polygon objects.
@@ -218,18 +216,13 @@ def write_voc(
         raise ValueError(f"VOC segmentation PNGs hold at most {VOID - 1} classes, the map has {len(cmap)}")
     palette = voc_palette()
     res = WriteResult()
-    names, dups = unique_names(items, lambda it: stem(it.image))
-    res.skipped += duplicate_errors(items, dups)
-    for i, name in names.items():
-        it = items[i]
+    for name, it, w, h in exportable(items, cmap, res):
         try:
-            w, h = it.size()
-            check_exportable(it, cmap)
             if len(it.objects) >= VOID:
                 raise LabelFormatError("malformed", f"{len(it.objects)} objects; VOC instance PNGs hold at most 254")
             xml, inst, cls = _build(it, name, cmap, w, h, masks)
         except LabelFormatError as err:
-            res.skipped.append(LabelError(it.source or it.image, err.reason, err.detail, image=it.image))
+            res.skip(it, err)
             continue
         if inst is not None:
             for sub, arr in (("SegmentationObject", inst), ("SegmentationClass", cls)):

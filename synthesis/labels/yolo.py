@@ -38,12 +38,12 @@ from scipy import ndimage as ndi
 
 from synthesis.labels._files import (
     WriteResult,
-    duplicate_errors,
+    exportable,
     find_image,
     image_size,
-    unique_names,
     write_class_map,
     write_text,
+    writer_doc,
 )
 from synthesis.labels.core import (
     PIXEL_DECIMALS,
@@ -53,7 +53,6 @@ from synthesis.labels.core import (
     LabelObject,
     LabelSet,
     check_box,
-    check_exportable,
     class_map_from,
     collect_classes,
     fmt_number,
@@ -203,6 +202,7 @@ def _parse(path: str, cmap, width: int, height: int) -> list[LabelObject]:
     return objs
 
 
+@writer_doc
 def write_yolo(
     items: Sequence[ImageLabels],
     out: str | os.PathLike,
@@ -215,34 +215,20 @@ def write_yolo(
 
     Parameters
     ----------
-    items : sequence of ImageLabels
-        Width and height must be known.
-    out : str or path-like
-        Output folder.
-    classes : ClassMap, list or None
-        The class map (default: every category in ``items``).
+    {items_out_classes}
     task : {"detect", "segment"}
         Boxes, or segments (one line per outline of each object; an object
         with only a box is written as its box's four corner pixels).
-    holes : bool
-        Masks with holes: join each hole to its outline by a zero-width cut
-        (one self-touching polygon per part, which even-odd rasterisers such
-        as OpenCV ``fillPoly``, pycocotools and PIL fill with the hole kept);
-        False writes outer outlines only (holes come back filled).
+    {holes}
     """
     if task not in ("detect", "segment"):
         raise ValueError(f"task must be 'detect' or 'segment', got {task!r}")
     out = os.fspath(out)
     cmap = class_map_from(classes) or collect_classes(items)
     res = WriteResult()
-    names, dups = unique_names(items, lambda it: stem(it.image))
-    res.skipped += duplicate_errors(items, dups)
     inexact, n_seg = [], 0
-    for i, name in names.items():
-        it = items[i]
+    for name, it, w, h in exportable(items, cmap, res):
         try:
-            w, h = it.size()
-            check_exportable(it, cmap)
             lines = []
             checks = []
             for obj in it.objects:
@@ -263,7 +249,7 @@ def write_yolo(
                     if texts and obj.geometry() != "box":
                         checks.append((obj, texts))
         except LabelFormatError as err:
-            res.skipped.append(LabelError(it.source or it.image, err.reason, err.detail, image=it.image))
+            res.skip(it, err)
             continue
         for obj, texts in checks:
             n_seg += 1
