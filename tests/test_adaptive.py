@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mining.ranking.rank import STRATEGIES, FusedScores, fuse
-from mining.ranking.strategies import like_confirmed
+from mining.ranking.similar import like_confirmed
 
 
 def _table(raw: np.ndarray, names: list[str]) -> FusedScores:
@@ -86,7 +86,7 @@ def test_an_arm_is_judged_by_its_own_picks_read_back_from_the_catalogue(tmp_path
 
 def test_patch_level_more_like_this_finds_the_image_with_the_same_small_defect():
     """A defect patch hidden among ordinary patches: the whole-image vector cannot see it, the patch set can."""
-    from mining.ranking.strategies import like_confirmed_patches
+    from mining.ranking.similar import like_confirmed_patches
 
     rng = np.random.default_rng(0)
     P = rng.normal(size=(50, 4, 8)).astype(np.float32)  # 50 images, 4 hot patches each, 8 features
@@ -117,7 +117,7 @@ def test_patch_sets_round_trip_through_the_catalogue_vector():
 def test_learned_more_like_this_finds_kin_that_nearest_neighbours_miss():
     """Rare rows differ from the rest in one direction among many noisy ones: the learned arm finds that
     direction from three confirmed rows; the distance to the nearest confirmed row drowns in the noise."""
-    from mining.strategies import confirmed_vs_rest
+    from mining.ranking.similar import confirmed_vs_rest
 
     rng = np.random.default_rng(0)
     n, d = 800, 40
@@ -142,7 +142,7 @@ def test_learned_more_like_this_finds_kin_that_nearest_neighbours_miss():
 
 
 def test_learned_arm_trains_on_a_bounded_sample_of_the_rest():
-    from mining.strategies import confirmed_vs_rest
+    from mining.ranking.similar import confirmed_vs_rest
 
     rng = np.random.default_rng(1)
     F = rng.normal(size=(3000, 6))

@@ -535,7 +535,8 @@ def test_patch_score_finds_and_locates_a_local_defect(tmp_path):
         # each image's 4 hottest patch features are stored; confirming one pit finds the other first
         from mining.catalogue.store import unpack_patch_set
         from mining.ranking.rank import fused_scores
-        from mining.ranking.strategies import adaptive_arms, like_confirmed_patches, patch_sets
+        from mining.ranking.similar import like_confirmed_patches, patch_sets
+        from mining.ranking.strategies import adaptive_arms
 
         sets = store.query("SELECT vector FROM embeddings WHERE name = 'backbone.patches' AND tile = -1")
         assert len(sets) == 40 and all(unpack_patch_set(r[0]).shape[0] == 4 for r in sets)

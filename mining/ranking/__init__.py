@@ -5,6 +5,7 @@ The loop's stage above :mod:`mining.scorers` (beside the mining job,
 
 - :mod:`~mining.ranking.fusion`: the scorers' scores fused into one;
 - :mod:`~mining.ranking.strategies`: how the next batch is chosen;
+- :mod:`~mining.ranking.similar`: "more like this" from confirmed images;
 - :mod:`~mining.ranking.rerank`: the re-ranker trained on the verdicts;
 - :mod:`~mining.ranking.rank`: :func:`~mining.ranking.rank.rank` writes a round of candidates;
 - :mod:`~mining.ranking.export`: scores and candidates as CSV tables (ranked
@@ -21,9 +22,10 @@ from mining._lazy import lazy_exports
 _EXPORTS = """
 fusion: FusedScores PRIMARY_SCORERS fuse fused_scores
 strategies: class_proba uncertainty COLD_STARTS round_robin select_top select_least_confidence select_entropy
-    select_margin select_random row_vectors k_center_greedy select_diversity select_balanced patch_sets
-    like_confirmed_patches like_confirmed adaptive_arms pick_history select_adaptive parse_mixture
+    select_margin select_random row_vectors k_center_greedy select_diversity select_balanced
+    adaptive_arms pick_history select_adaptive parse_mixture
     mixture_counts mixture_strategy STRATEGIES get_strategy
+similar: standardise embedding_spaces patch_sets like_confirmed_patches like_confirmed like_features confirmed_vs_rest
 rerank: RERANK_SCORER CALIBRATIONS FeatureTable build_features monotone_constraints consensus_labels threshold_map
     best_threshold RerankResult ReRanker
 rank: reviewed_ids

@@ -224,7 +224,7 @@ class BackboneScorer(Scorer):
     hot_patches : int, default=4
         Patch features kept per image (its most distant from the bank, hottest
         first) as the patch set ``backbone.patches``: the review loop's
-        patch-level "more like this" (:func:`mining.strategies.like_confirmed_patches`).
+        patch-level "more like this" (:func:`mining.ranking.similar.like_confirmed_patches`).
         0 keeps none.
     seed : int, default=0
     """
