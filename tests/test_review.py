@@ -417,3 +417,18 @@ def test_a_large_16_bit_image_is_sent_as_a_view_sized_8_bit_copy_with_a_full_res
     np.testing.assert_array_equal(crop, shown[:160, 3840:])  # full resolution, not the view copy
     small = np.zeros((50, 60), np.uint8)
     assert rv.view_rendering(small)[0] is small and rv.crop_around(small, (0, 0), 160)[0].shape == (50, 60)
+
+
+def test_why_says_which_ranking_the_adaptive_strategy_followed_and_its_record(cat):
+    import dataclasses
+
+    store = cat["store"]
+    item = rv.round_items(store)[0]
+    why = {"strategy": "adaptive", "by": "learned", "arm_rank": 1, "arm_hits": 2, "arm_misses": 1}
+    text = rv.why_sentences(store, dataclasses.replace(item, why=why, strategy="adaptive"))
+    assert text[0].startswith(
+        "picked by adaptive following more like the confirmed images (learned), 2 of its 3 earlier picks confirmed;"
+    ), text[0]
+    first = {"strategy": "adaptive", "by": "contrast", "arm_hits": 0, "arm_misses": 0}
+    text = rv.why_sentences(store, dataclasses.replace(item, why=first, strategy="adaptive"))
+    assert text[0].startswith("picked by adaptive following contrast, first try;"), text[0]

@@ -196,6 +196,15 @@ def scorer_ranks(store: Store, item: Item) -> dict[str, tuple[int, int]]:
     return {r[0]: (int(r[1]), int(r[2])) for r in rows}
 
 
+#: How the adaptive strategy's rankings (arms) read in "why"; a scorer's arm is its name.
+ARM_NAMES = {
+    "fused": "the fused score",
+    "rerank": "the re-ranker",
+    "like": "more like the confirmed images (nearest)",
+    "learned": "more like the confirmed images (learned)",
+}
+
+
 def why_sentences(store: Store, item: Item) -> list[str]:
     """One sentence per scorer on why an item was picked.
 
@@ -216,7 +225,15 @@ def why_sentences(store: Store, item: Item) -> list[str]:
     pick = why.get("strategy") or item.strategy
     head = []
     if pick:
-        head.append(f"picked by {pick}")
+        arm = why.get("by")
+        if arm and pick == "adaptive":  # the adaptive strategy: which ranking it followed, and that ranking's record
+            record = ""
+            if "arm_hits" in why and "arm_misses" in why:
+                seen = int(why["arm_hits"]) + int(why["arm_misses"])
+                record = f", {int(why['arm_hits'])} of its {seen} earlier picks confirmed" if seen else ", first try"
+            head.append(f"picked by {pick} following {ARM_NAMES.get(arm, arm)}{record}")
+        else:
+            head.append(f"picked by {pick}")
     if item.rank is not None:
         head.append(f"rank {item.rank} of the round")
     fused = why.get("fused", item.score)
