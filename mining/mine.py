@@ -679,6 +679,29 @@ def _check_maps(store: Store, scorers: Sequence[Scorer], maps_root: str | None, 
     return bool(missing)
 
 
+@contextlib.contextmanager
+def archive_stage_threads(n: int | None = None) -> Iterator[int]:
+    """Run a block (the scorers' ``finalize``) with at most ``n`` OpenMP and BLAS threads.
+
+    Default: half the CPUs, at least 1, as :func:`mining.backbone.prepare_threads`
+    does for torch. OpenMP threads spin while they wait for each other: on
+    the 2-core development machine, busy with other work, scikit-learn's
+    t-SNE of the 2-D map (400 points) took 22-30 s with two threads and 2.9 s
+    with one, the same coordinates. The limits go through ``threadpoolctl``
+    (a dependency of scikit-learn).
+
+    Yields
+    ------
+    int
+        The thread limit.
+    """
+    n = n or max(1, (os.cpu_count() or 1) // 2)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=n):
+        yield n
+
+
 def mine(
     store: Store,
     scorers: Sequence[Scorer],
@@ -918,8 +941,9 @@ def _mine_locked(
         summary.maps_retried = skips["maps_retried"]
         summary.timings["stream_s"] = time.perf_counter() - t1
         t2 = time.perf_counter()
-        for s in prepared:
-            s.finalize(store, run_id)
+        with archive_stage_threads():
+            for s in prepared:
+                s.finalize(store, run_id)
         summary.timings["finalize_s"] = time.perf_counter() - t2
     except BaseException as err:
         interrupted = isinstance(err, KeyboardInterrupt)  # Ctrl+C, or SIGTERM (JobInterrupted)
