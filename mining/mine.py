@@ -895,6 +895,8 @@ def _mine_locked(
     try:
         if backend == "process" and start_method == "forkserver" and count_pending(store, scorers, rescore=rescore):
             start_forkserver(scorers)  # its imports overlap prepare
+        for s in scorers:  # prepare may use the cores the pool's workers will use
+            s.prepare_workers = workers if backend == "process" else 1
         prepared = [s.prepare(store, run_id) for s in scorers]
         summary.timings["prepare_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()

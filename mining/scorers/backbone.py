@@ -49,6 +49,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -89,6 +91,8 @@ FORWARD_IMAGES = 1
 #: sent to each worker): an image of the sample is not run through the network a second time. On an archive of
 #: 400 images the default sample (256 images) is 64 % of the streaming pass's network passes.
 BANK_CACHE_BYTES = 64 * 2**20
+#: Images per task of the bank sample's network passes in ``prepare`` (the tasks run in ``prepare_workers`` threads).
+BANK_BATCH = 8
 #: Run the network as a frozen TorchScript optimised for CPU inference (:func:`mining.backbone.compile_feature_maps`,
 #: 1.8x faster on one thread, the same maps within float32 rounding); each new input shape is checked once against
 #: the eager network, which is used instead for a shape whose maps differ. False: the eager network always.
@@ -513,9 +517,17 @@ class BackboneScorer(Scorer):
         feats, owners = [], []
         cache: dict[int, tuple[np.ndarray, tuple[int, int], np.ndarray]] = {}
         cached_bytes = 0
-        for s in range(0, len(images), 32):
-            batch = images[s : s + 32]
-            pats, grids, glob = self.features(batch)
+        batches = [images[s : s + BANK_BATCH] for s in range(0, len(images), BANK_BATCH)]
+        threads = max(1, min(int(self.prepare_workers), os.cpu_count() or 1, len(batches)))
+        if threads > 1:
+            # network passes side by side in threads (torch releases the GIL; each thread runs one image at a
+            # time, so no OpenMP team waits on another); the compiled network is built once before they share it
+            self.features(images[:1])
+            with ThreadPoolExecutor(threads, thread_name_prefix="raremine-bank") as pool:
+                computed = list(pool.map(self.features, batches))
+        else:
+            computed = map(self.features, batches)
+        for batch, (pats, grids, glob) in zip(batches, computed, strict=True):
             for im, p, grid, g in zip(batch, pats, grids, glob, strict=True):
                 key = image_key(im)
                 size = (p.numel() + g.numel()) * 4
@@ -530,7 +542,11 @@ class BackboneScorer(Scorer):
         bank, owner = torch.cat(feats), torch.cat(owners)
         if self.bank_trim > 0:
             ref = torch.randperm(len(bank), generator=torch.Generator().manual_seed(self.seed))[:TRIM_REFERENCE]
-            iso = _nn_excluding(bank, bank[ref], owner[ref], owner)
+            parts = [slice(s, s + 8192) for s in range(0, len(bank), 8192)]  # row blocks: the same floats
+            with ThreadPoolExecutor(threads, thread_name_prefix="raremine-bank") as pool:
+                iso = torch.cat(
+                    list(pool.map(lambda r: _nn_excluding(bank[r], bank[ref], owner[ref], owner[r]), parts))
+                )
             keep = iso <= torch.quantile(iso, 1 - self.bank_trim)
             bank, owner = bank[keep], owner[keep]
         idx = greedy_coreset(bank, max(1, round(self.coreset_fraction * len(bank))), seed=self.seed)
