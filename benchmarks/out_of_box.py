@@ -31,10 +31,12 @@ label per mosaic: a defect anywhere makes it defective; images above
 16-bit PNGs, values x 257).
 
 Then speed (``--speed``): default ``raremine mine`` with 2 workers on 256 x 256
-and on 500 x 1250 PNGs, and the PatchCore peer's images/s on the same files.
+and on 500 x 1250 PNGs, and the PatchCore peer's images/s on the same files
+(``--repeats N``: medians of N interleaved runs, with the load average;
+``--speed-only``: nothing else, no rare archive mined).
 
 usage: python benchmarks/out_of_box.py [--categories Blowhole Crack ...] [--seeds 0 1 2] [--kinds mt mosaic u16]
-       [--speed] [--work DIR] [--out benchmarks/results/out_of_box.json]
+       [--speed] [--speed-only] [--repeats 3] [--work DIR] [--out benchmarks/results/out_of_box.json]
 """
 
 from __future__ import annotations
@@ -304,8 +306,21 @@ def run_archive(folder: str, seed: int, net) -> dict:
 
 
 # -- speed --------------------------------------------------------------------------------------
-def speed(work: str, net, n: int = 400) -> dict:
-    """Default ``raremine mine`` images/s on 256 x 256 and 500 x 1250 PNGs, and the PatchCore peer's."""
+def _mine_timings(db: str) -> dict:
+    """The last mine run's counts (``timings``: prepare_s, stream_s, finalize_s; ``seconds``; ``done``)."""
+    with Store(db, readonly=True) as store:
+        row = store.query("SELECT counts FROM runs WHERE kind = 'mine' ORDER BY id DESC LIMIT 1")
+    return json.loads(row[0][0]) if row and row[0][0] else {}
+
+
+def speed(work: str, net, n: int = 400, repeats: int = 1, peer_threads: int = 2) -> dict:
+    """Default ``raremine mine`` images/s on 256 x 256 and 500 x 1250 PNGs, and the PatchCore peer's.
+
+    Each repeat indexes the folder afresh, mines it (timed from outside: ``wall``, the whole command
+    with its start-up; and from the run's own record: the streaming pass, ``prepare`` and ``finalize``)
+    and then runs the peer on the same files with ``peer_threads`` torch threads; the 1-minute load
+    average is recorded before each. The medians over the repeats are returned with every repeat's figures.
+    """
     from mining.io import read_image
 
     rows = read_truth_csv(os.path.join(build_kind("mt", "Blowhole", 0, work), "truth.csv"))
@@ -319,26 +334,47 @@ def speed(work: str, net, n: int = 400) -> dict:
                 img = cv2.imread(rows[k % len(rows)]["path"], cv2.IMREAD_GRAYSCALE)
                 cv2.imwrite(os.path.join(arch, f"{k:05d}.png"), cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA))
         db = os.path.join(folder, "catalogue.db")
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(db + suffix):
-                os.remove(db + suffix)
-        cli("index", arch, "--db", db)
-        t0 = time.perf_counter()
-        mined = cli("mine", "--db", db)
-        wall = time.perf_counter() - t0
-        rate = re.search(r"\(([\d.]+) img/s\)", mined)
-        entry = {"images": count, "mine_img_s": float(rate.group(1)) if rate else None, "mine_wall_img_s": count / wall}
-        if net is not None:
-            import torch
-
-            torch.set_num_threads(2)
-            paths = sorted(os.listdir(arch))
-            images = [read_image(os.path.join(arch, p)) for p in paths]
+        runs = []
+        for _ in range(repeats):
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(db + suffix):
+                    os.remove(db + suffix)
+            cli("index", arch, "--db", db)
+            entry = {"images": count, "load_1min": round(os.getloadavg()[0], 2)}
             t0 = time.perf_counter()
-            patchcore_peer(net, images)
-            entry["peer_patchcore_img_s"] = count / (time.perf_counter() - t0)
-        out[name] = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in entry.items()}
-        print(f"speed {name}: {out[name]}", flush=True)
+            mined = cli("mine", "--db", db)
+            wall = time.perf_counter() - t0
+            rate = re.search(r"\(([\d.]+) img/s\)", mined)
+            t = _mine_timings(db).get("timings", {})
+            entry.update(
+                mine_img_s=float(rate.group(1)) if rate else None,
+                mine_wall_img_s=count / wall,
+                prepare_s=t.get("prepare_s"),
+                stream_s=t.get("stream_s"),
+                finalize_s=t.get("finalize_s"),
+            )
+            if net is not None:
+                import torch
+
+                torch.set_num_threads(peer_threads)
+                entry["peer_threads"] = peer_threads
+                paths = sorted(os.listdir(arch))
+                images = [read_image(os.path.join(arch, p)) for p in paths]
+                t0 = time.perf_counter()
+                patchcore_peer(net, images)
+                entry["peer_patchcore_img_s"] = count / (time.perf_counter() - t0)
+                entry["ratio_stream"] = entry["mine_img_s"] / entry["peer_patchcore_img_s"] if rate else None
+                entry["ratio_wall"] = entry["mine_wall_img_s"] / entry["peer_patchcore_img_s"]
+            entry = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in entry.items()}
+            runs.append(entry)
+            print(f"speed {name}: {entry}", flush=True)
+        med = {
+            k: round(float(np.median([r[k] for r in runs])), 2)
+            for k in runs[0]
+            if k != "images" and all(isinstance(r.get(k), (int, float)) for r in runs)
+        }
+        out[name] = {"images": count, "repeats": repeats, "median": med, "runs": runs}
+        print(f"speed {name} median of {repeats}: {med}", flush=True)
     return out
 
 
@@ -363,9 +399,21 @@ def main() -> None:
     ap.add_argument("--kinds", nargs="+", default=["mt"], choices=["mt", "mosaic", "u16"])
     ap.add_argument("--speed", action="store_true", help="also measure mine's images/s against the peer")
     ap.add_argument("--no-archives", action="store_true", help="only the speed part")
+    ap.add_argument(
+        "--speed-only", action="store_true", help="only the speed part (--speed --no-archives): no rare archive mined"
+    )
+    ap.add_argument("--repeats", type=int, default=1, help="speed: repeats of each measurement (medians reported)")
+    ap.add_argument(
+        "--peer-threads",
+        type=int,
+        default=2,
+        help="speed: torch threads of the PatchCore peer (one process; 2 spin badly on a loaded 2-core machine)",
+    )
     ap.add_argument("--work", default="/tmp/raremine_out_of_box")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "out_of_box.json"))
     a = ap.parse_args()
+    if a.speed_only:
+        a.speed, a.no_archives = True, True
     if not DATA.is_dir():
         sys.exit(f"magnetic-tile data not found at {DATA} (development data, not bundled)")
     os.makedirs(a.work, exist_ok=True)
@@ -392,7 +440,7 @@ def main() -> None:
                 flush=True,
             )
     if a.speed:
-        report["speed"] = speed(a.work, net)
+        report["speed"] = speed(a.work, net, repeats=a.repeats, peer_threads=a.peer_threads)
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as fh:
         json.dump(report, fh, indent=1)

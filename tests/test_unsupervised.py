@@ -367,6 +367,38 @@ def test_backbone_patch_bank_excludes_own_image(tiny_archive):
     assert set(np.argsort(-scores)[:2]) == set(np.flatnonzero(truth))
 
 
+@requires_weights
+def test_backbone_speed_paths_keep_the_scores(tiny_archive, monkeypatch):
+    """Bank passes in threads, the bank sample's kept features and the compiled network change no score."""
+    import mining.scorers.backbone as bb
+    from mining.io import read_image
+    from mining.models.backbone import load_mobilenet_v2, prepare_threads
+
+    images = [read_image(p) for p in sorted(tiny_archive["truth"])]
+    fitted = {}
+    for workers in (1, 2):
+        s = get_scorer("backbone", weights=WEIGHTS, size=64, bank_images=40)
+        s.net_ = load_mobilenet_v2(WEIGHTS)
+        s.prepare_workers = workers
+        with prepare_threads(1):  # one torch thread, as in a worker
+            fitted[workers] = s.fit_bank(images[:-2])
+    one, two = fitted[1], fitted[2]
+    assert torch.equal(one.bank_, two.bank_) and torch.equal(one.bank_owner_, two.bank_owner_)
+    assert len(one.bank_features_) == len(images) - 2  # every sampled image's features are kept
+    with prepare_threads(1):
+        kept = one.score_batch(images)
+        monkeypatch.setattr(one, "bank_features_", {})  # every image through the network again
+        fresh = one.score_batch(images)
+        monkeypatch.setattr(bb, "COMPILED_FORWARD", False)  # the eager network: the same within float32 rounding
+        eager = pickle.loads(pickle.dumps(one)).score_batch(images)
+    for a, b in zip(kept, fresh, strict=True):
+        assert a.score == b.score
+        np.testing.assert_array_equal(a.embedding, b.embedding)
+    for a, b in zip(fresh, eager, strict=True):
+        assert a.score == pytest.approx(b.score, rel=1e-4)
+        np.testing.assert_allclose(a.embedding, b.embedding, rtol=1e-4, atol=1e-5)
+
+
 def test_scale_blocks_gives_each_block_the_same_spread():
     from mining.scorers.backbone import scale_blocks
 

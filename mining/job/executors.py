@@ -50,6 +50,46 @@ class _InlineExecutor:
         return None
 
 
+def forkserver_preload(scorers) -> list[str]:
+    """Modules the process pool's forkserver imports before it forks any worker.
+
+    :mod:`mining.job.mine`, the modules of the scorers' classes that belong to
+    this package (``mining.scorers.backbone`` brings torch: about 3 s of CPU
+    that each worker would otherwise pay on its own) and, last,
+    :mod:`mining.job._forkserver_preload` (the server dies with the job).
+    """
+    modules = [type(s).__module__ for s in scorers]
+    return [
+        "mining.job.mine",
+        *dict.fromkeys(m for m in modules if m.startswith("mining.")),
+        "mining.job._forkserver_preload",
+    ]
+
+
+def start_forkserver(scorers) -> bool:
+    """Start the process pool's forkserver now, with :func:`forkserver_preload`, while the scorers prepare.
+
+    Its imports (torch, OpenCV, scikit-learn) then run on another core
+    during ``prepare`` instead of delaying the first shard. Nothing happens
+    where the server already runs (a second job of the same process).
+
+    Returns
+    -------
+    bool
+        True when the server was started or already ran; False when this
+        system cannot start one (the pool starts it later).
+    """
+    try:
+        from multiprocessing import forkserver
+
+        multiprocessing.get_context("forkserver").set_forkserver_preload(forkserver_preload(scorers))
+        forkserver.ensure_running()
+    except (ValueError, OSError) as err:  # no forkserver on this system
+        logger.debug("forkserver not started early: %s", err)
+        return False
+    return True
+
+
 class _ProcessExecutor:
     """A local process pool that is rebuilt when one of its workers dies."""
 
@@ -64,8 +104,8 @@ class _ProcessExecutor:
             # writer's threads (OpenMP pools started by XGBoost or torch in prepare() hang forked children).
             # mining.job._forkserver_preload makes the server die with the job; it ends by itself anyway once
             # the job and its workers are gone, and the resource tracker once every process that holds
-            # its pipe is.
-            self.context.set_forkserver_preload(["mining.job.mine", "mining.job._forkserver_preload"])
+            # its pipe is. When start_forkserver() ran before prepare, the server is already up.
+            self.context.set_forkserver_preload(forkserver_preload(initargs[0]))
         self.pool = self._make()
 
     def _make(self) -> ProcessPoolExecutor:

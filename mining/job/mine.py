@@ -48,12 +48,12 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from mining.catalogue.joblog import interrupt_on_sigterm
 from mining.catalogue.store import Store
 from mining.io import DEFAULT_MAX_PIXELS
-from mining.job.executors import _InlineExecutor, _ProcessExecutor, _run_shards
+from mining.job.executors import _InlineExecutor, _ProcessExecutor, _run_shards, start_forkserver
 from mining.job.lock import CatalogueBusy, catalogue_lock, lock_path  # noqa: F401 (re-exported)
 from mining.job.work import (  # noqa: F401 (re-exported: callers import them from here)
     LIST_CHUNK,
@@ -139,6 +139,29 @@ def _check_maps(store: Store, scorers: Sequence[Scorer], maps_root: str | None, 
             extra={"event": "maps_retry", "maps_missing": missing},
         )
     return bool(missing)
+
+
+@contextlib.contextmanager
+def archive_stage_threads(n: int | None = None) -> Iterator[int]:
+    """Run a block (the scorers' ``finalize``) with at most ``n`` OpenMP and BLAS threads.
+
+    Default: half the CPUs, at least 1, as :func:`mining.models.backbone.prepare_threads`
+    does for torch. OpenMP threads spin while they wait for each other: on
+    the 2-core development machine, busy with other work, scikit-learn's
+    t-SNE of the 2-D map (400 points) took 22-30 s with two threads and 2.9 s
+    with one, the same coordinates. The limits go through ``threadpoolctl``
+    (a dependency of scikit-learn).
+
+    Yields
+    ------
+    int
+        The thread limit.
+    """
+    n = n or max(1, (os.cpu_count() or 1) // 2)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=n):
+        yield n
 
 
 def mine(
@@ -296,6 +319,10 @@ def _mine_locked(
     )
     ex = None
     try:
+        if backend == "process" and start_method == "forkserver" and count_pending(store, scorers, rescore=rescore):
+            start_forkserver(scorers)  # its imports overlap prepare
+        for s in scorers:  # prepare may use the cores the pool's workers will use
+            s.prepare_workers = workers if backend == "process" else 1
         prepared = [s.prepare(store, run_id) for s in scorers]
         summary.timings["prepare_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -380,8 +407,9 @@ def _mine_locked(
         summary.maps_retried = skips["maps_retried"]
         summary.timings["stream_s"] = time.perf_counter() - t1
         t2 = time.perf_counter()
-        for s in prepared:
-            s.finalize(store, run_id)
+        with archive_stage_threads():
+            for s in prepared:
+                s.finalize(store, run_id)
         summary.timings["finalize_s"] = time.perf_counter() - t2
     except BaseException as err:
         interrupted = isinstance(err, KeyboardInterrupt)  # Ctrl+C, or SIGTERM (JobInterrupted)

@@ -537,6 +537,58 @@ def input_shape(height: int, width: int, size: int = 224, max_aspect: float = 3.
     return (size, long) if height <= width else (long, size)
 
 
+class _FeatureMaps(nn.Module):
+    """``net.feature_maps(x, layers)`` as a module with a tuple output (what ``torch.jit.trace`` takes)."""
+
+    def __init__(self, net: nn.Module, layers: tuple[int, ...]):
+        super().__init__()
+        self.net = net
+        self.layers = tuple(layers)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.net.feature_maps(x, self.layers))
+
+
+def compile_feature_maps(net: nn.Module, layers: tuple[int, ...], example: torch.Tensor) -> Callable | None:
+    """``net.feature_maps(., layers)`` traced, frozen and optimised for CPU inference, or None when torch cannot.
+
+    ``torch.jit.optimize_for_inference`` folds each batch norm into its
+    convolution, fuses the ReLU6 and runs the convolutions with oneDNN: on
+    one CPU thread MobileNetV2 blocks 6, 13 and 18 cost 12.5 ms per 224 x 224
+    image instead of 23.4 ms (224 x 576: 27 against 48), the same maps within
+    float32 rounding (largest difference 2e-5 on values up to 6). Tracing
+    costs about 0.4 s once per process (the trace's own check, 1.2 s more, is
+    replaced by the caller's comparison with the eager network on each new
+    input shape). torch's deprecation warnings of ``torch.jit`` are silenced
+    here; any failure (a torch without TorchScript) returns None and the
+    caller keeps the eager network.
+
+    Parameters
+    ----------
+    net : nn.Module
+        A network with ``feature_maps`` (in eval mode).
+    layers : tuple of int
+        The stages whose maps are returned.
+    example : Tensor of shape (N, 3, H, W)
+        An input to trace with.
+
+    Returns
+    -------
+    callable or None
+        ``f(x)`` returning the tuple of maps, or None.
+    """
+    import warnings
+
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(_FeatureMaps(net, layers).eval(), example, check_trace=False)
+            return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+    except Exception as err:  # an optimisation only: the eager network always works
+        logger.debug("backbone: no TorchScript forward (%s); the eager network is used", short_error(err))
+        return None
+
+
 @contextmanager
 def prepare_threads(n: int | None = None):
     """Run a block (a scorer's ``prepare``: bank features, training) with at most ``n`` torch threads.

@@ -43,7 +43,7 @@ ERRORS = ("l2", "ssim")
 SCORE_KINDS = ("topk", "max")
 DEVICES = ("auto", "cpu", "cuda")
 
-#: ImageNet normalisation of the MobileNetV2 input (as :mod:`mining.backbone`)
+#: ImageNet normalisation of the MobileNetV2 input (as :mod:`mining.models.backbone`)
 _MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 _STD = np.array([0.229, 0.224, 0.225], np.float32)
 
@@ -103,7 +103,7 @@ class AutoencoderScorer(Scorer):
     """Reconstruction-error scorer with a bottleneck embedding.
 
     Two kinds. ``features`` (the default when the MobileNetV2 weights are
-    found): the ImageNet MobileNetV2 of :mod:`mining.backbone` turns the image
+    found): the ImageNet MobileNetV2 of :mod:`mining.models.backbone` turns the image
     (aspect ratio kept, about ``feature_size**2`` pixels) into patch vectors
     (blocks ``layers`` on the grid of the finest one, each averaged over 3x3
     patches, standardised per channel over the training sample), and a
@@ -119,7 +119,7 @@ class AutoencoderScorer(Scorer):
         ``auto``: features when a MobileNetV2 weights file is found, else pixels (one log line).
     backbone_weights : str, optional
         torchvision's ``mobilenet_v2`` ``state_dict`` (default: as the
-        backbone scorer, :func:`mining.backbone.resolve_weights`).
+        backbone scorer, :func:`mining.models.backbone.resolve_weights`).
     layers : tuple of int, default=(6, 13)
         MobileNetV2 blocks whose maps make the patch vectors (features kind).
     feature_size : int, default=224

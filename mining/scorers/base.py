@@ -79,6 +79,11 @@ class Scorer:
         the whole image even when the catalogue tiles it, so a tiled image
         gets one image-level score, map and embedding (and no tile rows).
         False: a tiled image is scored tile by tile and takes the maximum.
+    prepare_workers : int
+        Threads :meth:`prepare` may run side by side (for example network
+        passes over a sample): :func:`mining.job.mine.mine` sets it to the
+        process pool's worker count before ``prepare``, so that ``prepare``
+        uses the cores the streaming pass will use; 1 otherwise.
     """
 
     name: str = "base"
@@ -87,6 +92,7 @@ class Scorer:
     per_image: bool = True
     whole_image: bool = False
     archive_stage: bool = False
+    prepare_workers: int = 1
 
     def prepare(self, store, run_id: int | None = None) -> Scorer:
         """Get ready in the main process before the streaming pass; return self."""
