@@ -1,12 +1,13 @@
 """The ``autoencoder`` scorer: training glue around :mod:`mining.autoencoder`.
 
-``prepare`` trains a small convolutional autoencoder from scratch on a seeded
-sample of the catalogue (or reuses the newest saved model trained with the
-same settings, or loads ``weights``), with a trimmed loss so the few defects
-inside its own sample are not learned. The model is saved as a ``state_dict``
-beside the catalogue and registered with :meth:`mining.store.Store.add_model`.
-``score_image`` returns the smoothed reconstruction-error map, the image score
-(top-k mean or max of the map) and the bottleneck embedding.
+``prepare`` trains an autoencoder on a seeded sample of the catalogue (or
+reuses the newest saved model trained with the same settings, or loads
+``weights``), with a trimmed loss so the few defects inside its own sample are
+not learned. By default (MobileNetV2 weights found) it rebuilds each image's
+pooled pretrained feature vector; see :class:`AutoencoderScorer` for the
+kinds. The model is saved as a ``state_dict`` beside the catalogue and
+registered with :meth:`mining.store.Store.add_model`. ``score_image`` returns
+the reconstruction-error map, the image score and the bottleneck embedding.
 
 CPU by default and deterministic with a seed; ``device="auto"`` uses a CUDA
 GPU for training when one is present.
