@@ -14,8 +14,10 @@ usage: python benchmarks/autoencoder_signal.py ARCHIVE_DIR [ARCHIVE_DIR ...]
        [--variant NAME=SETTINGS ...] [--workers 2] [--out results.json]
 
 ``--variant`` takes a name and ``;``-separated ``--set`` overrides, e.g.
-``--variant 'old=autoencoder.kind=pixels'`` (the previous pixel autoencoder)
-and ``--variant 'new='`` (the defaults). Both are the default.
+``--variant 'pixels=autoencoder.kind=pixels'`` (the pixel autoencoder),
+``--variant 'patches=autoencoder.pooling=patches'`` (the patch-feature
+autoencoder) and ``--variant 'global='`` (the defaults: global pooling).
+All three are the default.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from mining.catalogue.store import Store  # noqa: E402
 from mining.learning.simulate import read_truth  # noqa: E402
 from mining.metrics import average_precision, recall_at_fraction  # noqa: E402
 
-DEFAULT_VARIANTS = ("old=autoencoder.kind=pixels", "new=")
+DEFAULT_VARIANTS = ("pixels=autoencoder.kind=pixels", "patches=autoencoder.pooling=patches", "global=")
 
 
 def _cli(args: list[str], env: dict) -> tuple[float, str]:

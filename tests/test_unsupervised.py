@@ -16,6 +16,7 @@ from mining.catalogue.store import Store
 from mining.models.autoencoder import ConvAutoencoder, error_map, trimmed_mean
 from mining.scorers import get_scorer
 from mining.scorers.autoencoder import AutoencoderScorer
+from tests.conftest import add_blob, make_texture
 
 
 def _weights_file() -> str | None:
@@ -147,10 +148,10 @@ def _texture_archive(n: int, n_defect: int, size: int = 96, seed: int = 0) -> tu
 
 @requires_weights
 def test_feature_autoencoder_finds_local_defect(monkeypatch):
-    """The features kind (the default with weights) puts procedural spots far above chance."""
+    """The features kind with patch pooling puts procedural spots far above chance."""
     monkeypatch.setenv("RAREMINE_BACKBONE_WEIGHTS", WEIGHTS)
     images, labels = _texture_archive(60, 4)
-    ae = AutoencoderScorer(feature_size=96, epochs=10).fit(images)
+    ae = AutoencoderScorer(pooling="patches", feature_size=96, epochs=10).fit(images)
     assert ae.kind_ == "features" and ae.net_.encoder[-1].out_channels >= 8
     results = ae.score_batch(images)
     scores = np.array([r.score for r in results])
@@ -177,21 +178,58 @@ def test_feature_autoencoder_model_saved_and_reused_when_settings_match(tmp_path
         cv2.imwrite(str(root / f"im{i:02d}.png"), im)
     with Store(tmp_path / "c.db") as store:
         index_archive(store, [str(root)])
-        first = AutoencoderScorer(feature_size=64, epochs=2).prepare(store, 1)
+        first = AutoencoderScorer(pooling="patches", feature_size=64, epochs=2).prepare(store, 1)
         row = store.latest_model("autoencoder")
         state = torch.load(row["path"], map_location="cpu", weights_only=True)  # plain tensors, never unpickled
         assert {"feature_mean", "feature_std", "intensity", "scale"} <= set(state)
         with caplog.at_level(logging.INFO, logger="mining.scorers.autoencoder"):
-            again = AutoencoderScorer(feature_size=64, epochs=2).prepare(store, 2)
+            again = AutoencoderScorer(pooling="patches", feature_size=64, epochs=2).prepare(store, 2)
         assert again.model_id_ == first.model_id_ and any("reusing" in r.getMessage() for r in caplog.records)
         for im in images[:3]:
             np.testing.assert_allclose(again.score_image(im).map, first.score_image(im).map, rtol=1e-5, atol=1e-7)
-        other = AutoencoderScorer(feature_size=64, epochs=3).prepare(store, 3)  # other settings: a new model
+        other = AutoencoderScorer(pooling="patches", feature_size=64, epochs=3).prepare(store, 3)  # a new model
         assert other.model_id_ != first.model_id_
         pixels = AutoencoderScorer(kind="pixels", size=32, epochs=1).prepare(store, 4)
         assert pixels.model_id_ not in (first.model_id_, other.model_id_)
         with pytest.raises(ValueError, match="features-kind"):
             AutoencoderScorer(weights=store.latest_model("autoencoder")["path"]).prepare(store, 5)
+        # global pooling (the default): its own model, saved as plain tensors, reused, not mistaken for patches
+        glob = AutoencoderScorer(feature_size=64, epochs=2).prepare(store, 6)
+        assert glob.uses_global and glob.model_id_ not in (first.model_id_, other.model_id_)
+        path = store.latest_model("autoencoder")["path"]
+        assert "global_layers" in torch.load(path, map_location="cpu", weights_only=True)
+        again = AutoencoderScorer(feature_size=64, epochs=2).prepare(store, 7)
+        assert again.model_id_ == glob.model_id_
+        assert again.score_image(images[0]).score == pytest.approx(glob.score_image(images[0]).score, rel=1e-5)
+        with pytest.raises(ValueError, match="pooling=global"):
+            AutoencoderScorer(pooling="patches", weights=path).prepare(store, 8)
+
+
+@requires_weights
+def test_global_autoencoder_ranks_outliers_above_normals(monkeypatch):
+    """The default (features kind, global pooling) puts images unlike the archive on top; the map is the
+    error split over the patches, and the blocks' shares add up to the score."""
+    monkeypatch.setenv("RAREMINE_BACKBONE_WEIGHTS", WEIGHTS)
+    rng = np.random.default_rng(3)
+    images = [make_texture(rng, 64) for _ in range(40)]
+    outliers = [0, 21]
+    for i in outliers:  # a large bright disc: the whole image's pooled features move
+        images[i] = add_blob(images[i], (20, 40), radius=14, value=250)
+    ae = AutoencoderScorer(feature_size=64, epochs=30).fit(images)
+    assert ae.kind_ == "features" and ae.uses_global and ae.pooling == "global"
+    results = ae.score_batch(images)
+    scores = np.array([r.score for r in results])
+    assert set(np.argsort(-scores)[: len(outliers)]) == set(outliers), scores[outliers]
+    r = results[0]
+    assert r.map.shape == images[0].shape and r.map.dtype == np.float32 and (r.map >= 0).all()
+    assert r.stats["ae_error"] == pytest.approx(r.score)
+    assert sum(v for k, v in r.stats.items() if k.startswith("ae_block")) == pytest.approx(r.score, rel=1e-5)
+    assert r.embedding.shape == (ae.net_.encoder[-1].out_channels,)
+    assert ae.score_image(images[5]).score == pytest.approx(results[5].score, rel=1e-6)
+    worker = pickle.loads(pickle.dumps(ae))  # as sent to a worker
+    assert worker.score_image(images[0]).score == pytest.approx(r.score, rel=1e-6)
+    with pytest.raises(ValueError, match="global_layers"):
+        AutoencoderScorer(global_layers=(13, 19)).fit(images)
 
 
 def test_autoencoder_falls_back_to_pixels_without_weights(tmp_path, monkeypatch, caplog):
