@@ -157,15 +157,20 @@ AutoencoderConfig = _scorer_section(
     {
         "kind": {
             "type": Literal["auto", "features", "pixels"],
-            "description": "auto: reconstruct MobileNetV2 patch features when the weights are found, else pixels",
+            "description": "auto: rebuild MobileNetV2 features (see pooling) when the weights are found, else pixels",
         },
         "backbone_weights": {"description": "mobilenet_v2 state_dict; null = as the backbone scorer"},
-        "layers": {"description": "MobileNetV2 blocks (features kind)"},
+        "pooling": {
+            "type": Literal["global", "patches"],
+            "description": "features kind: rebuild the image's pooled vector (global) or each patch vector",
+        },
+        "global_layers": {"description": "MobileNetV2 blocks average-pooled into the global vector"},
+        "layers": {"description": "MobileNetV2 blocks of the patch vectors (pooling: patches)"},
         "feature_size": {"ge": 32, "description": "the archive's median image is resized to ~this**2 px"},
         "size": {"ge": 16, "multiple_of": 8, "description": "pixels kind: input side (px) or training crop side"},
         "resize": {"type": Literal["resize", "crop"], "description": "squash whole images, or train on crops"},
         "sample_size": {"ge": 1, "description": "catalogue images drawn (seeded) to train on"},
-        "epochs": {"ge": 1, "description": "null: pixels 30, features 10"},
+        "epochs": {"ge": 1, "description": "null: pixels 30, features global 30, features patches 10"},
         "batch_size": {"ge": 1},
         "lr": {"gt": 0},
         "trim": {"ge": 0, "lt": 1, "description": "fraction of each batch's highest losses left out"},
