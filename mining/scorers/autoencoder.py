@@ -78,6 +78,15 @@ _MODEL_KEYS = (
 )
 
 
+def _distinct_blocks(layers, lo: int, hi: int) -> bool:
+    """True when ``layers`` is a non-empty list of distinct integer block numbers from ``lo`` to ``hi``."""
+    return (
+        len(layers) > 0
+        and all(isinstance(v, int) and lo <= v <= hi for v in layers)
+        and len(set(layers)) == len(layers)
+    )
+
+
 class AutoencoderScorer(FeatureKinds, Scorer):
     """Reconstruction-error scorer with a bottleneck embedding.
 
@@ -237,18 +246,14 @@ class AutoencoderScorer(FeatureKinds, Scorer):
         checks = [
             (self.kind in KINDS, "kind", self.kind, f"one of {KINDS}"),
             (
-                len(self.layers) > 0
-                and all(isinstance(v, int) and 1 <= v <= 13 for v in self.layers)
-                and len(set(self.layers)) == len(self.layers),
+                _distinct_blocks(self.layers, 1, 13),
                 "layers",
                 list(self.layers),
                 "distinct MobileNetV2 block numbers 1 to 13 (stride <= 16)",
             ),
             (self.pooling in POOLINGS, "pooling", self.pooling, f"one of {POOLINGS}"),
             (
-                len(self.global_layers) > 0
-                and all(isinstance(v, int) and 0 <= v <= 18 for v in self.global_layers)
-                and len(set(self.global_layers)) == len(self.global_layers),
+                _distinct_blocks(self.global_layers, 0, 18),
                 "global_layers",
                 list(self.global_layers),
                 "distinct MobileNetV2 block numbers 0 to 18",
