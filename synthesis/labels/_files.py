@@ -11,7 +11,17 @@ import cv2
 import numpy as np
 
 from synthesis.atomic import atomic_write
-from synthesis.labels.core import ClassMap, ImageLabels, LabelError, LabelFormatError, check_exportable, stem
+from synthesis.labels.core import (
+    ClassMap,
+    ImageLabels,
+    LabelError,
+    LabelFormatError,
+    LabelSet,
+    check_exportable,
+    class_map_from,
+    collect_classes,
+    stem,
+)
 
 #: Image file extensions recognised in folder layouts (lower case).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy")
@@ -44,6 +54,120 @@ class WriteResult:
             "skipped": [e.as_dict() for e in self.skipped],
             "class_map": self.class_map,
         }
+
+
+def rejected(where: str, detail: str) -> LabelSet:
+    """What a reader returns for a file or folder it cannot read at all: no items, one ``malformed`` error.
+
+    Parameters
+    ----------
+    where : str
+        The file or folder.
+    detail : str
+        Why it cannot be read.
+
+    Returns
+    -------
+    LabelSet
+    """
+    return LabelSet([], [LabelError(where, "malformed", detail)], [])
+
+
+def read_error(where: str, err: Exception, *, image: str | None = None, prefix: str = "") -> LabelError:
+    """The error that rejects one file (or entry) a reader could not use.
+
+    Parameters
+    ----------
+    where : str
+        The file (or ``file:line``) rejected.
+    err : Exception
+        A :class:`~synthesis.labels.core.LabelFormatError` gives its reason
+        and detail; any other error is ``malformed``, detailed as
+        ``"<prefix><ExceptionType>: <message>"``.
+    image : str or None
+        The image the file labels, when known.
+    prefix : str
+        Put before the detail of errors that are not LabelFormatErrors.
+
+    Returns
+    -------
+    LabelError
+    """
+    if isinstance(err, LabelFormatError):
+        return LabelError(where, err.reason, err.detail, image=image)
+    return LabelError(where, "malformed", f"{prefix}{type(err).__name__}: {err}", image=image)
+
+
+def label_set(items: list[ImageLabels], errors: list[LabelError], cmap: ClassMap | None, skipped=None) -> LabelSet:
+    """What a reader returns: its items and errors, with the class map's names (or every category read).
+
+    Parameters
+    ----------
+    items : list of ImageLabels
+    errors : list of LabelError
+    cmap : ClassMap or None
+        The class map the reader was given; None: the categories in ``items``, sorted.
+    skipped : list of dict or None
+        Parts of files not read that belong to no one image.
+
+    Returns
+    -------
+    LabelSet
+    """
+    names = list(cmap.names) if cmap is not None else list(collect_classes(items).names)
+    return LabelSet(items, errors, names, skipped if skipped is not None else [])
+
+
+def read_files(
+    files: Sequence[str],
+    read_one: Callable[[str, ClassMap | None], ImageLabels],
+    classes=None,
+    *,
+    malformed: tuple[type[Exception], ...],
+) -> LabelSet:
+    """Read label files one image each; a file that cannot be used is rejected with the reason.
+
+    Parameters
+    ----------
+    files : sequence of str
+    read_one : callable
+        ``read_one(path, cmap)`` reads one file; it raises
+        :class:`~synthesis.labels.core.LabelFormatError` (or one of
+        ``malformed``) to reject it.
+    classes : ClassMap, list, path or None
+        The class map (:func:`~synthesis.labels.core.class_map_from`).
+    malformed : tuple of exception types
+        Other errors that reject a file as ``malformed`` (others propagate).
+
+    Returns
+    -------
+    LabelSet
+        Rejected files are named by their stem as ``image``.
+    """
+    cmap = class_map_from(classes)
+    items, errors = [], []
+    for p in files:
+        try:
+            items.append(read_one(p, cmap))
+        except (LabelFormatError, *malformed) as err:
+            errors.append(read_error(p, err, image=stem(p)))
+    return label_set(items, errors, cmap)
+
+
+def writer_classes(classes, items: Sequence[ImageLabels]) -> ClassMap:
+    """The class map a writer writes: the one given, else every category in ``items``, sorted.
+
+    Parameters
+    ----------
+    classes : ClassMap, list, path or None
+        The class map (:func:`~synthesis.labels.core.class_map_from`).
+    items : sequence of ImageLabels
+
+    Returns
+    -------
+    ClassMap
+    """
+    return class_map_from(classes) or collect_classes(items)
 
 
 def write_json(path: str, data, *, indent: int | None = None) -> str:

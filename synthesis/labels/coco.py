@@ -40,7 +40,16 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from scipy import ndimage as ndi
 
-from synthesis.labels._files import WriteResult, class_map_name, write_class_map, write_json, writer_doc
+from synthesis.labels._files import (
+    WriteResult,
+    class_map_name,
+    read_error,
+    rejected,
+    write_class_map,
+    write_json,
+    writer_classes,
+    writer_doc,
+)
 from synthesis.labels.core import (
     ImageLabels,
     LabelError,
@@ -52,7 +61,6 @@ from synthesis.labels.core import (
     check_polygon,
     class_map_from,
     coco_to_xyxy,
-    collect_classes,
     mask_to_edge_polygons,
     object_box,
     object_mask,
@@ -99,7 +107,7 @@ def read_coco(path: str | os.PathLike, *, classes=None, image_root: str | os.Pat
         if not isinstance(images, list) or not isinstance(anns, list):
             raise TypeError("`images` and `annotations` must be lists")
     except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
-        return LabelSet([], [LabelError(path, "malformed", f"not a COCO file: {type(err).__name__}: {err}")], [])
+        return rejected(path, f"not a COCO file: {type(err).__name__}: {err}")
     by_image: dict = {}
     for a in anns:
         by_image.setdefault(a.get("image_id") if isinstance(a, dict) else None, []).append(a)
@@ -111,16 +119,9 @@ def read_coco(path: str | os.PathLike, *, classes=None, image_root: str | os.Pat
             skipped: list[dict] = []
             objs = [_read_ann(a, cats, cmap, w, h, skipped) for a in by_image.get(im["id"], [])]
             objs = [o for o in objs if o is not None]
-        except LabelFormatError as err:
-            errors.append(
-                LabelError(path, err.reason, err.detail, image=im.get("file_name") if isinstance(im, dict) else None)
-            )
-            continue
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError) as err:  # LabelFormatError among them
             ref = im.get("file_name") if isinstance(im, dict) else None
-            errors.append(
-                LabelError(path, "malformed", f"bad image or annotation entry: {type(err).__name__}: {err}", image=ref)
-            )
+            errors.append(read_error(path, err, image=ref, prefix="bad image or annotation entry: "))
             continue
         image = fname if os.path.isabs(fname) else os.path.normpath(os.path.join(root, fname))
         items.append(ImageLabels(image=image, width=w, height=h, objects=objs, source=path, skipped=skipped))
@@ -220,7 +221,7 @@ def write_coco(
     if segmentation not in ("polygon", "rle"):
         raise ValueError(f"segmentation must be 'polygon' or 'rle', got {segmentation!r}")
     out = os.fspath(out)
-    cmap = class_map_from(classes) or collect_classes(items)
+    cmap = writer_classes(classes, items)
     res = WriteResult()
     images, anns, fallback = [], [], []
     n_poly = 0

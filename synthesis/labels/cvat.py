@@ -23,17 +23,16 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
+from synthesis.labels._files import label_set, read_error, rejected
 from synthesis.labels.coco import coco_polygon_mask
 from synthesis.labels.core import (
     ImageLabels,
-    LabelError,
     LabelFormatError,
     LabelObject,
     LabelSet,
     check_box,
     check_polygon,
     class_map_from,
-    collect_classes,
 )
 
 logger = logging.getLogger(__name__)
@@ -68,10 +67,10 @@ def read_cvat(path: str | os.PathLike, *, classes=None, image_root: str | os.Pat
     try:
         tree = ET.parse(path)
     except (OSError, ET.ParseError) as err:
-        return LabelSet([], [LabelError(path, "malformed", f"not a CVAT XML file: {type(err).__name__}: {err}")], [])
+        return rejected(path, f"not a CVAT XML file: {type(err).__name__}: {err}")
     doc = tree.getroot()
     if doc.tag != "annotations":
-        return LabelSet([], [LabelError(path, "malformed", f"root element is <{doc.tag}>, not <annotations>")], [])
+        return rejected(path, f"root element is <{doc.tag}>, not <annotations>")
     items, errors, skipped = [], [], []
     tracks = doc.findall("track")
     if tracks:
@@ -84,13 +83,10 @@ def read_cvat(path: str | os.PathLike, *, classes=None, image_root: str | os.Pat
                 raise LabelFormatError("malformed", "<image> without a name")
             w, h = int(im.get("width", "")), int(im.get("height", ""))
             items.append(_read_image(im, name, w, h, cmap, root, path))
-        except LabelFormatError as err:
-            errors.append(LabelError(path, err.reason, err.detail, image=name))
-        except (TypeError, ValueError) as err:
-            errors.append(LabelError(path, "malformed", f"bad attribute: {type(err).__name__}: {err}", image=name))
-    names = list(cmap.names) if cmap is not None else list(collect_classes(items).names)
+        except (TypeError, ValueError) as err:  # LabelFormatError among them
+            errors.append(read_error(path, err, image=name, prefix="bad attribute: "))
     logger.info("read %d images from %s (%d rejected)", len(items), path, len(errors))
-    return LabelSet(items, errors, names, skipped)
+    return label_set(items, errors, cmap, skipped)
 
 
 def _read_image(im, name: str, w: int, h: int, cmap, root: str, path: str) -> ImageLabels:

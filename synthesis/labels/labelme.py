@@ -38,20 +38,24 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from synthesis.labels._files import WriteResult, exportable, write_class_map, write_json, writer_doc
+from synthesis.labels._files import (
+    WriteResult,
+    exportable,
+    read_files,
+    write_class_map,
+    write_json,
+    writer_classes,
+    writer_doc,
+)
 from synthesis.labels.core import (
     ImageLabels,
-    LabelError,
     LabelFormatError,
     LabelObject,
     LabelSet,
     check_box,
     check_polygon,
-    class_map_from,
-    collect_classes,
     object_mask,
     object_polygons,
-    stem,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,18 +90,10 @@ def read_labelme(path: str | os.PathLike, *, classes=None) -> LabelSet:
                 for f in sorted(filenames)
                 if f.endswith(".json") and f != "classes.json" and not f.startswith(".")
             ]
-    cmap = class_map_from(classes)
-    items, errors = [], []
-    for p in files:
-        try:
-            items.append(_read_one(p, cmap))
-        except LabelFormatError as err:
-            errors.append(LabelError(p, err.reason, err.detail, image=stem(p)))
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
-            errors.append(LabelError(p, "malformed", f"{type(err).__name__}: {err}", image=stem(p)))
-    names = list(cmap.names) if cmap is not None else list(collect_classes(items).names)
-    logger.info("read %d labelme files from %s (%d rejected)", len(items), path, len(errors))
-    return LabelSet(items, errors, names)
+    malformed = (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError)
+    result = read_files(files, _read_one, classes, malformed=malformed)
+    logger.info("read %d labelme files from %s (%d rejected)", len(result.items), path, len(result.errors))
+    return result
 
 
 def _read_one(path: str, cmap) -> ImageLabels:
@@ -248,7 +244,7 @@ def write_labelme(
     {holes}
     """
     out = os.fspath(out)
-    cmap = class_map_from(classes) or collect_classes(items)
+    cmap = writer_classes(classes, items)
     res = WriteResult()
     fallback, n_obj = [], 0
     for name, it, w, h in exportable(items, cmap, res):

@@ -27,8 +27,10 @@ from synthesis.labels._files import (
     WriteResult,
     exportable,
     read_mask_file,
+    rejected,
     write_class_map,
     write_png,
+    writer_classes,
 )
 from synthesis.labels.core import (
     ClassMap,
@@ -37,7 +39,6 @@ from synthesis.labels.core import (
     LabelObject,
     LabelSet,
     class_map_from,
-    collect_classes,
     object_mask,
     stem,
 )
@@ -87,7 +88,7 @@ def read_masks(
     try:
         names = sorted(os.listdir(folder))
     except OSError as err:
-        return LabelSet([], [LabelError(folder, "malformed", f"cannot list the mask folder: {err}")], [])
+        return rejected(folder, f"cannot list the mask folder: {err}")
     for name in names:
         p = os.path.join(folder, name)
         if name in exclude or os.path.splitext(name)[1].lower() not in MASK_EXTENSIONS or not os.path.isfile(p):
@@ -145,7 +146,7 @@ def write_masks(items: Sequence[ImageLabels], out: str | os.PathLike, *, classes
     all-zero mask.
     """
     out = os.fspath(out)
-    cmap = class_map_from(classes) or collect_classes(items)
+    cmap = writer_classes(classes, items)
     values = cmap.value_map()
     dtype = np.uint8 if max(values, default=0) <= 255 else np.uint16
     res = WriteResult()

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from synthesis.labels._files import MaskReader, read_mask_file
+from synthesis.labels._files import MaskReader, read_mask_file, rejected
 from synthesis.labels.core import ImageLabels, LabelError, LabelObject, LabelSet, collect_classes
 
 MANIFEST = "manifest.csv"
@@ -46,7 +46,7 @@ def read_synth(path: str | os.PathLike, *, default: str = "defect", read: MaskRe
         with open(manifest, encoding="utf-8", newline="") as fh:
             rows = list(csv.DictReader(fh))
     except (OSError, csv.Error, UnicodeDecodeError) as err:
-        return LabelSet([], [LabelError(manifest, "malformed", f"cannot read the manifest: {err}")], [])
+        return rejected(manifest, f"cannot read the manifest: {err}")
     for n, row in enumerate(rows, 2):
         where = f"{manifest}:{n}"
         try:

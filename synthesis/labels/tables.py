@@ -27,13 +27,20 @@ import shutil
 from collections.abc import Sequence
 
 from synthesis.atomic import atomic_write
-from synthesis.labels._files import IMAGE_EXTENSIONS, WriteResult, class_map_name, write_class_map
+from synthesis.labels._files import (
+    IMAGE_EXTENSIONS,
+    WriteResult,
+    class_map_name,
+    label_set,
+    rejected,
+    write_class_map,
+    writer_classes,
+)
 from synthesis.labels.core import (
     ImageLabels,
     LabelError,
     LabelSet,
     class_map_from,
-    collect_classes,
 )
 
 logger = logging.getLogger(__name__)
@@ -74,18 +81,16 @@ def read_csv(path: str | os.PathLike, *, classes=None, sep: str = ";") -> LabelS
         with open(path, encoding="utf-8-sig", newline="") as fh:
             text = fh.read()
     except (OSError, UnicodeDecodeError) as err:
-        return LabelSet([], [LabelError(path, "malformed", f"cannot read the CSV: {err}")], [])
+        return rejected(path, f"cannot read the CSV: {err}")
     try:
         reader = csv.DictReader(io.StringIO(text))
         header = [h.strip() for h in (reader.fieldnames or [])]
     except csv.Error as err:
-        return LabelSet([], [LabelError(path, "malformed", f"bad CSV header: {err}")], [])
+        return rejected(path, f"bad CSV header: {err}")
     lower = {h.lower(): h for h in header}
     path_col = next((lower[c] for c in PATH_COLUMNS if c in lower), None)
     if path_col is None:
-        return LabelSet(
-            [], [LabelError(path, "malformed", f"no path column: expected one of {PATH_COLUMNS}, header {header}")], []
-        )
+        return rejected(path, f"no path column: expected one of {PATH_COLUMNS}, header {header}")
     label_col = next((lower[c] for c in LABEL_COLUMNS if c in lower), None)
     skip = {"width", "height", "note", "split", "mask", "source"}
     hot_cols = [h for h in header if h not in (path_col, label_col) and h.lower() not in skip]
@@ -124,9 +129,8 @@ def read_csv(path: str | os.PathLike, *, classes=None, sep: str = ";") -> LabelS
             items.append(ImageLabels(image=image, labels=list(dict.fromkeys(labels)), source=where))
     except csv.Error as err:
         errors.append(LabelError(path, "malformed", f"CSV error: {err}"))
-    names = list(cmap.names) if cmap is not None else list(collect_classes(items).names)
     logger.info("read %d rows from %s (%d rejected)", len(items), path, len(errors))
-    return LabelSet(items, errors, names)
+    return label_set(items, errors, cmap)
 
 
 def write_csv(
@@ -147,7 +151,7 @@ def write_csv(
         map beside it as ``<stem>.classes.json``.
     """
     out = os.fspath(out)
-    cmap = class_map_from(classes) or collect_classes(items)
+    cmap = writer_classes(classes, items)
     res = WriteResult()
     rows = []
     for it in items:
@@ -179,7 +183,7 @@ def read_folders(root: str | os.PathLike, *, classes=None) -> LabelSet:
     """
     root = os.fspath(root)
     if not os.path.isdir(root):
-        return LabelSet([], [LabelError(root, "malformed", "not a folder")], [])
+        return rejected(root, "not a folder")
     cmap = class_map_from(classes)
     items, errors = [], []
     for name in sorted(os.listdir(root)):
@@ -230,7 +234,7 @@ def write_folders(
     if link not in ("copy", "hardlink", "symlink"):
         raise ValueError(f"link must be one of copy, hardlink, symlink; got {link!r}")
     out = os.fspath(out)
-    cmap = class_map_from(classes) or collect_classes(items)
+    cmap = writer_classes(classes, items)
     if negative is not None and negative in cmap:
         raise ValueError(f"negative folder name {negative!r} is also a class of the map")
     res = WriteResult()

@@ -15,6 +15,7 @@ background, 255 "void" ignored) and ``SegmentationClass/<stem>.png`` (value
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -28,19 +29,18 @@ from synthesis.labels._files import (
     WriteResult,
     exportable,
     find_image,
+    read_files,
     write_class_map,
     write_text,
+    writer_classes,
     writer_doc,
 )
 from synthesis.labels.core import (
     ImageLabels,
-    LabelError,
     LabelFormatError,
     LabelObject,
     LabelSet,
     check_box,
-    class_map_from,
-    collect_classes,
     fmt_number,
     object_box,
     object_mask,
@@ -94,18 +94,10 @@ def read_voc(folder: str | os.PathLike, *, classes=None) -> LabelSet:
         xml_dir = ann if os.path.isdir(ann) else folder
         root = folder
         files = [os.path.join(xml_dir, f) for f in sorted(os.listdir(xml_dir)) if f.lower().endswith(".xml")]
-    cmap = class_map_from(classes)
-    items, errors = [], []
-    for p in files:
-        try:
-            items.append(_read_one(p, root, cmap))
-        except LabelFormatError as err:
-            errors.append(LabelError(p, err.reason, err.detail, image=stem(p)))
-        except (ET.ParseError, OSError, ValueError, TypeError) as err:
-            errors.append(LabelError(p, "malformed", f"{type(err).__name__}: {err}", image=stem(p)))
-    names = list(cmap.names) if cmap is not None else list(collect_classes(items).names)
-    logger.info("read %d VOC files from %s (%d rejected)", len(items), folder, len(errors))
-    return LabelSet(items, errors, names)
+    read_one = functools.partial(_read_one, root=root)
+    result = read_files(files, read_one, classes, malformed=(ET.ParseError, OSError, ValueError, TypeError))
+    logger.info("read %d VOC files from %s (%d rejected)", len(result.items), folder, len(result.errors))
+    return result
 
 
 def _text(el, tag: str, required: bool = True) -> str | None:
@@ -117,7 +109,7 @@ def _text(el, tag: str, required: bool = True) -> str | None:
     return node.text.strip()
 
 
-def _read_one(path: str, root: str, cmap) -> ImageLabels:
+def _read_one(path: str, cmap, root: str) -> ImageLabels:
     tree = ET.parse(path)
     ann = tree.getroot()
     if ann.tag != "annotation":
@@ -211,7 +203,7 @@ def write_voc(
     from PIL import Image
 
     out = os.fspath(out)
-    cmap = class_map_from(classes) or collect_classes(items)
+    cmap = writer_classes(classes, items)
     if len(cmap) >= VOID:
         raise ValueError(f"VOC segmentation PNGs hold at most {VOID - 1} classes, the map has {len(cmap)}")
     palette = voc_palette()

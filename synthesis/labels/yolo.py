@@ -41,8 +41,11 @@ from synthesis.labels._files import (
     exportable,
     find_image,
     image_size,
+    read_error,
+    rejected,
     write_class_map,
     write_text,
+    writer_classes,
     writer_doc,
 )
 from synthesis.labels.core import (
@@ -54,7 +57,6 @@ from synthesis.labels.core import (
     LabelSet,
     check_box,
     class_map_from,
-    collect_classes,
     fmt_number,
     load_class_map,
     object_box,
@@ -109,15 +111,7 @@ def read_yolo(folder: str | os.PathLike, *, classes=None, size_of: SizeOf | None
     labels_dir = os.path.join(folder, "labels") if os.path.isdir(os.path.join(folder, "labels")) else folder
     cmap = class_map_from(classes) or find_class_map(labels_dir)
     if cmap is None:
-        return LabelSet(
-            [],
-            [
-                LabelError(
-                    folder, "malformed", "no class map: pass one or put classes.txt / data.yaml beside the labels"
-                )
-            ],
-            [],
-        )
+        return rejected(folder, "no class map: pass one or put classes.txt / data.yaml beside the labels")
     items, errors = [], []
     for dirpath, dirnames, filenames in os.walk(labels_dir):
         dirnames.sort()
@@ -136,7 +130,7 @@ def read_yolo(folder: str | os.PathLike, *, classes=None, size_of: SizeOf | None
                     )
                 objs = _parse(p, cmap, *size)
             except LabelFormatError as err:
-                errors.append(LabelError(p, err.reason, err.detail, image=image or stem(p)))
+                errors.append(read_error(p, err, image=image or stem(p)))
                 continue
             except (OSError, UnicodeDecodeError) as err:
                 errors.append(LabelError(p, "malformed", f"cannot read: {err}", image=image or stem(p)))
@@ -224,7 +218,7 @@ def write_yolo(
     if task not in ("detect", "segment"):
         raise ValueError(f"task must be 'detect' or 'segment', got {task!r}")
     out = os.fspath(out)
-    cmap = class_map_from(classes) or collect_classes(items)
+    cmap = writer_classes(classes, items)
     res = WriteResult()
     inexact, n_seg = [], 0
     for name, it, w, h in exportable(items, cmap, res):
