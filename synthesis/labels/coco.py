@@ -155,7 +155,7 @@ def _read_ann(a: dict, cats: dict[int, str], cmap, w: int, h: int, skipped: list
                 reason = f"polygon part {part} has {len(p) // 2} points (3 needed)"
                 skipped.append({"annotation": a.get("id"), "label": name, "reason": reason})
                 continue
-            polys.append(check_polygon(p.reshape(-1, 2) - EDGE_SHIFT, w, h) + EDGE_SHIFT)
+            polys.append(check_edge_polygon(p.reshape(-1, 2), w, h))
         if polys and not (obj.box is not None and len(polys) == 1 and _is_box_rectangle(polys[0], obj.box)):
             obj.mask = coco_polygon_mask(polys, h, w)
     elif isinstance(seg, dict):
@@ -171,6 +171,29 @@ def _read_ann(a: dict, cats: dict[int, str], cmap, w: int, h: int, skipped: list
             return None  # nothing usable left; reported in skipped
         raise LabelFormatError("malformed", "annotation has neither bbox nor segmentation")
     return obj
+
+
+def check_edge_polygon(poly: np.ndarray, width: int | None, height: int | None) -> np.ndarray:
+    """Validate one polygon in pixel edges (COCO, CVAT) against the image; return it as float64.
+
+    Parameters
+    ----------
+    poly : array-like
+        ``(N, 2)`` x, y in pixel edges.
+    width, height : int or None
+        The image size (None: the bounds are not checked).
+
+    Returns
+    -------
+    numpy.ndarray
+        The polygon, still in pixel edges.
+
+    Raises
+    ------
+    LabelFormatError
+        As :func:`~synthesis.labels.core.check_polygon` does for its pixel centres.
+    """
+    return check_polygon(np.asarray(poly, np.float64) - EDGE_SHIFT, width, height) + EDGE_SHIFT
 
 
 def coco_polygon_mask(polygons, height: int, width: int) -> np.ndarray:

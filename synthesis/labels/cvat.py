@@ -24,14 +24,13 @@ import xml.etree.ElementTree as ET
 import numpy as np
 
 from synthesis.labels._files import label_set, read_error, rejected
-from synthesis.labels.coco import coco_polygon_mask
+from synthesis.labels.coco import check_edge_polygon, coco_polygon_mask
 from synthesis.labels.core import (
     ImageLabels,
     LabelFormatError,
     LabelObject,
     LabelSet,
     check_box,
-    check_polygon,
     class_map_from,
 )
 
@@ -173,5 +172,5 @@ def _shape_mask(el, k: int, w: int, h: int, obj: LabelObject) -> np.ndarray | No
 
 
 def _polygon_mask(pts: np.ndarray, k: int, w: int, h: int) -> np.ndarray:
-    check_polygon(pts - 0.5, w, h)  # pixel edges -> centres for the bounds check
+    check_edge_polygon(pts, w, h)
     return coco_polygon_mask([pts], h, w)
