@@ -24,6 +24,11 @@ def test_the_wheel_ships_the_review_app_and_its_components(tmp_path):
         pytest.skip(f"no wheel could be built here: {r.stderr[-500:]}")
     (wheel,) = tmp_path.glob("raremine-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"raremine/app.py", "raremine/review_ui/viewer.js", "raremine/review_ui/keys.js"} <= names
+    assert {
+        "raremine/app.py",
+        "raremine/review_ui/viewer.js",
+        "raremine/review_ui/keys.js",
+        "raremine/review_ui/host.js",
+    } <= names
     assert "raremine/review_ui/viewer.css" in names
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)

@@ -3,16 +3,7 @@
 
 let current = null;
 
-// our own element inside the component's root: Streamlit keeps the component's <style> there too
-function host(parent) {
-  let h = Array.from(parent.children).find((e) => e.classList && e.classList.contains("rm-host"));
-  if (!h) {
-    h = document.createElement("div");
-    h.className = "rm-host";
-    parent.appendChild(h);
-  }
-  return h;
-}
+// host(parent): from host.js, put before this file
 
 function textField(e) {
   const el = e.target;

@@ -87,18 +87,8 @@ function makePane(d, src, label) {
   return pane;
 }
 
-let current = null;
-
-// our own element inside the component's root: Streamlit keeps the component's <style> there too
-function host(parent) {
-  let h = Array.from(parent.children).find((e) => e.classList && e.classList.contains("rm-host"));
-  if (!h) {
-    h = document.createElement("div");
-    h.className = "rm-host";
-    parent.appendChild(h);
-  }
-  return h;
-} // the mounted viewer (one per page)
+let current = null; // the mounted viewer (one per page)
+// host(parent): from host.js, put before this file
 
 export default function (component) {
   const { data, parentElement } = component;

@@ -46,13 +46,12 @@ SHORTCUTS = (
 def ui_components() -> dict:
     """The viewer and the keyboard-help components, registered once per server."""
     css = (UI_DIR / "viewer.css").read_text(encoding="utf-8")
+    shared = (UI_DIR / "host.js").read_text(encoding="utf-8")  # host(): each component's own element
     return {
-        "viewer": st.components.v2.component(
-            "raremine_viewer", js=(UI_DIR / "viewer.js").read_text(encoding="utf-8"), css=css
-        ),
-        "keys": st.components.v2.component(
-            "raremine_keys", js=(UI_DIR / "keys.js").read_text(encoding="utf-8"), css=css
-        ),
+        name: st.components.v2.component(
+            f"raremine_{name}", js=shared + (UI_DIR / f"{name}.js").read_text(encoding="utf-8"), css=css
+        )
+        for name in ("viewer", "keys")
     }
 
 
