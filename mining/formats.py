@@ -18,6 +18,15 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy", ".
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 _TIFF_EXTENSIONS = (".tif", ".tiff")
 
+#: DICOM ``image_meta`` keys that say how to read or show the pixels (technical, not where an image comes from).
+DICOM_PIXEL_META_KEYS = (
+    "window_center",
+    "window_width",
+    "photometric",
+    "rescale_slope",
+    "rescale_intercept",
+    "transfer_syntax",
+)
 #: ``image_meta`` keys that :func:`inspect_image` fills from DICOM headers (and ``frames`` for volumes).
 DICOM_META_KEYS = (
     "modality",
@@ -29,12 +38,7 @@ DICOM_META_KEYS = (
     "series_description",
     "instance_number",
     "slice_position",
-    "window_center",
-    "window_width",
-    "photometric",
-    "rescale_slope",
-    "rescale_intercept",
-    "transfer_syntax",
+    *DICOM_PIXEL_META_KEYS,
 )
 #: ``image_meta`` keys of volumes: frames stacked in the image (multi-frame files), or slice order in a series.
 VOLUME_META_KEYS = ("frames", "frame_height", "volume", "slice_index", "volume_slices")

@@ -51,6 +51,7 @@ from mining.formats import (  # noqa: F401 (re-exported: callers import them fro
     _TIFF_EXTENSIONS,
     DICOM_EXTENSIONS,
     DICOM_META_KEYS,
+    DICOM_PIXEL_META_KEYS,
     IMAGE_EXTENSIONS,
     REASONS,
     VOLUME_META_KEYS,
@@ -66,12 +67,7 @@ from mining.formats import (  # noqa: F401 (re-exported: callers import them fro
 
 #: Keys that describe how to read or show pixels, not where an image comes from (slice evaluation skips them).
 TECHNICAL_META_KEYS = (
-    "window_center",
-    "window_width",
-    "photometric",
-    "rescale_slope",
-    "rescale_intercept",
-    "transfer_syntax",
+    *DICOM_PIXEL_META_KEYS,
     "instance_number",
     "slice_position",
     "frames",
