@@ -462,6 +462,52 @@ def short_error(err: BaseException, limit: int = 160) -> str:
     return f"{type(err).__name__}: {text[:limit]}" + ("..." if len(text) > limit else "")
 
 
+def numpy_state(attrs: dict, *, modules: tuple[str, ...] = (), tensors: tuple[str, ...] = ()) -> dict:
+    """A scorer's attributes to pickle: networks as numpy state dicts, tensors as numpy arrays.
+
+    Torch's multiprocessing reducers would send every tensor as a file
+    descriptor, and a process pool's forkserver refuses more than a few
+    hundred of them; plain numpy arrays pickle as bytes.
+
+    Parameters
+    ----------
+    attrs : dict
+        The object's ``__dict__`` (not changed).
+    modules : tuple of str
+        Attributes holding networks: each becomes ``{name: array}``.
+    tensors : tuple of str
+        Attributes holding tensors: each becomes an array.
+
+    Returns
+    -------
+    dict
+        A copy of ``attrs``; names it lacks are left out of the conversion.
+    """
+    state = dict(attrs)
+    for key in modules:
+        if key in state:
+            state[key] = {k: v.numpy() for k, v in state[key].state_dict().items()}
+    for key in tensors:
+        if key in state:
+            state[key] = state[key].numpy()
+    return state
+
+
+def tensors_from_numpy(state: dict, keys: tuple[str, ...]) -> None:
+    """Turn the numpy arrays that :func:`numpy_state` made of ``keys`` back into tensors, in place.
+
+    Parameters
+    ----------
+    state : dict
+        A pickled state being restored.
+    keys : tuple of str
+        Attributes that were tensors (those that are not arrays are left as they are).
+    """
+    for key in keys:
+        if isinstance(state.get(key), np.ndarray):
+            state[key] = torch.from_numpy(state[key])
+
+
 def state_dict_mismatch(net: nn.Module, state: dict) -> str:
     """What differs between a network's parameters and a ``state_dict``, in a few words."""
     want = net.state_dict()

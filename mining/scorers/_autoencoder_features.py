@@ -113,23 +113,9 @@ class FeatureKinds:
             latent = int(min(max(8, need), max(8, X.shape[1] // 2)))
         torch.manual_seed(self.seed)
         net = FeatureAutoencoder(X.shape[1], latent)
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
-        gen = torch.Generator().manual_seed(self.seed)
         per_image = max(1, len(X) // len(images))
         step = self.batch_size * per_image
-        losses = []
-        for _ in range(self._epochs):
-            order = torch.randperm(len(X), generator=gen)
-            total = 0.0
-            for i in range(0, len(X), step):
-                x = X[order[i : i + step]]
-                per = ((net(x[:, :, None, None]) - x[:, :, None, None]) ** 2).mean(dim=(1, 2, 3))
-                loss = trimmed_mean(per, self.trim)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(x)
-            losses.append(total / len(X))
+        losses = self._train_net(net, X[:, :, None, None], step)
         self.net_ = net.eval().requires_grad_(False)
         self.feature_mean_, self.feature_std_ = mean, std
         self.train_losses_ = losses
@@ -137,6 +123,29 @@ class FeatureKinds:
         with torch.no_grad():
             err = ((net(X[:, :, None, None][:50_000]) - X[:, :, None, None][:50_000]) ** 2).mean(dim=(1, 2, 3))
         self.map_range_ = (0.0, float(torch.quantile(err, 0.999)) * 2)
+
+    def _train_net(self, net, data: torch.Tensor, batch_size: int, device: str = "cpu") -> list[float]:
+        """Train ``net`` to rebuild ``data`` (N, C, H, W); return each epoch's mean loss.
+
+        Adam at ``lr``, batches of ``batch_size`` in an order shuffled each
+        epoch (seeded by ``seed``), the loss a batch's trimmed mean
+        (``trim``) of the samples' squared error.
+        """
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
+        gen = torch.Generator().manual_seed(self.seed)
+        losses = []
+        for _ in range(self._epochs):
+            order = torch.randperm(len(data), generator=gen)
+            total = 0.0
+            for i in range(0, len(data), batch_size):
+                x = data[order[i : i + batch_size]].to(device)
+                loss = trimmed_mean(((net(x) - x) ** 2).mean(dim=(1, 2, 3)), self.trim)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(x)
+            losses.append(total / len(data))
+        return losses
 
     # -- features kind, global pooling ----------------------------------------------
     def _global_shape(self, image: np.ndarray) -> tuple[int, int]:
@@ -184,21 +193,8 @@ class FeatureKinds:
             latent = int(min(max(8, need), max(8, min(d // 2, n // 2))))
         torch.manual_seed(self.seed)
         net = FeatureAutoencoder(d, latent, max(2 * latent, min(d, 256)))
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
-        gen = torch.Generator().manual_seed(self.seed)
         x4 = X[:, :, None, None]
-        losses = []
-        for _ in range(self._epochs):
-            order = torch.randperm(n, generator=gen)
-            total = 0.0
-            for i in range(0, n, self.batch_size):
-                x = x4[order[i : i + self.batch_size]]
-                loss = trimmed_mean(((net(x) - x) ** 2).mean(dim=(1, 2, 3)), self.trim)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(x)
-            losses.append(total / n)
+        losses = self._train_net(net, x4, self.batch_size)
         self.net_ = net.eval().requires_grad_(False)
         self.feature_mean_, self.feature_std_ = mean, std
         self.train_losses_ = losses

@@ -27,13 +27,27 @@ import torch
 
 from mining.catalogue.paths import models_dir
 from mining.io import UnreadableImage, read_image, to_float_gray
-from mining.models.autoencoder import ConvAutoencoder, FeatureAutoencoder, error_map, gaussian_blur, trimmed_mean
-from mining.models.backbone import prepare_threads, short_error, state_dict_mismatch
+from mining.models.autoencoder import (
+    ConvAutoencoder,
+    FeatureAutoencoder,
+    error_map,
+    gaussian_blur,
+)
+from mining.models.backbone import (
+    numpy_state,
+    prepare_threads,
+    short_error,
+    state_dict_mismatch,
+    tensors_from_numpy,
+)
 from mining.scorers._autoencoder_features import FeatureKinds
 from mining.scorers.base import Scorer, ScoreResult
 from synthesis.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
+
+#: Tensor attributes of the features kinds (the training vectors' mean and spread), pickled as numpy arrays.
+_FEATURE_STATS = ("feature_mean_", "feature_std_")
 
 #: input pixels of one inference pass in :meth:`AutoencoderScorer.score_batch` (about 4 MP: the
 #: activations of the first stage alone are 16 x that in float32, ~256 MB)
@@ -46,36 +60,15 @@ ERRORS = ("l2", "ssim")
 SCORE_KINDS = ("topk", "max")
 DEVICES = ("auto", "cpu", "cuda")
 
+#: training settings that change a trained global-pooling or pixels-mode model
+_TRAINING_KEYS = ("sample_size", "epochs", "batch_size", "lr", "trim", "seed")
 #: settings that change a trained features-mode model
 _FEATURE_KEYS = ("kind", "layers", "feature_size", "sample_size", "epochs", "lr", "trim", "seed", "latent_channels")
 #: settings that change a trained global-pooling model
-_GLOBAL_KEYS = (
-    "kind",
-    "pooling",
-    "global_layers",
-    "feature_size",
-    "sample_size",
-    "epochs",
-    "batch_size",
-    "lr",
-    "trim",
-    "seed",
-    "latent_channels",
-)
+_GLOBAL_KEYS = ("kind", "pooling", "global_layers", "feature_size", *_TRAINING_KEYS, "latent_channels")
 
 #: settings that change a trained pixels-mode model (a saved model is reused only when they match)
-_MODEL_KEYS = (
-    "size",
-    "resize",
-    "sample_size",
-    "epochs",
-    "batch_size",
-    "lr",
-    "trim",
-    "seed",
-    "base_channels",
-    "latent_channels",
-)
+_MODEL_KEYS = ("size", "resize", *_TRAINING_KEYS, "base_channels", "latent_channels")
 
 
 def _distinct_blocks(layers, lo: int, hi: int) -> bool:
@@ -391,23 +384,16 @@ class AutoencoderScorer(FeatureKinds, Scorer):
         if not images:
             raise ValueError("autoencoder: no images to train on")
         t0 = time.perf_counter()
-        if self.uses_global:
-            self.fit_vectors(torch.stack([self.global_features(im)[0] for im in images]))
+        if self.uses_global or self.uses_features:
+            if self.uses_global:
+                self.fit_vectors(torch.stack([self.global_features(im)[0] for im in images]))
+                blocks = f"global pooling of blocks {list(self.global_layers)}"
+            else:
+                self._fit_features(images)
+                blocks = f"blocks {list(self.layers)}"
             logger.info(
-                "autoencoder (features, global pooling of blocks %s, latent %d) trained on %d images in %.1f s, "
-                "final loss %.4f",
-                list(self.global_layers),
-                self.net_.encoder[-1].out_channels,
-                len(images),
-                time.perf_counter() - t0,
-                self.train_losses_[-1],
-            )
-            return self
-        if self.uses_features:
-            self._fit_features(images)
-            logger.info(
-                "autoencoder (features, blocks %s, latent %d) trained on %d images in %.1f s, final loss %.4f",
-                list(self.layers),
+                "autoencoder (features, %s, latent %d) trained on %d images in %.1f s, final loss %.4f",
+                blocks,
                 self.net_.encoder[-1].out_channels,
                 len(images),
                 time.perf_counter() - t0,
@@ -421,21 +407,7 @@ class AutoencoderScorer(FeatureKinds, Scorer):
             logger.warning("autoencoder.device=cuda but no CUDA GPU is present; training on the CPU")
         data = torch.from_numpy(self._train_patches(images, rng))
         net = ConvAutoencoder(self.base_channels, self._pixel_latent).to(device)
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
-        gen = torch.Generator().manual_seed(self.seed)
-        losses = []
-        for _ in range(self._epochs):
-            order = torch.randperm(len(data), generator=gen)
-            total = 0.0
-            for i in range(0, len(data), self.batch_size):
-                x = data[order[i : i + self.batch_size]].to(device)
-                per = ((net(x) - x) ** 2).mean(dim=(1, 2, 3))
-                loss = trimmed_mean(per, self.trim)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(x)
-            losses.append(total / len(data))
+        losses = self._train_net(net, data, self.batch_size, device)
         self.net_ = net.cpu().eval().requires_grad_(False)
         self.train_losses_ = losses
         logger.info(
@@ -564,15 +536,8 @@ class AutoencoderScorer(FeatureKinds, Scorer):
 
     # -- pickling (to the workers) -------------------------------------------------
     def __getstate__(self) -> dict:
-        # plain numpy arrays, not tensors (torch's multiprocessing reducers pass tensors as file descriptors)
-        state = self.__dict__.copy()
+        state = numpy_state(self.__dict__, modules=("net_", "backbone_"), tensors=_FEATURE_STATS)
         state.pop("_infer", None)  # the inference copy is rebuilt where it is used
-        for key in ("net_", "backbone_"):
-            if key in state:
-                state[key] = {k: v.numpy() for k, v in state[key].state_dict().items()}
-        for key in ("feature_mean_", "feature_std_"):
-            if key in state:
-                state[key] = state[key].numpy()
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -594,9 +559,7 @@ class AutoencoderScorer(FeatureKinds, Scorer):
             bb = MobileNetV2()
             bb.load_state_dict({k: torch.from_numpy(v) for k, v in state["backbone_"].items()})
             state["backbone_"] = bb.eval().requires_grad_(False)
-        for key in ("feature_mean_", "feature_std_"):
-            if isinstance(state.get(key), np.ndarray):
-                state[key] = torch.from_numpy(state[key])
+        tensors_from_numpy(state, _FEATURE_STATS)
         self.__dict__.update(state)
 
     # -- scoring ------------------------------------------------------------------

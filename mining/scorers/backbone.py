@@ -65,15 +65,20 @@ from mining.models.backbone import (
     get_arch,
     input_shape,
     load_backbone,
+    numpy_state,
     prepare_threads,
     preprocess,
     resolve_weights,
+    tensors_from_numpy,
 )
 from mining.models.outliers import outlier_scores
 from mining.scorers._whole import load_embeddings, write_scores
 from mining.scorers.base import Scorer, ScoreResult
 
 logger = logging.getLogger(__name__)
+
+#: Tensor attributes of the memory bank, pickled as numpy arrays.
+_BANK_TENSORS = ("bank_", "bank_owner_")
 
 #: Scorer name of the patch score (the streaming pass's rows; the global kNN is written under ``backbone``).
 PATCH_SCORER = "patchcore"
@@ -339,15 +344,8 @@ class BackboneScorer(Scorer):
 
     # -- pickling (to the workers) -------------------------------------------------
     def __getstate__(self) -> dict:
-        # plain numpy arrays: torch's multiprocessing reducers would send every tensor as a file
-        # descriptor, and a process pool's forkserver refuses more than a few hundred of them
-        state = self.__dict__.copy()
+        state = numpy_state(self.__dict__, modules=("net_",), tensors=_BANK_TENSORS)
         state.pop("compiled_", None)  # TorchScript modules do not pickle: each process compiles its own
-        if "net_" in state:
-            state["net_"] = {k: v.numpy() for k, v in state["net_"].state_dict().items()}
-        for key in ("bank_", "bank_owner_"):
-            if key in state:
-                state[key] = state[key].numpy()
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -356,9 +354,7 @@ class BackboneScorer(Scorer):
             net = get_arch(state.get("arch")).build()
             net.load_state_dict({k: torch.from_numpy(v) for k, v in state["net_"].items()})
             state["net_"] = net.eval().requires_grad_(False)
-        for key in ("bank_", "bank_owner_"):
-            if isinstance(state.get(key), np.ndarray):
-                state[key] = torch.from_numpy(state[key])
+        tensors_from_numpy(state, _BANK_TENSORS)
         self.__dict__.update(state)
 
     # -- features -----------------------------------------------------------------
