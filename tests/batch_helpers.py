@@ -16,9 +16,13 @@ with three more scorers registered:
 from __future__ import annotations
 
 import os
+import sqlite3
+import subprocess
 import sys
 import time
+from pathlib import Path
 
+import cv2
 import numpy as np
 
 from mining.scorers import SCORERS
@@ -78,6 +82,53 @@ class DyingScorer(ContrastScorer):
         if np.ptp(image) == 0:
             os._exit(4)
         return super().score_image(image)
+
+
+# -- for the tests that use them --------------------------------------------------------
+HELPER = Path(__file__).resolve()
+
+
+def noise_archive(root: Path, n: int, seed: int, *, constant: int | None = None) -> Path:
+    """``n`` 32x32 noise PNGs ``img_000.png``, ... in ``root`` (image ``constant`` flat grey); return ``root``."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        img = np.full((32, 32), 77, np.uint8) if i == constant else rng.integers(0, 255, (32, 32), dtype=np.uint8)
+        cv2.imwrite(str(root / f"img_{i:03d}.png"), img)
+    return root
+
+
+def indexed_catalogue(archive: Path, folder: Path) -> Path:
+    """A catalogue ``folder/base.db`` of ``archive``, indexed once (tests copy it)."""
+    from mining.catalogue.index import index_archive
+    from mining.catalogue.store import Store
+
+    db = folder / "base.db"
+    with Store(db) as store:
+        index_archive(store, [str(archive)])
+    return db
+
+
+def scores_of(db: Path, scorer: str = "contrast") -> dict[int, float]:
+    """``image_id -> score`` of one scorer's whole-image scores in a catalogue."""
+    con = sqlite3.connect(db)
+    try:
+        return dict(con.execute("SELECT image_id, score FROM scores WHERE scorer = ? AND tile = -1", (scorer,)))
+    finally:
+        con.close()
+
+
+def start_job(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    """``raremine`` (with the test scorers) started in a subprocess of its own session, its output piped."""
+    return subprocess.Popen(
+        [sys.executable, str(HELPER), *args],
+        cwd=HELPER.parents[1],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **kw,
+    )
 
 
 def register() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -54,21 +55,46 @@ def add_blob(img: np.ndarray, center: tuple[int, int], radius: int = 4, value: i
     return out
 
 
+def texture_archive(
+    root: Path, n: int, seed: int, defects: tuple[int, ...], paint: Callable[[np.ndarray], np.ndarray], name: str
+) -> dict:
+    """``n`` textures (:func:`make_texture`) as PNGs in ``root``, those numbered in ``defects`` painted.
+
+    Parameters
+    ----------
+    root : Path
+    n : int
+    seed : int
+        Seeds the textures.
+    defects : tuple of int
+        The images ``paint`` marks.
+    paint : callable
+        Draws the defect on a texture, returns the image.
+    name : str
+        File name pattern, formatted with the image's number.
+
+    Returns
+    -------
+    dict
+        ``root`` (str) and ``truth``: path -> 1 for a defect, 0 otherwise.
+    """
+    rng = np.random.default_rng(seed)
+    truth = {}
+    for i in range(n):
+        img = make_texture(rng)
+        if i in defects:
+            img = paint(img)
+        p = root / name.format(i)
+        cv2.imwrite(str(p), img)
+        truth[str(p)] = int(i in defects)
+    return {"root": str(root), "truth": truth}
+
+
 @pytest.fixture(scope="session")
 def tiny_archive(tmp_path_factory) -> dict:
     """A folder of 40 small PNGs, two of them with a bright blob; returns paths and truth."""
     root = tmp_path_factory.mktemp("tiny_archive")
-    rng = np.random.default_rng(0)
-    truth = {}
-    for i in range(40):
-        img = make_texture(rng)
-        is_defect = i in (7, 23)
-        if is_defect:
-            img = add_blob(img, (32, 30))
-        p = root / f"img_{i:03d}.png"
-        cv2.imwrite(str(p), img)
-        truth[str(p)] = int(is_defect)
-    return {"root": str(root), "truth": truth}
+    return texture_archive(root, 40, 0, (7, 23), lambda img: add_blob(img, (32, 30)), "img_{:03d}.png")
 
 
 @pytest.fixture

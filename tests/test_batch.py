@@ -7,20 +7,16 @@ import os
 import platform
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mining.catalogue.index import index_archive
 from mining.catalogue.store import Store
 from mining.config import Config, load_config
 from mining.job.mine import (
@@ -46,21 +42,13 @@ N_IMAGES = 96
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory) -> Path:
     """96 small textures; image 10 is constant (the flaky and dying scorers trip on it)."""
-    root = tmp_path_factory.mktemp("batch_archive")
-    rng = np.random.default_rng(1)
-    for i in range(N_IMAGES):
-        img = np.full((32, 32), 77, np.uint8) if i == 10 else rng.integers(0, 255, (32, 32), dtype=np.uint8)
-        cv2.imwrite(str(root / f"img_{i:03d}.png"), img)
-    return root
+    return batch_helpers.noise_archive(tmp_path_factory.mktemp("batch_archive"), N_IMAGES, 1, constant=10)
 
 
 @pytest.fixture(scope="module")
 def indexed(archive, tmp_path_factory) -> Path:
     """A catalogue of the archive, indexed once; tests copy it."""
-    db = tmp_path_factory.mktemp("batch_db") / "base.db"
-    with Store(db) as store:
-        index_archive(store, [str(archive)])
-    return db
+    return batch_helpers.indexed_catalogue(archive, tmp_path_factory.mktemp("batch_db"))
 
 
 @pytest.fixture(autouse=True)
@@ -76,12 +64,7 @@ def _test_scorers(monkeypatch):
         )
 
 
-def scores_of(path: Path, scorer: str) -> dict[int, float]:
-    con = sqlite3.connect(path)
-    try:
-        return dict(con.execute("SELECT image_id, score FROM scores WHERE scorer = ? AND tile = -1", (scorer,)))
-    finally:
-        con.close()
+scores_of = batch_helpers.scores_of
 
 
 def reference_scores(indexed: Path, tmp_path: Path) -> dict[int, float]:
@@ -93,17 +76,7 @@ def reference_scores(indexed: Path, tmp_path: Path) -> dict[int, float]:
 
 
 # -- kill and resume -------------------------------------------------------------------
-def _helper_cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "batch_helpers.py"), *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        **kw,
-    )
+_helper_cli = batch_helpers.start_job
 
 
 def test_sigkill_then_resume_gives_identical_scores_and_no_duplicates(db, indexed, tmp_path):

@@ -30,11 +30,11 @@ import pytest
 from typer.testing import CliRunner
 
 import mining.job.worker as worker_mod
-from mining.catalogue.index import index_archive
 from mining.catalogue.store import Store, process_start_time
 from mining.job.mine import MAP_UNWRITABLE, CatalogueBusy, catalogue_lock, lock_path, maps_dir, mine
 from mining.scorers import get_scorer
 from raremine.cli import EXIT_BUSY, app
+from tests import batch_helpers
 
 ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES = 48
@@ -43,14 +43,8 @@ N_IMAGES = 48
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory) -> Path:
     """A catalogue of 48 small noise PNGs, indexed once; tests copy it."""
-    root = tmp_path_factory.mktemp("faults_archive")
-    rng = np.random.default_rng(3)
-    for i in range(N_IMAGES):
-        cv2.imwrite(str(root / f"img_{i:03d}.png"), rng.integers(0, 255, (32, 32), dtype=np.uint8))
-    db = tmp_path_factory.mktemp("faults_db") / "base.db"
-    with Store(db) as store:
-        index_archive(store, [str(root)])
-    return db
+    archive = batch_helpers.noise_archive(tmp_path_factory.mktemp("faults_archive"), N_IMAGES, 3)
+    return batch_helpers.indexed_catalogue(archive, tmp_path_factory.mktemp("faults_db"))
 
 
 @pytest.fixture(autouse=True)
@@ -66,8 +60,7 @@ def rows(db: Path, sql: str, params=()) -> list[tuple]:
         con.close()
 
 
-def scores_of(db: Path, scorer: str = "contrast") -> dict[int, float]:
-    return dict(rows(db, "SELECT image_id, score FROM scores WHERE scorer = ? AND tile = -1", (scorer,)))
+scores_of = batch_helpers.scores_of
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -82,16 +75,7 @@ def cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess
     )
 
 
-def start_job(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "batch_helpers.py"), *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+start_job = batch_helpers.start_job
 
 
 def slow_mine_args(db: Path) -> tuple[str, ...]:

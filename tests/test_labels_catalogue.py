@@ -163,12 +163,18 @@ def test_later_reject_cancels_a_reviewers_confirm(catalogue, dataset, tmp_path):
     assert catalogue_labels(catalogue) == []  # ann confirms, bob rejects: undecided under the consensus rule
 
 
-def test_cli_import_and_export(catalogue, dataset, tmp_path):
-    db = catalogue.path
+def _import_labelme(runner: CliRunner, db: str, dataset, tmp_path):
+    """Write ``dataset`` as labelme files in ``tmp_path/lm`` and import them with the CLI (source ``lm``)."""
     write_labels("labelme", dataset, tmp_path / "lm", classes=CLASSES)
-    runner = CliRunner()
     r = runner.invoke(app, ["import", str(tmp_path / "lm"), "--db", db, "--format", "labelme", "--source", "lm"])
     assert r.exit_code == 0, r.output
+    return r
+
+
+def test_cli_import_and_export(catalogue, dataset, tmp_path):
+    db = catalogue.path
+    runner = CliRunner()
+    r = _import_labelme(runner, db, dataset, tmp_path)
     assert f"labels of {len(dataset)} images" in r.output and "rejected: 0" in r.output
     r = runner.invoke(
         app,
@@ -215,10 +221,8 @@ def test_cli_import_and_export(catalogue, dataset, tmp_path):
 def test_cli_out_names_a_file_for_coco_and_is_refused_for_folder_formats(catalogue, dataset, tmp_path):
     """``--out x.json`` writes that COCO file (class map beside it); folder formats refuse a file name."""
     db = catalogue.path
-    write_labels("labelme", dataset, tmp_path / "lm", classes=CLASSES)
     runner = CliRunner()
-    r = runner.invoke(app, ["import", str(tmp_path / "lm"), "--db", db, "--format", "labelme", "--source", "lm"])
-    assert r.exit_code == 0, r.output
+    _import_labelme(runner, db, dataset, tmp_path)
     base = ["export", "--db", db, "--what", "labels", "--reviewer", "lm"]
     r = runner.invoke(app, [*base, "--format", "coco", "--out", str(tmp_path / "coco.json")])
     assert r.exit_code == 0, r.output

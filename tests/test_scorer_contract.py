@@ -22,7 +22,7 @@ from mining.catalogue.store import Store
 from mining.io import read_image
 from mining.job.mine import mine
 from mining.scorers import SCORERS, get_scorer
-from tests.conftest import add_blob, make_texture
+from tests.conftest import add_blob, texture_archive
 
 #: small settings that keep each scorer fast (the defaults are used for every other argument)
 SMALL = {
@@ -42,20 +42,10 @@ def _weights() -> str | None:
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
-    root = tmp_path_factory.mktemp("contract")
-    rng = np.random.default_rng(4)
-    import cv2
+    def paint(img):
+        return add_blob(add_blob(img, (20, 24), radius=6, value=255), (44, 40), radius=5, value=10)
 
-    truth = {}
-    for i in range(24):
-        img = make_texture(rng)
-        defect = i in (5, 17)
-        if defect:
-            img = add_blob(add_blob(img, (20, 24), radius=6, value=255), (44, 40), radius=5, value=10)
-        p = root / f"c_{i:02d}.png"
-        cv2.imwrite(str(p), img)
-        truth[str(p)] = int(defect)
-    return {"root": str(root), "truth": truth}
+    return texture_archive(tmp_path_factory.mktemp("contract"), 24, 4, (5, 17), paint, "c_{:02d}.png")
 
 
 def _prepared(name: str, store, tmp_path, monkeypatch):

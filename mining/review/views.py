@@ -177,6 +177,7 @@ def scorer_ranks(store: Store, item: Item) -> dict[str, tuple[int, int]]:
     ----------
     store : Store
     item : Item
+        The image, or tile: a tile is placed among the tiles, an image among the whole images.
 
     Returns
     -------
@@ -215,6 +216,7 @@ def why_sentences(store: Store, item: Item) -> list[str]:
     ----------
     store : Store
     item : Item
+        The candidate; its ``why`` (from the strategy that picked it) and ``strategy`` are read.
 
     Returns
     -------
