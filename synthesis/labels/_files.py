@@ -56,6 +56,30 @@ class WriteResult:
         }
 
 
+def annotation_file(path: str | os.PathLike, name: str, image_root: str | os.PathLike | None = None) -> tuple[str, str]:
+    """The annotation file a reader reads, and the folder its image names are relative to.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file, or a folder holding it as ``name``.
+    name : str
+        The format's file name (e.g. ``annotations.json``).
+    image_root : str, path-like or None
+        The images' folder, when given (default: the file's folder).
+
+    Returns
+    -------
+    file : str
+    root : str
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, name)
+    root = os.fspath(image_root) if image_root is not None else os.path.dirname(os.path.abspath(path))
+    return path, root
+
+
 def rejected(where: str, detail: str) -> LabelSet:
     """What a reader returns for a file or folder it cannot read at all: no items, one ``malformed`` error.
 

@@ -42,6 +42,7 @@ from scipy import ndimage as ndi
 
 from synthesis.labels._files import (
     WriteResult,
+    annotation_file,
     class_map_name,
     read_error,
     rejected,
@@ -93,11 +94,8 @@ def read_coco(path: str | os.PathLike, *, classes=None, image_root: str | os.Pat
         One item per COCO image; an image with a bad annotation is rejected
         whole (``errors``), the others are kept.
     """
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, COCO_FILE)
+    path, root = annotation_file(path, COCO_FILE, image_root)
     cmap = class_map_from(classes)
-    root = os.fspath(image_root) if image_root is not None else os.path.dirname(os.path.abspath(path))
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)

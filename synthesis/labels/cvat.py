@@ -23,7 +23,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from synthesis.labels._files import label_set, read_error, rejected
+from synthesis.labels._files import annotation_file, label_set, read_error, rejected
 from synthesis.labels.coco import check_edge_polygon, coco_polygon_mask
 from synthesis.labels.core import (
     ImageLabels,
@@ -58,11 +58,8 @@ def read_cvat(path: str | os.PathLike, *, classes=None, image_root: str | os.Pat
         (``errors``); parts that are not areas are listed in each item's
         ``skipped``.
     """
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, CVAT_FILE)
+    path, root = annotation_file(path, CVAT_FILE, image_root)
     cmap = class_map_from(classes)
-    root = os.fspath(image_root) if image_root is not None else os.path.dirname(os.path.abspath(path))
     try:
         tree = ET.parse(path)
     except (OSError, ET.ParseError) as err:

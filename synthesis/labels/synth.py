@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from synthesis.labels._files import MaskReader, read_mask_file, rejected
+from synthesis.labels._files import MaskReader, annotation_file, read_mask_file, rejected
 from synthesis.labels.core import ImageLabels, LabelError, LabelObject, LabelSet, collect_classes
 
 MANIFEST = "manifest.csv"
@@ -37,9 +37,7 @@ def read_synth(path: str | os.PathLike, *, default: str = "defect", read: MaskRe
         Defective rows carry one mask object (non-zero mask pixels); normal
         rows are negatives.
     """
-    path = os.fspath(path)
-    manifest = os.path.join(path, MANIFEST) if os.path.isdir(path) else path
-    base = os.path.dirname(os.path.abspath(manifest))
+    manifest, base = annotation_file(path, MANIFEST)
     read = read or read_mask_file
     items, errors = [], []
     try:

@@ -30,6 +30,7 @@ from synthesis.atomic import atomic_write
 from synthesis.labels._files import (
     IMAGE_EXTENSIONS,
     WriteResult,
+    annotation_file,
     class_map_name,
     label_set,
     rejected,
@@ -70,11 +71,8 @@ def read_csv(path: str | os.PathLike, *, classes=None, sep: str = ";") -> LabelS
         One item per row; rows that cannot be used are in ``errors`` with
         ``file`` set to ``"labels.csv:LINE"``.
     """
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, CSV_FILE)
+    path, base = annotation_file(path, CSV_FILE)
     cmap = class_map_from(classes)
-    base = os.path.dirname(os.path.abspath(path))
     items: list[ImageLabels] = []
     errors: list[LabelError] = []
     try:
