@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from mining.catalogue.store import Store
 from mining.io import (
@@ -56,15 +56,10 @@ class IndexSummary:
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
-        """JSON-ready form."""
+        """JSON-ready form: every field, the reasons sorted and the seconds rounded."""
         return {
-            "seen": self.seen,
-            "new": self.new,
-            "changed": self.changed,
-            "unchanged": self.unchanged,
-            "missing": self.missing,
+            **{f.name: getattr(self, f.name) for f in fields(self)},
             "unreadable": dict(sorted(self.unreadable.items())),
-            "tiled": self.tiled,
             "seconds": round(self.seconds, 3),
         }
 
