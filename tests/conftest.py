@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,6 +42,38 @@ _skip_without_magnetic_tile = pytest.mark.skipif(
 def requires_magnetic_tile(test):
     """Mark a test ``realdata`` and skip it when the magnetic-tile data is absent (``-m "not realdata"``: left out)."""
     return pytest.mark.realdata(_skip_without_magnetic_tile(test))
+
+
+def run_python(
+    argv: list[str], *, cwd: Path, env: dict | None = None, timeout: float, **kw
+) -> subprocess.CompletedProcess:
+    """``python ARGV`` in a subprocess, ``env`` added to this process's, its output captured as text.
+
+    Parameters
+    ----------
+    argv : list of str
+        The arguments after the interpreter (``["-m", "raremine.cli", ...]``).
+    cwd : Path
+    env : dict or None
+        Variables to set or override.
+    timeout : float
+        Seconds; a hang fails the test.
+    **kw
+        Other :func:`subprocess.run` options (e.g. ``preexec_fn``).
+
+    Returns
+    -------
+    subprocess.CompletedProcess
+    """
+    return subprocess.run(
+        [sys.executable, *argv],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
+    )
 
 
 def make_texture(rng: np.random.Generator, size: int = 64) -> np.ndarray:

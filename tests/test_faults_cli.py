@@ -23,20 +23,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import run_python
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cli(*args, cwd: Path, preexec_fn=None, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run(
-        [sys.executable, "-m", "raremine.cli", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        preexec_fn=preexec_fn,
-    )
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    return run_python(["-m", "raremine.cli", *map(str, args)], cwd=cwd, env=env, timeout=timeout, preexec_fn=preexec_fn)
 
 
 def _assert_clean_error(res: subprocess.CompletedProcess, *needles: str) -> None:

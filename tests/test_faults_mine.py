@@ -35,6 +35,7 @@ from mining.job.mine import MAP_UNWRITABLE, CatalogueBusy, catalogue_lock, lock_
 from mining.scorers import get_scorer
 from raremine.cli import EXIT_BUSY, app
 from tests import batch_helpers
+from tests.conftest import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES = 48
@@ -65,14 +66,7 @@ scores_of = batch_helpers.scores_of
 
 def cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """``raremine`` (with the test scorers) in a subprocess; a hang fails the test."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "batch_helpers.py"), *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_python([str(batch_helpers.HELPER), *args], cwd=ROOT, env=env, timeout=timeout)
 
 
 start_job = batch_helpers.start_job

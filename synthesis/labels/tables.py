@@ -202,8 +202,7 @@ def read_folders(root: str | os.PathLike, *, classes=None) -> LabelSet:
                     )
                     continue
                 items.append(ImageLabels(image=p, labels=[name], source=p))
-    names = list(cmap.names) if cmap is not None else sorted({it.labels[0] for it in items})
-    return LabelSet(items, errors, names)
+    return label_set(items, errors, cmap)
 
 
 def write_folders(
