@@ -32,6 +32,7 @@ usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -52,47 +53,40 @@ def _write_truth(out: Path, truth: list[str]) -> None:
     (out / "truth.txt").write_text("\n".join(os.path.realpath(p) for p in truth) + "\n")
 
 
-def build_mt(data: Path, category: str, normals: int) -> None:
+def build_mt(data: Path, archive: Path, category: str, normals: int) -> list[str]:
     """The shared tool's archive (seed 0), then ``normals`` of its normal images drawn (seeded) beside every defect."""
-    full, out = data / f"full-mt-{category}", data / f"mt-{category}"
+    full = data / f"full-mt-{category}"
     if not (full / "truth.txt").exists():
         build_rare_archive(full, category, "--seed", "0", root=ROOT_MT)
-    if (out / "truth.txt").exists():
-        return
     truth = set((full / "truth.txt").read_text().split())
     files = sorted((full / "archive").iterdir())
     normal = [p for p in files if os.path.realpath(p) not in truth]
     keep = [normal[i] for i in np.random.default_rng(0).choice(len(normal), min(normals, len(normal)), replace=False)]
-    (out / "archive").mkdir(parents=True, exist_ok=True)
     new_truth = []
     for p in keep + [p for p in files if os.path.realpath(p) in truth]:
-        dst = out / "archive" / p.name
+        dst = archive / p.name
         shutil.copyfile(p, dst)
         if os.path.realpath(p) in truth:
             new_truth.append(str(dst))
-    _write_truth(out, new_truth)
+    return new_truth
 
 
-def build_mt16(data: Path) -> None:
-    src, out = data / "mt-Crack", data / "mt-Crack-16"
-    if (out / "truth.txt").exists():
-        return
+def build_mt16(data: Path, archive: Path) -> list[str]:
+    """The ``mt-Crack`` archive (built before) as 16-bit PNGs."""
+    src = data / "mt-Crack"
     truth = set((src / "truth.txt").read_text().split())
-    (out / "archive").mkdir(parents=True, exist_ok=True)
     new_truth = []
     for p in sorted((src / "archive").iterdir()):
         im = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
-        dst = out / "archive" / (p.stem + ".png")
+        dst = archive / (p.stem + ".png")
         cv2.imwrite(str(dst), im.astype(np.uint16) * 257)
         if os.path.realpath(p) in truth:
             new_truth.append(str(dst))
-    _write_truth(out, new_truth)
+    return new_truth
 
 
-def build_mosaic(data: Path, n: int = 100, rate: float = 0.04, seed: int = 0) -> None:
-    out = data / "mosaic"
-    if (out / "truth.txt").exists():
-        return
+def build_mosaic(data: Path, archive: Path, n: int = 100, rate: float = 0.04, seed: int = 0) -> list[str]:
+    """Mosaics of 2 x 4 magnetic tiles, a Blowhole or Crack tile in ``rate`` of them."""
     rng = np.random.default_rng(seed)
     free = sorted((ROOT_MT / "MT_Free" / "Imgs").glob("*.jpg"))
     bad = sorted((ROOT_MT / "MT_Blowhole" / "Imgs").glob("*.jpg")) + sorted(
@@ -101,7 +95,6 @@ def build_mosaic(data: Path, n: int = 100, rate: float = 0.04, seed: int = 0) ->
     n_bad = max(1, round(rate * n))
     bad_pick = rng.choice(len(bad), n_bad, replace=False)
     order = rng.permutation(np.resize(rng.permutation(len(free)), n * 8))
-    (out / "archive").mkdir(parents=True, exist_ok=True)
     truth = []
     for i in range(n):
         tiles = [
@@ -112,23 +105,20 @@ def build_mosaic(data: Path, n: int = 100, rate: float = 0.04, seed: int = 0) ->
                 cv2.imread(str(bad[bad_pick[i]]), cv2.IMREAD_GRAYSCALE), (400, 400)
             )
         mosaic = np.vstack([np.hstack(tiles[:4]), np.hstack(tiles[4:])])
-        dst = out / "archive" / f"m{rng.integers(1 << 30):010d}_{i:04d}.png"  # defect images not first by name
+        dst = archive / f"m{rng.integers(1 << 30):010d}_{i:04d}.png"  # defect images not first by name
         cv2.imwrite(str(dst), mosaic)
         if i < n_bad:
             truth.append(str(dst))
-    _write_truth(out, truth)
+    return truth
 
 
-def build_texture(data: Path, n: int = 200, rate: float = 0.02, seed: int = 0) -> None:
+def build_texture(data: Path, archive: Path, n: int = 200, rate: float = 0.02, seed: int = 0) -> list[str]:
+    """Colour Perlin textures, a small procedural defect in ``rate`` of them."""
     from synthesis.procedural import perlin_noise, simulate
 
-    out = data / "texture"
-    if (out / "truth.txt").exists():
-        return
     rng = np.random.default_rng(seed)
     n_bad = max(1, round(rate * n))
     kinds = ["spots", "scratch", "crack", "perlin"]
-    (out / "archive").mkdir(parents=True, exist_ok=True)
     truth = []
     base = np.array([0.55, 0.45, 0.35])
     for i in range(n):
@@ -150,19 +140,29 @@ def build_texture(data: Path, n: int = 200, rate: float = 0.02, seed: int = 0) -
                 win[max(0, cy - 60) : cy + 60, max(0, cx - 60) : cx + 60] = 1
                 delta = delta * win
             im = np.clip(im + delta[..., None], 0, 1)
-        dst = out / "archive" / f"t{rng.integers(1 << 30):010d}_{i:04d}.png"
+        dst = archive / f"t{rng.integers(1 << 30):010d}_{i:04d}.png"
         cv2.imwrite(str(dst), (im[..., ::-1] * 255).round().astype(np.uint8))
         if i < n_bad:
             truth.append(str(dst))
-    _write_truth(out, truth)
+    return truth
 
 
 def build(data: Path, normals: int = 250) -> None:
-    for c in ("Blowhole", "Crack", "Uneven"):
-        build_mt(data, c, normals)
-    build_mt16(data)
-    build_mosaic(data, n=100)
-    build_texture(data, n=200)
+    """Build every archive of :data:`ARCHIVES` not built yet (its ``truth.txt`` is written last)."""
+    builders = {
+        **{
+            f"mt-{c}": functools.partial(build_mt, category=c, normals=normals) for c in ("Blowhole", "Crack", "Uneven")
+        },
+        "mosaic": functools.partial(build_mosaic, n=100),
+        "mt-Crack-16": build_mt16,  # from mt-Crack, built before it
+        "texture": functools.partial(build_texture, n=200),
+    }
+    for name in ARCHIVES:
+        out = data / name
+        if (out / "truth.txt").exists():
+            continue
+        (out / "archive").mkdir(parents=True, exist_ok=True)
+        _write_truth(out, builders[name](data, out / "archive"))
 
 
 # -- mining and metrics ---------------------------------------------------------------------------
