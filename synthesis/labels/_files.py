@@ -178,20 +178,23 @@ def read_files(
     return label_set(items, errors, cmap)
 
 
-def writer_classes(classes, items: Sequence[ImageLabels]) -> ClassMap:
-    """The class map a writer writes: the one given, else every category in ``items``, sorted.
+def start_write(out: str | os.PathLike, classes, items: Sequence[ImageLabels]) -> tuple[str, ClassMap, WriteResult]:
+    """What every writer starts from: its output folder, the class map it writes and an empty result.
 
     Parameters
     ----------
+    out : str or path-like
     classes : ClassMap, list, path or None
-        The class map (:func:`~synthesis.labels.core.class_map_from`).
+        The class map (:func:`~synthesis.labels.core.class_map_from`); None: every category in ``items``, sorted.
     items : sequence of ImageLabels
 
     Returns
     -------
-    ClassMap
+    out : str
+    cmap : ClassMap
+    res : WriteResult
     """
-    return class_map_from(classes) or collect_classes(items)
+    return os.fspath(out), class_map_from(classes) or collect_classes(items), WriteResult()
 
 
 def write_json(path: str, data, *, indent: int | None = None) -> str:

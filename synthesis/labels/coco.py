@@ -46,9 +46,9 @@ from synthesis.labels._files import (
     class_map_name,
     read_error,
     rejected,
+    start_write,
     write_class_map,
     write_json,
-    writer_classes,
     writer_doc,
 )
 from synthesis.labels.core import (
@@ -241,9 +241,7 @@ def write_coco(
     """
     if segmentation not in ("polygon", "rle"):
         raise ValueError(f"segmentation must be 'polygon' or 'rle', got {segmentation!r}")
-    out = os.fspath(out)
-    cmap = writer_classes(classes, items)
-    res = WriteResult()
+    out, cmap, res = start_write(out, classes, items)
     images, anns, fallback = [], [], []
     n_poly = 0
     for it in items:

@@ -42,9 +42,9 @@ from synthesis.labels._files import (
     WriteResult,
     exportable,
     read_files,
+    start_write,
     write_class_map,
     write_json,
-    writer_classes,
     writer_doc,
 )
 from synthesis.labels.core import (
@@ -243,9 +243,7 @@ def write_labelme(
     {items_out_classes}
     {holes}
     """
-    out = os.fspath(out)
-    cmap = writer_classes(classes, items)
-    res = WriteResult()
+    out, cmap, res = start_write(out, classes, items)
     fallback, n_obj = [], 0
     for name, it, w, h in exportable(items, cmap, res):
         try:

@@ -28,9 +28,9 @@ from synthesis.labels._files import (
     exportable,
     read_mask_file,
     rejected,
+    start_write,
     write_class_map,
     write_png,
-    writer_classes,
 )
 from synthesis.labels.core import (
     ClassMap,
@@ -145,11 +145,9 @@ def write_masks(items: Sequence[ImageLabels], out: str | os.PathLike, *, classes
     skipped (``no_geometry``); boxes are filled. Negative images get an
     all-zero mask.
     """
-    out = os.fspath(out)
-    cmap = writer_classes(classes, items)
+    out, cmap, res = start_write(out, classes, items)
     values = cmap.value_map()
     dtype = np.uint8 if max(values, default=0) <= 255 else np.uint16
-    res = WriteResult()
     for name, it, w, h in exportable(items, cmap, res, catch=ValueError):
         try:
             arr = np.zeros((h, w), dtype)

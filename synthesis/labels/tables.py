@@ -34,8 +34,8 @@ from synthesis.labels._files import (
     class_map_name,
     label_set,
     rejected,
+    start_write,
     write_class_map,
-    writer_classes,
 )
 from synthesis.labels.core import (
     ImageLabels,
@@ -148,9 +148,7 @@ def write_csv(
         Write this file in ``out`` instead of ``labels.csv``, with the class
         map beside it as ``<stem>.classes.json``.
     """
-    out = os.fspath(out)
-    cmap = writer_classes(classes, items)
-    res = WriteResult()
+    out, cmap, res = start_write(out, classes, items)
     rows = []
     for it in items:
         cats = it.categories()
@@ -230,11 +228,9 @@ def write_folders(
     """
     if link not in ("copy", "hardlink", "symlink"):
         raise ValueError(f"link must be one of copy, hardlink, symlink; got {link!r}")
-    out = os.fspath(out)
-    cmap = writer_classes(classes, items)
+    out, cmap, res = start_write(out, classes, items)
     if negative is not None and negative in cmap:
         raise ValueError(f"negative folder name {negative!r} is also a class of the map")
-    res = WriteResult()
     used: dict[str, dict[str, str]] = {}  # folder -> file name -> source image
     for it in items:
         cats = it.categories() or ([negative] if negative is not None else [])

@@ -30,9 +30,9 @@ from synthesis.labels._files import (
     exportable,
     find_image,
     read_files,
+    start_write,
     write_class_map,
     write_text,
-    writer_classes,
     writer_doc,
 )
 from synthesis.labels.core import (
@@ -202,12 +202,10 @@ def write_voc(
     """
     from PIL import Image
 
-    out = os.fspath(out)
-    cmap = writer_classes(classes, items)
+    out, cmap, res = start_write(out, classes, items)
     if len(cmap) >= VOID:
         raise ValueError(f"VOC segmentation PNGs hold at most {VOID - 1} classes, the map has {len(cmap)}")
     palette = voc_palette()
-    res = WriteResult()
     for name, it, w, h in exportable(items, cmap, res):
         try:
             if len(it.objects) >= VOID:

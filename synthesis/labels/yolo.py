@@ -43,9 +43,9 @@ from synthesis.labels._files import (
     image_size,
     read_error,
     rejected,
+    start_write,
     write_class_map,
     write_text,
-    writer_classes,
     writer_doc,
 )
 from synthesis.labels.core import (
@@ -217,9 +217,7 @@ def write_yolo(
     """
     if task not in ("detect", "segment"):
         raise ValueError(f"task must be 'detect' or 'segment', got {task!r}")
-    out = os.fspath(out)
-    cmap = writer_classes(classes, items)
-    res = WriteResult()
+    out, cmap, res = start_write(out, classes, items)
     inexact, n_seg = [], 0
     for name, it, w, h in exportable(items, cmap, res):
         try:
