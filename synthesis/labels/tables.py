@@ -36,6 +36,7 @@ from synthesis.labels._files import (
     rejected,
     start_write,
     write_class_map,
+    writer_doc,
 )
 from synthesis.labels.core import (
     ImageLabels,
@@ -131,19 +132,21 @@ def read_csv(path: str | os.PathLike, *, classes=None, sep: str = ";") -> LabelS
     return label_set(items, errors, cmap)
 
 
+@writer_doc
 def write_csv(
     items: Sequence[ImageLabels], out: str | os.PathLike, *, classes=None, sep: str = ";", file_name: str | None = None
 ) -> WriteResult:
     """Write ``OUT/labels.csv`` (``path,labels,<one 0/1 column per class>``) and ``OUT/classes.json``.
 
+    A row's ``path`` is the item's ``image``, its ``labels`` the item's classes joined by ``sep``.
+
     Parameters
     ----------
     items : sequence of ImageLabels
-        ``image`` is written as the path.
-    out : str or path-like
-        Output folder (created).
-    classes : ClassMap, list of str or None
-        The class map (default: every category in ``items``, sorted).
+    {out}
+    {classes}
+    sep : str, default=";"
+        Joins an image's classes in the ``labels`` column.
     file_name : str or None
         Write this file in ``out`` instead of ``labels.csv``, with the class
         map beside it as ``<stem>.classes.json``.
