@@ -158,7 +158,8 @@ def run_demo(
     seed : int, default=0
     workers : int, default=2
     progress : callable, optional
-        ``progress(stage, done, total)``.
+        Called as ``progress(stage, done, total)`` while the archive is indexed
+        (stage ``"index"``) and mined (``"mine"``).
 
     Returns
     -------
