@@ -256,206 +256,170 @@ def mine(
     if scheduler is not None and backend != "dask":
         raise ValueError(f"scheduler {scheduler!r} is only used by backend 'dask', got backend {backend!r}")
     with catalogue_lock(store), interrupt_on_sigterm():
-        return _mine_locked(
-            store,
-            scorers,
-            backend=backend,
-            workers=workers,
-            shard_size=shard_size,
-            save_maps=save_maps,
-            max_pixels=max_pixels,
-            rescore=rescore,
-            config=config,
-            progress=progress,
-            scheduler=scheduler,
-            max_in_flight=max_in_flight,
-            retries=retries,
-            start_method=start_method,
-        )
-
-
-def _mine_locked(
-    store: Store,
-    scorers: Sequence[Scorer],
-    *,
-    backend: str,
-    workers: int,
-    shard_size: int,
-    save_maps: bool,
-    max_pixels: int,
-    rescore: bool,
-    config: dict | None,
-    progress: Callable[[int, int], None] | None,
-    scheduler: str | None,
-    max_in_flight: int | None,
-    retries: int,
-    start_method: str,
-) -> MineSummary:
-    """The job of :func:`mine`, its arguments checked, the catalogue held by this job."""
-    t0 = time.perf_counter()
-    # this job holds the catalogue's lock: any mine run still marked running died without finishing
-    for stale in store.close_stale_runs("mine", any_host=True):
-        logger.info("run %s was interrupted; this run resumes it", stale, extra={"event": "resume", "run": stale})
-    run_config = dict(config or {})
-    run_config.setdefault("scorers", {s.name: s.config() for s in scorers})
-    run_config["job"] = {
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "backend": backend,
-        "workers": workers,
-        "scheduler": scheduler,
-        "shard_size": shard_size,
-        "start_method": start_method if backend == "process" else None,
-    }
-    run_id = store.start_run("mine", run_config)
-    summary = MineSummary(run_id=run_id, backend=backend, workers=workers)
-    logger.info(
-        "mine run %s started: backend=%s workers=%s scorers=%s",
-        run_id,
-        backend,
-        workers,
-        [s.name for s in scorers],
-        extra={"event": "start", "run": run_id, "backend": backend},
-    )
-    ex = None
-    try:
-        if backend == "process" and start_method == "forkserver" and count_pending(store, scorers, rescore=rescore):
-            start_forkserver(scorers)  # its imports overlap prepare
-        for s in scorers:  # prepare may use the cores the pool's workers will use
-            s.prepare_workers = workers if backend == "process" else 1
-        prepared = [s.prepare(store, run_id) for s in scorers]
-        summary.timings["prepare_s"] = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        maps_root = maps_dir(store.path) if save_maps else None
-        retry_maps = _check_maps(store, prepared, maps_root, rescore)
-        summary.total = count_pending(store, prepared, rescore=rescore, retry_maps=retry_maps)
-        initargs = (prepared, maps_root, max_pixels)
-        skips: Counter = Counter()
-        work = iter_pending_work(store, prepared, rescore=rescore, counts=skips, retry_maps=retry_maps)
-        processed = 0
-
-        def on_results(results: list[dict]) -> None:
-            nonlocal processed
-            failed = write_shard(store, results, run_id)
-            unwritable = failed.pop(MAP_UNWRITABLE, 0)
-            if unwritable:
-                summary.maps_unwritable += unwritable
-                if summary.map_error is None:
-                    summary.map_error = next(
-                        f["detail"] for r in results for f in r["failures"] if f["reason"] == MAP_UNWRITABLE
-                    )
-            summary.failed.update(failed)
-            summary.done += sum(1 for r in results if r["scores"] or r["embeddings"])
-            processed += len(results)
-            logger.debug(
-                "shard written: %d images, %d failures",
-                len(results),
-                sum(failed.values()),
-                extra={
-                    "event": "shard",
-                    "run": run_id,
-                    "images": len(results),
-                    "processed": processed,
-                    "total": summary.total,
-                },
-            )
-            if progress is not None:
-                progress(processed, summary.total)
-
-        def on_dead(items: list[dict], detail: str) -> None:
-            on_results(
-                [
-                    {
-                        "image_id": it["image_id"],
-                        "scores": [],
-                        "embeddings": [],
-                        "failures": [
-                            {"scorer": n, "reason": "worker_died", "detail": detail[:500]} for n in it["scorers"]
-                        ],
-                    }
-                    for it in items
-                ]
-            )
-
-        if summary.total:
-            t_start = time.perf_counter()
-            if backend == "inline":
-                ex = _InlineExecutor(_worker_state(*initargs))
-                summary.workers = 1
-            elif backend == "process":
-                ex = _ProcessExecutor(workers, initargs, start_method)
-            else:
-                from mining.job._dask import DaskExecutor
-
-                ex = DaskExecutor(initargs, scheduler=scheduler, local_workers=workers)
-                summary.workers = ex.slots
-            summary.timings["startup_s"] = time.perf_counter() - t_start
-            t1 = time.perf_counter()
-            _run_shards(
-                ex,
-                _shards(work, shard_size),
-                on_results,
-                on_dead,
-                max_in_flight=max_in_flight or 2 * ex.slots,
-                retries=retries,
-                summary=summary,
-            )
-        else:
-            for _ in work:  # nothing pending: still count what was skipped
-                pass
-        summary.skipped, summary.skipped_failed = skips["skipped"], skips["skipped_failed"]
-        summary.maps_retried = skips["maps_retried"]
-        summary.timings["stream_s"] = time.perf_counter() - t1
-        t2 = time.perf_counter()
-        with archive_stage_threads():
-            for s in prepared:
-                s.finalize(store, run_id)
-        summary.timings["finalize_s"] = time.perf_counter() - t2
-    except BaseException as err:
-        interrupted = isinstance(err, KeyboardInterrupt)  # Ctrl+C, or SIGTERM (JobInterrupted)
-        summary.seconds = time.perf_counter() - t0
-        if ex is not None:
-            # the shards in flight are not waited for (they are redone by the next run)
-            try:
-                ex.close(kill=interrupted)
-            except Exception as close_err:  # the run is still recorded below
-                logger.warning("could not stop the workers cleanly: %s", close_err)
-            ex = None
-        status = "interrupted" if interrupted else "failed"
-        store.finish_run(run_id, {**summary.as_dict(), "error": repr(err)}, status=status)
-        if interrupted:
-            logger.warning(
-                "mine run %s interrupted (%s) after %d images: what was written is kept; "
-                "run the same command again to resume",
-                run_id,
-                err or type(err).__name__,
-                summary.done,
-                extra={"event": "interrupted", "run": run_id},
-            )
-        raise
-    finally:
-        if ex is not None:
-            ex.close()
-    summary.seconds = time.perf_counter() - t0
-    store.finish_run(run_id, summary.as_dict())
-    if summary.maps_unwritable:
-        logger.warning(
-            "mine run %s: %d score maps could not be written to %s (first: %s). The scores are kept without "
-            "their maps; make the folder writable (or free disk space) and run the same command again to write "
-            "them, or set mine.save_maps=false",
+        t0 = time.perf_counter()
+        # this job holds the catalogue's lock: any mine run still marked running died without finishing
+        for stale in store.close_stale_runs("mine", any_host=True):
+            logger.info("run %s was interrupted; this run resumes it", stale, extra={"event": "resume", "run": stale})
+        run_config = dict(config or {})
+        run_config.setdefault("scorers", {s.name: s.config() for s in scorers})
+        run_config["job"] = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "backend": backend,
+            "workers": workers,
+            "scheduler": scheduler,
+            "shard_size": shard_size,
+            "start_method": start_method if backend == "process" else None,
+        }
+        run_id = store.start_run("mine", run_config)
+        summary = MineSummary(run_id=run_id, backend=backend, workers=workers)
+        logger.info(
+            "mine run %s started: backend=%s workers=%s scorers=%s",
             run_id,
-            summary.maps_unwritable,
-            maps_dir(store.path),
-            summary.map_error,
-            extra={"event": "maps_unwritable", "run": run_id, "maps": summary.maps_unwritable},
+            backend,
+            workers,
+            [s.name for s in scorers],
+            extra={"event": "start", "run": run_id, "backend": backend},
         )
-    logger.info(
-        "mine run %s done: %d images scored, %d skipped, failed %s, %s img/s",
-        run_id,
-        summary.done,
-        summary.skipped + summary.skipped_failed,
-        dict(summary.failed),
-        summary.as_dict()["images_per_second"],
-        extra={"event": "done", **summary.as_dict()},
-    )
-    return summary
+        ex = None
+        try:
+            if backend == "process" and start_method == "forkserver" and count_pending(store, scorers, rescore=rescore):
+                start_forkserver(scorers)  # its imports overlap prepare
+            for s in scorers:  # prepare may use the cores the pool's workers will use
+                s.prepare_workers = workers if backend == "process" else 1
+            prepared = [s.prepare(store, run_id) for s in scorers]
+            summary.timings["prepare_s"] = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            maps_root = maps_dir(store.path) if save_maps else None
+            retry_maps = _check_maps(store, prepared, maps_root, rescore)
+            summary.total = count_pending(store, prepared, rescore=rescore, retry_maps=retry_maps)
+            initargs = (prepared, maps_root, max_pixels)
+            skips: Counter = Counter()
+            work = iter_pending_work(store, prepared, rescore=rescore, counts=skips, retry_maps=retry_maps)
+            processed = 0
+
+            def on_results(results: list[dict]) -> None:
+                nonlocal processed
+                failed = write_shard(store, results, run_id)
+                unwritable = failed.pop(MAP_UNWRITABLE, 0)
+                if unwritable:
+                    summary.maps_unwritable += unwritable
+                    if summary.map_error is None:
+                        summary.map_error = next(
+                            f["detail"] for r in results for f in r["failures"] if f["reason"] == MAP_UNWRITABLE
+                        )
+                summary.failed.update(failed)
+                summary.done += sum(1 for r in results if r["scores"] or r["embeddings"])
+                processed += len(results)
+                logger.debug(
+                    "shard written: %d images, %d failures",
+                    len(results),
+                    sum(failed.values()),
+                    extra={
+                        "event": "shard",
+                        "run": run_id,
+                        "images": len(results),
+                        "processed": processed,
+                        "total": summary.total,
+                    },
+                )
+                if progress is not None:
+                    progress(processed, summary.total)
+
+            def on_dead(items: list[dict], detail: str) -> None:
+                on_results(
+                    [
+                        {
+                            "image_id": it["image_id"],
+                            "scores": [],
+                            "embeddings": [],
+                            "failures": [
+                                {"scorer": n, "reason": "worker_died", "detail": detail[:500]} for n in it["scorers"]
+                            ],
+                        }
+                        for it in items
+                    ]
+                )
+
+            if summary.total:
+                t_start = time.perf_counter()
+                if backend == "inline":
+                    ex = _InlineExecutor(_worker_state(*initargs))
+                    summary.workers = 1
+                elif backend == "process":
+                    ex = _ProcessExecutor(workers, initargs, start_method)
+                else:
+                    from mining.job._dask import DaskExecutor
+
+                    ex = DaskExecutor(initargs, scheduler=scheduler, local_workers=workers)
+                    summary.workers = ex.slots
+                summary.timings["startup_s"] = time.perf_counter() - t_start
+                t1 = time.perf_counter()
+                _run_shards(
+                    ex,
+                    _shards(work, shard_size),
+                    on_results,
+                    on_dead,
+                    max_in_flight=max_in_flight or 2 * ex.slots,
+                    retries=retries,
+                    summary=summary,
+                )
+            else:
+                for _ in work:  # nothing pending: still count what was skipped
+                    pass
+            summary.skipped, summary.skipped_failed = skips["skipped"], skips["skipped_failed"]
+            summary.maps_retried = skips["maps_retried"]
+            summary.timings["stream_s"] = time.perf_counter() - t1
+            t2 = time.perf_counter()
+            with archive_stage_threads():
+                for s in prepared:
+                    s.finalize(store, run_id)
+            summary.timings["finalize_s"] = time.perf_counter() - t2
+        except BaseException as err:
+            interrupted = isinstance(err, KeyboardInterrupt)  # Ctrl+C, or SIGTERM (JobInterrupted)
+            summary.seconds = time.perf_counter() - t0
+            if ex is not None:
+                # the shards in flight are not waited for (they are redone by the next run)
+                try:
+                    ex.close(kill=interrupted)
+                except Exception as close_err:  # the run is still recorded below
+                    logger.warning("could not stop the workers cleanly: %s", close_err)
+                ex = None
+            status = "interrupted" if interrupted else "failed"
+            store.finish_run(run_id, {**summary.as_dict(), "error": repr(err)}, status=status)
+            if interrupted:
+                logger.warning(
+                    "mine run %s interrupted (%s) after %d images: what was written is kept; "
+                    "run the same command again to resume",
+                    run_id,
+                    err or type(err).__name__,
+                    summary.done,
+                    extra={"event": "interrupted", "run": run_id},
+                )
+            raise
+        finally:
+            if ex is not None:
+                ex.close()
+        summary.seconds = time.perf_counter() - t0
+        store.finish_run(run_id, summary.as_dict())
+        if summary.maps_unwritable:
+            logger.warning(
+                "mine run %s: %d score maps could not be written to %s (first: %s). The scores are kept without "
+                "their maps; make the folder writable (or free disk space) and run the same command again to write "
+                "them, or set mine.save_maps=false",
+                run_id,
+                summary.maps_unwritable,
+                maps_dir(store.path),
+                summary.map_error,
+                extra={"event": "maps_unwritable", "run": run_id, "maps": summary.maps_unwritable},
+            )
+        logger.info(
+            "mine run %s done: %d images scored, %d skipped, failed %s, %s img/s",
+            run_id,
+            summary.done,
+            summary.skipped + summary.skipped_failed,
+            dict(summary.failed),
+            summary.as_dict()["images_per_second"],
+            extra={"event": "done", **summary.as_dict()},
+        )
+        return summary
