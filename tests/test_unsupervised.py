@@ -453,6 +453,31 @@ def test_scale_blocks_gives_each_block_the_same_spread():
         scale_blocks(X[:, :9], (3, 7))
 
 
+def test_whitening_finds_a_deviation_along_a_quiet_direction():
+    from mining.models.outliers import outlier_scores, whiten
+
+    rng = np.random.default_rng(0)
+    # 400 normals that vary a lot along 5 directions and less along 20 others
+    X = np.hstack([rng.normal(0, 8, (400, 5)), rng.normal(0, 1, (400, 20))])
+    X[7, 5:10] += 4.0  # a defect: a step along quiet directions only
+    plain = outlier_scores(X, "knn", k=5, standardize_features=False)
+    white = outlier_scores(X, "knn", k=5, standardize_features=False, whiten_features=True)
+    assert np.argmax(white) == 7
+    assert (plain > plain[7]).sum() > 50  # without whitening the loud directions bury it
+
+    W = whiten(X)
+    assert W.shape[0] == 400 and 20 <= W.shape[1] <= 25 and W.dtype == np.float32
+    cov = np.cov(W.astype(np.float64), rowvar=False)
+    np.testing.assert_allclose(np.diag(cov), 1.0, rtol=1e-3)  # each kept direction at unit variance
+    assert np.abs(cov - np.diag(np.diag(cov))).max() < 1e-3  # and uncorrelated
+    # a sample fit (large archives) sees the same directions: the same top outlier
+    Ws = whiten(X, max_fit_rows=200)
+    assert np.argmax(np.linalg.norm(Ws - np.median(Ws, 0), axis=1)) == 7
+    assert (whiten(np.ones((10, 3))) == 0).all()  # no variance: centred, no division by zero
+    with pytest.raises(ValueError, match="variance must be in"):
+        whiten(X, variance=0)
+
+
 def test_backbone_global_layers_are_validated():
     from mining.config import load_config
     from mining.models.backbone import block_channels

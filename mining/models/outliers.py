@@ -9,7 +9,9 @@
 - :func:`small_clusters`: members of small clusters far from the big ones.
 
 Features are robust-standardised (median / IQR per column) first, so no
-single descriptor dominates the distances.
+single descriptor dominates the distances. :func:`whiten` (PCA whitening)
+can follow, so that a deviation along a direction in which the archive
+hardly varies counts as much as one along its main directions of variation.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 
 import numpy as np
 from sklearn.cluster import MiniBatchKMeans
+from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
 from sklearn.neighbors import LocalOutlierFactor, NearestNeighbors
 from sklearn.preprocessing import RobustScaler
@@ -47,6 +50,60 @@ def standardize(X: np.ndarray) -> np.ndarray:
     if len(X) < 2:
         return np.zeros_like(X)
     return np.nan_to_num(RobustScaler(unit_variance=True).fit_transform(X)).astype(np.float32)
+
+
+#: Fraction of the variance the whitened directions keep (:func:`whiten`): the rest,
+#: directions with almost no variance, would be noise magnified to unit spread.
+WHITEN_VARIANCE = 0.99
+
+#: Most rows the whitening is fitted on (a seeded sample beyond); every row is transformed.
+WHITEN_FIT_ROWS = 20_000
+
+
+def whiten(
+    X: np.ndarray,
+    *,
+    variance: float = WHITEN_VARIANCE,
+    max_fit_rows: int = WHITEN_FIT_ROWS,
+    random_state: int = 0,
+) -> np.ndarray:
+    """PCA whitening: the leading principal components, each scaled to unit variance.
+
+    Euclidean distances after whitening are Mahalanobis distances in the
+    kept subspace. In pretrained features an archive's normal images vary
+    mostly along a few directions (lighting, position, product variant),
+    and a defect often moves an image along a direction of little
+    variance, which plain distances drown.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    variance : float, default=0.99
+        Keep the fewest leading components that hold this fraction of the
+        variance, in (0, 1].
+    max_fit_rows : int, default=20000
+        Fit on at most this many rows (a seeded sample); all rows are transformed.
+    random_state : int, default=0
+
+    Returns
+    -------
+    ndarray of shape (n, m), float32
+        ``m`` components; ``X`` centred when it has fewer than 3 rows or no variance.
+    """
+    if not 0 < variance <= 1:
+        raise ValueError(f"variance must be in (0, 1], got {variance}")
+    X = _as_2d(X).astype(np.float64)
+    n = len(X)
+    centred = X - X.mean(axis=0) if n else X
+    if n < 3 or not (centred.var(axis=0) > 0).any():
+        return centred.astype(np.float32)
+    fit = X
+    if n > max_fit_rows:
+        fit = X[np.random.default_rng(random_state).choice(n, max_fit_rows, replace=False)]
+    pca = PCA(n_components=variance if variance < 1 else None, whiten=True, svd_solver="full")
+    pca.fit(fit)
+    keep = pca.explained_variance_ > 0
+    return (pca.transform(X)[:, keep]).astype(np.float32)
 
 
 def knn_indices(
@@ -102,6 +159,7 @@ def outlier_scores(
     approx_threshold: int = 20_000,
     random_state: int = 0,
     standardize_features: bool = True,
+    whiten_features: bool = False,
 ) -> np.ndarray:
     """One outlier score per row; higher means rarer.
 
@@ -117,6 +175,8 @@ def outlier_scores(
         Seed of ``iforest`` and pynndescent.
     standardize_features : bool, default=True
         Apply :func:`standardize` first.
+    whiten_features : bool, default=False
+        Then apply :func:`whiten` (seeded by ``random_state``).
 
     Returns
     -------
@@ -125,6 +185,8 @@ def outlier_scores(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     X = standardize(X) if standardize_features else _as_2d(X)
+    if whiten_features:
+        X = whiten(X, random_state=random_state)
     n = len(X)
     if n < 3:
         return np.zeros(n)

@@ -31,7 +31,7 @@ one an archive rewards:
   move an image's pooled vector little stand out here.
 - ``backbone`` (``finalize``): the kNN distance of the image's global vector
   (average-pooled blocks ``global_layers``, each block scaled to the same
-  spread) to the archive's, as a percentile; with ``patch_weight > 0`` the
+  spread, then whitened: ``whiten``) to the archive's, as a percentile; with ``patch_weight > 0`` the
   weighted mean of the global and patch percentiles instead.
 
 With ``patches=False`` no bank is built: the streaming pass stores the
@@ -255,6 +255,12 @@ class BackboneScorer(Scorer):
         images' patches) dropped before the coreset.
     k : int, default=5
         Neighbours of the global kNN distance.
+    whiten : bool, default=True
+        Whiten the global vectors before the kNN distance
+        (:func:`mining.models.outliers.whiten`: the principal components that
+        keep 99 % of the archive's variance, each scaled to unit variance), so
+        that a deviation along a direction in which the archive's images hardly
+        vary counts as much as one along its main variations.
     global_layers : tuple of int, optional
         Stages whose average-pooled maps form the global vector (MobileNetV2:
         ``features`` blocks 0 to 18, default 13 and 18; EfficientNet-Lite0:
@@ -289,6 +295,7 @@ class BackboneScorer(Scorer):
         coreset_fraction: float = 0.1,
         bank_trim: float = 0.01,
         k: int = 5,
+        whiten: bool = True,
         global_layers: tuple[int, ...] | None = None,
         patch_weight: float = 0.0,
         hot_patches: int = 4,
@@ -303,6 +310,7 @@ class BackboneScorer(Scorer):
         self.coreset_fraction = coreset_fraction
         self.bank_trim = bank_trim
         self.k = k
+        self.whiten = whiten
         self.global_layers = tuple(get_arch(arch).global_layers if global_layers is None else global_layers)
         self.patch_weight = patch_weight
         self.hot_patches = hot_patches
@@ -636,7 +644,14 @@ class BackboneScorer(Scorer):
                 f"{list(self.global_layers)} gives {sum(sizes)} (backbone.arch={self.arch}): "
                 "run the job again with --rescore"
             )
-        glob = outlier_scores(scale_blocks(X, sizes), "knn", k=min(self.k, len(ids) - 1), standardize_features=False)
+        glob = outlier_scores(
+            scale_blocks(X, sizes),
+            "knn",
+            k=min(self.k, len(ids) - 1),
+            standardize_features=False,
+            whiten_features=self.whiten,
+            random_state=self.seed,
+        )
         patch = dict(store.query("SELECT image_id, score FROM scores WHERE scorer = ? AND tile = -1", (PATCH_SCORER,)))
         pmax = np.array([patch.get(i, np.nan) for i in ids.tolist()], float)
         g_pct = rank_normalize(glob)
