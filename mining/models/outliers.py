@@ -100,7 +100,10 @@ def whiten(
     fit = X
     if n > max_fit_rows:
         fit = X[np.random.default_rng(random_state).choice(n, max_fit_rows, replace=False)]
-    pca = PCA(n_components=variance if variance < 1 else None, whiten=True, svd_solver="full")
+    # more rows than columns: the d x d covariance's eigenvectors (one BLAS product, 6x faster
+    # than the SVD at 50 000 x 1376); fewer: the SVD of the rows themselves (no d x d eigh)
+    solver = "covariance_eigh" if len(fit) >= X.shape[1] else "full"
+    pca = PCA(n_components=variance if variance < 1 else None, whiten=True, svd_solver=solver)
     pca.fit(fit)
     keep = pca.explained_variance_ > 0
     return (pca.transform(X)[:, keep]).astype(np.float32)
