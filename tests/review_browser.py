@@ -121,6 +121,26 @@ def wait_idle(page, timeout: float = 30_000) -> None:
     )
 
 
+def wait_rerun(page, start_timeout: float = 5_000, timeout: float = 30_000) -> None:
+    """Wait for the rerun a widget change starts, then until it has finished.
+
+    :func:`wait_idle` alone can return before the rerun has begun (on a
+    loaded machine the browser sends the change late); a rerun too quick to
+    be seen running costs ``start_timeout``.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(
+            "() => { const app = document.querySelector('[data-testid=\"stApp\"]');"
+            " return app && app.getAttribute('data-test-script-state') === 'running'; }",
+            timeout=start_timeout,
+        )
+    except PlaywrightTimeout:
+        pass
+    wait_idle(page, timeout)
+
+
 def header(page) -> str | None:
     """The queue header's text (None when no candidate is shown)."""
     return page.evaluate(HEADER_JS)

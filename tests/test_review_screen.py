@@ -154,7 +154,7 @@ def test_keys_in_text_fields_cast_no_vote(catalogue, app_url, chromium):
     page.wait_for_timeout(300)
     assert note.input_value() == "yun" and len(_votes(db, "kim")) == 1
     page.keyboard.press("Enter")  # keeps the note and leaves the field: the next key votes
-    rb.wait_idle(page)
+    rb.wait_rerun(page)
     page.wait_for_timeout(300)
     rb.press_and_wait(page, "n")
     got = _votes(db, "kim")
