@@ -352,6 +352,6 @@ def sampling_warnings(y: np.ndarray, kept_y: np.ndarray, *, budget: int, samplin
             out.append(
                 f"class {int(c)}: the training sample kept {kept} of its {have} labelled pixels "
                 f"(pixel.budget {budget}, sampling {sampling}); a model learns little from so few: "
-                "raise pixel.budget or set pixel.sampling: balanced"
+                "raise pixel.budget or try pixel.sampling: balanced"
             )
     return out
