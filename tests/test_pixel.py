@@ -226,6 +226,18 @@ def test_map_stats_and_uncertainty():
     assert uncertainty(np.full((1, 2), 0.5), "entropy")[0] == pytest.approx(1.0)
 
 
+def test_a_budget_that_keeps_too_few_defect_pixels_is_reported():
+    """Natural proportions on large images keep a handful of defect pixels: fit-pixel says so, balanced does not."""
+    rng = np.random.default_rng(7)
+    img, lab = _blob_pair(rng, (100, 100), size=256)  # a radius-4 blob: 49 of 65 536 pixels
+    pairs = [(img, lab, "large")]
+    natural = fit_pixel_model(pairs, classifier=FAST, budget=20_000, sampling="natural")
+    (w,) = natural.metrics["sampling_warnings"]
+    assert "class 2" in w and "pixel.budget" in w
+    balanced = fit_pixel_model(pairs, classifier=FAST, budget=20_000, sampling="balanced")
+    assert "sampling_warnings" not in balanced.metrics  # every defect pixel kept: nothing more to give
+
+
 # -- persistence --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["xgboost", "random_forest"])
 def test_save_load_identical(tmp_path, method, blob_model):

@@ -27,6 +27,10 @@ logger = logging.getLogger(__name__)
 
 
 FORMAT_VERSION = 1
+#: A class the pixel budget keeps fewer training pixels of than this (while it has more) is reported:
+#: a tree ensemble learns little from a few dozen pixels. Large images in ``natural`` sampling hit it:
+#: on 2 MP mosaics with 5 small defects, 100 000 pixels in natural proportions kept 10 defect pixels.
+MIN_CLASS_PIXELS = 100
 
 
 # -- the model bundle -------------------------------------------------------------------------------
@@ -304,6 +308,9 @@ def fit_pixel_model(
         clf = clone(proto).fit(X[keep], y[keep])
     t2 = time.perf_counter()
     kept_y = y[keep]
+    warnings = sampling_warnings(y, kept_y, budget=budget, sampling=sampling)
+    for w in warnings:
+        logger.warning(w)
     names = {1: "background"}
     names.update({int(c): f"class_{int(c)}" for c in clf.classes_ if c != 1})
     names.update(class_names or {})
@@ -314,5 +321,37 @@ def fit_pixel_model(
         "feature_seconds": round(t1 - t0, 3),
         "fit_seconds": round(t2 - t1, 3),
     }
+    if warnings:
+        metrics["sampling_warnings"] = warnings
     logger.info("pixel model trained on %d pixels in %.1fs", len(keep), t2 - t0)
     return PixelModel(spec=spec, classifier=clf, class_names={int(k): v for k, v in names.items()}, metrics=metrics)
+
+
+def sampling_warnings(y: np.ndarray, kept_y: np.ndarray, *, budget: int, sampling: str) -> list[str]:
+    """Warnings for classes the pixel budget kept too few training pixels of.
+
+    Parameters
+    ----------
+    y : ndarray of int
+        Class ids of every labelled pixel.
+    kept_y : ndarray of int
+        Class ids of the training sample.
+    budget : int
+    sampling : str
+
+    Returns
+    -------
+    list of str
+        One line per class with fewer than :data:`MIN_CLASS_PIXELS` kept pixels although it has
+        more labelled ones, naming the remedy (empty when none).
+    """
+    out = []
+    for c in np.unique(y):
+        have, kept = int((y == c).sum()), int((kept_y == c).sum())
+        if kept < MIN_CLASS_PIXELS and kept < have:
+            out.append(
+                f"class {int(c)}: the training sample kept {kept} of its {have} labelled pixels "
+                f"(pixel.budget {budget}, sampling {sampling}); a model learns little from so few: "
+                "raise pixel.budget or try pixel.sampling: balanced"
+            )
+    return out

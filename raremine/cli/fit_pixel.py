@@ -45,6 +45,8 @@ def fit_pixel(
         f"{sum(m['pixels_per_class'].values())} pixels of {m['images']} images in "
         f"{m['feature_seconds'] + m['fit_seconds']:.1f}s; saved to {res['path']}"
     )
+    for w in m.get("sampling_warnings", []):
+        typer.echo(f"  warning: {w}")
     if "tuning" in m:
         for line in describe(m["tuning"]):
             typer.echo(line)
