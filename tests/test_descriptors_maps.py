@@ -63,17 +63,41 @@ def test_outlier_scores_find_planted_point_and_cluster():
 def test_fusion_arithmetic():
     raw = np.array([[1.0, 10.0], [2.0, np.nan], [3.0, 30.0], [4.0, 20.0]])
     np.testing.assert_allclose(rank_normalize(raw[:, 0]), [0.25, 0.5, 0.75, 1.0])
-    pct, fused = fuse(raw, np.array([1.0, 3.0]))
+    pct, fused = fuse(raw, np.array([1.0, 3.0]), rule="mean")
     np.testing.assert_allclose(pct[:, 1], [1 / 3, np.nan, 1.0, 2 / 3])
     np.testing.assert_allclose(fused, [(0.25 + 1.0) / 4, 0.5, (0.75 + 3.0) / 4, (1.0 + 2.0) / 4])
     # column 1 primary: it alone decides where it scored; row 1 (no primary score) falls back to column 0
-    _, fused = fuse(raw, np.array([1.0, 3.0]), np.array([False, True]))
+    _, fused = fuse(raw, np.array([1.0, 3.0]), np.array([False, True]), rule="mean")
     np.testing.assert_allclose(fused, [1 / 3, 0.5, 1.0, 2 / 3])
     # a primary scorer with weight 0 does not take over
-    _, fused = fuse(raw, np.array([1.0, 0.0]), np.array([False, True]))
+    _, fused = fuse(raw, np.array([1.0, 0.0]), np.array([False, True]), rule="mean")
     np.testing.assert_allclose(fused, [0.25, 0.5, 0.75, 1.0])
     with pytest.raises(ValueError, match="primary must be 2 booleans"):
         fuse(raw, None, np.array([True]))
+    with pytest.raises(ValueError, match="rule must be one of"):
+        fuse(raw, rule="median")
+
+
+def test_cauchy_fusion_arithmetic_and_a_lone_scorer_that_is_right():
+    from scipy.stats import cauchy
+
+    raw = np.array([[1.0, 10.0], [2.0, np.nan], [3.0, 30.0], [4.0, 20.0]])
+    pct, fused = fuse(raw, np.array([1.0, 3.0]))  # the default rule
+    # p-values: 1 - percentile + half a rank step (1/8 for 4 values, 1/6 for 3)
+    p = np.column_stack([1 - pct[:, 0] + 1 / 8, 1 - pct[:, 1] + 1 / 6])
+    t0 = (cauchy.isf(p[0, 0]) + 3 * cauchy.isf(p[0, 1])) / 4
+    np.testing.assert_allclose(fused[0], 1 - cauchy.sf(t0))
+    np.testing.assert_allclose(fused[1], 1 - p[1, 0])  # one scorer: its own p-value
+    assert ((fused > 0) & (fused < 1)).all()
+    # one scorer puts 10 rare rows in its top, three rank them at random: the rare rows stay on top
+    rng = np.random.default_rng(0)
+    n, rare = 1000, np.arange(10)
+    signal = rng.normal(size=n)
+    signal[rare] += 6
+    table = np.column_stack([signal, rng.normal(size=(n, 3))])
+    top = np.argsort(-fuse(table)[1])[: n // 10]
+    top_mean = np.argsort(-fuse(table, rule="mean")[1])[: n // 10]
+    assert np.isin(rare, top).sum() >= 8 > np.isin(rare, top_mean).sum()
 
 
 def test_fused_scores_trust_no_scorer_by_default_and_primary_stays_an_option(tmp_path):

@@ -1,8 +1,16 @@
 """Fusion: the scorers' image scores as one ranking.
 
 Fusion rank-normalises each scorer (its scores become percentiles in (0, 1],
-higher = rarer) and takes a weighted mean over the scorers that scored an
-image. No scorer is trusted by default: which one carries the signal differs
+higher = rarer) and combines them over the scorers that scored an image. The
+default rule (``"cauchy"``) reads each percentile as a p-value of "this
+image is normal" and combines them with the Cauchy combination test (Liu and
+Xie, JASA 2020): the weighted mean of ``tan((0.5 - p) * pi)``, turned back
+into a probability. One scorer that puts an image far out in its tail
+outweighs several that rank it in their middle, as it should when a rare
+event shows in one scorer and the others are at chance; the test is valid
+whatever the dependence between the scorers. ``"mean"`` is the weighted mean
+of the percentiles, where a scorer at chance pulls every defect back to the
+middle. No scorer is trusted by default: which one carries the signal differs
 from archive to archive (on magnetic tiles the pretrained backbone, on
 machined parts a pixel statistic), so the review loop's default strategy
 (``adaptive``, :mod:`mining.strategies`) follows each scorer's own ranking as
@@ -39,7 +47,7 @@ class FusedScores:
     percentiles : ndarray of shape (n, n_scorers), float64
         Rank-normalised scores in (0, 1] (NaN where missing).
     fused : ndarray of shape (n,), float64
-        Weighted mean of the available percentiles; higher = rarer.
+        The available percentiles combined (:func:`fuse`), in (0, 1); higher = rarer.
     weights : ndarray of shape (n_scorers,), float64, optional
         The weight each scorer had in the fusion (None: all 1). A scorer
         with weight 0 is left out of the fusion and of the cold start.
@@ -62,11 +70,18 @@ class FusedScores:
 #: Scorers that alone decide the fused score of every image they scored (``rank.primary``).
 PRIMARY_SCORERS: tuple[str, ...] = ()
 
+#: How :func:`fuse` combines the percentiles: ``"cauchy"`` (Cauchy combination of the
+#: percentiles read as p-values, the default) or ``"mean"`` (their weighted mean).
+FUSION_RULES = ("cauchy", "mean")
+
 
 def fuse(
-    raw: np.ndarray, weights: np.ndarray | None = None, primary: np.ndarray | None = None
+    raw: np.ndarray,
+    weights: np.ndarray | None = None,
+    primary: np.ndarray | None = None,
+    rule: str = "cauchy",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rank-normalise each column and take the weighted mean over the available ones.
+    """Rank-normalise each column and combine the available ones, weighted.
 
     Parameters
     ----------
@@ -78,12 +93,19 @@ def fuse(
         Primary columns: in a row where a primary column with a positive
         weight is available, only the primary columns are averaged
         (default: none is primary, every column counts everywhere).
+    rule : {"cauchy", "mean"}, default="cauchy"
+        ``"cauchy"``: each percentile ``q`` of a column with ``m`` values
+        becomes the p-value ``p = 1 - q + 1 / (2m)`` (clipped to
+        ``[1 / (2m), 1 - 1 / (2m)]``), the row's statistic is the weighted
+        mean of ``tan((0.5 - p) * pi)`` and the fused score is
+        ``0.5 + arctan(statistic) / pi`` (one minus the combined p-value).
+        ``"mean"``: the weighted mean of the percentiles.
 
     Returns
     -------
     percentiles : ndarray of shape (n, k)
     fused : ndarray of shape (n,)
-        NaN where no scorer scored the row.
+        In (0, 1), higher = rarer; NaN where no scorer scored the row.
     """
     raw = np.asarray(raw, dtype=np.float64)
     if raw.ndim != 2:
@@ -100,8 +122,18 @@ def fuse(
             raise ValueError(f"primary must be {k} booleans, got shape {primary.shape}")
         has_primary = (avail & primary & (w > 0)).any(axis=1, keepdims=True)
         w = np.where(has_primary, w * primary, w)  # (n, k): per-row weights
+    if rule not in FUSION_RULES:
+        raise ValueError(f"rule must be one of {FUSION_RULES}, got {rule!r}")
     wsum = (avail * w).sum(axis=1)
-    fused = np.where(wsum > 0, np.nansum(np.nan_to_num(pct) * w, axis=1) / np.where(wsum > 0, wsum, 1), np.nan)
+    denom = np.where(wsum > 0, wsum, 1)
+    if rule == "mean":
+        fused = np.where(wsum > 0, np.nansum(np.nan_to_num(pct) * w, axis=1) / denom, np.nan)
+        return pct, fused
+    half = 0.5 / np.maximum(avail.sum(axis=0), 1)  # per column: half a rank step
+    p = np.clip(1.0 - np.nan_to_num(pct, nan=0.5) + half, half, 1.0 - half)
+    t = np.tan((0.5 - p) * np.pi)
+    stat = (avail * w * t).sum(axis=1) / denom
+    fused = np.where(wsum > 0, 0.5 + np.arctan(stat) / np.pi, np.nan)
     return pct, fused
 
 
