@@ -260,7 +260,7 @@ def run_archive(folder: str, seed: int, net) -> dict:
         truth = read_truth(os.path.join(folder, "truth.csv"), store)
         n = len(truth.image_ids)
         cfg = load_config(None, [])
-        fs = fused_scores(store, cfg.rank.weights, primary=cfg.rank.primary)
+        fs = fused_scores(store, cfg.rank.weights, primary=cfg.rank.primary, rule=cfg.rank.fusion)
         pos = {int(i): k for k, i in enumerate(fs.image_ids)}
         rows = [pos.get(int(i)) for i in truth.image_ids]
         y = truth.label

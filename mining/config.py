@@ -111,6 +111,9 @@ class RankConfig(_Section):
         default_factory=list,
         description="scorers that alone decide the fused score of the images they scored ([]: none)",
     )
+    fusion: Literal["cauchy", "mean"] = Field(
+        "cauchy", description="how the scorers' percentiles are combined (mining.ranking.fusion.fuse)"
+    )
 
 
 class LearnConfig(_Section):

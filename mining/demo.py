@@ -192,7 +192,14 @@ def run_demo(
             backend="process" if workers > 1 else "inline",
             progress=cb("mine"),
         )
-        round_ = rank(store, strategy=cfg.rank.strategy, n=n_top, weights=cfg.rank.weights, primary=cfg.rank.primary)
+        round_ = rank(
+            store,
+            strategy=cfg.rank.strategy,
+            n=n_top,
+            weights=cfg.rank.weights,
+            primary=cfg.rank.primary,
+            fusion=cfg.rank.fusion,
+        )
         top = []
         for c in store.candidates(round_):
             t = truth.get(c["path"], {})

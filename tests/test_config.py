@@ -109,6 +109,13 @@ def test_scorer_values_are_passed_as_written():
     assert scorer_params(cfg, "backbone")["k"] == 7 and scorer_params(cfg, "backbone")["size"] == 224
 
 
+def test_rank_fusion_key():
+    assert load_config(None).rank.fusion == "cauchy"
+    assert load_config(None, ["rank.fusion=mean"]).rank.fusion == "mean"
+    with pytest.raises(ConfigError, match="fusion"):
+        load_config(None, ["rank.fusion=median"])
+
+
 def test_one_loader_for_both_configs_says_the_same_things(tmp_path):
     latin1 = tmp_path / "latin1.yaml"
     latin1.write_bytes("seed: 1 # caf\xe9\n".encode("latin-1"))

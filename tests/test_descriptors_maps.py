@@ -126,6 +126,8 @@ def test_fused_scores_trust_no_scorer_by_default_and_primary_stays_an_option(tmp
         assert set(fs.why(int(np.argmax(fs.fused)))) == {"autoencoder", "backbone"}
         everything = fused_scores(store, primary=[])
         np.testing.assert_allclose(everything.fused, fuse(everything.raw)[1])
+        mean = fused_scores(store, primary=[], rule="mean")
+        np.testing.assert_allclose(mean.fused, fuse(mean.raw, rule="mean")[1])
         # weight 0 may name a scorer that did not run (the tile config's embedding); a positive one may not
         only_bb = fused_scores(store, {"autoencoder": 0, "embedding": 0}, primary=[])
         assert only_bb.image_ids[int(np.argmax(only_bb.fused))] == ids[1]

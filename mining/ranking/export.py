@@ -23,10 +23,12 @@ def export_scores(
     *,
     weights: Mapping[str, float] | None = None,
     primary: Sequence[str] | None = None,
+    fusion: str = "cauchy",
 ) -> int:
     """Write image scores as CSV: ``path,score,<one column per scorer>``, sorted by score.
 
-    ``score`` is the fused score (rank-normalised weighted mean, in (0, 1]);
+    ``score`` is the fused score (the scorers' percentiles combined by ``fusion``,
+    :func:`mining.ranking.fusion.fuse`, in (0, 1));
     the scorer columns hold each scorer's raw score (empty where missing).
     Higher always means more likely rare.
 
@@ -35,7 +37,7 @@ def export_scores(
     int
         Rows written.
     """
-    fs = fused_scores(store, weights, primary=primary)
+    fs = fused_scores(store, weights, primary=primary, rule=fusion)
     paths = dict(store.query("SELECT id, path FROM images"))
     order = np.argsort(-np.nan_to_num(fs.fused, nan=-1), kind="stable")
     with atomic_write(out, newline="") as fh:

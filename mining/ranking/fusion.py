@@ -142,6 +142,7 @@ def fused_scores(
     weights: Mapping[str, float] | None = None,
     scorers: list[str] | None = None,
     primary: Sequence[str] | None = None,
+    rule: str = "cauchy",
 ) -> FusedScores:
     """Read the image-level scores of a catalogue and fuse them.
 
@@ -156,6 +157,8 @@ def fused_scores(
     primary : sequence of str, optional
         Scorers that alone decide the fused score where they scored an image
         (default :data:`PRIMARY_SCORERS`; ``[]`` fuses every scorer everywhere).
+    rule : {"cauchy", "mean"}, default="cauchy"
+        How the percentiles are combined (:func:`fuse`; config ``rank.fusion``).
 
     Raises
     ------
@@ -175,5 +178,5 @@ def fused_scores(
             raw[pos[iid], j] = s
     w = np.array([float(weights.get(n, 1.0)) for n in names])
     primary = PRIMARY_SCORERS if primary is None else tuple(primary)
-    pct, fused = fuse(raw, w, np.array([n in primary for n in names], dtype=bool))
+    pct, fused = fuse(raw, w, np.array([n in primary for n in names], dtype=bool), rule)
     return FusedScores(np.asarray(ids, dtype=np.int64), names, raw, pct, fused, w)

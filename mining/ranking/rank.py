@@ -47,6 +47,7 @@ def rank(
     n: int = 24,
     weights: Mapping[str, float] | None = None,
     primary: Sequence[str] | None = None,
+    fusion: str = "cauchy",
     include_reviewed: bool = False,
     **kwargs,
 ) -> int:
@@ -63,6 +64,8 @@ def rank(
         Fusion weights per scorer.
     primary : sequence of str, optional
         Primary scorers of the fusion (default :data:`PRIMARY_SCORERS`).
+    fusion : {"cauchy", "mean"}, default="cauchy"
+        How the scorers' percentiles are combined (config ``rank.fusion``).
     include_reviewed : bool, default=False
         Offer images that already have a verdict again.
     **kwargs
@@ -81,7 +84,7 @@ def rank(
     select = get_strategy(strategy)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    fs = fused_scores(store, weights, primary=primary)
+    fs = fused_scores(store, weights, primary=primary, rule=fusion)
     if len(fs.image_ids) == 0:
         raise ValueError("the catalogue has no scores yet: run `raremine mine` first")
     rows = np.arange(len(fs.image_ids))

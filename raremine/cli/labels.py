@@ -41,7 +41,9 @@ def export(
     def work(store) -> int:
         try:
             if what == "scores":
-                return export_scores(store, out, weights=cfg.rank.weights, primary=cfg.rank.primary)
+                return export_scores(
+                    store, out, weights=cfg.rank.weights, primary=cfg.rank.primary, fusion=cfg.rank.fusion
+                )
             return export_candidates(store, out)
         except ValueError as err:
             fail(str(err))

@@ -37,6 +37,7 @@ def rank_cmd(
                 n=n or cfg.rank.n,
                 weights=cfg.rank.weights,
                 primary=cfg.rank.primary,
+                fusion=cfg.rank.fusion,
                 random_state=seed,
                 per_category=cfg.learn.per_category,
                 cold_start=cfg.learn.cold_start,

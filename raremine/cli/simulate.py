@@ -51,6 +51,7 @@ def simulate(
                 rank_kwargs={
                     "weights": cfg.rank.weights,
                     "primary": cfg.rank.primary,
+                    "fusion": cfg.rank.fusion,
                     "per_category": lc.per_category,
                     "cold_start": lc.cold_start,
                 },

@@ -59,6 +59,7 @@ def rank_round(store: Store, *, config=None, progress=None) -> str:
         n=cfg.rank.n,
         weights=cfg.rank.weights,
         primary=cfg.rank.primary,
+        fusion=cfg.rank.fusion,
         random_state=0,
         per_category=cfg.learn.per_category,
         cold_start=cfg.learn.cold_start,
