@@ -59,6 +59,8 @@ WHITEN_VARIANCE = 0.99
 #: Most rows the whitening is fitted on (a seeded sample beyond); every row is transformed.
 WHITEN_FIT_ROWS = 20_000
 
+_WHITEN_BLOCK = 8192  # rows transformed at a time
+
 
 def whiten(
     X: np.ndarray,
@@ -92,21 +94,23 @@ def whiten(
     """
     if not 0 < variance <= 1:
         raise ValueError(f"variance must be in (0, 1], got {variance}")
-    X = _as_2d(X).astype(np.float64)
+    X = _as_2d(X)
     n = len(X)
-    centred = X - X.mean(axis=0) if n else X
-    if n < 3 or not (centred.var(axis=0) > 0).any():
-        return centred.astype(np.float32)
-    fit = X
-    if n > max_fit_rows:
-        fit = X[np.random.default_rng(random_state).choice(n, max_fit_rows, replace=False)]
+    fit = X if n <= max_fit_rows else X[np.random.default_rng(random_state).choice(n, max_fit_rows, replace=False)]
+    fit = fit.astype(np.float64)
+    if n < 3 or not (fit.var(axis=0) > 0).any():
+        return (X - X.mean(axis=0)).astype(np.float32) if n else X
     # more rows than columns: the d x d covariance's eigenvectors (one BLAS product, 6x faster
     # than the SVD at 50 000 x 1376); fewer: the SVD of the rows themselves (no d x d eigh)
     solver = "covariance_eigh" if len(fit) >= X.shape[1] else "full"
     pca = PCA(n_components=variance if variance < 1 else None, whiten=True, svd_solver=solver)
     pca.fit(fit)
     keep = pca.explained_variance_ > 0
-    return (pca.transform(X)[:, keep]).astype(np.float32)
+    out = np.empty((n, int(keep.sum())), dtype=np.float32)
+    for start in range(0, n, _WHITEN_BLOCK):  # in blocks: no float64 copy of a large archive
+        block = X[start : start + _WHITEN_BLOCK].astype(np.float64)
+        out[start : start + len(block)] = pca.transform(block)[:, keep]
+    return out
 
 
 def knn_indices(
