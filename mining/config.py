@@ -106,6 +106,12 @@ class RankConfig(_Section):
 
     strategy: str = "adaptive"
     n: int = Field(24, ge=1)
+    step: int = Field(
+        6,
+        ge=0,
+        description="the review app and simulate choose a round this many candidates at a time, learning from "
+        "each step's verdicts before the next (0: the whole round at once)",
+    )
     weights: dict[str, float] = Field(default_factory=dict, description="fusion weight per scorer")
     primary: list[str] = Field(
         default_factory=list,

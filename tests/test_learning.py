@@ -591,3 +591,63 @@ def _blob_training_set(folder, seed: int) -> dict[str, str]:
         cv2.imwrite(os.path.join(base["images"], f"train{i}.png"), img)
         cv2.imwrite(os.path.join(base["labels"], f"train{i}.png"), lab)
     return base
+
+
+# -- rounds chosen step by step ---------------------------------------------------------------
+def test_a_round_chosen_step_by_step_fills_to_its_target_without_repeats(tmp_path):
+    from mining.ranking.rank import extend_round, rank, round_target
+
+    store, truth = make_store(tmp_path / "c.db", n=60, n_pos=4)
+    r = rank(store, strategy="top", n=4, target=10)
+    assert round_target(store, r) == 10 and len(store.candidates(r)) == 4
+    review_all(store, truth, [c["image_id"] for c in store.candidates(r)][:3])  # one left unreviewed
+    assert extend_round(store, strategy="top", n=4) == 4
+    assert extend_round(store, strategy="top", n=4) == 2  # only up to the target
+    assert extend_round(store, strategy="top", n=4) == 0
+    cands = store.candidates(r)
+    assert [c["rank"] for c in cands] == list(range(1, 11))
+    assert len({c["image_id"] for c in cands}) == 10  # no image twice, the unreviewed one not again
+    assert store.current_round() == r  # the same round, not new ones
+    whole = rank(store, strategy="top", n=5)
+    assert round_target(store, whole) == 5 and extend_round(store, strategy="top", n=3) == 0  # a whole round is full
+    with pytest.raises(ValueError, match="target must be >= n"):
+        rank(store, strategy="top", n=5, target=3)
+    store.close()
+
+
+def test_extend_round_without_any_round_adds_nothing(tmp_path):
+    from mining.ranking.rank import extend_round
+
+    store, _ = make_store(tmp_path / "c.db", n=30, n_pos=2)
+    assert extend_round(store, strategy="top", n=3) == 0
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        extend_round(store, strategy="top", n=0)
+    store.close()
+
+
+def test_choosing_a_round_step_by_step_finds_more_defects_in_it_than_choosing_it_whole(tmp_path):
+    # the defects share a direction of the embedding ("more like this" can find them once one is
+    # confirmed), while the scorers hardly rank them: verdicts used within the round pay off
+    from mining.learning.simulate import Truth, simulate
+
+    found = {0: 0, 4: 0}
+    for seed in (1, 2, 3):
+        for step in found:
+            store, truth = make_store(tmp_path / f"c{seed}_{step}.db", n=300, n_pos=10, seed=seed)
+            ids = np.array(sorted(truth))
+            lab = np.array([truth[i] for i in ids])
+            t = Truth(ids, lab, ["spot" if v else None for v in lab], [None] * len(ids))
+            out = simulate(
+                store,
+                t,
+                strategy="adaptive",
+                batch=16,
+                rounds=1,
+                step=step,
+                learn_kwargs={"calibration": None, "n_folds": 3},
+            )
+            assert out["reviewed_per_round"] == [16] and out["step"] == (step or 16)
+            assert len(store.candidates(1)) == 16 and store.current_round() == 1
+            found[step] += out["found_per_round"][0]
+            store.close()
+    assert found[4] > found[0] + 3, found

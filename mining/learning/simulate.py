@@ -3,7 +3,9 @@
 A simulated reviewer answers from a truth CSV (columns ``path,label`` and
 optionally ``category`` and ``mask``; label 1 = rare event). Each round:
 
-1. :func:`mining.ranking.rank.rank` picks ``batch`` candidates with the strategy;
+1. :func:`mining.ranking.rank.rank` picks ``batch`` candidates with the strategy
+   (with ``step``, ``step`` at a time, each step chosen after the re-ranker
+   learnt from the verdicts before it, as the review app does);
 2. the reviewer confirms or rejects each one (``reviews.source = "simulate"``)
    and, for mixed supervision, paints the truth mask of up to
    ``masks_per_round`` confirmed images (``reviews.mask_path``);
@@ -33,7 +35,7 @@ import numpy as np
 from mining.catalogue.store import Store
 from mining.learning.learn import learn
 from mining.metrics import auroc, average_precision
-from mining.ranking.rank import fused_scores, rank
+from mining.ranking.rank import extend_round, fused_scores, rank
 from mining.ranking.rerank import RERANK_SCORER
 
 logger = logging.getLogger(__name__)
@@ -135,6 +137,7 @@ def simulate(
     strategy: str = "top",
     batch: int = 24,
     rounds: int = 4,
+    step: int = 0,
     masks_per_round: int = 0,
     reviewer: str = "simulator",
     learn_kwargs: dict | None = None,
@@ -157,6 +160,12 @@ def simulate(
     batch : int, default=24
         Images reviewed per round.
     rounds : int, default=4
+    step : int, default=0
+        Choose each round this many candidates at a time, as the review app
+        does (config ``rank.step``): after each step the re-ranker learns
+        from its verdicts (the pixel model only at the round's end) and the
+        next step is chosen with them (:func:`mining.ranking.rank.extend_round`).
+        0 (or ``step >= batch``): the whole round at once.
     masks_per_round : int, default=0
         Confirmed images per round whose truth mask is painted (mixed supervision).
     reviewer : str, default="simulator"
@@ -182,9 +191,10 @@ def simulate(
         (expected recall of random review), ``strategies_per_round`` (how
         many picks each strategy made), ``learn_per_round`` and the setup.
     """
-    if batch < 1 or rounds < 1 or masks_per_round < 0:
+    if batch < 1 or rounds < 1 or masks_per_round < 0 or step < 0:
         raise ValueError(
-            f"batch and rounds must be >= 1 and masks_per_round >= 0; got {batch}, {rounds}, {masks_per_round}"
+            "batch and rounds must be >= 1, step and masks_per_round >= 0; "
+            f"got batch={batch}, rounds={rounds}, step={step}, masks_per_round={masks_per_round}"
         )
     t0 = time.perf_counter()
     lookup = truth.lookup()
@@ -195,6 +205,7 @@ def simulate(
         "strategy": strategy,
         "batch": batch,
         "rounds": rounds,
+        "step": step if 0 < step < batch else batch,
         "masks_per_round": masks_per_round,
         "n_images": n_images,
         "n_positives": n_pos,
@@ -211,34 +222,28 @@ def simulate(
     }
     found: set[int] = set()
     reviewed: set[int] = set()
+    light_learn = {**learn_kwargs, "pixel": False}
     for r in range(rounds):
-        round_no = rank(store, strategy=strategy, n=batch, random_state=random_state + r, **(rank_kwargs or {}))
-        cands = store.candidates(round_no)
+        first = step if 0 < step < batch else batch
+        seed = random_state + r
+        round_no = rank(store, strategy=strategy, n=first, target=batch, random_state=seed, **(rank_kwargs or {}))
         painted = 0
         picked: dict[str, int] = {}
-        for c in cands:
-            picked[c["strategy"]] = picked.get(c["strategy"], 0) + 1
-            k = lookup.get(int(c["image_id"]))
-            mask = None
-            if k is None:
-                verdict, category = "unsure", None
-            elif truth.label[k]:
-                verdict, category = "confirm", truth.category[k]
-                found.add(int(c["image_id"]))
-                if painted < masks_per_round and truth.mask[k] and os.path.exists(truth.mask[k]):
-                    mask, painted = truth.mask[k], painted + 1
-            else:
-                verdict, category = "reject", None
-            reviewed.add(int(c["image_id"]))
-            store.add_review(
-                int(c["image_id"]),
-                reviewer,
-                verdict,
-                category=category,
-                mask_path=mask,
-                candidate_id=int(c["id"]),
-                source="simulate",
-            )
+        done_cands: set[int] = set()
+        while True:
+            for c in store.candidates(round_no):
+                if int(c["id"]) in done_cands:
+                    continue
+                done_cands.add(int(c["id"]))
+                picked[c["strategy"]] = picked.get(c["strategy"], 0) + 1
+                painted += _answer(store, truth, lookup, c, reviewer, found, reviewed, masks_per_round - painted)
+            if len(done_cands) >= batch or first == batch:
+                break
+            # the next step of the round, chosen with this step's verdicts (as the review app does)
+            learn(store, **light_learn)
+            seed += 7919  # a different stream per step (the strategy's random parts)
+            if not extend_round(store, strategy=strategy, n=step, random_state=seed, **(rank_kwargs or {})):
+                break
         rep = learn(store, **learn_kwargs)
         pixel_info = rep.pixel or rep.pixel_skipped
         if rep.pixel and rescore_pixel:
@@ -274,6 +279,32 @@ def simulate(
             progress(r + 1, rounds)
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out
+
+
+def _answer(store, truth, lookup, c, reviewer, found, reviewed, masks_left) -> int:
+    """The simulated reviewer's verdict on one candidate (from the truth); return 1 when it painted a mask."""
+    k = lookup.get(int(c["image_id"]))
+    mask = None
+    if k is None:
+        verdict, category = "unsure", None
+    elif truth.label[k]:
+        verdict, category = "confirm", truth.category[k]
+        found.add(int(c["image_id"]))
+        if masks_left > 0 and truth.mask[k] and os.path.exists(truth.mask[k]):
+            mask = truth.mask[k]
+    else:
+        verdict, category = "reject", None
+    reviewed.add(int(c["image_id"]))
+    store.add_review(
+        int(c["image_id"]),
+        reviewer,
+        verdict,
+        category=category,
+        mask_path=mask,
+        candidate_id=int(c["id"]),
+        source="simulate",
+    )
+    return int(mask is not None)
 
 
 def _rescore_pixel(store: Store, workers: int = 1) -> None:

@@ -23,21 +23,39 @@ __all__ = [
     "PRIMARY_SCORERS",
     "STRATEGIES",
     "FusedScores",
+    "extend_round",
     "fuse",
     "fused_scores",
     "get_strategy",
     "rank",
     "rank_normalize",
     "reviewed_ids",
+    "round_target",
     "select_top",
 ]
 
 logger = logging.getLogger(__name__)
 
+_TARGET = "rank.target."  # meta key prefix: a round's intended size (chosen step by step)
+
 
 def reviewed_ids(store: Store) -> set[int]:
     """Images that already have a verdict."""
     return {r[0] for r in store.query("SELECT DISTINCT image_id FROM reviews")}
+
+
+def round_target(store: Store, round: int | None = None) -> int:
+    """How many candidates a round is meant to hold (its size when written whole).
+
+    A round chosen step by step (``rank(..., target=)`` then
+    :func:`extend_round`) records its target in the catalogue's ``meta``
+    table; a round written whole holds its target already.
+    """
+    if round is None:
+        round = store.current_round()
+    rows = store.query("SELECT value FROM meta WHERE key = ?", (f"{_TARGET}{int(round)}",))
+    held = int(store.query("SELECT COUNT(*) FROM candidates WHERE round = ?", (int(round),))[0][0])
+    return max(held, int(rows[0][0])) if rows else held
 
 
 def rank(
@@ -49,6 +67,7 @@ def rank(
     primary: Sequence[str] | None = None,
     fusion: str = "cauchy",
     include_reviewed: bool = False,
+    target: int | None = None,
     **kwargs,
 ) -> int:
     """Choose the next batch of candidates and write it as a new round.
@@ -59,7 +78,7 @@ def rank(
     strategy : str, default="top"
         One of :data:`STRATEGIES` or a mixture spec (see :func:`get_strategy`).
     n : int, default=24
-        Candidates in the round.
+        Candidates written now.
     weights : mapping, optional
         Fusion weights per scorer.
     primary : sequence of str, optional
@@ -68,6 +87,10 @@ def rank(
         How the scorers' percentiles are combined (config ``rank.fusion``).
     include_reviewed : bool, default=False
         Offer images that already have a verdict again.
+    target : int, optional
+        The round's intended size when it is chosen step by step: ``n`` now,
+        the rest by :func:`extend_round` once the first verdicts are in
+        (config ``rank.step``). Default: ``n`` (the round is written whole).
     **kwargs
         Passed to the strategy.
 
@@ -79,8 +102,62 @@ def rank(
     Raises
     ------
     ValueError
+        For an unknown strategy, n < 1, target < n, or a catalogue without scores.
+    """
+    if target is not None and target < n:
+        raise ValueError(f"target must be >= n ({n}), got {target}")
+    round_ = store.current_round() + 1
+    chosen, fs = _choose(store, strategy, n, weights, primary, fusion, include_reviewed, set(), kwargs)
+    _write(store, round_, 0, chosen, fs, strategy, target=target if target and target > n else None)
+    logger.info("round %d: %d candidates by %s", round_, len(chosen), strategy)
+    return round_
+
+
+def extend_round(
+    store: Store,
+    *,
+    strategy: str = "top",
+    n: int = 6,
+    weights: Mapping[str, float] | None = None,
+    primary: Sequence[str] | None = None,
+    fusion: str = "cauchy",
+    **kwargs,
+) -> int:
+    """Add up to ``n`` candidates to the current round, chosen with every verdict given so far.
+
+    The next step of a round chosen step by step (:func:`rank` with
+    ``target``): never more than the round's :func:`round_target`, never an
+    image the round already holds or one with a verdict. The new candidates
+    rank after the round's others.
+
+    Returns
+    -------
+    int
+        Candidates added (0 when the round is full or there is no round).
+
+    Raises
+    ------
+    ValueError
         For an unknown strategy, n < 1, or a catalogue without scores.
     """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    round_ = store.current_round()
+    if round_ == 0:
+        return 0
+    held = store.query("SELECT image_id, rank FROM candidates WHERE round = ?", (round_,))
+    room = round_target(store, round_) - len(held)
+    if room <= 0:
+        return 0
+    in_round = {int(r[0]) for r in held}
+    start = max((int(r[1]) for r in held), default=0)
+    chosen, fs = _choose(store, strategy, min(n, room), weights, primary, fusion, False, in_round, kwargs)
+    _write(store, round_, start, chosen, fs, strategy)
+    logger.info("round %d: %d more candidates by %s", round_, len(chosen), strategy)
+    return len(chosen)
+
+
+def _choose(store, strategy, n, weights, primary, fusion, include_reviewed, exclude, kwargs):
     select = get_strategy(strategy)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -88,11 +165,15 @@ def rank(
     if len(fs.image_ids) == 0:
         raise ValueError("the catalogue has no scores yet: run `raremine mine` first")
     rows = np.arange(len(fs.image_ids))
-    if not include_reviewed:
-        done = reviewed_ids(store)
+    done = set() if include_reviewed else reviewed_ids(store)
+    done |= exclude
+    if done:
         rows = rows[~np.isin(fs.image_ids, list(done))]
     chosen = [c if isinstance(c, tuple) else (c, {}) for c in select(fs, rows, n, store=store, **kwargs)]
-    round_ = store.current_round() + 1
+    return chosen, fs
+
+
+def _write(store, round_, start, chosen, fs, strategy, *, target=None) -> None:
     now = time.time()
     values = []
     for r, (i, info) in enumerate(chosen):
@@ -103,7 +184,7 @@ def rank(
             (
                 round_,
                 int(fs.image_ids[i]),
-                r + 1,
+                start + r + 1,
                 picked_by,
                 float(np.nan_to_num(fs.fused[i])),
                 json.dumps(why, default=float),
@@ -116,5 +197,5 @@ def rank(
             " VALUES (?, ?, -1, ?, ?, ?, ?, ?)",
             values,
         )
-    logger.info("round %d: %d candidates by %s", round_, len(chosen), strategy)
-    return round_
+        if target is not None:
+            con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (f"{_TARGET}{round_}", int(target)))

@@ -20,6 +20,10 @@ def simulate(
     strategy: Annotated[str | None, typer.Option(help="selection strategy or mixture")] = None,
     batch: Annotated[int, typer.Option(help="images reviewed per round")] = 24,
     rounds: Annotated[int, typer.Option(help="review rounds")] = 4,
+    step: Annotated[
+        int | None,
+        typer.Option(help="choose each round this many at a time, learning in between (default rank.step; 0: whole)"),
+    ] = None,
     masks_per_round: Annotated[int | None, typer.Option(help="masks painted per round (mixed supervision)")] = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     config: ConfigOpt = None,
@@ -46,6 +50,7 @@ def simulate(
                 strategy=strategy or cfg.rank.strategy,
                 batch=batch,
                 rounds=rounds,
+                step=cfg.rank.step if step is None else step,
                 masks_per_round=lc.masks_per_round if masks_per_round is None else masks_per_round,
                 learn_kwargs={"config": cfg},
                 rank_kwargs={
@@ -61,7 +66,10 @@ def simulate(
         except ValueError as err:
             fail(str(err))
     paths = write_outputs(summary, out)
-    typer.echo(f"{summary['n_positives']} events in {summary['n_images']} images; strategy {summary['strategy']}")
+    typer.echo(
+        f"{summary['n_positives']} events in {summary['n_images']} images; strategy {summary['strategy']}, "
+        f"rounds of {summary['batch']} chosen {summary['step']} at a time"
+    )
     for k, (rev, rec) in enumerate(zip(summary["reviewed_per_round"], summary["recall_per_round"], strict=True)):
         ap = summary["ap_per_round"][k]
         typer.echo(f"  round {k + 1}: reviewed {rev:>5}, recall {rec:.3f}, AP {'-' if ap is None else f'{ap:.3f}'}")
