@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from mining import review as rv
 from mining.catalogue.store import SCHEMA_VERSION, Store
+from mining.ranking.rank import round_target
 from tests.review_catalogue import build_catalogue, clone_catalogue
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -483,7 +484,10 @@ def test_rank_the_next_round_from_the_app(cat):
         con.execute("DELETE FROM reviews WHERE id IN (SELECT id FROM reviews ORDER BY id DESC LIMIT 3)")
     job = loop.LearnJob(started=0.0, kind="rank")
     loop._run_learn(job, loop.rank_round, cat["db"], None)  # what the button runs in its thread
-    assert job.error is None and job.result == "round 2: 3 candidates"
+    # the defaults (rank.step 6 of rank.n 24): the first step, of the 3 images nobody reviewed
+    assert job.error is None and job.result == "round 2: 3 candidates, the first step of 24 (6 at a time)"
+    with Store(cat["db"], readonly=True) as s:
+        assert round_target(s, 2) == 24
     at = session("carol")
     assert "**round 2** · item 1 of 3" in header(at)
 

@@ -8,6 +8,7 @@ import streamlit as st
 
 from mining import review as rv
 from mining.io import UnreadableImage
+from raremine.screens.loop import step_ahead
 from raremine.screens.queue import empty_queue, queue_header
 from raremine.screens.state import (
     GRID_LABELS,
@@ -42,10 +43,11 @@ def grid_view(ctx: Ctx) -> None:
                 continue
             seen.add(it.key)
         i += 1
+    step = step_ahead(ctx, queue)  # a submitted page counts as verdicts: the round's next step when few are left
     queue_header(ctx, queue)
     page = queue[ss["pos"] : ss["pos"] + size]
     if not page:
-        empty_queue(ctx, queue)
+        empty_queue(ctx, queue, step)
         return
     earlier = rv.earlier_votes(ctx.store, page)
     st.caption(

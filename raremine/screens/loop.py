@@ -1,4 +1,13 @@
-"""The loop from the app: learn and rank the next round as background jobs, and their progress."""
+"""The loop from the app: learn and rank the next round as background jobs, and their progress.
+
+A round is chosen step by step (config ``rank.step``): "Rank the next round"
+writes its first ``rank.step`` candidates, and when a reviewer's queue of the
+round runs low (:data:`STEP_LOOKAHEAD`), a background "step" job learns from
+the verdicts so far (the re-ranker only) and adds the next step
+(:func:`mining.ranking.rank.extend_round`), as ``raremine simulate --step``
+models it. Every session reviewing the round gets the new candidates appended
+to its queue (:func:`raremine.screens.state.grow_queue`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +15,8 @@ import dataclasses
 import importlib
 import importlib.util
 import inspect
+import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -16,11 +27,27 @@ from mining.catalogue.store import Store
 from mining.config import load_config
 from raremine.screens.state import Ctx
 
+logger = logging.getLogger(__name__)
+
+#: A reviewer's unreviewed candidates left in the round's queue when the next step is started. The step job
+#: (re-ranker learn without the pixel model, then the next candidates) takes about as long as one or two verdicts,
+#: so two left keeps the reviewer from waiting, while every verdict of a step but the last two (at most half of
+#: the step: :func:`step_lookahead`) already steers the next step; those last two steer the step after it.
+STEP_LOOKAHEAD = 2
+KINDS = ("rank", "learn", "step")  # background jobs, at most one of them at a time per catalogue
+STEP_SEED = 7919  # random_state of a round's k-th extension: k * STEP_SEED, as simulate(step=) draws them
+
 
 @st.cache_resource
 def learn_jobs() -> dict:
-    """Background jobs (learn, rank), keyed by ``(catalogue, kind)``, shared by all sessions of this server."""
+    """Background jobs (learn, rank, step), keyed by ``(catalogue, kind)``, shared by all sessions of this server."""
     return {}
+
+
+@st.cache_resource
+def jobs_lock() -> threading.Lock:
+    """Held while a job is checked for and started: two sessions cannot start two jobs on one catalogue."""
+    return threading.Lock()
 
 
 @dataclass
@@ -36,6 +63,7 @@ class LearnJob:
     error: str | None = None
     finished: float | None = None
     kind: str = "learn"
+    sig: tuple | None = None  # a step job: (round, candidates held) when it started
 
 
 def learn_function():
@@ -46,27 +74,76 @@ def learn_function():
     return fn if callable(fn) else None
 
 
+def round_step(cfg) -> int:
+    """Candidates per step of a round chosen from the app (``rank.step``); 0 when written whole."""
+    step = int(cfg.rank.step)
+    return step if 0 < step < int(cfg.rank.n) else 0
+
+
+def strategy_kwargs(cfg) -> dict:
+    """The ranking arguments ``rank_round`` and ``step_round`` share (the config's ``rank:`` and ``learn:``)."""
+    return {
+        "strategy": cfg.rank.strategy,
+        "weights": cfg.rank.weights,
+        "primary": cfg.rank.primary,
+        "fusion": cfg.rank.fusion,
+        "per_category": cfg.learn.per_category,
+        "cold_start": cfg.learn.cold_start,
+    }
+
+
 def rank_round(store: Store, *, config=None, progress=None) -> str:
-    """Rank the next round as ``raremine rank`` does (the config's ``rank:`` and ``learn:`` sections)."""
+    """Rank the next round as ``raremine rank`` does (the config's ``rank:`` and ``learn:`` sections).
+
+    With ``0 < rank.step < rank.n`` only its first ``rank.step`` candidates are
+    written now (target ``rank.n``); :func:`step_round` adds the others as the
+    verdicts come in. Else the whole round.
+    """
     from mining.ranking.rank import rank
 
     cfg = config if config is not None else load_config(None)
+    step = round_step(cfg)
     if progress:
         progress("choosing the candidates", 0, 1)
     r = rank(
         store,
-        strategy=cfg.rank.strategy,
-        n=cfg.rank.n,
-        weights=cfg.rank.weights,
-        primary=cfg.rank.primary,
-        fusion=cfg.rank.fusion,
+        n=step or cfg.rank.n,
+        target=cfg.rank.n if step else None,
         random_state=0,
-        per_category=cfg.learn.per_category,
-        cold_start=cfg.learn.cold_start,
+        **strategy_kwargs(cfg),
     )
     if progress:
         progress("done", 1, 1)
-    return f"round {r}: {len(store.candidates(r))} candidates"
+    out = f"round {r}: {len(store.candidates(r))} candidates"
+    return out + (f", the first step of {cfg.rank.n} ({step} at a time)" if step else "")
+
+
+def step_round(store: Store, *, config=None, progress=None) -> str:
+    """The next step of the current round: learn from the verdicts (re-ranker only), then add candidates.
+
+    As ``simulate(step=)`` does between steps: ``learn(pixel=False)`` and
+    :func:`mining.ranking.rank.extend_round` with ``rank.step`` candidates (the
+    rest of the round when ``rank.step`` is 0), never beyond the round's target.
+    """
+    from mining.learning.learn import learn
+    from mining.ranking.rank import extend_round, round_target
+
+    cfg = config if config is not None else load_config(None)
+    r = store.current_round()
+    held = len(store.candidates(r))
+    target = round_target(store, r)
+    n = int(cfg.rank.step) or max(target - held, 1)
+    if progress:
+        progress("learning from the verdicts", 0, 2)
+    learn(store, config=cfg, pixel=False)
+    if progress:
+        progress("choosing the next candidates", 1, 2)
+    seed = STEP_SEED * max(math.ceil(held / n), 1)  # a different stream per step
+    added = extend_round(store, n=n, random_state=seed, **strategy_kwargs(cfg))
+    if progress:
+        progress("done", 2, 2)
+    logger.info("round %d: %d more candidates (%d of %d)", r, added, held + added, target)
+    return f"round {r}: {added} more candidates ({held + added} of {target})"
 
 
 def _run_learn(job: LearnJob, fn, db: str, cfg) -> None:
@@ -94,16 +171,21 @@ def _run_learn(job: LearnJob, fn, db: str, cfg) -> None:
 
 
 def job_running(db: str, kind: str) -> bool:
-    """Whether a ``kind`` job (learn, rank) runs on this catalogue now."""
+    """Whether a ``kind`` job (learn, rank, step) runs on this catalogue now."""
     job = learn_jobs().get((db, kind))
     return job is not None and job.finished is None
+
+
+def any_job_running(db: str) -> bool:
+    """Whether a learn, rank or step job runs on this catalogue now."""
+    return any(job_running(db, kind) for kind in KINDS)
 
 
 def loop_ui(ctx: Ctx) -> None:
     """The loop from the app: rank the next round and learn from the verdicts, in the background, with progress."""
     st.subheader("Next round")
     fn = learn_function()
-    busy = job_running(ctx.store.path, "learn") or job_running(ctx.store.path, "rank")
+    busy = any_job_running(ctx.store.path)
     c1, c2 = st.columns(2)
     c1.button(
         "Rank the next round",
@@ -111,7 +193,8 @@ def loop_ui(ctx: Ctx) -> None:
         disabled=busy,
         on_click=start_job,
         args=("rank", rank_round, ctx),
-        help="as `raremine rank`: the config's strategy and round size; the queue shows the new round when done",
+        help="as `raremine rank`, with the config's strategy and round size, but `rank.step` candidates at a "
+        "time: the rest follow as your verdicts come in; the queue shows the new round when done",
     )
     c2.button(
         "Learn from the verdicts",
@@ -132,16 +215,21 @@ def learn_ui(ctx: Ctx) -> None:
     loop_ui(ctx)
 
 
-def start_job(kind: str, fn, ctx: Ctx) -> None:
-    """Start a learn or rank job in a background thread unless one of them runs on this catalogue."""
+def start_job(kind: str, fn, ctx: Ctx, sig: tuple | None = None) -> bool:
+    """Start a learn, rank or step job in a background thread unless one of them runs on this catalogue.
+
+    Returns whether it started.
+    """
     jobs = learn_jobs()
     db = ctx.store.path
-    if job_running(db, "learn") or job_running(db, "rank"):
-        return
-    job = jobs[(db, kind)] = LearnJob(started=time.time(), kind=kind)
-    job.thread = threading.Thread(target=_run_learn, args=(job, fn, db, ctx.cfg), daemon=True)
-    job.thread.start()
+    with jobs_lock():
+        if any_job_running(db):
+            return False
+        job = jobs[(db, kind)] = LearnJob(started=time.time(), kind=kind, sig=sig)
+        job.thread = threading.Thread(target=_run_learn, args=(job, fn, db, ctx.cfg), daemon=True)
+        job.thread.start()
     st.session_state["jobs_drawn_busy"] = True
+    return True
 
 
 def start_learn(fn, ctx: Ctx) -> None:
@@ -149,12 +237,97 @@ def start_learn(fn, ctx: Ctx) -> None:
     start_job("learn", fn, ctx)
 
 
+# -- a round chosen step by step ------------------------------------------------------------------
+def step_lookahead(cfg) -> int:
+    """Unreviewed candidates left in a reviewer's queue when the next step starts.
+
+    :data:`STEP_LOOKAHEAD`, but at most half a step (``rank.step`` 3: 1), so
+    that most of a step's verdicts steer the next one.
+    """
+    return min(STEP_LOOKAHEAD, max(int(cfg.rank.step), 0) // 2)
+
+
+def step_ahead(ctx: Ctx, queue: list) -> str | None:
+    """Start the round's next step in the background when this reviewer's queue of it runs low.
+
+    Only for the current round's queue (source "round"), and only while the
+    round holds fewer candidates than its target (a round written whole is
+    never extended). A step is tried once for a given number of candidates:
+    a failed job, or one that found nothing more to add, is not started again
+    by itself (:func:`retry_step`).
+
+    Returns
+    -------
+    str or None
+        ``"running"`` (a step job chooses the next candidates now),
+        ``"failed"`` (the last step job failed), ``"stalled"`` (it found no
+        more candidates), or None (nothing to wait for).
+    """
+    from mining.ranking.rank import round_target
+
+    ss = st.session_state
+    if ss["source"][0] != "round":
+        return None
+    db = ctx.store.path
+    job = learn_jobs().get((db, "step"))
+    if job_running(db, "step"):
+        return "running"
+    if len(queue) - ss["pos"] > step_lookahead(ctx.cfg):
+        return None
+    r = ctx.store.current_round()
+    if not r or ss.get("queue_round") != r:
+        return None
+    held = int(ctx.store.query("SELECT COUNT(*) FROM candidates WHERE round = ?", (r,))[0][0])
+    if held >= round_target(ctx.store, r):
+        return None
+    if job is not None and job.sig == (r, held):  # this step was tried: not again by itself
+        return "failed" if job.error else "stalled"
+    if start_job("step", step_round, ctx, sig=(r, held)):
+        return "running"
+    return None  # a learn or rank job runs: the step starts after it
+
+
+def retry_step(ctx: Ctx) -> None:
+    """Start the round's next step again (after a failed step job)."""
+    r = ctx.store.current_round()
+    held = int(ctx.store.query("SELECT COUNT(*) FROM candidates WHERE round = ?", (r,))[0][0])
+    start_job("step", step_round, ctx, sig=(r, held))
+
+
+def step_ui(ctx: Ctx, state: str | None) -> None:
+    """At the end of a reviewer's queue: the next step is being chosen, or why it is not."""
+    if state == "running":
+        st.info(
+            "The next candidates of this round are being chosen from your verdicts; "
+            "they appear here by themselves when ready."
+        )
+    elif state == "failed":
+        job = learn_jobs().get((ctx.store.path, "step"))
+        st.error(f"Choosing the next candidates failed: {job.error if job else 'unknown error'}")
+        st.button("Try again", key="retry_step", on_click=retry_step, args=(ctx,))
+    elif state == "stalled":
+        st.info("No more candidates could be added to this round (every image has a verdict or is in it).")
+
+
+def step_error(db: str, round_: int | None) -> str | None:
+    """The error of the last step job on this catalogue when it failed on round ``round_``."""
+    job = learn_jobs().get((db, "step"))
+    if job is None or not job.error or job.finished is None or not job.sig or job.sig[0] != round_:
+        return None
+    return job.error
+
+
 @st.fragment(run_every=1.0)
 def jobs_status(db: str) -> None:
-    """Progress of the learn and rank jobs, refreshed every second; the page is redrawn when one ends."""
+    """Progress of the jobs, refreshed every second; the page is redrawn when one ends.
+
+    The queue is built again only when a new round was ranked meanwhile: a
+    step adds its candidates to the queues of the round (position, undo and
+    claims kept), learning changes no queue.
+    """
     ss = st.session_state
     busy = False
-    for kind in ("rank", "learn"):
+    for kind in KINDS:
         job = learn_jobs().get((db, kind))
         if job is None:
             continue
@@ -173,7 +346,11 @@ def jobs_status(db: str) -> None:
     if ss.get("jobs_drawn_busy") and not busy:
         # the buttons were drawn disabled (and the queue may be of an older round): draw the page again
         ss["jobs_drawn_busy"] = False
-        ss["queue"] = None
+        store = ss.get("store")
+        if ss.get("source", ("round", None))[0] != "round" or store is None:
+            ss["queue"] = None
+        elif ss.get("queue_round") != store.current_round():
+            ss["queue"] = None
         st.rerun(scope="app")
 
 

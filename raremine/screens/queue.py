@@ -12,7 +12,7 @@ import streamlit as st
 from mining import review as rv
 from mining.catalogue.store import Store
 from mining.io import UnreadableImage
-from raremine.screens.loop import loop_ui
+from raremine.screens.loop import loop_ui, step_ahead, step_error, step_ui
 from raremine.screens.state import (
     HOT_CROP,
     HOT_SPOTS,
@@ -288,8 +288,12 @@ def queue_status(ctx: Ctx) -> None:
     kind, _ = ss["source"]
     c1, c2 = st.columns([3, 1], vertical_alignment="center")
     if kind == "round":
+        from mining.ranking.rank import round_target
+
         done, total = round_progress(ctx)
-        c1.progress(done / total if total else 0.0, text=f"round: {done} of {total} candidates decided")
+        target = round_target(ctx.store)
+        more = f" (of {target}: the rest are chosen as your verdicts come in)" if target > total else ""
+        c1.progress(done / total if total else 0.0, text=f"round: {done} of {total} candidates decided{more}")
     else:
         c1.button("Back to the round's candidates", on_click=act_round_queue, key="back_round")
     c2.button(
@@ -314,6 +318,9 @@ def queue_status(ctx: Ctx) -> None:
     # the same elements on every run: a shifting layout remounts the buttons and can drop a shortcut
     st.caption(f"last: {ss['last_action']}" if ss.get("last_action") else "last: -")
     with st.container():
+        err = step_error(ctx.store.path, ss.get("queue_round")) if kind == "round" else None
+        if err:
+            st.warning(f"Choosing the next candidates failed: {err}; you can go on voting.")
         for msg in ss["skipped"][-5:]:
             st.warning(msg)
         for msg in ss["passed"][-3:]:
@@ -332,15 +339,23 @@ def round_progress(ctx: Ctx) -> tuple[int, int]:
     return sum(1 for k in keys if dec[k].status in ("decided", "dropped")), len(keys)
 
 
-def empty_queue(ctx: Ctx, queue: list[rv.Item]) -> None:
+def empty_queue(ctx: Ctx, queue: list[rv.Item], step: str | None = None) -> None:
+    """The end of a reviewer's queue: the round's next step on its way, or done; rank / learn below.
+
+    ``step``: what :func:`raremine.screens.loop.step_ahead` said about the round's next step.
+    """
     ss = st.session_state
-    if not queue:
+    if step == "running":
+        step_ui(ctx, step)
+    elif not queue:
         if ctx.store.current_round() == 0 and ss["source"][0] == "round":
             st.info("No candidates in this catalogue yet: rank the first round below (or `raremine rank`).")
         else:
             st.info("Nothing to review here: every item in this queue has your vote or a decision.")
     else:
         st.success(f"End of the queue: all {len(queue)} items seen.")
+    if step in ("failed", "stalled"):
+        step_ui(ctx, step)
     c1, c2 = st.columns(2)
     c1.button("Previous", key="btn_prev_end", shortcut="K", on_click=act_move, args=(-1,), disabled=not queue)
     c2.button("Undo", key="btn_undo_end", shortcut="Z", on_click=act_undo, disabled=not ss["undo"])
@@ -441,11 +456,12 @@ def queue_view(ctx: Ctx) -> None:
     ss = st.session_state
     queue = current_queue(ctx.store, ctx.reviewer, ctx.rule, ctx.show_all)
     item, raw = advance_to_readable(ctx, queue)
+    step = step_ahead(ctx, queue)  # the round's next step, in the background, when few candidates are left
     status = queue_header(ctx, queue, item, later=True)  # filled after the viewer: the picture is sent early
     if item is None:
         with status:
             queue_status(ctx)
-        empty_queue(ctx, queue)
+        empty_queue(ctx, queue, step)
         return
     categories = list(ctx.cfg.review.categories)
     bar = st.container(key="verdict_bar")  # above the image; filled once the image is on its way

@@ -227,21 +227,52 @@ def current_queue(store: Store, reviewer: str, rule: rv.ConsensusRule, show_all:
 
     Items are checked again just before they are shown (see :func:`advance_to_readable`):
     one another reviewer is looking at, or that consensus decided meanwhile, is passed over.
+    A queue of the current round grows in place when the round does (:func:`grow_queue`).
     """
     ss = st.session_state
     signature = (reviewer, ss["source"], show_all)
     if ss["queue"] is None or ss["queue_for"] != signature:
         kind, payload = ss["source"]
-        items = rv.round_items(store) if kind == "round" else rv.image_items(store, payload[1])
+        r = store.current_round()
+        items = rv.round_items(store, r) if kind == "round" else rv.image_items(store, payload[1])
         ss["queue"] = rv.reviewer_queue(store, items, reviewer, rule, include_done=show_all)
         ss["queue_built"] = list(ss["queue"])  # as built: a refresh reports on these
         ss["queue_for"] = signature
+        ss["queue_round"] = r if kind == "round" else None
+        ss["queue_keys"] = {it.key for it in items} if kind == "round" else set()
         ss["pos"] = 0
         ss["undo"] = []
         ss["seen"] = set()
         ss["deferred"] = set()
         ss["since_id"] = rv.last_review_id(store)
+    else:
+        grow_queue(store, reviewer, rule, show_all)
     return ss["queue"]
+
+
+def grow_queue(store: Store, reviewer: str, rule: rv.ConsensusRule, show_all: bool) -> int:
+    """Append the candidates the queue's round gained since the queue was built (a round chosen step by step).
+
+    Position, undo stack and claims are left as they are; of the new
+    candidates, those this reviewer voted on or that consensus decided stay out
+    (:func:`mining.review.reviewer_queue`). Returns how many were appended.
+    """
+    ss = st.session_state
+    r = ss.get("queue_round")
+    if ss["source"][0] != "round" or not r:
+        return 0
+    held = int(store.query("SELECT COUNT(*) FROM candidates WHERE round = ?", (r,))[0][0])
+    known = ss.setdefault("queue_keys", set())
+    if held <= len(known):
+        return 0
+    new = [it for it in rv.round_items(store, r) if it.key not in known]
+    known.update(it.key for it in new)
+    fresh = rv.reviewer_queue(store, new, reviewer, rule, include_done=show_all)
+    ss["queue"].extend(fresh)
+    ss.setdefault("queue_built", []).extend(fresh)
+    if fresh:
+        ss["passed"].append(f"{len(fresh)} more candidates chosen with the verdicts so far")
+    return len(fresh)
 
 
 def act_refresh_queue() -> None:
