@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from mining import review as rv
 from mining.catalogue.store import SCHEMA_VERSION, Store
-from mining.ranking.rank import round_target
+from mining.ranking.rank import rank, round_target
 from tests.review_catalogue import build_catalogue, clone_catalogue
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -518,3 +518,236 @@ def test_the_viewer_shows_the_files_own_window_and_the_manual_one(cat):
     at.checkbox(key="manual_window").check().run()
     at.slider(key="width").set_value(2000.0).run()
     np.testing.assert_array_equal(shown(), rv.display_image(raw, 30000, 2000))
+
+
+# -- a round chosen step by step (rank.step) --------------------------------------------------------
+@pytest.fixture(scope="module")
+def step_template(tmp_path_factory):
+    return build_catalogue(tmp_path_factory.mktemp("step_template"), n=16, n_candidates=1, with_map=False)
+
+
+@pytest.fixture
+def stepcat(step_template, tmp_path, monkeypatch):
+    """16 images, round 1 of one candidate; the app ranks 9 a round, 3 at a time (learn with 3 folds)."""
+    c = clone_catalogue(step_template, tmp_path / "cat")
+    monkeypatch.setenv("RAREMINE_DB", c["db"])
+    step_config(tmp_path, monkeypatch)
+    return c
+
+
+def step_config(tmp_path, monkeypatch, *, n: int = 9, step: int = 3, **review) -> str:
+    """Point the app at a config that chooses a round of ``n`` candidates ``step`` at a time."""
+    path = tmp_path / f"step_{n}_{step}_{len(review)}.yaml"
+    text = f"rank:\n  n: {n}\n  step: {step}\nlearn:\n  n_folds: 3\n"
+    text += ("review:\n" + "".join(f"  {k}: {v}\n" for k, v in review.items())) if review else ""
+    path.write_text(text)
+    monkeypatch.setenv("RAREMINE_CONFIG", str(path))
+    return str(path)
+
+
+def first_step(db: str, n: int = 3, target: int = 9) -> int:
+    """Write the first step of a new round, as the app's "Rank the next round" does."""
+    with Store(db) as s:
+        return rank(s, n=n, target=target, random_state=0)
+
+
+def step_job(db: str):
+    from raremine.screens import loop
+
+    return loop.learn_jobs().get((db, "step"))
+
+
+def finish_jobs(db: str) -> None:
+    """Wait for this catalogue's background jobs (they take well under a second here)."""
+    from raremine.screens import loop
+
+    for (where, _), job in list(loop.learn_jobs().items()):
+        if where == db and job.thread is not None:
+            job.thread.join(30)
+            assert job.finished is not None
+
+
+def held(db: str, round_: int) -> list[int]:
+    with Store(db, readonly=True) as s:
+        return [int(c["image_id"]) for c in s.candidates(round_)]
+
+
+@pytest.fixture
+def gated_step(monkeypatch):
+    """Step jobs wait for ``gate.set()`` before they run (to look at the page while one runs)."""
+    import threading
+
+    from raremine.screens import loop
+
+    gate = threading.Event()
+    real = loop.step_round
+
+    def gated(store, *, config=None, progress=None):
+        assert gate.wait(30)
+        return real(store, config=config, progress=progress)
+
+    monkeypatch.setattr(loop, "step_round", gated)
+    yield gate
+    gate.set()
+
+
+def test_a_round_ranked_from_the_app_grows_step_by_step_and_undo_still_works(stepcat):
+    db = stepcat["db"]
+    at = view(session(), "Progress")
+    at.button(key="rank_next").click().run()
+    finish_jobs(db)
+    at.run()  # the rank job's end draws the page again
+    assert held(db, 2) and len(held(db, 2)) == 3
+    with Store(db, readonly=True) as s:
+        assert round_target(s, 2) == 9
+    view(at, "Queue")
+    assert "**round 2** · item 1 of 3" in header(at)
+    first = list(at.session_state["queue"])
+    at.button(key="btn_reject").click().run()
+    assert step_job(db) is None  # 2 left: more than the lookahead (1 for steps of 3)
+    at.button(key="btn_confirm").click().run()  # 1 left: the next step is chosen in the background
+    job = step_job(db)
+    assert job is not None and job.sig == (2, 3)
+    finish_jobs(db)
+    assert job.error is None and job.result == "round 2: 3 more candidates (6 of 9)"
+    at.run()
+    assert "**round 2** · item 3 of 6" in header(at)  # the same position, three more behind it
+    queue = at.session_state["queue"]
+    assert queue[:3] == first and [it.image_id for it in queue[3:]] == held(db, 2)[3:]
+    assert [it.rank for it in queue] == [1, 2, 3, 4, 5, 6]
+    assert not {it.image_id for it in queue[3:]} & {v[0] for v in votes(db)}
+    at.button(key="btn_reject").click().run()
+    assert "item 4 of 6" in header(at) and len(at.session_state["undo"]) == 3
+    at.button(key="btn_undo").click().run()  # the undo stack survived the extension: the last vote goes
+    assert "item 3 of 6" in header(at)
+    assert [v[0] for v in votes(db)] == [first[0].image_id, first[1].image_id]
+    assert len(held(db, 2)) == 6 and step_job(db) is job  # no other step job meanwhile
+
+
+def test_the_end_of_the_queue_waits_for_the_next_step(stepcat, gated_step):
+    db = stepcat["db"]
+    first_step(db)
+    at = session()
+    for _ in range(3):
+        at.button(key="btn_reject").click().run()
+    # the queue is done but the round is not: the next candidates are on their way, no "round done"
+    assert any("being chosen from your verdicts" in i.value for i in at.info)
+    assert not any("End of the queue" in s.value for s in at.success)
+    assert at.button(key="rank_next").disabled and at.session_state["jobs_drawn_busy"]
+    gated_step.set()
+    finish_jobs(db)
+    at.run()
+    assert "**round 2** · item 4 of 6" in header(at) and len(at.session_state["undo"]) == 3
+    # what the jobs panel (a fragment, every second) does when it sees the step end: the queue stays
+    from raremine.screens import loop
+
+    ss = {"source": ("round", None), "queue": list(at.session_state["queue"]), "queue_round": 2}
+    with Store(db, readonly=True) as s:
+        loop.jobs_ended(ss, s)
+        assert len(ss["queue"]) == 6 and not ss["jobs_drawn_busy"]
+        first_step(db)  # a new round (ranked by anyone): the queue is built again
+        loop.jobs_ended(ss, s)
+    assert ss["queue"] is None
+
+
+def test_a_round_written_whole_is_never_extended(cat, tmp_path, monkeypatch):
+    from raremine.screens import loop
+
+    step_config(tmp_path, monkeypatch)
+    at = session()
+    for _ in range(6):
+        at.button(key="btn_reject").click().run()
+    assert any("End of the queue" in s.value for s in at.success)
+    assert step_job(cat["db"]) is None and len(held(cat["db"], 1)) == 6
+    # rank.step 0: the app writes the round whole as well
+    from mining.config import load_config
+
+    cfg = load_config(step_config(tmp_path, monkeypatch, n=4, step=0))
+    with Store(cat["db"]) as s:
+        assert loop.rank_round(s, config=cfg).startswith("round 2: ") and round_target(s, 2) == len(s.candidates(2))
+
+
+def test_a_map_selection_never_starts_a_step(stepcat):
+    db = stepcat["db"]
+    first_step(db)
+    ids = held(db, 2)[:2]
+    at = session()
+    at.session_state["source"] = ("images", ("map selection (2)", tuple(ids)))
+    at.session_state["queue"] = None
+    at.run()
+    assert "item 1 of 2" in header(at)
+    at.button(key="btn_reject").click().run()
+    at.button(key="btn_reject").click().run()
+    assert step_job(db) is None and len(held(db, 2)) == 3
+
+
+def test_two_reviewers_one_step_job_and_both_queues_grow_in_place(stepcat, tmp_path, monkeypatch, gated_step):
+    db = stepcat["db"]
+    step_config(tmp_path, monkeypatch, agree=2)  # both vote on every candidate
+    first_step(db)
+    alice, bob = session("alice"), session("bob")
+    bob.button(key="btn_confirm").click().run()
+    for _ in range(2):
+        alice.button(key="btn_reject").click().run()
+    job = step_job(db)
+    assert job is not None and job.finished is None
+    bob.button(key="btn_reject").click().run()  # bob is low too: no second job while alice's runs
+    assert step_job(db) is job
+    gated_step.set()
+    finish_jobs(db)
+    alice.run()
+    bob.run()
+    assert len(held(db, 2)) == len(set(held(db, 2))) == 6
+    for at in (alice, bob):
+        assert "**round 2** · item 3 of 6" in header(at) and len(at.session_state["undo"]) == 2
+        assert [it.image_id for it in at.session_state["queue"]] == held(db, 2)
+    with Store(db, readonly=True) as s:
+        looking = rv.claims(s)[bob.session_state["queue"][2].key]
+    assert sorted(who for who, _ in looking) == ["alice", "bob"]  # claims kept (shared: two votes needed)
+
+
+def test_a_failed_step_shows_its_error_and_voting_goes_on(stepcat, monkeypatch):
+    from raremine.screens import loop
+
+    db = stepcat["db"]
+    first_step(db)
+
+    real = loop.step_round
+
+    def broken(store, *, config=None, progress=None):
+        raise ValueError("no model")
+
+    monkeypatch.setattr(loop, "step_round", broken)
+    at = session()
+    at.button(key="btn_reject").click().run()
+    at.button(key="btn_reject").click().run()
+    finish_jobs(db)
+    at.run()
+    assert any("failed: ValueError: no model" in w.value for w in at.warning)
+    at.button(key="btn_reject").click().run()  # voting goes on
+    assert len(votes(db)) == 3 and any("step failed: ValueError: no model" in e.value for e in at.error)
+    failed = step_job(db)
+    at.run()
+    assert step_job(db) is failed  # not started again by itself
+    monkeypatch.setattr(loop, "step_round", real)
+    at.button(key="retry_step").click().run()
+    finish_jobs(db)
+    at.run()
+    assert "**round 2** · item 4 of 6" in header(at)
+
+
+def test_grid_pages_count_as_verdicts_for_the_next_step(stepcat):
+    db = stepcat["db"]
+    first_step(db)
+    at = view(session(), "Grid")
+    queue = list(at.session_state["queue"])
+    assert len(queue) == 3
+    for it in queue:
+        at.segmented_control(key=f"grid_{it.image_id}_-1").set_value("reject").run()
+    at.button(key="grid_submit").click().run()
+    finish_jobs(db)
+    at.run()
+    assert len(at.session_state["queue"]) == 6 and at.session_state["pos"] == 3
+    assert [c for c in image_captions(at) if c.startswith("#4 ")]  # the next step's page
+    at.button(key="btn_undo_grid").click().run()  # undo takes the whole first page back
+    assert votes(db) == [] and at.session_state["pos"] == 0

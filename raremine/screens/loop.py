@@ -206,7 +206,9 @@ def loop_ui(ctx: Ctx) -> None:
     )
     if fn is None:
         st.info("The learn step is not available yet (mining.learning.learn.learn is not built).")
-    st.session_state["jobs_drawn_busy"] = busy
+    ss = st.session_state
+    # set until jobs_status sees the jobs ended (also one started by a click this run and ended before it)
+    ss["jobs_drawn_busy"] = bool(ss.get("jobs_drawn_busy")) or busy
     jobs_status(ctx.store.path)
 
 
@@ -301,10 +303,14 @@ def step_ui(ctx: Ctx, state: str | None) -> None:
             "The next candidates of this round are being chosen from your verdicts; "
             "they appear here by themselves when ready."
         )
-    elif state == "failed":
-        job = learn_jobs().get((ctx.store.path, "step"))
-        st.error(f"Choosing the next candidates failed: {job.error if job else 'unknown error'}")
-        st.button("Try again", key="retry_step", on_click=retry_step, args=(ctx,))
+    elif state == "failed":  # (its error is shown with the jobs below)
+        st.button(
+            "Choose the next candidates again",
+            key="retry_step",
+            on_click=retry_step,
+            args=(ctx,),
+            help="the last try failed (its error is below); this round is not full yet",
+        )
     elif state == "stalled":
         st.info("No more candidates could be added to this round (every image has a verdict or is in it).")
 
@@ -345,13 +351,23 @@ def jobs_status(db: str) -> None:
                     st.json(dataclasses.asdict(res) if dataclasses.is_dataclass(res) else {"result": str(res)})
     if ss.get("jobs_drawn_busy") and not busy:
         # the buttons were drawn disabled (and the queue may be of an older round): draw the page again
-        ss["jobs_drawn_busy"] = False
-        store = ss.get("store")
-        if ss.get("source", ("round", None))[0] != "round" or store is None:
-            ss["queue"] = None
-        elif ss.get("queue_round") != store.current_round():
-            ss["queue"] = None
+        jobs_ended(ss, ss.get("store"))
         st.rerun(scope="app")
+
+
+def jobs_ended(ss, store: Store | None) -> None:
+    """What a session does when the jobs it saw running have ended, before the page is drawn again.
+
+    Its queue is built again only when it is not of the current round (a rank
+    job wrote a new one), or is a selection; a queue of the round keeps its
+    position, undo stack and claims, and gets a step's new candidates appended
+    (:func:`raremine.screens.state.grow_queue`).
+    """
+    ss["jobs_drawn_busy"] = False
+    if ss.get("source", ("round", None))[0] != "round" or store is None:
+        ss["queue"] = None
+    elif ss.get("queue_round") != store.current_round():
+        ss["queue"] = None
 
 
 def summary(result) -> str:

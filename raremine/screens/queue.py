@@ -270,7 +270,7 @@ def queue_header(ctx: Ctx, queue: list[rv.Item], item: rv.Item | None = None, *,
     """The header line, then progress, refresh and messages (``later``: a container for them is returned)."""
     ss = st.session_state
     kind, payload = ss["source"]
-    src = f"round {ctx.store.current_round()}" if kind == "round" else payload[0]
+    src = f"round {ss.get('queue_round') or ctx.store.current_round()}" if kind == "round" else payload[0]
     left = max(len(queue) - ss["pos"], 0)
     st.markdown(
         f"**{src}** · item {min(ss['pos'] + 1, len(queue))} of {len(queue)} · {left} left · "
@@ -318,7 +318,8 @@ def queue_status(ctx: Ctx) -> None:
     # the same elements on every run: a shifting layout remounts the buttons and can drop a shortcut
     st.caption(f"last: {ss['last_action']}" if ss.get("last_action") else "last: -")
     with st.container():
-        err = step_error(ctx.store.path, ss.get("queue_round")) if kind == "round" else None
+        mid = ss["pos"] < len(ss["queue"] or [])  # (at the end of the queue the loop's panel says it)
+        err = step_error(ctx.store.path, ss.get("queue_round")) if kind == "round" and mid else None
         if err:
             st.warning(f"Choosing the next candidates failed: {err}; you can go on voting.")
         for msg in ss["skipped"][-5:]:
