@@ -183,3 +183,26 @@ def test_screenshots_of_the_queue_grid_and_map(catalogue, app_url, chromium, tmp
         x, y, w, h = (round(box[k]) for k in ("x", "y", "width", "height"))
         assert w > 50 and h > 50, (name, box)
         assert float(shot[y : y + h, x : x + w].std()) > 3.0, f"{name}: nothing drawn at {box}"
+
+
+def test_the_next_step_of_a_round_shows_by_itself(tmp_path, chromium):
+    """A round chosen one at a time: the vote ends the queue, the next candidate appears without a click."""
+    from mining.ranking.rank import rank
+
+    cat = build_catalogue(tmp_path, n=8, size=128, n_candidates=1, with_map=False)
+    with Store(cat["db"]) as s:
+        rank(s, n=1, target=3, random_state=0)  # as the app's "Rank the next round" with rank.step 1
+    config = tmp_path / "steps.yaml"
+    config.write_text("rank:\n  n: 3\n  step: 1\nlearn:\n  n_folds: 3\n")  # step 1: no lookahead, it waits
+    with rb.run_app(cat["db"], config=str(config)) as url:
+        page = rb.open_queue(chromium, url, "sam")
+        assert "round 2 · item 1 of 1" in rb.header(page)
+        page.keyboard.press("n")
+        # the step job learns and adds the next candidate; the page shows it by itself (no key, no click)
+        page.wait_for_function("() => (document.body.innerText || '').includes('item 2 of 2')", timeout=30_000)
+        assert "round 2 · item 2 of 2" in rb.header(page)
+        rb.wait_idle(page)
+        page.locator("p", has_text="· item ").first.click()  # keyboard focus, as after a page load
+        rb.press_and_wait(page, "z")  # the undo stack survived: the vote goes, back to the first
+        assert "item 1 of 2" in rb.header(page) and _votes(cat["db"], "sam") == []
+        page.context.close()
