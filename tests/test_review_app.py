@@ -751,3 +751,23 @@ def test_grid_pages_count_as_verdicts_for_the_next_step(stepcat):
     assert [c for c in image_captions(at) if c.startswith("#4 ")]  # the next step's page
     at.button(key="btn_undo_grid").click().run()  # undo takes the whole first page back
     assert votes(db) == [] and at.session_state["pos"] == 0
+
+
+def test_the_next_step_waits_for_a_learn_job_then_starts(stepcat):
+    import time
+
+    from raremine.screens import loop
+
+    db = stepcat["db"]
+    first_step(db)
+    learning = loop.learn_jobs()[(db, "learn")] = loop.LearnJob(started=time.time(), kind="learn")  # running
+    at = session()
+    for _ in range(3):
+        at.button(key="btn_reject").click().run()
+    assert any("chosen when the job below ends" in i.value for i in at.info) and step_job(db) is None
+    learning.finished = time.time()
+    at.run()  # (the jobs panel's rerun when it sees the learn job end)
+    assert step_job(db) is not None
+    finish_jobs(db)
+    at.run()
+    assert "**round 2** · item 4 of 6" in header(at)

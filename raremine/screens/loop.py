@@ -52,7 +52,7 @@ def jobs_lock() -> threading.Lock:
 
 @dataclass
 class LearnJob:
-    """A background job of the loop (learn or rank) and its progress."""
+    """A background job of the loop (learn, rank or a round's next step) and its progress."""
 
     thread: threading.Thread | None = None
     started: float = 0.0
@@ -262,6 +262,7 @@ def step_ahead(ctx: Ctx, queue: list) -> str | None:
     -------
     str or None
         ``"running"`` (a step job chooses the next candidates now),
+        ``"waiting"`` (a learn or rank job runs: the step starts after it),
         ``"failed"`` (the last step job failed), ``"stalled"`` (it found no
         more candidates), or None (nothing to wait for).
     """
@@ -286,7 +287,7 @@ def step_ahead(ctx: Ctx, queue: list) -> str | None:
         return "failed" if job.error else "stalled"
     if start_job("step", step_round, ctx, sig=(r, held)):
         return "running"
-    return None  # a learn or rank job runs: the step starts after it
+    return "waiting"  # a learn or rank job runs: its end draws the page again, and the step starts then
 
 
 def retry_step(ctx: Ctx) -> None:
@@ -303,6 +304,8 @@ def step_ui(ctx: Ctx, state: str | None) -> None:
             "The next candidates of this round are being chosen from your verdicts; "
             "they appear here by themselves when ready."
         )
+    elif state == "waiting":
+        st.info("The next candidates of this round are chosen when the job below ends.")
     elif state == "failed":  # (its error is shown with the jobs below)
         st.button(
             "Choose the next candidates again",
@@ -312,7 +315,10 @@ def step_ui(ctx: Ctx, state: str | None) -> None:
             help="the last try failed (its error is below); this round is not full yet",
         )
     elif state == "stalled":
-        st.info("No more candidates could be added to this round (every image has a verdict or is in it).")
+        st.info(
+            "No more candidates could be added to this round: the last step found none "
+            "(an image with a verdict, or already in the round, is not chosen again)."
+        )
 
 
 def step_error(db: str, round_: int | None) -> str | None:

@@ -346,7 +346,7 @@ def empty_queue(ctx: Ctx, queue: list[rv.Item], step: str | None = None) -> None
     ``step``: what :func:`raremine.screens.loop.step_ahead` said about the round's next step.
     """
     ss = st.session_state
-    if step == "running":
+    if step in ("running", "waiting"):
         step_ui(ctx, step)
     elif not queue:
         if ctx.store.current_round() == 0 and ss["source"][0] == "round":
