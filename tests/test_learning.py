@@ -651,3 +651,29 @@ def test_choosing_a_round_step_by_step_finds_more_defects_in_it_than_choosing_it
             found[step] += out["found_per_round"][0]
             store.close()
     assert found[4] > found[0] + 3, found
+
+
+def test_two_extensions_at_once_neither_repeat_an_image_nor_pass_the_target(tmp_path, monkeypatch):
+    # a second app server extends the round while this one is still choosing (between its
+    # choice and its write): the write reads the round again inside its transaction
+    import mining.ranking.rank as rk
+
+    store, _ = make_store(tmp_path / "c.db", n=60, n_pos=4)
+    rk.rank(store, strategy="top", n=3, target=8)
+    other = Store(tmp_path / "c.db")
+    real_choose = rk._choose
+
+    def choose_while_the_other_extends(*args):
+        out = real_choose(*args)
+        monkeypatch.setattr(rk, "_choose", real_choose)
+        assert rk.extend_round(other, strategy="top", n=4) == 4  # the same top images, written first
+        return out
+
+    monkeypatch.setattr(rk, "_choose", choose_while_the_other_extends)
+    added = rk.extend_round(store, strategy="top", n=4)
+    cands = store.candidates(1)
+    assert added == 0 and len(cands) == 7  # its choice was the other's: none written twice
+    assert len({c["image_id"] for c in cands}) == 7 and [c["rank"] for c in cands] == list(range(1, 8))
+    assert rk.extend_round(store, strategy="top", n=4) == 1  # and never past the target
+    other.close()
+    store.close()

@@ -150,11 +150,10 @@ def extend_round(
     if room <= 0:
         return 0
     in_round = {int(r[0]) for r in held}
-    start = max((int(r[1]) for r in held), default=0)
     chosen, fs = _choose(store, strategy, min(n, room), weights, primary, fusion, False, in_round, kwargs)
-    _write(store, round_, start, chosen, fs, strategy)
-    logger.info("round %d: %d more candidates by %s", round_, len(chosen), strategy)
-    return len(chosen)
+    added = _write(store, round_, None, chosen, fs, strategy)
+    logger.info("round %d: %d more candidates by %s", round_, added, strategy)
+    return added
 
 
 def _choose(store, strategy, n, weights, primary, fusion, include_reviewed, exclude, kwargs):
@@ -173,8 +172,33 @@ def _choose(store, strategy, n, weights, primary, fusion, include_reviewed, excl
     return chosen, fs
 
 
-def _write(store, round_, start, chosen, fs, strategy, *, target=None) -> None:
+def _write(store, round_, start, chosen, fs, strategy, *, target=None) -> int:
+    """Write the chosen rows as candidates of ``round_``; return how many were written.
+
+    ``start=None`` extends the round: inside the write transaction, the round
+    is read again, so another process that extended it meanwhile (a second
+    app server) is neither repeated nor pushed past the round's target.
+    """
     now = time.time()
+    with store.transaction() as con:
+        if start is None:
+            held = con.execute("SELECT image_id, rank FROM candidates WHERE round = ?", (round_,)).fetchall()
+            taken = {int(r[0]) for r in held}
+            row = con.execute("SELECT value FROM meta WHERE key = ?", (f"{_TARGET}{round_}",)).fetchone()
+            room = (int(row[0]) if row else len(held)) - len(held)
+            chosen = [c for c in chosen if int(fs.image_ids[c[0]]) not in taken][: max(room, 0)]
+            start = max((int(r[1]) for r in held), default=0)
+        con.executemany(
+            "INSERT INTO candidates (round, image_id, tile, rank, strategy, score, why, created_at)"
+            " VALUES (?, ?, -1, ?, ?, ?, ?, ?)",
+            _rows(round_, start, chosen, fs, strategy, now),
+        )
+        if target is not None:
+            con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (f"{_TARGET}{round_}", int(target)))
+    return len(chosen)
+
+
+def _rows(round_, start, chosen, fs, strategy, now) -> list[tuple]:
     values = []
     for r, (i, info) in enumerate(chosen):
         picked_by = str(info.get("strategy", strategy))
@@ -191,11 +215,4 @@ def _write(store, round_, start, chosen, fs, strategy, *, target=None) -> None:
                 now,
             )
         )
-    with store.transaction() as con:
-        con.executemany(
-            "INSERT INTO candidates (round, image_id, tile, rank, strategy, score, why, created_at)"
-            " VALUES (?, ?, -1, ?, ?, ?, ?, ?)",
-            values,
-        )
-        if target is not None:
-            con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (f"{_TARGET}{round_}", int(target)))
+    return values
