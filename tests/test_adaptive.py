@@ -150,3 +150,71 @@ def test_learned_arm_trains_on_a_bounded_sample_of_the_rest():
     v = confirmed_vs_rest(F, np.arange(3), max_rest=200, random_state=0)
     assert np.isfinite(v).all()  # every row is scored, though each fold trained on at most 200 others
     assert set(np.argsort(-v)[:10]) >= {3, 4}
+
+
+def test_embedding_spaces_are_reused_until_the_embeddings_change(tmp_path, monkeypatch):
+    import mining.ranking.similar as sim
+    from mining.catalogue.store import Store
+    from mining.ranking.fusion import fused_scores
+
+    store = Store(tmp_path / "c.db")
+    rng = np.random.default_rng(0)
+    with store.transaction() as con:
+        for i in range(1, 41):
+            con.execute("INSERT INTO images (id, path, status, indexed_at) VALUES (?, ?, 'ok', 0)", (i, f"/f/{i}.png"))
+            con.execute(
+                "INSERT INTO scores (image_id, tile, scorer, score, created_at) VALUES (?, -1, 'a', ?, 0)",
+                (i, float(i)),
+            )
+            vec = rng.normal(size=40).astype(np.float32)
+            con.execute(
+                "INSERT INTO embeddings (image_id, tile, name, vector) VALUES (?, -1, 'e', ?)", (i, vec.tobytes())
+            )
+    fs = fused_scores(store)
+    calls = []
+    real = sim._embedding_spaces
+    monkeypatch.setattr(sim, "_embedding_spaces", lambda *a: calls.append(1) or real(*a))
+    first = sim.embedding_spaces(store, fs)
+    again = sim.embedding_spaces(store, fs)
+    assert len(calls) == 1 and again["e"] is first["e"] and not first["e"].flags.writeable
+    assert first["e"].shape == (40, 32)
+    with store.transaction() as con:  # mining went on: a vector was replaced
+        con.execute(
+            "INSERT OR REPLACE INTO embeddings (image_id, tile, name, vector) VALUES (1, -1, 'e', ?)",
+            (np.zeros(40, np.float32).tobytes(),),
+        )
+    fresh = sim.embedding_spaces(store, fs)
+    assert len(calls) == 2 and not np.allclose(fresh["e"], first["e"])
+    store.close()
+
+
+def test_the_pca_of_a_large_space_is_fitted_on_a_bounded_sample_and_projects_every_row(tmp_path, monkeypatch):
+    import mining.ranking.similar as sim
+    from mining.catalogue.store import Store
+    from mining.ranking.fusion import fused_scores
+
+    monkeypatch.setattr(sim, "PCA_FIT_ROWS", 50)
+    store = Store(tmp_path / "c.db")
+    rng = np.random.default_rng(1)
+    basis = rng.normal(size=(3, 40))
+    with store.transaction() as con:
+        for i in range(1, 201):
+            con.execute("INSERT INTO images (id, path, status, indexed_at) VALUES (?, ?, 'ok', 0)", (i, f"/f/{i}.png"))
+            con.execute(
+                "INSERT INTO scores (image_id, tile, scorer, score, created_at) VALUES (?, -1, 'a', ?, 0)",
+                (i, float(i)),
+            )
+            vec = (rng.normal(size=3) * [5, 3, 2]) @ basis + rng.normal(size=40) * 0.01
+            con.execute(
+                "INSERT INTO embeddings (image_id, tile, name, vector) VALUES (?, -1, 'e', ?)",
+                (i, vec.astype(np.float32).tobytes()),
+            )
+    Z = sim.embedding_spaces(store, fused_scores(store), components=3)["e"]
+    assert Z.shape == (200, 3) and np.isfinite(Z).all()
+    # the three true directions are found from 50 rows: the projection keeps nearly all the variance
+    V = np.stack(
+        [np.frombuffer(b, np.float32) for (b,) in store.query("SELECT vector FROM embeddings ORDER BY image_id")]
+    )
+    V = (V - V.mean(0)) / V.std(0)
+    assert Z.var(axis=0).sum() > 0.95 * V.var(axis=0).sum()
+    store.close()

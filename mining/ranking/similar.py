@@ -13,6 +13,10 @@ strategy (:func:`mining.ranking.strategies.adaptive_arms`):
 
 from __future__ import annotations
 
+import hashlib
+import os
+import threading
+
 import numpy as np
 
 from mining.catalogue.store import PATCH_SET_SUFFIX, is_patch_set, unpack_patch_set
@@ -36,8 +40,44 @@ def standardise(V: np.ndarray) -> np.ndarray:
     return np.nan_to_num((V - np.nan_to_num(mu)) / np.where(np.nan_to_num(sd) > 0, sd, 1))
 
 
+#: Rows a whole-image space's PCA is fitted on (a seeded sample beyond it; every row is projected).
+PCA_FIT_ROWS = 20000
+
+_SPACES: dict = {}  # the last catalogue's spaces (one entry), shared by the steps of a round
+_SPACES_LOCK = threading.Lock()
+
+
 def embedding_spaces(store, fs: FusedScores, components: int = 32) -> dict[str, np.ndarray]:
-    """Every stored whole-image embedding per row of ``fs``: columns z-scored, then PCA (NaN rows: missing)."""
+    """Every stored whole-image embedding per row of ``fs``: columns z-scored, then PCA (NaN rows: missing).
+
+    The PCA of a space is fitted on at most :data:`PCA_FIT_ROWS` rows (a
+    seeded sample of a larger archive: enough to estimate its leading
+    directions) and every row is projected. The spaces do not depend on the
+    verdicts, so the last catalogue's are kept in memory, read-only, until
+    its embeddings or its scored images change: the steps of a round reuse
+    them (see :func:`mining.ranking.rank.extend_round`).
+    """
+    key = _spaces_key(store, fs, components)
+    with _SPACES_LOCK:
+        hit = _SPACES.get(key)
+    if hit is not None:
+        return dict(hit)
+    spaces = _embedding_spaces(store, fs, components)
+    for V in spaces.values():
+        V.flags.writeable = False
+    with _SPACES_LOCK:
+        _SPACES.clear()
+        _SPACES[key] = spaces
+    return dict(spaces)
+
+
+def _spaces_key(store, fs: FusedScores, components: int) -> tuple:
+    count, last = store.query("SELECT COUNT(*), MAX(rowid) FROM embeddings WHERE tile = -1")[0]
+    ids = hashlib.sha256(np.ascontiguousarray(fs.image_ids, dtype=np.int64).tobytes()).hexdigest()
+    return (os.path.realpath(store.path), int(count), last, ids, int(components))
+
+
+def _embedding_spaces(store, fs: FusedScores, components: int) -> dict[str, np.ndarray]:
     from sklearn.decomposition import PCA
 
     pos = {int(iid): r for r, iid in enumerate(fs.image_ids)}
@@ -53,7 +93,13 @@ def embedding_spaces(store, fs: FusedScores, components: int = 32) -> dict[str, 
         V = np.stack([vectors[name][r] for r in rows]).astype(np.float64)
         V = (V - V.mean(axis=0)) / np.where(V.std(axis=0) > 0, V.std(axis=0), 1)
         k = min(components, V.shape[1], len(rows) - 1)
-        Z = PCA(n_components=k, random_state=0).fit_transform(V) if V.shape[1] > k else V
+        if V.shape[1] > k:
+            fit = V
+            if len(V) > PCA_FIT_ROWS:
+                fit = V[np.sort(np.random.default_rng(0).choice(len(V), PCA_FIT_ROWS, replace=False))]
+            Z = PCA(n_components=k, random_state=0).fit(fit).transform(V)
+        else:
+            Z = V
         out = np.full((len(fs.image_ids), Z.shape[1]), np.nan)
         out[rows] = Z
         spaces[name] = out
