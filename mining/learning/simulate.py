@@ -4,8 +4,8 @@ A simulated reviewer answers from a truth CSV (columns ``path,label`` and
 optionally ``category`` and ``mask``; label 1 = rare event). Each round:
 
 1. :func:`mining.ranking.rank.rank` picks ``batch`` candidates with the strategy
-   (with ``step``, ``step`` at a time, each step chosen after the re-ranker
-   learnt from the verdicts before it, as the review app does);
+   (with ``step``, ``step`` at a time, each step chosen with the verdicts
+   before it, as the review app does);
 2. the reviewer confirms or rejects each one (``reviews.source = "simulate"``)
    and, for mixed supervision, paints the truth mask of up to
    ``masks_per_round`` confirmed images (``reviews.mask_path``);
@@ -162,10 +162,11 @@ def simulate(
     rounds : int, default=4
     step : int, default=0
         Choose each round this many candidates at a time, as the review app
-        does (config ``rank.step``): after each step the re-ranker learns
-        from its verdicts (the pixel model only at the round's end) and the
-        next step is chosen with them (:func:`mining.ranking.rank.extend_round`).
-        0 (or ``step >= batch``): the whole round at once.
+        does (config ``rank.step``): each step is chosen with the verdicts on
+        the steps before it (:func:`mining.ranking.rank.extend_round`: the
+        adaptive strategy's arms and "more like this"); :func:`learn` runs
+        once per round, at its end. 0 (or ``step >= batch``): the whole
+        round at once.
     masks_per_round : int, default=0
         Confirmed images per round whose truth mask is painted (mixed supervision).
     reviewer : str, default="simulator"
@@ -222,7 +223,6 @@ def simulate(
     }
     found: set[int] = set()
     reviewed: set[int] = set()
-    light_learn = {**learn_kwargs, "pixel": False}
     for r in range(rounds):
         first = step if 0 < step < batch else batch
         seed = random_state + r
@@ -240,7 +240,6 @@ def simulate(
             if len(done_cands) >= batch or first == batch:
                 break
             # the next step of the round, chosen with this step's verdicts (as the review app does)
-            learn(store, **light_learn)
             seed += 7919  # a different stream per step (the strategy's random parts)
             if not extend_round(store, strategy=strategy, n=step, random_state=seed, **(rank_kwargs or {})):
                 break

@@ -2,8 +2,8 @@
 
 A round is chosen step by step (config ``rank.step``): "Rank the next round"
 writes its first ``rank.step`` candidates, and when a reviewer's queue of the
-round runs low (:data:`STEP_LOOKAHEAD`), a background "step" job learns from
-the verdicts so far (the re-ranker only) and adds the next step
+round runs low (:data:`STEP_LOOKAHEAD`), a background "step" job adds the
+next step, chosen with every verdict so far
 (:func:`mining.ranking.rank.extend_round`), as ``raremine simulate --step``
 models it. Every session reviewing the round gets the new candidates appended
 to its queue (:func:`raremine.screens.state.grow_queue`).
@@ -119,13 +119,16 @@ def rank_round(store: Store, *, config=None, progress=None) -> str:
 
 
 def step_round(store: Store, *, config=None, progress=None) -> str:
-    """The next step of the current round: learn from the verdicts (re-ranker only), then add candidates.
+    """The next step of the current round: candidates chosen with every verdict so far.
 
-    As ``simulate(step=)`` does between steps: ``learn(pixel=False)`` and
+    As ``simulate(step=)`` does between steps:
     :func:`mining.ranking.rank.extend_round` with ``rank.step`` candidates (the
     rest of the round when ``rank.step`` is 0), never beyond the round's target.
+    The verdicts steer it through the adaptive strategy (each ranking judged
+    by its own picks, "more like this" from the confirmed images); the
+    re-ranker is not retrained between steps (measured: no gain, and it is
+    the slower half on a large archive), only by "Learn from the verdicts".
     """
-    from mining.learning.learn import learn
     from mining.ranking.rank import extend_round, round_target
 
     cfg = config if config is not None else load_config(None)
@@ -134,14 +137,11 @@ def step_round(store: Store, *, config=None, progress=None) -> str:
     target = round_target(store, r)
     n = int(cfg.rank.step) or max(target - held, 1)
     if progress:
-        progress("learning from the verdicts", 0, 2)
-    learn(store, config=cfg, pixel=False)
-    if progress:
-        progress("choosing the next candidates", 1, 2)
+        progress("choosing the next candidates from the verdicts", 0, 1)
     seed = STEP_SEED * max(math.ceil(held / n), 1)  # a different stream per step
     added = extend_round(store, n=n, random_state=seed, **strategy_kwargs(cfg))
     if progress:
-        progress("done", 2, 2)
+        progress("done", 1, 1)
     logger.info("round %d: %d more candidates (%d of %d)", r, added, held + added, target)
     return f"round {r}: {added} more candidates ({held + added} of {target})"
 
