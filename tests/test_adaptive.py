@@ -152,24 +152,30 @@ def test_learned_arm_trains_on_a_bounded_sample_of_the_rest():
     assert set(np.argsort(-v)[:10]) >= {3, 4}
 
 
-def test_embedding_spaces_are_reused_until_the_embeddings_change(tmp_path, monkeypatch):
-    import mining.ranking.similar as sim
+def _store_with_vectors(path, vectors: np.ndarray):
+    """A catalogue of ``len(vectors)`` images, one score each and the rows of ``vectors`` as embedding 'e'."""
     from mining.catalogue.store import Store
-    from mining.ranking.fusion import fused_scores
 
-    store = Store(tmp_path / "c.db")
-    rng = np.random.default_rng(0)
+    store = Store(path)
     with store.transaction() as con:
-        for i in range(1, 41):
+        for i, vec in enumerate(vectors, start=1):
             con.execute("INSERT INTO images (id, path, status, indexed_at) VALUES (?, ?, 'ok', 0)", (i, f"/f/{i}.png"))
             con.execute(
                 "INSERT INTO scores (image_id, tile, scorer, score, created_at) VALUES (?, -1, 'a', ?, 0)",
                 (i, float(i)),
             )
-            vec = rng.normal(size=40).astype(np.float32)
             con.execute(
-                "INSERT INTO embeddings (image_id, tile, name, vector) VALUES (?, -1, 'e', ?)", (i, vec.tobytes())
+                "INSERT INTO embeddings (image_id, tile, name, vector) VALUES (?, -1, 'e', ?)",
+                (i, np.asarray(vec, np.float32).tobytes()),
             )
+    return store
+
+
+def test_embedding_spaces_are_reused_until_the_embeddings_change(tmp_path, monkeypatch):
+    import mining.ranking.similar as sim
+    from mining.ranking.fusion import fused_scores
+
+    store = _store_with_vectors(tmp_path / "c.db", np.random.default_rng(0).normal(size=(40, 40)))
     fs = fused_scores(store)
     calls = []
     real = sim._embedding_spaces
@@ -190,25 +196,13 @@ def test_embedding_spaces_are_reused_until_the_embeddings_change(tmp_path, monke
 
 def test_the_pca_of_a_large_space_is_fitted_on_a_bounded_sample_and_projects_every_row(tmp_path, monkeypatch):
     import mining.ranking.similar as sim
-    from mining.catalogue.store import Store
     from mining.ranking.fusion import fused_scores
 
     monkeypatch.setattr(sim, "PCA_FIT_ROWS", 50)
-    store = Store(tmp_path / "c.db")
     rng = np.random.default_rng(1)
     basis = rng.normal(size=(3, 40))
-    with store.transaction() as con:
-        for i in range(1, 201):
-            con.execute("INSERT INTO images (id, path, status, indexed_at) VALUES (?, ?, 'ok', 0)", (i, f"/f/{i}.png"))
-            con.execute(
-                "INSERT INTO scores (image_id, tile, scorer, score, created_at) VALUES (?, -1, 'a', ?, 0)",
-                (i, float(i)),
-            )
-            vec = (rng.normal(size=3) * [5, 3, 2]) @ basis + rng.normal(size=40) * 0.01
-            con.execute(
-                "INSERT INTO embeddings (image_id, tile, name, vector) VALUES (?, -1, 'e', ?)",
-                (i, vec.astype(np.float32).tobytes()),
-            )
+    vectors = (rng.normal(size=(200, 3)) * [5, 3, 2]) @ basis + rng.normal(size=(200, 40)) * 0.01
+    store = _store_with_vectors(tmp_path / "c.db", vectors)
     Z = sim.embedding_spaces(store, fused_scores(store), components=3)["e"]
     assert Z.shape == (200, 3) and np.isfinite(Z).all()
     # the three true directions are found from 50 rows: the projection keeps nearly all the variance
@@ -218,3 +212,28 @@ def test_the_pca_of_a_large_space_is_fitted_on_a_bounded_sample_and_projects_eve
     V = (V - V.mean(0)) / V.std(0)
     assert Z.var(axis=0).sum() > 0.95 * V.var(axis=0).sum()
     store.close()
+
+
+def test_an_arm_is_credited_with_every_verdict_down_to_the_depth_of_its_own_picks():
+    from mining.ranking.strategies import arm_evidence
+
+    ids = np.arange(10, 20)
+    good = np.arange(10, 0, -1, dtype=float)  # ranks image 10 first, 11 second, ...
+    noise = np.array([0, 9, 8, 7, 6, 5, 4, 3, 2, 1], dtype=float)  # 11 first, 10 last
+    late = np.full(10, np.nan)
+    late[5] = 1.0
+    arms = {"good": good, "noise": noise, "late": late, "unused": good.copy()}
+    labels = {10: 1, 11: 0, 12: 1}
+    history = [(11, "noise"), (12, "good"), (10, "late")]  # "late" picked image 10 while it was its own top
+    ev = arm_evidence(arms, ids, labels, history)
+    # good picked 12 (its rank 3): 10 and 12 confirmed and 11 rejected lie above it, whoever picked them
+    assert ev[0].tolist() == [2, 1]
+    # noise picked 11 (its rank 1): only its own miss; the defect 10 it ranks last does not count
+    assert ev[1].tolist() == [0, 1]
+    # late's ranking moved: it no longer ranks its own pick at all, so it has no depth and no evidence
+    assert ev[2].tolist() == [0, 0]
+    history.append((15, "late"))  # a pick it still ranks first: its depth is 1, and 15 has no verdict
+    assert arm_evidence(arms, ids, labels, history)[2].tolist() == [0, 0]
+    labels[15] = 0
+    assert arm_evidence(arms, ids, labels, history)[2].tolist() == [0, 1]
+    assert ev[3].tolist() == [0, 0]  # no picks of its own: the prior alone

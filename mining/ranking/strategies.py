@@ -391,6 +391,59 @@ def pick_history(store) -> list[tuple[int, str]]:
     return out
 
 
+def arm_evidence(arms: dict[str, np.ndarray], image_ids: np.ndarray, labels: dict[int, int], history) -> np.ndarray:
+    """Hits and misses of each arm (rows in the order of ``arms``): its ranking replayed on the verdicts.
+
+    An arm is judged on every image it ranks as high as the deepest of its
+    own picks: an arm picks its best image not yet taken, so all of those
+    have been reviewed, whichever arm picked them, and their verdicts are its
+    precision down to that depth. A defect found by one ranking also counts
+    for every ranking that had it as high, and none is credited for a defect
+    it ranks low, so the arm that carries the signal stands out after fewer
+    picks of its own. This holds for the arms built from the verdicts too:
+    their value for an image with a verdict never uses that verdict ("more
+    like this" compares a confirmed image with the *other* confirmed images,
+    the learned arm and the re-ranker score it out of fold). An arm without
+    picks of its own (or whose picks it no longer ranks at all) has no
+    evidence: the prior alone.
+
+    Parameters
+    ----------
+    arms : dict of str to ndarray of shape (n,)
+        One value column per arm, higher = picked first (NaN: never).
+    image_ids : ndarray of shape (n,)
+    labels : dict of int to int
+        Image id -> 1 (confirmed) or 0 (rejected).
+    history : sequence of (image id, arm)
+        Earlier picks (:func:`pick_history`).
+
+    Returns
+    -------
+    ndarray of shape (n_arms, 2)
+        ``[hits, misses]`` per arm.
+    """
+    names = list(arms)
+    evidence = np.zeros((len(names), 2))
+    row_of = {int(iid): r for r, iid in enumerate(image_ids)}
+    lab_rows = np.array([row_of[i] for i in labels if i in row_of], dtype=np.int64)
+    lab_y = np.array([labels[int(image_ids[r])] for r in lab_rows], dtype=np.int64)
+    own: dict[str, list[int]] = {}
+    for image_id, arm in history:
+        if arm in arms and int(image_id) in row_of:
+            own.setdefault(arm, []).append(row_of[int(image_id)])
+    for k, name in enumerate(names):
+        values = np.asarray(arms[name], dtype=np.float64)
+        picked = [r for r in own.get(name, []) if np.isfinite(values[r])]
+        if not picked or not len(lab_rows):
+            continue
+        order = np.argsort(-np.nan_to_num(values, nan=-np.inf), kind="stable")
+        rank_of = np.empty(len(order), dtype=np.int64)
+        rank_of[order] = np.arange(len(order))
+        inside = (rank_of[lab_rows] <= rank_of[picked].max()) & np.isfinite(values[lab_rows])
+        evidence[k] = [(lab_y[inside] == 1).sum(), (lab_y[inside] == 0).sum()]
+    return evidence
+
+
 def select_adaptive(
     fs: FusedScores,
     candidates: np.ndarray,
@@ -406,9 +459,9 @@ def select_adaptive(
 
     Nobody knows beforehand which scorer carries the signal on a given
     archive, so each ranking of :func:`adaptive_arms` is an arm of a bandit.
-    An arm's evidence is what became of its own earlier picks: ``hits``
-    confirmed, ``misses`` rejected (a bandit's reward, unbiased by how other
-    arms chose what was reviewed). Each pick draws a success rate per arm
+    An arm's evidence is how its own ranking did down to the depth its picks
+    have reached: ``hits`` confirmed, ``misses`` rejected among the images it
+    ranks that high, whichever arm picked them (:func:`arm_evidence`). Each pick draws a success rate per arm
     from Beta(a + hits, b + misses), where a and b are a weak prior around
     the hit rate of all verdicts so far, and takes the best unpicked
     candidate of the arm that drew highest. Before any verdict every arm
@@ -436,11 +489,7 @@ def select_adaptive(
         if int(iid) in labels:
             y[r] = labels[int(iid)]
     names = list(arms)
-    evidence = np.zeros((len(names), 2))
-    index = {a: k for k, a in enumerate(names)}
-    for image_id, arm in history:
-        if arm in index and int(image_id) in labels:
-            evidence[index[arm], 0 if labels[int(image_id)] == 1 else 1] += 1
+    evidence = arm_evidence(arms, fs.image_ids, labels, history)
     # Empirical-Bayes prior: an arm without evidence of its own is expected to do as well as the
     # verdicts so far (a Beta of strength 2 around their hit rate; Beta(1, 1) before any verdict),
     # so a new arm is tried without taking the round from an arm that finds defects.
