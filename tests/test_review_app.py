@@ -492,6 +492,25 @@ def test_rank_the_next_round_from_the_app(cat):
     assert "**round 2** · item 1 of 3" in header(at)
 
 
+def test_ranking_from_the_app_first_retrains_the_reranker_on_the_verdicts(cat):
+    # as `raremine simulate` does at the end of every round, so the next round can follow it
+    from mining.ranking.rerank import RERANK_SCORER
+    from raremine.screens import loop
+
+    with Store(cat["db"]) as s:
+        ids = [r["id"] for r in s.images()]
+        assert len(ids) >= 6
+        for k, iid in enumerate(ids[:6]):
+            s.add_review(iid, "t", "confirm" if k < 2 else "reject", source="test")
+        assert not s.scored_ids(RERANK_SCORER)
+    job = loop.LearnJob(started=0.0, kind="rank")
+    loop._run_learn(job, loop.rank_round, cat["db"], None)
+    assert job.error is None and job.result.startswith("round 2: "), job.result
+    with Store(cat["db"], readonly=True) as s:
+        assert len(s.scored_ids(RERANK_SCORER)) == len(ids)  # every image scored by the new re-ranker
+        assert not {c["image_id"] for c in s.candidates(2)} & set(ids[:6])  # and none reviewed offered again
+
+
 def test_the_viewer_shows_the_files_own_window_and_the_manual_one(cat):
     import base64
 

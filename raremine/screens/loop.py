@@ -93,18 +93,26 @@ def strategy_kwargs(cfg) -> dict:
 
 
 def rank_round(store: Store, *, config=None, progress=None) -> str:
-    """Rank the next round as ``raremine rank`` does (the config's ``rank:`` and ``learn:`` sections).
+    """Learn from the verdicts (the re-ranker), then rank the next round as ``raremine rank`` does.
 
-    With ``0 < rank.step < rank.n`` only its first ``rank.step`` candidates are
-    written now (target ``rank.n``); :func:`step_round` adds the others as the
-    verdicts come in. Else the whole round.
+    The re-ranker is retrained first when the catalogue holds a verdict, as
+    ``raremine simulate`` does at the end of every round, so that the new
+    round can follow it (the pixel model only on "Learn from the verdicts").
+    With ``0 < rank.step < rank.n`` only the round's first ``rank.step``
+    candidates are written now (target ``rank.n``); :func:`step_round` adds
+    the others as the verdicts come in. Else the whole round.
     """
     from mining.ranking.rank import rank
 
     cfg = config if config is not None else load_config(None)
     step = round_step(cfg)
+    fn = learn_function()
+    if fn is not None and store.query("SELECT 1 FROM reviews LIMIT 1"):
+        if progress:
+            progress("learning from the verdicts", 0, 2)
+        fn(store, config=cfg, pixel=False)
     if progress:
-        progress("choosing the candidates", 0, 1)
+        progress("choosing the candidates", 1, 2)
     r = rank(
         store,
         n=step or cfg.rank.n,
@@ -113,7 +121,7 @@ def rank_round(store: Store, *, config=None, progress=None) -> str:
         **strategy_kwargs(cfg),
     )
     if progress:
-        progress("done", 1, 1)
+        progress("done", 2, 2)
     out = f"round {r}: {len(store.candidates(r))} candidates"
     return out + (f", the first step of {cfg.rank.n} ({step} at a time)" if step else "")
 
