@@ -511,6 +511,22 @@ def test_ranking_from_the_app_first_retrains_the_reranker_on_the_verdicts(cat):
         assert not {c["image_id"] for c in s.candidates(2)} & set(ids[:6])  # and none reviewed offered again
 
 
+def test_a_failed_retraining_does_not_stop_the_next_round(cat, monkeypatch):
+    from raremine.screens import loop
+
+    with Store(cat["db"]) as s:
+        s.add_review(s.images()[0]["id"], "t", "reject", source="test")
+
+    def broken(store, **kw):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(loop, "learn_function", lambda: broken)
+    job = loop.LearnJob(started=0.0, kind="rank")
+    loop._run_learn(job, loop.rank_round, cat["db"], None)
+    assert job.error is None and job.result.startswith("round 2: ")
+    assert job.result.endswith("(the re-ranker was not retrained: RuntimeError: disk full)")
+
+
 def test_the_viewer_shows_the_files_own_window_and_the_manual_one(cat):
     import base64
 

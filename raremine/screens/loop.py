@@ -107,10 +107,15 @@ def rank_round(store: Store, *, config=None, progress=None) -> str:
     cfg = config if config is not None else load_config(None)
     step = round_step(cfg)
     fn = learn_function()
+    note = ""
     if fn is not None and store.query("SELECT 1 FROM reviews LIMIT 1"):
         if progress:
             progress("learning from the verdicts", 0, 2)
-        fn(store, config=cfg, pixel=False)
+        try:
+            fn(store, config=cfg, pixel=False)
+        except Exception as err:  # the round is still ranked, with the re-ranker as it was
+            logger.warning("re-ranker not retrained before ranking: %s", err)
+            note = f" (the re-ranker was not retrained: {type(err).__name__}: {err})"
     if progress:
         progress("choosing the candidates", 1, 2)
     r = rank(
@@ -123,7 +128,7 @@ def rank_round(store: Store, *, config=None, progress=None) -> str:
     if progress:
         progress("done", 2, 2)
     out = f"round {r}: {len(store.candidates(r))} candidates"
-    return out + (f", the first step of {cfg.rank.n} ({step} at a time)" if step else "")
+    return out + (f", the first step of {cfg.rank.n} ({step} at a time)" if step else "") + note
 
 
 def step_round(store: Store, *, config=None, progress=None) -> str:
