@@ -677,3 +677,24 @@ def test_two_extensions_at_once_neither_repeat_an_image_nor_pass_the_target(tmp_
     assert rk.extend_round(store, strategy="top", n=4) == 1  # and never past the target
     other.close()
     store.close()
+
+
+def test_two_processes_ranking_at_once_write_two_rounds(tmp_path, monkeypatch):
+    # the round's number is taken inside the write transaction, not before the (slow) choice
+    import mining.ranking.rank as rk
+
+    store, _ = make_store(tmp_path / "c.db", n=60, n_pos=4)
+    other = Store(tmp_path / "c.db")
+    real_choose = rk._choose
+
+    def choose_while_the_other_ranks(*args):
+        out = real_choose(*args)
+        monkeypatch.setattr(rk, "_choose", real_choose)
+        assert rk.rank(other, strategy="top", n=3) == 1
+        return out
+
+    monkeypatch.setattr(rk, "_choose", choose_while_the_other_ranks)
+    assert rk.rank(store, strategy="top", n=4) == 2
+    assert [len(store.candidates(r)) for r in (1, 2)] == [3, 4]
+    other.close()
+    store.close()

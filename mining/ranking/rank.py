@@ -106,9 +106,8 @@ def rank(
     """
     if target is not None and target < n:
         raise ValueError(f"target must be >= n ({n}), got {target}")
-    round_ = store.current_round() + 1
     chosen, fs = _choose(store, strategy, n, weights, primary, fusion, include_reviewed, set(), kwargs)
-    _write(store, round_, 0, chosen, fs, strategy, target=target if target and target > n else None)
+    round_ = _write(store, None, 0, chosen, fs, strategy, target=target if target and target > n else None)[0]
     logger.info("round %d: %d candidates by %s", round_, len(chosen), strategy)
     return round_
 
@@ -151,7 +150,7 @@ def extend_round(
         return 0
     in_round = {int(r[0]) for r in held}
     chosen, fs = _choose(store, strategy, min(n, room), weights, primary, fusion, False, in_round, kwargs)
-    added = _write(store, round_, None, chosen, fs, strategy)
+    added = _write(store, round_, None, chosen, fs, strategy)[1]
     logger.info("round %d: %d more candidates by %s", round_, added, strategy)
     return added
 
@@ -172,15 +171,19 @@ def _choose(store, strategy, n, weights, primary, fusion, include_reviewed, excl
     return chosen, fs
 
 
-def _write(store, round_, start, chosen, fs, strategy, *, target=None) -> int:
-    """Write the chosen rows as candidates of ``round_``; return how many were written.
+def _write(store, round_, start, chosen, fs, strategy, *, target=None) -> tuple[int, int]:
+    """Write the chosen rows as candidates of ``round_``; return ``(round, candidates written)``.
 
-    ``start=None`` extends the round: inside the write transaction, the round
-    is read again, so another process that extended it meanwhile (a second
-    app server) is neither repeated nor pushed past the round's target.
+    ``round_=None`` writes a new round, numbered inside the write
+    transaction (two processes ranking at once get two rounds, not one mixed
+    round). ``start=None`` extends the round: inside the write transaction,
+    the round is read again, so another process that extended it meanwhile
+    (a second app server) is neither repeated nor pushed past the round's target.
     """
     now = time.time()
     with store.transaction() as con:
+        if round_ is None:
+            round_ = int(con.execute("SELECT COALESCE(MAX(round), 0) FROM candidates").fetchone()[0]) + 1
         if start is None:
             held = con.execute("SELECT image_id, rank FROM candidates WHERE round = ?", (round_,)).fetchall()
             taken = {int(r[0]) for r in held}
@@ -195,7 +198,7 @@ def _write(store, round_, start, chosen, fs, strategy, *, target=None) -> int:
         )
         if target is not None:
             con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (f"{_TARGET}{round_}", int(target)))
-    return len(chosen)
+    return round_, len(chosen)
 
 
 def _rows(round_, start, chosen, fs, strategy, now) -> list[tuple]:
