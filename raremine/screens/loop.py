@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 #: the step: :func:`step_lookahead`) already steers the next step; those last two steer the step after it.
 STEP_LOOKAHEAD = 2
 KINDS = ("rank", "learn", "step")  # background jobs, at most one of them at a time per catalogue
-STEP_SEED = 7919  # random_state of a round's k-th extension: k * STEP_SEED, as simulate(step=) draws them
+STEP_SEED = 7919  # random_state of round r's k-th extension: r - 1 + k * STEP_SEED, as simulate(step=) draws them
 
 
 @st.cache_resource
@@ -122,7 +122,7 @@ def rank_round(store: Store, *, config=None, progress=None) -> str:
         store,
         n=step or cfg.rank.n,
         target=cfg.rank.n if step else None,
-        random_state=0,
+        random_state=store.current_round(),  # round r draws with r - 1, as simulate does
         **strategy_kwargs(cfg),
     )
     if progress:
@@ -151,7 +151,7 @@ def step_round(store: Store, *, config=None, progress=None) -> str:
     n = int(cfg.rank.step) or max(target - held, 1)
     if progress:
         progress("choosing the next candidates from the verdicts", 0, 1)
-    seed = STEP_SEED * max(math.ceil(held / n), 1)  # a different stream per step
+    seed = r - 1 + STEP_SEED * max(math.ceil(held / n), 1)  # a different stream per step
     added = extend_round(store, n=n, random_state=seed, **strategy_kwargs(cfg))
     if progress:
         progress("done", 1, 1)
