@@ -13,11 +13,13 @@ Per texture, defect kind, bit depth and seed, one seeded pool of ``--images + 8`
 images is drawn; the first ``--images`` become the archive (``--defects`` of them get a defect),
 the other 8 the training set (5 get a defect of the same kind, drawn the same way, their masks
 become labels; 3 stay normal), so no training image is in the archive. ``--bits 16`` writes
-16-bit PNGs (values x 257) for both. Metrics and timings as in ``pixel_mining.py``.
+16-bit PNGs (values x 257) for both. ``--strength`` picks the defects' settings
+(``synthetic_archive.STRENGTHS``: ``subtle``, the default, small and faint; ``demo``, the bolder
+spots and scratches of the ``make demo`` archive). Metrics and timings as in ``pixel_mining.py``.
 
-usage: python benchmarks/pixel_kinds.py [--textures demo tiles] [--defects-kinds spots scratch]
-       [--seeds 0 1] [--images 300] [--defects 5] [--bits 8] [--variants tuned fixed] [--no-peer]
-       [--work DIR] [--json FILE]
+usage: python benchmarks/pixel_kinds.py [--textures demo tiles] [--defect-kinds spots scratch]
+       [--seeds 0 1] [--images 300] [--defects 5] [--bits 8] [--strength subtle|demo]
+       [--variants tuned fixed] [--no-peer] [--work DIR] [--json FILE]
 """
 
 from __future__ import annotations
@@ -75,9 +77,11 @@ def _source_csv(path: Path, images: list[str]) -> str:
     return str(path)
 
 
-def build_kind(work: Path, texture: str, kind: str, seed: int, images: int, defects: int, bits: int) -> Path:
+def build_kind(
+    work: Path, texture: str, kind: str, seed: int, images: int, defects: int, bits: int, strength: str = "subtle"
+) -> Path:
     """The archive folder (``truth.csv``, ``archive/``, ``masks/``) and its ``train/images`` + ``train/labels``."""
-    folder = work / f"{texture}-{kind}-{bits}bit-{seed}"
+    folder = work / f"{texture}-{kind}-{bits}bit-{strength}-{seed}"
     if (folder / "train" / "labels").is_dir() and (folder / "truth.csv").exists():
         return folder
     if folder.exists():
@@ -85,10 +89,10 @@ def build_kind(work: Path, texture: str, kind: str, seed: int, images: int, defe
     folder.mkdir(parents=True)
     pool = normal_pool(work, texture, images + 8, seed)
     src = _source_csv(folder / "source.csv", pool[:images])
-    synthetic_archive.build(src, str(folder), kind, defects=defects, seed=seed, bits=bits)
+    synthetic_archive.build(src, str(folder), kind, defects=defects, seed=seed, bits=bits, strength=strength)
     tsrc = _source_csv(folder / "train-source.csv", pool[images:])
     tdir = folder / "train-raw"
-    synthetic_archive.build(tsrc, str(tdir), kind, defects=5, seed=seed + 1000, bits=bits)
+    synthetic_archive.build(tsrc, str(tdir), kind, defects=5, seed=seed + 1000, bits=bits, strength=strength)
     (folder / "train" / "images").mkdir(parents=True)
     (folder / "train" / "labels").mkdir(parents=True)
     with open(tdir / "truth.csv", newline="") as fh:
@@ -111,6 +115,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=300, help="archive size")
     ap.add_argument("--defects", type=int, default=5, help="defective archive images")
     ap.add_argument("--bits", type=int, default=8, choices=(8, 16))
+    ap.add_argument("--strength", default="subtle", choices=sorted(synthetic_archive.STRENGTHS), help="defect settings")
     ap.add_argument("--variants", nargs="+", default=["tuned", "fixed"], choices=sorted(pm.VARIANTS))
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "raremine-pixel-kinds")
@@ -123,12 +128,12 @@ def main() -> None:
     for texture in a.textures:
         for kind in a.defect_kinds:
             for seed in a.seeds:
-                folder = build_kind(a.work, texture, kind, seed, a.images, a.defects, a.bits)
+                folder = build_kind(a.work, texture, kind, seed, a.images, a.defects, a.bits, a.strength)
                 truth = pm.read_truth(folder, None, seed)
                 runs = {v: pm.run_ours(folder, truth, v, pm.VARIANTS[v]) for v in a.variants}
                 if not a.no_peer:
                     runs["skimage-peer"] = pm.run_peer(folder, truth, seed)
-                name = f"{texture}-{kind}-{a.bits}bit"
+                name = f"{texture}-{kind}-{a.bits}bit" + ("" if a.strength == "subtle" else f"-{a.strength}")
                 for method, m in runs.items():
                     row = {"archive": name, "seed": seed, "method": method, **{c: m[c] for c in COLS}}
                     rows.append(row)
