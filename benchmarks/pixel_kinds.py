@@ -19,7 +19,7 @@ spots and scratches of the ``make demo`` archive). Metrics and timings as in ``p
 
 usage: python benchmarks/pixel_kinds.py [--textures demo tiles] [--defect-kinds spots scratch]
        [--seeds 0 1] [--images 300] [--defects 5] [--bits 8] [--strength subtle|demo]
-       [--variants tuned fixed] [--no-peer] [--work DIR] [--json FILE]
+       [--variants tuned fixed] [--no-peer] [--set KEY=VALUE] [--work DIR] [--json FILE]
 """
 
 from __future__ import annotations
@@ -118,6 +118,7 @@ def main() -> None:
     ap.add_argument("--strength", default="subtle", choices=sorted(synthetic_archive.STRENGTHS), help="defect settings")
     ap.add_argument("--variants", nargs="+", default=["tuned", "fixed"], choices=sorted(pm.VARIANTS))
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override for ours")
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "raremine-pixel-kinds")
     ap.add_argument("--json", type=Path, default=None, help="also write every run's metrics here")
     a = ap.parse_args()
@@ -130,7 +131,7 @@ def main() -> None:
             for seed in a.seeds:
                 folder = build_kind(a.work, texture, kind, seed, a.images, a.defects, a.bits, a.strength)
                 truth = pm.read_truth(folder, None, seed)
-                runs = {v: pm.run_ours(folder, truth, v, pm.VARIANTS[v]) for v in a.variants}
+                runs = {v: pm.run_ours(folder, truth, v, pm.VARIANTS[v] + a.overrides) for v in a.variants}
                 if not a.no_peer:
                     runs["skimage-peer"] = pm.run_peer(folder, truth, seed)
                 name = f"{texture}-{kind}-{a.bits}bit" + ("" if a.strength == "subtle" else f"-{a.strength}")
