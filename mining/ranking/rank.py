@@ -30,6 +30,7 @@ __all__ = [
     "rank",
     "rank_normalize",
     "reviewed_ids",
+    "round_size",
     "round_target",
     "select_top",
 ]
@@ -44,6 +45,11 @@ def reviewed_ids(store: Store) -> set[int]:
     return {r[0] for r in store.query("SELECT DISTINCT image_id FROM reviews")}
 
 
+def round_size(store: Store, round: int) -> int:
+    """Candidates a round holds now."""
+    return int(store.query("SELECT COUNT(*) FROM candidates WHERE round = ?", (int(round),))[0][0])
+
+
 def round_target(store: Store, round: int | None = None) -> int:
     """How many candidates a round is meant to hold (its size when written whole).
 
@@ -54,7 +60,7 @@ def round_target(store: Store, round: int | None = None) -> int:
     if round is None:
         round = store.current_round()
     rows = store.query("SELECT value FROM meta WHERE key = ?", (f"{_TARGET}{int(round)}",))
-    held = int(store.query("SELECT COUNT(*) FROM candidates WHERE round = ?", (int(round),))[0][0])
+    held = round_size(store, round)
     return max(held, int(rows[0][0])) if rows else held
 
 

@@ -142,11 +142,11 @@ def step_round(store: Store, *, config=None, progress=None) -> str:
     re-ranker is not retrained between steps (measured: no gain, and it is
     the slower half on a large archive), only by "Learn from the verdicts".
     """
-    from mining.ranking.rank import extend_round, round_target
+    from mining.ranking.rank import extend_round, round_size, round_target
 
     cfg = config if config is not None else load_config(None)
     r = store.current_round()
-    held = len(store.candidates(r))
+    held = round_size(store, r)
     target = round_target(store, r)
     n = int(cfg.rank.step) or max(target - held, 1)
     if progress:
@@ -279,7 +279,7 @@ def step_ahead(ctx: Ctx, queue: list) -> str | None:
         ``"failed"`` (the last step job failed), ``"stalled"`` (it found no
         more candidates), or None (nothing to wait for).
     """
-    from mining.ranking.rank import round_target
+    from mining.ranking.rank import round_size, round_target
 
     ss = st.session_state
     if ss["source"][0] != "round":
@@ -293,7 +293,7 @@ def step_ahead(ctx: Ctx, queue: list) -> str | None:
     r = ctx.store.current_round()
     if not r or ss.get("queue_round") != r:
         return None
-    held = int(ctx.store.query("SELECT COUNT(*) FROM candidates WHERE round = ?", (r,))[0][0])
+    held = round_size(ctx.store, r)
     if held >= round_target(ctx.store, r):
         return None
     if job is not None and job.sig == (r, held):  # this step was tried: not again by itself
@@ -305,8 +305,10 @@ def step_ahead(ctx: Ctx, queue: list) -> str | None:
 
 def retry_step(ctx: Ctx) -> None:
     """Start the round's next step again (after a failed step job)."""
+    from mining.ranking.rank import round_size
+
     r = ctx.store.current_round()
-    held = int(ctx.store.query("SELECT COUNT(*) FROM candidates WHERE round = ?", (r,))[0][0])
+    held = round_size(ctx.store, r)
     start_job("step", step_round, ctx, sig=(r, held))
 
 

@@ -257,11 +257,13 @@ def grow_queue(store: Store, reviewer: str, rule: rv.ConsensusRule, show_all: bo
     candidates, those this reviewer voted on or that consensus decided stay out
     (:func:`mining.review.reviewer_queue`). Returns how many were appended.
     """
+    from mining.ranking.rank import round_size
+
     ss = st.session_state
     r = ss.get("queue_round")
     if ss["source"][0] != "round" or not r:
         return 0
-    held = int(store.query("SELECT COUNT(*) FROM candidates WHERE round = ?", (r,))[0][0])
+    held = round_size(store, r)
     known = ss.setdefault("queue_keys", set())
     if held <= len(known):
         return 0
